@@ -1,0 +1,44 @@
+# B2B:Student on Airflow. `make demo` runs the demo LA end to end; `make test` runs the tests.
+# Everything is installed into ./.venv; runtime state (embedded Postgres, Airflow home) lives in ./.b2b.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export B2B_HOME ?= $(CURDIR)/.b2b
+export AIRFLOW_HOME ?= $(B2B_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
+
+.PHONY: setup demo test airflow bench check clean
+setup: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+demo: setup ## set up and run the demo LA end to end on the embedded Postgres
+	$(VENV)/bin/b2b demo
+
+test: setup ## set up and run the test suite
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+airflow: setup ## start `airflow standalone` on this project (UI on http://localhost:8080)
+	$(VENV)/bin/b2b airflow-env > /dev/null
+	$(VENV)/bin/airflow standalone
+
+bench: setup ## print the benchmarks' figures
+	$(PY) bench/run_all.py
+
+check: setup ## validate the task catalogue
+	$(VENV)/bin/b2b config check
+
+clean: ## stop the embedded Postgres and remove runtime state (not the venv)
+	-$(VENV)/bin/b2b db stop
+	rm -rf $(B2B_HOME)

@@ -1,0 +1,136 @@
+"""The warehouse: where the connection comes from, and the numbered schema migrations.
+
+Resolution order for the database URL (first hit wins):
+
+1. an explicit ``url`` argument (the Airflow ``WarehouseHook`` passes its connection's URI);
+2. the environment variable ``B2B_DATABASE_URL``;
+3. the **embedded default**: a PostgreSQL started from the ``pgserver`` wheel with its
+   data directory in ``$B2B_HOME/pgdata`` (``./.b2b/pgdata``), so a newcomer needs no server.
+
+Migrations are the ``include/sql/NNNN_name.sql`` files, applied in order inside one
+transaction each and recorded in ``ops.schema_migrations``; ``upgrade`` is idempotent.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from b2b import INCLUDE, PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = INCLUDE / "sql"
+_MIGRATION_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+def b2b_home() -> Path:
+    """Runtime state folder (embedded Postgres, Airflow home, reports); never in git."""
+    return Path(os.environ.get("B2B_HOME") or PROJECT_ROOT / ".b2b")
+
+
+def embedded_url(pgdata: Path | None = None) -> str:
+    """Start (or reuse) the embedded PostgreSQL and return its URL."""
+    import pgserver  # imported here: heavy, and unused when a real server is configured
+
+    pgdata = Path(pgdata or b2b_home() / "pgdata")
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(str(pgdata), cleanup_mode=None)
+    return server.get_uri()
+
+
+def stop_embedded(pgdata: Path | None = None) -> bool:
+    """Stop the embedded PostgreSQL if it runs; True when one was stopped."""
+    pgdata = Path(pgdata or b2b_home() / "pgdata")
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    import pgserver
+
+    server = pgserver.get_server(str(pgdata), cleanup_mode="stop")
+    server.cleanup()
+    return True
+
+
+def database_url(url: str | None = None) -> str:
+    return url or os.environ.get("B2B_DATABASE_URL") or embedded_url()
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced, safe for logs."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def connect(url: str | None = None, **kwargs):
+    """A psycopg 3 connection to the warehouse (autocommit off)."""
+    import psycopg
+
+    return psycopg.connect(database_url(url), **kwargs)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def migrations(folder: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found = []
+    for path in sorted(folder.glob("*.sql")):
+        m = _MIGRATION_RE.match(path.name)
+        if not m:
+            raise ValueError(f"migration file {path.name} does not match NNNN_name.sql")
+        found.append(Migration(m.group(1), m.group(2), path))
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"duplicate migration versions in {folder}")
+    return found
+
+
+def upgrade(conn, folder: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply pending migrations; return the versions applied (empty when up to date).
+
+    A migration that was applied and has since been edited is an error: fix forward
+    with a new numbered file instead.
+    """
+    with conn.transaction():
+        # One upgrader at a time (two DAG runs starting together).
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('b2b.schema_migrations'))")
+        conn.execute("CREATE SCHEMA IF NOT EXISTS ops")
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS ops.schema_migrations (
+                   version text PRIMARY KEY,
+                   name text NOT NULL,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = dict(conn.execute("SELECT version, checksum FROM ops.schema_migrations").fetchall())
+        applied = []
+        for mig in migrations(folder):
+            if mig.version in done:
+                if done[mig.version] != mig.checksum:
+                    raise RuntimeError(
+                        f"migration {mig.path.name} was edited after it was applied; "
+                        "add a new numbered migration instead"
+                    )
+                continue
+            conn.execute(mig.sql)
+            conn.execute(
+                "INSERT INTO ops.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                (mig.version, mig.name, mig.checksum),
+            )
+            applied.append(mig.version)
+    for version in applied:
+        log.info("applied migration %s", version)
+    return applied

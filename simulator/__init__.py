@@ -1,0 +1,1 @@
+"""A deterministic fake of SIMS 7 and SIMS Primary, served over real HTTP on loopback."""
