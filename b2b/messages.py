@@ -163,8 +163,15 @@ def parse_sims7(content: bytes, *, expected_base: str | None = None, validate: b
         kwargs["schema"] = message_schema()
     parsed = ParsedMessage(header={})
     root_seen = False
+    checked_doctype = False
     try:
         for _event, el in etree.iterparse(io.BytesIO(content), **kwargs):
+            if not checked_doctype:
+                # the prolog check above only looks at the first 4 KiB; this sees all of it
+                checked_doctype = True
+                if el.getroottree().docinfo.doctype:
+                    raise MessageError(
+                        "document type declarations (DTD/entities) are not allowed in B2B messages")
             if el.tag == "Header":
                 parsed.header = _convert(el)
                 el.clear()

@@ -1,0 +1,12 @@
+"""One DAG per (base, scheduled task) in the B2B task catalogue.
+
+The catalogue is ``$B2B_CATALOGUE`` or ``include/catalogue/demo.yaml``. Parsing stays
+cheap: no database, network or heavy import here, DAGs are generated in sorted order,
+and when Airflow parses for a single DAG (a task run) only that DAG is built.
+"""
+from airflow.sdk import get_parsing_context
+
+from b2b.catalogue import load_catalogue
+from b2b_operators.factory import build_dags
+
+globals().update(build_dags(load_catalogue(validate=False), only_dag_id=get_parsing_context().dag_id))

@@ -1,0 +1,106 @@
+"""Build the Airflow DAG for one (base, scheduled task) pair of the catalogue.
+
+Kept free of I/O and heavy imports: it runs at DAG-parse time for every pair.
+"""
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+
+from airflow.sdk import DAG
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from b2b_operators.extract import ExtractOperator
+
+DEFAULT_ARGS = {
+    "owner": "b2b",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=5),
+    "retry_exponential_backoff": True,
+}
+
+FILTER_TEXT = {
+    "snapshot": "a **snapshot**: every student's data blocks as of the end of the window",
+    "changed_data": "**changed data**: the blocks that changed in the run's data interval "
+                    "(never before the base's migration date, never more than 3 months back — F5)",
+    "attendance": "**attendance** marks",
+    "attainment": "**attainment** results for the chosen aspect hierarchies",
+}
+
+
+def _doc(spec, la) -> str:
+    b, t = spec.base, spec.task
+    group = t.group_type.upper() if t.group_type != "ncy" else (
+        "NCY " + (", ".join(t.ncys) if t.ncys else "all"))
+    lines = [
+        f"### {t.name} — {b.name} ({b.dfe})",
+        t.description or "",
+        "",
+        f"Exports from the school's **{'SIMS 7' if b.kind == 'sims7' else 'SIMS Primary'}** "
+        f"(connection `{b.conn_id}`) {FILTER_TEXT.get(t.filter, t.filter)}.",
+        "",
+        "| | |", "|---|---|",
+        f"| filter | `{t.filter}`{' / `' + t.attendance + '`' if t.attendance else ''} |",
+        f"| student group | {group} |",
+        f"| schedule | `{t.schedule}` ({la.timezone}); each run covers the interval since the previous one |",
+    ]
+    if t.months:
+        lines.append(f"| month filter | {t.months} |")
+    if t.hierarchies:
+        lines.append(f"| aspect hierarchies | {', '.join(t.hierarchies)} |")
+    lines += ["", "Stages: `extract` stores every message in `raw.inbound_file` and its parsed blocks in "
+              "`raw.inbound_block`; counts and errors go to `ops.task_log` (F9). Rerunning a run "
+              "replaces its rows. Backfill missed windows with `airflow backfill create`."]
+    return "\n".join(lines)
+
+
+def build_dag(spec, la) -> DAG:
+    import pendulum
+
+    b, t = spec.base, spec.task
+    tz = pendulum.timezone(la.timezone)
+    start = pendulum.instance(datetime.combine(t.start_date, time(0)), tz=tz)
+    tags = ["b2b", f"base:{b.dfe}", b.kind, t.filter]
+    if t.attendance:
+        tags.append(f"attendance:{t.attendance}")
+    if t.direction != "export":
+        tags.append(t.direction)
+    with DAG(
+        dag_id=spec.dag_id,
+        description=f"{t.name} for {b.name} ({b.dfe})",
+        schedule=CronDataIntervalTimetable(t.schedule, timezone=tz),
+        start_date=start,
+        catchup=t.catchup,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=tags,
+        doc_md=_doc(spec, la),
+        dagrun_timeout=timedelta(hours=6),
+        is_paused_upon_creation=True,
+    ) as dag:
+        ExtractOperator(
+            task_id="extract",
+            base_id=b.dfe,
+            base_kind=b.kind,
+            conn_id=b.conn_id,
+            task_key=t.key,
+            data_filter=t.filter,
+            group_type=t.group_type,
+            ncys=t.ncys,
+            attendance=t.attendance,
+            months=t.months,
+            hierarchies=t.hierarchies,
+            migrated_on=b.migrated_on,
+        )
+    return dag
+
+
+def build_dags(catalogue, only_dag_id: str | None = None) -> dict[str, DAG]:
+    """DAGs for every active (base, task) pair, in sorted order; just one when Airflow asks for one."""
+    dags = {}
+    for spec in catalogue.dag_specs(include_inactive=False):
+        if only_dag_id and spec.dag_id != only_dag_id:
+            continue
+        if spec.task.direction != "export":
+            continue  # import-to-school DAGs come with the return-to-school stage
+        dags[spec.dag_id] = build_dag(spec, catalogue.la)
+    return dags

@@ -1,0 +1,147 @@
+"""Message parsing: good, malformed and hostile input."""
+import json
+
+import pytest
+
+from b2b.messages import MessageError, parse_primary_page, parse_sims7, xml_key
+
+GOOD = b"""<?xml version="1.0" encoding="UTF-8"?>
+<B2BMessage version="1.0">
+  <Header>
+    <MessageID>m-1</MessageID><MessageType>B2B_EXPORT</MessageType><DataFilter>snapshot</DataFilter>
+    <SourceSchool><LEA>886</LEA><Estab>2001</Estab><SchoolName>Green Abbey</SchoolName></SourceSchool>
+    <DestLEA>886</DestLEA><WindowEnd>2026-10-05T17:00:00+00:00</WindowEnd>
+    <DateTime>2026-10-05T17:00:00+00:00</DateTime><SupplierID>SIMS</SupplierID>
+  </Header>
+  <Pupils>
+    <Pupil>
+      <ApplicationReference>g-1</ApplicationReference>
+      <StudentCore><UPN>A886200126001</UPN><Surname>Bloggs</Surname><Forename>Joe</Forename>
+        <MiddleNames>Paul</MiddleNames><DOB>2016-01-26</DOB><Gender>M</Gender><NCY>5</NCY>
+        <EAL>false</EAL><SENStatus>K</SENStatus><LookedAfter>true</LookedAfter></StudentCore>
+      <Address><PAON>1</PAON><Street>Green Abbey Road</Street><Town>Canterbury</Town><PostCode>CT1 2AB</PostCode></Address>
+      <Contacts><Contact><PersonId>c-9</PersonId><Forename>Ann</Forename><Priority>1</Priority>
+        <Telephones><Telephone><Type>H</Type><Number>01227 000000</Number><Primary>true</Primary><Main>false</Main></Telephone>
+          <Telephone><Type>M</Type><Number>07700 900000</Number><Primary>false</Primary><Main>true</Main></Telephone></Telephones>
+      </Contact></Contacts>
+      <SEN><StartDate>2024-09-01</StartDate><Needs><Need><Type>SLCN</Type><Ranking>1</Ranking></Need></Needs></SEN>
+    </Pupil>
+    <Pupil>
+      <ApplicationReference>g-2</ApplicationReference>
+      <Attendance><AcademicYear>2026</AcademicYear><StartDate>2026-09-01</StartDate><Marks>/\\/\\NN--</Marks></Attendance>
+    </Pupil>
+  </Pupils>
+</B2BMessage>"""
+
+
+def test_parses_blocks_into_canonical_model():
+    parsed = parse_sims7(GOOD, expected_base="8862001", validate=False)
+    assert parsed.pupils == 2
+    types = [(b.student_guid, b.block_type) for b in parsed.blocks]
+    assert types == [("g-1", "student"), ("g-1", "address"), ("g-1", "contacts"), ("g-1", "sen"),
+                     ("g-2", "attendance")]
+    student = parsed.blocks[0].content
+    assert student["upn"] == "A886200126001" and student["middle_names"] == "Paul"
+    assert student["eal"] is False and student["looked_after"] is True and student["sen_status"] == "K"
+    contacts = parsed.blocks[2].content["contacts"]
+    assert contacts[0]["priority"] == 1
+    assert [t["type"] for t in contacts[0]["telephones"]] == ["H", "M"]
+    assert contacts[0]["telephones"][0]["primary"] is True
+    assert parsed.blocks[3].content == {"start_date": "2024-09-01", "needs": [{"type": "SLCN", "ranking": 1}]}
+    assert parsed.blocks[4].content["marks"] == "/\\/\\NN--"
+    assert parsed.header["source_school"]["estab"] == "2001"
+
+
+def test_wrong_base_is_refused():
+    with pytest.raises(MessageError, match="from base 8862001, expected 8864001"):
+        parse_sims7(GOOD, expected_base="8864001", validate=False)
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "empty message"),
+    (b"<B2BMessage><Header>", "not well-formed"),
+    (b"<Other/>", "expected <B2BMessage>"),
+    (b"<B2BMessage version='1.0'><Pupils/></B2BMessage>", "no Header"),
+    (GOOD.replace(b"<ApplicationReference>g-2</ApplicationReference>", b""), "without ApplicationReference"),
+    (GOOD.replace(b"<EAL>false</EAL>", b"<EAL>maybe</EAL>"), "expected true/false"),
+])
+def test_malformed_messages_are_refused_with_reason(content, reason):
+    with pytest.raises(MessageError, match=reason):
+        parse_sims7(content, validate=False)
+
+
+def test_external_entity_is_refused(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    xxe = (f'<?xml version="1.0"?><!DOCTYPE m [<!ENTITY x SYSTEM "file://{secret}">]>'
+           '<B2BMessage><Header><MessageID>&x;</MessageID></Header></B2BMessage>').encode()
+    with pytest.raises(MessageError, match="not allowed") as exc:
+        parse_sims7(xxe, validate=False)
+    assert "TOP-SECRET" not in str(exc.value)
+
+
+def test_billion_laughs_is_refused_quickly():
+    lol = b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">' + b"".join(
+        b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10) for i in range(1, 10)
+    ) + b']><B2BMessage><Header><MessageID>&lol9;</MessageID></Header></B2BMessage>'
+    with pytest.raises(MessageError, match="not allowed"):
+        parse_sims7(lol, validate=False)
+
+
+def test_doctype_hidden_after_comment_is_still_refused():
+    sneaky = b'<?xml version="1.0"?><!-- hi --><!DOCTYPE m SYSTEM "http://127.0.0.1:9/x.dtd"><B2BMessage/>'
+    with pytest.raises(MessageError, match="not allowed"):
+        parse_sims7(sneaky, validate=False)
+
+
+def test_error_text_does_not_leak_values():
+    bad = GOOD.replace(b"<Forename>Joe</Forename>", b"<Forename>Joe</Forname>")
+    with pytest.raises(MessageError) as exc:
+        parse_sims7(bad, validate=False)
+    assert "Joe" not in str(exc.value)
+    assert exc.value.line is not None
+
+
+def _page(**over):
+    page = {"organisationId": "o", "dataGroup": "sen", "page": 1, "pageSize": 100, "totalItems": 1,
+            "totalPages": 1, "next": None,
+            "items": [{"studentId": "g-1", "changed": "2026-10-05T12:00:00+00:00",
+                       "data": {"start_date": "2024-09-01", "needs": [{"type": "ASD", "ranking": 1}]}}]}
+    page.update(over)
+    return json.dumps(page).encode()
+
+
+def test_primary_page_parses():
+    parsed = parse_primary_page(_page(), expected_group="sen")
+    assert [(b.block_type, b.student_guid) for b in parsed.blocks] == [("sen", "g-1")]
+    assert parsed.blocks[0].content["needs"][0]["type"] == "ASD"
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"{not json", "not valid JSON"),
+    (json.dumps({"dataGroup": "sen"}).encode(), "no 'items'"),
+    (_page(dataGroup="payroll"), "unknown data group"),
+    (_page(items=[{"studentId": "g"}]), "without studentId or data"),
+])
+def test_bad_primary_pages_are_refused(content, reason):
+    with pytest.raises(MessageError, match=reason):
+        parse_primary_page(content)
+
+
+def test_primary_page_for_other_group_is_refused():
+    with pytest.raises(MessageError, match="expected contacts"):
+        parse_primary_page(_page(), expected_group="contacts")
+
+
+@pytest.mark.parametrize("tag, key", [("MiddleNames", "middle_names"), ("UPN", "upn"), ("SENStatus", "sen_status"),
+                                      ("GiftedTalented", "gifted_talented"), ("DOB", "dob")])
+def test_xml_names(tag, key):
+    assert xml_key(tag) == key
+
+
+def test_doctype_after_long_prolog_is_refused():
+    # a DOCTYPE pushed past the first 4 KiB by a comment, entities that would be harmless
+    sneaky = (b'<?xml version="1.0"?><!-- <a ' + b"x" * 5000 + b' --><!DOCTYPE m [<!ENTITY e "x">]>'
+              b'<B2BMessage><Header><MessageID>&e;</MessageID></Header></B2BMessage>')
+    with pytest.raises(MessageError, match="not allowed"):
+        parse_sims7(sneaky, validate=False)
