@@ -30,8 +30,7 @@ test: setup ## set up and run the test suite
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 airflow: setup ## start `airflow standalone` on this project (UI on http://localhost:8080)
-	$(VENV)/bin/b2b airflow-env > /dev/null
-	$(VENV)/bin/airflow standalone
+	$(VENV)/bin/b2b airflow
 
 bench: setup ## print the benchmarks' figures
 	$(PY) bench/run_all.py

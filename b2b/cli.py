@@ -42,6 +42,27 @@ def _cmd_demo(args) -> int:
     return run_demo(days=args.days, fresh=args.fresh)
 
 
+def _cmd_airflow(args) -> int:
+    """Run ``airflow standalone`` on this project with the simulator serving the demo schools."""
+    import os
+    import subprocess
+
+    from b2b.airflow_env import connection_env, prepare_airflow_env
+    from simulator.server import start_server
+    from simulator.world import World, WorldConfig
+
+    world = World(WorldConfig.demo())
+    server = start_server(world, host="127.0.0.1", port=args.simulator_port)
+    os.environ.update(connection_env(world.airflow_connections(server.base_url)))
+    env = prepare_airflow_env()
+    print(f"SIMS simulator on {server.base_url}; Airflow home {env['AIRFLOW_HOME']}")
+    try:
+        return subprocess.run([os.path.join(os.path.dirname(sys.executable), "airflow"), "standalone"],
+                              env=env).returncode
+    finally:
+        server.shutdown()
+
+
 def _cmd_airflow_env(args) -> int:
     from b2b.airflow_env import prepare_airflow_env
 
@@ -74,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fresh", action="store_true", help="drop the demo database's data first")
     demo.set_defaults(func=_cmd_demo)
 
+    af = sub.add_parser("airflow", help="airflow standalone on this project, with the simulator")
+    af.add_argument("--simulator-port", type=int, default=8765)
+    af.set_defaults(func=_cmd_airflow)
     sub.add_parser("airflow-env", help="prepare and print the Airflow environment for this project").set_defaults(
         func=_cmd_airflow_env)
     return p
