@@ -17,7 +17,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Iterable
 
 from b2b.messages import MessageError, ParsedMessage, parse_primary_page, parse_sims7
@@ -37,6 +37,11 @@ class RunContext:
     data_filter: str
     window_start: datetime | None
     window_end: datetime
+
+    @property
+    def window_order(self) -> str:
+        """Sortable key of this run window: UTC end, then DAG id (ties between DAGs)."""
+        return f"{self.window_end.astimezone(timezone.utc):%Y%m%d%H%M%S}|{self.dag_id}"
 
 
 @dataclass(frozen=True)
@@ -122,12 +127,12 @@ def store_messages(conn, ctx: RunContext, messages: Iterable[ReceivedMessage], *
             digest = hashlib.sha256(msg.content).hexdigest()
             file_id = conn.execute(
                 """INSERT INTO raw.inbound_file (base_id, task_key, dag_id, run_id, window_start,
-                       window_end, seq, source, data_filter, label, content_type, payload,
+                       window_end, window_order, seq, source, data_filter, label, content_type, payload,
                        size_bytes, sha256)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                    RETURNING file_id""",
                 (ctx.base_id, ctx.task_key, ctx.dag_id, ctx.run_id, ctx.window_start, ctx.window_end,
-                 seq, ctx.source, ctx.data_filter, msg.label, msg.content_type, msg.content,
+                 ctx.window_order, seq, ctx.source, ctx.data_filter, msg.label, msg.content_type, msg.content,
                  len(msg.content), digest),
             ).fetchone()[0]
             summary.files += 1

@@ -19,6 +19,7 @@ CREATE TABLE raw.inbound_file (
     run_id        text        NOT NULL,            -- the Airflow run that received it
     window_start  timestamptz,                     -- null for a snapshot
     window_end    timestamptz NOT NULL,
+    window_order  text        NOT NULL,            -- 'YYYYMMDDHHMMSS|dag_id' (UTC): orders windows
     seq           int         NOT NULL,            -- 1.. within the run (SIMS Primary pages)
     source        text        NOT NULL CHECK (source IN ('sims7', 'sims_primary')),
     data_filter   text        NOT NULL,

@@ -1,0 +1,402 @@
+"""The processing chain after extract, free of Airflow: hash filter, load, match, conflicts, apply.
+
+Every stage works on one run window — the files a DAG run stored (``RunContext``:
+``dag_id`` + ``window_end``) — with set-based SQL: one statement per step and block
+type, never one statement per row. Each stage first removes what an earlier attempt of
+the *same stage* derived for those files, so any stage can be retried on its own.
+
+Validation (Great Expectations) sits between hash filter and load: ``b2b.validation``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+from b2b.extract import RunContext
+
+log = logging.getLogger(__name__)
+
+STAGING_TABLES = ("student", "address", "contact", "sen_need", "exclusion", "attendance", "attainment")
+
+# Fields compared between the school's and the LA's record: a difference is a conflict
+# (F17). Names compare case-insensitively ("DAVIDS" = "Davids", as in the LA guidance).
+IDENTITY_FIELDS = ("upn", "forename", "middle_names", "surname", "gender", "dob", "ethnicity",
+                   "first_language")
+ADDRESS_FIELDS = ("paon", "street", "postcode")
+CASE_INSENSITIVE = {"forename", "middle_names", "surname", "street", "paon"}
+# Fields the school owns: applied to the LA record for matched students, never conflicts.
+SCHOOL_FIELDS = ("preferred_forename", "preferred_surname", "home_language", "religion", "sen_status",
+                 "ncy", "enrol_status", "reg_group", "start_date", "end_date", "looked_after")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The LA's System Defaults that the chain honours."""
+
+    b2bhcache: bool = True   # F7/F15: hash cache on
+    guidmatch: bool = True   # F16: GUID matching on
+    b2b_s_age: int = 18      # F13: unmatched older than this are hidden
+    carer_min: int = 16      # F14 (carer matching, used by the matcher of issue 5)
+
+    @classmethod
+    def from_la(cls, la) -> "Settings":
+        return cls(b2bhcache=la.b2bhcache, guidmatch=la.guidmatch, b2b_s_age=la.b2b_s_age,
+                   carer_min=la.carer_min)
+
+
+def run_files(conn, ctx: RunContext) -> list[int]:
+    """The parsed (not suspended) files of this run window."""
+    return [r[0] for r in conn.execute(
+        """SELECT file_id FROM raw.inbound_file
+            WHERE dag_id = %s AND window_end = %s AND status IN ('parsed', 'loaded')""",
+        (ctx.dag_id, ctx.window_end))]
+
+
+def log_stage(conn, ctx: RunContext, stage: str, counts: dict, message: str, level: str = "info") -> None:
+    conn.execute("DELETE FROM ops.task_log WHERE dag_id = %s AND window_end = %s AND stage = %s AND file_id IS NULL",
+                 (ctx.dag_id, ctx.window_end, stage))
+    conn.execute(
+        """INSERT INTO ops.task_log (base_id, task_key, dag_id, run_id, window_start, window_end,
+                                     stage, level, message, counts)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (ctx.base_id, ctx.task_key, ctx.dag_id, ctx.run_id, ctx.window_start, ctx.window_end,
+         stage, level, message, json.dumps(counts)))
+
+
+# ------------------------------------------------------------------ hash filter
+def hash_filter(conn, ctx: RunContext, settings: Settings) -> dict:
+    """Hash every block of the run; mark 'skipped' those equal to the cached hash (F7/F20).
+
+    The cached hash of a (base, student, block type) is the newest hash-cache entry from
+    an *earlier* window, so reruns and backfills see the cache as it was for them.
+    """
+    with conn.transaction():
+        files = run_files(conn, ctx)
+        conn.execute(
+            """WITH run_blocks AS (
+                   SELECT b.file_id, b.ordinal, b.base_id, b.student_guid, b.block_type,
+                          encode(sha256(convert_to(b.content::text, 'UTF8')), 'hex') AS h
+                     FROM raw.inbound_block b
+                    WHERE b.file_id = ANY(%(files)s)),
+               keys AS (SELECT DISTINCT base_id, student_guid, block_type FROM run_blocks),
+               cached AS (
+                   SELECT DISTINCT ON (c.base_id, c.student_guid, c.block_type)
+                          c.base_id, c.student_guid, c.block_type, c.hash
+                     FROM ops.hash_cache c JOIN keys k USING (base_id, student_guid, block_type)
+                    WHERE c.window_order < %(order)s
+                    ORDER BY c.base_id, c.student_guid, c.block_type, c.window_order DESC)
+               UPDATE raw.inbound_block b
+                  SET hash = r.h,
+                      disposition = CASE WHEN %(cache)s AND c.hash = r.h THEN 'skipped' ELSE 'pending' END
+                 FROM run_blocks r
+                 LEFT JOIN cached c USING (base_id, student_guid, block_type)
+                WHERE b.file_id = r.file_id AND b.ordinal = r.ordinal""",
+            {"files": files, "order": ctx.window_order, "cache": settings.b2bhcache})
+        counts = dict(conn.execute(
+            """SELECT disposition, count(*) FROM raw.inbound_block WHERE file_id = ANY(%s)
+               GROUP BY disposition""", (files,)).fetchall())
+        result = {"blocks": sum(counts.values()), "skipped_by_cache": counts.get("skipped", 0),
+                  "to_process": counts.get("pending", 0), "cache_enabled": settings.b2bhcache}
+        log_stage(conn, ctx, "hash_filter", result,
+                  f"hash filter: {result['blocks']} blocks, {result['skipped_by_cache']} unchanged since "
+                  f"last import, {result['to_process']} to process"
+                  + ("" if settings.b2bhcache else " (B2BHCACHE off)"))
+    return result
+
+
+# ------------------------------------------------------------------ load
+_J = "b.content"
+_LOAD_SQL = {
+    "student": f"""
+        INSERT INTO staging.student (file_id, ordinal, base_id, student_guid, upn, surname, forename,
+            middle_names, preferred_surname, preferred_forename, dob, gender, ethnicity, first_language,
+            home_language, religion, ncy, reg_group, enrol_status, start_date, end_date, eal,
+            gifted_talented, service_child, traveller, connexions_assent, looked_after, sen_status)
+        SELECT b.file_id, b.ordinal, b.base_id, b.student_guid, {_J}->>'upn', {_J}->>'surname',
+               {_J}->>'forename', {_J}->>'middle_names', {_J}->>'preferred_surname',
+               {_J}->>'preferred_forename', staging.try_date({_J}->>'dob'), {_J}->>'gender',
+               {_J}->>'ethnicity', {_J}->>'first_language', {_J}->>'home_language', {_J}->>'religion',
+               {_J}->>'ncy', {_J}->>'reg_group', {_J}->>'enrol_status', staging.try_date({_J}->>'start_date'),
+               staging.try_date({_J}->>'end_date'), staging.try_bool({_J}->>'eal'),
+               staging.try_bool({_J}->>'gifted_talented'), staging.try_bool({_J}->>'service_child'),
+               staging.try_bool({_J}->>'traveller'), staging.try_bool({_J}->>'connexions_assent'),
+               staging.try_bool({_J}->>'looked_after'), {_J}->>'sen_status'
+          FROM raw.inbound_block b
+         WHERE b.file_id = ANY(%(files)s) AND b.block_type = 'student' AND b.disposition = 'pending'""",
+    "address": f"""
+        INSERT INTO staging.address (file_id, ordinal, base_id, student_guid, paon, saon, street, locality,
+            town, county, postcode, start_date)
+        SELECT b.file_id, b.ordinal, b.base_id, b.student_guid, {_J}->>'paon', {_J}->>'saon',
+               {_J}->>'street', {_J}->>'locality', {_J}->>'town', {_J}->>'county', {_J}->>'postcode',
+               staging.try_date({_J}->>'start_date')
+          FROM raw.inbound_block b
+         WHERE b.file_id = ANY(%(files)s) AND b.block_type = 'address' AND b.disposition = 'pending'""",
+    "contact": """
+        INSERT INTO staging.contact (file_id, ordinal, item, base_id, student_guid, person_id, title,
+            forename, surname, gender, relationship, parental_responsibility, priority, is_staff,
+            addresses, telephones, emails)
+        SELECT b.file_id, b.ordinal, e.n, b.base_id, b.student_guid, e.v->>'person_id', e.v->>'title',
+               e.v->>'forename', e.v->>'surname', e.v->>'gender', e.v->>'relationship',
+               staging.try_bool(e.v->>'parental_responsibility'), staging.try_int(e.v->>'priority'),
+               staging.try_bool(e.v->>'is_staff'), e.v->'addresses', e.v->'telephones', e.v->'emails'
+          FROM raw.inbound_block b
+          CROSS JOIN LATERAL jsonb_array_elements(coalesce(b.content->'contacts', '[]')) WITH ORDINALITY AS e(v, n)
+         WHERE b.file_id = ANY(%(files)s) AND b.block_type = 'contacts' AND b.disposition = 'pending'""",
+    "sen_need": """
+        INSERT INTO staging.sen_need (file_id, ordinal, item, base_id, student_guid, start_date, type, ranking)
+        SELECT b.file_id, b.ordinal, e.n, b.base_id, b.student_guid,
+               staging.try_date(b.content->>'start_date'), e.v->>'type', staging.try_int(e.v->>'ranking')
+          FROM raw.inbound_block b
+          CROSS JOIN LATERAL jsonb_array_elements(coalesce(b.content->'needs', '[]')) WITH ORDINALITY AS e(v, n)
+         WHERE b.file_id = ANY(%(files)s) AND b.block_type = 'sen' AND b.disposition = 'pending'""",
+    "exclusion": """
+        INSERT INTO staging.exclusion (file_id, ordinal, item, base_id, student_guid, category, start_date,
+            end_date, reason, term, academic_year, sessions)
+        SELECT b.file_id, b.ordinal, e.n, b.base_id, b.student_guid, e.v->>'category',
+               staging.try_date(e.v->>'start_date'), staging.try_date(e.v->>'end_date'), e.v->>'reason',
+               e.v->>'term', staging.try_int(e.v->>'academic_year'), staging.try_int(e.v->>'sessions')
+          FROM raw.inbound_block b
+          CROSS JOIN LATERAL jsonb_array_elements(coalesce(b.content->'exclusions', '[]')) WITH ORDINALITY AS e(v, n)
+         WHERE b.file_id = ANY(%(files)s) AND b.block_type = 'exclusions' AND b.disposition = 'pending'""",
+    "attendance": """
+        INSERT INTO staging.attendance (file_id, ordinal, base_id, student_guid, academic_year, start_date,
+            marks, changes)
+        SELECT b.file_id, b.ordinal, b.base_id, b.student_guid, staging.try_int(b.content->>'academic_year'),
+               staging.try_date(b.content->>'start_date'), b.content->>'marks', b.content->'changes'
+          FROM raw.inbound_block b
+         WHERE b.file_id = ANY(%(files)s) AND b.block_type = 'attendance' AND b.disposition = 'pending'""",
+    "attainment": """
+        INSERT INTO staging.attainment (file_id, ordinal, item, base_id, student_guid, hierarchy, aspect,
+            result, result_date)
+        SELECT b.file_id, b.ordinal, e.n, b.base_id, b.student_guid, e.v->>'hierarchy', e.v->>'aspect',
+               e.v->>'result', staging.try_date(e.v->>'result_date')
+          FROM raw.inbound_block b
+          CROSS JOIN LATERAL jsonb_array_elements(coalesce(b.content->'results', '[]')) WITH ORDINALITY AS e(v, n)
+         WHERE b.file_id = ANY(%(files)s) AND b.block_type = 'attainment' AND b.disposition = 'pending'""",
+}
+
+
+def load(conn, ctx: RunContext, *, fail_after: str | None = None) -> dict:
+    """Load the run's pending blocks into staging and record them in the hash cache — one transaction.
+
+    If anything fails, staging, cache and dispositions stay exactly as they were, so the
+    retry processes the same blocks. ``fail_after`` (a staging table name) makes the load
+    raise after that table: tests use it to prove the rollback.
+    """
+    counts: dict[str, int] = {}
+    with conn.transaction():
+        files = run_files(conn, ctx)
+        # one loader per base at a time: the cache of one base is read and written here
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('b2b.load.' || %s))", (ctx.base_id,))
+        # an earlier successful attempt of this stage: undo it, then redo
+        for table in STAGING_TABLES:
+            conn.execute(f"DELETE FROM staging.{table} WHERE file_id = ANY(%s)", (files,))
+        conn.execute("DELETE FROM ops.hash_cache WHERE file_id = ANY(%s)", (files,))
+        conn.execute("""UPDATE raw.inbound_block SET disposition = 'pending'
+                        WHERE file_id = ANY(%s) AND disposition = 'loaded'""", (files,))
+        for table in STAGING_TABLES:
+            counts[table] = conn.execute(_LOAD_SQL[table], {"files": files}).rowcount
+            if fail_after == table:
+                raise RuntimeError(f"injected failure after loading staging.{table}")
+        conn.execute(
+            """INSERT INTO ops.hash_cache (file_id, ordinal, base_id, student_guid, block_type, hash, window_order)
+               SELECT b.file_id, b.ordinal, b.base_id, b.student_guid, b.block_type, b.hash, %s
+                 FROM raw.inbound_block b WHERE b.file_id = ANY(%s) AND b.disposition = 'pending'""",
+            (ctx.window_order, files))
+        loaded = conn.execute("""UPDATE raw.inbound_block SET disposition = 'loaded'
+                                 WHERE file_id = ANY(%s) AND disposition = 'pending'""", (files,)).rowcount
+        conn.execute("UPDATE raw.inbound_file SET status = 'loaded' WHERE file_id = ANY(%s)", (files,))
+        result = {"loaded": loaded, "rows": counts}
+        log_stage(conn, ctx, "load", result,
+                  f"load: {loaded} blocks into staging ({', '.join(f'{k} {v}' for k, v in counts.items() if v)})")
+    return result
+
+
+# ------------------------------------------------------------------ match (legacy rule)
+def match(conn, ctx: RunContext, settings: Settings) -> dict:
+    """Match every student whose student block was loaded in this run to an LA child.
+
+    Rules in order (first that fires wins): ``guid`` — the MIS GUID is linked to a child
+    (only when GUIDMATCH is on, F16); ``upn_3_of_4`` — same UPN and at least 3 of DOB,
+    surname, gender, forename agree, on exactly one child; ``all_4`` — all four agree on
+    exactly one child; otherwise ``none`` (unmatched, hidden when older than B2B_S_AGE, F13).
+    A match by rule links the GUID so the next import matches by GUID.
+    """
+    with conn.transaction():
+        files = run_files(conn, ctx)
+        conn.execute("DELETE FROM results.match WHERE file_id = ANY(%s)", (files,))
+        conn.execute("DELETE FROM core.child_link WHERE file_id = ANY(%s)", (files,))
+        conn.execute(
+            """WITH inc AS (
+                   SELECT s.file_id, s.base_id, s.student_guid, s.upn, s.dob, lower(s.surname) AS surname,
+                          s.gender, lower(s.forename) AS forename
+                     FROM staging.student s WHERE s.file_id = ANY(%(files)s)),
+               by_guid AS (
+                   SELECT i.file_id, i.student_guid, l.person_id
+                     FROM inc i JOIN core.child_link l USING (base_id, student_guid)
+                    WHERE %(guidmatch)s),
+               by_upn AS (
+                   SELECT i.file_id, i.student_guid, min(c.person_id) AS person_id, count(*) AS n
+                     FROM inc i JOIN core.child c ON c.upn = i.upn
+                    WHERE (c.dob IS NOT DISTINCT FROM i.dob)::int + (lower(c.surname) IS NOT DISTINCT FROM i.surname)::int
+                        + (c.gender IS NOT DISTINCT FROM i.gender)::int + (lower(c.forename) IS NOT DISTINCT FROM i.forename)::int >= 3
+                    GROUP BY 1, 2),
+               by_four AS (
+                   SELECT i.file_id, i.student_guid, min(c.person_id) AS person_id, count(*) AS n
+                     FROM inc i JOIN core.child c
+                       ON c.dob = i.dob AND lower(c.surname) = i.surname AND c.gender = i.gender
+                      AND lower(c.forename) = i.forename
+                    GROUP BY 1, 2),
+               decided AS (
+                   SELECT i.file_id, i.base_id, i.student_guid, i.dob,
+                          CASE WHEN g.person_id IS NOT NULL THEN g.person_id
+                               WHEN u.n = 1 THEN u.person_id WHEN f.n = 1 THEN f.person_id END AS person_id,
+                          CASE WHEN g.person_id IS NOT NULL THEN 'guid' WHEN u.n = 1 THEN 'upn_3_of_4'
+                               WHEN f.n = 1 THEN 'all_4' ELSE 'none' END AS rule,
+                          jsonb_build_object('upn_candidates', coalesce(u.n, 0),
+                                             'all_4_candidates', coalesce(f.n, 0)) AS explanation
+                     FROM inc i
+                     LEFT JOIN by_guid g USING (file_id, student_guid)
+                     LEFT JOIN by_upn u USING (file_id, student_guid)
+                     LEFT JOIN by_four f USING (file_id, student_guid))
+               INSERT INTO results.match (file_id, base_id, student_guid, person_id, status, rule, score,
+                                          hidden, age_years, window_order, explanation)
+               SELECT d.file_id, d.base_id, d.student_guid, d.person_id,
+                      CASE WHEN d.person_id IS NULL THEN 'unmatched' ELSE 'matched' END, d.rule,
+                      CASE d.rule WHEN 'guid' THEN 1 WHEN 'upn_3_of_4' THEN 0.9 WHEN 'all_4' THEN 0.8 ELSE 0 END,
+                      d.person_id IS NULL AND date_part('year', age(%(as_of)s::date, d.dob)) > %(max_age)s,
+                      date_part('year', age(%(as_of)s::date, d.dob))::int, %(order)s, d.explanation
+                 FROM decided d""",
+            {"files": files, "guidmatch": settings.guidmatch, "as_of": ctx.window_end.date(),
+             "max_age": settings.b2b_s_age, "order": ctx.window_order})
+        conn.execute(
+            """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
+               SELECT m.base_id, m.student_guid, m.person_id, 'match', m.file_id
+                 FROM results.match m
+                WHERE m.file_id = ANY(%s) AND m.person_id IS NOT NULL AND m.rule <> 'guid'
+               ON CONFLICT (base_id, student_guid) DO NOTHING""", (files,))
+        result = dict(conn.execute(
+            """SELECT rule, count(*) FROM results.match WHERE file_id = ANY(%s) GROUP BY rule""",
+            (files,)).fetchall())
+        matched = sum(v for k, v in result.items() if k != "none")
+        hidden = conn.execute("SELECT count(*) FROM results.match WHERE file_id = ANY(%s) AND hidden",
+                              (files,)).fetchone()[0]
+        counts = {"students": sum(result.values()), "matched": matched, "unmatched": result.get("none", 0),
+                  "unmatched_hidden": hidden, "by_rule": result}
+        log_stage(conn, ctx, "match", counts,
+                  f"match: {counts['students']} students, {matched} matched, {counts['unmatched']} unmatched "
+                  f"({hidden} hidden: older than B2B_S_AGE {settings.b2b_s_age})")
+    return counts
+
+
+# ------------------------------------------------------------------ conflicts
+def _field_sql(field: str, la: str, inc: str) -> str:
+    if field == "dob":
+        return f"('dob', to_char({la}, 'YYYY-MM-DD'), to_char({inc}, 'YYYY-MM-DD'), {la} = {inc})"
+    if field == "postcode":
+        norm = "upper(replace({}, ' ', ''))"
+        return f"('postcode', {la}, {inc}, {norm.format(la)} = {norm.format(inc)})"
+    if field in CASE_INSENSITIVE:
+        return f"('{field}', {la}, {inc}, lower(btrim({la})) = lower(btrim({inc})))"
+    return f"('{field}', {la}, {inc}, btrim({la}) = btrim({inc}))"
+
+
+def conflicts(conn, ctx: RunContext) -> dict:
+    """Record each field where a matched student's incoming value differs from the LA's (F17).
+
+    Observations are per file; ``results.conflict`` folds identical ones from repeated
+    imports into one row with first/last seen and times seen (F20).
+    """
+    student_values = ", ".join(_field_sql(f, f"c.{f}", f"s.{f}") for f in IDENTITY_FIELDS)
+    address_values = ", ".join(_field_sql(f, f"c.{f}", f"a.{f}") for f in ADDRESS_FIELDS)
+    with conn.transaction():
+        files = run_files(conn, ctx)
+        conn.execute("DELETE FROM results.conflict_observation WHERE file_id = ANY(%s)", (files,))
+        params = {"files": files, "end": ctx.window_end}
+        conn.execute(
+            f"""INSERT INTO results.conflict_observation (file_id, base_id, student_guid, person_id, field,
+                                                          la_value, incoming_value, window_end)
+                SELECT s.file_id, s.base_id, s.student_guid, m.person_id, v.field, v.la_value, v.inc_value, %(end)s
+                  FROM staging.student s
+                  JOIN results.current_match m USING (base_id, student_guid)
+                  JOIN core.child c ON c.person_id = m.person_id
+                 CROSS JOIN LATERAL (VALUES {student_values}) AS v(field, la_value, inc_value, same)
+                 WHERE s.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
+                   AND NOT v.same""", params)
+        conn.execute(
+            f"""INSERT INTO results.conflict_observation (file_id, base_id, student_guid, person_id, field,
+                                                          la_value, incoming_value, window_end)
+                SELECT a.file_id, a.base_id, a.student_guid, m.person_id, v.field, v.la_value, v.inc_value, %(end)s
+                  FROM staging.address a
+                  JOIN results.current_match m USING (base_id, student_guid)
+                  JOIN core.child c ON c.person_id = m.person_id
+                 CROSS JOIN LATERAL (VALUES {address_values}) AS v(field, la_value, inc_value, same)
+                 WHERE a.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
+                   AND NOT v.same""", params)
+        # the run's match decisions: conflicts open for the child -> matched_with_conflicts
+        conn.execute(
+            """UPDATE results.match m
+                  SET status = CASE WHEN EXISTS (SELECT 1 FROM results.conflict c WHERE c.person_id = m.person_id)
+                                    THEN 'matched_with_conflicts' ELSE 'matched' END
+                WHERE m.file_id = ANY(%s) AND m.person_id IS NOT NULL""", (files,))
+        observed = conn.execute("SELECT count(*) FROM results.conflict_observation WHERE file_id = ANY(%s)",
+                                (files,)).fetchone()[0]
+        students = conn.execute(
+            "SELECT count(DISTINCT (base_id, student_guid)) FROM results.conflict_observation WHERE file_id = ANY(%s)",
+            (files,)).fetchone()[0]
+        open_for_base = conn.execute("SELECT count(*) FROM results.conflict WHERE base_id = %s",
+                                     (ctx.base_id,)).fetchone()[0]
+        counts = {"conflicts": observed, "students_with_conflicts": students, "open_conflicts_base": open_for_base}
+        log_stage(conn, ctx, "conflicts", counts,
+                  f"conflicts: {observed} field differences for {students} students; "
+                  f"{open_for_base} open for this base")
+    return counts
+
+
+# ------------------------------------------------------------------ apply
+APPLIED_FIELDS = IDENTITY_FIELDS + SCHOOL_FIELDS
+APPLIED_ADDRESS = ("paon", "saon", "street", "locality", "town", "county", "postcode")
+
+
+def _apply_sql(table: str, staging: str, fields: tuple[str, ...]) -> str:
+    cols = ", ".join(fields)
+    s_cols = ", ".join(f"s.{f}" for f in fields)
+    la_cols = ", ".join(f"c.{f}" for f in fields)
+    prev_cols = ", ".join(f"p.{f}" for f in fields)
+    return f"""
+        INSERT INTO core.{table} (file_id, person_id, base_id, student_guid, window_order, {cols})
+        SELECT s.file_id, m.person_id, s.base_id, s.student_guid, %(order)s, {s_cols}
+          FROM staging.{staging} s
+          JOIN results.current_match m USING (base_id, student_guid)
+          JOIN core.child c ON c.person_id = m.person_id
+          LEFT JOIN LATERAL (SELECT * FROM core.{table} x
+                              WHERE x.person_id = m.person_id AND x.window_order < %(order)s
+                              ORDER BY x.window_order DESC LIMIT 1) p ON true
+         WHERE s.file_id = ANY(%(files)s)
+           AND CASE WHEN p.person_id IS NULL THEN ROW({s_cols}) IS DISTINCT FROM ROW({la_cols})
+                    ELSE ROW({s_cols}) IS DISTINCT FROM ROW({prev_cols}) END
+        ON CONFLICT (file_id, person_id) DO NOTHING"""
+
+
+def apply(conn, ctx: RunContext) -> dict:
+    """Record matched students' new school data for the LA's current view (F6).
+
+    The LA's own record (``core.child``) is never edited here: the school's values go to
+    ``core.child_applied`` / ``core.child_applied_address`` and ``core.child_current``
+    overlays them (school-owned fields from the school; identity fields only where the LA
+    holds none — a differing identity value is a conflict for an officer). A student whose
+    data equals what the LA already shows adds nothing. Rows cascade from their file, so
+    a rerun rebuilds them exactly.
+    """
+    with conn.transaction():
+        files = run_files(conn, ctx)
+        conn.execute("DELETE FROM core.child_applied WHERE file_id = ANY(%s)", (files,))
+        conn.execute("DELETE FROM core.child_applied_address WHERE file_id = ANY(%s)", (files,))
+        params = {"files": files, "order": ctx.window_order}
+        students = conn.execute(_apply_sql("child_applied", "student", APPLIED_FIELDS), params).rowcount
+        addresses = conn.execute(_apply_sql("child_applied_address", "address", APPLIED_ADDRESS), params).rowcount
+        counts = {"children_updated": students, "addresses_updated": addresses}
+        log_stage(conn, ctx, "apply", counts,
+                  f"apply: new school data for {students} matched children, {addresses} addresses")
+    return counts
