@@ -105,6 +105,65 @@ def hash_filter(conn, ctx: RunContext, settings: Settings) -> dict:
     return result
 
 
+# ------------------------------------------------------------------ validate
+def validate(conn, ctx: RunContext, report_dir) -> dict:
+    """Run the expectation suites (``b2b.validation``, Great Expectations) on the run's new blocks.
+
+    Row-level failures become ``results.anomaly`` rows and their blocks are marked
+    ``invalid`` (not loaded); the student's other blocks and the rest of the file go on.
+    A structural failure (unknown block type, missing mandatory section) puts the file(s)
+    in suspense with the reason in the task log. Writes an HTML report; its path is logged.
+    """
+    from pathlib import Path
+
+    from b2b.validation import StructuralError, validate_blocks
+
+    with conn.transaction():
+        files = run_files(conn, ctx)
+        conn.execute("DELETE FROM results.anomaly WHERE file_id = ANY(%s)", (files,))
+        conn.execute("""UPDATE raw.inbound_block SET disposition = 'pending'
+                        WHERE file_id = ANY(%s) AND disposition = 'invalid'""", (files,))
+        rows = conn.execute(
+            """SELECT file_id, ordinal, base_id, block_type, student_guid, content
+                 FROM raw.inbound_block WHERE file_id = ANY(%s) AND disposition = 'pending'
+                ORDER BY file_id, ordinal""", (files,)).fetchall()
+        blocks = [dict(file_id=r[0], ordinal=r[1], base_id=r[2], block_type=r[3], student_guid=r[4],
+                       content=r[5]) for r in rows]
+        label = f"{ctx.dag_id}__{ctx.window_end:%Y%m%dT%H%M%S}"
+        try:
+            result = validate_blocks(blocks, run_label=label, report_dir=Path(report_dir),
+                                     as_of=ctx.window_end.date())
+        except StructuralError as exc:
+            conn.execute("UPDATE raw.inbound_file SET status = 'suspense', error = %s WHERE file_id = ANY(%s)",
+                         (f"validation: {exc}", files))
+            counts = {"checked": len(blocks), "suspended_files": len(files)}
+            log_stage(conn, ctx, "validate", counts, f"validate: files put in suspense: {exc}", level="error")
+            return counts
+        with conn.cursor() as cur, cur.copy(
+                "COPY results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field, value) "
+                "FROM STDIN") as copy:
+            for a in result.anomalies:
+                copy.write_row((a.file_id, a.ordinal, a.base_id, a.student_guid, a.block_type, a.rule, a.field,
+                                a.value))
+        invalid = sorted(result.invalid_blocks)
+        if invalid:
+            conn.execute(
+                """UPDATE raw.inbound_block b SET disposition = 'invalid'
+                     FROM unnest(%s::bigint[], %s::int[]) AS x(file_id, ordinal)
+                    WHERE b.file_id = x.file_id AND b.ordinal = x.ordinal""",
+                ([i[0] for i in invalid], [i[1] for i in invalid]))
+        by_rule: dict[str, int] = {}
+        for a in result.anomalies:
+            by_rule[a.rule] = by_rule.get(a.rule, 0) + 1
+        counts = {"checked": len(blocks), "anomalies": len(result.anomalies), "invalid_blocks": len(invalid),
+                  "by_rule": by_rule, "report": str(result.report_path)}
+        log_stage(conn, ctx, "validate", counts,
+                  f"validate: {len(blocks)} blocks checked, {len(result.anomalies)} anomalies in "
+                  f"{len(invalid)} blocks; report {result.report_path}",
+                  level="warning" if result.anomalies else "info")
+    return counts
+
+
 # ------------------------------------------------------------------ load
 _J = "b.content"
 _LOAD_SQL = {

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
                              run_id="bench", source=base.kind, data_filter="snapshot", window_start=None,
                              window_end=until)
             t = time.perf_counter()
-            s = store_messages(conn, ctx, op._messages(None, until))
+            s = store_messages(conn, ctx, op.messages(None, until))
             dt = time.perf_counter() - t
             agg = totals.setdefault(base.kind, {"students": 0, "blocks": 0, "bytes": 0, "seconds": 0.0, "schools": 0})
             agg["students"] += conn.execute(

@@ -165,3 +165,17 @@ def test_each_stage_can_be_retried_alone(core):
                   lambda: chain.conflicts(db, c), lambda: chain.apply(db, c)):
         stage()
     assert snapshot_tables(db) == first
+
+
+def test_core_load_is_idempotent(db):
+    from b2b.core_load import load_core
+
+    recs = [{"person_id": "P9", "upn": "A886200326001", "guid": "g-9", "base_dfe": BASE, "forename": "Ann",
+             "surname": "Lee", "gender": "F", "dob": date(2016, 3, 4), "postcode": "CT1 2AB",
+             "address_line1": "3 High St"},
+            {"person_id": "P10", "upn": "", "guid": None, "base_dfe": BASE, "forename": "Bo", "surname": "Lee",
+             "gender": "M", "dob": "2014-01-02", "postcode": "CT1 2AB"}]
+    assert load_core(db, recs) == {"records": 2, "changed": 2, "new_links": 1}
+    assert load_core(db, recs) == {"records": 2, "changed": 0, "new_links": 0}
+    assert db.execute("SELECT upn, paon FROM core.child WHERE person_id = 'P10'").fetchone() == (None, None)
+    assert db.execute("SELECT paon FROM core.child WHERE person_id = 'P9'").fetchone() == ("3 High St",)

@@ -1,16 +1,15 @@
 """ExtractOperator: fetch one run window from a school's MIS and store it (thin wrapper).
 
-All the work is in ``b2b.extract`` (Airflow-free); this module only resolves the window
-from Airflow's data interval, picks the hook for the base's MIS, and reports counts.
-Heavy imports happen inside ``execute()`` so DAG parsing stays cheap.
+All the work is in ``b2b.extract`` (Airflow-free); this module only picks the hook for
+the base's MIS and reports counts. Heavy imports happen inside ``execute()`` so DAG
+parsing stays cheap.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import date
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from b2b_operators.base import B2BStageOperator
 
 PRIMARY_GROUPS_BY_FILTER = {
     "snapshot": ("student", "address", "contacts", "sen", "exclusions"),
@@ -19,38 +18,30 @@ PRIMARY_GROUPS_BY_FILTER = {
 }
 
 
-class ExtractOperator(BaseOperator):
-    """Extract a base's data for the run's data interval into ``raw.inbound_file`` / ``raw.inbound_block``.
+class ExtractOperator(B2BStageOperator):
+    """Extract a base's data for the run window into ``raw.inbound_file`` / ``raw.inbound_block``.
 
-    :param base_id: DfE number of the base (school).
-    :param base_kind: ``sims7`` or ``sims_primary``.
     :param conn_id: Airflow connection with the school's credentials (F12 / F1).
-    :param task_key: catalogue key of the scheduled task.
-    :param data_filter: ``snapshot``, ``changed_data``, ``attendance`` or ``attainment``.
+    :param group_type: ``ncy``, ``lac`` or ``leavers`` (F23); ``ncys`` None = all.
+    :param fail_on_bad_file: fail the task (after storing everything) when a file went to suspense.
     """
 
+    stage = "extract"
     ui_color = "#d6eaf8"
 
-    def __init__(self, *, base_id: str, base_kind: str, conn_id: str, task_key: str, data_filter: str,
-                 group_type: str = "ncy", ncys: Sequence[str] | None = None, attendance: str | None = None,
-                 months: int | None = None, hierarchies: Sequence[str] = (), migrated_on: date | None = None,
-                 warehouse_conn_id: str = "b2b_warehouse", fail_on_bad_file: bool = True, **kwargs) -> None:
+    def __init__(self, *, conn_id: str, group_type: str = "ncy", ncys: Sequence[str] | None = None,
+                 months: int | None = None, hierarchies: Sequence[str] = (), fail_on_bad_file: bool = True,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
-        self.base_id = base_id
-        self.base_kind = base_kind
         self.conn_id = conn_id
-        self.task_key = task_key
-        self.data_filter = data_filter
         self.group_type = group_type
         self.ncys = list(ncys) if ncys else None
-        self.attendance = attendance
         self.months = months
         self.hierarchies = list(hierarchies)
-        self.migrated_on = migrated_on
-        self.warehouse_conn_id = warehouse_conn_id
         self.fail_on_bad_file = fail_on_bad_file
 
-    def _messages(self, since, until) -> Iterator[Any]:
+    def messages(self, since, until) -> Iterator[Any]:
+        """The messages the school sends for this window, one at a time."""
         from b2b.extract import ReceivedMessage
 
         if self.base_kind == "sims7":
@@ -70,26 +61,16 @@ class ExtractOperator(BaseOperator):
                 yield ReceivedMessage(f"{group} p{page.page}/{page.total_pages}", page.content,
                                       "application/json", group=group)
 
-    def execute(self, context) -> dict:
+    def run_stage(self, conn, ctx, context) -> dict:
         from airflow.sdk.exceptions import AirflowException
 
         from b2b import db
-        from b2b.extract import RunContext, store_messages
-        from b2b.windows import extract_window
-        from b2b_hooks.warehouse import WarehouseHook
+        from b2b.extract import store_messages
 
-        since, until = extract_window(self.data_filter, self.attendance, context["data_interval_start"],
-                                      context["data_interval_end"], self.migrated_on)
-        ctx = RunContext(base_id=self.base_id, task_key=self.task_key, dag_id=self.dag_id,
-                         run_id=context["run_id"], source=self.base_kind, data_filter=self.data_filter,
-                         window_start=since, window_end=until)
         self.log.info("base %s %s: window %s .. %s", self.base_id, self.data_filter,
-                      since.isoformat() if since else "(all)", until.isoformat())
-        with WarehouseHook(self.warehouse_conn_id).get_conn() as conn:
-            db.upgrade(conn)
-            summary = store_messages(conn, ctx, self._messages(since, until))
-        self.log.info("base %s: %d file(s), %d failed, %d pupils, %d blocks %s", self.base_id, summary.files,
-                      summary.failed, summary.pupils, summary.blocks, summary.blocks_by_type)
+                      ctx.window_start.isoformat() if ctx.window_start else "(all)", ctx.window_end.isoformat())
+        db.upgrade(conn)
+        summary = store_messages(conn, ctx, self.messages(ctx.window_start, ctx.window_end))
         if summary.failed and self.fail_on_bad_file:
             raise AirflowException(
                 f"base {self.base_id}: {summary.failed} of {summary.files} file(s) put in suspense "

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from datetime import datetime, time, timedelta
 
-from airflow.sdk import DAG
+from airflow.sdk import DAG, chain
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from b2b_operators.chain import (ApplyOperator, ConflictsOperator, HashFilterOperator, LoadOperator,
+                                 MatchOperator, ValidateOperator)
 from b2b_operators.extract import ExtractOperator
 
 DEFAULT_ARGS = {
@@ -47,9 +49,12 @@ def _doc(spec, la) -> str:
         lines.append(f"| month filter | {t.months} |")
     if t.hierarchies:
         lines.append(f"| aspect hierarchies | {', '.join(t.hierarchies)} |")
-    lines += ["", "Stages: `extract` stores every message in `raw.inbound_file` and its parsed blocks in "
-              "`raw.inbound_block`; counts and errors go to `ops.task_log` (F9). Rerunning a run "
-              "replaces its rows. Backfill missed windows with `airflow backfill create`."]
+    lines += ["", "Stages: `extract` (messages to `raw.inbound_file`, parsed blocks to `raw.inbound_block`) → "
+              "`hash_filter` (skip blocks unchanged since last import; B2BHCACHE) → `validate` (Great "
+              "Expectations suites; failures to `results.anomaly`) → `load` (staging tables "
+              "and hash cache, one transaction) → `match` (GUID, UPN + 3 of 4, all 4) → `conflicts` → "
+              "`apply` (`core.child_current`). Counts and errors go to `ops.task_log` (F9). Rerunning a run "
+              "replaces what it stored; backfill missed windows with `airflow backfill create`."]
     return "\n".join(lines)
 
 
@@ -77,21 +82,22 @@ def build_dag(spec, la) -> DAG:
         dagrun_timeout=timedelta(hours=6),
         is_paused_upon_creation=True,
     ) as dag:
-        ExtractOperator(
-            task_id="extract",
-            base_id=b.dfe,
-            base_kind=b.kind,
-            conn_id=b.conn_id,
-            task_key=t.key,
-            data_filter=t.filter,
-            group_type=t.group_type,
-            ncys=t.ncys,
-            attendance=t.attendance,
-            months=t.months,
-            hierarchies=t.hierarchies,
-            migrated_on=b.migrated_on,
-        )
+        common = dict(base_id=b.dfe, base_kind=b.kind, task_key=t.key, data_filter=t.filter,
+                      attendance=t.attendance, migrated_on=b.migrated_on, settings=settings(la))
+        extract = ExtractOperator(task_id="extract", conn_id=b.conn_id, group_type=t.group_type, ncys=t.ncys,
+                                  months=t.months, hierarchies=t.hierarchies, **common)
+        stages = [HashFilterOperator(task_id="hash_filter", **common),
+                  ValidateOperator(task_id="validate", **common), LoadOperator(task_id="load", **common)]
+        if t.filter in ("snapshot", "changed_data"):
+            stages += [MatchOperator(task_id="match", **common), ConflictsOperator(task_id="conflicts", **common),
+                       ApplyOperator(task_id="apply", **common)]
+        chain(extract, *stages)
     return dag
+
+
+def settings(la) -> dict:
+    return {"b2bhcache": la.b2bhcache, "guidmatch": la.guidmatch, "b2b_s_age": la.b2b_s_age,
+            "carer_min": la.carer_min}
 
 
 def build_dags(catalogue, only_dag_id: str | None = None) -> dict[str, DAG]:

@@ -1,0 +1,77 @@
+"""Stage operators of the processing chain; each delegates to ``b2b.chain`` (Airflow-free)."""
+from __future__ import annotations
+
+from b2b_operators.base import B2BStageOperator
+
+
+class HashFilterOperator(B2BStageOperator):
+    """Mark blocks unchanged since their last import as skipped (F7/F15/F20, B2BHCACHE)."""
+
+    stage = "hash_filter"
+    ui_color = "#e8daef"
+
+    def run_stage(self, conn, ctx, context):
+        from b2b import chain
+
+        return chain.hash_filter(conn, ctx, self.chain_settings())
+
+
+class LoadOperator(B2BStageOperator):
+    """Load the run's new, valid blocks into staging, with the hash cache, in one transaction."""
+
+    stage = "load"
+    ui_color = "#d5f5e3"
+
+    def run_stage(self, conn, ctx, context):
+        from b2b import chain
+
+        return chain.load(conn, ctx)
+
+
+class MatchOperator(B2BStageOperator):
+    """Link each incoming student to an LA child (GUID, UPN + 3 of 4, all 4) or leave unmatched."""
+
+    stage = "match"
+    ui_color = "#fdebd0"
+
+    def run_stage(self, conn, ctx, context):
+        from b2b import chain
+
+        return chain.match(conn, ctx, self.chain_settings())
+
+
+class ConflictsOperator(B2BStageOperator):
+    """Record fields where a matched student's school data differs from the LA's (F17, F20)."""
+
+    stage = "conflicts"
+    ui_color = "#fadbd8"
+
+    def run_stage(self, conn, ctx, context):
+        from b2b import chain
+
+        return chain.conflicts(conn, ctx)
+
+
+class ApplyOperator(B2BStageOperator):
+    """Make matched students' non-conflicting school data current in the LA view (F6)."""
+
+    stage = "apply"
+    ui_color = "#d6eaf8"
+
+    def run_stage(self, conn, ctx, context):
+        from b2b import chain
+
+        return chain.apply(conn, ctx)
+
+
+class ValidateOperator(B2BStageOperator):
+    """Great Expectations suites per block type; failures become anomalies (GX imported in execute)."""
+
+    stage = "validate"
+    ui_color = "#fcf3cf"
+
+    def run_stage(self, conn, ctx, context):
+        from b2b import chain
+        from b2b.db import b2b_home
+
+        return chain.validate(conn, ctx, b2b_home() / "reports" / "validation")
