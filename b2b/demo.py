@@ -67,28 +67,45 @@ def _quiet_airflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def summary_rows(conn):
-    return conn.execute(
-        """SELECT f.base_id, count(*) AS files, count(*) FILTER (WHERE f.status = 'suspense') AS failed,
-                  coalesce(sum(f.pupils), 0) AS pupils, coalesce(sum(f.blocks), 0) AS blocks,
-                  coalesce(sum(f.size_bytes), 0) AS bytes
-             FROM raw.inbound_file f GROUP BY f.base_id ORDER BY f.base_id"""
-    ).fetchall()
+SUMMARY_SQL = """
+WITH f AS (SELECT base_id, count(*) AS files FROM raw.inbound_file GROUP BY 1),
+     b AS (SELECT base_id, count(*) AS blocks,
+                  count(*) FILTER (WHERE disposition = 'skipped') AS skipped,
+                  count(*) FILTER (WHERE disposition = 'loaded') AS loaded
+             FROM raw.inbound_block GROUP BY 1),
+     m AS (SELECT base_id, count(*) FILTER (WHERE person_id IS NOT NULL) AS matched,
+                  count(*) FILTER (WHERE person_id IS NULL) AS unmatched
+             FROM results.current_match GROUP BY 1),
+     c AS (SELECT base_id, count(*) AS conflicts FROM results.conflict GROUP BY 1),
+     a AS (SELECT base_id, count(*) AS anomalies FROM results.anomaly GROUP BY 1)
+SELECT f.base_id, f.files, coalesce(b.blocks, 0), coalesce(b.skipped, 0), coalesce(b.loaded, 0),
+       coalesce(m.matched, 0), coalesce(c.conflicts, 0), coalesce(m.unmatched, 0), coalesce(a.anomalies, 0)
+  FROM f LEFT JOIN b USING (base_id) LEFT JOIN m USING (base_id) LEFT JOIN c USING (base_id)
+  LEFT JOIN a USING (base_id)
+ ORDER BY f.base_id
+"""
+COLUMNS = ("files", "blocks", "skipped_by_cache", "loaded", "matched", "conflicts", "unmatched", "anomalies")
 
 
 def print_summary(conn, out=sys.stdout) -> dict:
-    rows = summary_rows(conn)
-    header = f"{'base':<9} {'files':>6} {'failed':>6} {'pupils':>7} {'blocks':>7} {'KiB':>8}"
+    """Per-base table and the final ``demo:`` line (matched/unmatched: students' current decision)."""
+    rows = conn.execute(SUMMARY_SQL).fetchall()
+    header = f"{'base':<9} " + " ".join(f"{c:>16}" for c in COLUMNS)
     print(header, file=out)
     print("-" * len(header), file=out)
-    totals = {"files": 0, "failed": 0, "pupils": 0, "blocks": 0}
-    for base, files, failed, pupils, blocks, size in rows:
-        print(f"{base:<9} {files:>6} {failed:>6} {pupils:>7} {blocks:>7} {size / 1024:>8.0f}", file=out)
-        for k, v in zip(("files", "failed", "pupils", "blocks"), (files, failed, pupils, blocks)):
+    totals = dict.fromkeys(COLUMNS, 0)
+    for row in rows:
+        print(f"{row[0]:<9} " + " ".join(f"{v:>16}" for v in row[1:]), file=out)
+        for k, v in zip(COLUMNS, row[1:]):
             totals[k] += v
-    print(f"demo: files={totals['files']} failed={totals['failed']} pupils={totals['pupils']} "
-          f"blocks={totals['blocks']}", file=out)
+    print("demo: " + " ".join(f"{k}={totals[k]}" for k in COLUMNS), file=out)
     return totals
+
+
+def run_counts(conn, dag_id: str, window_end) -> dict:
+    rows = conn.execute("""SELECT stage, counts FROM ops.task_log WHERE dag_id = %s AND window_end = %s
+                           AND file_id IS NULL""", (dag_id, window_end)).fetchall()
+    return {stage: counts for stage, counts in rows}
 
 
 def run_demo(days: int = 3, fresh: bool = False) -> int:
@@ -98,16 +115,19 @@ def run_demo(days: int = 3, fresh: bool = False) -> int:
     t0 = time.perf_counter()
     url = db.database_url()
     print(f"warehouse: {db.redact(url)}")
-    with db.connect(url) as conn:
-        if fresh:
-            conn.execute("DROP SCHEMA IF EXISTS raw, staging, core, results, ops CASCADE")
-            conn.commit()
-        db.upgrade(conn)
-
     from simulator.server import start_server
     from simulator.world import World, WorldConfig
 
     world = World(WorldConfig.demo())
+    from b2b.core_load import load_core
+
+    with db.connect(url, autocommit=True) as conn:
+        if fresh:
+            conn.execute("DROP SCHEMA IF EXISTS raw, staging, core, results, ops CASCADE")
+        db.upgrade(conn)
+        core = load_core(conn, world.la_core())
+    print(f"LA core: {core['records']} child records ({core['changed']} new or changed), "
+          f"{core['new_links']} new GUID links")
     server = start_server(world, host="127.0.0.1", port=0)
     print(f"SIMS simulator: {server.base_url} ({len(world.config.bases)} schools)")
     os.environ.update(connection_env(world.airflow_connections(server.base_url)))
@@ -130,8 +150,13 @@ def run_demo(days: int = 3, fresh: bool = False) -> int:
             state = getattr(run, "state", "?")
             ok = str(state).endswith("success")
             failures += not ok
-            print(f"[{i:>3}/{len(plan)}] {dag_id:<40} window end {end.isoformat()}  {state}  "
-                  f"{time.perf_counter() - t:5.1f}s", flush=True)
+            with db.connect(url) as conn:
+                counts = run_counts(conn, dag_id, end)
+            hf = counts.get("hash_filter", {})
+            skipped = (f"{hf.get('skipped_by_cache', 0):>5}/{hf.get('blocks', 0):<5} blocks skipped by cache"
+                       if hf.get("blocks") else "")
+            print(f"[{i:>3}/{len(plan)}] {dag_id:<40} {end:%a %d %b %H:%M}  {str(state).split('.')[-1]:<7} "
+                  f"{time.perf_counter() - t:5.1f}s  {skipped}", flush=True)
     finally:
         server.shutdown()
     with db.connect(url) as conn:
