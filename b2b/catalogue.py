@@ -1,0 +1,360 @@
+"""The task catalogue: the LA's bases (schools) and their scheduled tasks (F21–F26, F1–F5, F10).
+
+A YAML file (``include/catalogue/demo.yaml`` by default, or ``$B2B_CATALOGUE``),
+validated by ``include/schemas/catalogue.schema.json`` plus the rules below, turned into
+frozen dataclasses. ``dag_specs()`` gives one :class:`DagSpec` per (base, task) pair.
+
+Imported at DAG-parse time: keep module import cheap (jsonschema is imported only when
+validating, and the DAG file loads with ``validate=False``; the catalogue is cached by
+path and modification time).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from b2b import INCLUDE, PROJECT_ROOT
+
+SCHEMA_PATH = INCLUDE / "schemas" / "catalogue.schema.json"
+DEFAULT_PATH = INCLUDE / "catalogue" / "demo.yaml"
+SIMS7_ONLY_ATTENDANCE = {"all_current", "unauthorised_current", "absences_current", "all_previous"}
+_CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?LW#]+$")
+
+
+class CatalogueError(ValueError):
+    """Every problem found in a catalogue, one per line."""
+
+    def __init__(self, problems: list[str], path: str | None = None):
+        self.problems = list(problems)
+        head = f"catalogue {path}: " if path else "catalogue: "
+        super().__init__(head + f"{len(self.problems)} problem(s)\n" + "\n".join(f"- {p}" for p in self.problems))
+
+
+@dataclass(frozen=True)
+class LaSettings:
+    code: str
+    name: str
+    timezone: str = "Europe/London"
+    b2bhcache: bool = True
+    guidmatch: bool = True
+    b2b_s_age: int = 18
+    carer_min: int = 16
+
+
+@dataclass(frozen=True)
+class Base:
+    dfe: str
+    name: str
+    kind: str  # sims7 | sims_primary
+    conn_id: str
+    migrated_on: date | None = None
+    lockdown: bool = False
+
+
+@dataclass(frozen=True)
+class Task:
+    key: str
+    name: str
+    direction: str
+    filter: str
+    attendance: str | None
+    months: int | None
+    group_type: str
+    ncys: tuple[str, ...] | None  # None = all
+    hierarchies: tuple[str, ...]
+    schedule: str
+    start_date: date
+    catchup: bool
+    active: bool
+    lockdown: bool
+    bases: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DagSpec:
+    dag_id: str
+    base: Base
+    task: Task
+    active: bool
+    inactive_reason: str | None = None
+
+
+@dataclass
+class Catalogue:
+    la: LaSettings
+    bases: dict[str, Base]
+    tasks: tuple[Task, ...]
+    warnings: list[str] = field(default_factory=list)
+    path: str | None = None
+
+    def base(self, dfe: str) -> Base:
+        return self.bases[dfe]
+
+    def dag_specs(self, include_inactive: bool = True) -> list[DagSpec]:
+        specs = []
+        for t in self.tasks:
+            for dfe in t.bases:
+                b = self.bases[dfe]
+                reason = inactive_reason(b, t)
+                if reason is None and not t.active:
+                    reason = "task marked inactive"
+                if reason is None or include_inactive:
+                    specs.append(DagSpec(f"b2b__{dfe}__{t.key}", b, t, reason is None, reason))
+        return sorted(specs, key=lambda s: s.dag_id)
+
+    def dag_spec(self, dag_id: str) -> DagSpec | None:
+        return next((s for s in self.dag_specs() if s.dag_id == dag_id), None)
+
+
+def inactive_reason(base: Base, task: Task) -> str | None:
+    """F3: on a SIMS Primary base, SIMS 7 attendance, attainment and two-way tasks are inactive."""
+    if base.kind != "sims_primary":
+        return None
+    if task.direction == "import":
+        return "F3: two-way (import to school) tasks are inactive after migration to SIMS Primary"
+    if task.filter == "attainment":
+        return "F3: attainment tasks are inactive after migration to SIMS Primary"
+    if task.filter == "attendance" and task.attendance in SIMS7_ONLY_ATTENDANCE:
+        return "F3: SIMS 7 attendance tasks are inactive after migration to SIMS Primary"
+    return None
+
+
+# ------------------------------------------------------------------ loading
+def _plain(value):
+    """YAML dates -> ISO strings, so JSON Schema sees what a JSON catalogue would hold."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def read_raw(path: Path) -> dict:
+    text = Path(path).read_text(encoding="utf-8")
+    if Path(path).suffix == ".json":
+        return json.loads(text)
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    data = yaml.load(text, Loader=loader)
+    if not isinstance(data, dict):
+        raise CatalogueError(["the file does not hold a mapping (version, la, bases, tasks)"], str(path))
+    return _plain(data)
+
+
+def schema_problems(data: dict) -> list[str]:
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    problems = []
+    for err in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
+        problems.append(f"{_where(data, list(err.absolute_path))}: {err.message}")
+    return problems
+
+
+def _where(data: dict, path: list) -> str:
+    """'base 8862001 field kind' / "task 'x' (bases …) field 'months'" from a JSON path."""
+    if len(path) >= 2 and path[0] == "bases" and isinstance(path[1], int):
+        try:
+            dfe = data["bases"][path[1]].get("dfe", f"#{path[1] + 1}")
+        except (IndexError, AttributeError):
+            dfe = f"#{path[1] + 1}"
+        rest = ".".join(str(p) for p in path[2:])
+        return f"base {dfe}" + (f": field '{rest}'" if rest else "")
+    if len(path) >= 2 and path[0] == "tasks" and isinstance(path[1], int):
+        try:
+            t = data["tasks"][path[1]]
+            label = f"task '{t.get('key', '#' + str(path[1] + 1))}' (bases {', '.join(map(str, t.get('bases') or []))})"
+        except (IndexError, AttributeError):
+            label = f"task #{path[1] + 1}"
+        rest = ".".join(str(p) for p in path[2:])
+        return label + (f": field '{rest}'" if rest else "")
+    return "catalogue" + (f": field '{'.'.join(str(p) for p in path)}'" if path else "")
+
+
+def _task_label(t: dict) -> str:
+    return f"task '{t.get('key')}' (bases {', '.join(map(str, t.get('bases') or []))})"
+
+
+def rule_problems(data: dict) -> tuple[list[str], list[str]]:
+    """Checks JSON Schema cannot express. Returns (errors, warnings)."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    la_code = str(data.get("la", {}).get("code", ""))
+    bases: dict[str, dict] = {}
+    for b in data.get("bases", []):
+        dfe = str(b.get("dfe"))
+        if dfe in bases:
+            errors.append(f"base {dfe}: duplicate DfE number")
+        bases[dfe] = b
+        if la_code and not dfe.startswith(la_code):
+            errors.append(f"base {dfe}: field 'dfe': must start with the LA code {la_code}")
+        if b.get("kind") == "sims_primary" and not b.get("migrated_on"):
+            errors.append(f"base {dfe}: field 'migrated_on': required for a SIMS Primary base "
+                          "(the migration date is the changed-data watermark, F5)")
+        if b.get("kind") == "sims7" and b.get("migrated_on"):
+            errors.append(f"base {dfe}: field 'migrated_on': only SIMS Primary bases have a migration date")
+    keys: set[tuple[str, str]] = set()
+    for t in data.get("tasks", []):
+        label = _task_label(t)
+        key = t.get("key")
+        for d in t.get("bases", []):
+            if (d, key) in keys:
+                errors.append(f"{label}: field 'key': base {d} already has a task '{key}' (DAG ids must be unique)")
+            keys.add((d, key))
+        filt, att, months = t.get("filter"), t.get("attendance"), t.get("months")
+        direction = t.get("direction", "export")
+        group = t.get("group") or {"type": "ncy", "ncys": "all"}
+        unknown = [d for d in t.get("bases", []) if d not in bases]
+        for d in unknown:
+            errors.append(f"{label}: field 'bases': unknown base {d}")
+        kinds = {bases[d].get("kind") for d in t.get("bases", []) if d in bases}
+        if len(kinds) > 1:
+            errors.append(f"{label}: field 'bases': one task cannot group SIMS 7 and SIMS Primary bases (F4)")
+        if filt == "attendance":
+            if not att:
+                errors.append(f"{label}: field 'attendance': required with filter attendance (F22)")
+            if months is None:
+                errors.append(f"{label}: field 'months': required with filter attendance (F24)")
+            elif not 1 <= months <= 13:
+                errors.append(f"{label}: field 'months': must be between 1 and 13, got {months} (F24)")
+            if att == "changed" and kinds and kinds != {"sims_primary"}:
+                errors.append(f"{label}: field 'attendance': 'changed' exists only for SIMS Primary bases (F2)")
+        else:
+            if att:
+                errors.append(f"{label}: field 'attendance': only with filter attendance (F22)")
+            if months is not None:
+                errors.append(f"{label}: field 'months': only with filter attendance (F24)")
+        if filt == "attainment" and not t.get("hierarchies"):
+            errors.append(f"{label}: field 'hierarchies': attainment tasks need at least one aspect hierarchy (F19)")
+        if filt != "attainment" and t.get("hierarchies"):
+            errors.append(f"{label}: field 'hierarchies': only with filter attainment")
+        if direction == "import" and (filt != "changed_data" or group.get("type") != "ncy"):
+            errors.append(f"{label}: field 'filter': import-to-school tasks take Changed Data for an NCY group "
+                          "only (F25)")
+        if group.get("type") != "ncy" and "ncys" in group:
+            errors.append(f"{label}: field 'group.ncys': only with group type ncy (F23)")
+        sched = str(t.get("schedule", ""))
+        if not all(_CRON_FIELD.match(p) for p in sched.split()) or len(sched.split()) != 5:
+            errors.append(f"{label}: field 'schedule': not a 5-field cron expression: {sched!r}")
+        else:
+            try:
+                from croniter import croniter
+
+                if not croniter.is_valid(sched):
+                    errors.append(f"{label}: field 'schedule': not a valid cron expression: {sched!r}")
+            except ImportError:  # pragma: no cover - croniter ships with Airflow
+                pass
+        sd = t.get("start_date")
+        if sd and str(sd) < "2000-01-01":
+            errors.append(f"{label}: field 'start_date': must be on or after 2000-01-01")
+        for d in t.get("bases", []):
+            if d in bases and not unknown:
+                reason = inactive_reason(_base_from(bases[d]), _task_from(t))
+                if reason:
+                    warnings.append(f"{label}: inactive on base {d}: {reason}")
+    return errors, warnings
+
+
+def _date(v) -> date | None:
+    if v in (None, ""):
+        return None
+    return v if isinstance(v, date) else date.fromisoformat(str(v))
+
+
+def _base_from(b: dict) -> Base:
+    return Base(dfe=str(b["dfe"]), name=b["name"], kind=b["kind"], conn_id=b["conn_id"],
+                migrated_on=_date(b.get("migrated_on")), lockdown=bool(b.get("lockdown", False)))
+
+
+def _task_from(t: dict) -> Task:
+    group = t.get("group") or {"type": "ncy", "ncys": "all"}
+    ncys = group.get("ncys", "all")
+    return Task(
+        key=t["key"], name=t["name"], direction=t.get("direction", "export"), filter=t["filter"],
+        attendance=t.get("attendance"), months=t.get("months"), group_type=group.get("type", "ncy"),
+        ncys=None if ncys in (None, "all") else tuple(str(n) for n in ncys),
+        hierarchies=tuple(t.get("hierarchies") or ()), schedule=t["schedule"],
+        start_date=_date(t["start_date"]), catchup=bool(t.get("catchup", False)),
+        active=bool(t.get("active", True)), lockdown=bool(t.get("lockdown", False)),
+        bases=tuple(str(b) for b in t["bases"]), description=t.get("description", "").strip(),
+    )
+
+
+def build(data: dict, path: str | None = None) -> Catalogue:
+    la = data["la"]
+    s = la.get("settings") or {}
+    settings = LaSettings(code=str(la["code"]), name=la["name"], timezone=la.get("timezone", "Europe/London"),
+                          b2bhcache=bool(s.get("B2BHCACHE", True)), guidmatch=bool(s.get("GUIDMATCH", True)),
+                          b2b_s_age=int(s.get("B2B_S_AGE", 18)), carer_min=int(s.get("CARER_MIN", 16)))
+    bases = {str(b["dfe"]): _base_from(b) for b in data["bases"]}
+    tasks = tuple(_task_from(t) for t in data["tasks"])
+    return Catalogue(settings, bases, tasks, path=path)
+
+
+def check_catalogue(path: str | Path | None = None) -> tuple[list[str], list[str]]:
+    """(errors, warnings) for a catalogue file: JSON Schema first, then the rules."""
+    path = Path(path or os.environ.get("B2B_CATALOGUE") or DEFAULT_PATH)
+    try:
+        data = read_raw(path)
+    except CatalogueError as exc:
+        return exc.problems, []
+    except (OSError, ValueError) as exc:
+        return [f"cannot read {path}: {exc}"], []
+    errors = schema_problems(data)
+    if errors:  # the rules assume the shape is right
+        return errors, []
+    return rule_problems(data)
+
+
+_CACHE: dict[tuple[str, float, bool], Catalogue] = {}
+
+
+def load_catalogue(path: str | Path | None = None, *, validate: bool = True) -> Catalogue:
+    """The catalogue at ``path`` ($B2B_CATALOGUE, else the demo), cached by path and mtime."""
+    path = Path(path or os.environ.get("B2B_CATALOGUE") or DEFAULT_PATH)
+    if not path.is_absolute():
+        path = (PROJECT_ROOT / path) if not path.exists() else path.resolve()
+    key = (str(path), path.stat().st_mtime, validate)
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    data = read_raw(path)
+    warnings: list[str] = []
+    if validate:
+        errors = schema_problems(data)
+        if not errors:
+            errors, warnings = rule_problems(data)
+        if errors:
+            raise CatalogueError(errors, str(path))
+    cat = build(data, str(path))
+    cat.warnings = warnings
+    _CACHE[key] = cat
+    return cat
+
+
+def main_check(path: str | None = None) -> int:
+    """``b2b config check [PATH]``: print a summary or every problem; exit code 0/1."""
+    shown = path or os.environ.get("B2B_CATALOGUE") or str(DEFAULT_PATH.relative_to(PROJECT_ROOT))
+    errors, warnings = check_catalogue(path)
+    if errors:
+        print(f"catalogue {shown}: {len(errors)} problem(s)")
+        for e in errors:
+            print(f"  error: {e}")
+        return 1
+    cat = build(read_raw(Path(path or os.environ.get("B2B_CATALOGUE") or DEFAULT_PATH)))
+    specs = cat.dag_specs()
+    inactive = sum(not s.active for s in specs)
+    for w in warnings:
+        print(f"  warning: {w}")
+    print(f"catalogue {shown}: {len(cat.bases)} bases, {len(cat.tasks)} tasks, {len(specs)} DAGs "
+          f"({inactive} inactive) - OK")
+    return 0

@@ -1,0 +1,119 @@
+"""Task catalogue: schema, every rule with its message, the model, the CLI."""
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from b2b.catalogue import DEFAULT_PATH, CatalogueError, check_catalogue, load_catalogue, main_check, read_raw
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from gen_catalogue import generate  # noqa: E402
+
+
+@pytest.fixture
+def demo():
+    return read_raw(DEFAULT_PATH)
+
+
+def write(tmp_path, data) -> Path:
+    p = tmp_path / "cat.yaml"
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return p
+
+
+def task(data, key, bases=None):
+    return next(t for t in data["tasks"] if t["key"] == key and (bases is None or t["bases"][0] in bases))
+
+
+def test_demo_catalogue_is_valid_and_models_f3():
+    cat = load_catalogue(DEFAULT_PATH)
+    ids = [s.dag_id for s in cat.dag_specs()]
+    assert ids == sorted(ids) and len(ids) == len(set(ids))
+    assert "b2b__8862001__changed_data" in ids and "b2b__8862003__attendance_changed" in ids
+    inactive = {s.dag_id: s.inactive_reason for s in cat.dag_specs() if not s.active}
+    assert set(inactive) == {"b2b__8862003__attendance_weekly_legacy", "b2b__8862004__attendance_weekly_legacy"}
+    assert all("F3" in r for r in inactive.values())
+    assert len(cat.warnings) == 2
+    assert cat.la.b2b_s_age == 18 and cat.la.guidmatch is True
+    assert cat.base("8862003").migrated_on.isoformat() == "2026-07-20"
+    # every kind of task is in the demo
+    filters = {(s.task.filter, s.task.attendance, s.task.group_type, s.task.direction) for s in cat.dag_specs()}
+    assert {f[0] for f in filters} == {"snapshot", "changed_data", "attendance", "attainment"}
+    assert {f[1] for f in filters} >= {"all_current", "unauthorised_current", "changed"}
+    assert {f[2] for f in filters} == {"ncy", "lac", "leavers"} and "import" in {f[3] for f in filters}
+
+
+def mutate(fn):
+    return fn
+
+
+CASES = [
+    # (mutation, expected fragment)
+    (lambda d: task(d, "attendance_all").update(months=14), "task 'attendance_all' (bases 8862001, 8862002, 8864001, 8864002): field 'months': must be between 1 and 13, got 14"),
+    (lambda d: task(d, "attendance_all").update(months=None), "field 'months': required with filter attendance (F24)"),
+    (lambda d: task(d, "snapshot", ["8862001"]).update(months=2), "task 'snapshot' (bases 8862001, 8862002, 8864001, 8864002): field 'months': only with filter attendance"),
+    (lambda d: task(d, "attendance_all").update(attendance=None), "field 'attendance': required with filter attendance (F22)"),
+    (lambda d: task(d, "snapshot", ["8862001"])["bases"].append("8862003"), "one task cannot group SIMS 7 and SIMS Primary bases (F4)"),
+    (lambda d: task(d, "attendance_all").update(attendance="changed"), "'changed' exists only for SIMS Primary bases (F2)"),
+    (lambda d: task(d, "return_to_school").update(filter="snapshot"), "import-to-school tasks take Changed Data for an NCY group only (F25)"),
+    (lambda d: task(d, "return_to_school").update(group={"type": "lac"}), "(F25)"),
+    (lambda d: task(d, "attainment").update(hierarchies=[]), "field 'hierarchies': attainment tasks need at least one"),
+    (lambda d: task(d, "leavers").update(group={"type": "leavers", "ncys": ["7"]}), "field 'group.ncys': only with group type ncy"),
+    (lambda d: task(d, "leavers")["bases"].append("8869999"), "field 'bases': unknown base 8869999"),
+    (lambda d: d["tasks"].append(copy.deepcopy(task(d, "leavers"))), "base 8864001 already has a task 'leavers'"),
+    (lambda d: d["bases"].append(dict(d["bases"][0])), "base 8862001: duplicate DfE number"),
+    (lambda d: d["bases"][0].update(dfe="9992001"), "base 9992001: field 'dfe': must start with the LA code 886"),
+    (lambda d: d["bases"][4].pop("migrated_on"), "base 8862003: field 'migrated_on': required for a SIMS Primary base"),
+    (lambda d: d["bases"][0].update(migrated_on="2026-01-01"), "base 8862001: field 'migrated_on': only SIMS Primary"),
+    (lambda d: task(d, "leavers").update(schedule="61 18 * * 5"), "field 'schedule': not a valid cron expression"),
+    (lambda d: task(d, "leavers").update(start_date="1999-01-01"), "field 'start_date': must be on or after 2000-01-01"),
+    (lambda d: d["bases"][0].update(kind="sims8"), "base 8862001: field 'kind': 'sims8' is not one of"),
+    (lambda d: d["bases"][1].pop("conn_id"), "base 8862002: 'conn_id' is a required property"),
+    (lambda d: task(d, "leavers").update(group={"type": "ncy", "ncys": ["15"]}), "task 'leavers' (bases 8864001, 8864002): field 'group.ncys'"),
+    (lambda d: d["la"]["settings"].update(B2B_S_AGE=40), "catalogue: field 'la.settings.B2B_S_AGE'"),
+    (lambda d: task(d, "leavers").update(schedule="every friday"), "field 'schedule'"),
+]
+
+
+@pytest.mark.parametrize("mutation, expected", CASES)
+def test_rules_name_base_task_and_field(tmp_path, demo, mutation, expected):
+    mutation(demo)
+    path = write(tmp_path, demo)
+    errors, _ = check_catalogue(path)
+    assert any(expected in e for e in errors), errors
+    with pytest.raises(CatalogueError):
+        load_catalogue(path)
+
+
+def test_error_lists_every_problem(tmp_path, demo):
+    task(demo, "attendance_all").update(months=0)
+    task(demo, "attainment").update(hierarchies=[])
+    with pytest.raises(CatalogueError) as exc:
+        load_catalogue(write(tmp_path, demo))
+    assert len(exc.value.problems) == 2
+    assert "months" in str(exc.value) and "hierarchies" in str(exc.value)
+
+
+def test_generated_600_base_catalogue(tmp_path):
+    path = write(tmp_path, generate(600, 6))
+    assert check_catalogue(path) == ([], [])
+    specs = load_catalogue(path).dag_specs()
+    assert len(specs) == 3600 and all(s.active for s in specs)
+
+
+def test_main_check_exit_codes(tmp_path, demo, capsys):
+    assert main_check(str(DEFAULT_PATH)) == 0
+    out = capsys.readouterr().out
+    assert "6 bases" in out and "2 inactive" in out and "warning:" in out
+    task(demo, "attendance_all").update(months=20)
+    assert main_check(str(write(tmp_path, demo))) == 1
+    assert "must be between 1 and 13, got 20" in capsys.readouterr().out
+
+
+def test_unreadable_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    errors, _ = check_catalogue(bad)
+    assert errors and "mapping" in errors[0]
