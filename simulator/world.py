@@ -50,6 +50,9 @@ class WorldConfig:
     touch_rate: float = 0.10
     change_rate: float = 0.01
     token_lifetime: int = 3600
+    #: share of students whose school record carries a data-entry error the LA should flag
+    #: (a UPN with a wrong check letter); the LA's own record stays correct
+    entry_error_rate: float = 0.004
 
     @classmethod
     def demo(cls, seed: int = 20260901) -> "WorldConfig":
@@ -146,6 +149,7 @@ class World:
         self.bases = {b.dfe: b for b in config.bases}
         self._truth: dict[tuple[str, str], str | None] = {}
         self._la: list[dict] = []
+        self._entry_errors: dict[tuple[str, str], str] = {}
         self._base_state = self._generate()
         self._cursor: State | None = None
         self._lock = threading.RLock()  # the server calls from several threads
@@ -181,6 +185,7 @@ class World:
                     self._truth[(b.dfe, s.guid)] = pid
                     if pid:
                         self._la.append(self._la_record(rng, pid, s, child))
+                    self._maybe_entry_error(b, s)
             students[b.dfe] = roll
         self._la_only(person_no)
         return State(day=cfg.epoch - timedelta(days=1), students=students)
@@ -269,7 +274,10 @@ class World:
         start = date(academic_year_of(self.config.epoch) - (0 if ncy == "R" else rng.randrange(0, 3)), 9, 1)
         upn = upn_for(cfg.la_code, b.dfe[3:], start.year, serial)
         if rng.random() < 0.01:  # temporary UPN: 13th character a letter
-            upn = upn[:12] + rng.choice("ABCDEFGHJKLMNPQRTUVWXYZ")
+            from stdnum.gb.upn import calc_check_digit
+
+            body = upn[1:12] + rng.choice("ABCDEFGHJKLMNPQRTUVWXYZ")
+            upn = calc_check_digit(body) + body
         student = {
             "upn": upn, "surname": child["surname"], "forename": forename, "middle_names": middle,
             "preferred_surname": None,
@@ -320,6 +328,20 @@ class World:
             return [{"hierarchy": "B2B KS2", "aspect": a, "result": str(rng.randrange(80, 121)), "result_date": d}
                     for a in ("Reading", "Mathematics", "GPS")]
         return []
+
+    def _maybe_entry_error(self, b: BaseSpec, s: Student) -> None:
+        """A school typo, decided by hash so the random stream (and the rest of the world) is unchanged."""
+        if _u(self.config.seed, b.dfe, s.guid, "entry-error") >= self.config.entry_error_rate:
+            return
+        st = s.blocks["student"]
+        letters = "ABCDEFGHJKLMNPQRTUVWXYZ"
+        wrong = letters[(letters.index(st["upn"][0]) + 1 + _h(s.guid) % 21) % len(letters)]
+        s.blocks["student"] = dict(st, upn=wrong + st["upn"][1:])
+        self._entry_errors[(b.dfe, s.guid)] = "upn_check_letter"
+
+    def entry_errors(self) -> dict[tuple[str, str], str]:
+        """``{(dfe, guid): rule}`` for the data-entry errors planted in school records."""
+        return dict(self._entry_errors)
 
     def _la_record(self, rng, pid: str, s: Student, child: dict) -> dict:
         st, addr = s.blocks["student"], s.blocks["address"]

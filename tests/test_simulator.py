@@ -33,7 +33,9 @@ def test_upns_and_postcodes_are_valid(world):
     upns = [s.blocks["student"]["upn"] for roll in st.students.values() for s in roll.values()]
     permanent = [u for u in upns if u[-1].isdigit()]
     assert len(permanent) > 0.95 * len(upns)
-    assert all(upn_mod.is_valid(u) for u in permanent)
+    planted = {st.students[d][g].blocks["student"]["upn"] for d, g in world.entry_errors()}
+    assert planted and not any(upn_mod.is_valid(u) for u in planted)  # school typos the LA must flag
+    assert all(upn_mod.is_valid(u) for u in upns if u not in planted)  # temporary UPNs included
     posts = [s.blocks["address"]["postcode"] for roll in st.students.values() for s in roll.values()]
     assert all(POSTCODE.match(p) for p in posts)
 
