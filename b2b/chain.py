@@ -54,14 +54,21 @@ def run_files(conn, ctx: RunContext) -> list[int]:
 
 
 def log_stage(conn, ctx: RunContext, stage: str, counts: dict, message: str, level: str = "info") -> None:
-    conn.execute("DELETE FROM ops.task_log WHERE dag_id = %s AND window_end = %s AND stage = %s AND file_id IS NULL",
-                 (ctx.dag_id, ctx.window_end, stage))
+    """The run-level task-log row of a stage (replaced when the stage reruns)."""
+    log_stage_file(conn, ctx, stage, None, counts, message, level)
+
+
+def log_stage_file(conn, ctx: RunContext, stage: str, file_id: int | None, counts: dict, message: str,
+                   level: str = "info") -> None:
+    """A task-log row of a stage for one file (or the whole run when ``file_id`` is None)."""
+    conn.execute("DELETE FROM ops.task_log WHERE dag_id = %s AND window_end = %s AND stage = %s "
+                 "AND file_id IS NOT DISTINCT FROM %s::bigint", (ctx.dag_id, ctx.window_end, stage, file_id))
     conn.execute(
         """INSERT INTO ops.task_log (base_id, task_key, dag_id, run_id, window_start, window_end,
-                                     stage, level, message, counts)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                                     file_id, stage, level, message, counts)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
         (ctx.base_id, ctx.task_key, ctx.dag_id, ctx.run_id, ctx.window_start, ctx.window_end,
-         stage, level, message, json.dumps(counts)))
+         file_id, stage, level, message, json.dumps(counts)))
 
 
 # ------------------------------------------------------------------ hash filter
@@ -116,7 +123,7 @@ def validate(conn, ctx: RunContext, report_dir) -> dict:
     """
     from pathlib import Path
 
-    from b2b.validation import StructuralError, validate_blocks
+    from b2b.validation import validate_blocks
 
     with conn.transaction():
         files = run_files(conn, ctx)
@@ -130,21 +137,18 @@ def validate(conn, ctx: RunContext, report_dir) -> dict:
         blocks = [dict(file_id=r[0], ordinal=r[1], base_id=r[2], block_type=r[3], student_guid=r[4],
                        content=r[5]) for r in rows]
         label = f"{ctx.dag_id}__{ctx.window_end:%Y%m%dT%H%M%S}"
-        try:
-            result = validate_blocks(blocks, run_label=label, report_dir=Path(report_dir),
-                                     as_of=ctx.window_end.date())
-        except StructuralError as exc:
-            conn.execute("UPDATE raw.inbound_file SET status = 'suspense', error = %s WHERE file_id = ANY(%s)",
-                         (f"validation: {exc}", files))
-            counts = {"checked": len(blocks), "suspended_files": len(files)}
-            log_stage(conn, ctx, "validate", counts, f"validate: files put in suspense: {exc}", level="error")
-            return counts
+        result = validate_blocks(blocks, run_label=label, report_dir=Path(report_dir), as_of=ctx.window_end.date())
+        for file_id, reason in sorted(result.suspended.items()):
+            conn.execute("UPDATE raw.inbound_file SET status = 'suspense', error = %s WHERE file_id = %s",
+                         (f"validation: {reason}", file_id))
+            log_stage_file(conn, ctx, "validate", file_id, {"suspended": 1},
+                           f"validate: file {file_id} put in suspense: {reason}", level="error")
         with conn.cursor() as cur, cur.copy(
-                "COPY results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field, value) "
-                "FROM STDIN") as copy:
+                "COPY results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field, value, "
+                "severity) FROM STDIN") as copy:
             for a in result.anomalies:
                 copy.write_row((a.file_id, a.ordinal, a.base_id, a.student_guid, a.block_type, a.rule, a.field,
-                                a.value))
+                                a.value, a.severity))
         invalid = sorted(result.invalid_blocks)
         if invalid:
             conn.execute(
@@ -152,15 +156,14 @@ def validate(conn, ctx: RunContext, report_dir) -> dict:
                      FROM unnest(%s::bigint[], %s::int[]) AS x(file_id, ordinal)
                     WHERE b.file_id = x.file_id AND b.ordinal = x.ordinal""",
                 ([i[0] for i in invalid], [i[1] for i in invalid]))
-        by_rule: dict[str, int] = {}
-        for a in result.anomalies:
-            by_rule[a.rule] = by_rule.get(a.rule, 0) + 1
-        counts = {"checked": len(blocks), "anomalies": len(result.anomalies), "invalid_blocks": len(invalid),
-                  "by_rule": by_rule, "report": str(result.report_path)}
+        counts = {"checked": result.checked, "anomalies": len(result.anomalies), "invalid_blocks": len(invalid),
+                  "suspended_files": len(result.suspended), "by_rule": result.by_rule(),
+                  "report": str(result.report_path)}
         log_stage(conn, ctx, "validate", counts,
-                  f"validate: {len(blocks)} blocks checked, {len(result.anomalies)} anomalies in "
-                  f"{len(invalid)} blocks; report {result.report_path}",
-                  level="warning" if result.anomalies else "info")
+                  f"validate: {result.checked} blocks checked, {len(result.anomalies)} anomalies, "
+                  f"{len(invalid)} blocks not loaded, {len(result.suspended)} files in suspense; "
+                  f"report {result.report_path}",
+                  level="error" if result.suspended else "warning" if result.anomalies else "info")
     return counts
 
 

@@ -1,6 +1,9 @@
 """The processing chain (hash filter, load, match, conflicts, apply) against real PostgreSQL."""
 import json
+import tempfile
 from datetime import date, datetime, timedelta, timezone
+
+from pathlib import Path
 
 import pytest
 
@@ -26,9 +29,9 @@ def page(group, items):
         "application/json", group=group)
 
 
-JOE = {"upn": "A886200326001", "forename": "Joe", "surname": "Bloggs", "dob": "2016-01-26", "gender": "M",
+JOE = {"upn": "F886200326001", "forename": "Joe", "surname": "Bloggs", "dob": "2016-01-26", "gender": "M",
        "ncy": "5", "reg_group": "5B", "enrol_status": "C", "looked_after": False}
-EMMA = {"upn": "B886200326002", "forename": "Emma", "surname": "DAVIDS", "dob": "2017-09-21", "gender": "F",
+EMMA = {"upn": "V886200326002", "forename": "Emma", "surname": "DAVIDS", "dob": "2017-09-21", "gender": "F",
         "ncy": "4", "enrol_status": "C"}
 OLD = {"upn": None, "forename": "Sam", "surname": "Older", "dob": "2005-01-01", "gender": "M", "ncy": "14"}
 ADDR = {"paon": "1", "street": "Green Abbey Road", "town": "Canterbury", "postcode": "CT1 2AB"}
@@ -37,16 +40,20 @@ ADDR = {"paon": "1", "street": "Green Abbey Road", "town": "Canterbury", "postco
 @pytest.fixture
 def core(db):
     db.execute("""INSERT INTO core.child (person_id, upn, forename, surname, gender, dob, ncy, paon, street, postcode)
-                  VALUES ('P1', 'A886200326001', 'Joseph', 'Bloggs', 'M', '2016-01-26', '4', '1', 'Green Abbey Road', 'CT1 2AB'),
+                  VALUES ('P1', 'F886200326001', 'Joseph', 'Bloggs', 'M', '2016-01-26', '4', '1', 'Green Abbey Road', 'CT1 2AB'),
                          ('P2', NULL, 'Emma', 'Davids', 'F', '2017-09-21', '4', NULL, NULL, NULL),
-                         ('P3', 'C886200326003', 'Zed', 'Other', 'M', '2015-05-05', '6', NULL, NULL, NULL)""")
+                         ('P3', 'J886200326003', 'Zed', 'Other', 'M', '2015-05-05', '6', NULL, NULL, NULL)""")
     db.commit()
     return db
 
 
-def run_chain(db, c, messages, settings=Settings()):
+REPORTS = Path(tempfile.gettempdir()) / "b2b-test-reports"
+
+
+def run_chain(db, c, messages, settings=Settings(), report_dir=None):
     extract = store_messages(db, c, messages)
     out = {"extract": extract.counts(), "hash": chain.hash_filter(db, c, settings),
+           "validate": chain.validate(db, c, report_dir or REPORTS),
            "load": chain.load(db, c), "match": chain.match(db, c, settings),
            "conflicts": chain.conflicts(db, c), "apply": chain.apply(db, c)}
     return out
@@ -82,8 +89,8 @@ def test_chain_matches_conflicts_and_applies(core):
     assert db.execute("SELECT field, la_value, incoming_value FROM results.conflict").fetchall() == [
         ("forename", "Joseph", "Joe")]
     core_rows = {r[0]: r for r in db.execute("SELECT person_id, upn, forename, ncy, reg_group FROM core.child_current")}
-    assert core_rows["P1"] == ("P1", "A886200326001", "Joseph", "5", "5B")  # school fields applied, name kept
-    assert core_rows["P2"][1] == "B886200326002"  # LA had no UPN: filled from the school
+    assert core_rows["P1"] == ("P1", "F886200326001", "Joseph", "5", "5B")  # school fields applied, name kept
+    assert core_rows["P2"][1] == "V886200326002"  # LA had no UPN: filled from the school
     assert core_rows["P3"][3] == "6"  # untouched
     links = db.execute("SELECT student_guid, person_id, linked_by FROM core.child_link ORDER BY 1").fetchall()
     assert links == [("g-emma", "P2", "match"), ("g-joe", "P1", "match")]
@@ -170,7 +177,7 @@ def test_each_stage_can_be_retried_alone(core):
 def test_core_load_is_idempotent(db):
     from b2b.core_load import load_core
 
-    recs = [{"person_id": "P9", "upn": "A886200326001", "guid": "g-9", "base_dfe": BASE, "forename": "Ann",
+    recs = [{"person_id": "P9", "upn": "F886200326001", "guid": "g-9", "base_dfe": BASE, "forename": "Ann",
              "surname": "Lee", "gender": "F", "dob": date(2016, 3, 4), "postcode": "CT1 2AB",
              "address_line1": "3 High St"},
             {"person_id": "P10", "upn": "", "guid": None, "base_dfe": BASE, "forename": "Bo", "surname": "Lee",
@@ -179,3 +186,45 @@ def test_core_load_is_idempotent(db):
     assert load_core(db, recs) == {"records": 2, "changed": 0, "new_links": 0}
     assert db.execute("SELECT upn, paon FROM core.child WHERE person_id = 'P10'").fetchone() == (None, None)
     assert db.execute("SELECT paon FROM core.child WHERE person_id = 'P9'").fetchone() == ("3 High St",)
+
+
+def test_bad_upn_check_letter_is_an_anomaly_and_other_blocks_still_load(core, tmp_path):
+    db = core
+    bad = dict(JOE, upn="A886200326001")  # check letter should be F
+    out = run_chain(db, ctx(), [page("student", [("g-joe", bad), ("g-emma", EMMA)]),
+                                page("address", [("g-joe", ADDR), ("g-emma", dict(ADDR, postcode="CT1 2A"))])],
+                    report_dir=tmp_path)
+    assert out["validate"]["by_rule"] == {"postcode_format": 1, "upn_check_letter": 1}
+    anomalies = db.execute("""SELECT student_guid, block_type, rule, field, value, severity
+                                FROM results.anomaly ORDER BY 1, 2""").fetchall()
+    assert anomalies == [("g-emma", "address", "postcode_format", "postcode", "CT1 2A", "error"),
+                         ("g-joe", "student", "upn_check_letter", "upn", "A886200326001", "error")]
+    disp = dict(((g, t), d) for g, t, d in db.execute(
+        "SELECT student_guid, block_type, disposition FROM raw.inbound_block").fetchall())
+    assert disp == {("g-joe", "student"): "invalid", ("g-joe", "address"): "loaded",
+                    ("g-emma", "student"): "loaded", ("g-emma", "address"): "invalid"}
+    assert db.execute("SELECT student_guid FROM staging.address").fetchall() == [("g-joe",)]
+    assert db.execute("SELECT student_guid FROM staging.student").fetchall() == [("g-emma",)]
+    # the invalid block is not cached, so the school's next (corrected or not) send is checked again
+    cached = db.execute("SELECT student_guid, block_type FROM ops.hash_cache ORDER BY 1, 2").fetchall()
+    assert ("g-joe", "student") not in cached and ("g-joe", "address") in cached
+    # the report is on disk, named in the task log, and carries no personal values
+    report = db.execute("SELECT counts->>'report' FROM ops.task_log WHERE stage = 'validate'").fetchone()[0]
+    text = open(report).read()
+    assert "upn_check_letter" in text and "A886200326001" not in text and "CT1 2A<" not in text
+    # the run's other figures
+    assert out["load"]["loaded"] == 2
+
+
+def test_a_malformed_block_puts_its_file_in_suspense_and_others_go_on(core, tmp_path):
+    db = core
+    broken = page("sen", [("g-joe", {"start_date": "2026-09-01", "needs": "SPLD"})])  # needs must be a list
+    out = run_chain(db, ctx(), [page("student", [("g-emma", EMMA)]), broken], report_dir=tmp_path)
+    assert out["validate"]["suspended_files"] == 1
+    files = db.execute("SELECT label, status, error FROM raw.inbound_file ORDER BY file_id").fetchall()
+    assert files[0][1] in ("parsed", "loaded") and files[1][1] == "suspense"
+    assert "'needs' is not a list" in files[1][2]
+    log = db.execute("""SELECT level, message FROM ops.task_log WHERE stage = 'validate' AND file_id IS NOT NULL""").fetchall()
+    assert log and log[0][0] == "error" and "suspense" in log[0][1]
+    assert db.execute("SELECT count(*) FROM staging.student").fetchone()[0] == 1
+    assert db.execute("SELECT count(*) FROM staging.sen_need").fetchone()[0] == 0
