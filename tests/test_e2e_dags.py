@@ -96,7 +96,16 @@ def test_sims7_snapshot_lands_files_blocks_and_task_log(e2e):
     files = q(e2e, "SELECT status, pupils, blocks, source FROM raw.inbound_file WHERE dag_id = %s", dag)
     assert len(files) == 1 and files[0][0] == "loaded" and files[0][3] == "sims7"
     students = q(e2e, "SELECT count(*) FROM staging.student WHERE base_id = '8862001'")[0][0]
-    assert students == files[0][1] > 100
+    # the school's record with a wrong UPN check letter is an anomaly, not loaded; the rest all are
+    planted = sorted(g for (d, g) in e2e["world"].entry_errors() if d == "8862001")
+    anomalies = q(e2e, "SELECT student_guid, block_type, rule, field FROM results.anomaly WHERE base_id = '8862001' "
+                       "ORDER BY 1")
+    assert planted and anomalies == [(g, "student", "upn_check_letter", "upn") for g in planted]
+    assert students == files[0][1] - len(planted) > 100
+    other = q(e2e, "SELECT count(*) FROM staging.address WHERE student_guid = ANY(%s)", planted)[0][0]
+    assert other == len(planted)  # their address blocks still loaded
+    report = q(e2e, "SELECT counts->>'report' FROM ops.task_log WHERE dag_id = %s AND stage = 'validate'", dag)[0][0]
+    assert report.endswith(".html") and os.path.exists(report)
     stages = [r[0] for r in q(e2e, "SELECT stage FROM ops.task_log WHERE dag_id = %s AND file_id IS NULL "
                                    "ORDER BY log_id", dag)]
     assert stages == ["extract", "hash_filter", "validate", "load", "match", "conflicts", "apply"]
@@ -141,3 +150,44 @@ def test_sims_primary_changed_data_through_pages(e2e):
     start, end = q(e2e, "SELECT window_start, window_end FROM raw.inbound_file WHERE dag_id = %s LIMIT 1", cd)[0]
     assert (start, end) == (dr.data_interval_start, dr.data_interval_end)
     assert end - start >= timedelta(hours=24)
+
+
+
+def hash_counts(e2e, dag, dr):
+    rows = q(e2e, "SELECT counts FROM ops.task_log WHERE dag_id = %s AND file_id IS NULL AND stage = 'hash_filter' "
+                  "AND window_end = %s", dag, dr.data_interval_end)
+    assert rows, (dag, dr.data_interval_end)
+    return rows[0][0]
+
+
+def test_second_identical_extraction_skips_every_block(e2e):
+    base = "8864002"
+    run(e2e, dag_id(base, "snapshot"), SNAP_END)
+    lac = dag_id(base, "snapshot", "lac")
+    # the LAC task the next evening: the world says none of its students changed since the snapshot
+    end = datetime(2026, 10, 5, 18, 15)
+    world = e2e["world"]
+    before = world.state(pendulum.instance(SNAP_END, tz=TZ)).students[base]
+    after = world.state(pendulum.instance(end, tz=TZ)).students[base]
+    lac_now = [g for g, s in after.items() if s.blocks["student"]["looked_after"] and not s.blocks["student"]["end_date"]]
+    assert lac_now and all(before[g].blocks == after[g].blocks for g in lac_now)
+    dr = run(e2e, lac, end)
+    c = hash_counts(e2e, lac, dr)
+    assert c["blocks"] > 0 and c["skipped_by_cache"] == c["blocks"], c
+
+
+def test_cache_off_processes_everything(e2e):
+    from dataclasses import replace
+
+    from b2b_operators.factory import build_dags
+
+    base = "8862002"
+    run(e2e, dag_id(base, "snapshot"), SNAP_END)
+    cat = load_catalogue()
+    off = build_dags(replace(cat, la=replace(cat.la, b2bhcache=False)))
+    dag = dag_id(base, "snapshot", "lac")
+    end = datetime(2026, 10, 5, 18, 15)
+    dr = off[dag].test(logical_date=pendulum.instance(end, tz=TZ))
+    assert str(dr.state).endswith("success")
+    c = hash_counts(e2e, dag, dr)
+    assert c["blocks"] > 0 and c["skipped_by_cache"] == 0, c
