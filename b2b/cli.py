@@ -92,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the demo LA end to end through real Airflow DAG runs")
     demo.add_argument("--days", type=int, default=3, help="changed-data days after the snapshot")
-    demo.add_argument("--fresh", action="store_true", help="drop the demo database's data first")
+    demo.add_argument("--fresh", action="store_true", default=None,
+                      help="drop the warehouse's B2B data first (the default on the embedded database)")
+    demo.add_argument("--keep", dest="fresh", action="store_false",
+                      help="keep earlier runs' data (the default when B2B_DATABASE_URL is set)")
     demo.set_defaults(func=_cmd_demo)
 
     af = sub.add_parser("airflow", help="airflow standalone on this project, with the simulator")

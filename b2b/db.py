@@ -32,9 +32,21 @@ def b2b_home() -> Path:
     return Path(os.environ.get("B2B_HOME") or PROJECT_ROOT / ".b2b")
 
 
+def _import_pgserver():
+    """pgserver, without its chatter (a platformdirs warning, INFO lines on every reuse)."""
+    import logging
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pgserver  # imported here: heavy, and unused when a real server is configured
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    return pgserver
+
+
 def embedded_url(pgdata: Path | None = None) -> str:
     """Start (or reuse) the embedded PostgreSQL and return its URL."""
-    import pgserver  # imported here: heavy, and unused when a real server is configured
+    pgserver = _import_pgserver()
 
     pgdata = Path(pgdata or b2b_home() / "pgdata")
     pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +59,7 @@ def stop_embedded(pgdata: Path | None = None) -> bool:
     pgdata = Path(pgdata or b2b_home() / "pgdata")
     if not (pgdata / "postmaster.pid").exists():
         return False
-    import pgserver
+    pgserver = _import_pgserver()
 
     server = pgserver.get_server(str(pgdata), cleanup_mode="stop")
     server.cleanup()

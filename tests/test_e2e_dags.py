@@ -191,3 +191,14 @@ def test_cache_off_processes_everything(e2e):
     assert str(dr.state).endswith("success")
     c = hash_counts(e2e, dag, dr)
     assert c["blocks"] > 0 and c["skipped_by_cache"] == 0, c
+
+
+def test_students_first_loaded_by_an_attendance_task_are_matched(e2e):
+    # an attendance export carries each student's core block; once loaded it is cached, so the
+    # snapshot after it skips that block: the attendance run itself must have matched it
+    base = "8864001"
+    run(e2e, f"b2b__{base}__attendance_all", datetime(2026, 10, 2, 18, 30))
+    run(e2e, dag_id(base, "snapshot"), SNAP_END)
+    loaded = q(e2e, "SELECT count(DISTINCT student_guid) FROM staging.student WHERE base_id = %s", base)[0][0]
+    matched = q(e2e, "SELECT count(DISTINCT student_guid) FROM results.match WHERE base_id = %s", base)[0][0]
+    assert loaded > 100 and matched == loaded

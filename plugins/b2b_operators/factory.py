@@ -88,9 +88,10 @@ def build_dag(spec, la) -> DAG:
                                   months=t.months, hierarchies=t.hierarchies, **common)
         stages = [HashFilterOperator(task_id="hash_filter", **common),
                   ValidateOperator(task_id="validate", **common), LoadOperator(task_id="load", **common)]
-        if t.filter in ("snapshot", "changed_data"):
-            stages += [MatchOperator(task_id="match", **common), ConflictsOperator(task_id="conflicts", **common),
-                       ApplyOperator(task_id="apply", **common)]
+        # every export can carry student blocks (attendance and attainment messages identify the
+        # student with one), and a loaded block is cached: so every export matches what it loaded
+        stages += [MatchOperator(task_id="match", **common), ConflictsOperator(task_id="conflicts", **common),
+                   ApplyOperator(task_id="apply", **common)]
         chain(extract, *stages)
     return dag
 
