@@ -42,6 +42,8 @@ def main(argv=None) -> int:
     c.add_argument("--out", type=Path, required=True)
     k = sub.add_parser("connections", help="Airflow connections (JSON) for every school")
     k.add_argument("--base-url", default="http://127.0.0.1:8765")
+    k.add_argument("--format", choices=["json", "env"], default="json",
+                   help="env: shell 'export AIRFLOW_CONN_<ID>=...' lines (eval them)")
     args = p.parse_args(argv)
     world = _world(args)
 
@@ -82,7 +84,14 @@ def main(argv=None) -> int:
                 wr.writerow({k: ("" if r.get(k) is None else r[k]) for k in cols})
         print(f"wrote {len(rows)} LA child records to {args.out}")
         return 0
-    print(json.dumps(world.airflow_connections(args.base_url), indent=2))
+    conns = world.airflow_connections(args.base_url)
+    if args.format == "env":
+        import shlex
+
+        for cid, c in conns.items():
+            print(f"export AIRFLOW_CONN_{cid.upper()}={shlex.quote(json.dumps(c))}")
+        return 0
+    print(json.dumps(conns, indent=2))
     return 0
 
 
