@@ -43,6 +43,8 @@ class LaSettings:
     guidmatch: bool = True
     b2b_s_age: int = 18
     carer_min: int = 16
+    file_retention_days: int = 90
+    matcher: str = "weights"
 
 
 @dataclass(frozen=True)
@@ -294,7 +296,9 @@ def build(data: dict, path: str | None = None) -> Catalogue:
     s = la.get("settings") or {}
     settings = LaSettings(code=str(la["code"]), name=la["name"], timezone=la.get("timezone", "Europe/London"),
                           b2bhcache=bool(s.get("B2BHCACHE", True)), guidmatch=bool(s.get("GUIDMATCH", True)),
-                          b2b_s_age=int(s.get("B2B_S_AGE", 18)), carer_min=int(s.get("CARER_MIN", 16)))
+                          b2b_s_age=int(s.get("B2B_S_AGE", 18)), carer_min=int(s.get("CARER_MIN", 16)),
+                          file_retention_days=int(s.get("FILE_RETENTION_DAYS", 90)),
+                          matcher=str(s.get("MATCHER", "weights")))
     bases = {str(b["dfe"]): _base_from(b) for b in data["bases"]}
     tasks = tuple(_task_from(t) for t in data["tasks"])
     return Catalogue(settings, bases, tasks, path=path)

@@ -38,6 +38,7 @@ class Settings:
     guidmatch: bool = True   # F16: GUID matching on
     b2b_s_age: int = 18      # F13: unmatched older than this are hidden
     carer_min: int = 16      # F14 (carer matching, used by the matcher of issue 5)
+    matcher: str = "weights"  # "weights" (b2b.matching.match) or "legacy" (the vendor rule)
 
     @classmethod
     def from_la(cls, la) -> "Settings":
@@ -136,8 +137,11 @@ def validate(conn, ctx: RunContext, report_dir) -> dict:
                 ORDER BY file_id, ordinal""", (files,)).fetchall()
         blocks = [dict(file_id=r[0], ordinal=r[1], base_id=r[2], block_type=r[3], student_guid=r[4],
                        content=r[5]) for r in rows]
+        missing = _missing_core(conn, ctx, files)
+        blocks = [b for b in blocks if b["file_id"] not in missing]
         label = f"{ctx.dag_id}__{ctx.window_end:%Y%m%dT%H%M%S}"
         result = validate_blocks(blocks, run_label=label, report_dir=Path(report_dir), as_of=ctx.window_end.date())
+        result.suspended.update(missing)
         for file_id, reason in sorted(result.suspended.items()):
             conn.execute("UPDATE raw.inbound_file SET status = 'suspense', error = %s WHERE file_id = %s",
                          (f"validation: {reason}", file_id))
@@ -165,6 +169,22 @@ def validate(conn, ctx: RunContext, report_dir) -> dict:
                   f"report {result.report_path}",
                   level="error" if result.suspended else "warning" if result.anomalies else "info")
     return counts
+
+
+def _missing_core(conn, ctx: RunContext, files: list[int]) -> dict[int, str]:
+    """SIMS 7 files where a pupil lacks its mandatory core block (all but changed data send it).
+
+    Checked over every block of the file, skipped ones included. Returns {file_id: reason}.
+    """
+    if ctx.source != "sims7" or ctx.data_filter == "changed_data":
+        return {}
+    rows = conn.execute(
+        """SELECT file_id, count(*) FROM (
+               SELECT file_id, student_guid FROM raw.inbound_block WHERE file_id = ANY(%s)
+                GROUP BY file_id, student_guid HAVING NOT bool_or(block_type = 'student')) x
+            GROUP BY file_id""", (files,)).fetchall()
+    return {fid: f"{n} pupil(s) without the mandatory StudentCore section ({ctx.data_filter} message)"
+            for fid, n in rows}
 
 
 # ------------------------------------------------------------------ load
@@ -279,77 +299,140 @@ def load(conn, ctx: RunContext, *, fail_after: str | None = None) -> dict:
 def match(conn, ctx: RunContext, settings: Settings) -> dict:
     """Match every student whose student block was loaded in this run to an LA child.
 
-    Rules in order (first that fires wins): ``guid`` — the MIS GUID is linked to a child
-    (only when GUIDMATCH is on, F16); ``upn_3_of_4`` — same UPN and at least 3 of DOB,
-    surname, gender, forename agree, on exactly one child; ``all_4`` — all four agree on
-    exactly one child; otherwise ``none`` (unmatched, hidden when older than B2B_S_AGE, F13).
-    A match by rule links the GUID so the next import matches by GUID.
+    ``b2b.matching.match`` decides (see there): ``matched`` / ``matched_with_conflicts``
+    (auto-linked), ``possible`` (a candidate for an officer, never linked), ``unmatched``
+    (hidden when older than B2B_S_AGE, F13). Officer decisions are honoured (a linked GUID
+    matches its child; a rejected pair is not proposed again). An automatic link records
+    the GUID so the next import has it as evidence (F16). ``settings.matcher = "legacy"``
+    runs the vendor rule instead (GUID; UPN + 3 of 4; all 4).
     """
+    from b2b import matching
+
     with conn.transaction():
         files = run_files(conn, ctx)
         conn.execute("DELETE FROM results.match WHERE file_id = ANY(%s)", (files,))
         conn.execute("DELETE FROM core.child_link WHERE file_id = ANY(%s)", (files,))
-        conn.execute(
-            """WITH inc AS (
-                   SELECT s.file_id, s.base_id, s.student_guid, s.upn, s.dob, lower(s.surname) AS surname,
-                          s.gender, lower(s.forename) AS forename
-                     FROM staging.student s WHERE s.file_id = ANY(%(files)s)),
-               by_guid AS (
-                   SELECT i.file_id, i.student_guid, l.person_id
-                     FROM inc i JOIN core.child_link l USING (base_id, student_guid)
-                    WHERE %(guidmatch)s),
-               by_upn AS (
-                   SELECT i.file_id, i.student_guid, min(c.person_id) AS person_id, count(*) AS n
-                     FROM inc i JOIN core.child c ON c.upn = i.upn
-                    WHERE (c.dob IS NOT DISTINCT FROM i.dob)::int + (lower(c.surname) IS NOT DISTINCT FROM i.surname)::int
-                        + (c.gender IS NOT DISTINCT FROM i.gender)::int + (lower(c.forename) IS NOT DISTINCT FROM i.forename)::int >= 3
-                    GROUP BY 1, 2),
-               by_four AS (
-                   SELECT i.file_id, i.student_guid, min(c.person_id) AS person_id, count(*) AS n
-                     FROM inc i JOIN core.child c
-                       ON c.dob = i.dob AND lower(c.surname) = i.surname AND c.gender = i.gender
-                      AND lower(c.forename) = i.forename
-                    GROUP BY 1, 2),
-               decided AS (
-                   SELECT i.file_id, i.base_id, i.student_guid, i.dob,
-                          CASE WHEN g.person_id IS NOT NULL THEN g.person_id
-                               WHEN u.n = 1 THEN u.person_id WHEN f.n = 1 THEN f.person_id END AS person_id,
-                          CASE WHEN g.person_id IS NOT NULL THEN 'guid' WHEN u.n = 1 THEN 'upn_3_of_4'
-                               WHEN f.n = 1 THEN 'all_4' ELSE 'none' END AS rule,
-                          jsonb_build_object('upn_candidates', coalesce(u.n, 0),
-                                             'all_4_candidates', coalesce(f.n, 0)) AS explanation
-                     FROM inc i
-                     LEFT JOIN by_guid g USING (file_id, student_guid)
-                     LEFT JOIN by_upn u USING (file_id, student_guid)
-                     LEFT JOIN by_four f USING (file_id, student_guid))
-               INSERT INTO results.match (file_id, base_id, student_guid, person_id, status, rule, score,
-                                          hidden, age_years, window_order, explanation)
-               SELECT d.file_id, d.base_id, d.student_guid, d.person_id,
-                      CASE WHEN d.person_id IS NULL THEN 'unmatched' ELSE 'matched' END, d.rule,
-                      CASE d.rule WHEN 'guid' THEN 1 WHEN 'upn_3_of_4' THEN 0.9 WHEN 'all_4' THEN 0.8 ELSE 0 END,
-                      d.person_id IS NULL AND date_part('year', age(%(as_of)s::date, d.dob)) > %(max_age)s,
-                      date_part('year', age(%(as_of)s::date, d.dob))::int, %(order)s, d.explanation
-                 FROM decided d""",
-            {"files": files, "guidmatch": settings.guidmatch, "as_of": ctx.window_end.date(),
-             "max_age": settings.b2b_s_age, "order": ctx.window_order})
+        incoming = incoming_frame(conn, files, ctx.window_end)
+        core, links, rejected = core_candidates(conn, incoming)
+        if settings.matcher == "legacy":
+            decided = matching.legacy_match(core, incoming, guidmatch=settings.guidmatch, links=links)
+            decided["score"], decided["conflicting_fields"], decided["explanation"] = None, "", "{}"
+        else:
+            decided = matching.match(core, incoming, matching.MatchConfig(guidmatch=settings.guidmatch),
+                                     links=links, rejected=rejected)
+        _write_matches(conn, ctx, settings, incoming, decided)
         conn.execute(
             """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
                SELECT m.base_id, m.student_guid, m.person_id, 'match', m.file_id
                  FROM results.match m
-                WHERE m.file_id = ANY(%s) AND m.person_id IS NOT NULL AND m.rule <> 'guid'
+                WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')
                ON CONFLICT (base_id, student_guid) DO NOTHING""", (files,))
-        result = dict(conn.execute(
-            """SELECT rule, count(*) FROM results.match WHERE file_id = ANY(%s) GROUP BY rule""",
-            (files,)).fetchall())
-        matched = sum(v for k, v in result.items() if k != "none")
+        by_status = dict(conn.execute(
+            "SELECT status, count(*) FROM results.match WHERE file_id = ANY(%s) GROUP BY status", (files,)).fetchall())
+        by_rule = dict(conn.execute(
+            "SELECT rule, count(*) FROM results.match WHERE file_id = ANY(%s) GROUP BY rule", (files,)).fetchall())
         hidden = conn.execute("SELECT count(*) FROM results.match WHERE file_id = ANY(%s) AND hidden",
                               (files,)).fetchone()[0]
-        counts = {"students": sum(result.values()), "matched": matched, "unmatched": result.get("none", 0),
-                  "unmatched_hidden": hidden, "by_rule": result}
+        matched = by_status.get("matched", 0) + by_status.get("matched_with_conflicts", 0)
+        counts = {"students": sum(by_status.values()), "matched": matched,
+                  "possible": by_status.get("possible", 0), "unmatched": by_status.get("unmatched", 0),
+                  "unmatched_hidden": hidden, "by_rule": by_rule, "matcher": settings.matcher}
         log_stage(conn, ctx, "match", counts,
-                  f"match: {counts['students']} students, {matched} matched, {counts['unmatched']} unmatched "
+                  f"match ({settings.matcher}): {counts['students']} students, {matched} matched, "
+                  f"{counts['possible']} possible, {counts['unmatched']} unmatched "
                   f"({hidden} hidden: older than B2B_S_AGE {settings.b2b_s_age})")
     return counts
+
+
+def incoming_frame(conn, files: list[int], window_end):
+    """The run's students as matcher input, with their latest address as of the window."""
+    import pandas as pd
+
+    from b2b.matching import INCOMING_COLUMNS
+
+    rows = conn.execute(
+        """SELECT s.file_id::text || '|' || s.student_guid, s.base_id, s.upn, s.student_guid, s.forename,
+                  s.middle_names, s.surname, s.gender, s.dob, a.postcode, a.address_line1, s.file_id, s.student_guid
+             FROM staging.student s
+             LEFT JOIN LATERAL (
+                  SELECT sa.postcode, concat_ws(' ', sa.paon, sa.street) AS address_line1
+                    FROM staging.address sa JOIN raw.inbound_file f ON f.file_id = sa.file_id
+                   WHERE sa.base_id = s.base_id AND sa.student_guid = s.student_guid AND f.window_end <= %s
+                   ORDER BY f.window_end DESC, sa.file_id DESC LIMIT 1) a ON true
+            WHERE s.file_id = ANY(%s)
+            ORDER BY s.file_id, s.student_guid""", (window_end, files)).fetchall()
+    return pd.DataFrame(rows, columns=INCOMING_COLUMNS + ["file_id", "student_guid"])
+
+
+_ASCII = "translate(lower({col}), '{src}', '{dst}')"
+
+
+def core_candidates(conn, incoming):
+    """LA children that can be candidates for these students (a superset of every blocking
+    key the matcher uses, normalised the same way), GUID links, and officer-rejected pairs."""
+    import pandas as pd
+
+    from b2b.matching import ACCENTS_FROM, ACCENTS_TO, CORE_COLUMNS, name_key, name_parts, postcode_key
+
+    keys = (list(incoming["base_id"]), list(incoming["guid"]))
+    links = pd.DataFrame(conn.execute(
+        """SELECT l.base_id, l.student_guid AS guid, l.person_id, l.linked_by
+             FROM core.child_link l
+             JOIN unnest(%s::text[], %s::text[]) AS x(base_id, guid)
+               ON l.base_id = x.base_id AND l.student_guid = x.guid""", keys).fetchall(),
+        columns=["base_id", "guid", "person_id", "linked_by"])
+    rejected = pd.DataFrame(conn.execute(
+        """SELECT d.base_id, d.student_guid AS guid, d.person_id
+             FROM results.match_decision d
+             JOIN unnest(%s::text[], %s::text[]) AS x(base_id, guid)
+               ON d.base_id = x.base_id AND d.student_guid = x.guid
+            WHERE d.decision = 'reject'""", keys).fetchall(), columns=["base_id", "guid", "person_id"])
+    dobs = pd.to_datetime(incoming["dob"], errors="coerce").dropna()
+    swapped = [d.replace(month=d.day, day=d.month) for d in dobs if d.day <= 12]
+    ascii_sn = _ASCII.format(col="c.surname", src=ACCENTS_FROM, dst=ACCENTS_TO)
+    params = {
+        "upns": sorted({str(u).upper().replace(" ", "") for u in incoming["upn"].dropna() if u}),
+        "dobs": sorted({d.date() for d in dobs} | {d.date() for d in swapped}),
+        "sns": sorted({name_key(s) for s in incoming["surname"].dropna()} - {""}),
+        "parts": sorted({p for s in incoming["surname"].dropna() for p in name_parts(s) if len(p) >= 2}),
+        "pcs": sorted({postcode_key(p) for p in incoming["postcode"].dropna()} - {""}),
+        "pids": sorted(set(links["person_id"])),
+    }
+    rows = conn.execute(
+        f"""SELECT c.person_id, c.upn, NULL::text AS guid, c.forename, c.middle_names, c.surname, c.gender, c.dob,
+                   c.postcode, concat_ws(' ', c.paon, c.street) AS address_line1
+              FROM core.child c
+             WHERE upper(replace(c.upn, ' ', '')) = ANY(%(upns)s) OR c.dob = ANY(%(dobs)s)
+                OR regexp_replace({ascii_sn}, '[^a-z]', '', 'g') = ANY(%(sns)s)
+                OR regexp_split_to_array(replace({ascii_sn}, chr(39), ''), '[^a-z]+') && %(parts)s::text[]
+                OR upper(regexp_replace(c.postcode, '[^A-Za-z0-9]', '', 'g')) = ANY(%(pcs)s)
+                OR c.person_id = ANY(%(pids)s)
+             ORDER BY c.person_id""", params).fetchall()
+    return pd.DataFrame(rows, columns=CORE_COLUMNS), links, rejected
+
+
+def _write_matches(conn, ctx: RunContext, settings: Settings, incoming, decided) -> None:
+    import pandas as pd
+
+    d = decided.set_index("incoming_id")
+    dob = pd.to_datetime(incoming["dob"], errors="coerce")
+    as_of = ctx.window_end.date()
+    ages = [None if pd.isna(b) else as_of.year - b.year - ((as_of.month, as_of.day) < (b.month, b.day)) for b in dob]
+    with conn.cursor() as cur, cur.copy(
+            "COPY results.match (file_id, base_id, student_guid, person_id, status, rule, score, hidden, age_years, "
+            "window_order, explanation) FROM STDIN") as copy:
+        for k, r in enumerate(incoming.itertuples(index=False)):
+            row = d.loc[r.incoming_id]
+            status = row["status"]
+            explanation = json.loads(row["explanation"] or "{}")
+            if row["conflicting_fields"]:
+                explanation["differing_fields"] = row["conflicting_fields"].split(";")
+            age = ages[k]
+            hidden = status == "unmatched" and age is not None and age > settings.b2b_s_age
+            score = row["score"]
+            copy.write_row((r.file_id, r.base_id, r.student_guid, row["person_id"] or None, status, row["rule"],
+                            None if score is None or pd.isna(score) else float(score), hidden, age,
+                            ctx.window_order, json.dumps(explanation, sort_keys=True)))
 
 
 # ------------------------------------------------------------------ conflicts
@@ -381,7 +464,7 @@ def conflicts(conn, ctx: RunContext) -> dict:
                                                           la_value, incoming_value, window_end)
                 SELECT s.file_id, s.base_id, s.student_guid, m.person_id, v.field, v.la_value, v.inc_value, %(end)s
                   FROM staging.student s
-                  JOIN results.current_match m USING (base_id, student_guid)
+                  JOIN results.current_link m USING (base_id, student_guid)
                   JOIN core.child c ON c.person_id = m.person_id
                  CROSS JOIN LATERAL (VALUES {student_values}) AS v(field, la_value, inc_value, same)
                  WHERE s.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
@@ -391,7 +474,7 @@ def conflicts(conn, ctx: RunContext) -> dict:
                                                           la_value, incoming_value, window_end)
                 SELECT a.file_id, a.base_id, a.student_guid, m.person_id, v.field, v.la_value, v.inc_value, %(end)s
                   FROM staging.address a
-                  JOIN results.current_match m USING (base_id, student_guid)
+                  JOIN results.current_link m USING (base_id, student_guid)
                   JOIN core.child c ON c.person_id = m.person_id
                  CROSS JOIN LATERAL (VALUES {address_values}) AS v(field, la_value, inc_value, same)
                  WHERE a.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
@@ -401,7 +484,7 @@ def conflicts(conn, ctx: RunContext) -> dict:
             """UPDATE results.match m
                   SET status = CASE WHEN EXISTS (SELECT 1 FROM results.conflict c WHERE c.person_id = m.person_id)
                                     THEN 'matched_with_conflicts' ELSE 'matched' END
-                WHERE m.file_id = ANY(%s) AND m.person_id IS NOT NULL""", (files,))
+                WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')""", (files,))
         observed = conn.execute("SELECT count(*) FROM results.conflict_observation WHERE file_id = ANY(%s)",
                                 (files,)).fetchone()[0]
         students = conn.execute(
@@ -430,7 +513,7 @@ def _apply_sql(table: str, staging: str, fields: tuple[str, ...]) -> str:
         INSERT INTO core.{table} (file_id, person_id, base_id, student_guid, window_order, {cols})
         SELECT s.file_id, m.person_id, s.base_id, s.student_guid, %(order)s, {s_cols}
           FROM staging.{staging} s
-          JOIN results.current_match m USING (base_id, student_guid)
+          JOIN results.current_link m USING (base_id, student_guid)
           JOIN core.child c ON c.person_id = m.person_id
           LEFT JOIN LATERAL (SELECT * FROM core.{table} x
                               WHERE x.person_id = m.person_id AND x.window_order < %(order)s

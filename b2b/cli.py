@@ -73,6 +73,88 @@ def _cmd_airflow_env(args) -> int:
     return 0
 
 
+def _cmd_match(args) -> int:
+    """CSV in, CSV out: the same matcher as the DAGs (b2b.matching.match)."""
+    import time
+
+    import pandas as pd
+
+    from b2b import matching
+
+    def read(path, columns):
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            print(f"b2b match: {path}: missing column(s) {', '.join(missing)} "
+                  f"(expected {','.join(columns)})", file=sys.stderr)
+            raise SystemExit(2)
+        return df.replace({"": None})
+
+    core = read(args.core, matching.CORE_COLUMNS)
+    inc = read(args.incoming, matching.INCOMING_COLUMNS)
+    t = time.perf_counter()
+    if args.legacy:
+        out = matching.legacy_match(core, inc)
+        out["score"], out["conflicting_fields"], out["explanation"] = "", "", "{}"
+    else:
+        out = matching.match(core, inc, matching.MatchConfig(guidmatch=not args.no_guid))
+    cols = ["incoming_id", "status", "person_id", "rule", "score", "conflicting_fields"]
+    if args.explain:
+        cols.append("explanation")
+    out[cols].to_csv(args.out, index=False)
+    counts = out["status"].value_counts().to_dict()
+    print(f"b2b match: {len(inc)} incoming vs {len(core)} LA records in {time.perf_counter() - t:.1f}s: "
+          + ", ".join(f"{k} {counts.get(k, 0)}" for k in matching.STATUSES) + f" -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def _officer_conn():
+    from b2b import db
+
+    conn = db.connect(db.database_url(), autocommit=True)
+    db.upgrade(conn)
+    return conn
+
+
+def _cmd_officer(args) -> int:
+    from b2b import officer
+
+    with _officer_conn() as conn:
+        try:
+            if args.officer_cmd == "unmatched":
+                print(officer.as_json(officer.unmatched(conn, args.base, args.include_hidden)))
+            elif args.officer_cmd == "possible":
+                print(officer.as_json(officer.possible(conn, args.base)))
+            elif args.officer_cmd == "candidates":
+                print(officer.as_json(officer.candidates(conn, args.base, args.student)))
+            elif args.officer_cmd in ("confirm", "reject", "link"):
+                getattr(officer, args.officer_cmd)(conn, args.base, args.student, args.person, args.by, note=args.note)
+                print(f"{args.officer_cmd}: base {args.base} student {args.student} / child {args.person} recorded")
+            elif args.officer_cmd == "new-child":
+                pid = officer.new_child(conn, args.base, args.student, args.by)
+                print(f"new child {pid} created from base {args.base} student {args.student} and linked")
+            elif args.officer_cmd == "resolve":
+                n = officer.resolve_conflict(conn, args.person, args.field, args.keep, args.by)
+                print(f"resolved {n} conflict(s) on {args.person}.{args.field}: kept {args.keep}")
+        except officer.OfficerError as exc:
+            print(f"b2b officer: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _cmd_maintenance(args) -> int:
+    from b2b import officer
+
+    with _officer_conn() as conn:
+        if args.maint_cmd == "clear-conflicts":
+            print(f"clear conflicts: {officer.clear_conflicts(conn, args.by)} cleared")
+        elif args.maint_cmd == "clear-cache":
+            print(f"clear cached data: {officer.clear_cached_data(conn, args.base)} cache entries removed")
+        elif args.maint_cmd == "delete-files":
+            print(f"delete files: {officer.delete_files(conn, args.days)} payload(s) purged")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="b2b", description="B2B:Student pipeline tools")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -103,6 +185,61 @@ def build_parser() -> argparse.ArgumentParser:
     af.set_defaults(func=_cmd_airflow)
     sub.add_parser("airflow-env", help="prepare and print the Airflow environment for this project").set_defaults(
         func=_cmd_airflow_env)
+
+    m = sub.add_parser("match", help="match a CSV of school records to a CSV of LA records (same matcher as the DAGs)")
+    m.add_argument("--core", required=True, help="CORE.csv: person_id,upn,guid,forename,middle_names,surname,"
+                                                  "gender,dob,postcode,address_line1")
+    m.add_argument("--incoming", required=True, help="INCOMING.csv: incoming_id,base_id,upn,guid,forename,"
+                                                      "middle_names,surname,gender,dob,postcode,address_line1")
+    m.add_argument("--out", required=True, help="OUT.csv: incoming_id,status,person_id,rule,score,conflicting_fields")
+    m.add_argument("--explain", action="store_true", help="add the explanation (per-field weights) column")
+    m.add_argument("--legacy", action="store_true", help="the vendor rule instead (for comparison)")
+    m.add_argument("--no-guid", action="store_true", help="GUIDMATCH off")
+    m.set_defaults(func=_cmd_match)
+
+    import getpass
+
+    who = getpass.getuser()
+    off = sub.add_parser("officer", help="work the Unmatched / Possible / Conflicts lists").add_subparsers(
+        dest="officer_cmd", required=True)
+    o = off.add_parser("unmatched", help="the Unmatched list (F13)")
+    o.add_argument("--base")
+    o.add_argument("--include-hidden", action="store_true", help="also those older than B2B_S_AGE")
+    o = off.add_parser("possible", help="proposed candidates awaiting an officer")
+    o.add_argument("--base")
+    o = off.add_parser("candidates", help="best LA candidates for one student, with explanations")
+    o.add_argument("base")
+    o.add_argument("student", help="the student's MIS GUID")
+    for name, doc in (("confirm", "confirm a proposed candidate"), ("reject", "reject a candidate (never again)"),
+                      ("link", "link a student to a child by hand")):
+        o = off.add_parser(name, help=doc)
+        o.add_argument("base")
+        o.add_argument("student")
+        o.add_argument("person")
+        o.add_argument("--note")
+        o.add_argument("--by", default=who)
+    o = off.add_parser("new-child", help="create an LA child from an unmatched student and link it")
+    o.add_argument("base")
+    o.add_argument("student")
+    o.add_argument("--by", default=who)
+    o = off.add_parser("resolve", help="resolve a conflict: keep the LA value or accept the incoming one")
+    o.add_argument("person")
+    o.add_argument("field")
+    o.add_argument("--keep", choices=["la", "incoming"], required=True)
+    o.add_argument("--by", default=who)
+    off.required = True
+    off_parent = sub.choices["officer"]
+    off_parent.set_defaults(func=_cmd_officer)
+
+    mt = sub.add_parser("maintenance", help="F18 maintenance tasks")
+    mts = mt.add_subparsers(dest="maint_cmd", required=True)
+    o = mts.add_parser("clear-conflicts", help="drop conflicts where the LA data now equals the incoming")
+    o.add_argument("--by", default="maintenance")
+    o = mts.add_parser("clear-cache", help="flush the hash cache (all bases or one)")
+    o.add_argument("--base")
+    o = mts.add_parser("delete-files", help="purge stored messages older than N days")
+    o.add_argument("--days", type=int, required=True)
+    mt.set_defaults(func=_cmd_maintenance)
     return p
 
 

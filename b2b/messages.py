@@ -109,10 +109,10 @@ def _typed(key: str, text: str | None):
 def _convert(el):
     """An XML element to canonical JSON-able data (recursive, small subtrees only)."""
     children = list(el)
+    if el.tag in LIST_CONTAINERS:  # an empty container is an empty list, not a missing value
+        return [_convert(c) for c in children]
     if not children:
         return _typed(xml_key(el.tag), el.text)
-    if el.tag in LIST_CONTAINERS:
-        return [_convert(c) for c in children]
     out = {}
     for c in children:
         out[xml_key(c.tag)] = _convert(c)

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_parse.py", "bench_extract.py"]
+BENCHES = ["bench_parse.py", "bench_extract.py", "bench_stages.py"]
 
 rc = 0
 for name in BENCHES:

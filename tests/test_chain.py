@@ -50,7 +50,12 @@ def core(db):
 REPORTS = Path(tempfile.gettempdir()) / "b2b-test-reports"
 
 
-def run_chain(db, c, messages, settings=Settings(), report_dir=None):
+# These tests pin the chain's mechanics with the legacy rule (GUID; UPN + 3 of 4; all 4), whose
+# decisions are easy to read; the weights matcher has its own tests (test_matching.py).
+LEGACY = Settings(matcher="legacy")
+
+
+def run_chain(db, c, messages, settings=LEGACY, report_dir=None):
     extract = store_messages(db, c, messages)
     out = {"extract": extract.counts(), "hash": chain.hash_filter(db, c, settings),
            "validate": chain.validate(db, c, report_dir or REPORTS),
@@ -116,7 +121,7 @@ def test_second_identical_import_skips_every_block_and_conflict_is_one_row(core)
 def test_cache_off_processes_everything(core):
     db = core
     msgs = [page("student", [("g-joe", JOE)])]
-    off = Settings(b2bhcache=False)
+    off = Settings(b2bhcache=False, matcher="legacy")
     run_chain(db, ctx(DAY1), msgs, off)
     out = run_chain(db, ctx(DAY1 + timedelta(days=1)), msgs, off)
     assert out["hash"]["skipped_by_cache"] == 0 and out["load"]["loaded"] == 1
@@ -127,7 +132,7 @@ def test_guidmatch_off_ignores_links(core):
     db.execute("INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by) VALUES (%s, 'g-x', 'P3', 'la')",
                (BASE,))
     stranger = {"upn": None, "forename": "Ann", "surname": "Nobody", "dob": "2016-02-02", "gender": "F"}
-    out = run_chain(db, ctx(), [page("student", [("g-x", stranger)])], Settings(guidmatch=False))
+    out = run_chain(db, ctx(), [page("student", [("g-x", stranger)])], Settings(guidmatch=False, matcher="legacy"))
     assert out["match"]["by_rule"] == {"none": 1}
     out = run_chain(db, ctx(DAY1 + timedelta(days=1)), [page("student", [("g-x", dict(stranger, ncy="1"))])])
     assert out["match"]["by_rule"] == {"guid": 1}
@@ -137,7 +142,7 @@ def test_failed_load_leaves_staging_and_cache_as_before(core):
     db = core
     c = ctx()
     store_messages(db, c, [page("student", [("g-joe", JOE)]), page("address", [("g-joe", ADDR)])])
-    chain.hash_filter(db, c, Settings())
+    chain.hash_filter(db, c, LEGACY)
     before = snapshot_tables(db)
     with pytest.raises(RuntimeError, match="injected"):
         chain.load(db, c, fail_after="address")
@@ -168,7 +173,7 @@ def test_each_stage_can_be_retried_alone(core):
     c = ctx()
     run_chain(db, c, [page("student", [("g-joe", JOE)]), page("address", [("g-joe", ADDR)])])
     first = snapshot_tables(db)
-    for stage in (lambda: chain.load(db, c), lambda: chain.match(db, c, Settings()),
+    for stage in (lambda: chain.load(db, c), lambda: chain.match(db, c, LEGACY),
                   lambda: chain.conflicts(db, c), lambda: chain.apply(db, c)):
         stage()
     assert snapshot_tables(db) == first
@@ -228,3 +233,21 @@ def test_a_malformed_block_puts_its_file_in_suspense_and_others_go_on(core, tmp_
     assert log and log[0][0] == "error" and "suspense" in log[0][1]
     assert db.execute("SELECT count(*) FROM staging.student").fetchone()[0] == 1
     assert db.execute("SELECT count(*) FROM staging.sen_need").fetchone()[0] == 0
+
+
+def test_sims7_snapshot_pupil_without_core_section_sends_the_file_to_suspense(core, tmp_path):
+    import re
+
+    from simulator.world import World, WorldConfig
+
+    db = core
+    world = World(WorldConfig.demo())
+    xml = world.export_sims7("8862001", "snapshot", DAY1, None)
+    broken = re.sub(rb"<StudentCore>.*?</StudentCore>", b"", xml, count=1, flags=re.S)
+    c = RunContext(base_id="8862001", task_key="snapshot", dag_id="b2b__8862001__snapshot", run_id="r",
+                   source="sims7", data_filter="snapshot", window_start=None, window_end=DAY1)
+    out = run_chain(db, c, [ReceivedMessage("export", broken, "application/xml")], report_dir=tmp_path)
+    assert out["validate"]["suspended_files"] == 1 and out["load"]["loaded"] == 0
+    status, error = db.execute("SELECT status, error FROM raw.inbound_file").fetchone()
+    assert status == "suspense" and "1 pupil(s) without the mandatory StudentCore" in error
+    assert db.execute("SELECT count(*) FROM staging.address").fetchone()[0] == 0

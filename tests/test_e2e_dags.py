@@ -215,3 +215,84 @@ def test_readme_example_queries_run(e2e):
     run(e2e, dag_id("8862001", "snapshot"), SNAP_END)
     results = [q(e2e, s) for s in statements]
     assert results[0], "open conflicts per school should list the demo school's conflicts"
+
+
+def test_run_summary_gives_the_f9_counts_per_run(e2e):
+    base = "8862001"
+    dag = dag_id(base, "snapshot")
+    dr = run(e2e, dag, SNAP_END)
+    row = q(e2e, """SELECT files_received, blocks_received, skipped_by_cache, invalid_blocks, anomalies,
+                           blocks_loaded, students_matched, unmatched, errors, task_key
+                      FROM ops.run_summary WHERE dag_id = %s AND window_end = %s""", dag, dr.data_interval_end)
+    assert len(row) == 1
+    files, blocks, skipped, invalid, anomalies, loaded, matched, unmatched, errors, task = row[0]
+    assert (files, errors, task) == (1, 0, "snapshot")
+    assert blocks == q(e2e, "SELECT count(*) FROM raw.inbound_block b JOIN raw.inbound_file f USING (file_id) "
+                            "WHERE f.dag_id = %s AND f.window_end = %s", dag, dr.data_interval_end)[0][0]
+    assert skipped + invalid + loaded == blocks
+    assert invalid == anomalies == len([1 for (d, _) in e2e["world"].entry_errors() if d == base])
+    students = q(e2e, "SELECT count(*) FROM results.match m JOIN raw.inbound_file f USING (file_id) "
+                      "WHERE f.dag_id = %s AND f.window_end = %s", dag, dr.data_interval_end)[0][0]
+    assert matched + unmatched == students
+
+
+def test_shell_match_gives_the_same_decisions_as_the_dag(e2e, tmp_path):
+    """``b2b match`` on CSV exports of the same data decides exactly as the DAG's match stage."""
+    import csv
+    import subprocess
+    import sys
+
+    import psycopg
+
+    from b2b.chain import incoming_frame
+    from b2b.matching import CORE_COLUMNS, INCOMING_COLUMNS
+
+    base = "8862004"
+    dag = dag_id(base, "snapshot")
+    dr = run(e2e, dag, SNAP_END)
+    with psycopg.connect(e2e["url"]) as conn:
+        files = [r[0] for r in conn.execute("SELECT file_id FROM raw.inbound_file WHERE dag_id = %s AND window_end = %s",
+                                            (dag, dr.data_interval_end))]
+        inc = incoming_frame(conn, files, dr.data_interval_end)
+        # the LA's own GUID links become CORE.csv's guid column (the same evidence, +12 either way)
+        core = conn.execute("""SELECT c.person_id, c.upn, l.student_guid, c.forename, c.middle_names, c.surname,
+                                      c.gender, c.dob, c.postcode, concat_ws(' ', c.paon, c.street)
+                                 FROM core.child c
+                                 LEFT JOIN core.child_link l ON l.person_id = c.person_id AND l.base_id = %s
+                                      AND l.linked_by = 'la'
+                                ORDER BY 1""", (base,)).fetchall()
+        dag_rows = {f"{f}|{g}": (s, p or "") for f, g, s, p in conn.execute(
+            "SELECT file_id, student_guid, status, person_id FROM results.match WHERE file_id = ANY(%s)", (files,))}
+        links = conn.execute("""SELECT count(*) FROM core.child_link WHERE base_id = %s AND linked_by <> 'la'
+                                   AND file_id <> ALL(%s)""", (base, files)).fetchone()[0]
+    assert links == 0  # links from other runs would be an input the CSV path does not have
+    with open(tmp_path / "core.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CORE_COLUMNS)
+        w.writerows([["" if v is None else v for v in r] for r in core])
+    inc[INCOMING_COLUMNS].to_csv(tmp_path / "inc.csv", index=False)
+    res = subprocess.run([sys.executable, "-m", "b2b.cli", "match", "--core", str(tmp_path / "core.csv"),
+                          "--incoming", str(tmp_path / "inc.csv"), "--out", str(tmp_path / "out.csv")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    with open(tmp_path / "out.csv") as f:
+        shell = {r["incoming_id"]: r for r in csv.DictReader(f)}
+    assert len(shell) == len(dag_rows) > 100
+    for iid, (status, pid) in dag_rows.items():
+        s = shell[iid]
+        dag_status = "matched" if status == "matched_with_conflicts" else status
+        shell_status = "matched" if s["status"] == "matched_with_conflicts" else s["status"]
+        assert (shell_status, s["person_id"]) == (dag_status, pid), iid
+
+
+def test_maintenance_dags_run(e2e):
+    run(e2e, dag_id("8862001", "snapshot"), SNAP_END)
+    staged = q(e2e, "SELECT count(*) FROM staging.student")[0][0]
+    assert q(e2e, "SELECT count(*) FROM ops.hash_cache")[0][0] > 0
+    run(e2e, "b2b__maintenance__clear_conflicts", datetime(2026, 10, 6, 5, 30))
+    run(e2e, "b2b__maintenance__delete_files", datetime(2027, 6, 1, 5, 45))  # a window far after the imports
+    assert q(e2e, "SELECT count(*) FROM raw.inbound_file WHERE payload IS NOT NULL")[0][0] == 0
+    assert q(e2e, "SELECT count(*) FROM staging.student")[0][0] == staged  # only the payloads went
+    dr = e2e["dags"]["b2b__maintenance__clear_cached_data"].test()
+    assert str(dr.state).endswith("success")
+    assert q(e2e, "SELECT count(*) FROM ops.hash_cache")[0][0] == 0

@@ -145,3 +145,15 @@ def test_doctype_after_long_prolog_is_refused():
               b'<B2BMessage><Header><MessageID>&e;</MessageID></Header></B2BMessage>')
     with pytest.raises(MessageError, match="not allowed"):
         parse_sims7(sneaky, validate=False)
+
+
+def test_empty_list_containers_are_empty_lists():
+    # a school that removed a student's last SEN need sends <Needs></Needs>: that is "no needs",
+    # and must not look like a malformed block (it sent whole files to suspense at LA scale)
+    xml = GOOD.replace(b"<Needs><Need><Type>SLCN</Type><Ranking>1</Ranking></Need></Needs>", b"<Needs></Needs>")
+    xml = xml.replace(b"<Telephones><Telephone><Type>H</Type>", b"<Emails/><Telephones><Telephone><Type>H</Type>")
+    parsed = parse_sims7(xml, expected_base="8862001", validate=False)
+    sen = [b.content for b in parsed.blocks if b.block_type == "sen"][0]
+    assert sen == {"start_date": "2024-09-01", "needs": []}
+    contact = [b.content for b in parsed.blocks if b.block_type == "contacts"][0]["contacts"][0]
+    assert contact["emails"] == []

@@ -98,16 +98,54 @@ def build_dag(spec, la) -> DAG:
 
 def settings(la) -> dict:
     return {"b2bhcache": la.b2bhcache, "guidmatch": la.guidmatch, "b2b_s_age": la.b2b_s_age,
-            "carer_min": la.carer_min}
+            "carer_min": la.carer_min, "matcher": la.matcher}
+
+
+MAINTENANCE = (
+    ("clear_conflicts", "30 5 * * *", "Clear Conflicts (F18): drop open conflicts where the LA's data now equals "
+                                      "the school's, daily."),
+    ("delete_files", "45 5 * * *", "Delete Files (F18): purge stored school messages older than the LA's "
+                                   "FILE_RETENTION_DAYS; parsed data and results stay, daily."),
+    ("clear_cached_data", None, "Clear Cached Data (F18): flush the hash cache so the next imports process "
+                                "every block. Manual: trigger with `{\"base_id\": \"8862001\"}` for one base."),
+)
+
+
+def build_maintenance_dag(action: str, schedule: str | None, doc: str, la) -> DAG:
+    import pendulum
+
+    from b2b_operators.maintenance import MaintenanceOperator
+
+    tz = pendulum.timezone(la.timezone)
+    with DAG(
+        dag_id=f"b2b__maintenance__{action}",
+        description=doc.split(":")[0],
+        schedule=CronDataIntervalTimetable(schedule, timezone=tz) if schedule else None,
+        start_date=pendulum.datetime(2026, 9, 1, tz=tz),
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["b2b", "maintenance"],
+        doc_md=f"### {doc.split(':')[0]}\n\n{doc}",
+        params={"base_id": None} if action == "clear_cached_data" else {},
+        is_paused_upon_creation=True,
+    ) as dag:
+        MaintenanceOperator(task_id=action, action=action, retention_days=la.file_retention_days)
+    return dag
 
 
 def build_dags(catalogue, only_dag_id: str | None = None) -> dict[str, DAG]:
-    """DAGs for every active (base, task) pair, in sorted order; just one when Airflow asks for one."""
+    """DAGs for every active (base, task) pair and the maintenance tasks, in sorted order;
+    just one when Airflow asks for one."""
     dags = {}
+    for action, schedule, doc in MAINTENANCE:
+        if only_dag_id and only_dag_id != f"b2b__maintenance__{action}":
+            continue
+        dags[f"b2b__maintenance__{action}"] = build_maintenance_dag(action, schedule, doc, catalogue.la)
     for spec in catalogue.dag_specs(include_inactive=False):
         if only_dag_id and spec.dag_id != only_dag_id:
             continue
         if spec.task.direction != "export":
             continue  # import-to-school DAGs come with the return-to-school stage
         dags[spec.dag_id] = build_dag(spec, catalogue.la)
-    return dags
+    return dict(sorted(dags.items()))

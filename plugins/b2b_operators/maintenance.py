@@ -1,0 +1,43 @@
+"""MaintenanceOperator: the F18 maintenance tasks (thin wrapper over ``b2b.officer``)."""
+from __future__ import annotations
+
+from airflow.sdk import BaseOperator
+
+ACTIONS = ("clear_conflicts", "delete_files", "clear_cached_data")
+
+
+class MaintenanceOperator(BaseOperator):
+    """Run one maintenance task on the warehouse.
+
+    :param action: ``clear_conflicts`` (drop conflicts the LA has since resolved in its own
+        data), ``delete_files`` (purge stored messages older than ``retention_days``) or
+        ``clear_cached_data`` (flush the hash cache; ``base_id`` limits it to one base).
+    """
+
+    ui_color = "#fdebd0"
+
+    def __init__(self, *, action: str, retention_days: int = 90, base_id: str | None = None,
+                 warehouse_conn_id: str = "b2b_warehouse", **kwargs) -> None:
+        super().__init__(**kwargs)
+        if action not in ACTIONS:
+            raise ValueError(f"unknown maintenance action {action!r}; one of {', '.join(ACTIONS)}")
+        self.action = action
+        self.retention_days = retention_days
+        self.base_id = base_id
+        self.warehouse_conn_id = warehouse_conn_id
+
+    def execute(self, context) -> int:
+        from b2b import db, officer
+        from b2b_hooks.warehouse import WarehouseHook
+
+        with WarehouseHook(self.warehouse_conn_id).get_conn() as conn:
+            conn.autocommit = True
+            db.upgrade(conn)
+            if self.action == "clear_conflicts":
+                n = officer.clear_conflicts(conn, by=f"maintenance:{context['run_id']}")
+            elif self.action == "delete_files":
+                n = officer.delete_files(conn, self.retention_days, now=context["data_interval_end"])
+            else:
+                n = officer.clear_cached_data(conn, (context.get("params") or {}).get("base_id") or self.base_id)
+        self.log.info("%s: %d row(s)", self.action, n)
+        return n

@@ -1,0 +1,148 @@
+"""A matching benchmark dataset with known truth: the simulated LA's school records and
+LA child records, plus the traps matching must survive.
+
+Starts from a generated :class:`~simulator.world.World` (households with siblings and
+twins; an LA core with nicknames, surname typos, DOB errors, moves, missing UPNs and
+capitalised surnames, and children the LA has never seen) and adds, deterministically:
+
+* ``sibling_upn``: the school typed a sibling's (often a twin's) UPN;
+* ``temp_upn``: the LA still holds the temporary UPN the school has since replaced;
+* ``namesake``: another LA child with the same name and date of birth lives elsewhere;
+* ``namesake_unknown``: the LA has never seen this child, but holds a namesake with the same
+  date of birth elsewhere (linking it would be a safeguarding incident);
+* ``double_barrel``: the school uses a double-barrelled surname the LA holds in part;
+* ``school_dob_typo``: the school's DOB has one digit wrong.
+
+Every incoming record gets a ``kind`` (the trap, or the noise the simulator gave it) so a
+benchmark can count false links by kind.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from datetime import datetime, timezone
+
+INJECTED = (("sibling_upn", 0.006), ("temp_upn", 0.005), ("namesake", 0.004), ("namesake_unknown", 0.003),
+            ("double_barrel", 0.004), ("school_dob_typo", 0.004))
+
+
+def _u(*parts) -> float:
+    return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big") / 2 ** 64
+
+
+def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int = 11, schools: int | None = None):
+    """(core DataFrame, incoming DataFrame, truth {incoming_id: person_id|None}, kinds {incoming_id: kind})."""
+    import pandas as pd
+    from stdnum.gb.upn import calc_check_digit
+
+    from simulator.world import World, WorldConfig
+
+    schools = schools or max(5, n_incoming // 400)
+    cfg = WorldConfig.generated(schools, n_incoming, seed=seed)
+    extra_la = max(0, (n_core or 0) - int(n_incoming * 0.97))
+    cfg = replace(cfg, la_only_children=max(cfg.la_only_children, extra_la), entry_error_rate=0.0)
+    world = World(cfg)
+    st = world.state(datetime(2026, 10, 5, 17, tzinfo=timezone.utc))
+    rows = []
+    for dfe, roll in st.students.items():
+        for guid, s in roll.items():
+            c, a = s.blocks["student"], s.blocks["address"]
+            rows.append({"incoming_id": f"{dfe}:{guid}", "base_id": dfe, "upn": c["upn"], "guid": guid,
+                         "forename": c["forename"], "middle_names": c["middle_names"], "surname": c["surname"],
+                         "gender": c["gender"], "dob": c["dob"], "postcode": a["postcode"],
+                         "address_line1": f"{a['paon']} {a['street']}"})
+    inc = pd.DataFrame(rows)
+    core = pd.DataFrame(world.la_core())
+    core["guid"] = None  # first-time matching: no GUID links yet, demographics and UPN only
+    core = core[["person_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob", "postcode",
+                 "address_line1"]].copy()
+    core["dob"] = core["dob"].astype(str)
+    truth = {f"{d}:{g}": p for (d, g), p in world.truth().items()}
+    kinds: dict[str, str] = {}
+
+    core_idx = {p: i for i, p in enumerate(core["person_id"])}
+    family = inc.groupby(["base_id", "surname", "postcode"])["incoming_id"].apply(list).to_dict()
+    new_core = []
+    next_pid = len(core) + 1_000_000
+    for k, r in inc.iterrows():
+        iid = r["incoming_id"]
+        u = _u(seed, iid, "trap")
+        acc = 0.0
+        trap = None
+        for name, share in INJECTED:
+            acc += share
+            if u < acc:
+                trap = name
+                break
+        pid = truth.get(iid)
+        if trap is None or (pid is None and trap != "namesake_unknown"):
+            continue
+        if trap == "sibling_upn":
+            sibs = [x for x in family[(r["base_id"], r["surname"], r["postcode"])] if x != iid]
+            if not sibs:
+                continue
+            sib = inc.loc[inc["incoming_id"] == sibs[0]].iloc[0]
+            inc.at[k, "upn"] = sib["upn"]
+        elif trap == "temp_upn":
+            if pid is None or not r["upn"] or not r["upn"][-1].isdigit():
+                continue
+            body = r["upn"][1:11] + "9" + "ABCDEFGHJKLMNPQRTUVWXYZ"[int(_u(iid, "t") * 23)]
+            core.at[core_idx[pid], "upn"] = calc_check_digit(body) + body
+        elif trap in ("namesake", "namesake_unknown"):
+            next_pid += 1
+            la_upn = f"886{int(_u(iid, 'e') * 9000) + 1000:04d}24{int(_u(iid, 's') * 900) + 100:03d}"
+            new_core.append({"person_id": f"N{next_pid}", "upn": calc_check_digit(la_upn) + la_upn, "guid": None,
+                             "forename": r["forename"], "middle_names": None, "surname": r["surname"],
+                             "gender": r["gender"], "dob": r["dob"], "postcode": "ME15 6QX",
+                             "address_line1": "7 Elsewhere Road"})
+            if trap == "namesake_unknown":
+                if pid is not None:
+                    core.at[core_idx[pid], "person_id"] = f"GONE{pid}"  # the LA never knew this child
+                    core_idx[f"GONE{pid}"] = core_idx.pop(pid)
+                    truth[iid] = None
+        elif trap == "double_barrel":
+            inc.at[k, "surname"] = f"{r['surname']}-Whitfield"
+        elif trap == "school_dob_typo":
+            d = r["dob"]
+            digit = str((int(d[-1]) + 3) % 10)
+            if d[-2:-1] + digit > "28" or d[-2:-1] + digit == "00":
+                continue
+            inc.at[k, "dob"] = d[:-1] + digit
+        kinds[iid] = trap
+    core = core[~core["person_id"].str.startswith("GONE")]
+    if new_core:
+        core = pd.concat([core, pd.DataFrame(new_core)], ignore_index=True)
+    _label_kinds(inc, core, truth, kinds)
+    return core.reset_index(drop=True), inc, truth, kinds
+
+
+def _label_kinds(inc, core, truth, kinds) -> None:
+    """The simulator's own noise, for records without an injected trap (first that applies)."""
+    twins = inc.groupby(["base_id", "surname", "dob", "postcode"])["incoming_id"].transform("size") > 1
+    sibs = inc.groupby(["base_id", "surname", "postcode"])["incoming_id"].transform("size") > 1
+    by_pid = core.set_index("person_id")
+    for k, r in inc.iterrows():
+        iid = r["incoming_id"]
+        if iid in kinds:
+            continue
+        pid = truth.get(iid)
+        if pid is None:
+            kinds[iid] = "la_unknown"
+            continue
+        c = by_pid.loc[pid]
+        if twins.iloc[k]:
+            kinds[iid] = "twin"
+        elif (c["forename"] or "") != (r["forename"] or ""):
+            kinds[iid] = "nickname"
+        elif (c["surname"] or "") != (r["surname"] or ""):
+            kinds[iid] = "surname_variant" if c["surname"].lower() != r["surname"].lower() else "surname_case"
+        elif str(c["dob"]) != r["dob"]:
+            kinds[iid] = "la_dob_error"
+        elif (c["postcode"] or "") != (r["postcode"] or ""):
+            kinds[iid] = "moved"
+        elif not c["upn"]:
+            kinds[iid] = "no_upn"
+        elif sibs.iloc[k]:
+            kinds[iid] = "sibling"
+        else:
+            kinds[iid] = "clean"

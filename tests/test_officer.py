@@ -1,0 +1,142 @@
+"""Officer decisions on the lists, and the maintenance tasks, persisting across runs (issue 5, F18)."""
+from datetime import timedelta
+
+import pytest
+
+from b2b import chain, officer
+from b2b.chain import Settings
+from tests.test_chain import ADDR, BASE, DAY1, ctx, page, run_chain
+
+WEIGHTS = Settings()  # the default matcher
+AMY = {"upn": None, "forename": "Amy", "surname": "Twist", "dob": "2016-05-05", "gender": "F", "ncy": "5"}
+
+
+@pytest.fixture
+def la(db):
+    # two LA children who look alike to the matcher for a school record without an address
+    db.execute("""INSERT INTO core.child (person_id, forename, surname, gender, dob, postcode)
+                  VALUES ('P1', 'Amy', 'Twist', 'F', '2016-05-05', 'CT1 2AB'),
+                         ('P2', 'Amy', 'Twist', 'F', '2016-05-05', 'ME4 1AA'),
+                         ('P3', 'Joseph', 'Bloggs', 'M', '2016-01-26', 'CT1 2AB')""")
+    db.commit()
+    return db
+
+
+def status(db, guid="g-amy"):
+    return db.execute("""SELECT status, person_id, rule FROM results.current_match
+                          WHERE base_id = %s AND student_guid = %s""", (BASE, guid)).fetchone()
+
+
+def day(n):
+    return ctx(DAY1 + timedelta(days=n))
+
+
+def test_confirm_a_possible_candidate_and_the_next_run_respects_it(la):
+    db = la
+    run_chain(db, day(0), [page("student", [("g-amy", AMY)])], WEIGHTS)
+    assert status(db)[0] == "possible"
+    assert officer.possible(db, BASE)[0]["student_guid"] == "g-amy"
+    officer.confirm(db, BASE, "g-amy", "P2", "officer.jane")
+    assert status(db) == ("matched", "P2", "officer_link")
+    decision = db.execute("SELECT decision, person_id, decided_by FROM results.match_decision").fetchall()
+    assert decision == [("confirm", "P2", "officer.jane")]
+    # the school changes something: the next run links by the officer's decision
+    run_chain(db, day(1), [page("student", [("g-amy", dict(AMY, ncy="6"))])], WEIGHTS)
+    st = status(db)
+    assert st[1:] == ("P2", "officer_link") and st[0] in ("matched", "matched_with_conflicts")
+
+
+def test_rejected_candidate_is_not_proposed_again(la):
+    db = la
+    run_chain(db, day(0), [page("student", [("g-amy", AMY)])], WEIGHTS)
+    officer.reject(db, BASE, "g-amy", "P1", "officer.jane")
+    officer.reject(db, BASE, "g-amy", "P2", "officer.jane")
+    assert status(db)[0] == "unmatched"
+    run_chain(db, day(1), [page("student", [("g-amy", dict(AMY, ncy="6"))])], WEIGHTS)
+    assert status(db) == ("unmatched", None, "none")
+    assert [r["student_guid"] for r in officer.unmatched(db, BASE)] == ["g-amy"]
+
+
+def test_new_child_from_an_unmatched_record(la):
+    db = la
+    stranger = {"upn": None, "forename": "Zed", "surname": "Newcomer", "dob": "2017-02-02", "gender": "M"}
+    run_chain(db, day(0), [page("student", [("g-zed", stranger)]), page("address", [("g-zed", ADDR)])], WEIGHTS)
+    assert status(db, "g-zed")[0] == "unmatched"
+    pid = officer.new_child(db, BASE, "g-zed", "officer.jane")
+    row = db.execute("SELECT forename, surname, dob::text, postcode, updated_by FROM core.child WHERE person_id = %s",
+                     (pid,)).fetchone()
+    assert row == ("Zed", "Newcomer", "2017-02-02", "CT1 2AB", "officer:officer.jane")
+    run_chain(db, day(1), [page("student", [("g-zed", dict(stranger, ncy="1"))])], WEIGHTS)
+    assert status(db, "g-zed")[1:] == (pid, "officer_link")
+
+
+def test_manual_link_and_unknown_ids_are_clear_errors(la):
+    db = la
+    run_chain(db, day(0), [page("student", [("g-amy", AMY)])], WEIGHTS)
+    with pytest.raises(officer.OfficerError, match="no LA child P404"):
+        officer.link(db, BASE, "g-amy", "P404", "officer.jane")
+    with pytest.raises(officer.OfficerError, match="no imported student g-none"):
+        officer.link(db, BASE, "g-none", "P1", "officer.jane")
+    officer.link(db, BASE, "g-amy", "P1", "officer.jane")
+    assert db.execute("SELECT linked_by FROM core.child_link WHERE student_guid = 'g-amy'").fetchone() == ("officer",)
+
+
+def joe_conflict(db):
+    joe = {"upn": None, "forename": "Joe", "surname": "Bloggs", "dob": "2016-01-26", "gender": "M"}
+    run_chain(db, day(0), [page("student", [("g-joe", joe)]), page("address", [("g-joe", ADDR)])], WEIGHTS)
+    return joe
+
+
+def test_resolve_conflict_keep_la_value_stays_resolved_on_reimport(la):
+    db = la
+    joe = joe_conflict(db)
+    assert db.execute("SELECT person_id, field, la_value, incoming_value FROM results.conflict").fetchall() == [
+        ("P3", "forename", "Joseph", "Joe")]
+    assert officer.resolve_conflict(db, "P3", "forename", "la", "officer.jane") == 1
+    assert db.execute("SELECT count(*) FROM results.conflict").fetchone()[0] == 0
+    run_chain(db, day(1), [page("student", [("g-joe", dict(joe, ncy="5"))])], WEIGHTS)
+    assert db.execute("SELECT count(*) FROM results.conflict").fetchone()[0] == 0  # same values: still resolved
+    assert db.execute("SELECT forename FROM core.child WHERE person_id = 'P3'").fetchone() == ("Joseph",)
+
+
+def test_resolve_conflict_accept_incoming_updates_the_la_record(la):
+    db = la
+    joe_conflict(db)
+    officer.resolve_conflict(db, "P3", "forename", "incoming", "officer.jane")
+    assert db.execute("SELECT forename, updated_by FROM core.child WHERE person_id = 'P3'").fetchone() == (
+        "Joe", "officer:officer.jane")
+    res = db.execute("SELECT resolution, resolved_by FROM results.conflict_resolution").fetchall()
+    assert res == [("accepted_incoming", "officer.jane")]
+    with pytest.raises(officer.OfficerError, match="no open conflict"):
+        officer.resolve_conflict(db, "P3", "forename", "la", "officer.jane")
+
+
+def test_clear_conflicts_drops_those_the_la_has_since_fixed(la):
+    db = la
+    joe_conflict(db)
+    assert officer.clear_conflicts(db) == 0
+    db.execute("UPDATE core.child SET forename = 'Joe' WHERE person_id = 'P3'")  # corrected in the LA system
+    db.commit()
+    assert officer.clear_conflicts(db) == 1
+    assert db.execute("SELECT count(*) FROM results.conflict").fetchone()[0] == 0
+
+
+def test_clear_cached_data_makes_the_next_import_process_everything(la):
+    db = la
+    msgs = [page("student", [("g-amy", AMY)])]
+    run_chain(db, day(0), msgs, WEIGHTS)
+    assert run_chain(db, day(1), msgs, WEIGHTS)["hash"]["skipped_by_cache"] == 1
+    assert officer.clear_cached_data(db, BASE) >= 1
+    assert run_chain(db, day(2), msgs, WEIGHTS)["hash"]["skipped_by_cache"] == 0
+
+
+def test_delete_files_purges_payloads_and_keeps_tables(la):
+    from datetime import datetime, timezone
+
+    db = la
+    joe_conflict(db)
+    before = db.execute("SELECT count(*) FROM staging.student").fetchone()[0]
+    assert officer.delete_files(db, 30) == 0  # nothing that old
+    assert officer.delete_files(db, 30, now=datetime.now(timezone.utc) + timedelta(days=31)) == 2
+    assert db.execute("SELECT count(*) FROM raw.inbound_file WHERE payload IS NOT NULL").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM staging.student").fetchone()[0] == before
