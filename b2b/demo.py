@@ -75,30 +75,33 @@ WITH f AS (SELECT base_id, count(*) AS files FROM raw.inbound_file GROUP BY 1),
                   count(*) FILTER (WHERE disposition = 'skipped') AS skipped,
                   count(*) FILTER (WHERE disposition = 'loaded') AS loaded
              FROM raw.inbound_block GROUP BY 1),
-     m AS (SELECT base_id, count(*) FILTER (WHERE person_id IS NOT NULL) AS matched,
-                  count(*) FILTER (WHERE person_id IS NULL) AS unmatched
+     m AS (SELECT base_id, count(*) FILTER (WHERE status IN ('matched', 'matched_with_conflicts')) AS matched,
+                  count(*) FILTER (WHERE status = 'unmatched') AS unmatched,
+                  count(*) FILTER (WHERE status = 'possible') AS possible
              FROM results.current_match GROUP BY 1),
      c AS (SELECT base_id, count(*) AS conflicts FROM results.conflict GROUP BY 1),
      a AS (SELECT base_id, count(*) AS anomalies FROM results.anomaly GROUP BY 1)
 SELECT f.base_id, f.files, coalesce(b.blocks, 0), coalesce(b.skipped, 0), coalesce(b.loaded, 0),
-       coalesce(m.matched, 0), coalesce(c.conflicts, 0), coalesce(m.unmatched, 0), coalesce(a.anomalies, 0)
+       coalesce(m.matched, 0), coalesce(c.conflicts, 0), coalesce(m.unmatched, 0), coalesce(a.anomalies, 0),
+       coalesce(m.possible, 0)
   FROM f LEFT JOIN b USING (base_id) LEFT JOIN m USING (base_id) LEFT JOIN c USING (base_id)
   LEFT JOIN a USING (base_id)
  ORDER BY f.base_id
 """
 COLUMNS = ("files", "blocks", "skipped_by_cache", "loaded", "matched", "conflicts", "unmatched", "anomalies")
+TABLE_COLUMNS = COLUMNS + ("possible",)  # the table also shows the officer queue; the demo: line is fixed
 
 
 def print_summary(conn, out=sys.stdout) -> dict:
     """Per-base table and the final ``demo:`` line (matched/unmatched: students' current decision)."""
     rows = conn.execute(SUMMARY_SQL).fetchall()
-    header = f"{'base':<9} " + " ".join(f"{c:>16}" for c in COLUMNS)
+    header = f"{'base':<9} " + " ".join(f"{c:>16}" for c in TABLE_COLUMNS)
     print(header, file=out)
     print("-" * len(header), file=out)
-    totals = dict.fromkeys(COLUMNS, 0)
+    totals = dict.fromkeys(TABLE_COLUMNS, 0)
     for row in rows:
         print(f"{row[0]:<9} " + " ".join(f"{v:>16}" for v in row[1:]), file=out)
-        for k, v in zip(COLUMNS, row[1:]):
+        for k, v in zip(TABLE_COLUMNS, row[1:]):
             totals[k] += v
     print("demo: " + " ".join(f"{k}={totals[k]}" for k in COLUMNS), file=out)
     return totals

@@ -296,3 +296,24 @@ def test_maintenance_dags_run(e2e):
     dr = e2e["dags"]["b2b__maintenance__clear_cached_data"].test()
     assert str(dr.state).endswith("success")
     assert q(e2e, "SELECT count(*) FROM ops.hash_cache")[0][0] == 0
+
+
+def test_demo_summary_line_has_the_exact_form_and_true_counts(e2e):
+    import io
+    import re
+
+    import psycopg
+
+    from b2b.demo import print_summary
+
+    run(e2e, dag_id("8862001", "snapshot"), SNAP_END)
+    buf = io.StringIO()
+    with psycopg.connect(e2e["url"]) as conn:
+        totals = print_summary(conn, out=buf)
+    last = buf.getvalue().strip().splitlines()[-1]
+    assert re.fullmatch(r"demo: files=\d+ blocks=\d+ skipped_by_cache=\d+ loaded=\d+ matched=\d+ conflicts=\d+ "
+                        r"unmatched=\d+ anomalies=\d+", last), last
+    statuses = dict(q(e2e, "SELECT status, count(*) FROM results.current_match GROUP BY 1"))
+    assert totals["matched"] == statuses.get("matched", 0) + statuses.get("matched_with_conflicts", 0)
+    assert totals["unmatched"] == statuses.get("unmatched", 0) and totals["possible"] == statuses.get("possible", 0)
+    assert totals["anomalies"] == q(e2e, "SELECT count(*) FROM results.anomaly")[0][0]
