@@ -447,6 +447,14 @@ def _field_sql(field: str, la: str, inc: str) -> str:
     return f"('{field}', {la}, {inc}, btrim({la}) = btrim({inc}))"
 
 
+# an observation not settled by an officer or Clear Conflicts (the same test as the results.conflict view;
+# written against the observations so it uses their indexes instead of grouping every conflict)
+_UNRESOLVED = """NOT EXISTS (SELECT 1 FROM results.conflict_resolution r
+                              WHERE r.person_id = o.person_id AND r.field = o.field
+                                AND r.la_value IS NOT DISTINCT FROM o.la_value
+                                AND r.incoming_value IS NOT DISTINCT FROM o.incoming_value)"""
+
+
 def conflicts(conn, ctx: RunContext) -> dict:
     """Record each field where a matched student's incoming value differs from the LA's (F17).
 
@@ -458,13 +466,17 @@ def conflicts(conn, ctx: RunContext) -> dict:
     with conn.transaction():
         files = run_files(conn, ctx)
         conn.execute("DELETE FROM results.conflict_observation WHERE file_id = ANY(%s)", (files,))
-        params = {"files": files, "end": ctx.window_end}
+        params = {"files": files, "end": ctx.window_end, "order": ctx.window_order}
         conn.execute(
             f"""INSERT INTO results.conflict_observation (file_id, base_id, student_guid, person_id, field,
                                                           la_value, incoming_value, window_end)
                 SELECT s.file_id, s.base_id, s.student_guid, m.person_id, v.field, v.la_value, v.inc_value, %(end)s
                   FROM staging.student s
-                  JOIN results.current_link m USING (base_id, student_guid)
+                  JOIN LATERAL (SELECT lm.person_id, lm.status FROM results.match lm
+                              WHERE lm.base_id = s.base_id AND lm.student_guid = s.student_guid
+                                AND lm.window_order <= %(order)s
+                              ORDER BY lm.window_order DESC LIMIT 1) m
+                    ON m.status IN ('matched', 'matched_with_conflicts')
                   JOIN core.child c ON c.person_id = m.person_id
                  CROSS JOIN LATERAL (VALUES {student_values}) AS v(field, la_value, inc_value, same)
                  WHERE s.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
@@ -474,15 +486,20 @@ def conflicts(conn, ctx: RunContext) -> dict:
                                                           la_value, incoming_value, window_end)
                 SELECT a.file_id, a.base_id, a.student_guid, m.person_id, v.field, v.la_value, v.inc_value, %(end)s
                   FROM staging.address a
-                  JOIN results.current_link m USING (base_id, student_guid)
+                  JOIN LATERAL (SELECT lm.person_id, lm.status FROM results.match lm
+                              WHERE lm.base_id = a.base_id AND lm.student_guid = a.student_guid
+                                AND lm.window_order <= %(order)s
+                              ORDER BY lm.window_order DESC LIMIT 1) m
+                    ON m.status IN ('matched', 'matched_with_conflicts')
                   JOIN core.child c ON c.person_id = m.person_id
                  CROSS JOIN LATERAL (VALUES {address_values}) AS v(field, la_value, inc_value, same)
                  WHERE a.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
                    AND NOT v.same""", params)
         # the run's match decisions: conflicts open for the child -> matched_with_conflicts
         conn.execute(
-            """UPDATE results.match m
-                  SET status = CASE WHEN EXISTS (SELECT 1 FROM results.conflict c WHERE c.person_id = m.person_id)
+            f"""UPDATE results.match m
+                  SET status = CASE WHEN EXISTS (SELECT 1 FROM results.conflict_observation o
+                                                  WHERE o.person_id = m.person_id AND {_UNRESOLVED})
                                     THEN 'matched_with_conflicts' ELSE 'matched' END
                 WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')""", (files,))
         observed = conn.execute("SELECT count(*) FROM results.conflict_observation WHERE file_id = ANY(%s)",
@@ -490,8 +507,10 @@ def conflicts(conn, ctx: RunContext) -> dict:
         students = conn.execute(
             "SELECT count(DISTINCT (base_id, student_guid)) FROM results.conflict_observation WHERE file_id = ANY(%s)",
             (files,)).fetchone()[0]
-        open_for_base = conn.execute("SELECT count(*) FROM results.conflict WHERE base_id = %s",
-                                     (ctx.base_id,)).fetchone()[0]
+        open_for_base = conn.execute(
+            f"""SELECT count(DISTINCT (o.person_id, o.field, o.la_value, o.incoming_value))
+                  FROM results.conflict_observation o WHERE o.base_id = %s AND {_UNRESOLVED}""",
+            (ctx.base_id,)).fetchone()[0]
         counts = {"conflicts": observed, "students_with_conflicts": students, "open_conflicts_base": open_for_base}
         log_stage(conn, ctx, "conflicts", counts,
                   f"conflicts: {observed} field differences for {students} students; "
@@ -513,7 +532,11 @@ def _apply_sql(table: str, staging: str, fields: tuple[str, ...]) -> str:
         INSERT INTO core.{table} (file_id, person_id, base_id, student_guid, window_order, {cols})
         SELECT s.file_id, m.person_id, s.base_id, s.student_guid, %(order)s, {s_cols}
           FROM staging.{staging} s
-          JOIN results.current_link m USING (base_id, student_guid)
+          JOIN LATERAL (SELECT lm.person_id, lm.status FROM results.match lm
+                              WHERE lm.base_id = s.base_id AND lm.student_guid = s.student_guid
+                                AND lm.window_order <= %(order)s
+                              ORDER BY lm.window_order DESC LIMIT 1) m
+                    ON m.status IN ('matched', 'matched_with_conflicts')
           JOIN core.child c ON c.person_id = m.person_id
           LEFT JOIN LATERAL (SELECT * FROM core.{table} x
                               WHERE x.person_id = m.person_id AND x.window_order < %(order)s
