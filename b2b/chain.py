@@ -274,6 +274,7 @@ def load(conn, ctx: RunContext, *, fail_after: str | None = None) -> dict:
         # an earlier successful attempt of this stage: undo it, then redo
         for table in STAGING_TABLES:
             conn.execute(f"DELETE FROM staging.{table} WHERE file_id = ANY(%s)", (files,))
+        conn.execute("DELETE FROM core.attendance_marks WHERE file_id = ANY(%s)", (files,))
         conn.execute("DELETE FROM ops.hash_cache WHERE file_id = ANY(%s)", (files,))
         conn.execute("""UPDATE raw.inbound_block SET disposition = 'pending'
                         WHERE file_id = ANY(%s) AND disposition = 'loaded'""", (files,))
@@ -286,6 +287,9 @@ def load(conn, ctx: RunContext, *, fail_after: str | None = None) -> dict:
                SELECT b.file_id, b.ordinal, b.base_id, b.student_guid, b.block_type, b.hash, %s
                  FROM raw.inbound_block b WHERE b.file_id = ANY(%s) AND b.disposition = 'pending'""",
             (ctx.window_order, files))
+        from b2b.attendance import store_marks
+
+        counts["attendance_marks"] = store_marks(conn, ctx, files, months=ctx.months)
         loaded = conn.execute("""UPDATE raw.inbound_block SET disposition = 'loaded'
                                  WHERE file_id = ANY(%s) AND disposition = 'pending'""", (files,)).rowcount
         conn.execute("UPDATE raw.inbound_file SET status = 'loaded' WHERE file_id = ANY(%s)", (files,))

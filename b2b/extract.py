@@ -37,6 +37,8 @@ class RunContext:
     data_filter: str
     window_start: datetime | None
     window_end: datetime
+    attendance: str | None = None  # the attendance filter of an attendance task (F22)
+    months: int | None = None      # its month filter (F24)
 
     @property
     def window_order(self) -> str:
@@ -70,7 +72,14 @@ class ExtractSummary:
         }
 
 
+#: F19: an attainment message over 2 MB is refused (kept in suspense, never half-loaded)
+ATTAINMENT_MAX_BYTES = 2 * 1024 * 1024
+
+
 def parse_message(ctx: RunContext, msg: ReceivedMessage, *, validate: bool = True) -> ParsedMessage:
+    if ctx.data_filter == "attainment" and len(msg.content) > ATTAINMENT_MAX_BYTES:
+        raise MessageError(f"attainment message of {len(msg.content):,} bytes is over the 2 MB limit (F19); "
+                           "split the task's aspect hierarchies or NCYs")
     if ctx.source == "sims7":
         return parse_sims7(msg.content, expected_base=ctx.base_id, validate=validate)
     return parse_primary_page(msg.content, expected_group=msg.group)

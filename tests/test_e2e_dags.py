@@ -317,3 +317,31 @@ def test_demo_summary_line_has_the_exact_form_and_true_counts(e2e):
     assert totals["matched"] == statuses.get("matched", 0) + statuses.get("matched_with_conflicts", 0)
     assert totals["unmatched"] == statuses.get("unmatched", 0) and totals["possible"] == statuses.get("possible", 0)
     assert totals["anomalies"] == q(e2e, "SELECT count(*) FROM results.anomaly")[0][0]
+
+
+def test_attendance_tasks_keep_one_marks_string_per_student_and_year(e2e):
+    """SIMS 7 full-year task and SIMS Primary changed marks, through the generated DAGs, against the
+    simulator's own marks."""
+    world = e2e["world"]
+    end = datetime(2026, 10, 9, 18, 30)  # Friday: the weekly SIMS 7 attendance task (3 months)
+    dr = run(e2e, "b2b__8862001__attendance_all", end)
+    until = dr.data_interval_end
+    st = world.state(until)
+    stored = dict(q(e2e, "SELECT student_guid, marks FROM core.attendance_current WHERE base_id = '8862001' "
+                         "AND academic_year = 2026"))
+    on_roll = {g: s for g, s in st.students["8862001"].items() if not s.blocks["student"]["end_date"]}
+    assert set(stored) == set(on_roll)
+    for g, s in list(on_roll.items())[:40]:
+        assert stored[g] == world.marks_string(s, 2026, until)  # the window covers the whole year so far
+
+    # SIMS Primary: changed marks on two days land where the school's own string has them
+    for day in (datetime(2026, 10, 6, 18, 30), datetime(2026, 10, 7, 18, 30)):
+        dr = run(e2e, "b2b__8862003__attendance_changed", day)
+    until = dr.data_interval_end
+    st = world.state(until)
+    rows = q(e2e, "SELECT student_guid, marks FROM core.attendance_current WHERE base_id = '8862003'")
+    assert len(rows) > 100
+    for g, marks in rows:
+        school = world.marks_string(st.students["8862003"][g], 2026, until)
+        written = [k for k, m in enumerate(marks) if m != "-"]
+        assert written and all(school[k] == marks[k] for k in written), g

@@ -92,3 +92,24 @@ def test_failed_rerun_keeps_previous_attempt(db):
         store_messages(db, ctx(source="sims_primary", run_id="retry"), broken())
     db.rollback()
     assert db.execute("SELECT run_id, status FROM raw.inbound_file").fetchall() == [("r1", "parsed")]
+
+
+def test_attainment_message_over_2mb_is_refused_and_kept_in_suspense(db):
+    from b2b.extract import ATTAINMENT_MAX_BYTES
+
+    pad = b"<!-- " + b"x" * (ATTAINMENT_MAX_BYTES + 10) + b" -->"
+    big = GOOD.replace(b"</B2BMessage>", pad + b"</B2BMessage>")
+    c = ctx(data_filter="attainment")
+    s = store_messages(db, c, [ReceivedMessage("export", big, "application/xml")], validate=False)
+    assert (s.files, s.failed, s.blocks) == (1, 1, 0)
+    status, error, size, kept = db.execute(
+        "SELECT status, error, size_bytes, payload IS NOT NULL FROM raw.inbound_file").fetchone()
+    assert status == "suspense" and "over the 2 MB limit (F19)" in error and size > ATTAINMENT_MAX_BYTES and kept
+    assert db.execute("SELECT count(*) FROM raw.inbound_block").fetchone()[0] == 0
+    log = db.execute("SELECT level, message FROM ops.task_log WHERE file_id IS NOT NULL").fetchall()
+    assert log and log[0][0] == "error" and "2 MB" in log[0][1]
+    # the same size is fine for a snapshot
+    s = store_messages(db, ctx(data_filter="snapshot", run_id="r2"), [ReceivedMessage("export", big,
+                                                                                      "application/xml")],
+                       validate=False)
+    assert s.failed == 0 and s.blocks > 0

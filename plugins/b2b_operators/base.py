@@ -18,7 +18,7 @@ class B2BStageOperator(BaseOperator):
     stage = "stage"
 
     def __init__(self, *, base_id: str, base_kind: str, task_key: str, data_filter: str,
-                 attendance: str | None = None, migrated_on: date | None = None,
+                 attendance: str | None = None, months: int | None = None, migrated_on: date | None = None,
                  settings: dict | None = None, warehouse_conn_id: str = "b2b_warehouse", **kwargs) -> None:
         super().__init__(**kwargs)
         self.base_id = base_id
@@ -26,6 +26,7 @@ class B2BStageOperator(BaseOperator):
         self.task_key = task_key
         self.data_filter = data_filter
         self.attendance = attendance
+        self.months = months
         self.migrated_on = migrated_on
         self.settings = dict(settings or {})
         self.warehouse_conn_id = warehouse_conn_id
@@ -38,7 +39,7 @@ class B2BStageOperator(BaseOperator):
                                       context["data_interval_end"], self.migrated_on)
         return RunContext(base_id=self.base_id, task_key=self.task_key, dag_id=self.dag_id,
                           run_id=context["run_id"], source=self.base_kind, data_filter=self.data_filter,
-                          window_start=since, window_end=until)
+                          window_start=since, window_end=until, attendance=self.attendance, months=self.months)
 
     def chain_settings(self):
         from b2b.chain import Settings

@@ -30,13 +30,11 @@ class ExtractOperator(B2BStageOperator):
     ui_color = "#d6eaf8"
 
     def __init__(self, *, conn_id: str, group_type: str = "ncy", ncys: Sequence[str] | None = None,
-                 months: int | None = None, hierarchies: Sequence[str] = (), fail_on_bad_file: bool = True,
-                 **kwargs) -> None:
+                 hierarchies: Sequence[str] = (), fail_on_bad_file: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id
         self.group_type = group_type
         self.ncys = list(ncys) if ncys else None
-        self.months = months
         self.hierarchies = list(hierarchies)
         self.fail_on_bad_file = fail_on_bad_file
 

@@ -83,9 +83,9 @@ def build_dag(spec, la) -> DAG:
         is_paused_upon_creation=True,
     ) as dag:
         common = dict(base_id=b.dfe, base_kind=b.kind, task_key=t.key, data_filter=t.filter,
-                      attendance=t.attendance, migrated_on=b.migrated_on, settings=settings(la))
+                      attendance=t.attendance, months=t.months, migrated_on=b.migrated_on, settings=settings(la))
         extract = ExtractOperator(task_id="extract", conn_id=b.conn_id, group_type=t.group_type, ncys=t.ncys,
-                                  months=t.months, hierarchies=t.hierarchies, **common)
+                                  hierarchies=t.hierarchies, **common)
         stages = [HashFilterOperator(task_id="hash_filter", **common),
                   ValidateOperator(task_id="validate", **common), LoadOperator(task_id="load", **common)]
         # every export can carry student blocks (attendance and attainment messages identify the

@@ -1,0 +1,143 @@
+"""The LA's attendance store (issue 4; F8, F22, F24, F30): one marks string per student per
+academic year, the DX_XML_Attend model.
+
+A marks string has one character per session, AM then PM, for every weekday from the
+academic year's start date (1 September); ``-`` is a session with no mark. Codes are the
+DfE national codes (``docs/protocol.md``).
+
+How an incoming attendance block changes the stored string:
+
+* ``all_current`` / ``all_previous`` (and a SIMS Primary attendance snapshot) carry every
+  mark from the start of their month window: positions from the window start are
+  **replaced**, earlier ones kept;
+* ``unauthorised_current`` / ``absences_current`` carry only some codes (others ``-``):
+  the marks they carry are **overlaid**, nothing else changes;
+* SIMS Primary "attendance changed data" carries ``changes`` (date, session, code): each is
+  **inserted at its offset**, the rest untouched — in the string of the academic year the
+  date belongs to (a window across 1 September touches two years).
+
+Rows of ``core.attendance_marks`` are versions per file (rerun-safe like every derived
+table); ``core.attendance_current`` is the latest per (base, student, year).
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+PRESENT = "/\\LBDJPVWK"
+AUTHORISED = "CEIMRSTQH"
+UNAUTHORISED = "GNOU"
+NOT_COUNTED = "XYZ#"
+NO_MARK = "-"
+FULL_FILTERS = ("all_current", "all_previous")
+
+
+def academic_year_of(d: date) -> int:
+    return d.year if d.month >= 9 else d.year - 1
+
+
+def year_start(ay: int) -> date:
+    return date(ay, 9, 1)
+
+
+def session_offset(ay_start: date, d: date, session: str) -> int:
+    """Index of (date, AM/PM) in the marks string of the year starting ``ay_start``."""
+    if d.weekday() >= 5:
+        raise ValueError(f"{d} is not a school day (weekend)")
+    if d < ay_start:
+        raise ValueError(f"{d} is before the academic year starting {ay_start}")
+    days = (d - ay_start).days
+    weeks, rest = divmod(days, 7)
+    weekdays = weeks * 5 + sum(1 for k in range(rest) if (ay_start + timedelta(days=k)).weekday() < 5)
+    return 2 * weekdays + (0 if session.upper() == "AM" else 1)
+
+
+def merge(existing: str | None, incoming: str, mode: str, from_offset: int = 0) -> str:
+    """Apply an incoming marks string to the stored one.
+
+    ``replace``: positions >= ``from_offset`` come from ``incoming`` (shorter incoming ends
+    the string there), earlier positions are kept; ``overlay``: only marks (not ``-``) of
+    ``incoming`` are written.
+    """
+    old = existing or ""
+    if mode == "replace":
+        head = old[:from_offset].ljust(from_offset, NO_MARK)
+        return (head + incoming[from_offset:]).rstrip(NO_MARK) or NO_MARK
+    if mode == "overlay":
+        width = max(len(old), len(incoming))
+        o, n = old.ljust(width, NO_MARK), incoming.ljust(width, NO_MARK)
+        return "".join(b if b != NO_MARK else a for a, b in zip(o, n)).rstrip(NO_MARK) or NO_MARK
+    raise ValueError(f"unknown merge mode {mode!r}")
+
+
+def apply_changes(existing: str | None, ay: int, changes: list[dict]) -> str:
+    """Insert SIMS Primary changed marks (date, session, code) at their offsets."""
+    marks = list(existing or "")
+    start = year_start(ay)
+    for ch in sorted(changes, key=lambda c: (c["date"], c["session"])):
+        d = date.fromisoformat(ch["date"])
+        if academic_year_of(d) != ay:
+            continue
+        k = session_offset(start, d, ch["session"])
+        if k >= len(marks):
+            marks.extend(NO_MARK * (k + 1 - len(marks)))
+        marks[k] = (ch.get("code") or NO_MARK)[0]
+    return "".join(marks).rstrip(NO_MARK) or NO_MARK
+
+
+def window_offset(ay: int, window_end: datetime, months: int | None) -> int:
+    """Offset of the first session a months-limited full task carries (0 = the whole year)."""
+    if not months:
+        return 0
+    first = window_end.date() - timedelta(days=30 * months)
+    start = year_start(ay)
+    if first <= start:
+        return 0
+    while first.weekday() >= 5:
+        first += timedelta(days=1)
+    return session_offset(start, first, "AM")
+
+
+def store_marks(conn, ctx, files: list[int], *, months: int | None = None) -> int:
+    """Merge the run's loaded attendance blocks into ``core.attendance_marks`` (one query to
+    read what is stored as of the window, one COPY to write the new versions)."""
+    import json
+
+    rows = conn.execute(
+        """SELECT a.file_id, a.base_id, a.student_guid, a.academic_year, a.marks, a.changes
+             FROM staging.attendance a WHERE a.file_id = ANY(%s) ORDER BY a.file_id, a.ordinal""",
+        (files,)).fetchall()
+    if not rows:
+        return 0
+    keys = sorted({(r[1], r[2]) for r in rows})
+    stored = {}
+    for base, guid, ay, marks in conn.execute(
+            """SELECT DISTINCT ON (m.base_id, m.student_guid, m.academic_year)
+                      m.base_id, m.student_guid, m.academic_year, m.marks
+                 FROM core.attendance_marks m
+                 JOIN unnest(%s::text[], %s::text[]) AS k(base_id, guid)
+                   ON m.base_id = k.base_id AND m.student_guid = k.guid
+                WHERE m.window_order < %s
+                ORDER BY m.base_id, m.student_guid, m.academic_year, m.window_order DESC""",
+            ([k[0] for k in keys], [k[1] for k in keys], ctx.window_order)):
+        stored[(base, guid, ay)] = marks
+    out: dict[tuple, tuple] = {}
+    mode = "replace" if ctx.attendance in FULL_FILTERS or ctx.attendance is None else "overlay"
+    for file_id, base, guid, ay, marks, changes in rows:
+        if changes is not None:
+            changes = changes if isinstance(changes, list) else json.loads(changes)
+            for year in sorted({academic_year_of(date.fromisoformat(c["date"])) for c in changes}):
+                key = (base, guid, year)
+                current = out.get(key, (None, stored.get(key)))[1]
+                out[key] = (file_id, apply_changes(current, year, changes))
+        elif marks is not None and ay is not None:
+            key = (base, guid, ay)
+            current = out.get(key, (None, stored.get(key)))[1]
+            offset = window_offset(ay, ctx.window_end, months) if mode == "replace" else 0
+            out[key] = (file_id, merge(current, marks, mode, offset))
+    changed = {k: v for k, v in out.items() if stored.get(k) != v[1]}
+    with conn.cursor() as cur, cur.copy(
+            "COPY core.attendance_marks (file_id, base_id, student_guid, academic_year, window_order, marks) "
+            "FROM STDIN") as copy:
+        for (base, guid, ay), (file_id, marks) in sorted(changed.items()):
+            copy.write_row((file_id, base, guid, ay, ctx.window_order, marks))
+    return len(changed)
