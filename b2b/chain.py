@@ -394,7 +394,11 @@ def core_candidates(conn, incoming):
     dobs = pd.to_datetime(incoming["dob"], errors="coerce").dropna()
     swapped = [d.replace(month=d.day, day=d.month) for d in dobs if d.day <= 12]
     ascii_sn = _ASCII.format(col="c.surname", src=ACCENTS_FROM, dst=ACCENTS_TO)
+    ascii_fn = _ASCII.format(col="c.forename", src=ACCENTS_FROM, dst=ACCENTS_TO)
     params = {
+        "years": sorted({d.year for d in dobs}),
+        "fns": sorted({name_key(f) for f in incoming["forename"].dropna()} - {""}),
+        "fn1s": sorted({name_key(f)[:1] for f in incoming["forename"].dropna()} - {""}),
         "upns": sorted({str(u).upper().replace(" ", "") for u in incoming["upn"].dropna() if u}),
         "dobs": sorted({d.date() for d in dobs} | {d.date() for d in swapped}),
         "sns": sorted({name_key(s) for s in incoming["surname"].dropna()} - {""}),
@@ -407,10 +411,14 @@ def core_candidates(conn, incoming):
                    c.postcode, concat_ws(' ', c.paon, c.street) AS address_line1
               FROM core.child c
              WHERE upper(replace(c.upn, ' ', '')) = ANY(%(upns)s) OR c.dob = ANY(%(dobs)s)
-                OR regexp_replace({ascii_sn}, '[^a-z]', '', 'g') = ANY(%(sns)s)
-                OR regexp_split_to_array(replace({ascii_sn}, chr(39), ''), '[^a-z]+') && %(parts)s::text[]
-                OR upper(regexp_replace(c.postcode, '[^A-Za-z0-9]', '', 'g')) = ANY(%(pcs)s)
                 OR c.person_id = ANY(%(pids)s)
+                OR (extract(year FROM c.dob)::int = ANY(%(years)s)
+                    AND ((regexp_replace({ascii_sn}, '[^a-z]', '', 'g') = ANY(%(sns)s)
+                          OR regexp_split_to_array(replace({ascii_sn}, chr(39), ''), '[^a-z]+') && %(parts)s::text[])
+                         AND left(regexp_replace({ascii_fn}, '[^a-z]', '', 'g'), 1) = ANY(%(fn1s)s)
+                         OR upper(regexp_replace(c.postcode, '[^A-Za-z0-9]', '', 'g')) = ANY(%(pcs)s)))
+                OR (regexp_replace({ascii_sn}, '[^a-z]', '', 'g') = ANY(%(sns)s)
+                    AND regexp_replace({ascii_fn}, '[^a-z]', '', 'g') = ANY(%(fns)s))
              ORDER BY c.person_id""", params).fetchall()
     return pd.DataFrame(rows, columns=CORE_COLUMNS), links, rejected
 

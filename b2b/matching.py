@@ -161,6 +161,11 @@ def _upn_kind(u: str) -> str:
     return "temp" if u[-1].isalpha() else "valid"
 
 
+def _by_value(col, fn):
+    """``fn`` once per distinct value (names repeat a lot), mapped back onto the column."""
+    return col.map({v: fn(v) for v in col.unique()})
+
+
 def prepare(df, id_col: str):
     """Normalised comparison columns (vectorised where pandas can)."""
     import pandas as pd
@@ -174,12 +179,12 @@ def prepare(df, id_col: str):
     out["upn"] = out["upn"].str.upper().str.replace(" ", "", regex=False)
     kinds = {u: _upn_kind(u) for u in out["upn"].unique()}
     out["upn_kind"] = out["upn"].map(kinds)
-    out["fn"] = out["forename"].map(name_key)
+    out["fn"] = _by_value(out["forename"], name_key)
     out["fn1"] = out["fn"].str[:1]
-    out["mn"] = out["middle_names"].map(lambda s: name_parts(s)[0] if name_parts(s) else "")
-    out["sn"] = out["surname"].map(name_key)
+    out["mn"] = _by_value(out["middle_names"], lambda s: (name_parts(s) or [""])[0])
+    out["sn"] = _by_value(out["surname"], name_key)
     out["sn1"] = out["sn"].str[:1]
-    out["sn_parts"] = out["surname"].map(name_parts)
+    out["sn_parts"] = _by_value(out["surname"], name_parts)
     out["gender"] = out["gender"].str.upper().str[:1]
     dob = pd.to_datetime(df["dob"] if "dob" in df.columns else None, errors="coerce").values
     out["dob"] = pd.to_datetime(dob)
@@ -188,10 +193,10 @@ def prepare(df, id_col: str):
     swapped = [(f"{s[:4]}{s[6:8]}{s[4:6]}" if s and s[4:6] != s[6:8] and int(s[6:8]) <= 12 else "")
                for s in out["dob_s"]]
     out["dob_swap"] = swapped
-    out["pc"] = out["postcode"].map(postcode_key)
+    out["pc"] = _by_value(out["postcode"], postcode_key)
     out["pc_sector"] = [p[:-2] if len(p) >= 5 else "" for p in out["pc"]]
     out["pc_district"] = [p[:-3] if len(p) >= 5 else "" for p in out["pc"]]
-    out["addr"] = out["address_line1"].map(lambda s: re.sub(r"[^a-z0-9]", "", _ascii_lower(s)))
+    out["addr"] = _by_value(out["address_line1"], lambda s: re.sub(r"[^a-z0-9]", "", _ascii_lower(s)))
     return out
 
 
