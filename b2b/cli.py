@@ -155,6 +155,33 @@ def _cmd_maintenance(args) -> int:
     return 0
 
 
+def _cmd_base_migrate(args) -> int:
+    import os
+    from datetime import date
+    from pathlib import Path
+
+    from b2b.catalogue import DEFAULT_PATH
+    from b2b.migrate import MigrationError, migrate_base
+
+    secret = sys.stdin.readline().strip() if args.secret == "-" else args.secret
+    path = Path(args.catalogue or os.environ.get("B2B_CATALOGUE") or DEFAULT_PATH)
+    try:
+        r = migrate_base(path, args.base, client_id=args.client_id, secret=secret,
+                         subscription_key=args.subscription_key, org_id=args.org_id,
+                         migrated_on=date.fromisoformat(args.on) if args.on else date.today(), conn_id=args.conn_id)
+    except MigrationError as exc:
+        print(f"b2b base migrate: {exc}", file=sys.stderr)
+        return 1
+    print(f"base {r.dfe} now uses SIMS Primary, migrated on {r.migrated_on} (the changed-data watermark, F5)")
+    print(f"  tasks regrouped: {', '.join(r.moved) or 'none'}; inactive for it (F3): {', '.join(r.inactive) or 'none'}")
+    print(f"  connection {r.conn_id} written to {r.connection_file} (mode 0600); load it with:")
+    print(f"    airflow connections import {r.connection_file}")
+    if r.snapshot_dag:
+        print(f"  next: queue a snapshot so the LA holds the whole data set from SIMS Primary:")
+        print(f"    airflow dags trigger {r.snapshot_dag}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="b2b", description="B2B:Student pipeline tools")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -230,6 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     off.required = True
     off_parent = sub.choices["officer"]
     off_parent.set_defaults(func=_cmd_officer)
+
+    bp = sub.add_parser("base", help="bases (schools)").add_subparsers(dest="base_cmd", required=True)
+    bm = bp.add_parser("migrate", help="make a SIMS 7 base a SIMS Primary base (irreversible; F1, F3, F4, F5)")
+    bm.add_argument("base", help="DfE number")
+    bm.add_argument("--client-id", required=True)
+    bm.add_argument("--secret", required=True, help="the Secret, or '-' to read it from standard input")
+    bm.add_argument("--subscription-key", required=True)
+    bm.add_argument("--org-id", required=True)
+    bm.add_argument("--on", help="migration date YYYY-MM-DD (default today): the changed-data watermark")
+    bm.add_argument("--conn-id", help="Airflow connection id (default sims_primary_<DfE>)")
+    bm.add_argument("--catalogue", help="catalogue file (default $B2B_CATALOGUE or the demo)")
+    bm.set_defaults(func=_cmd_base_migrate)
 
     mt = sub.add_parser("maintenance", help="F18 maintenance tasks")
     mts = mt.add_subparsers(dest="maint_cmd", required=True)
