@@ -97,7 +97,8 @@ def _cmd_match(args) -> int:
         out = matching.legacy_match(core, inc)
         out["score"], out["conflicting_fields"], out["explanation"] = "", "", "{}"
     else:
-        out = matching.match(core, inc, matching.MatchConfig(guidmatch=not args.no_guid))
+        out = matching.match(core, inc, matching.MatchConfig(guidmatch=not args.no_guid),
+                             min_age=args.carer_min, as_of=args.as_of)
     cols = ["incoming_id", "status", "person_id", "rule", "score", "conflicting_fields"]
     if args.explain:
         cols.append("explanation")
@@ -222,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--explain", action="store_true", help="add the explanation (per-field weights) column")
     m.add_argument("--legacy", action="store_true", help="the vendor rule instead (for comparison)")
     m.add_argument("--no-guid", action="store_true", help="GUIDMATCH off")
+    m.add_argument("--carer-min", type=int, default=None,
+                   help="matching carers: LA records younger than this (CARER_MIN, F14) are not candidates")
+    m.add_argument("--as-of", default=None, help="date for --carer-min ages (default today)")
     m.set_defaults(func=_cmd_match)
 
     import getpass

@@ -360,9 +360,13 @@ def score_pairs(core, inc, pairs, cfg: MatchConfig, links=None):
 
 
 # ------------------------------------------------------------------ decisions
-def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, rejected=None):
+def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, rejected=None,
+          min_age: int | None = None, as_of=None):
     """Decide every incoming record. Returns a DataFrame with one row per incoming record:
     ``incoming_id, status, person_id, rule, score, conflicting_fields, explanation``.
+
+    ``min_age`` (with ``as_of``): LA records younger than this are never candidates — the
+    carer rule CARER_MIN (F14): a child can be matched as a carer only from that age.
 
     ``links``: DataFrame (base_id, guid, person_id, linked_by) of GUID links (F16);
     ``linked_by = 'officer'`` ones are decisive. ``rejected``: DataFrame (base_id, guid,
@@ -386,6 +390,13 @@ def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, r
     s = pd.concat([score_pairs(core, inc, pairs.iloc[k:k + CHUNK], cfg, use_links)
                    for k in range(0, max(len(pairs), 1), CHUNK)], ignore_index=True)
     s["person_id"] = core["id"].values[s["ci"].values]
+    if min_age is not None:
+        import datetime as _dt
+
+        ref = pd.Timestamp(as_of or _dt.date.today())
+        born = core["dob"].values[s["ci"].values]
+        cutoff = ref - pd.DateOffset(years=min_age)
+        s = s[~(pd.to_datetime(born) > cutoff)]  # unknown DOB: kept
     if rejected is not None and len(rejected):
         rej = set(zip(rejected["base_id"].astype(str), rejected["guid"].astype(str), rejected["person_id"].astype(str)))
         keep = [(b, g, p) not in rej for b, g, p in zip(inc["base_id"].values[s["ii"].values],

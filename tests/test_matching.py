@@ -230,3 +230,14 @@ def test_benchmark_dataset_traps_on_a_small_la():
     assert lf >= 5 and of * 10 <= lf
     assert oc > lc
     assert op < 0.02 * len(inc)
+
+
+def test_carer_min_keeps_young_children_out_of_carer_matching():
+    # F14: matching a contact (carer) against LA records, a child under CARER_MIN is never a candidate
+    core = [la("P1", "Sam", "Carter", "2011-05-01", gender="M"), la("P2", "Sam", "Carter", "2009-05-01", gender="M")]
+    carer_15 = [school("c1", "Sam", "Carter", "2011-05-01", gender="M")]
+    got = decide(core, carer_15, min_age=16, as_of="2026-10-05")
+    assert (got["c1"]["status"], got["c1"]["person_id"]) == ("unmatched", "")
+    assert decide(core, carer_15)["c1"]["person_id"] == "P1"  # as a pupil, the same record matches
+    carer_17 = [school("c2", "Sam", "Carter", "2009-05-01", gender="M")]
+    assert decide(core, carer_17, min_age=16, as_of="2026-10-05")["c2"]["person_id"] == "P2"
