@@ -27,7 +27,8 @@ ADDRESS_FIELDS = ("paon", "street", "postcode")
 CASE_INSENSITIVE = {"forename", "middle_names", "surname", "street", "paon"}
 # Fields the school owns: applied to the LA record for matched students, never conflicts.
 SCHOOL_FIELDS = ("preferred_forename", "preferred_surname", "home_language", "religion", "sen_status",
-                 "ncy", "enrol_status", "reg_group", "start_date", "end_date", "looked_after")
+                 "ncy", "enrol_status", "reg_group", "start_date", "end_date", "looked_after", "eal",
+                 "gifted_talented", "service_child", "traveller", "connexions_assent")
 
 
 @dataclass(frozen=True)
@@ -535,6 +536,29 @@ APPLIED_FIELDS = IDENTITY_FIELDS + SCHOOL_FIELDS
 APPLIED_ADDRESS = ("paon", "saon", "street", "locality", "town", "county", "postcode")
 
 
+# A whole list group (SEN needs, exclusions) of a matched child, as one jsonb value; a new
+# version only when it differs from the child's latest earlier version (F6: SIMS Primary
+# re-sends the whole group when any item changes).
+_GROUP_SQL = """
+    INSERT INTO core.{table} (file_id, person_id, base_id, student_guid, window_order{extra_cols}, {list_key})
+    SELECT g.file_id, m.person_id, g.base_id, g.student_guid, %(order)s{extra_vals}, g.items
+      FROM (SELECT b.file_id, b.base_id, b.student_guid, b.content,
+                   coalesce((SELECT jsonb_agg(n ORDER BY {order}) FROM jsonb_array_elements(
+                                 CASE WHEN jsonb_typeof(b.content->'{list_key}') = 'array'
+                                      THEN b.content->'{list_key}' ELSE '[]'::jsonb END) n), '[]'::jsonb) AS items
+              FROM raw.inbound_block b
+             WHERE b.file_id = ANY(%(files)s) AND b.block_type = '{block}' AND b.disposition = 'loaded') g
+      JOIN LATERAL (SELECT lm.person_id, lm.status FROM results.match lm
+                     WHERE lm.base_id = g.base_id AND lm.student_guid = g.student_guid
+                       AND lm.window_order <= %(order)s
+                     ORDER BY lm.window_order DESC LIMIT 1) m ON m.status IN ('matched', 'matched_with_conflicts')
+      LEFT JOIN LATERAL (SELECT x.{list_key} AS items FROM core.{table} x
+                          WHERE x.person_id = m.person_id AND x.window_order < %(order)s
+                          ORDER BY x.window_order DESC LIMIT 1) p ON true
+     WHERE p.items IS DISTINCT FROM g.items
+    ON CONFLICT (file_id, person_id) DO NOTHING"""
+
+
 def _apply_sql(table: str, staging: str, fields: tuple[str, ...]) -> str:
     cols = ", ".join(fields)
     s_cols = ", ".join(f"s.{f}" for f in fields)
@@ -576,7 +600,16 @@ def apply(conn, ctx: RunContext) -> dict:
         params = {"files": files, "order": ctx.window_order}
         students = conn.execute(_apply_sql("child_applied", "student", APPLIED_FIELDS), params).rowcount
         addresses = conn.execute(_apply_sql("child_applied_address", "address", APPLIED_ADDRESS), params).rowcount
-        counts = {"children_updated": students, "addresses_updated": addresses}
+        conn.execute("DELETE FROM core.child_sen WHERE file_id = ANY(%s)", (files,))
+        conn.execute("DELETE FROM core.child_exclusion WHERE file_id = ANY(%s)", (files,))
+        sen = conn.execute(_GROUP_SQL.format(table="child_sen", block="sen", extra_cols=", start_date",
+                                             extra_vals=", (g.content->>'start_date')::date", list_key="needs",
+                                             order="(n->>'ranking')::int, n->>'type'"), params).rowcount
+        excl = conn.execute(_GROUP_SQL.format(table="child_exclusion", block="exclusions", extra_cols="",
+                                              extra_vals="", list_key="exclusions",
+                                              order="n->>'start_date', n->>'category'"), params).rowcount
+        counts = {"children_updated": students, "addresses_updated": addresses, "sen_groups_updated": sen,
+                  "exclusion_groups_updated": excl}
         log_stage(conn, ctx, "apply", counts,
                   f"apply: new school data for {students} matched children, {addresses} addresses")
     return counts

@@ -251,3 +251,35 @@ def test_sims7_snapshot_pupil_without_core_section_sends_the_file_to_suspense(co
     status, error = db.execute("SELECT status, error FROM raw.inbound_file").fetchone()
     assert status == "suspense" and "1 pupil(s) without the mandatory StudentCore" in error
     assert db.execute("SELECT count(*) FROM staging.address").fetchone()[0] == 0
+
+
+def test_f27_flags_sen_groups_and_exclusions_reach_the_la_view(core):
+    db = core
+    joe = dict(JOE, eal=True, gifted_talented=False, service_child=True, traveller=False, connexions_assent=True)
+    sen = {"start_date": "2025-09-01", "needs": [{"type": "SLCN", "ranking": 2}, {"type": "ASD", "ranking": 1}]}
+    excl = {"exclusions": [{"category": "FIXD", "start_date": "2026-09-15", "end_date": "2026-09-16",
+                            "reason": "PP", "term": "AUT", "academic_year": 2026, "sessions": 2}]}
+    off = Settings(b2bhcache=False, matcher="legacy")  # F6 below: whole groups re-sent, cache or not
+    out = run_chain(db, ctx(DAY1), [page("student", [("g-joe", joe)]), page("sen", [("g-joe", sen)]),
+                                    page("exclusions", [("g-joe", excl)])], off)
+    assert (out["apply"]["sen_groups_updated"], out["apply"]["exclusion_groups_updated"]) == (1, 1)
+    row = db.execute("SELECT eal, service_child, connexions_assent FROM core.child_current WHERE person_id = 'P1'")
+    assert row.fetchone() == (True, True, True)
+    needs = db.execute("SELECT need_type, ranking FROM core.child_sen_need_current WHERE person_id = 'P1' "
+                       "ORDER BY ranking").fetchall()
+    assert needs == [("ASD", 1), ("SLCN", 2)]
+    ex = db.execute("SELECT category, start_date::text, reason, term, academic_year, sessions "
+                    "FROM core.child_exclusion_current WHERE person_id = 'P1'").fetchall()
+    assert ex == [("FIXD", "2026-09-15", "PP", "AUT", 2026, 2)]
+    # F6: the school re-sends the same whole SEN group (its exclusions changed): only what differs is imported
+    excl2 = {"exclusions": excl["exclusions"] + [{"category": "LNCH", "start_date": "2026-10-01", "reason": "DB",
+                                                  "term": "AUT", "academic_year": 2026}]}
+    out = run_chain(db, ctx(DAY1 + timedelta(days=1)), [page("sen", [("g-joe", sen)]),
+                                                       page("exclusions", [("g-joe", excl2)])], off)
+    assert (out["apply"]["sen_groups_updated"], out["apply"]["exclusion_groups_updated"]) == (0, 1)
+    assert db.execute("SELECT count(*) FROM core.child_exclusion_current WHERE person_id = 'P1'").fetchone()[0] == 2
+    # the last SEN need removed: the group becomes empty, and so does the LA view
+    out = run_chain(db, ctx(DAY1 + timedelta(days=2)), [page("sen", [("g-joe", {"start_date": "2025-09-01",
+                                                                                  "needs": []})])], off)
+    assert out["apply"]["sen_groups_updated"] == 1
+    assert db.execute("SELECT count(*) FROM core.child_sen_need_current WHERE person_id = 'P1'").fetchone()[0] == 0
