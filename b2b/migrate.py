@@ -68,6 +68,11 @@ def migrate_base(path: Path, dfe: str, *, client_id: str, secret: str, subscript
     if base.get("kind") == "sims_primary":
         raise MigrationError(f"base {dfe} already uses SIMS Primary (migrated {base.get('migrated_on')}); "
                              "migration is irreversible (F1)")
+    locked = [str(t["key"]) for t in data["tasks"] if dfe in [str(b) for b in t.get("bases", [])] and t.get("lockdown")]
+    if base.get("lockdown") or locked:
+        what = "all its tasks are" if base.get("lockdown") else f"task(s) {', '.join(locked)} are"
+        raise MigrationError(f"base {dfe}: {what} locked for school use only (F10); the school must release "
+                             "them before the LA can change them")
     kinds = {str(b["dfe"]): b.get("kind") for b in data["bases"]}
     conn_id = conn_id or f"sims_primary_{dfe}"
     base["kind"] = "sims_primary"

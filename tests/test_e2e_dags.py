@@ -345,3 +345,22 @@ def test_attendance_tasks_keep_one_marks_string_per_student_and_year(e2e):
         school = world.marks_string(st.students["8862003"][g], 2026, until)
         written = [k for k, m in enumerate(marks) if m != "-"]
         assert written and all(school[k] == marks[k] for k in written), g
+
+
+def test_a_changed_school_task_raises_an_alert(e2e):
+    from dataclasses import replace
+
+    from b2b_operators.factory import build_dags
+
+    base = "8862002"
+    run(e2e, dag_id(base, "snapshot", "lac"), datetime(2026, 10, 5, 18, 15))
+    assert q(e2e, "SELECT count(*) FROM ops.alert WHERE base_id = %s", base)[0][0] == 0
+    cat = load_catalogue()
+    tasks = tuple(replace(t, ncys=("5", "6")) if t.key == "lac_snapshot" else t for t in cat.tasks)
+    changed = build_dags(replace(cat, tasks=tasks))
+    dag = dag_id(base, "snapshot", "lac")
+    dr = changed[dag].test(logical_date=pendulum.instance(datetime(2026, 10, 6, 18, 15), tz=TZ))
+    assert str(dr.state).endswith("success")
+    alerts = q(e2e, "SELECT kind, task_key, details FROM ops.alert WHERE base_id = %s", base)
+    assert len(alerts) == 1 and alerts[0][:2] == ("task_changed", "lac_snapshot")
+    assert alerts[0][2]["changed"]["ncys"] == {"was": None, "now": ["5", "6"]}

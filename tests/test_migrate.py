@@ -102,3 +102,15 @@ def test_command_line_never_prints_the_secret(cat, tmp_path):
                           "--secret", "x", "--subscription-key", "k", "--org-id", "o", "--catalogue", str(cat)],
                          capture_output=True, text=True, env=env)
     assert res.returncode == 1 and "irreversible" in res.stderr
+
+
+def test_tasks_locked_for_school_use_cannot_be_changed_from_the_la_side(cat, tmp_path):
+    before = cat.read_text()
+    with pytest.raises(MigrationError, match="base 8864002: all its tasks are locked for school use only"):
+        migrate_base(cat, "8864002", migrated_on=date(2026, 11, 2), home=tmp_path, **SETTINGS)
+    text = cat.read_text().replace("  - key: leavers\n", "  - key: leavers\n    lockdown: true\n")
+    cat.write_text(text)
+    with pytest.raises(MigrationError, match=r"task\(s\) leavers are locked"):
+        migrate_base(cat, "8864001", migrated_on=date(2026, 11, 2), home=tmp_path, **SETTINGS)
+    assert not (tmp_path / "connections").exists()
+    assert "dfe: \"8864002\"" in before and cat.read_text() == text  # nothing rewritten

@@ -59,6 +59,13 @@ class ExtractOperator(B2BStageOperator):
                 yield ReceivedMessage(f"{group} p{page.page}/{page.total_pages}", page.content,
                                       "application/json", group=group)
 
+    def definition(self) -> dict:
+        """What the school's task asks for (compared run to run, F19b)."""
+        schedule = getattr(getattr(self, "dag", None), "timetable", None)
+        return {"filter": self.data_filter, "group": self.group_type, "ncys": self.ncys,
+                "attendance": self.attendance, "months": self.months, "hierarchies": self.hierarchies,
+                "schedule": getattr(schedule, "summary", None)}
+
     def run_stage(self, conn, ctx, context) -> dict:
         from airflow.sdk.exceptions import AirflowException
 
@@ -68,6 +75,12 @@ class ExtractOperator(B2BStageOperator):
         self.log.info("base %s %s: window %s .. %s", self.base_id, self.data_filter,
                       ctx.window_start.isoformat() if ctx.window_start else "(all)", ctx.window_end.isoformat())
         db.upgrade(conn)
+        from b2b.alerts import check_task_definition
+
+        alert = check_task_definition(conn, self.base_id, self.task_key, self.definition())
+        if alert:
+            self.log.warning("F19b: base %s task %s changed since its last run: %s", self.base_id, self.task_key,
+                             ", ".join(alert["changed"]))
         summary = store_messages(conn, ctx, self.messages(ctx.window_start, ctx.window_end))
         if summary.failed and self.fail_on_bad_file:
             raise AirflowException(
