@@ -369,15 +369,12 @@ def incoming_frame(conn, files: list[int], window_end):
     return pd.DataFrame(rows, columns=INCOMING_COLUMNS + ["file_id", "student_guid"])
 
 
-_ASCII = "translate(lower({col}), '{src}', '{dst}')"
-
-
 def core_candidates(conn, incoming):
     """LA children that can be candidates for these students (a superset of every blocking
     key the matcher uses, normalised the same way), GUID links, and officer-rejected pairs."""
     import pandas as pd
 
-    from b2b.matching import ACCENTS_FROM, ACCENTS_TO, CORE_COLUMNS, name_key, name_parts, postcode_key
+    from b2b.matching import CORE_COLUMNS, name_key, name_parts, postcode_key
 
     keys = (list(incoming["base_id"]), list(incoming["guid"]))
     links = pd.DataFrame(conn.execute(
@@ -394,8 +391,6 @@ def core_candidates(conn, incoming):
             WHERE d.decision = 'reject'""", keys).fetchall(), columns=["base_id", "guid", "person_id"])
     dobs = pd.to_datetime(incoming["dob"], errors="coerce").dropna()
     swapped = [d.replace(month=d.day, day=d.month) for d in dobs if d.day <= 12]
-    ascii_sn = _ASCII.format(col="c.surname", src=ACCENTS_FROM, dst=ACCENTS_TO)
-    ascii_fn = _ASCII.format(col="c.forename", src=ACCENTS_FROM, dst=ACCENTS_TO)
     params = {
         "years": sorted({d.year for d in dobs}),
         "fns": sorted({name_key(f) for f in incoming["forename"].dropna()} - {""}),
@@ -407,20 +402,21 @@ def core_candidates(conn, incoming):
         "pcs": sorted({postcode_key(p) for p in incoming["postcode"].dropna()} - {""}),
         "pids": sorted(set(links["person_id"])),
     }
+    # the m_* columns are the matcher's own keys, stored and indexed (migration 0010): every branch
+    # is an index lookup, and together they cover every blocking key of b2b.matching
+    cols = "c.person_id, c.upn, NULL::text AS guid, c.forename, c.middle_names, c.surname, c.gender, c.dob, " \
+           "c.postcode, concat_ws(' ', c.paon, c.street) AS address_line1"
     rows = conn.execute(
-        f"""SELECT c.person_id, c.upn, NULL::text AS guid, c.forename, c.middle_names, c.surname, c.gender, c.dob,
-                   c.postcode, concat_ws(' ', c.paon, c.street) AS address_line1
-              FROM core.child c
-             WHERE upper(replace(c.upn, ' ', '')) = ANY(%(upns)s) OR c.dob = ANY(%(dobs)s)
-                OR c.person_id = ANY(%(pids)s)
-                OR (extract(year FROM c.dob)::int = ANY(%(years)s)
-                    AND ((regexp_replace({ascii_sn}, '[^a-z]', '', 'g') = ANY(%(sns)s)
-                          OR regexp_split_to_array(replace({ascii_sn}, chr(39), ''), '[^a-z]+') && %(parts)s::text[])
-                         AND left(regexp_replace({ascii_fn}, '[^a-z]', '', 'g'), 1) = ANY(%(fn1s)s)
-                         OR upper(regexp_replace(c.postcode, '[^A-Za-z0-9]', '', 'g')) = ANY(%(pcs)s)))
-                OR (regexp_replace({ascii_sn}, '[^a-z]', '', 'g') = ANY(%(sns)s)
-                    AND regexp_replace({ascii_fn}, '[^a-z]', '', 'g') = ANY(%(fns)s))
-             ORDER BY c.person_id""", params).fetchall()
+        f"""SELECT {cols} FROM core.child c WHERE c.m_upn = ANY(%(upns)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.dob = ANY(%(dobs)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.person_id = ANY(%(pids)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.m_sn = ANY(%(sns)s) AND c.m_year = ANY(%(years)s)
+                                                  AND left(c.m_fn, 1) = ANY(%(fn1s)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.m_sn_parts && %(parts)s::text[]
+                                                  AND c.m_year = ANY(%(years)s) AND left(c.m_fn, 1) = ANY(%(fn1s)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.m_pc = ANY(%(pcs)s) AND c.m_year = ANY(%(years)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.m_fn = ANY(%(fns)s) AND c.m_sn = ANY(%(sns)s)
+            ORDER BY 1""", params).fetchall()
     return pd.DataFrame(rows, columns=CORE_COLUMNS), links, rejected
 
 

@@ -241,3 +241,26 @@ def test_carer_min_keeps_young_children_out_of_carer_matching():
     assert decide(core, carer_15)["c1"]["person_id"] == "P1"  # as a pupil, the same record matches
     carer_17 = [school("c2", "Sam", "Carter", "2009-05-01", gender="M")]
     assert decide(core, carer_17, min_age=16, as_of="2026-10-05")["c2"]["person_id"] == "P2"
+
+
+def test_sql_matching_keys_use_the_same_accent_table():
+    from pathlib import Path
+
+    from b2b.matching import ACCENTS_FROM, ACCENTS_TO
+
+    sql = (Path(__file__).resolve().parent.parent / "include" / "sql" / "0010_matching_keys.sql").read_text()
+    assert sql.count(f"'{ACCENTS_FROM}', '{ACCENTS_TO}'") == 3
+
+
+def test_sql_keys_equal_python_keys(db):
+    from b2b.matching import name_key, name_parts, postcode_key
+
+    names = [("Zoë", "O'Brien-Smith", "ct1 2ab"), ("Łukasz", "Wiśniewski", "ME15  6QX"), ("José", "de la Cruz", "")]
+    for k, (fn, sn, pc) in enumerate(names):
+        db.execute("INSERT INTO core.child (person_id, forename, surname, postcode) VALUES (%s, %s, %s, %s)",
+                   (f"K{k}", fn, sn, pc))
+    rows = db.execute("SELECT forename, surname, postcode, m_fn, m_sn, m_sn_parts, m_pc FROM core.child "
+                      "ORDER BY person_id").fetchall()
+    for fn, sn, pc, m_fn, m_sn, m_parts, m_pc in rows:
+        assert (m_fn, m_sn, m_pc) == (name_key(fn), name_key(sn), postcode_key(pc))
+        assert [p for p in m_parts if p] == name_parts(sn)
