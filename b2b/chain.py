@@ -41,11 +41,6 @@ class Settings:
     carer_min: int = 16      # F14 (carer matching, used by the matcher of issue 5)
     matcher: str = "weights"  # "weights" (b2b.matching.match) or "legacy" (the vendor rule)
 
-    @classmethod
-    def from_la(cls, la) -> "Settings":
-        return cls(b2bhcache=la.b2bhcache, guidmatch=la.guidmatch, b2b_s_age=la.b2b_s_age,
-                   carer_min=la.carer_min)
-
 
 def run_files(conn, ctx: RunContext) -> list[int]:
     """The parsed (not suspended) files of this run window."""
@@ -456,6 +451,16 @@ def _field_sql(field: str, la: str, inc: str) -> str:
     return f"('{field}', {la}, {inc}, btrim({la}) = btrim({inc}))"
 
 
+def _link_as_of(alias: str) -> str:
+    """Join the child a school student (rows ``alias``) is linked to as of the run window:
+    the newest match decision up to this window, when it is a link (not possible/unmatched).
+    An index lookup per student on results.match (base_id, student_guid, window_order)."""
+    return (f"JOIN LATERAL (SELECT lm.person_id, lm.status FROM results.match lm "
+            f"WHERE lm.base_id = {alias}.base_id AND lm.student_guid = {alias}.student_guid "
+            f"AND lm.window_order <= %(order)s ORDER BY lm.window_order DESC LIMIT 1) m "
+            f"ON m.status IN ('matched', 'matched_with_conflicts')")
+
+
 # an observation not settled by an officer or Clear Conflicts (the same test as the results.conflict view;
 # written against the observations so it uses their indexes instead of grouping every conflict)
 _UNRESOLVED = """NOT EXISTS (SELECT 1 FROM results.conflict_resolution r
@@ -481,11 +486,7 @@ def conflicts(conn, ctx: RunContext) -> dict:
                                                           la_value, incoming_value, window_end)
                 SELECT s.file_id, s.base_id, s.student_guid, m.person_id, v.field, v.la_value, v.inc_value, %(end)s
                   FROM staging.student s
-                  JOIN LATERAL (SELECT lm.person_id, lm.status FROM results.match lm
-                              WHERE lm.base_id = s.base_id AND lm.student_guid = s.student_guid
-                                AND lm.window_order <= %(order)s
-                              ORDER BY lm.window_order DESC LIMIT 1) m
-                    ON m.status IN ('matched', 'matched_with_conflicts')
+                  {_link_as_of('s')}
                   JOIN core.child c ON c.person_id = m.person_id
                  CROSS JOIN LATERAL (VALUES {student_values}) AS v(field, la_value, inc_value, same)
                  WHERE s.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
@@ -495,11 +496,7 @@ def conflicts(conn, ctx: RunContext) -> dict:
                                                           la_value, incoming_value, window_end)
                 SELECT a.file_id, a.base_id, a.student_guid, m.person_id, v.field, v.la_value, v.inc_value, %(end)s
                   FROM staging.address a
-                  JOIN LATERAL (SELECT lm.person_id, lm.status FROM results.match lm
-                              WHERE lm.base_id = a.base_id AND lm.student_guid = a.student_guid
-                                AND lm.window_order <= %(order)s
-                              ORDER BY lm.window_order DESC LIMIT 1) m
-                    ON m.status IN ('matched', 'matched_with_conflicts')
+                  {_link_as_of('a')}
                   JOIN core.child c ON c.person_id = m.person_id
                  CROSS JOIN LATERAL (VALUES {address_values}) AS v(field, la_value, inc_value, same)
                  WHERE a.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
@@ -544,10 +541,7 @@ _GROUP_SQL = """
                                       THEN b.content->'{list_key}' ELSE '[]'::jsonb END) n), '[]'::jsonb) AS items
               FROM raw.inbound_block b
              WHERE b.file_id = ANY(%(files)s) AND b.block_type = '{block}' AND b.disposition = 'loaded') g
-      JOIN LATERAL (SELECT lm.person_id, lm.status FROM results.match lm
-                     WHERE lm.base_id = g.base_id AND lm.student_guid = g.student_guid
-                       AND lm.window_order <= %(order)s
-                     ORDER BY lm.window_order DESC LIMIT 1) m ON m.status IN ('matched', 'matched_with_conflicts')
+      {link_g}
       LEFT JOIN LATERAL (SELECT x.{list_key} AS items FROM core.{table} x
                           WHERE x.person_id = m.person_id AND x.window_order < %(order)s
                           ORDER BY x.window_order DESC LIMIT 1) p ON true
@@ -564,11 +558,7 @@ def _apply_sql(table: str, staging: str, fields: tuple[str, ...]) -> str:
         INSERT INTO core.{table} (file_id, person_id, base_id, student_guid, window_order, {cols})
         SELECT s.file_id, m.person_id, s.base_id, s.student_guid, %(order)s, {s_cols}
           FROM staging.{staging} s
-          JOIN LATERAL (SELECT lm.person_id, lm.status FROM results.match lm
-                              WHERE lm.base_id = s.base_id AND lm.student_guid = s.student_guid
-                                AND lm.window_order <= %(order)s
-                              ORDER BY lm.window_order DESC LIMIT 1) m
-                    ON m.status IN ('matched', 'matched_with_conflicts')
+          {_link_as_of('s')}
           JOIN core.child c ON c.person_id = m.person_id
           LEFT JOIN LATERAL (SELECT * FROM core.{table} x
                               WHERE x.person_id = m.person_id AND x.window_order < %(order)s
@@ -598,12 +588,14 @@ def apply(conn, ctx: RunContext) -> dict:
         addresses = conn.execute(_apply_sql("child_applied_address", "address", APPLIED_ADDRESS), params).rowcount
         conn.execute("DELETE FROM core.child_sen WHERE file_id = ANY(%s)", (files,))
         conn.execute("DELETE FROM core.child_exclusion WHERE file_id = ANY(%s)", (files,))
-        sen = conn.execute(_GROUP_SQL.format(table="child_sen", block="sen", extra_cols=", start_date",
-                                             extra_vals=", (g.content->>'start_date')::date", list_key="needs",
-                                             order="(n->>'ranking')::int, n->>'type'"), params).rowcount
-        excl = conn.execute(_GROUP_SQL.format(table="child_exclusion", block="exclusions", extra_cols="",
-                                              extra_vals="", list_key="exclusions",
-                                              order="n->>'start_date', n->>'category'"), params).rowcount
+        link = _link_as_of("g")
+        sen = conn.execute(_GROUP_SQL.format(
+            link_g=link, table="child_sen", block="sen", extra_cols=", start_date",
+            extra_vals=", (g.content->>'start_date')::date", list_key="needs",
+            order="(n->>'ranking')::int, n->>'type'"), params).rowcount
+        excl = conn.execute(_GROUP_SQL.format(
+            link_g=link, table="child_exclusion", block="exclusions", extra_cols="", extra_vals="",
+            list_key="exclusions", order="n->>'start_date', n->>'category'"), params).rowcount
         counts = {"children_updated": students, "addresses_updated": addresses, "sen_groups_updated": sen,
                   "exclusion_groups_updated": excl}
         log_stage(conn, ctx, "apply", counts,

@@ -41,27 +41,25 @@ def demo_plan(catalogue, days: int):
     tz = pendulum.timezone(catalogue.la.timezone)
     start = pendulum.instance(DEMO_START, tz=tz)
     specs = [s for s in catalogue.dag_specs(include_inactive=False) if s.task.direction == "export"]
-    plan, snapshot_end, last_end = [], {}, {}
+    plan, snapshot_end = [], {}
     for s in specs:
         if s.task.filter == "snapshot" and s.task.group_type == "ncy":
             end = _ticks(s.task.schedule, tz, before=start)[0]
-            plan.append((0, s.dag_id, end))
+            plan.append((s.dag_id, end))
             snapshot_end[s.base.dfe] = max(snapshot_end.get(s.base.dfe, end), end)
     for s in specs:
         if s.task.filter == "changed_data":
             after = snapshot_end.get(s.base.dfe, start)
-            for i, end in enumerate(_ticks(s.task.schedule, tz, after=after, count=days), start=1):
-                plan.append((i, s.dag_id, end))
-                last_end[s.base.dfe] = max(last_end.get(s.base.dfe, end), end)
+            for end in _ticks(s.task.schedule, tz, after=after, count=days):
+                plan.append((s.dag_id, end))
     for s in specs:
         if s.task.filter == "changed_data" or (s.task.filter == "snapshot" and s.task.group_type == "ncy"):
             continue
         after = snapshot_end.get(s.base.dfe, start)
-        plan.append((days + 1, s.dag_id, _ticks(s.task.schedule, tz, after=after)[0]))
+        plan.append((s.dag_id, _ticks(s.task.schedule, tz, after=after)[0]))
     # chronological by window end, as a scheduler would run them: the hash cache compares each window
     # with the windows before it, so this order makes a rerun of the demo reproduce every figure
-    plan.sort(key=lambda p: (p[2], p[1]))
-    return [(dag_id, end) for _, dag_id, end in plan]
+    return sorted(plan, key=lambda p: (p[1], p[0]))
 
 
 def _quiet_airflow() -> None:

@@ -38,7 +38,6 @@ CORE_COLUMNS = ["person_id", "upn", "guid", "forename", "middle_names", "surname
                 "address_line1"]
 INCOMING_COLUMNS = ["incoming_id", "base_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob",
                     "postcode", "address_line1"]
-COMPARED = ["upn", "forename", "middle_names", "surname", "gender", "dob", "postcode", "address_line1"]
 STATUSES = ("matched", "matched_with_conflicts", "possible", "unmatched")
 
 # Common UK forms the nicknames package (US-centred) lacks: formal -> short forms.
