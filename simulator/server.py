@@ -137,16 +137,22 @@ class Handler(BaseHTTPRequestHandler):
                 return None
             if url.path == "/sims-primary/oauth2/token":
                 return self._token(body)
+            if url.path.startswith("/sims7/v1/bases/") and url.path.endswith("/import"):
+                return self._sims7_import(url.path.split("/")[4], body)
             return self._json(404, {"error": "not found"})
+        except SimulatorError as exc:
+            return self._json(400, {"error": str(exc)})
         except (ValueError, KeyError) as exc:
             return self._json(400, {"error": f"bad request: {type(exc).__name__}"})
 
     # ------------------------------------------------------------ SIMS 7
-    def _sims7_export(self, dfe: str, q: dict):
+    def _sims7_authorised(self, dfe: str) -> bool | None:
+        """None (and a 404 sent) for an unknown base; False (and a 401 sent) for bad credentials."""
         world = self.sim.world
         base = world.bases.get(dfe)
         if base is None or base.kind != "sims7":
-            return self._json(404, {"error": f"unknown base {dfe}"})
+            self._json(404, {"error": f"unknown base {dfe}"})
+            return None
         creds = world.credentials(dfe)
         auth = self.headers.get("Authorization", "")
         ok = False
@@ -157,7 +163,13 @@ class Handler(BaseHTTPRequestHandler):
             except (ValueError, UnicodeDecodeError):
                 ok = False
         if not ok:
-            return self._json(401, {"error": "invalid credentials"}, {"WWW-Authenticate": 'Basic realm="SIMS"'})
+            self._json(401, {"error": "invalid credentials"}, {"WWW-Authenticate": 'Basic realm="SIMS"'})
+        return ok
+
+    def _sims7_export(self, dfe: str, q: dict):
+        world = self.sim.world
+        if not self._sims7_authorised(dfe):
+            return None
         if "filter" not in q or "until" not in q:
             raise SimulatorError("'filter' and 'until' are required")
         ncys = None if q.get("ncy") in (None, "", "all") else q["ncy"].split(",")
@@ -167,6 +179,18 @@ class Handler(BaseHTTPRequestHandler):
             group=q.get("group", "ncy"), ncys=ncys, attendance=q.get("attendance"), months=months,
             hierarchies=q["hierarchies"].split(",") if q.get("hierarchies") else None)
         return self._send(200, body, "application/xml")
+
+    def _sims7_import(self, dfe: str, body: bytes):
+        """An LA return message (F25/F28): validated against b2b_return.xsd, then applied."""
+        from simulator.returns import parse_return
+
+        if not self._sims7_authorised(dfe):
+            return None
+        header, pupils = parse_return(body)
+        if header["dest_school"] != dfe:
+            raise SimulatorError(f"message is for school {header['dest_school']}, not {dfe}")
+        answer = self.sim.world.import_return(dfe, header["sent"], pupils)
+        return self._json(200, dict(answer, messageId=header["message_id"], received=len(pupils)))
 
     # ------------------------------------------------------------ SIMS Primary
     def _token(self, body: bytes):

@@ -153,6 +153,10 @@ class World:
         self._base_state = self._generate()
         self._cursor: State | None = None
         self._lock = threading.RLock()  # the server calls from several threads
+        #: F23: students each school has sent by a non-leavers task (a leaver is sent only then)
+        self._sent: dict[str, set[str]] = {}
+        #: F25/F28: corrections the LA returned, applied at the first event time after receipt
+        self._imports: list[dict] = []
 
     # ------------------------------------------------------------ generation
     def _faker(self, *parts):
@@ -209,6 +213,7 @@ class World:
         surname = fake.last_name()
         address = self._address(rng, fake, date(2015 + rng.randrange(10), rng.randrange(1, 13), 1))
         contacts = self._contacts(rng, fake, surname, address)
+        self._contact_quirks(contacts)
         n = rng.choices([1, 2, 3], [55, 35, 10])[0]
         kids = []
         twins = rng.random() < 0.02
@@ -256,6 +261,31 @@ class World:
                         "priority": i, "is_staff": rng.random() < 0.02,
                         "addresses": addresses, "telephones": phones, "emails": emails})
         return out
+
+    def _contact_quirks(self, contacts: list[dict]) -> None:
+        """What real SIMS contact data holds (seed 004), decided by hash so the random stream
+        (and the rest of the world) is unchanged: records missing a required field, a title or
+        gender with no matching lookup, a title in lower case, two parents sharing one email."""
+        seed = self.config.seed
+        for c in contacts:
+            u = _u(seed, c["person_id"], "quirk")
+            if u < 0.010:
+                c["forename"] = None
+            elif u < 0.015:
+                c["surname"] = None
+            elif u < 0.035:
+                c["title"] = ("Mstr", "Capt", "Cllr")[_h(seed, c["person_id"], "title") % 3]
+            elif u < 0.050:
+                c["title"] = c["title"].lower()
+            elif u < 0.060:
+                c["gender"] = "U"
+        if len(contacts) >= 2 and contacts[0]["emails"] and _u(seed, contacts[0]["person_id"], "shared") < 0.10:
+            shared = contacts[0]["emails"][0]["address"]
+            second = contacts[1]
+            if second["emails"]:
+                second["emails"][0]["address"] = shared
+            else:
+                second["emails"].append({"type": "H", "address": shared, "primary": True, "main": False})
 
     def _student(self, rng, fake, b: BaseSpec, child: dict, serial: int) -> Student:
         cfg = self.config
@@ -446,6 +476,7 @@ class World:
         day = cur.day + timedelta(days=1)
         while day <= last_day:
             self._apply_day(cur, day)
+            self._apply_imports(cur, day)
             cur.day = day
             day += timedelta(days=1)
         self._cursor = cur
@@ -485,6 +516,58 @@ class World:
                 s.changed["student"] = when
                 roll[g] = s
             st.students[dfe] = roll
+
+    # ------------------------------------------------------------ imports (LA -> school)
+    RETURN_FIELDS = ("upn", "surname", "forename", "middle_names", "gender", "dob")
+    RETURN_ADDRESS = ("paon", "street", "town", "postcode")
+
+    def import_return(self, dfe: str, sent_at: datetime, pupils: list[dict]) -> dict:
+        """Accept the LA's corrections for students of a school (F25/F28).
+
+        Each pupil is ``{"guid", "fields": {F28 field: value}, "address": {...} | None}``.
+        The school applies them at the first event time at or after ``sent_at``; the
+        changed blocks are then stamped with that time, so the next changed-data export
+        carries them. Unknown students are refused, each with its reason.
+        """
+        self._base(dfe)
+        if sent_at.tzinfo is None:
+            raise SimulatorError("'sent' must carry a UTC offset")
+        sent_at = sent_at.astimezone(UTC)
+        day = sent_at.date() if sent_at.time() <= EVENT_TIME else sent_at.date() + timedelta(days=1)
+        with self._lock:
+            known = self.state(sent_at).students[dfe]
+            applied, refused = [], []
+            for p in pupils:
+                bad = sorted(set(p.get("fields") or {}) - set(self.RETURN_FIELDS)) + sorted(
+                    set(p.get("address") or {}) - set(self.RETURN_ADDRESS))
+                if p.get("guid") not in known:
+                    refused.append({"guid": p.get("guid"), "reason": "unknown student"})
+                elif bad:
+                    refused.append({"guid": p["guid"], "reason": f"fields not accepted: {', '.join(bad)}"})
+                else:
+                    applied.append(p["guid"])
+                    self._imports.append({"dfe": dfe, "day": day, "guid": p["guid"],
+                                          "fields": dict(p.get("fields") or {}),
+                                          "address": dict(p.get("address") or {})})
+            if applied and self._cursor is not None and self._cursor.day >= day:
+                self._cursor = None  # replay: the corrections now belong to the school's history
+        return {"applied": len(applied), "refused": refused, "effective": event_at(day).isoformat()}
+
+    def _apply_imports(self, st: State, d: date) -> None:
+        when = event_at(d)
+        for imp in self._imports:
+            if imp["day"] != d or imp["guid"] not in st.students.get(imp["dfe"], {}):
+                continue
+            roll = dict(st.students[imp["dfe"]])
+            s = roll[imp["guid"]].clone()
+            if imp["fields"]:
+                s.blocks["student"] = dict(s.blocks["student"], **imp["fields"])
+                s.changed["student"] = when
+            if imp["address"]:
+                s.blocks["address"] = dict(s.blocks["address"], **imp["address"])
+                s.changed["address"] = when
+            roll[imp["guid"]] = s
+            st.students[imp["dfe"]] = roll
 
     def _change(self, rng, fake, s: Student, d: date) -> None:
         kind = rng.choice(["move", "reg_group", "preferred", "sen", "phone", "exclusion"])
@@ -592,12 +675,13 @@ class World:
         if group not in ("ncy", "lac", "leavers"):
             raise SimulatorError(f"unknown group {group!r}")
         roll = [st.students[dfe][g] for g in sorted(st.students[dfe])]
+        sent = self._sent.get(dfe, set())
         out = []
         for s in roll:
             core = s.blocks["student"]
             leaver = core["end_date"] is not None
             if group == "leavers":
-                if leaver:
+                if leaver and s.guid in sent:  # F23: only if a non-leavers task sent them before
                     out.append(s)
                 continue
             if leaver:
@@ -639,8 +723,19 @@ class World:
                 if not results:
                     continue
                 blocks = {"student": s.blocks["student"], "attainment": {"results": results}}
+            if group == "leavers" and self.bulk_deleted(s):  # F26: the school deleted all but the core
+                blocks = {k: v for k, v in blocks.items() if k == "student"}
+                if not blocks:
+                    continue
             out.append((s.guid, blocks))
+        if group != "leavers" and out:
+            with self._lock:
+                self._sent.setdefault(dfe, set()).update(g for g, _ in out)
         return out
+
+    def bulk_deleted(self, s: Student) -> bool:
+        """F26: a third of leavers had their data bulk-deleted by the school (core kept)."""
+        return s.blocks["student"]["end_date"] is not None and _u(self.config.seed, s.guid, "bulk-deleted") < 0.34
 
     def _attendance_block(self, s: Student, until: datetime, which: str | None, months: int | None) -> dict:
         which = which or "all_current"

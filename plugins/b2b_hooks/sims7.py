@@ -11,7 +11,8 @@ password    the school's B2B password
 extra       optional ``{"dfe": "8862001"}`` (checked against the base)
 ==========  =====================================================
 
-Protocol: ``GET /sims7/v1/bases/{dfe}/export`` with HTTP Basic auth, see
+Protocol: ``GET /sims7/v1/bases/{dfe}/export`` (exports) and ``POST
+/sims7/v1/bases/{dfe}/import`` (LA returns, F25/F28) with HTTP Basic auth, see
 ``docs/protocol.md``.
 """
 from __future__ import annotations
@@ -79,6 +80,27 @@ class Sims7Hook(SimsHttpHook):
                                    + (f": {self._error_text(resp)}" if self._error_text(resp) else ""))
         self.log.info("base %s: received %s export, %d bytes", dfe, filter, len(resp.content))
         return Sims7Message(dfe, resp.content, resp.headers.get("Content-Type", "application/xml").split(";")[0])
+
+    def import_return(self, dfe: str, message: bytes) -> dict:
+        """Deliver an LA return message (``B2BReturn`` XML, F25/F28) to the school's SIMS 7.
+
+        Returns the school's answer: ``{"applied": n, "refused": [{"guid", "reason"}], ...}``.
+        """
+        expected = self.extra.get("dfe")
+        if expected and str(expected) != str(dfe):
+            raise SimsRequestError(f"connection {self.conn_id!r} is for base {expected}, not {dfe}")
+        resp = self.request("POST", f"/sims7/v1/bases/{dfe}/import", data=message, auth=self._auth(),
+                            headers={"Content-Type": "application/xml"})
+        if resp.status_code in (401, 403):
+            raise SimsAuthError(f"base {dfe}: SIMS 7 refused the credentials of connection {self.conn_id!r} "
+                                f"(HTTP {resp.status_code}); check its login and password")
+        if resp.status_code != 200:
+            raise SimsRequestError(f"base {dfe}: SIMS 7 import failed with HTTP {resp.status_code}"
+                                   + (f": {self._error_text(resp)}" if self._error_text(resp) else ""))
+        answer = resp.json()
+        self.log.info("base %s: return message delivered, %d bytes; %s applied, %d refused", dfe, len(message),
+                      answer.get("applied"), len(answer.get("refused", [])))
+        return answer
 
     def test_connection(self) -> tuple[bool, str]:
         try:

@@ -75,3 +75,15 @@ class ValidateOperator(B2BStageOperator):
         from b2b.db import b2b_home
 
         return chain.validate(conn, ctx, b2b_home() / "reports" / "validation")
+
+
+class ContactsOperator(B2BStageOperator):
+    """Contacts of current students as accounts: mapping, rejections, disabling (F34–F38)."""
+
+    stage = "contacts"
+    ui_color = "#d1f2eb"
+
+    def run_stage(self, conn, ctx, context):
+        from b2b import contacts
+
+        return contacts.sync(conn, ctx)

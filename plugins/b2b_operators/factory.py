@@ -9,9 +9,11 @@ from datetime import datetime, time, timedelta
 from airflow.sdk import DAG, chain
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from b2b_operators.chain import (ApplyOperator, ConflictsOperator, HashFilterOperator, LoadOperator,
-                                 MatchOperator, ValidateOperator)
+from b2b_operators.chain import (ApplyOperator, ConflictsOperator, ContactsOperator, HashFilterOperator,
+                                 LoadOperator, MatchOperator, ValidateOperator)
 from b2b_operators.extract import ExtractOperator
+
+CONTACT_FILTERS = ("snapshot", "changed_data")
 
 DEFAULT_ARGS = {
     "owner": "b2b",
@@ -53,7 +55,8 @@ def _doc(spec, la) -> str:
               "`hash_filter` (skip blocks unchanged since last import; B2BHCACHE) → `validate` (Great "
               "Expectations suites; failures to `results.anomaly`) → `load` (staging tables "
               "and hash cache, one transaction) → `match` (GUID, UPN + 3 of 4, all 4) → `conflicts` → "
-              "`apply` (`core.child_current`). Counts and errors go to `ops.task_log` (F9). Rerunning a run "
+              "`apply` (`core.child_current`) → `contacts` (snapshot and changed data: `core.contact`, "
+              "`results.rejected_contact`). Counts and errors go to `ops.task_log` (F9). Rerunning a run "
               "replaces what it stored; backfill missed windows with `airflow backfill create`."]
     return "\n".join(lines)
 
@@ -92,7 +95,45 @@ def build_dag(spec, la) -> DAG:
         # student with one), and a loaded block is cached: so every export matches what it loaded
         stages += [MatchOperator(task_id="match", **common), ConflictsOperator(task_id="conflicts", **common),
                    ApplyOperator(task_id="apply", **common)]
+        if t.filter in CONTACT_FILTERS:  # the messages that carry contacts blocks and leavers' end dates
+            stages.append(ContactsOperator(task_id="contacts", **common))
         chain(extract, *stages)
+    return dag
+
+
+def build_return_dag(spec, la) -> DAG:
+    """An import-to-school task (F25: Changed Data, NCY group; SIMS 7 bases only, F3)."""
+    import pendulum
+
+    from b2b_operators.returns import ReturnToSchoolOperator
+
+    b, t = spec.base, spec.task
+    tz = pendulum.timezone(la.timezone)
+    group = "NCY " + (", ".join(t.ncys) if t.ncys else "all")
+    doc = "\n".join([
+        f"### {t.name} — {b.name} ({b.dfe})", t.description or "", "",
+        f"Returns the LA's corrected UPN, surname, forename, middle names, gender, date of birth and "
+        f"address (F28) for {group} students to the school's SIMS 7 (connection `{b.conn_id}`): each "
+        "field where an officer kept the LA's value on a conflict and the school's latest data still "
+        "differs. The message goes to `raw.outbound_file`, each field to `results.returned_field`, the "
+        "counts to `ops.task_log`. Every run sends what is still pending.",
+    ])
+    with DAG(
+        dag_id=spec.dag_id,
+        description=f"{t.name} for {b.name} ({b.dfe})",
+        schedule=CronDataIntervalTimetable(t.schedule, timezone=tz),
+        start_date=pendulum.instance(datetime.combine(t.start_date, time(0)), tz=tz),
+        catchup=t.catchup,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["b2b", f"base:{b.dfe}", b.kind, t.filter, "import"],
+        doc_md=doc,
+        dagrun_timeout=timedelta(hours=1),
+        is_paused_upon_creation=True,
+    ) as dag:
+        ReturnToSchoolOperator(task_id="return_to_school", conn_id=b.conn_id, la_code=la.code, ncys=t.ncys,
+                               base_id=b.dfe, base_kind=b.kind, task_key=t.key, data_filter=t.filter,
+                               migrated_on=b.migrated_on, settings=settings(la))
     return dag
 
 
@@ -145,7 +186,6 @@ def build_dags(catalogue, only_dag_id: str | None = None) -> dict[str, DAG]:
     for spec in catalogue.dag_specs(include_inactive=False):
         if only_dag_id and spec.dag_id != only_dag_id:
             continue
-        if spec.task.direction != "export":
-            continue  # import-to-school DAGs come with the return-to-school stage
-        dags[spec.dag_id] = build_dag(spec, catalogue.la)
+        build = build_dag if spec.task.direction == "export" else build_return_dag
+        dags[spec.dag_id] = build(spec, catalogue.la)
     return dict(sorted(dags.items()))

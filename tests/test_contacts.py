@@ -1,0 +1,190 @@
+"""Contacts of current students (F34–F38, seed 004): each rule against real PostgreSQL."""
+import copy
+from datetime import timedelta
+
+from b2b import chain, contacts
+from b2b.extract import store_messages
+from tests.test_chain import DAY1, LEGACY, REPORTS, ctx, page
+
+STUDENT = {"upn": "F886200326001", "forename": "Joe", "surname": "Bloggs", "dob": "2016-01-26", "gender": "M",
+           "ncy": "5", "enrol_status": "C", "end_date": None}
+
+
+def contact(pid, **kw):
+    c = {"person_id": pid, "title": "Mrs", "forename": "Ann", "surname": "Bloggs", "gender": "F",
+         "relationship": "PAM", "parental_responsibility": True, "priority": 1, "is_staff": False,
+         "addresses": [{"type": "H", "paon": "1", "street": "Green Road", "town": "Canterbury",
+                        "postcode": "CT1 2AB", "start_date": "2020-01-01"}],
+         "telephones": [{"type": "H", "number": "01227 100100", "primary": False, "main": False}],
+         "emails": [{"type": "H", "address": f"{pid.lower()}@example.com", "primary": False, "main": False}]}
+    c.update(kw)
+    return c
+
+
+def sync(db, students: dict, day: int = 0, student_changes: dict | None = None):
+    """One run: the students' contacts blocks (and student blocks) through the chain, then contacts."""
+    c = ctx(DAY1 + timedelta(days=day))
+    core = {g: dict(STUDENT, **(student_changes or {}).get(g, {})) for g in students}
+    msgs = [page("student", list(core.items())),
+            page("contacts", [(g, {"contacts": cs}) for g, cs in students.items()])]
+    store_messages(db, c, msgs)
+    chain.hash_filter(db, c, LEGACY)
+    chain.validate(db, c, REPORTS)
+    chain.load(db, c)
+    return contacts.sync(db, c)
+
+
+def accounts(db):
+    cols = ("person_id", "title", "forename", "surname", "gender", "postcode", "address_paon", "home_telephone",
+            "mobile_telephone", "work_telephone", "personal_email", "work_email", "username", "email_preference",
+            "telephone_preference", "roles", "active")
+    rows = db.execute(f"SELECT {', '.join(cols)} FROM core.contact ORDER BY person_id").fetchall()
+    return {r[0]: dict(zip(cols, r)) for r in rows}
+
+
+def rejected(db):
+    return {(r[0], r[1]): r[2] for r in db.execute(
+        "SELECT person_id, reason, detail FROM results.rejected_contact ORDER BY 1, 2")}
+
+
+def test_latest_home_address_and_primary_main_first_selection(db):
+    ann = contact("C1", addresses=[
+        {"type": "H", "paon": "9", "street": "Old Lane", "town": "Dover", "postcode": "CT16 1AA",
+         "start_date": "2015-03-01"},
+        {"type": "W", "paon": "77", "street": "Work St", "town": "Ashford", "postcode": "TN23 1AA",
+         "start_date": "2024-01-01"},
+        {"type": "H", "paon": "1", "street": "New Road", "town": "Canterbury", "postcode": "CT1 2AB",
+         "start_date": "2023-06-01"},
+        {"type": "H", "paon": "5", "street": "Older Road", "town": "Deal", "postcode": "CT14 6AA",
+         "start_date": "2019-01-01"}],
+        telephones=[{"type": "H", "number": "H-first", "primary": False, "main": False},
+                    {"type": "H", "number": "H-main", "primary": False, "main": True},
+                    {"type": "M", "number": "M-first", "primary": False, "main": False},
+                    {"type": "M", "number": "M-primary", "primary": True, "main": False},
+                    {"type": "M", "number": "M-main", "primary": False, "main": True},
+                    {"type": "W", "number": "W-first", "primary": False, "main": False},
+                    {"type": "W", "number": "W-second", "primary": False, "main": False}],
+        emails=[{"type": "W", "address": "ann.work@example.org", "primary": False, "main": False},
+                {"type": "H", "address": "ann.home@example.com", "primary": False, "main": False},
+                {"type": "H", "address": "ann.main@example.com", "primary": False, "main": True}])
+    counts = sync(db, {"g-1": [ann]})
+    a = accounts(db)["C1"]
+    assert (a["address_paon"], a["postcode"]) == ("1", "CT1 2AB")  # latest start date among type H
+    assert (a["home_telephone"], a["mobile_telephone"], a["work_telephone"]) == ("H-main", "M-primary", "W-first")
+    assert (a["personal_email"], a["work_email"]) == ("ann.main@example.com", "ann.work@example.org")
+    assert a["username"] == "ann.main@example.com"  # Main, as no email is Primary
+    assert (a["email_preference"], a["telephone_preference"]) == ("Personal", "Mobile")  # Main H email; Primary M
+    assert a["roles"] == ["contact"] and a["active"] is True
+    assert counts["created"] == 1 and counts["rejected"] == 0
+
+
+def test_preference_defaults_and_set_only_on_first_creation(db):
+    plain = contact("C1")  # nothing marked Primary or Main
+    sync(db, {"g-1": [plain]})
+    a = accounts(db)["C1"]
+    assert (a["email_preference"], a["telephone_preference"]) == ("Personal", "None")
+
+    changed = copy.deepcopy(plain)
+    changed["emails"].append({"type": "W", "address": "c1.work@example.org", "primary": True, "main": False})
+    changed["telephones"].append({"type": "W", "number": "01227 999999", "primary": True, "main": False})
+    changed["surname"] = "Bloggs-Smith"
+    counts = sync(db, {"g-1": [changed]}, day=1)
+    a = accounts(db)["C1"]
+    assert a["surname"] == "Bloggs-Smith" and a["work_email"] == "c1.work@example.org"  # details follow SIMS
+    assert a["username"] == "c1.work@example.org"
+    assert (a["email_preference"], a["telephone_preference"]) == ("Personal", "None")  # not overwritten (F38)
+    assert counts["created"] == 0 and counts["updated"] == 1
+
+    sync(db, {"g-1": [changed], "g-2": [contact(
+        "C2", emails=[{"type": "W", "address": "c2@example.org", "primary": True, "main": False}],
+        telephones=[{"type": "W", "number": "1", "primary": True, "main": False}])]}, day=2)
+    b = accounts(db)["C2"]
+    assert (b["email_preference"], b["telephone_preference"]) == ("Work", "Work")  # a new account takes them
+
+
+def test_title_and_gender_only_when_a_known_value_matches(db):
+    sync(db, {"g-1": [contact("C1", title="mrs", gender="F"), contact("C2", title="Mstr", gender="U"),
+                      contact("C3", title=None, gender="male")]})
+    a = accounts(db)
+    assert (a["C1"]["title"], a["C1"]["gender"]) == ("Mrs", "Female")
+    assert (a["C2"]["title"], a["C2"]["gender"]) == (None, None)
+    assert (a["C3"]["title"], a["C3"]["gender"]) == (None, "Male")
+
+
+def test_contacts_without_forename_surname_or_email_are_listed_not_imported(db):
+    counts = sync(db, {"g-1": [contact("C1", forename=None), contact("C2", surname="  "),
+                               contact("C3", emails=[]), contact("C4", forename="", emails=[]),
+                               contact("C5")]})
+    assert set(accounts(db)) == {"C5"}
+    r = rejected(db)
+    assert set(r) == {("C1", "no_forename"), ("C2", "no_surname"), ("C3", "no_email"), ("C4", "no_email"),
+                      ("C4", "no_forename")}
+    assert "required" in r[("C1", "no_forename")]
+    assert counts["rejected"] == 4 and counts["rejected_no_email"] == 2
+    guids = db.execute("SELECT DISTINCT student_guids FROM results.rejected_contact").fetchall()
+    assert guids == [(["g-1"],)]
+    # fixed in SIMS: imported, and it leaves the list
+    sync(db, {"g-1": [contact("C1"), contact("C2"), contact("C3"), contact("C4"), contact("C5")]}, day=1)
+    assert set(accounts(db)) == {"C1", "C2", "C3", "C4", "C5"} and rejected(db) == {}
+
+
+def test_an_email_already_used_as_another_contacts_username_fails_that_record(db):
+    shared = [{"type": "H", "address": "family@example.com", "primary": True, "main": False}]
+    sync(db, {"g-1": [contact("C5", emails=shared)]})
+    # the same email on two more records (a duplicate person in SIMS, a second parent): the
+    # existing account keeps it; the others fail with the reason
+    sync(db, {"g-1": [contact("C5", emails=shared)],
+              "g-2": [contact("C2", emails=[dict(shared[0], address="FAMILY@example.com")]),
+                      contact("C7", emails=shared)]}, day=1)
+    a = accounts(db)
+    assert set(a) == {"C5"} and a["C5"]["username"] == "family@example.com"
+    r = rejected(db)
+    assert set(r) == {("C2", "username_in_use"), ("C7", "username_in_use")}
+    assert r[("C2", "username_in_use")].endswith("contact C5")
+    # two new claimants in one run: the lowest person id gets the account
+    sync(db, {"g-3": [contact("C9", emails=[dict(shared[0], address="new@example.com")]),
+                      contact("C8", emails=[dict(shared[0], address="new@example.com")])]}, day=2)
+    a = accounts(db)
+    assert "C8" in a and "C9" not in a
+    r = rejected(db)
+    assert r[("C9", "username_in_use")] == "email already used as the username of contact C8"
+    assert ("C8", "username_in_use") not in r and ("C2", "username_in_use") in r  # g-2 is still current
+
+
+def test_a_contact_no_longer_related_to_a_current_student_is_disabled_not_deleted(db):
+    staff = contact("C2", is_staff=True, forename="Sue")
+    sync(db, {"g-1": [contact("C1"), staff], "g-2": [contact("C3")]})
+    a = accounts(db)
+    assert a["C2"]["roles"] == ["staff", "contact"]
+    # g-1 leaves: C1 (only related to g-1) is disabled; the staff member keeps the account
+    counts = sync(db, {"g-1": [contact("C1"), staff], "g-2": [contact("C3")]}, day=1,
+                  student_changes={"g-1": {"end_date": "2026-10-06"}})
+    a = accounts(db)
+    assert set(a) == {"C1", "C2", "C3"}  # nothing deleted
+    assert (a["C1"]["active"], a["C1"]["roles"], a["C1"]["forename"]) == (False, [], "Ann")
+    assert (a["C2"]["active"], a["C2"]["roles"]) == (True, ["staff"])
+    assert (a["C3"]["active"], a["C3"]["roles"]) == (True, ["contact"])
+    assert counts["disabled"] == 1 and counts["staff_kept_without_contact_role"] == 1
+    links = db.execute("SELECT person_id, student_guid FROM core.contact_link ORDER BY 1").fetchall()
+    assert links == [("C3", "g-2")]
+    # related again (a sibling starts): enabled again, the role back
+    sync(db, {"g-2": [contact("C3")], "g-4": [contact("C1")]}, day=2)
+    assert accounts(db)["C1"]["active"] is True and accounts(db)["C1"]["roles"] == ["contact"]
+
+
+def test_a_contact_removed_from_a_students_contacts_is_disabled(db):
+    sync(db, {"g-1": [contact("C1"), contact("C2")]})
+    sync(db, {"g-1": [contact("C1")]}, day=1)
+    a = accounts(db)
+    assert a["C2"]["active"] is False and a["C1"]["active"] is True
+
+
+def test_rerun_of_a_contacts_run_leaves_identical_tables(db):
+    data = {"g-1": [contact("C1"), contact("C2", forename=None)], "g-2": [contact("C1"), contact("C3")]}
+    sync(db, data)
+    c = ctx(DAY1)
+    before = (accounts(db), rejected(db), db.execute("SELECT * FROM core.contact_link ORDER BY 1, 2, 3").fetchall())
+    again = contacts.sync(db, c)
+    after = (accounts(db), rejected(db), db.execute("SELECT * FROM core.contact_link ORDER BY 1, 2, 3").fetchall())
+    assert before == after and again["created"] == 0 and again["updated"] == 0
+    assert sorted(r[2] for r in before[2] if r[1] == "C1") == ["g-1", "g-2"]  # one account, two students
