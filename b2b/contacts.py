@@ -174,6 +174,15 @@ UPDATE core.contact c
    AND NOT EXISTS (SELECT 1 FROM contact_cand k WHERE k.person_id = c.person_id)
 """
 
+_STAMPED = """
+SELECT count(*) FILTER (WHERE created_window = %(wo)s),
+       count(*) FILTER (WHERE updated_window = %(wo)s AND created_window <> %(wo)s AND active
+                          AND 'contact' = ANY(roles)),
+       count(*) FILTER (WHERE disabled_window = %(wo)s),
+       count(*) FILTER (WHERE updated_window = %(wo)s AND is_staff AND roles = ARRAY['staff'])
+  FROM core.contact WHERE base_id = %(base)s
+"""
+
 _REJECTED = """
 INSERT INTO results.rejected_contact (base_id, person_id, reason, detail, student_guids, forename, surname,
                                       email, window_order)
@@ -192,31 +201,22 @@ def sync(conn, ctx: RunContext) -> dict:
         candidates = conn.execute("SELECT count(*) FROM contact_cand").fetchone()[0]
         conn.execute(_REQUIRED, params)
         conn.execute(_USERNAME_IN_USE, params)
-        new = conn.execute(
-            """SELECT count(*) FROM contact_cand c
-                WHERE NOT EXISTS (SELECT 1 FROM contact_reject r WHERE r.person_id = c.person_id)
-                  AND NOT EXISTS (SELECT 1 FROM core.contact x WHERE x.base_id = %(base)s
-                                                                AND x.person_id = c.person_id)""",
-            params).fetchone()[0]
-        written = conn.execute(_UPSERT, params).rowcount
+        conn.execute(_UPSERT, params)
         conn.execute("""DELETE FROM core.contact_link WHERE base_id = %(base)s
                          AND person_id NOT IN (SELECT person_id FROM contact_reject)""", params)
         links = conn.execute(_LINKS, params).rowcount
-        staff_kept = conn.execute(
-            """SELECT count(*) FROM core.contact c WHERE c.base_id = %(base)s AND c.is_staff
-                  AND 'contact' = ANY(c.roles)
-                  AND NOT EXISTS (SELECT 1 FROM contact_cand k WHERE k.person_id = c.person_id)""",
-            params).fetchone()[0]
-        disabled = conn.execute(_DISABLE, params).rowcount - staff_kept
+        conn.execute(_DISABLE, params)
+        # counted from the window stamps, so a rerun of the window reports what the window did
+        new, updated, disabled, staff_kept = conn.execute(_STAMPED, params).fetchone()
         conn.execute("DELETE FROM results.rejected_contact WHERE base_id = %(base)s", params)
         conn.execute(_REJECTED, params)
         by_reason = dict(conn.execute("SELECT reason, count(*) FROM contact_reject GROUP BY reason ORDER BY reason"))
         rejected = conn.execute("SELECT count(DISTINCT person_id) FROM contact_reject").fetchone()[0]
-        counts = {"candidates": candidates, "created": new, "updated": written - new, "links": links,
+        counts = {"candidates": candidates, "created": new, "updated": updated, "links": links,
                   "disabled": disabled, "staff_kept_without_contact_role": staff_kept, "rejected": rejected,
                   **{f"rejected_{k}": v for k, v in by_reason.items()}}
         log_stage(conn, ctx, "contacts", counts,
-                  f"contacts: {candidates} contacts of current students; {new} created, {written - new} updated, "
+                  f"contacts: {candidates} contacts of current students; {new} created, {updated} updated, "
                   f"{disabled} disabled, {staff_kept} staff kept without the contact role; {rejected} rejected "
                   f"({', '.join(f'{k} {v}' for k, v in by_reason.items()) or 'none'}), see results.rejected_contact",
                   level="warning" if rejected else "info")

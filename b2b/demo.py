@@ -5,7 +5,7 @@
    schools) and exposes each school's credentials as an Airflow connection (env vars);
 3. runs every generated DAG with ``dag.test()`` for fixed, deterministic windows: each
    base's snapshot, then ``--days`` consecutive changed-data windows, then the other
-   tasks (attendance, attainment, LAC, leavers) once;
+   tasks (attendance, attainment, LAC, leavers, return to school) once;
 4. prints a per-base summary from the warehouse tables and one ``demo:`` line.
 
 Windows are fixed dates in the simulated autumn term, so two runs give the same tables:
@@ -40,7 +40,7 @@ def demo_plan(catalogue, days: int):
 
     tz = pendulum.timezone(catalogue.la.timezone)
     start = pendulum.instance(DEMO_START, tz=tz)
-    specs = [s for s in catalogue.dag_specs(include_inactive=False) if s.task.direction == "export"]
+    specs = catalogue.dag_specs(include_inactive=False)
     plan, snapshot_end = [], {}
     for s in specs:
         if s.task.filter == "snapshot" and s.task.group_type == "ncy":
@@ -48,13 +48,14 @@ def demo_plan(catalogue, days: int):
             plan.append((s.dag_id, end))
             snapshot_end[s.base.dfe] = max(snapshot_end.get(s.base.dfe, end), end)
     for s in specs:
-        if s.task.filter == "changed_data":
+        if s.task.filter == "changed_data" and s.task.direction == "export":
             after = snapshot_end.get(s.base.dfe, start)
             for end in _ticks(s.task.schedule, tz, after=after, count=days):
                 plan.append((s.dag_id, end))
     for s in specs:
-        if s.task.filter == "changed_data" or (s.task.filter == "snapshot" and s.task.group_type == "ncy"):
-            continue
+        if (s.task.filter == "changed_data" and s.task.direction == "export") or (
+                s.task.filter == "snapshot" and s.task.group_type == "ncy"):
+            continue  # (import-to-school tasks run once, like attendance, attainment, LAC and leavers)
         after = snapshot_end.get(s.base.dfe, start)
         plan.append((s.dag_id, _ticks(s.task.schedule, tz, after=after)[0]))
     # chronological by window end, as a scheduler would run them: the hash cache compares each window
@@ -101,8 +102,19 @@ def print_summary(conn, out=sys.stdout) -> dict:
         print(f"{row[0]:<9} " + " ".join(f"{v:>16}" for v in row[1:]), file=out)
         for k, v in zip(TABLE_COLUMNS, row[1:]):
             totals[k] += v
+    extra = conn.execute(EXTRA_SQL).fetchone()
+    print("contacts: {} accounts ({} disabled), {} rejected (results.rejected_contact); attendance: {} marks "
+          "strings; return to school: {} runs, {} corrected fields sent".format(*extra), file=out)
     print("demo: " + " ".join(f"{k}={totals[k]}" for k in COLUMNS), file=out)
     return totals
+
+
+EXTRA_SQL = """
+SELECT (SELECT count(*) FROM core.contact), (SELECT count(*) FROM core.contact WHERE NOT active),
+       (SELECT count(DISTINCT (base_id, person_id)) FROM results.rejected_contact),
+       (SELECT count(*) FROM core.attendance_current),
+       (SELECT count(*) FROM raw.outbound_file), (SELECT count(*) FROM results.returned_field)
+"""
 
 
 def run_counts(conn, dag_id: str, window_end) -> dict:

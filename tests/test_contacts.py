@@ -181,10 +181,11 @@ def test_a_contact_removed_from_a_students_contacts_is_disabled(db):
 
 def test_rerun_of_a_contacts_run_leaves_identical_tables(db):
     data = {"g-1": [contact("C1"), contact("C2", forename=None)], "g-2": [contact("C1"), contact("C3")]}
-    sync(db, data)
+    first = sync(db, data)
     c = ctx(DAY1)
     before = (accounts(db), rejected(db), db.execute("SELECT * FROM core.contact_link ORDER BY 1, 2, 3").fetchall())
     again = contacts.sync(db, c)
     after = (accounts(db), rejected(db), db.execute("SELECT * FROM core.contact_link ORDER BY 1, 2, 3").fetchall())
-    assert before == after and again["created"] == 0 and again["updated"] == 0
+    assert before == after
+    assert again == first and first["created"] == 2  # the window's own counts, whichever attempt reports them
     assert sorted(r[2] for r in before[2] if r[1] == "C1") == ["g-1", "g-2"]  # one account, two students

@@ -108,7 +108,7 @@ def test_sims7_snapshot_lands_files_blocks_and_task_log(e2e):
     assert report.endswith(".html") and os.path.exists(report)
     stages = [r[0] for r in q(e2e, "SELECT stage FROM ops.task_log WHERE dag_id = %s AND file_id IS NULL "
                                    "ORDER BY log_id", dag)]
-    assert stages == ["extract", "hash_filter", "validate", "load", "match", "conflicts", "apply"]
+    assert stages == ["extract", "hash_filter", "validate", "load", "match", "conflicts", "apply", "contacts"]
     matched = q(e2e, "SELECT count(*) FILTER (WHERE person_id IS NOT NULL), count(*) FROM results.match "
                      "WHERE base_id = '8862001'")[0]
     assert matched[0] > 0.5 * matched[1]

@@ -200,3 +200,53 @@ def test_parse_retry_after_forms():
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+
+
+def _return_message(dfe, guid, sent, **fields):
+    from lxml import etree
+
+    root = etree.Element("B2BReturn", version="1.0")
+    h = etree.SubElement(root, "Header")
+    for k, v in (("MessageID", "m-1"), ("LA", "886"), ("DestSchool", dfe), ("Task", "return_to_school"),
+                 ("Sent", sent.isoformat())):
+        etree.SubElement(h, k).text = v
+    p = etree.SubElement(etree.SubElement(root, "Pupils"), "Pupil")
+    etree.SubElement(p, "ApplicationReference").text = guid
+    for k, v in fields.items():
+        etree.SubElement(p, k).text = v
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+def test_sims7_import_applies_corrections_from_the_next_event_time(sim, conns):
+    world, _ = sim
+    dfe = "8862002"
+    sent = datetime(2026, 10, 6, 6, tzinfo=timezone.utc)
+    guid = sorted(world.state(sent).students[dfe])[3]
+    before = world.state(sent).students[dfe][guid].blocks["student"]["surname"]
+    answer = Sims7Hook(f"sims7_{dfe}").import_return(
+        dfe, _return_message(dfe, guid, sent, Surname="Corrected"))
+    assert answer["applied"] == 1 and answer["refused"] == [] and answer["effective"].startswith("2026-10-06T12:00")
+    assert world.state(sent).students[dfe][guid].blocks["student"]["surname"] == before  # not yet
+    after = world.state(datetime(2026, 10, 6, 13, tzinfo=timezone.utc)).students[dfe][guid]
+    assert after.blocks["student"]["surname"] == "Corrected"
+    # the next changed-data export carries it
+    changed = world.pupils(dfe, "changed_data", datetime(2026, 10, 6, 17, tzinfo=timezone.utc),
+                           datetime(2026, 10, 5, 17, tzinfo=timezone.utc))
+    assert dict(changed)[guid]["student"]["surname"] == "Corrected"
+    # an unknown student is refused with its reason, the others applied
+    answer = Sims7Hook(f"sims7_{dfe}").import_return(dfe, _return_message(dfe, "no-such-guid", sent, Surname="X"))
+    assert answer["applied"] == 0 and answer["refused"] == [{"guid": "no-such-guid", "reason": "unknown student"}]
+
+
+def test_sims7_import_refuses_bad_messages_clearly(sim, conns):
+    dfe = "8862002"
+    hook = Sims7Hook(f"sims7_{dfe}")
+    sent = datetime(2026, 10, 6, 6, tzinfo=timezone.utc)
+    with pytest.raises(SimsRequestError, match="b2b_return.xsd"):
+        hook.import_return(dfe, _return_message(dfe, "g", sent, Gender="X"))
+    with pytest.raises(SimsRequestError, match="not well-formed"):
+        hook.import_return(dfe, b"<B2BReturn><Header>")
+    with pytest.raises(SimsRequestError, match="DTD|document type"):
+        hook.import_return(dfe, b'<?xml version="1.0"?><!DOCTYPE B2BReturn [<!ENTITY x "y">]><B2BReturn/>')
+    with pytest.raises(SimsRequestError, match="for school 8862001, not 8862002"):
+        hook.import_return(dfe, _return_message("8862001", "g", sent, Surname="X"))
