@@ -4,7 +4,7 @@ Generates an LA in the simulator (default 100 schools / 40,000 students), loads 
 into a scratch database on the configured server (embedded pgserver by default), then for
 every school runs exactly what the generated DAGs run, stage by stage (extract through the
 real hooks over loopback HTTP, hash filter, validate with Great Expectations, load, match,
-conflicts, apply): first a snapshot window, then the next day's changed-data window.
+conflicts, apply, contacts): first a snapshot window, then the next day's changed-data window.
 Prints per stage: total seconds, rows handled and rows/s, and the share of blocks the hash
 cache skipped on the changed-data day.
 """
@@ -22,13 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
-STAGES = ("extract", "hash_filter", "validate", "load", "match", "conflicts", "apply")
+STAGES = ("extract", "hash_filter", "validate", "load", "match", "conflicts", "apply", "contacts")
 ROWS = {"extract": "blocks", "hash_filter": "blocks", "validate": "checked", "load": "loaded",
-        "match": "students", "conflicts": "conflicts", "apply": "children_updated"}
+        "match": "students", "conflicts": "conflicts", "apply": "children_updated", "contacts": "candidates"}
 
 
 def run_window(conn, world, data_filter: str, start, end, settings, report_dir) -> dict:
-    from b2b import chain
+    from b2b import chain, contacts
     from b2b.extract import RunContext, store_messages
     from b2b_operators.extract import ExtractOperator
 
@@ -49,6 +49,7 @@ def run_window(conn, world, data_filter: str, start, end, settings, report_dir) 
             ("match", lambda: chain.match(conn, ctx, settings)),
             ("conflicts", lambda: chain.conflicts(conn, ctx)),
             ("apply", lambda: chain.apply(conn, ctx)),
+            ("contacts", lambda: contacts.sync(conn, ctx)),
         ]
         for stage, fn in steps:
             t = time.perf_counter()

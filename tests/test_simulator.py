@@ -114,3 +114,52 @@ def test_bad_parameters_raise(world):
         world.export_sims7("8862001", "attendance", T1, attendance="all_current", months=14)
     with pytest.raises(LookupError):
         world.export_sims7("9999999", "snapshot", T1)
+
+
+def _marks(world, dfe, until, **kw):
+    return {g: b["attendance"] for g, b in world.pupils(dfe, "attendance", until, **kw)}
+
+
+def test_each_attendance_filter_is_served_faithfully(world):
+    from simulator import codes
+    from simulator.world import weekdays, year_start
+
+    until = datetime(2026, 11, 20, 17, 0, tzinfo=UTC)
+    dfe = "8864001"
+    full = _marks(world, dfe, until, attendance="all_current", months=13)
+    unauth = _marks(world, dfe, until, attendance="unauthorised_current", months=13)
+    absences = _marks(world, dfe, until, attendance="absences_current", months=13)
+    assert set(full) == set(unauth) == set(absences) and len(full) > 300
+    for g, f in full.items():
+        m = f["marks"]  # (strings end at their last mark: compare positions, not lengths)
+        u, a = unauth[g]["marks"], absences[g]["marks"]
+        # each filter keeps exactly the sessions whose code belongs to it, at the same offsets
+        assert all(c in codes.UNAUTHORISED + "-" for c in u) and all(
+            c in codes.UNAUTHORISED + codes.AUTHORISED + "-" for c in a)
+        assert [k for k, c in enumerate(m) if c in codes.UNAUTHORISED] == [k for k, c in enumerate(u) if c != "-"]
+        assert [k for k, c in enumerate(m) if c in codes.UNAUTHORISED + codes.AUTHORISED] == [
+            k for k, c in enumerate(a) if c != "-"]
+    assert any(c != "-" for f in unauth.values() for c in f["marks"])
+    # the month filter (F24): one month back blanks every earlier session
+    one = _marks(world, dfe, until, attendance="all_current", months=1)
+    cutoff = (until - timedelta(days=30)).date()
+    first_kept = 2 * sum(1 for d in weekdays(year_start(2026), cutoff) if d < cutoff)
+    for g, f in one.items():
+        assert set(f["marks"][:first_kept]) <= {"-"}
+        assert f["marks"][first_kept:] == full[g]["marks"][first_kept:]
+    # the previous academic year: the whole year, from its own start date
+    prev = _marks(world, dfe, until, attendance="all_previous", months=13)
+    some = next(f for f in prev.values() if f["marks"] != "-")
+    assert some["academic_year"] == 2025 and some["start_date"] == "2025-09-01"
+
+
+def test_ncy_groups_one_several_all(world):
+    dfe = "8864001"
+    every = {g: b["student"]["ncy"] for g, b in world.pupils(dfe, "snapshot", T1)}
+    one = {g for g, _ in world.pupils(dfe, "snapshot", T1, ncys=["9"])}
+    several = {g for g, _ in world.pupils(dfe, "snapshot", T1, ncys=["7", "11"])}
+    assert one == {g for g, n in every.items() if n == "9"} and one
+    assert several == {g for g, n in every.items() if n in ("7", "11")} and several and not several & one
+    assert len({n for n in every.values()}) >= 5  # all: every year group of the school
+    lac = {g for g, b in world.pupils(dfe, "snapshot", T1, group="lac")}
+    assert lac and all(world.state(T1).students[dfe][g].blocks["student"]["looked_after"] for g in lac)
