@@ -77,26 +77,23 @@ def hash_filter(conn, ctx: RunContext, settings: Settings) -> dict:
     """
     with conn.transaction():
         files = run_files(conn, ctx)
+        # Two statements, each driven by the block's primary key and the cache's key index: no
+        # self-join whose plan could flip to a nested loop over every stored block when the
+        # table's statistics lag behind a fast-growing raw.inbound_block (measured: 88 s
+        # instead of 0.4 s for 25 schools' snapshots).
         conn.execute(
-            """WITH run_blocks AS (
-                   SELECT b.file_id, b.ordinal, b.base_id, b.student_guid, b.block_type,
-                          encode(sha256(convert_to(b.content::text, 'UTF8')), 'hex') AS h
-                     FROM raw.inbound_block b
-                    WHERE b.file_id = ANY(%(files)s)),
-               keys AS (SELECT DISTINCT base_id, student_guid, block_type FROM run_blocks),
-               cached AS (
-                   SELECT DISTINCT ON (c.base_id, c.student_guid, c.block_type)
-                          c.base_id, c.student_guid, c.block_type, c.hash
-                     FROM ops.hash_cache c JOIN keys k USING (base_id, student_guid, block_type)
-                    WHERE c.window_order < %(order)s
-                    ORDER BY c.base_id, c.student_guid, c.block_type, c.window_order DESC)
-               UPDATE raw.inbound_block b
-                  SET hash = r.h,
-                      disposition = CASE WHEN %(cache)s AND c.hash = r.h THEN 'skipped' ELSE 'pending' END
-                 FROM run_blocks r
-                 LEFT JOIN cached c USING (base_id, student_guid, block_type)
-                WHERE b.file_id = r.file_id AND b.ordinal = r.ordinal""",
-            {"files": files, "order": ctx.window_order, "cache": settings.b2bhcache})
+            """UPDATE raw.inbound_block
+                  SET hash = encode(sha256(convert_to(content::text, 'UTF8')), 'hex'), disposition = 'pending'
+                WHERE file_id = ANY(%(files)s)""", {"files": files})
+        if settings.b2bhcache:
+            conn.execute(
+                """UPDATE raw.inbound_block b SET disposition = 'skipped'
+                    WHERE b.file_id = ANY(%(files)s)
+                      AND b.hash = (SELECT c.hash FROM ops.hash_cache c
+                                     WHERE c.base_id = b.base_id AND c.student_guid = b.student_guid
+                                       AND c.block_type = b.block_type AND c.window_order < %(order)s
+                                     ORDER BY c.window_order DESC LIMIT 1)""",
+                {"files": files, "order": ctx.window_order})
         counts = dict(conn.execute(
             """SELECT disposition, count(*) FROM raw.inbound_block WHERE file_id = ANY(%s)
                GROUP BY disposition""", (files,)).fetchall())

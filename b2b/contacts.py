@@ -34,13 +34,17 @@ REASONS = {
 }
 
 
+def _flag(name: str) -> str:
+    """SQL: item ``x``'s boolean flag (a JSON true); plain comparison, no per-row cast function."""
+    return f"coalesce(x->>'{name}' = 'true', false)"
+
+
 def _pick(field: str, list_key: str, type_code: str | None, value: str) -> str:
     """SQL: from contact ``v``'s list, the item of a type marked Primary, then Main, then the first."""
     where = f"WHERE x->>'type' = '{type_code}'" if type_code else ""
     return f"""(SELECT {value} FROM jsonb_array_elements(core.jsonb_list(v->'{list_key}')) WITH ORDINALITY l(x, n)
                  {where}
-                 ORDER BY coalesce(staging.try_bool(x->>'primary'), false) DESC,
-                          coalesce(staging.try_bool(x->>'main'), false) DESC, n LIMIT 1) AS {field}"""
+                 ORDER BY {_flag('primary')} DESC, {_flag('main')} DESC, n LIMIT 1) AS {field}"""
 
 
 def _preference(field: str, list_key: str, mapping: dict[str, str], default: str) -> str:
@@ -48,9 +52,9 @@ def _preference(field: str, list_key: str, mapping: dict[str, str], default: str
     cases = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in mapping.items())
     return f"""coalesce((SELECT CASE x->>'type' {cases} END
                  FROM jsonb_array_elements(core.jsonb_list(v->'{list_key}')) WITH ORDINALITY l(x, n)
-                WHERE (coalesce(staging.try_bool(x->>'primary'), false) OR coalesce(staging.try_bool(x->>'main'), false))
+                WHERE ({_flag('primary')} OR {_flag('main')})
                   AND x->>'type' IN ({", ".join(f"'{k}'" for k in mapping)})
-                ORDER BY coalesce(staging.try_bool(x->>'primary'), false) DESC, n LIMIT 1), '{default}') AS {field}"""
+                ORDER BY {_flag('primary')} DESC, n LIMIT 1), '{default}') AS {field}"""
 
 
 _CANDIDATES = f"""
