@@ -204,6 +204,9 @@ def sync(conn, ctx: RunContext) -> dict:
         conn.execute(_CANDIDATES, params)
         candidates = conn.execute("SELECT count(*) FROM contact_cand").fetchone()[0]
         conn.execute(_REQUIRED, params)
+        # temporary tables are never analysed by autovacuum: without statistics the planner
+        # guesses their size and can pick nested loops over whole tables
+        conn.execute("ANALYZE contact_cand, contact_reject")
         conn.execute(_USERNAME_IN_USE, params)
         conn.execute(_UPSERT, params)
         conn.execute("""DELETE FROM core.contact_link WHERE base_id = %(base)s
