@@ -85,14 +85,14 @@ def pending(conn, base_id: str, ncys: list[str] | None) -> list[PendingReturn]:
     for guid, person_id, field, la_value, school_value in rows:
         p = out.setdefault(guid, PendingReturn(guid, person_id, {}, {}))
         p.fields[field] = (la_value, school_value)
-    with_address = [p.person_id for p in out.values() if set(p.fields) & set(ADDRESS_FIELDS)]
+    with_address = [p for p in out.values() if set(p.fields) & set(ADDRESS_FIELDS)]
     if with_address:
-        for person_id, *values in conn.execute(
-                f"SELECT person_id, {', '.join(ADDRESS_SENT)} FROM core.child WHERE person_id = ANY(%s)",
-                (with_address,)):
-            for p in out.values():
-                if p.person_id == person_id:
-                    p.address = {k: v for k, v in zip(ADDRESS_SENT, values) if v is not None}
+        la_address = {person_id: {k: v for k, v in zip(ADDRESS_SENT, values) if v is not None}
+                      for person_id, *values in conn.execute(
+                          f"SELECT person_id, {', '.join(ADDRESS_SENT)} FROM core.child WHERE person_id = ANY(%s)",
+                          ([p.person_id for p in with_address],))}
+        for p in with_address:
+            p.address = la_address[p.person_id]
     return [out[g] for g in sorted(out)]
 
 

@@ -61,30 +61,35 @@ def _doc(spec, la) -> str:
     return "\n".join(lines)
 
 
-def build_dag(spec, la) -> DAG:
+def _task_dag(spec, la, doc: str, timeout: timedelta) -> DAG:
+    """The DAG object of one (base, task) pair: its schedule as a real data interval, tags, docs."""
     import pendulum
 
     b, t = spec.base, spec.task
     tz = pendulum.timezone(la.timezone)
-    start = pendulum.instance(datetime.combine(t.start_date, time(0)), tz=tz)
     tags = ["b2b", f"base:{b.dfe}", b.kind, t.filter]
     if t.attendance:
         tags.append(f"attendance:{t.attendance}")
     if t.direction != "export":
         tags.append(t.direction)
-    with DAG(
+    return DAG(
         dag_id=spec.dag_id,
         description=f"{t.name} for {b.name} ({b.dfe})",
         schedule=CronDataIntervalTimetable(t.schedule, timezone=tz),
-        start_date=start,
+        start_date=pendulum.instance(datetime.combine(t.start_date, time(0)), tz=tz),
         catchup=t.catchup,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
         tags=tags,
-        doc_md=_doc(spec, la),
-        dagrun_timeout=timedelta(hours=6),
+        doc_md=doc,
+        dagrun_timeout=timeout,
         is_paused_upon_creation=True,
-    ) as dag:
+    )
+
+
+def build_dag(spec, la) -> DAG:
+    b, t = spec.base, spec.task
+    with _task_dag(spec, la, _doc(spec, la), timedelta(hours=6)) as dag:
         common = dict(base_id=b.dfe, base_kind=b.kind, task_key=t.key, data_filter=t.filter,
                       attendance=t.attendance, months=t.months, migrated_on=b.migrated_on, settings=settings(la))
         extract = ExtractOperator(task_id="extract", conn_id=b.conn_id, group_type=t.group_type, ncys=t.ncys,
@@ -103,12 +108,9 @@ def build_dag(spec, la) -> DAG:
 
 def build_return_dag(spec, la) -> DAG:
     """An import-to-school task (F25: Changed Data, NCY group; SIMS 7 bases only, F3)."""
-    import pendulum
-
     from b2b_operators.returns import ReturnToSchoolOperator
 
     b, t = spec.base, spec.task
-    tz = pendulum.timezone(la.timezone)
     group = "NCY " + (", ".join(t.ncys) if t.ncys else "all")
     doc = "\n".join([
         f"### {t.name} — {b.name} ({b.dfe})", t.description or "", "",
@@ -118,19 +120,7 @@ def build_return_dag(spec, la) -> DAG:
         "differs. The message goes to `raw.outbound_file`, each field to `results.returned_field`, the "
         "counts to `ops.task_log`. Every run sends what is still pending.",
     ])
-    with DAG(
-        dag_id=spec.dag_id,
-        description=f"{t.name} for {b.name} ({b.dfe})",
-        schedule=CronDataIntervalTimetable(t.schedule, timezone=tz),
-        start_date=pendulum.instance(datetime.combine(t.start_date, time(0)), tz=tz),
-        catchup=t.catchup,
-        max_active_runs=1,
-        default_args=DEFAULT_ARGS,
-        tags=["b2b", f"base:{b.dfe}", b.kind, t.filter, "import"],
-        doc_md=doc,
-        dagrun_timeout=timedelta(hours=1),
-        is_paused_upon_creation=True,
-    ) as dag:
+    with _task_dag(spec, la, doc, timedelta(hours=1)) as dag:
         ReturnToSchoolOperator(task_id="return_to_school", conn_id=b.conn_id, la_code=la.code, ncys=t.ncys,
                                base_id=b.dfe, base_kind=b.kind, task_key=t.key, data_filter=t.filter,
                                migrated_on=b.migrated_on, settings=settings(la))
