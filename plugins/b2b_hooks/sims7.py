@@ -54,13 +54,25 @@ class Sims7Hook(SimsHttpHook):
             raise SimsAuthError(f"connection {self.conn_id!r} lacks {', '.join(missing)} (SIMS 7 needs both, F12)")
         return c.login, c.password
 
+    def _call(self, dfe: str, what: str, method: str, endpoint: str, **kwargs):
+        """One request to the base's endpoint; a clear error for another base's connection,
+        refused credentials or any other failure."""
+        expected = self.extra.get("dfe")
+        if expected and str(expected) != str(dfe):
+            raise SimsRequestError(f"connection {self.conn_id!r} is for base {expected}, not {dfe}")
+        resp = self.request(method, f"/sims7/v1/bases/{dfe}/{endpoint}", auth=self._auth(), **kwargs)
+        if resp.status_code in (401, 403):
+            raise SimsAuthError(f"base {dfe}: SIMS 7 refused the credentials of connection {self.conn_id!r} "
+                                f"(HTTP {resp.status_code}); check its login and password")
+        if resp.status_code != 200:
+            raise SimsRequestError(f"base {dfe}: SIMS 7 {what} failed with HTTP {resp.status_code}"
+                                   + (f": {self._error_text(resp)}" if self._error_text(resp) else ""))
+        return resp
+
     def export(self, dfe: str, *, filter: str, until: datetime, since: datetime | None = None,
                group: str = "ncy", ncys: Sequence[str] | None = None, attendance: str | None = None,
                months: int | None = None, hierarchies: Sequence[str] | None = None) -> Sims7Message:
         """One scheduled-task export for the window ``[since, until)`` as an XML message."""
-        expected = self.extra.get("dfe")
-        if expected and str(expected) != str(dfe):
-            raise SimsRequestError(f"connection {self.conn_id!r} is for base {expected}, not {dfe}")
         params: dict[str, str] = {"filter": filter, "until": until.isoformat(), "group": group,
                                   "ncy": ",".join(ncys) if ncys else "all"}
         if since is not None:
@@ -71,13 +83,7 @@ class Sims7Hook(SimsHttpHook):
             params["months"] = str(months)
         if hierarchies:
             params["hierarchies"] = ",".join(hierarchies)
-        resp = self.request("GET", f"/sims7/v1/bases/{dfe}/export", params=params, auth=self._auth())
-        if resp.status_code in (401, 403):
-            raise SimsAuthError(f"base {dfe}: SIMS 7 refused the credentials of connection {self.conn_id!r} "
-                                f"(HTTP {resp.status_code}); check its login and password")
-        if resp.status_code != 200:
-            raise SimsRequestError(f"base {dfe}: SIMS 7 export {filter} failed with HTTP {resp.status_code}"
-                                   + (f": {self._error_text(resp)}" if self._error_text(resp) else ""))
+        resp = self._call(dfe, f"export {filter}", "GET", "export", params=params)
         self.log.info("base %s: received %s export, %d bytes", dfe, filter, len(resp.content))
         return Sims7Message(dfe, resp.content, resp.headers.get("Content-Type", "application/xml").split(";")[0])
 
@@ -86,17 +92,8 @@ class Sims7Hook(SimsHttpHook):
 
         Returns the school's answer: ``{"applied": n, "refused": [{"guid", "reason"}], ...}``.
         """
-        expected = self.extra.get("dfe")
-        if expected and str(expected) != str(dfe):
-            raise SimsRequestError(f"connection {self.conn_id!r} is for base {expected}, not {dfe}")
-        resp = self.request("POST", f"/sims7/v1/bases/{dfe}/import", data=message, auth=self._auth(),
-                            headers={"Content-Type": "application/xml"})
-        if resp.status_code in (401, 403):
-            raise SimsAuthError(f"base {dfe}: SIMS 7 refused the credentials of connection {self.conn_id!r} "
-                                f"(HTTP {resp.status_code}); check its login and password")
-        if resp.status_code != 200:
-            raise SimsRequestError(f"base {dfe}: SIMS 7 import failed with HTTP {resp.status_code}"
-                                   + (f": {self._error_text(resp)}" if self._error_text(resp) else ""))
+        resp = self._call(dfe, "import", "POST", "import", data=message,
+                          headers={"Content-Type": "application/xml"})
         answer = resp.json()
         self.log.info("base %s: return message delivered, %d bytes; %s applied, %d refused", dfe, len(message),
                       answer.get("applied"), len(answer.get("refused", [])))
