@@ -42,20 +42,23 @@ def demo_plan(catalogue, days: int):
     start = pendulum.instance(DEMO_START, tz=tz)
     specs = catalogue.dag_specs(include_inactive=False)
     plan, snapshot_end = [], {}
+
+    def daily(s):  # the changed-data exports run for --days windows; every other task once
+        return s.task.filter == "changed_data" and s.task.direction == "export"
+
     for s in specs:
         if s.task.filter == "snapshot" and s.task.group_type == "ncy":
             end = _ticks(s.task.schedule, tz, before=start)[0]
             plan.append((s.dag_id, end))
             snapshot_end[s.base.dfe] = max(snapshot_end.get(s.base.dfe, end), end)
     for s in specs:
-        if s.task.filter == "changed_data" and s.task.direction == "export":
+        if daily(s):
             after = snapshot_end.get(s.base.dfe, start)
             for end in _ticks(s.task.schedule, tz, after=after, count=days):
                 plan.append((s.dag_id, end))
     for s in specs:
-        if (s.task.filter == "changed_data" and s.task.direction == "export") or (
-                s.task.filter == "snapshot" and s.task.group_type == "ncy"):
-            continue  # (import-to-school tasks run once, like attendance, attainment, LAC and leavers)
+        if daily(s) or (s.task.filter == "snapshot" and s.task.group_type == "ncy"):
+            continue
         after = snapshot_end.get(s.base.dfe, start)
         plan.append((s.dag_id, _ticks(s.task.schedule, tz, after=after)[0]))
     # chronological by window end, as a scheduler would run them: the hash cache compares each window

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 
 from b2b import INCLUDE
-from b2b.chain import _field_sql, log_stage
+from b2b.chain import compare_sql, log_stage
 from b2b.extract import RunContext
 
 RETURN_FIELDS = ("upn", "surname", "forename", "middle_names", "gender", "dob")
@@ -58,8 +58,8 @@ def _latest(table: str) -> str:
 
 def pending(conn, base_id: str, ncys: list[str] | None) -> list[PendingReturn]:
     """The corrections the LA holds for the base's students in the NCY group (``None``: all)."""
-    student_values = ", ".join(_field_sql(f, f"c.{f}", f"s.{f}") for f in RETURN_FIELDS)
-    address_values = ", ".join(_field_sql(f, f"c.{f}", f"a.{f}") for f in ADDRESS_FIELDS)
+    student_values = ", ".join(compare_sql(f, f"c.{f}", f"s.{f}") for f in RETURN_FIELDS)
+    address_values = ", ".join(compare_sql(f, f"c.{f}", f"a.{f}") for f in ADDRESS_FIELDS)
     kept = """EXISTS (SELECT 1 FROM results.conflict_resolution r
                        WHERE r.person_id = l.person_id AND r.field = v.field AND r.resolution = 'kept_la'
                          AND r.la_value IS NOT DISTINCT FROM v.la_value

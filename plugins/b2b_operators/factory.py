@@ -123,7 +123,7 @@ def build_return_dag(spec, la) -> DAG:
     with _task_dag(spec, la, doc, timedelta(hours=1)) as dag:
         ReturnToSchoolOperator(task_id="return_to_school", conn_id=b.conn_id, la_code=la.code, ncys=t.ncys,
                                base_id=b.dfe, base_kind=b.kind, task_key=t.key, data_filter=t.filter,
-                               migrated_on=b.migrated_on, settings=settings(la))
+                               migrated_on=b.migrated_on)
     return dag
 
 
