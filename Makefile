@@ -13,7 +13,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 
-.PHONY: setup demo test airflow bench check clean
+.PHONY: setup demo test lint airflow bench check clean chromium
 setup: $(STAMP)
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
@@ -26,8 +26,17 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 demo: setup ## set up and run the demo LA end to end on the embedded Postgres
 	$(VENV)/bin/b2b demo
 
-test: setup ## set up and run the test suite
+test: setup chromium lint ## set up, check the house (lint, types) and run the test suite
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup ## ruff on the code, mypy on b2b/ and plugins/ (run by `make test`)
+	$(VENV)/bin/ruff check b2b plugins dags tests bench simulator
+	$(VENV)/bin/mypy
+
+chromium: ## Debian's Chromium for the browser tests (installed from Debian's packages when missing)
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: could not install chromium; browser tests will be skipped" >&2; }
 
 airflow: setup ## start `airflow standalone` on this project (UI on http://localhost:8080)
 	$(VENV)/bin/b2b airflow

@@ -7,11 +7,10 @@ prints students/s and MB/s for SIMS 7 (XML) and SIMS Primary (JSON pages).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +24,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from b2b import db
-    from b2b.airflow_env import connection_env, project_airflow_settings
+    from b2b.cli.airflow_env import connection_env, project_airflow_settings
     from simulator.server import start_server
     from simulator.world import World, WorldConfig
 
@@ -36,11 +35,11 @@ def main(argv=None) -> int:
     server = start_server(world, host="127.0.0.1", port=0)
     os.environ.update(connection_env(world.airflow_connections(server.base_url)))
 
-    from b2b.extract import RunContext, store_messages
+    from b2b.ingest.extract import RunContext, store_messages
     from b2b_operators.extract import ExtractOperator
 
     url = db.database_url()
-    until = datetime(2026, 10, 5, 17, 0, tzinfo=timezone.utc)
+    until = datetime(2026, 10, 5, 17, 0, tzinfo=UTC)
     totals = {}
     with db.connect(url) as conn:
         db.upgrade(conn)

@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         cat = Path(tmp) / "catalogue.yaml"
         cat.write_text(yaml.safe_dump(generate(args.bases, args.tasks), sort_keys=False))
         full = measure(cat, args.runs)
-        from b2b.catalogue import load_catalogue
+        from b2b.config.catalogue import load_catalogue
 
         ids = sorted(s.dag_id for s in load_catalogue(cat).dag_specs(include_inactive=False))
         one = ids[len(ids) // 2]

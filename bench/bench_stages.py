@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +28,9 @@ ROWS = {"extract": "blocks", "hash_filter": "blocks", "validate": "checked", "lo
 
 
 def run_window(conn, world, data_filter: str, start, end, settings, report_dir) -> dict:
-    from b2b import chain, contacts
-    from b2b.extract import RunContext, store_messages
+    from b2b import pipeline as chain
+    from b2b.ingest.extract import RunContext, store_messages
+    from b2b.reconcile import contacts
     from b2b_operators.extract import ExtractOperator
 
     totals = {s: {"seconds": 0.0, "rows": 0} for s in STAGES}
@@ -92,9 +93,9 @@ def main(argv=None) -> int:
     from psycopg.conninfo import make_conninfo
 
     from b2b import db
-    from b2b.airflow_env import connection_env, project_airflow_settings
-    from b2b.chain import Settings
-    from b2b.core_load import load_core
+    from b2b.cli.airflow_env import connection_env, project_airflow_settings
+    from b2b.config.settings import Settings
+    from b2b.ops.core_load import load_core
     from simulator.server import start_server
     from simulator.world import World, WorldConfig
 
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
             core = load_core(conn, world.la_core())
             print(f"stages: LA core of {core['records']} children loaded in {time.perf_counter() - t:.1f}s")
             settings = Settings()
-            snap_end = datetime(2026, 10, 4, 17, 0, tzinfo=timezone.utc)
+            snap_end = datetime(2026, 10, 4, 17, 0, tzinfo=UTC)
             day_end = snap_end + timedelta(days=1)
             report("snapshot (Sun 4 Oct)", run_window(conn, world, "snapshot", None, snap_end, settings, report_dir))
             report("changed data (Mon 5 Oct)",

@@ -6,7 +6,7 @@ and when Airflow parses for a single DAG (a task run) only that DAG is built.
 """
 from airflow.sdk import get_parsing_context
 
-from b2b.catalogue import load_catalogue
+from b2b.config.catalogue import load_catalogue
 from b2b_operators.factory import build_dags
 
 globals().update(build_dags(load_catalogue(validate=False), only_dag_id=get_parsing_context().dag_id))

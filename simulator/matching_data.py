@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 INJECTED = (("sibling_upn", 0.006), ("temp_upn", 0.005), ("namesake", 0.004), ("namesake_unknown", 0.003),
             ("double_barrel", 0.004), ("school_dob_typo", 0.004))
@@ -42,7 +42,7 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
     extra_la = max(0, (n_core or 0) - int(n_incoming * 0.97))
     cfg = replace(cfg, la_only_children=max(cfg.la_only_children, extra_la), entry_error_rate=0.0)
     world = World(cfg)
-    st = world.state(datetime(2026, 10, 5, 17, tzinfo=timezone.utc))
+    st = world.state(datetime(2026, 10, 5, 17, tzinfo=UTC))
     rows = []
     for dfe, roll in st.students.items():
         for guid, s in roll.items():

@@ -12,7 +12,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -265,7 +265,7 @@ class SimServer:
         self.base_url = f"http://{self.host}:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="sims-simulator", daemon=True)
 
-    def start(self) -> "SimServer":
+    def start(self) -> SimServer:
         self._thread.start()
         return self
 

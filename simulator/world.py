@@ -15,15 +15,15 @@ import hmac
 import random
 import threading
 import uuid
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta, timezone
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
 
 from simulator import codes
 
 BLOCKS = ("student", "address", "contacts", "sen", "exclusions", "attendance", "attainment")
 DATA_BLOCKS = ("student", "address", "contacts", "sen", "exclusions")  # the snapshot / changed-data blocks
 EVENT_TIME = time(12, 0)
-UTC = timezone.utc
+UTC = UTC
 
 
 class SimulatorError(ValueError):
@@ -55,7 +55,7 @@ class WorldConfig:
     entry_error_rate: float = 0.004
 
     @classmethod
-    def demo(cls, seed: int = 20260901) -> "WorldConfig":
+    def demo(cls, seed: int = 20260901) -> WorldConfig:
         mig = date(2026, 7, 20)
         return cls(seed=seed, bases=(
             BaseSpec("8862001", "Green Abbey Primary School", "sims7", "primary", 200),
@@ -67,7 +67,7 @@ class WorldConfig:
         ))
 
     @classmethod
-    def generated(cls, n_schools: int, n_students: int, seed: int = 7, la_code: str = "886") -> "WorldConfig":
+    def generated(cls, n_schools: int, n_students: int, seed: int = 7, la_code: str = "886") -> WorldConfig:
         """A larger LA for benchmarks: mixed phases and kinds, DfE numbers 886xxxx."""
         bases = []
         per = max(1, n_students // n_schools)
@@ -131,7 +131,7 @@ class Student:
     changed: dict  # block type -> datetime of last change or touch
     absence_rate: float = 0.04
 
-    def clone(self) -> "Student":
+    def clone(self) -> Student:
         return Student(self.guid, self.base, dict(self.blocks), dict(self.changed), self.absence_rate)
 
 

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from b2b import PROJECT_ROOT, db as b2bdb
+from b2b import PROJECT_ROOT
+from b2b import db as b2bdb
 
 TEST_HOME = Path(os.environ.get("B2B_HOME") or PROJECT_ROOT / ".b2b") / "test"
 
 # Airflow reads its configuration when first imported: point it at a test home
 # (its own sqlite metadata DB) before any test module imports airflow.
-from b2b.airflow_env import project_airflow_settings  # noqa: E402
+from b2b.cli.airflow_env import project_airflow_settings  # noqa: E402
 
 os.environ.update(project_airflow_settings(TEST_HOME / "airflow"))
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")

@@ -1,12 +1,13 @@
 """Attendance store (issue 4): marks-string merges at the right offsets, and the DfE measures."""
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
-from b2b import chain
-from b2b.attendance import apply_changes, merge, session_offset, window_offset
-from b2b.extract import ReceivedMessage, RunContext, store_messages
+from b2b import pipeline as chain
+from b2b.config.settings import Settings
+from b2b.ingest.extract import ReceivedMessage, RunContext, store_messages
+from b2b.reconcile.attendance import apply_changes, merge, session_offset, window_offset
 
 BASE = "8862003"
 
@@ -51,7 +52,7 @@ def test_full_task_replaces_from_its_window_and_filtered_task_overlays():
 
 
 def test_month_window_offset():
-    end = datetime(2026, 11, 20, 18, tzinfo=timezone.utc)
+    end = datetime(2026, 11, 20, 18, tzinfo=UTC)
     assert window_offset(2026, end, None) == 0
     assert window_offset(2026, end, 13) == 0  # the window starts before the year: whole string
     first = date(2026, 10, 21)  # 20 Nov - 30 days
@@ -74,7 +75,7 @@ def page(items):
 
 def run(db, c, items, tmp_path):
     store_messages(db, c, [page(items)])
-    chain.hash_filter(db, c, chain.Settings())
+    chain.hash_filter(db, c, Settings())
     chain.validate(db, c, tmp_path)
     return chain.load(db, c)
 
@@ -86,7 +87,7 @@ def current(db, guid="g1", ay=2026):
 
 
 def test_primary_snapshot_then_changed_marks_then_rerun(db, tmp_path):
-    d1 = datetime(2026, 9, 30, 17, tzinfo=timezone.utc)
+    d1 = datetime(2026, 9, 30, 17, tzinfo=UTC)
     full = "/" * 40 + "N/"  # 1 Sep .. 29 Sep (21 weekdays = 42 sessions)
     run(db, ctx(d1, dag="b2b__8862003__attendance_snapshot", attendance=None, months=None),
         [("g1", {"academic_year": 2026, "start_date": "2026-09-01", "marks": full})], tmp_path)
@@ -114,7 +115,7 @@ def hand_counts(marks):
 
 
 def test_persistent_absence_figures_match_a_hand_computation(db, tmp_path):
-    d1 = datetime(2026, 10, 9, 17, tzinfo=timezone.utc)
+    d1 = datetime(2026, 10, 9, 17, tzinfo=UTC)
     # g1: 3 absences in 20 sessions of Sep-ish -> 15% -> persistent; g2: 1 in 20 -> 5%; X and '-' not counted
     g1 = "//NN//I/////////////" + "XX--//"
     g2 = "////////////////N///" + "##//"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from b2b.catalogue import DEFAULT_PATH, CatalogueError, check_catalogue, load_catalogue, main_check, read_raw
+from b2b.config.catalogue import DEFAULT_PATH, CatalogueError, check_catalogue, load_catalogue, main_check, read_raw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from gen_catalogue import generate  # noqa: E402
@@ -36,7 +36,7 @@ def test_demo_catalogue_is_valid_and_models_f3():
     assert set(inactive) == {"b2b__8862003__attendance_weekly_legacy", "b2b__8862004__attendance_weekly_legacy"}
     assert all("F3" in r for r in inactive.values())
     assert len(cat.warnings) == 2
-    assert cat.la.b2b_s_age == 18 and cat.la.guidmatch is True
+    assert cat.la.settings.b2b_s_age == 18 and cat.la.settings.guidmatch is True
     assert cat.base("8862003").migrated_on.isoformat() == "2026-07-20"
     # every kind of task is in the demo
     filters = {(s.task.filter, s.task.attendance, s.task.group_type, s.task.direction) for s in cat.dag_specs()}

@@ -1,18 +1,17 @@
 """The processing chain (hash filter, load, match, conflicts, apply) against real PostgreSQL."""
 import json
 import tempfile
-from datetime import date, datetime, timedelta, timezone
-
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from b2b import chain
-from b2b.chain import Settings
-from b2b.extract import ReceivedMessage, RunContext, store_messages
+from b2b import pipeline as chain
+from b2b.config.settings import Settings
+from b2b.ingest.extract import ReceivedMessage, RunContext, store_messages
 
 BASE = "8862003"
-DAY1 = datetime(2026, 10, 5, 17, 0, tzinfo=timezone.utc)
+DAY1 = datetime(2026, 10, 5, 17, 0, tzinfo=UTC)
 
 
 def ctx(end=DAY1, dag="b2b__8862003__changed_data"):
@@ -180,7 +179,7 @@ def test_each_stage_can_be_retried_alone(core):
 
 
 def test_core_load_is_idempotent(db):
-    from b2b.core_load import load_core
+    from b2b.ops.core_load import load_core
 
     recs = [{"person_id": "P9", "upn": "F886200326001", "guid": "g-9", "base_dfe": BASE, "forename": "Ann",
              "surname": "Lee", "gender": "F", "dob": date(2016, 3, 4), "postcode": "CT1 2AB",

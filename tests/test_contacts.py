@@ -2,8 +2,9 @@
 import copy
 from datetime import timedelta
 
-from b2b import chain, contacts
-from b2b.extract import store_messages
+from b2b import pipeline as chain
+from b2b.ingest.extract import store_messages
+from b2b.reconcile import contacts
 from tests.test_chain import DAY1, LEGACY, REPORTS, ctx, page
 
 STUDENT = {"upn": "F886200326001", "forename": "Joe", "surname": "Bloggs", "dob": "2016-01-26", "gender": "M",

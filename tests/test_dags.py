@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from b2b import PROJECT_ROOT
-from b2b.catalogue import load_catalogue
+from b2b.config.catalogue import load_catalogue
 
 DAGS = PROJECT_ROOT / "dags"
 

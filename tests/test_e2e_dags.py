@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 import pendulum
 import pytest
 
-from b2b.catalogue import load_catalogue
+from b2b.config.catalogue import load_catalogue
 
 TZ = pendulum.timezone("Europe/London")
 
@@ -17,8 +17,8 @@ def e2e(pg_admin_url, pg_template):
     import psycopg
     from psycopg.conninfo import make_conninfo
 
-    from b2b.airflow_env import connection_env, migrate_airflow_db
-    from b2b.core_load import load_core
+    from b2b.cli.airflow_env import connection_env, migrate_airflow_db
+    from b2b.ops.core_load import load_core
     from simulator.server import start_server
     from simulator.world import World, WorldConfig
 
@@ -184,7 +184,7 @@ def test_cache_off_processes_everything(e2e):
     base = "8862002"
     run(e2e, dag_id(base, "snapshot"), SNAP_END)
     cat = load_catalogue()
-    off = build_dags(replace(cat, la=replace(cat.la, b2bhcache=False)))
+    off = build_dags(replace(cat, la=replace(cat.la, settings=replace(cat.la.settings, b2bhcache=False))))
     dag = dag_id(base, "snapshot", "lac")
     end = datetime(2026, 10, 5, 18, 15)
     dr = off[dag].test(logical_date=pendulum.instance(end, tz=TZ))
@@ -244,8 +244,8 @@ def test_shell_match_gives_the_same_decisions_as_the_dag(e2e, tmp_path):
 
     import psycopg
 
-    from b2b.chain import incoming_frame
     from b2b.matching import CORE_COLUMNS, INCOMING_COLUMNS
+    from b2b.reconcile.match_stage import incoming_frame
 
     base = "8862004"
     dag = dag_id(base, "snapshot")
@@ -304,7 +304,7 @@ def test_demo_summary_line_has_the_exact_form_and_true_counts(e2e):
 
     import psycopg
 
-    from b2b.demo import print_summary
+    from b2b.cli.demo import print_summary
 
     run(e2e, dag_id("8862001", "snapshot"), SNAP_END)
     buf = io.StringIO()

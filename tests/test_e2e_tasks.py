@@ -134,9 +134,9 @@ def snap_contacts(world, dr, base, guid):
 
 
 def test_return_to_school_round_trip(e2e):
-    from b2b import officer
-
     import psycopg
+
+    from b2b.ops import officer
 
     base = "8862001"
     run(e2e, dag_id(base, "snapshot"), SNAP_END)

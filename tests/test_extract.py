@@ -1,13 +1,13 @@
 """The extract stage against real PostgreSQL: store, parse, log; reruns replace; failures are atomic."""
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 import pytest
 
-from b2b.extract import ReceivedMessage, RunContext, store_messages
+from b2b.ingest.extract import ReceivedMessage, RunContext, store_messages
 from tests.test_messages import GOOD, _page
 
-END = datetime(2026, 10, 5, 17, 0, tzinfo=timezone.utc)
-START = datetime(2026, 10, 4, 17, 0, tzinfo=timezone.utc)
+END = datetime(2026, 10, 5, 17, 0, tzinfo=UTC)
+START = datetime(2026, 10, 4, 17, 0, tzinfo=UTC)
 
 
 def ctx(source="sims7", run_id="r1", **kw):
@@ -95,7 +95,7 @@ def test_failed_rerun_keeps_previous_attempt(db):
 
 
 def test_attainment_message_over_2mb_is_refused_and_kept_in_suspense(db):
-    from b2b.extract import ATTAINMENT_MAX_BYTES
+    from b2b.ingest.extract import ATTAINMENT_MAX_BYTES
 
     pad = b"<!-- " + b"x" * (ATTAINMENT_MAX_BYTES + 10) + b" -->"
     big = GOOD.replace(b"</B2BMessage>", pad + b"</B2BMessage>")

@@ -1,6 +1,6 @@
 """Both SIMS hooks against the running simulator: auth, tokens, retries, pagination, errors."""
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 import pytest
 import requests
@@ -11,8 +11,8 @@ from b2b_hooks.sims_primary import SimsPrimaryHook
 from simulator.server import start_server
 from simulator.world import World, WorldConfig
 
-UNTIL = datetime(2026, 10, 5, 17, tzinfo=timezone.utc)
-SINCE = datetime(2026, 10, 2, 17, tzinfo=timezone.utc)
+UNTIL = datetime(2026, 10, 5, 17, tzinfo=UTC)
+SINCE = datetime(2026, 10, 2, 17, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_primary_429_then_success_honours_retry_after(sim, conns):
     hook = SimsPrimaryHook(sims_primary_conn_id="sims_primary_8862004", sleep=sleep)
     hook.get_token()
     fault(srv, "/sims-primary/api", 429, 2, retry_after=3)
-    page = hook.get_page("sen", until=UNTIL)
+    page = next(hook.iter_pages("sen", until=UNTIL))
     assert page.total_items > 0
     assert waits == [3.0, 3.0] and hook.retries == 2
 
@@ -135,7 +135,7 @@ def test_primary_gives_up_after_max_retries(sim, conns):
     hook.get_token()
     fault(srv, "/sims-primary/api", 503, 3)
     with pytest.raises(SimsUnavailableError, match="after 3 attempts"):
-        hook.get_page("student", until=UNTIL)
+        next(hook.iter_pages("student", until=UNTIL))
     assert len(waits) == 2
 
 
@@ -145,9 +145,9 @@ def test_primary_token_expiry_is_refreshed(sim, conns):
     _, srv = sim
     requests.post(f"{srv.base_url}/_sim/token-lifetime", json={"seconds": 1}).raise_for_status()
     hook = SimsPrimaryHook(sims_primary_conn_id="sims_primary_8862003")
-    hook.get_page("student", until=UNTIL)
+    next(hook.iter_pages("student", until=UNTIL))
     time.sleep(1.2)
-    hook.get_page("student", until=UNTIL)  # cached token expired: a new one is fetched
+    next(hook.iter_pages("student", until=UNTIL))  # cached token expired: a new one is fetched
     assert hook.tokens_fetched == 2
 
 
@@ -155,7 +155,7 @@ def test_primary_token_rejected_by_server_is_refreshed_once(sim, conns):
     hook = SimsPrimaryHook(sims_primary_conn_id="sims_primary_8862003")
     hook.get_token()
     hook._token = "revoked-token"  # server-side revocation: the cache still believes it valid
-    hook.get_page("student", until=UNTIL)
+    next(hook.iter_pages("student", until=UNTIL))
     assert hook.tokens_fetched == 2
 
 
@@ -164,7 +164,7 @@ def test_primary_wrong_secret_is_a_clear_error(sim, conns):
     c = world.airflow_connections(srv.base_url)["sims_primary_8862003"]
     conns("sp_bad", **dict(c, password="wrong-secret-123"))
     with pytest.raises(SimsAuthError, match="Client ID/Secret") as err:
-        SimsPrimaryHook(sims_primary_conn_id="sp_bad").get_page("student", until=UNTIL)
+        next(SimsPrimaryHook(sims_primary_conn_id="sp_bad").iter_pages("student", until=UNTIL))
     assert "wrong-secret-123" not in str(err.value)
 
 
@@ -173,11 +173,11 @@ def test_primary_wrong_subscription_key_and_other_org(sim, conns):
     c = world.airflow_connections(srv.base_url)["sims_primary_8862003"]
     conns("sp_key", **dict(c, extra=dict(c["extra"], subscription_key="nope")))
     with pytest.raises(SimsAuthError, match="Subscription Key"):
-        SimsPrimaryHook(sims_primary_conn_id="sp_key").get_page("student", until=UNTIL)
+        next(SimsPrimaryHook(sims_primary_conn_id="sp_key").iter_pages("student", until=UNTIL))
     other = world.airflow_connections(srv.base_url)["sims_primary_8862004"]["extra"]["organisation_id"]
     conns("sp_org", **dict(c, extra=dict(c["extra"], organisation_id=other)))
     with pytest.raises(SimsAuthError, match="Organisation ID"):
-        SimsPrimaryHook(sims_primary_conn_id="sp_org").get_page("student", until=UNTIL)
+        next(SimsPrimaryHook(sims_primary_conn_id="sp_org").iter_pages("student", until=UNTIL))
 
 
 def test_primary_requires_all_four_settings(sim, conns):
@@ -185,7 +185,7 @@ def test_primary_requires_all_four_settings(sim, conns):
     c = world.airflow_connections(srv.base_url)["sims_primary_8862003"]
     conns("sp_three", **dict(c, extra={"organisation_id": c["extra"]["organisation_id"]}))
     with pytest.raises(SimsAuthError, match="Subscription Key.*all four"):
-        SimsPrimaryHook(sims_primary_conn_id="sp_three").get_page("student", until=UNTIL)
+        next(SimsPrimaryHook(sims_primary_conn_id="sp_three").iter_pages("student", until=UNTIL))
 
 
 def test_unreachable_host_is_unavailable_not_a_hang(monkeypatch):
@@ -220,18 +220,18 @@ def _return_message(dfe, guid, sent, **fields):
 def test_sims7_import_applies_corrections_from_the_next_event_time(sim, conns):
     world, _ = sim
     dfe = "8862002"
-    sent = datetime(2026, 10, 6, 6, tzinfo=timezone.utc)
+    sent = datetime(2026, 10, 6, 6, tzinfo=UTC)
     guid = sorted(world.state(sent).students[dfe])[3]
     before = world.state(sent).students[dfe][guid].blocks["student"]["surname"]
     answer = Sims7Hook(f"sims7_{dfe}").import_return(
         dfe, _return_message(dfe, guid, sent, Surname="Corrected"))
     assert answer["applied"] == 1 and answer["refused"] == [] and answer["effective"].startswith("2026-10-06T12:00")
     assert world.state(sent).students[dfe][guid].blocks["student"]["surname"] == before  # not yet
-    after = world.state(datetime(2026, 10, 6, 13, tzinfo=timezone.utc)).students[dfe][guid]
+    after = world.state(datetime(2026, 10, 6, 13, tzinfo=UTC)).students[dfe][guid]
     assert after.blocks["student"]["surname"] == "Corrected"
     # the next changed-data export carries it
-    changed = world.pupils(dfe, "changed_data", datetime(2026, 10, 6, 17, tzinfo=timezone.utc),
-                           datetime(2026, 10, 5, 17, tzinfo=timezone.utc))
+    changed = world.pupils(dfe, "changed_data", datetime(2026, 10, 6, 17, tzinfo=UTC),
+                           datetime(2026, 10, 5, 17, tzinfo=UTC))
     assert dict(changed)[guid]["student"]["surname"] == "Corrected"
     # an unknown student is refused with its reason, the others applied
     answer = Sims7Hook(f"sims7_{dfe}").import_return(dfe, _return_message(dfe, "no-such-guid", sent, Surname="X"))
@@ -241,7 +241,7 @@ def test_sims7_import_applies_corrections_from_the_next_event_time(sim, conns):
 def test_sims7_import_refuses_bad_messages_clearly(sim, conns):
     dfe = "8862002"
     hook = Sims7Hook(f"sims7_{dfe}")
-    sent = datetime(2026, 10, 6, 6, tzinfo=timezone.utc)
+    sent = datetime(2026, 10, 6, 6, tzinfo=UTC)
     with pytest.raises(SimsRequestError, match="b2b_return.xsd"):
         hook.import_return(dfe, _return_message(dfe, "g", sent, Gender="X"))
     with pytest.raises(SimsRequestError, match="not well-formed"):

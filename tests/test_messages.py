@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from b2b.messages import MessageError, parse_primary_page, parse_sims7, xml_key
+from b2b.ingest.messages import MessageError, parse_primary_page, parse_sims7, xml_key
 
 GOOD = b"""<?xml version="1.0" encoding="UTF-8"?>
 <B2BMessage version="1.0">

@@ -5,14 +5,14 @@ import shutil
 import stat
 import subprocess
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from b2b.catalogue import DEFAULT_PATH, check_catalogue, load_catalogue
-from b2b.migrate import MigrationError, migrate_base
-from b2b.windows import extract_window
+from b2b.config.catalogue import DEFAULT_PATH, check_catalogue, load_catalogue
+from b2b.config.windows import extract_window
+from b2b.ops.base_migration import MigrationError, migrate_base
 
 SETTINGS = dict(client_id="cid-1", secret="s3cr3t-value", subscription_key="sub-key", org_id="org-9")
 
@@ -64,12 +64,12 @@ def test_migrating_a_sims7_base(cat, tmp_path):
 def test_migration_date_is_the_changed_data_watermark(cat, tmp_path):
     migrate_base(cat, "8862002", migrated_on=date(2026, 11, 2), home=tmp_path, **SETTINGS)
     b = load_catalogue(cat).base("8862002")
-    end = datetime(2026, 11, 3, 18, tzinfo=timezone.utc)
+    end = datetime(2026, 11, 3, 18, tzinfo=UTC)
     since, until = extract_window("changed_data", None, end - timedelta(days=7), end, b.migrated_on)
-    assert since == datetime(2026, 11, 2, tzinfo=timezone.utc) and until == end
-    since, _ = extract_window("changed_data", None, datetime(2026, 1, 1, tzinfo=timezone.utc),
-                              datetime(2026, 12, 1, tzinfo=timezone.utc), None)
-    assert since == datetime(2026, 12, 1, tzinfo=timezone.utc) - timedelta(days=92)  # never > 3 months (F5)
+    assert since == datetime(2026, 11, 2, tzinfo=UTC) and until == end
+    since, _ = extract_window("changed_data", None, datetime(2026, 1, 1, tzinfo=UTC),
+                              datetime(2026, 12, 1, tzinfo=UTC), None)
+    assert since == datetime(2026, 12, 1, tzinfo=UTC) - timedelta(days=92)  # never > 3 months (F5)
 
 
 def test_all_four_settings_are_required(cat, tmp_path):

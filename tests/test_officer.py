@@ -1,10 +1,11 @@
 """Officer decisions on the lists, and the maintenance tasks, persisting across runs (issue 5, F18)."""
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 
-from b2b import chain, officer
-from b2b.chain import Settings
+from b2b import pipeline as chain
+from b2b.config.settings import Settings
+from b2b.ops import maintenance, officer
 from tests.test_chain import ADDR, BASE, DAY1, ctx, page, run_chain
 
 WEIGHTS = Settings()  # the default matcher
@@ -114,10 +115,10 @@ def test_resolve_conflict_accept_incoming_updates_the_la_record(la):
 def test_clear_conflicts_drops_those_the_la_has_since_fixed(la):
     db = la
     joe_conflict(db)
-    assert officer.clear_conflicts(db) == 0
+    assert maintenance.clear_conflicts(db) == 0
     db.execute("UPDATE core.child SET forename = 'Joe' WHERE person_id = 'P3'")  # corrected in the LA system
     db.commit()
-    assert officer.clear_conflicts(db) == 1
+    assert maintenance.clear_conflicts(db) == 1
     assert db.execute("SELECT count(*) FROM results.conflict").fetchone()[0] == 0
 
 
@@ -126,7 +127,7 @@ def test_clear_cached_data_makes_the_next_import_process_everything(la):
     msgs = [page("student", [("g-amy", AMY)])]
     run_chain(db, day(0), msgs, WEIGHTS)
     assert run_chain(db, day(1), msgs, WEIGHTS)["hash"]["skipped_by_cache"] == 1
-    assert officer.clear_cached_data(db, BASE) >= 1
+    assert maintenance.clear_cached_data(db, BASE) >= 1
     assert run_chain(db, day(2), msgs, WEIGHTS)["hash"]["skipped_by_cache"] == 0
 
 
@@ -136,7 +137,7 @@ def test_delete_files_purges_payloads_and_keeps_tables(la):
     db = la
     joe_conflict(db)
     before = db.execute("SELECT count(*) FROM staging.student").fetchone()[0]
-    assert officer.delete_files(db, 30) == 0  # nothing that old
-    assert officer.delete_files(db, 30, now=datetime.now(timezone.utc) + timedelta(days=31)) == 2
+    assert maintenance.delete_files(db, 30) == 0  # nothing that old
+    assert maintenance.delete_files(db, 30, now=datetime.now(UTC) + timedelta(days=31)) == 2
     assert db.execute("SELECT count(*) FROM raw.inbound_file WHERE payload IS NOT NULL").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM staging.student").fetchone()[0] == before

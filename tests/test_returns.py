@@ -1,7 +1,8 @@
 """Return to school (F25/F28), the domain side: what is pending, the message, failures, reruns."""
 import pytest
 
-from b2b import officer, returns
+from b2b.ops import officer
+from b2b.outbound import returns
 from tests.test_chain import ADDR, BASE, DAY1, JOE, core, ctx, page, run_chain  # noqa: F401 - core: fixture
 
 

@@ -1,15 +1,15 @@
 """The simulator: determinism, valid codes, XSD-valid messages, time and change semantics."""
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from lxml import etree
 from stdnum.gb import upn as upn_mod
 
-from b2b.messages import XSD_PATH, parse_sims7
+from b2b.ingest.messages import XSD_PATH, parse_sims7
 from simulator.world import SimulatorError, World, WorldConfig
 
-UTC = timezone.utc
+UTC = UTC
 T1 = datetime(2026, 10, 5, 17, 0, tzinfo=UTC)
 T0 = T1 - timedelta(days=1)
 POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? [0-9][A-Z]{2}$")

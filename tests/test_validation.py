@@ -1,9 +1,10 @@
 """Expectation suites (Great Expectations) on data blocks: each rule, severities, structure, report."""
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime, timezone
 
 import pytest
 
-from b2b.validation import BLOCK_TYPES, StructuralError, load_suite, validate_blocks
+from b2b.blocks import BLOCK_TYPES
+from b2b.ingest.validation import StructuralError, load_suite, validate_blocks
 
 AS_OF = date(2026, 10, 5)
 GOOD = {"upn": "F886200326001", "surname": "Bloggs", "forename": "Joe", "dob": "2016-01-26", "gender": "M",
@@ -83,11 +84,11 @@ def test_valid_codes_pass():
 
 
 def test_simulated_la_is_clean_except_the_planted_typos():
-    from b2b.messages import parse_sims7
+    from b2b.ingest.messages import parse_sims7
     from simulator.world import World, WorldConfig
 
     world = World(WorldConfig.demo())
-    until = datetime(2026, 10, 5, 17, tzinfo=timezone.utc)
+    until = datetime(2026, 10, 5, 17, tzinfo=UTC)
     blocks = []
     for fid, dfe in enumerate(["8862001", "8864001"], start=1):
         parsed = parse_sims7(world.export_sims7(dfe, "snapshot", until, None))

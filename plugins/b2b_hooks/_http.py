@@ -10,27 +10,30 @@ from __future__ import annotations
 
 import email.utils
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import BaseHook
 
+from b2b.errors import SourceAuthError, SourceError, SourceRequestError, SourceUnavailableError
+
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
-class SimsError(Exception):
-    """Base class for errors talking to a school's MIS."""
+# The hooks' errors are the project's source errors (b2b.errors): the operators map them to
+# "fail now" (credentials, a refused request, a broken cap) or "retry" (unavailable) in one place.
+SimsError = SourceError
 
 
-class SimsAuthError(SimsError):
+class SimsAuthError(SourceAuthError):
     """The MIS refused the credentials (401/403): fix the Airflow connection, do not retry."""
 
 
-class SimsRequestError(SimsError):
+class SimsRequestError(SourceRequestError):
     """The MIS rejected the request itself (4xx other than auth/throttling)."""
 
 
-class SimsUnavailableError(SimsError):
+class SimsUnavailableError(SourceUnavailableError):
     """The MIS stayed unavailable (429/5xx/connection errors) after every retry."""
 
 
@@ -48,8 +51,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    now_dt = datetime.fromtimestamp(now if now is not None else time.time(), tz=timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    now_dt = datetime.fromtimestamp(now if now is not None else time.time(), tz=UTC)
     return max(0.0, (when - now_dt).total_seconds())
 
 

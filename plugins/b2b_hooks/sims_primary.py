@@ -109,16 +109,6 @@ class SimsPrimaryHook(SimsHttpHook):
             return resp
         return resp
 
-    def get_page(self, group: str, *, until: datetime, since: datetime | None = None, page: int = 1,
-                 ncys: Sequence[str] | None = None) -> Page:
-        org = self.settings()["organisation_id"]
-        params = {"changedUntil": until.isoformat(), "page": str(page), "pageSize": str(self.page_size)}
-        if since is not None:
-            params["changedSince"] = since.isoformat()
-        if ncys:
-            params["ncy"] = ",".join(ncys)
-        return self._page(group, f"/sims-primary/api/v1/organisations/{org}/datagroups/{group}", params)[0]
-
     def _page(self, group: str, path: str, params: dict | None) -> tuple[Page, str | None]:
         resp = self._get(path, params)
         if resp.status_code == 401:
@@ -138,7 +128,9 @@ class SimsPrimaryHook(SimsHttpHook):
                    ncys: Sequence[str] | None = None) -> Iterator[Page]:
         """Every page of one data group for the window, following ``next`` links."""
         org = self.settings()["organisation_id"]
-        params = {"changedUntil": until.isoformat(), "page": "1", "pageSize": str(self.page_size)}
+        params: dict[str, str] | None = {"changedUntil": until.isoformat(), "page": "1",
+                                          "pageSize": str(self.page_size)}
+        assert params is not None
         if since is not None:
             params["changedSince"] = since.isoformat()
         if ncys:

@@ -38,10 +38,3 @@ class WarehouseHook(PostgresHook):
             self._fallback_url = db.database_url()
             self.log.info("connection %r not defined; using %s", self.postgres_conn_id, db.redact(self._fallback_url))
         return db.connect(self._fallback_url)
-
-    def upgrade_schema(self) -> list[str]:
-        """Apply pending migrations (idempotent); every pipeline run starts with this."""
-        from b2b import db
-
-        with self.get_conn() as conn:
-            return db.upgrade(conn)

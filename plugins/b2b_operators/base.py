@@ -1,9 +1,28 @@
 """What every B2B stage operator shares: the run window and a warehouse connection."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 
 from airflow.sdk import BaseOperator
+
+
+@contextmanager
+def airflow_errors() -> Iterator[None]:
+    """Map the project's error tree (``b2b.errors``) to Airflow, in one place: an error a retry
+    cannot help (bad credentials, a bad catalogue or file, a broken cap) fails the task at once
+    with ``AirflowFailException``; a transient one (``retryable``) is raised for Airflow to retry."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from b2b.errors import B2BError
+
+    try:
+        yield
+    except B2BError as exc:
+        if exc.retryable:
+            raise
+        raise AirflowFailException(str(exc)) from exc
 
 
 class B2BStageOperator(BaseOperator):
@@ -32,8 +51,8 @@ class B2BStageOperator(BaseOperator):
         self.warehouse_conn_id = warehouse_conn_id
 
     def run_context(self, context):
-        from b2b.extract import RunContext
-        from b2b.windows import extract_window
+        from b2b.config.windows import extract_window
+        from b2b.context import RunContext
 
         since, until = extract_window(self.data_filter, self.attendance, context["data_interval_start"],
                                       context["data_interval_end"], self.migrated_on)
@@ -42,9 +61,9 @@ class B2BStageOperator(BaseOperator):
                           window_start=since, window_end=until, attendance=self.attendance, months=self.months)
 
     def chain_settings(self):
-        from b2b.chain import Settings
+        from b2b.config.settings import Settings
 
-        return Settings(**self.settings)
+        return Settings.from_env(Settings.from_mapping(self.settings))
 
     def connect(self):
         from b2b_hooks.warehouse import WarehouseHook
@@ -57,8 +76,9 @@ class B2BStageOperator(BaseOperator):
         raise NotImplementedError
 
     def execute(self, context) -> dict:
-        ctx = self.run_context(context)
-        with self.connect() as conn:
-            counts = self.run_stage(conn, ctx, context)
+        with airflow_errors():
+            ctx = self.run_context(context)
+            with self.connect() as conn:
+                counts = self.run_stage(conn, ctx, context)
         self.log.info("base %s %s: %s", self.base_id, self.stage, counts)
         return counts

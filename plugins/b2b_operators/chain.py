@@ -1,4 +1,4 @@
-"""Stage operators of the processing chain; each delegates to ``b2b.chain`` (Airflow-free)."""
+"""Stage operators of the processing chain; each delegates to ``b2b.pipeline`` (Airflow-free)."""
 from __future__ import annotations
 
 from b2b_operators.base import B2BStageOperator
@@ -11,7 +11,7 @@ class HashFilterOperator(B2BStageOperator):
     ui_color = "#e8daef"
 
     def run_stage(self, conn, ctx, context):
-        from b2b import chain
+        from b2b import pipeline as chain
 
         return chain.hash_filter(conn, ctx, self.chain_settings())
 
@@ -23,19 +23,19 @@ class LoadOperator(B2BStageOperator):
     ui_color = "#d5f5e3"
 
     def run_stage(self, conn, ctx, context):
-        from b2b import chain
+        from b2b import pipeline as chain
 
         return chain.load(conn, ctx)
 
 
 class MatchOperator(B2BStageOperator):
-    """Link each incoming student to an LA child (GUID, UPN + 3 of 4, all 4) or leave unmatched."""
+    """Link each incoming student to an LA child with the matcher (``b2b.matching``), or queue / leave it."""
 
     stage = "match"
     ui_color = "#fdebd0"
 
     def run_stage(self, conn, ctx, context):
-        from b2b import chain
+        from b2b import pipeline as chain
 
         return chain.match(conn, ctx, self.chain_settings())
 
@@ -47,7 +47,7 @@ class ConflictsOperator(B2BStageOperator):
     ui_color = "#fadbd8"
 
     def run_stage(self, conn, ctx, context):
-        from b2b import chain
+        from b2b import pipeline as chain
 
         return chain.conflicts(conn, ctx)
 
@@ -59,7 +59,7 @@ class ApplyOperator(B2BStageOperator):
     ui_color = "#d6eaf8"
 
     def run_stage(self, conn, ctx, context):
-        from b2b import chain
+        from b2b import pipeline as chain
 
         return chain.apply(conn, ctx)
 
@@ -71,7 +71,7 @@ class ValidateOperator(B2BStageOperator):
     ui_color = "#fcf3cf"
 
     def run_stage(self, conn, ctx, context):
-        from b2b import chain
+        from b2b import pipeline as chain
         from b2b.db import b2b_home
 
         return chain.validate(conn, ctx, b2b_home() / "reports" / "validation")
@@ -84,6 +84,6 @@ class ContactsOperator(B2BStageOperator):
     ui_color = "#d1f2eb"
 
     def run_stage(self, conn, ctx, context):
-        from b2b import contacts
+        from b2b.reconcile import contacts
 
         return contacts.sync(conn, ctx)

@@ -1,6 +1,6 @@
 """ExtractOperator: fetch one run window from a school's MIS and store it (thin wrapper).
 
-All the work is in ``b2b.extract`` (Airflow-free); this module only picks the hook for
+All the work is in ``b2b.ingest.extract`` (Airflow-free); this module only picks the hook for
 the base's MIS and reports counts. Heavy imports happen inside ``execute()`` so DAG
 parsing stays cheap.
 """
@@ -40,7 +40,7 @@ class ExtractOperator(B2BStageOperator):
 
     def messages(self, since, until) -> Iterator[Any]:
         """The messages the school sends for this window, one at a time."""
-        from b2b.extract import ReceivedMessage
+        from b2b.ingest.extract import ReceivedMessage
 
         if self.base_kind == "sims7":
             from b2b_hooks.sims7 import Sims7Hook
@@ -67,15 +67,14 @@ class ExtractOperator(B2BStageOperator):
                 "schedule": getattr(schedule, "summary", None)}
 
     def run_stage(self, conn, ctx, context) -> dict:
-        from airflow.sdk.exceptions import AirflowException
-
         from b2b import db
-        from b2b.extract import store_messages
+        from b2b.errors import IngestError
+        from b2b.ingest.extract import store_messages
 
         self.log.info("base %s %s: window %s .. %s", self.base_id, self.data_filter,
                       ctx.window_start.isoformat() if ctx.window_start else "(all)", ctx.window_end.isoformat())
         db.upgrade(conn)
-        from b2b.alerts import check_task_definition
+        from b2b.ops.alerts import check_task_definition
 
         alert = check_task_definition(conn, self.base_id, self.task_key, self.definition())
         if alert:
@@ -83,7 +82,8 @@ class ExtractOperator(B2BStageOperator):
                              ", ".join(alert["changed"]))
         summary = store_messages(conn, ctx, self.messages(ctx.window_start, ctx.window_end))
         if summary.failed and self.fail_on_bad_file:
-            raise AirflowException(
-                f"base {self.base_id}: {summary.failed} of {summary.files} file(s) put in suspense "
-                f"(file ids {[e[0] for e in summary.errors]}); reasons are in ops.task_log")
+            # a bad file stays bad: fail now (no retry fetching it again), everything is stored
+            raise IngestError(f"{summary.failed} of {summary.files} file(s) put in suspense "
+                              f"(file ids {[e[0] for e in summary.errors]}); reasons are in ops.task_log",
+                              base=self.base_id)
         return summary.counts()

@@ -9,8 +9,15 @@ from datetime import datetime, time, timedelta
 from airflow.sdk import DAG, chain
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from b2b_operators.chain import (ApplyOperator, ConflictsOperator, ContactsOperator, HashFilterOperator,
-                                 LoadOperator, MatchOperator, ValidateOperator)
+from b2b_operators.chain import (
+    ApplyOperator,
+    ConflictsOperator,
+    ContactsOperator,
+    HashFilterOperator,
+    LoadOperator,
+    MatchOperator,
+    ValidateOperator,
+)
 from b2b_operators.extract import ExtractOperator
 
 CONTACT_FILTERS = ("snapshot", "changed_data")
@@ -128,8 +135,8 @@ def build_return_dag(spec, la) -> DAG:
 
 
 def settings(la) -> dict:
-    return {"b2bhcache": la.b2bhcache, "guidmatch": la.guidmatch, "b2b_s_age": la.b2b_s_age,
-            "carer_min": la.carer_min, "matcher": la.matcher}
+    """The LA's typed settings as the operators' (serialisable) argument."""
+    return la.settings.as_dict()
 
 
 MAINTENANCE = (
@@ -161,7 +168,7 @@ def build_maintenance_dag(action: str, schedule: str | None, doc: str, la) -> DA
         params={"base_id": None} if action == "clear_cached_data" else {},
         is_paused_upon_creation=True,
     ) as dag:
-        MaintenanceOperator(task_id=action, action=action, retention_days=la.file_retention_days)
+        MaintenanceOperator(task_id=action, action=action, retention_days=la.settings.file_retention_days)
     return dag
 
 

@@ -27,17 +27,19 @@ class MaintenanceOperator(BaseOperator):
         self.warehouse_conn_id = warehouse_conn_id
 
     def execute(self, context) -> int:
-        from b2b import db, officer
+        from b2b import db
+        from b2b.ops import maintenance
         from b2b_hooks.warehouse import WarehouseHook
+        from b2b_operators.base import airflow_errors
 
-        with WarehouseHook(self.warehouse_conn_id).get_conn() as conn:
+        with airflow_errors(), WarehouseHook(self.warehouse_conn_id).get_conn() as conn:
             conn.autocommit = True
             db.upgrade(conn)
             if self.action == "clear_conflicts":
-                n = officer.clear_conflicts(conn, by=f"maintenance:{context['run_id']}")
+                n = maintenance.clear_conflicts(conn, by=f"maintenance:{context['run_id']}")
             elif self.action == "delete_files":
-                n = officer.delete_files(conn, self.retention_days, now=context["data_interval_end"])
+                n = maintenance.delete_files(conn, self.retention_days, now=context["data_interval_end"])
             else:
-                n = officer.clear_cached_data(conn, (context.get("params") or {}).get("base_id") or self.base_id)
+                n = maintenance.clear_cached_data(conn, (context.get("params") or {}).get("base_id") or self.base_id)
         self.log.info("%s: %d row(s)", self.action, n)
         return n

@@ -21,7 +21,7 @@ class ReturnToSchoolOperator(B2BStageOperator):
         self.ncys = list(ncys) if ncys else None
 
     def run_stage(self, conn, ctx, context):
-        from b2b import returns
+        from b2b.outbound import returns
         from b2b_hooks.sims7 import Sims7Hook
 
         outbound_id, body, pupils = returns.prepare(conn, ctx, self.la_code, self.ncys)

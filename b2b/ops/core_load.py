@@ -7,8 +7,8 @@ temporary table, then one upsert: re-loading the same records changes nothing.
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 CORE_COLUMNS = ("person_id", "upn", "forename", "middle_names", "surname", "gender", "dob", "ethnicity",
                 "first_language", "sen_status", "base_id", "paon", "street", "town", "postcode")

@@ -33,7 +33,7 @@ def connection_env(connections: dict[str, dict]) -> dict[str, str]:
     return {f"AIRFLOW_CONN_{cid.upper()}": json.dumps(c) for cid, c in connections.items()}
 
 
-def prepare_airflow_env(*, start_simulator: bool = False, quiet: bool = False) -> dict[str, str]:
+def prepare_airflow_env(*, quiet: bool = False) -> dict[str, str]:
     """Set the environment for this process (and its children) and migrate Airflow's metadata DB."""
     from b2b import db
 

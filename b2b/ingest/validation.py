@@ -25,18 +25,22 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
-from functools import lru_cache
+from datetime import UTC, date, datetime
+from functools import cache
 from pathlib import Path
+
+from b2b import INCLUDE
+from b2b.blocks import BLOCK_TYPES
+from b2b.context import RunContext, log_stage, log_stage_file, run_files
+from b2b.errors import ValidationSetupError
 
 log = logging.getLogger(__name__)
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "include" / "schemas" / "expectations"
-BLOCK_TYPES = ("student", "address", "contacts", "sen", "exclusions", "attendance", "attainment")
+SUITES_DIR = INCLUDE / "schemas" / "expectations"
 SEVERITIES = ("error", "warning")
 
 
-class StructuralError(Exception):
+class StructuralError(ValidationSetupError):
     """The validation itself cannot run (a suite is missing or malformed)."""
 
 
@@ -81,7 +85,7 @@ class ValidationResult:
 
 
 # ------------------------------------------------------------------ suites
-@lru_cache(maxsize=None)
+@cache
 def load_suite(block_type: str, suites_dir: str | None = None) -> dict:
     path = Path(suites_dir or SUITES_DIR) / f"{block_type}.json"
     try:
@@ -105,9 +109,6 @@ def load_suite(block_type: str, suites_dir: str | None = None) -> dict:
 
 
 # ------------------------------------------------------------------ shaping blocks into tables
-_LIST_OF = {"contacts": "contacts", "needs": "needs", "exclusions": "exclusions", "results": "results"}
-
-
 def _structure_problem(block: dict) -> str | None:
     """Why this block cannot be validated (its file goes to suspense), or None."""
     bt, content = block["block_type"], block["content"]
@@ -181,9 +182,11 @@ def _frame(block_type: str, blocks: Sequence[dict], suite: dict, as_of: date):
 def _gx_context():
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
-
-    from great_expectations.data_context.types.base import (DataContextConfig, InMemoryStoreBackendDefaults,
-                                                             ProgressBarsConfig)
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
 
     # in memory, no temporary docs site per run (our own HTML report is written instead), no progress bars
     config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
@@ -208,7 +211,7 @@ def validate_blocks(blocks: Iterable[dict], *, run_label: str, report_dir: Path 
     Returns anomalies, the blocks made invalid by error-severity failures, files to
     suspend for structural problems, and the path of an HTML report (no personal values).
     """
-    as_of = as_of or datetime.now(timezone.utc).date()
+    as_of = as_of or datetime.now(UTC).date()
     result = ValidationResult()
     by_type: dict[str, list[dict]] = {}
     blocks = list(blocks)
@@ -285,7 +288,7 @@ def write_report(result: ValidationResult, run_label: str, report_dir: Path) -> 
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
 padding:2px 6px}}tr.fail td{{background:#fde2e2}}tr.ok td{{background:#e6f4ea}}</style></head><body>
 <h1>Validation report: {e(run_label)}</h1>
-<p>Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC with Great Expectations. Blocks checked:
+<p>Generated {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC with Great Expectations. Blocks checked:
 {result.checked}. Anomalies: {len(result.anomalies)}. Blocks not loaded (error severity):
 {len(result.invalid_blocks)}. Files in suspense: {len(result.suspended)}.</p>
 <p>Values are not shown here; they are in <code>results.anomaly</code> for authorised analysts.</p>
@@ -298,3 +301,75 @@ padding:2px 6px}}tr.fail td{{background:#fde2e2}}tr.ok td{{background:#e6f4ea}}<
 """
     path.write_text(doc)
     return path
+
+
+# ------------------------------------------------------------------ the validate stage
+def validate(conn, ctx: RunContext, report_dir) -> dict:
+    """Run the expectation suites (``b2b.validation``, Great Expectations) on the run's new blocks.
+
+    Row-level failures become ``results.anomaly`` rows and their blocks are marked
+    ``invalid`` (not loaded); the student's other blocks and the rest of the file go on.
+    A structural failure (unknown block type, missing mandatory section) puts the file(s)
+    in suspense with the reason in the task log. Writes an HTML report; its path is logged.
+    """
+    with conn.transaction():
+        files = run_files(conn, ctx)
+        conn.execute("DELETE FROM results.anomaly WHERE file_id = ANY(%s)", (files,))
+        conn.execute("""UPDATE raw.inbound_block SET disposition = 'pending'
+                        WHERE file_id = ANY(%s) AND disposition = 'invalid'""", (files,))
+        rows = conn.execute(
+            """SELECT file_id, ordinal, base_id, block_type, student_guid, content
+                 FROM raw.inbound_block WHERE file_id = ANY(%s) AND disposition = 'pending'
+                ORDER BY file_id, ordinal""", (files,)).fetchall()
+        blocks = [dict(file_id=r[0], ordinal=r[1], base_id=r[2], block_type=r[3], student_guid=r[4],
+                       content=r[5]) for r in rows]
+        missing = _missing_core(conn, ctx, files)
+        blocks = [b for b in blocks if b["file_id"] not in missing]
+        label = f"{ctx.dag_id}__{ctx.window_end:%Y%m%dT%H%M%S}"
+        result = validate_blocks(blocks, run_label=label, report_dir=Path(report_dir), as_of=ctx.window_end.date())
+        result.suspended.update(missing)
+        for file_id, reason in sorted(result.suspended.items()):
+            conn.execute("UPDATE raw.inbound_file SET status = 'suspense', error = %s WHERE file_id = %s",
+                         (f"validation: {reason}", file_id))
+            log_stage_file(conn, ctx, "validate", file_id, {"suspended": 1},
+                           f"validate: file {file_id} put in suspense: {reason}", level="error")
+        with conn.cursor() as cur, cur.copy(
+                "COPY results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field, value, "
+                "severity) FROM STDIN") as copy:
+            for a in result.anomalies:
+                copy.write_row((a.file_id, a.ordinal, a.base_id, a.student_guid, a.block_type, a.rule, a.field,
+                                a.value, a.severity))
+        invalid = sorted(result.invalid_blocks)
+        if invalid:
+            conn.execute(
+                """UPDATE raw.inbound_block b SET disposition = 'invalid'
+                     FROM unnest(%s::bigint[], %s::int[]) AS x(file_id, ordinal)
+                    WHERE b.file_id = x.file_id AND b.ordinal = x.ordinal""",
+                ([i[0] for i in invalid], [i[1] for i in invalid]))
+        counts = {"checked": result.checked, "anomalies": len(result.anomalies), "invalid_blocks": len(invalid),
+                  "suspended_files": len(result.suspended), "by_rule": result.by_rule(),
+                  "report": str(result.report_path)}
+        log_stage(conn, ctx, "validate", counts,
+                  f"validate: {result.checked} blocks checked, {len(result.anomalies)} anomalies, "
+                  f"{len(invalid)} blocks not loaded, {len(result.suspended)} files in suspense; "
+                  f"report {result.report_path}",
+                  level="error" if result.suspended else "warning" if result.anomalies else "info")
+    return counts
+
+
+def _missing_core(conn, ctx: RunContext, files: list[int]) -> dict[int, str]:
+    """SIMS 7 files where a pupil lacks its mandatory core block (all but changed data send it).
+
+    Checked over every block of the file, skipped ones included. Returns {file_id: reason}.
+    """
+    if ctx.source != "sims7" or ctx.data_filter == "changed_data":
+        return {}
+    rows = conn.execute(
+        """SELECT file_id, count(*) FROM (
+               SELECT file_id, student_guid FROM raw.inbound_block WHERE file_id = ANY(%s)
+                GROUP BY file_id, student_guid HAVING NOT bool_or(block_type = 'student')) x
+            GROUP BY file_id""", (files,)).fetchall()
+    return {fid: f"{n} pupil(s) without the mandatory StudentCore section ({ctx.data_filter} message)"
+            for fid, n in rows}
+
+

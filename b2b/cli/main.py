@@ -7,7 +7,7 @@ import sys
 
 
 def _cmd_config_check(args) -> int:
-    from b2b.catalogue import main_check
+    from b2b.config.catalogue import main_check
 
     return main_check(args.path)
 
@@ -37,7 +37,7 @@ def _cmd_db_stop(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from b2b.demo import run_demo
+    from b2b.cli.demo import run_demo
 
     return run_demo(days=args.days, fresh=args.fresh)
 
@@ -47,7 +47,7 @@ def _cmd_airflow(args) -> int:
     import os
     import subprocess
 
-    from b2b.airflow_env import connection_env, prepare_airflow_env
+    from b2b.cli.airflow_env import connection_env, prepare_airflow_env
     from simulator.server import start_server
     from simulator.world import World, WorldConfig
 
@@ -64,9 +64,9 @@ def _cmd_airflow(args) -> int:
 
 
 def _cmd_airflow_env(args) -> int:
-    from b2b.airflow_env import prepare_airflow_env
+    from b2b.cli.airflow_env import prepare_airflow_env
 
-    env = prepare_airflow_env(start_simulator=False)
+    env = prepare_airflow_env()
     for k, v in sorted(env.items()):
         if k.startswith("AIRFLOW__") or k in ("AIRFLOW_HOME", "B2B_DATABASE_URL", "B2B_HOME"):
             print(f"export {k}={v!r}")
@@ -118,7 +118,7 @@ def _officer_conn():
 
 
 def _cmd_officer(args) -> int:
-    from b2b import officer
+    from b2b.ops import officer
 
     with _officer_conn() as conn:
         try:
@@ -144,15 +144,15 @@ def _cmd_officer(args) -> int:
 
 
 def _cmd_maintenance(args) -> int:
-    from b2b import officer
+    from b2b.ops import maintenance
 
     with _officer_conn() as conn:
         if args.maint_cmd == "clear-conflicts":
-            print(f"clear conflicts: {officer.clear_conflicts(conn, args.by)} cleared")
+            print(f"clear conflicts: {maintenance.clear_conflicts(conn, args.by)} cleared")
         elif args.maint_cmd == "clear-cache":
-            print(f"clear cached data: {officer.clear_cached_data(conn, args.base)} cache entries removed")
+            print(f"clear cached data: {maintenance.clear_cached_data(conn, args.base)} cache entries removed")
         elif args.maint_cmd == "delete-files":
-            print(f"delete files: {officer.delete_files(conn, args.days)} payload(s) purged")
+            print(f"delete files: {maintenance.delete_files(conn, args.days)} payload(s) purged")
     return 0
 
 
@@ -161,8 +161,8 @@ def _cmd_base_migrate(args) -> int:
     from datetime import date
     from pathlib import Path
 
-    from b2b.catalogue import DEFAULT_PATH
-    from b2b.migrate import MigrationError, migrate_base
+    from b2b.config.catalogue import DEFAULT_PATH
+    from b2b.ops.base_migration import MigrationError, migrate_base
 
     secret = sys.stdin.readline().strip() if args.secret == "-" else args.secret
     path = Path(args.catalogue or os.environ.get("B2B_CATALOGUE") or DEFAULT_PATH)
@@ -178,7 +178,7 @@ def _cmd_base_migrate(args) -> int:
     print(f"  connection {r.conn_id} written to {r.connection_file} (mode 0600); load it with:")
     print(f"    airflow connections import {r.connection_file}")
     if r.snapshot_dag:
-        print(f"  next: queue a snapshot so the LA holds the whole data set from SIMS Primary:")
+        print("  next: queue a snapshot so the LA holds the whole data set from SIMS Primary:")
         print(f"    airflow dags trigger {r.snapshot_dag}")
     return 0
 

@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from b2b.errors import OpsError
 
-class MigrationError(ValueError):
+
+class MigrationError(OpsError):
     """The migration cannot be done; nothing was changed."""
 
 
@@ -53,7 +55,7 @@ def _yaml():
 
 def migrate_base(path: Path, dfe: str, *, client_id: str, secret: str, subscription_key: str, org_id: str,
                  migrated_on: date, conn_id: str | None = None, home: Path | None = None) -> MigrationResult:
-    from b2b import catalogue as cat_mod
+    from b2b.config import catalogue as cat_mod
 
     settings = {"Client ID": client_id, "Secret": secret, "Subscription Key": subscription_key,
                 "Organisation ID": org_id}

@@ -25,7 +25,7 @@ Two matchers over the same inputs, both vectorised with pandas (no row-by-row qu
   Officer decisions are inputs: a GUID an officer linked matches that child (rule
   ``officer_link``); a rejected (GUID, child) pair is never proposed again.
 
-Both the DAG path (``b2b.chain.match``) and ``b2b match`` (CSV in, CSV out) call
+Both the DAG path (``b2b.reconcile.match_stage.match``) and ``b2b match`` (CSV in, CSV out) call
 :func:`match`, so they give the same decisions for the same data.
 """
 from __future__ import annotations

@@ -18,6 +18,8 @@ from datetime import date
 from pathlib import Path
 
 from b2b import INCLUDE, PROJECT_ROOT
+from b2b.config.settings import Settings
+from b2b.errors import ConfigError
 
 SCHEMA_PATH = INCLUDE / "schemas" / "catalogue.schema.json"
 DEFAULT_PATH = INCLUDE / "catalogue" / "demo.yaml"
@@ -25,7 +27,7 @@ SIMS7_ONLY_ATTENDANCE = {"all_current", "unauthorised_current", "absences_curren
 _CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?LW#]+$")
 
 
-class CatalogueError(ValueError):
+class CatalogueError(ConfigError):
     """Every problem found in a catalogue, one per line."""
 
     def __init__(self, problems: list[str], path: str | None = None):
@@ -35,16 +37,13 @@ class CatalogueError(ValueError):
 
 
 @dataclass(frozen=True)
-class LaSettings:
+class La:
+    """The LA: its code, name, time zone and its typed settings (``b2b.config.settings``)."""
+
     code: str
     name: str
     timezone: str = "Europe/London"
-    b2bhcache: bool = True
-    guidmatch: bool = True
-    b2b_s_age: int = 18
-    carer_min: int = 16
-    file_retention_days: int = 90
-    matcher: str = "weights"
+    settings: Settings = field(default_factory=Settings)
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,7 @@ class DagSpec:
 
 @dataclass
 class Catalogue:
-    la: LaSettings
+    la: La
     bases: dict[str, Base]
     tasks: tuple[Task, ...]
     warnings: list[str] = field(default_factory=list)
@@ -285,7 +284,7 @@ def _task_from(t: dict) -> Task:
         attendance=t.get("attendance"), months=t.get("months"), group_type=group.get("type", "ncy"),
         ncys=None if ncys in (None, "all") else tuple(str(n) for n in ncys),
         hierarchies=tuple(t.get("hierarchies") or ()), schedule=t["schedule"],
-        start_date=_date(t["start_date"]), catchup=bool(t.get("catchup", False)),
+        start_date=_date(t["start_date"]) or date(1970, 1, 1), catchup=bool(t.get("catchup", False)),
         active=bool(t.get("active", True)), lockdown=bool(t.get("lockdown", False)),
         bases=tuple(str(b) for b in t["bases"]), description=t.get("description", "").strip(),
     )
@@ -293,12 +292,8 @@ def _task_from(t: dict) -> Task:
 
 def build(data: dict, path: str | None = None) -> Catalogue:
     la = data["la"]
-    s = la.get("settings") or {}
-    settings = LaSettings(code=str(la["code"]), name=la["name"], timezone=la.get("timezone", "Europe/London"),
-                          b2bhcache=bool(s.get("B2BHCACHE", True)), guidmatch=bool(s.get("GUIDMATCH", True)),
-                          b2b_s_age=int(s.get("B2B_S_AGE", 18)), carer_min=int(s.get("CARER_MIN", 16)),
-                          file_retention_days=int(s.get("FILE_RETENTION_DAYS", 90)),
-                          matcher=str(s.get("MATCHER", "weights")))
+    settings = La(code=str(la["code"]), name=la["name"], timezone=la.get("timezone", "Europe/London"),
+                  settings=Settings.from_mapping(la.get("settings")))
     bases = {str(b["dfe"]): _base_from(b) for b in data["bases"]}
     tasks = tuple(_task_from(t) for t in data["tasks"])
     return Catalogue(settings, bases, tasks, path=path)

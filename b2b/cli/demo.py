@@ -41,7 +41,8 @@ def demo_plan(catalogue, days: int):
     tz = pendulum.timezone(catalogue.la.timezone)
     start = pendulum.instance(DEMO_START, tz=tz)
     specs = catalogue.dag_specs(include_inactive=False)
-    plan, snapshot_end = [], {}
+    plan: list = []
+    snapshot_end: dict = {}
 
     def daily(s):  # the changed-data exports run for --days windows; every other task once
         return s.task.filter == "changed_data" and s.task.direction == "export"
@@ -128,7 +129,7 @@ def run_counts(conn, dag_id: str, window_end) -> dict:
 
 def run_demo(days: int = 3, fresh: bool | None = None) -> int:
     from b2b import db
-    from b2b.airflow_env import connection_env, prepare_airflow_env
+    from b2b.cli.airflow_env import connection_env, prepare_airflow_env
 
     t0 = time.perf_counter()
     url = db.database_url()
@@ -139,7 +140,7 @@ def run_demo(days: int = 3, fresh: bool | None = None) -> int:
     from simulator.world import World, WorldConfig
 
     world = World(WorldConfig.demo())
-    from b2b.core_load import load_core
+    from b2b.ops.core_load import load_core
 
     with db.connect(url, autocommit=True) as conn:
         if fresh:
@@ -155,7 +156,7 @@ def run_demo(days: int = 3, fresh: bool | None = None) -> int:
     prepare_airflow_env(quiet=True)
     _quiet_airflow()
 
-    from b2b.catalogue import load_catalogue
+    from b2b.config.catalogue import load_catalogue
     from b2b_operators.factory import build_dags
 
     catalogue = load_catalogue()

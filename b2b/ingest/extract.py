@@ -16,34 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Iterable
 
-from b2b.messages import MessageError, ParsedMessage, parse_primary_page, parse_sims7
+from b2b.context import RunContext, log_stage_file
+from b2b.ingest.messages import MessageError, ParsedMessage, parse_primary_page, parse_sims7
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """Which run of which (base, task) this is; the window comes from Airflow."""
-
-    base_id: str
-    task_key: str
-    dag_id: str
-    run_id: str
-    source: str  # sims7 | sims_primary
-    data_filter: str
-    window_start: datetime | None
-    window_end: datetime
-    attendance: str | None = None  # the attendance filter of an attendance task (F22)
-    months: int | None = None      # its month filter (F24)
-
-    @property
-    def window_order(self) -> str:
-        """Sortable key of this run window: UTC end, then DAG id (ties between DAGs)."""
-        return f"{self.window_end.astimezone(timezone.utc):%Y%m%d%H%M%S}|{self.dag_id}"
 
 
 @dataclass(frozen=True)
@@ -100,16 +79,6 @@ def _forget_previous(conn, ctx: RunContext) -> int:
     return cur.rowcount
 
 
-def _log(conn, ctx: RunContext, *, level: str, message: str, counts: dict, file_id=None, stage="extract"):
-    conn.execute(
-        """INSERT INTO ops.task_log (base_id, task_key, dag_id, run_id, window_start, window_end,
-                                     file_id, stage, level, message, counts)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-        (ctx.base_id, ctx.task_key, ctx.dag_id, ctx.run_id, ctx.window_start, ctx.window_end,
-         file_id, stage, level, message, json.dumps(counts)),
-    )
-
-
 def _copy_blocks(conn, file_id: int, base_id: str, parsed: ParsedMessage) -> None:
     with conn.cursor() as cur:
         with cur.copy(
@@ -156,9 +125,8 @@ def store_messages(conn, ctx: RunContext, messages: Iterable[ReceivedMessage], *
                     "UPDATE raw.inbound_file SET status = 'suspense', error = %s WHERE file_id = %s",
                     (str(exc), file_id),
                 )
-                _log(conn, ctx, level="error", file_id=file_id,
-                     message=f"{msg.label}: put in suspense: {exc}",
-                     counts={"bytes": len(msg.content)})
+                log_stage_file(conn, ctx, "extract", file_id, {"bytes": len(msg.content)},
+                               f"{msg.label}: put in suspense: {exc}", "error", replace=False)
                 log.error("base %s file %s (%s) put in suspense: %s", ctx.base_id, file_id, msg.label, exc)
                 continue
             _copy_blocks(conn, file_id, ctx.base_id, parsed)
@@ -172,12 +140,12 @@ def store_messages(conn, ctx: RunContext, messages: Iterable[ReceivedMessage], *
             )
             summary.pupils += parsed.pupils
             summary.blocks += len(parsed.blocks)
-            _log(conn, ctx, level="info", file_id=file_id,
-                 message=f"{msg.label}: {parsed.pupils} pupils, {len(parsed.blocks)} blocks",
-                 counts={"pupils": parsed.pupils, "blocks": len(parsed.blocks), "bytes": len(msg.content),
-                         "blocks_by_type": by_type})
+            log_stage_file(conn, ctx, "extract", file_id,
+                           {"pupils": parsed.pupils, "blocks": len(parsed.blocks), "bytes": len(msg.content),
+                            "blocks_by_type": by_type},
+                           f"{msg.label}: {parsed.pupils} pupils, {len(parsed.blocks)} blocks", replace=False)
         level = "error" if summary.failed else "info"
-        _log(conn, ctx, level=level, counts=summary.counts(),
-             message=(f"extract: {summary.files} file(s), {summary.failed} failed, "
-                      f"{summary.pupils} pupils, {summary.blocks} blocks"))
+        log_stage_file(conn, ctx, "extract", None, summary.counts(),
+                       (f"extract: {summary.files} file(s), {summary.failed} failed, "
+                        f"{summary.pupils} pupils, {summary.blocks} blocks"), level, replace=False)
     return summary

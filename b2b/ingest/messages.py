@@ -17,23 +17,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterator
 
 from b2b import INCLUDE
+from b2b.blocks import PRIMARY_GROUPS, XML_BLOCKS
+from b2b.errors import IngestError
 
-BLOCK_TYPES = ("student", "address", "contacts", "sen", "exclusions", "attendance", "attainment")
-PRIMARY_GROUPS = ("student", "address", "contacts", "sen", "exclusions", "attendance")
-
-# XML block element -> canonical block type
-XML_BLOCKS = {
-    "StudentCore": "student",
-    "Address": "address",
-    "Contacts": "contacts",
-    "SEN": "sen",
-    "Exclusions": "exclusions",
-    "Attendance": "attendance",
-    "Attainment": "attainment",
-}
 # Elements whose children form a list.
 LIST_CONTAINERS = {"Contacts", "Addresses", "Telephones", "Emails", "Needs", "Exclusions", "Results"}
 SPECIAL_NAMES = {
@@ -52,10 +40,11 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
-class MessageError(ValueError):
+class MessageError(IngestError):
     """A message that cannot be imported. ``reason`` is safe to log (no personal data)."""
 
-    def __init__(self, reason: str, *, pupil: int | None = None, line: int | None = None):
+    def __init__(self, reason: str, *, pupil: int | None = None, line: int | None = None,
+                 base: str | None = None, file: object | None = None):
         self.reason = reason
         self.pupil = pupil
         self.line = line
@@ -64,7 +53,11 @@ class MessageError(ValueError):
             where.append(f"pupil #{pupil}")
         if line is not None:
             where.append(f"line {line}")
-        super().__init__(reason + (f" ({', '.join(where)})" if where else ""))
+        super().__init__(reason + (f" ({', '.join(where)})" if where else ""), base=base, file=file,
+                         record=None if pupil is None else f"pupil #{pupil}")
+
+    def __str__(self) -> str:  # the position is already in the message
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -240,7 +233,3 @@ def parse_primary_page(content: bytes, *, expected_group: str | None = None) -> 
         parsed.pupils += 1
         parsed.blocks.append(Block(group, str(item["studentId"]), item["data"]))
     return parsed
-
-
-def iter_blocks(parsed: ParsedMessage) -> Iterator[Block]:
-    yield from parsed.blocks

@@ -24,8 +24,7 @@ data the LA holds for it (so a backfill of an old window never rolls contacts ba
 """
 from __future__ import annotations
 
-from b2b.chain import log_stage
-from b2b.extract import RunContext
+from b2b.context import RunContext, log_stage
 
 REASONS = {
     "no_forename": "no forename: required in all cases",

@@ -1,7 +1,7 @@
 """Which window of data a run asks the school for. Windows come from Airflow, never now()."""
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 #: F5: a changed-data run never reaches back further than this.
 MAX_LOOKBACK = timedelta(days=92)
@@ -34,5 +34,5 @@ def extract_window(data_filter: str, attendance: str | None, interval_start: dat
         )
     since = max(interval_start, interval_end - MAX_LOOKBACK)
     if migrated_on is not None:
-        since = max(since, datetime.combine(migrated_on, time(0), tzinfo=timezone.utc))
+        since = max(since, datetime.combine(migrated_on, time(0), tzinfo=UTC))
     return since, interval_end

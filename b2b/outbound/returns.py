@@ -25,19 +25,16 @@ import json
 from dataclasses import dataclass
 
 from b2b import INCLUDE
-from b2b.chain import compare_sql, log_stage
-from b2b.extract import RunContext
+from b2b.blocks import ADDRESS_COMPARED, ADDRESS_SENT, RETURNABLE, RETURNED_STUDENT, XML_NAMES, compare_sql
+from b2b.context import RunContext, log_stage
+from b2b.errors import OutboundError
 
-RETURN_FIELDS = ("upn", "surname", "forename", "middle_names", "gender", "dob")
-ADDRESS_FIELDS = ("paon", "street", "postcode")  # compared (conflict fields); town is sent with them
-ADDRESS_SENT = ("paon", "street", "town", "postcode")
+RETURN_FIELDS = RETURNED_STUDENT
+ADDRESS_FIELDS = tuple(f for f in ADDRESS_COMPARED if f in RETURNABLE)  # town is sent with them
 XSD_PATH = INCLUDE / "schemas" / "b2b_return.xsd"
-XML_NAMES = {"upn": "UPN", "surname": "Surname", "forename": "Forename", "middle_names": "MiddleNames",
-             "gender": "Gender", "dob": "DOB", "paon": "PAON", "street": "Street", "town": "Town",
-             "postcode": "Postcode"}
 
 
-class ReturnError(RuntimeError):
+class ReturnError(OutboundError):
     """A return message that could not be built or delivered (safe to log: no personal data)."""
 
 

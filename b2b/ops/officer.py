@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+
+from b2b.blocks import CONFLICT_FIELDS
+from b2b.errors import OpsError
 
 log = logging.getLogger(__name__)
 
-CONFLICT_FIELDS = ("upn", "forename", "middle_names", "surname", "gender", "dob", "paon", "saon", "street",
-                   "locality", "town", "county", "postcode")
 
 
-class OfficerError(ValueError):
+class OfficerError(OpsError):
     """A decision that cannot be applied (unknown student or child, nothing to resolve)."""
 
 
@@ -50,7 +50,7 @@ def possible(conn, base_id: str | None = None) -> list[dict]:
 def candidates(conn, base_id: str, student_guid: str, top: int = 3) -> list[dict]:
     """The best LA candidates for one school student, with per-field weights (the explanation)."""
     from b2b import matching
-    from b2b.chain import core_candidates, incoming_frame
+    from b2b.reconcile.match_stage import core_candidates, incoming_frame
 
     fid = _latest_file(conn, base_id, student_guid)
     end = conn.execute("SELECT window_end FROM raw.inbound_file WHERE file_id = %s", (fid,)).fetchone()[0]
@@ -171,46 +171,6 @@ def resolve_conflict(conn, person_id: str, field: str, keep: str, by: str) -> in
                          "WHERE person_id = %s", (value, f"officer:{by}", person_id))
         log.info("officer %s: conflict %s.%s resolved (%s, %d row(s))", by, person_id, field, resolution, len(rows))
         return len(rows)
-
-
-# ------------------------------------------------------------------ maintenance (F18)
-def clear_conflicts(conn, by: str = "maintenance") -> int:
-    """Clear Conflicts: drop open conflicts where the LA's data now equals the incoming data."""
-    with conn.transaction():
-        checks = " OR ".join(
-            f"(c.field = '{f}' AND " + (f"to_char(ch.{f}, 'YYYY-MM-DD')" if f == "dob" else f"lower(btrim(ch.{f}))")
-            + (" = c.incoming_value)" if f == "dob" else " = lower(btrim(c.incoming_value)))")
-            for f in CONFLICT_FIELDS)
-        n = conn.execute(
-            f"""INSERT INTO results.conflict_resolution (person_id, field, la_value, incoming_value, resolution,
-                                                       resolved_by)
-                SELECT c.person_id, c.field, c.la_value, c.incoming_value, 'cleared', %s
-                  FROM results.conflict c JOIN core.child ch ON ch.person_id = c.person_id
-                 WHERE {checks}
-                ON CONFLICT DO NOTHING""", (by,)).rowcount
-    log.info("clear conflicts: %d cleared", n)
-    return n
-
-
-def clear_cached_data(conn, base_id: str | None = None) -> int:
-    """Clear Cached Data: flush the hash cache (all bases, or one), so the next import
-    processes every block again."""
-    with conn.transaction():
-        n = conn.execute("DELETE FROM ops.hash_cache WHERE %(b)s::text IS NULL OR base_id = %(b)s",
-                         {"b": base_id}).rowcount
-    log.info("clear cached data: %d cache entries removed%s", n, f" for base {base_id}" if base_id else "")
-    return n
-
-
-def delete_files(conn, older_than_days: int, now: datetime | None = None) -> int:
-    """Delete Files: purge the stored message payloads older than the retention. The parsed
-    blocks and everything derived from them stay (tables do not change)."""
-    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=older_than_days)
-    with conn.transaction():
-        n = conn.execute("""UPDATE raw.inbound_file SET payload = NULL
-                             WHERE payload IS NOT NULL AND received_at < %s""", (cutoff,)).rowcount
-    log.info("delete files: %d payload(s) older than %d days purged", n, older_than_days)
-    return n
 
 
 def as_json(rows) -> str:

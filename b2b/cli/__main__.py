@@ -1,0 +1,5 @@
+import sys
+
+from b2b.cli.main import main
+
+sys.exit(main())

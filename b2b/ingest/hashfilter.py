@@ -1,0 +1,43 @@
+"""Hash filter stage (F7/F15/F20, B2BHCACHE): a block unchanged since its last import is skipped."""
+from __future__ import annotations
+
+from b2b.config.settings import Settings
+from b2b.context import RunContext, log_stage, run_files
+
+
+def hash_filter(conn, ctx: RunContext, settings: Settings) -> dict:
+    """Hash every block of the run; mark 'skipped' those equal to the cached hash (F7/F20).
+
+    The cached hash of a (base, student, block type) is the newest hash-cache entry from
+    an *earlier* window, so reruns and backfills see the cache as it was for them.
+    """
+    with conn.transaction():
+        files = run_files(conn, ctx)
+        # One write per block, driven by the block's primary key and, per block, the cache's key
+        # index: no join whose plan could flip to a nested loop over every stored block when the
+        # statistics lag behind a fast-growing raw.inbound_block (the earlier self-join took 88 s
+        # instead of 1 s for 25 schools' snapshots).
+        conn.execute(
+            """UPDATE raw.inbound_block b
+                  SET (hash, disposition) = (
+                      SELECT x.h, CASE WHEN %(cache)s AND x.h = (
+                                           SELECT c.hash FROM ops.hash_cache c
+                                            WHERE c.base_id = b.base_id AND c.student_guid = b.student_guid
+                                              AND c.block_type = b.block_type AND c.window_order < %(order)s
+                                            ORDER BY c.window_order DESC LIMIT 1)
+                                       THEN 'skipped' ELSE 'pending' END
+                        FROM (SELECT encode(sha256(convert_to(b.content::text, 'UTF8')), 'hex') AS h) x)
+                WHERE b.file_id = ANY(%(files)s)""",
+            {"files": files, "order": ctx.window_order, "cache": settings.b2bhcache})
+        counts = dict(conn.execute(
+            """SELECT disposition, count(*) FROM raw.inbound_block WHERE file_id = ANY(%s)
+               GROUP BY disposition""", (files,)).fetchall())
+        result = {"blocks": sum(counts.values()), "skipped_by_cache": counts.get("skipped", 0),
+                  "to_process": counts.get("pending", 0), "cache_enabled": settings.b2bhcache}
+        log_stage(conn, ctx, "hash_filter", result,
+                  f"hash filter: {result['blocks']} blocks, {result['skipped_by_cache']} unchanged since "
+                  f"last import, {result['to_process']} to process"
+                  + ("" if settings.b2bhcache else " (B2BHCACHE off)"))
+    return result
+
+

@@ -1,0 +1,47 @@
+"""Load stage: the run's new, valid blocks into typed staging tables, with the hash cache, in one transaction."""
+from __future__ import annotations
+
+from b2b.blocks import BLOCKS, STAGING_TABLES, load_sql
+from b2b.context import RunContext, log_stage, run_files
+
+
+def load(conn, ctx: RunContext, *, fail_after: str | None = None) -> dict:
+    """Load the run's pending blocks into staging and record them in the hash cache — one transaction.
+
+    If anything fails, staging, cache and dispositions stay exactly as they were, so the
+    retry processes the same blocks. ``fail_after`` (a staging table name) makes the load
+    raise after that table: tests use it to prove the rollback.
+    """
+    counts: dict[str, int] = {}
+    with conn.transaction():
+        files = run_files(conn, ctx)
+        # one loader per base at a time: the cache of one base is read and written here
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('b2b.load.' || %s))", (ctx.base_id,))
+        # an earlier successful attempt of this stage: undo it, then redo
+        for table in STAGING_TABLES:
+            conn.execute(f"DELETE FROM staging.{table} WHERE file_id = ANY(%s)", (files,))
+        conn.execute("DELETE FROM core.attendance_marks WHERE file_id = ANY(%s)", (files,))
+        conn.execute("DELETE FROM ops.hash_cache WHERE file_id = ANY(%s)", (files,))
+        conn.execute("""UPDATE raw.inbound_block SET disposition = 'pending'
+                        WHERE file_id = ANY(%s) AND disposition = 'loaded'""", (files,))
+        for block in BLOCKS:  # one INSERT … SELECT per block type, built from the registry
+            counts[block.staging] = conn.execute(load_sql(block), {"files": files}).rowcount
+            if fail_after == block.staging:
+                raise RuntimeError(f"injected failure after loading staging.{block.staging}")
+        conn.execute(
+            """INSERT INTO ops.hash_cache (file_id, ordinal, base_id, student_guid, block_type, hash, window_order)
+               SELECT b.file_id, b.ordinal, b.base_id, b.student_guid, b.block_type, b.hash, %s
+                 FROM raw.inbound_block b WHERE b.file_id = ANY(%s) AND b.disposition = 'pending'""",
+            (ctx.window_order, files))
+        from b2b.reconcile.attendance import store_marks
+
+        counts["attendance_marks"] = store_marks(conn, ctx, files, months=ctx.months)
+        loaded = conn.execute("""UPDATE raw.inbound_block SET disposition = 'loaded'
+                                 WHERE file_id = ANY(%s) AND disposition = 'pending'""", (files,)).rowcount
+        conn.execute("UPDATE raw.inbound_file SET status = 'loaded' WHERE file_id = ANY(%s)", (files,))
+        result = {"loaded": loaded, "rows": counts}
+        log_stage(conn, ctx, "load", result,
+                  f"load: {loaded} blocks into staging ({', '.join(f'{k} {v}' for k, v in counts.items() if v)})")
+    return result
+
+

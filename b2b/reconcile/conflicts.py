@@ -1,0 +1,92 @@
+"""Conflicts stage (F17, F20): fields where a matched student's school value differs from the LA's."""
+from __future__ import annotations
+
+from b2b.blocks import ADDRESS_COMPARED, STUDENT_COMPARED, compare_sql
+from b2b.context import RunContext, log_stage, run_files
+
+
+def _link_as_of(alias: str) -> str:
+    """Join the child a school student (rows ``alias``) is linked to as of the run window:
+    the newest match decision up to this window, when it is a link (not possible/unmatched).
+    An index lookup per student on results.match (base_id, student_guid, window_order)."""
+    return (f"JOIN LATERAL (SELECT lm.person_id, lm.status FROM results.match lm "
+            f"WHERE lm.base_id = {alias}.base_id AND lm.student_guid = {alias}.student_guid "
+            f"AND lm.window_order <= %(order)s ORDER BY lm.window_order DESC LIMIT 1) m "
+            f"ON m.status IN ('matched', 'matched_with_conflicts')")
+
+
+# an observation not settled by an officer or Clear Conflicts (the same test as the results.conflict view;
+# written against the observations so it uses their indexes instead of grouping every conflict)
+_UNRESOLVED = """NOT EXISTS (SELECT 1 FROM results.conflict_resolution r
+                              WHERE r.person_id = o.person_id AND r.field = o.field
+                                AND r.la_value IS NOT DISTINCT FROM o.la_value
+                                AND r.incoming_value IS NOT DISTINCT FROM o.incoming_value)"""
+
+
+def conflicts(conn, ctx: RunContext) -> dict:
+    """Record each field where a matched student's incoming value differs from the LA's (F17).
+
+    Observations are per file; ``results.conflict`` folds identical ones from repeated
+    imports into one row with first/last seen and times seen (F20).
+    """
+    student_values = ", ".join(compare_sql(f, f"c.{f}", f"s.{f}") for f in STUDENT_COMPARED)
+    address_values = ", ".join(compare_sql(f, f"c.{f}", f"a.{f}") for f in ADDRESS_COMPARED)
+    with conn.transaction():
+        files = run_files(conn, ctx)
+        conn.execute("DELETE FROM results.conflict_observation WHERE file_id = ANY(%s)", (files,))
+        params = {"files": files, "end": ctx.window_end, "order": ctx.window_order}
+        conn.execute(
+            f"""INSERT INTO results.conflict_observation (file_id, base_id, student_guid, person_id, field,
+                                                          la_value, incoming_value, window_end)
+                SELECT s.file_id, s.base_id, s.student_guid, m.person_id, v.field, v.la_value, v.inc_value, %(end)s
+                  FROM staging.student s
+                  {_link_as_of('s')}
+                  JOIN core.child c ON c.person_id = m.person_id
+                 CROSS JOIN LATERAL (VALUES {student_values}) AS v(field, la_value, inc_value, same)
+                 WHERE s.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
+                   AND NOT v.same""", params)
+        conn.execute(
+            f"""INSERT INTO results.conflict_observation (file_id, base_id, student_guid, person_id, field,
+                                                          la_value, incoming_value, window_end)
+                SELECT a.file_id, a.base_id, a.student_guid, m.person_id, v.field, v.la_value, v.inc_value, %(end)s
+                  FROM staging.address a
+                  {_link_as_of('a')}
+                  JOIN core.child c ON c.person_id = m.person_id
+                 CROSS JOIN LATERAL (VALUES {address_values}) AS v(field, la_value, inc_value, same)
+                 WHERE a.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
+                   AND NOT v.same""", params)
+        # the run's match decisions: conflicts open for the child -> matched_with_conflicts
+        conn.execute(
+            f"""UPDATE results.match m
+                  SET status = CASE WHEN EXISTS (SELECT 1 FROM results.conflict_observation o
+                                                  WHERE o.person_id = m.person_id AND {_UNRESOLVED})
+                                    THEN 'matched_with_conflicts' ELSE 'matched' END
+                WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')""", (files,))
+        # the match explanation names the fields that differ: exactly the run's observations
+        # (one comparison rule, b2b.blocks, for conflicts and explanations)
+        conn.execute(
+            """UPDATE results.match m
+                  SET explanation = CASE WHEN d.fields IS NULL THEN m.explanation - 'differing_fields'
+                                         ELSE jsonb_set(m.explanation, '{differing_fields}', d.fields) END
+                 FROM (SELECT m2.file_id, m2.student_guid,
+                              (SELECT jsonb_agg(DISTINCT o.field ORDER BY o.field) FROM results.conflict_observation o
+                                WHERE o.file_id = m2.file_id AND o.student_guid = m2.student_guid) AS fields
+                         FROM results.match m2
+                        WHERE m2.file_id = ANY(%s) AND m2.status IN ('matched', 'matched_with_conflicts')) d
+                WHERE m.file_id = d.file_id AND m.student_guid = d.student_guid""", (files,))
+        observed = conn.execute("SELECT count(*) FROM results.conflict_observation WHERE file_id = ANY(%s)",
+                                (files,)).fetchone()[0]
+        students = conn.execute(
+            "SELECT count(DISTINCT (base_id, student_guid)) FROM results.conflict_observation WHERE file_id = ANY(%s)",
+            (files,)).fetchone()[0]
+        open_for_base = conn.execute(
+            f"""SELECT count(DISTINCT (o.person_id, o.field, o.la_value, o.incoming_value))
+                  FROM results.conflict_observation o WHERE o.base_id = %s AND {_UNRESOLVED}""",
+            (ctx.base_id,)).fetchone()[0]
+        counts = {"conflicts": observed, "students_with_conflicts": students, "open_conflicts_base": open_for_base}
+        log_stage(conn, ctx, "conflicts", counts,
+                  f"conflicts: {observed} field differences for {students} students; "
+                  f"{open_for_base} open for this base")
+    return counts
+
+

@@ -1,0 +1,152 @@
+"""Match stage: link each student loaded in this run to an LA child with ``b2b.matching``."""
+from __future__ import annotations
+
+import json
+
+from b2b.config.settings import Settings
+from b2b.context import RunContext, log_stage, run_files
+
+
+def match(conn, ctx: RunContext, settings: Settings) -> dict:
+    """Match every student whose student block was loaded in this run to an LA child.
+
+    ``b2b.matching.match`` decides (see there): ``matched`` / ``matched_with_conflicts``
+    (auto-linked), ``possible`` (a candidate for an officer, never linked), ``unmatched``
+    (hidden when older than B2B_S_AGE, F13). Officer decisions are honoured (a linked GUID
+    matches its child; a rejected pair is not proposed again). An automatic link records
+    the GUID so the next import has it as evidence (F16). ``settings.matcher = "legacy"``
+    runs the vendor rule instead (GUID; UPN + 3 of 4; all 4).
+    """
+    from b2b import matching
+
+    with conn.transaction():
+        files = run_files(conn, ctx)
+        conn.execute("DELETE FROM results.match WHERE file_id = ANY(%s)", (files,))
+        conn.execute("DELETE FROM core.child_link WHERE file_id = ANY(%s)", (files,))
+        incoming = incoming_frame(conn, files, ctx.window_end)
+        core, links, rejected = core_candidates(conn, incoming)
+        if settings.matcher == "legacy":
+            decided = matching.legacy_match(core, incoming, guidmatch=settings.guidmatch, links=links)
+            decided["score"], decided["conflicting_fields"], decided["explanation"] = None, "", "{}"
+        else:
+            decided = matching.match(core, incoming, matching.MatchConfig(guidmatch=settings.guidmatch),
+                                     links=links, rejected=rejected)
+        _write_matches(conn, ctx, settings, incoming, decided)
+        conn.execute(
+            """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
+               SELECT m.base_id, m.student_guid, m.person_id, 'match', m.file_id
+                 FROM results.match m
+                WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')
+               ON CONFLICT (base_id, student_guid) DO NOTHING""", (files,))
+        by_status = dict(conn.execute(
+            "SELECT status, count(*) FROM results.match WHERE file_id = ANY(%s) GROUP BY status", (files,)).fetchall())
+        by_rule = dict(conn.execute(
+            "SELECT rule, count(*) FROM results.match WHERE file_id = ANY(%s) GROUP BY rule", (files,)).fetchall())
+        hidden = conn.execute("SELECT count(*) FROM results.match WHERE file_id = ANY(%s) AND hidden",
+                              (files,)).fetchone()[0]
+        matched = by_status.get("matched", 0) + by_status.get("matched_with_conflicts", 0)
+        counts = {"students": sum(by_status.values()), "matched": matched,
+                  "possible": by_status.get("possible", 0), "unmatched": by_status.get("unmatched", 0),
+                  "unmatched_hidden": hidden, "by_rule": by_rule, "matcher": settings.matcher}
+        log_stage(conn, ctx, "match", counts,
+                  f"match ({settings.matcher}): {counts['students']} students, {matched} matched, "
+                  f"{counts['possible']} possible, {counts['unmatched']} unmatched "
+                  f"({hidden} hidden: older than B2B_S_AGE {settings.b2b_s_age})")
+    return counts
+
+
+def incoming_frame(conn, files: list[int], window_end):
+    """The run's students as matcher input, with their latest address as of the window."""
+    import pandas as pd
+
+    from b2b.matching import INCOMING_COLUMNS
+
+    rows = conn.execute(
+        """SELECT s.file_id::text || '|' || s.student_guid, s.base_id, s.upn, s.student_guid, s.forename,
+                  s.middle_names, s.surname, s.gender, s.dob, a.postcode, a.address_line1, s.file_id, s.student_guid
+             FROM staging.student s
+             LEFT JOIN LATERAL (
+                  SELECT sa.postcode, concat_ws(' ', sa.paon, sa.street) AS address_line1
+                    FROM staging.address sa JOIN raw.inbound_file f ON f.file_id = sa.file_id
+                   WHERE sa.base_id = s.base_id AND sa.student_guid = s.student_guid AND f.window_end <= %s
+                   ORDER BY f.window_end DESC, sa.file_id DESC LIMIT 1) a ON true
+            WHERE s.file_id = ANY(%s)
+            ORDER BY s.file_id, s.student_guid""", (window_end, files)).fetchall()
+    return pd.DataFrame(rows, columns=INCOMING_COLUMNS + ["file_id", "student_guid"])
+
+
+def core_candidates(conn, incoming):
+    """LA children that can be candidates for these students (a superset of every blocking
+    key the matcher uses, normalised the same way), GUID links, and officer-rejected pairs."""
+    import pandas as pd
+
+    from b2b.matching import CORE_COLUMNS, name_key, name_parts, postcode_key
+
+    keys = (list(incoming["base_id"]), list(incoming["guid"]))
+    links = pd.DataFrame(conn.execute(
+        """SELECT l.base_id, l.student_guid AS guid, l.person_id, l.linked_by
+             FROM core.child_link l
+             JOIN unnest(%s::text[], %s::text[]) AS x(base_id, guid)
+               ON l.base_id = x.base_id AND l.student_guid = x.guid""", keys).fetchall(),
+        columns=["base_id", "guid", "person_id", "linked_by"])
+    rejected = pd.DataFrame(conn.execute(
+        """SELECT d.base_id, d.student_guid AS guid, d.person_id
+             FROM results.match_decision d
+             JOIN unnest(%s::text[], %s::text[]) AS x(base_id, guid)
+               ON d.base_id = x.base_id AND d.student_guid = x.guid
+            WHERE d.decision = 'reject'""", keys).fetchall(), columns=["base_id", "guid", "person_id"])
+    dobs = pd.to_datetime(incoming["dob"], errors="coerce").dropna()
+    swapped = [d.replace(month=d.day, day=d.month) for d in dobs if d.day <= 12]
+    params = {
+        "years": sorted({d.year for d in dobs}),
+        "fns": sorted({name_key(f) for f in incoming["forename"].dropna()} - {""}),
+        "fn1s": sorted({name_key(f)[:1] for f in incoming["forename"].dropna()} - {""}),
+        "upns": sorted({str(u).upper().replace(" ", "") for u in incoming["upn"].dropna() if u}),
+        "dobs": sorted({d.date() for d in dobs} | {d.date() for d in swapped}),
+        "sns": sorted({name_key(s) for s in incoming["surname"].dropna()} - {""}),
+        "parts": sorted({p for s in incoming["surname"].dropna() for p in name_parts(s) if len(p) >= 2}),
+        "pcs": sorted({postcode_key(p) for p in incoming["postcode"].dropna()} - {""}),
+        "pids": sorted(set(links["person_id"])),
+    }
+    # the m_* columns are the matcher's own keys, stored and indexed (migration 0010): every branch
+    # is an index lookup, and together they cover every blocking key of b2b.matching
+    cols = "c.person_id, c.upn, NULL::text AS guid, c.forename, c.middle_names, c.surname, c.gender, c.dob, " \
+           "c.postcode, concat_ws(' ', c.paon, c.street) AS address_line1"
+    rows = conn.execute(
+        f"""SELECT {cols} FROM core.child c WHERE c.m_upn = ANY(%(upns)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.dob = ANY(%(dobs)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.person_id = ANY(%(pids)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.m_sn = ANY(%(sns)s) AND c.m_year = ANY(%(years)s)
+                                                  AND left(c.m_fn, 1) = ANY(%(fn1s)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.m_sn_parts && %(parts)s::text[]
+                                                  AND c.m_year = ANY(%(years)s) AND left(c.m_fn, 1) = ANY(%(fn1s)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.m_pc = ANY(%(pcs)s) AND c.m_year = ANY(%(years)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.m_fn = ANY(%(fns)s) AND c.m_sn = ANY(%(sns)s)
+            ORDER BY 1""", params).fetchall()
+    return pd.DataFrame(rows, columns=CORE_COLUMNS), links, rejected
+
+
+def _write_matches(conn, ctx: RunContext, settings: Settings, incoming, decided) -> None:
+    import pandas as pd
+
+    d = decided.set_index("incoming_id")
+    dob = pd.to_datetime(incoming["dob"], errors="coerce")
+    as_of = ctx.window_end.date()
+    ages = [None if pd.isna(b) else as_of.year - b.year - ((as_of.month, as_of.day) < (b.month, b.day)) for b in dob]
+    with conn.cursor() as cur, cur.copy(
+            "COPY results.match (file_id, base_id, student_guid, person_id, status, rule, score, hidden, age_years, "
+            "window_order, explanation) FROM STDIN") as copy:
+        for k, r in enumerate(incoming.itertuples(index=False)):
+            row = d.loc[r.incoming_id]
+            status = row["status"]
+            explanation = json.loads(row["explanation"] or "{}")
+            if row["conflicting_fields"]:
+                explanation["differing_fields"] = row["conflicting_fields"].split(";")
+            age = ages[k]
+            hidden = status == "unmatched" and age is not None and age > settings.b2b_s_age
+            score = row["score"]
+            copy.write_row((r.file_id, r.base_id, r.student_guid, row["person_id"] or None, status, row["rule"],
+                            None if score is None or pd.isna(score) else float(score), hidden, age,
+                            ctx.window_order, json.dumps(explanation, sort_keys=True)))
+
+
