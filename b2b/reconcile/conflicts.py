@@ -70,10 +70,11 @@ def conflicts(conn, ctx: RunContext) -> dict:
                                          ELSE jsonb_set(m.explanation, '{differing_fields}', d.fields) END
                  FROM (SELECT m2.file_id, m2.student_guid,
                               (SELECT jsonb_agg(DISTINCT o.field ORDER BY o.field) FROM results.conflict_observation o
-                                WHERE o.file_id = m2.file_id AND o.student_guid = m2.student_guid) AS fields
+                                WHERE o.file_id = ANY(%(files)s) AND o.base_id = m2.base_id
+                                  AND o.student_guid = m2.student_guid) AS fields
                          FROM results.match m2
-                        WHERE m2.file_id = ANY(%s) AND m2.status IN ('matched', 'matched_with_conflicts')) d
-                WHERE m.file_id = d.file_id AND m.student_guid = d.student_guid""", (files,))
+                        WHERE m2.file_id = ANY(%(files)s) AND m2.status IN ('matched', 'matched_with_conflicts')) d
+                WHERE m.file_id = d.file_id AND m.student_guid = d.student_guid""", {"files": files})
         observed = conn.execute("SELECT count(*) FROM results.conflict_observation WHERE file_id = ANY(%s)",
                                 (files,)).fetchone()[0]
         students = conn.execute(
