@@ -34,6 +34,19 @@ class RunContext:
         return f"{self.window_end.astimezone(UTC):%Y%m%d%H%M%S}|{self.dag_id}"
 
 
+def one(conn: Any, sql: Any, params: Any = None) -> tuple[Any, ...]:
+    """The single row a query returns (an aggregate, ``RETURNING``); a missing row is a bug."""
+    row = conn.execute(sql, params).fetchone()
+    if row is None:
+        raise LookupError("query returned no row")
+    return tuple(row)
+
+
+def scalar(conn: Any, sql: Any, params: Any = None) -> Any:
+    """The first column of the single row a query returns."""
+    return one(conn, sql, params)[0]
+
+
 def run_files(conn: Any, ctx: RunContext) -> list[int]:
     """The parsed (not suspended) files of this run window."""
     return [r[0] for r in conn.execute(

@@ -6,6 +6,11 @@ recorded for that base and task, an ``ops.alert`` row is written and a warning g
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+
 import hashlib
 import json
 import logging
@@ -13,7 +18,7 @@ import logging
 alert_log = logging.getLogger("b2b.alerts")
 
 
-def check_task_definition(conn, base_id: str, task_key: str, definition: dict) -> dict | None:
+def check_task_definition(conn: Connection, base_id: str, task_key: str, definition: dict) -> dict | None:
     """Record the definition; return the alert (changed fields) when it differs from the last one."""
     text = json.dumps(definition, sort_keys=True, default=str)
     fingerprint = hashlib.sha256(text.encode()).hexdigest()

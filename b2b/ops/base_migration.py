@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from b2b.errors import OpsError
 
@@ -44,7 +45,7 @@ class MigrationResult:
     snapshot_dag: str | None = None
 
 
-def _yaml():
+def _yaml() -> Any:
     from ruamel.yaml import YAML
 
     y = YAML()
@@ -130,7 +131,7 @@ def migrate_base(path: Path, dfe: str, *, client_id: str, secret: str, subscript
     return result
 
 
-def _to_builtin(obj):
+def _to_builtin(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _to_builtin(v) for k, v in obj.items()}
     if isinstance(obj, list):
@@ -153,7 +154,7 @@ def connection(client_id: str, secret: str, subscription_key: str, org_id: str, 
             "extra": json.dumps({"subscription_key": subscription_key, "organisation_id": org_id})}
 
 
-def _write_connection(home: Path | None, conn_id: str, *args) -> Path:
+def _write_connection(home: Path | None, conn_id: str, *args: Any) -> Path:
     from b2b import db
 
     folder = Path(home or db.b2b_home()) / "connections"

@@ -20,13 +20,18 @@ whole address (house, street, town, postcode) is sent. The message (``B2BReturn`
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+
 import hashlib
 import json
 from dataclasses import dataclass
 
 from b2b import INCLUDE
 from b2b.blocks import ADDRESS_COMPARED, ADDRESS_SENT, RETURNABLE, RETURNED_STUDENT, XML_NAMES, compare_sql
-from b2b.context import RunContext, log_stage
+from b2b.context import RunContext, log_stage, one, scalar
 from b2b.errors import OutboundError
 
 RETURN_FIELDS = RETURNED_STUDENT
@@ -53,7 +58,7 @@ def _latest(table: str) -> str:
                 ORDER BY s.student_guid, f.window_order DESC, s.file_id DESC"""
 
 
-def pending(conn, base_id: str, ncys: list[str] | None) -> list[PendingReturn]:
+def pending(conn: Connection, base_id: str, ncys: list[str] | None) -> list[PendingReturn]:
     """The corrections the LA holds for the base's students in the NCY group (``None``: all)."""
     student_values = ", ".join(compare_sql(f, f"c.{f}", f"s.{f}") for f in RETURN_FIELDS)
     address_values = ", ".join(compare_sql(f, f"c.{f}", f"a.{f}") for f in ADDRESS_FIELDS)
@@ -124,19 +129,19 @@ def build_message(la_code: str, ctx: RunContext, pupils: list[PendingReturn]) ->
     return body
 
 
-def prepare(conn, ctx: RunContext, la_code: str, ncys: list[str] | None) -> tuple[int, bytes, list[PendingReturn]]:
+def prepare(conn: Connection, ctx: RunContext, la_code: str, ncys: list[str] | None) -> tuple[int, bytes, list[PendingReturn]]:
     """Build this window's return message and record it (status ``built``); a rerun replaces it."""
     pupils = pending(conn, ctx.base_id, ncys)
     body = build_message(la_code, ctx, pupils)
     with conn.transaction():
         conn.execute("DELETE FROM raw.outbound_file WHERE dag_id = %s AND window_end = %s",
                      (ctx.dag_id, ctx.window_end))
-        outbound_id = conn.execute(
+        outbound_id = scalar(conn,
             """INSERT INTO raw.outbound_file (base_id, task_key, dag_id, run_id, window_end, pupils, payload,
                                               size_bytes, sha256, status)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'built') RETURNING outbound_id""",
             (ctx.base_id, ctx.task_key, ctx.dag_id, ctx.run_id, ctx.window_end, len(pupils), body, len(body),
-             hashlib.sha256(body).hexdigest())).fetchone()[0]
+             hashlib.sha256(body).hexdigest()))
         with conn.cursor() as cur, cur.copy(
                 "COPY results.returned_field (outbound_id, base_id, student_guid, person_id, field, la_value, "
                 "school_value) FROM STDIN") as copy:
@@ -147,7 +152,7 @@ def prepare(conn, ctx: RunContext, la_code: str, ncys: list[str] | None) -> tupl
     return outbound_id, body, pupils
 
 
-def record_delivery(conn, ctx: RunContext, outbound_id: int, response: dict | None, error: str | None) -> dict:
+def record_delivery(conn: Connection, ctx: RunContext, outbound_id: int, response: dict | None, error: str | None) -> dict:
     """Store the school's answer: applied or refused per student; the counts go to the task log."""
     refused = {r.get("guid"): r.get("reason", "refused") for r in (response or {}).get("refused", [])}
     with conn.transaction():
@@ -160,9 +165,9 @@ def record_delivery(conn, ctx: RunContext, outbound_id: int, response: dict | No
             for guid, reason in refused.items():
                 conn.execute("""UPDATE results.returned_field SET status = 'refused', detail = %s
                                  WHERE outbound_id = %s AND student_guid = %s""", (reason, outbound_id, guid))
-        pupils, fields = conn.execute(
+        pupils, fields = one(conn,
             "SELECT count(DISTINCT student_guid), count(*) FROM results.returned_field WHERE outbound_id = %s",
-            (outbound_id,)).fetchone()
+            (outbound_id,))
         counts = {"pupils": pupils, "fields": fields, "refused": len(refused),
                   "applied": 0 if error else pupils - len(refused)}
         if error:

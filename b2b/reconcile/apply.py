@@ -1,6 +1,11 @@
 """Apply stage (F6): matched students' new school data for the LA's current view."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+
 from b2b.blocks import APPLIED_ADDRESS, SCHOOL_FIELDS, STUDENT_COMPARED
 from b2b.context import RunContext, log_stage, run_files
 from b2b.reconcile.conflicts import _link_as_of
@@ -48,7 +53,7 @@ def _apply_sql(table: str, staging: str, fields: tuple[str, ...]) -> str:
         ON CONFLICT (file_id, person_id) DO NOTHING"""
 
 
-def apply(conn, ctx: RunContext) -> dict:
+def apply(conn: Connection, ctx: RunContext) -> dict:
     """Record matched students' new school data for the LA's current view (F6).
 
     The LA's own record (``core.child``) is never edited here: the school's values go to

@@ -1,8 +1,13 @@
 """Conflicts stage (F17, F20): fields where a matched student's school value differs from the LA's."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+
 from b2b.blocks import ADDRESS_COMPARED, STUDENT_COMPARED, compare_sql
-from b2b.context import RunContext, log_stage, run_files
+from b2b.context import RunContext, log_stage, run_files, scalar
 
 
 def _link_as_of(alias: str) -> str:
@@ -23,7 +28,7 @@ _UNRESOLVED = """NOT EXISTS (SELECT 1 FROM results.conflict_resolution r
                                 AND r.incoming_value IS NOT DISTINCT FROM o.incoming_value)"""
 
 
-def conflicts(conn, ctx: RunContext) -> dict:
+def conflicts(conn: Connection, ctx: RunContext) -> dict:
     """Record each field where a matched student's incoming value differs from the LA's (F17).
 
     Observations are per file; ``results.conflict`` folds identical ones from repeated
@@ -75,15 +80,15 @@ def conflicts(conn, ctx: RunContext) -> dict:
                          FROM results.match m2
                         WHERE m2.file_id = ANY(%(files)s) AND m2.status IN ('matched', 'matched_with_conflicts')) d
                 WHERE m.file_id = d.file_id AND m.student_guid = d.student_guid""", {"files": files})
-        observed = conn.execute("SELECT count(*) FROM results.conflict_observation WHERE file_id = ANY(%s)",
-                                (files,)).fetchone()[0]
-        students = conn.execute(
+        observed = scalar(conn, "SELECT count(*) FROM results.conflict_observation WHERE file_id = ANY(%s)",
+                                (files,))
+        students = scalar(conn,
             "SELECT count(DISTINCT (base_id, student_guid)) FROM results.conflict_observation WHERE file_id = ANY(%s)",
-            (files,)).fetchone()[0]
-        open_for_base = conn.execute(
+            (files,))
+        open_for_base = scalar(conn,
             f"""SELECT count(DISTINCT (o.person_id, o.field, o.la_value, o.incoming_value))
                   FROM results.conflict_observation o WHERE o.base_id = %s AND {_UNRESOLVED}""",
-            (ctx.base_id,)).fetchone()[0]
+            (ctx.base_id,))
         counts = {"conflicts": observed, "students_with_conflicts": students, "open_conflicts_base": open_for_base}
         log_stage(conn, ctx, "conflicts", counts,
                   f"conflicts: {observed} field differences for {students} students; "

@@ -2,8 +2,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from b2b_operators.base import B2BStageOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from psycopg import Connection
+
+    from b2b.context import RunContext
 
 
 class ReturnToSchoolOperator(B2BStageOperator):
@@ -14,13 +21,13 @@ class ReturnToSchoolOperator(B2BStageOperator):
     ui_color = "#fae5d3"
     template_fields = ("conn_id",)
 
-    def __init__(self, *, conn_id: str, la_code: str, ncys: Sequence[str] | None = None, **kwargs) -> None:
+    def __init__(self, *, conn_id: str, la_code: str, ncys: Sequence[str] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id
         self.la_code = la_code
         self.ncys = list(ncys) if ncys else None
 
-    def run_stage(self, conn, ctx, context):
+    def run_stage(self, conn: Connection, ctx: RunContext, context: Context) -> Any:
         from b2b.outbound import returns
         from b2b_hooks.sims7 import Sims7Hook
 
