@@ -40,7 +40,7 @@ def test_confirm_a_possible_candidate_and_the_next_run_respects_it(la):
     officer.confirm(db, BASE, "g-amy", "P2", "officer.jane")
     assert status(db) == ("matched", "P2", "officer_link")
     decision = db.execute("SELECT decision, person_id, decided_by FROM results.match_decision").fetchall()
-    assert decision == [("confirm", "P2", "officer.jane")]
+    assert decision == [("confirm", "P2", "officer.jane via postgres")]  # the web user, via the login
     # the school changes something: the next run links by the officer's decision
     run_chain(db, day(1), [page("student", [("g-amy", dict(AMY, ncy="6"))])], WEIGHTS)
     st = status(db)
@@ -66,7 +66,7 @@ def test_new_child_from_an_unmatched_record(la):
     pid = officer.new_child(db, BASE, "g-zed", "officer.jane")
     row = db.execute("SELECT forename, surname, dob::text, postcode, updated_by FROM core.child WHERE person_id = %s",
                      (pid,)).fetchone()
-    assert row == ("Zed", "Newcomer", "2017-02-02", "CT1 2AB", "officer:officer.jane")
+    assert row == ("Zed", "Newcomer", "2017-02-02", "CT1 2AB", "officer:officer.jane via postgres")
     run_chain(db, day(1), [page("student", [("g-zed", dict(stranger, ncy="1"))])], WEIGHTS)
     assert status(db, "g-zed")[1:] == (pid, "officer_link")
 
@@ -105,9 +105,9 @@ def test_resolve_conflict_accept_incoming_updates_the_la_record(la):
     joe_conflict(db)
     officer.resolve_conflict(db, "P3", "forename", "incoming", "officer.jane")
     assert db.execute("SELECT forename, updated_by FROM core.child WHERE person_id = 'P3'").fetchone() == (
-        "Joe", "officer:officer.jane")
+        "Joe", "officer:officer.jane via postgres")
     res = db.execute("SELECT resolution, resolved_by FROM results.conflict_resolution").fetchall()
-    assert res == [("accepted_incoming", "officer.jane")]
+    assert res == [("accepted_incoming", "officer.jane via postgres")]
     with pytest.raises(officer.OfficerError, match="no open conflict"):
         officer.resolve_conflict(db, "P3", "forename", "la", "officer.jane")
 

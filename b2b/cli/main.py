@@ -156,6 +156,39 @@ def _cmd_maintenance(args) -> int:
     return 0
 
 
+def _cmd_core_load(args) -> int:
+    from b2b.ops import core_load
+
+    try:
+        mapping = core_load.ColumnMapping.load(args.mapping)
+        full = False if args.partial else None
+        with _officer_conn() as conn:
+            if args.gazetteer:
+                counts = core_load.load_gazetteer_file(conn, args.file, mapping, full=full)
+            else:
+                counts = core_load.load_children_file(conn, args.file, mapping, full=full)
+    except core_load.CoreLoadError as exc:
+        print(f"b2b core load: {exc}", file=sys.stderr)
+        return 1
+    print(f"b2b core load {args.file.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _cmd_ingest(args) -> int:
+    from b2b.errors import B2BError
+    from b2b.ingest import manual
+
+    try:
+        with _officer_conn() as conn:
+            result = manual.ingest_file(conn, args.file, args.base, data_filter=args.filter,
+                                        catalogue_path=args.catalogue, group=args.group)
+    except B2BError as exc:
+        print(f"b2b ingest: {exc}", file=sys.stderr)
+        return 1
+    print(f"b2b ingest {args.file.name}: " + ", ".join(f"{k} {v}" for k, v in result.items() if k != "stages"))
+    return 0 if result.get("status") == "loaded" else 1
+
+
 def _cmd_base_migrate(args) -> int:
     import os
     from datetime import date
@@ -261,6 +294,33 @@ def build_parser() -> argparse.ArgumentParser:
     off.required = True
     off_parent = sub.choices["officer"]
     off_parent.set_defaults(func=_cmd_officer)
+
+    from pathlib import Path
+
+    from b2b.ops.core_load import __doc__ as core_doc
+
+    core = sub.add_parser("core", help="the LA's own records").add_subparsers(dest="core_cmd", required=True)
+    cl = core.add_parser("load", help="load the LA's children CSV (or its gazetteer) into core",
+                         description="Load an LA extract. " + (core_doc or "").split("\n\n", 1)[1],
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    cl.add_argument("file", type=Path, help="children CSV (or gazetteer CSV with --gazetteer)")
+    cl.add_argument("--mapping", type=Path, help="YAML column mapping for the LA system's export (see above)")
+    cl.add_argument("--gazetteer", action="store_true", help="FILE is the address gazetteer (LLPG extract)")
+    cl.add_argument("--partial", action="store_true",
+                    help="a changes-only extract: records not in it stay active (default: full extract)")
+    cl.set_defaults(func=_cmd_core_load)
+
+    from b2b.ingest.manual import __doc__ as ingest_doc
+
+    ing = sub.add_parser("ingest", help="import a message file received by hand (F39), like a DAG run",
+                         description=ingest_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ing.add_argument("file", type=Path, help="SIMS 7 XML export, or a SIMS Primary data-group JSON page")
+    ing.add_argument("--base", required=True, help="the school's DfE number (must be in the catalogue)")
+    ing.add_argument("--filter", default="snapshot", choices=["snapshot", "changed_data", "attendance", "attainment"],
+                     help="what the file holds (default snapshot)")
+    ing.add_argument("--group", help="SIMS Primary data group of a JSON page (default: read from the file)")
+    ing.add_argument("--catalogue", type=Path, help="catalogue file (default $B2B_CATALOGUE or the demo)")
+    ing.set_defaults(func=_cmd_ingest)
 
     bp = sub.add_parser("base", help="bases (schools)").add_subparsers(dest="base_cmd", required=True)
     bm = bp.add_parser("migrate", help="make a SIMS 7 base a SIMS Primary base (irreversible; F1, F3, F4, F5)")

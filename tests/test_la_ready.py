@@ -1,0 +1,156 @@
+"""Issue 10: ready for a real LA — its records in (core load, gazetteer, refresh folder),
+manual import, per-base enable flag, retention, redaction, officer-created ids."""
+from __future__ import annotations
+
+import csv
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from b2b.ops import core_load
+from b2b.ops.core_load import CoreLoadError, load_children_file, load_gazetteer_file, refresh_from_folder
+
+CHILD_HEADER = ["person_id", "upn", "forename", "surname", "gender", "dob", "postcode", "base_id", "guid"]
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def children(*extra) -> list[list]:
+    base = [["P1", "R201100018042", "Ann", "Lee", "F", "2016-03-04", "CT1 2AB", "8862001", "g-1"],
+            ["P2", "", "Bo", "Lee", "M", "2014-01-02", "CT1 2AB", "8862001", ""],
+            ["P3", "", "Cy", "Ray", "M", "2015-05-06", "", "", ""]]
+    return base + [list(e) for e in extra]
+
+
+def child(db, pid):
+    return db.execute("SELECT forename, active, version, origin FROM core.child WHERE person_id = %s",
+                      (pid,)).fetchone()
+
+
+# ------------------------------------------------------------------ part 1: the LA's records in
+def test_core_load_file_loads_children_and_guid_links_once(db, tmp_path):
+    f = write_csv(tmp_path / "children.csv", CHILD_HEADER, children())
+    first = load_children_file(db, f)
+    assert first["new"] == 3 and first["new_links"] == 1
+    again = load_children_file(db, f)
+    assert (again["new"], again["updated"], again["deactivated"], again["new_links"]) == (0, 0, 0, 0)
+    assert db.execute("SELECT person_id, linked_by FROM core.child_link WHERE student_guid = 'g-1'").fetchone() \
+        == ("P1", "la")
+    assert db.execute("SELECT count(*) FROM core.child_version").fetchone()[0] == 3
+
+
+def test_changed_record_gets_a_new_version_and_history_is_kept(db, tmp_path):
+    load_children_file(db, write_csv(tmp_path / "a.csv", CHILD_HEADER, children()))
+    rows = children()
+    rows[0][2] = "Anne"
+    c = load_children_file(db, write_csv(tmp_path / "b.csv", CHILD_HEADER, rows))
+    assert (c["new"], c["updated"]) == (0, 1)
+    assert child(db, "P1") == ("Anne", True, 2, "la")
+    hist = db.execute("""SELECT version, record->>'forename', valid_to IS NULL FROM core.child_version
+                          WHERE person_id = 'P1' ORDER BY version""").fetchall()
+    assert hist == [(1, "Ann", False), (2, "Anne", True)]
+
+
+def test_record_missing_from_full_extract_is_inactive_not_deleted_and_comes_back(db, tmp_path):
+    load_children_file(db, write_csv(tmp_path / "a.csv", CHILD_HEADER, children()))
+    c = load_children_file(db, write_csv(tmp_path / "b.csv", CHILD_HEADER, children()[:2]))
+    assert c["deactivated"] == 1
+    assert child(db, "P3") == ("Cy", False, 2, "la")
+    # a partial extract deactivates nobody
+    assert load_children_file(db, write_csv(tmp_path / "c.csv", CHILD_HEADER, children()[:1]),
+                              full=False)["deactivated"] == 0
+    assert child(db, "P2")[1] is True
+    back = load_children_file(db, write_csv(tmp_path / "d.csv", CHILD_HEADER, children()))
+    assert back["updated"] == 1 and child(db, "P3") == ("Cy", True, 3, "la")
+
+
+def test_officer_created_children_are_not_deactivated_by_a_full_extract(db, tmp_path):
+    db.execute("INSERT INTO core.child (person_id, forename, surname, origin, updated_by) "
+               "VALUES (core.next_person_id(), 'Di', 'Fox', 'officer', 'officer:x')")
+    load_children_file(db, write_csv(tmp_path / "a.csv", CHILD_HEADER, children()))
+    assert db.execute("SELECT active FROM core.child WHERE origin = 'officer'").fetchone() == (True,)
+
+
+def test_bad_rows_are_each_named_by_row_and_field_and_nothing_is_loaded(db, tmp_path):
+    rows = children(["P4", "XX", "Di", "Fox", "Q", "2015-13-01", "NOT A PC", "123", ""],
+                    ["P1", "", "Dup", "Lee", "F", "2016-03-04", "", "", ""],
+                    ["", "", "", "Nobody", "", "", "", "", "g-9"])
+    f = write_csv(tmp_path / "children.csv", CHILD_HEADER, rows)
+    with pytest.raises(CoreLoadError) as e:
+        load_children_file(db, f)
+    msg = str(e.value)
+    for part in ("row 4 (line 5), field upn", "row 4 (line 5), field gender", "row 4 (line 5), field dob",
+                 "row 4 (line 5), field postcode", "row 4 (line 5), field base_id",
+                 "row 5 (line 6), field person_id: duplicate of row 1", "row 6 (line 7), field person_id: required",
+                 "row 6 (line 7), field guid_base", "children.csv"):
+        assert part in msg
+    assert "Fox" not in msg and "NOT A PC" not in msg  # never a personal value
+    assert db.execute("SELECT count(*) FROM core.child").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM core.load_run").fetchone()[0] == 0
+
+
+def test_missing_required_column_is_refused_with_its_name(db, tmp_path):
+    f = write_csv(tmp_path / "children.csv", ["person_id", "forename", "surname"], [["P1", "A", "B"]])
+    with pytest.raises(CoreLoadError, match=r"required column\(s\) missing: dob"):
+        load_children_file(db, f)
+
+
+def test_la_style_export_loads_through_the_mapping_file(db, tmp_path):
+    from simulator.la_files import write_la_files
+    from simulator.world import World, WorldConfig
+
+    world = World(WorldConfig.generated(2, 60, seed=3))
+    write_la_files(tmp_path / "b2b", world)
+    write_la_files(tmp_path / "la", world, style="la")
+    assert (tmp_path / "la" / "children.csv").stat().st_mode & 0o077 == 0
+    mapping = core_load.ColumnMapping.load(tmp_path / "la" / "mapping.yaml")
+    a = load_children_file(db, tmp_path / "la" / "children.csv", mapping)
+    assert a["new"] == len(world.la_core()) and a["new_links"] > 0
+    # the same records in our own column names are the same records: nothing changes
+    b = load_children_file(db, tmp_path / "b2b" / "children.csv")
+    assert (b["new"], b["updated"], b["deactivated"]) == (0, 0, 0)
+    g = load_gazetteer_file(db, tmp_path / "la" / "gazetteer.csv", mapping)
+    assert g["addresses"] > 0
+    assert db.execute("SELECT count(*) FROM core.address_gazetteer WHERE m_pc = upper(replace(postcode, ' ', ''))"
+                      ).fetchone()[0] == g["addresses"]
+
+
+def test_gazetteer_full_extract_replaces_and_bad_uprn_is_refused(db, tmp_path):
+    hdr = ["uprn", "paon", "street", "town", "postcode"]
+    load_gazetteer_file(db, write_csv(tmp_path / "g1.csv", hdr, [["1", "3", "High St", "Canterbury", "ct1 2ab"],
+                                                                 ["2", "4", "High St", "Canterbury", "CT1 2AB"]]))
+    c = load_gazetteer_file(db, write_csv(tmp_path / "g2.csv", hdr, [["1", "3", "High St", "Canterbury", "CT1 2AB"]]))
+    assert c["removed"] == 1
+    assert db.execute("SELECT uprn, m_pc FROM core.address_gazetteer").fetchall() == [("1", "CT12AB")]
+    with pytest.raises(CoreLoadError, match=r"row 1 \(line 2\), field uprn"):
+        load_gazetteer_file(db, write_csv(tmp_path / "g3.csv", hdr, [["U1", "3", "High St", "C", "CT1 2AB"]]))
+
+
+def test_refresh_folder_moves_loaded_files_to_done_and_refused_to_suspense(db, tmp_path):
+    inbox = tmp_path / "inbound" / "core"
+    inbox.mkdir(parents=True)
+    write_csv(inbox / "gazetteer.csv", ["uprn", "postcode"], [["1", "CT1 2AB"]])
+    write_csv(inbox / "children_1.csv", CHILD_HEADER, children())
+    out = refresh_from_folder(db, inbox)
+    assert out["files"] == 2 and out["refused"] == 0
+    assert not list(inbox.glob("*.csv")) and len(list((inbox / "done").glob("*.csv"))) == 2
+    write_csv(inbox / "children_2.csv", CHILD_HEADER, children(["P9", "", "X", "Y", "M", "bad", "", "", ""]))
+    with pytest.raises(CoreLoadError, match="moved to suspense"):
+        refresh_from_folder(db, inbox)
+    reasons = list((inbox / "suspense").glob("*.reason.txt"))
+    assert len(reasons) == 1 and "row 4 (line 5), field dob" in reasons[0].read_text()
+    assert db.execute("SELECT count(*) FROM core.child").fetchone()[0] == 3
+
+
+def test_load_core_records_keeps_its_counts(db):
+    recs = [{"person_id": "P9", "upn": "R201100018042", "guid": "g-9", "base_dfe": "8862001", "forename": "Ann",
+             "surname": "Lee", "gender": "F", "dob": date(2016, 3, 4), "postcode": "CT1 2AB"}]
+    assert core_load.load_core(db, recs) == {"records": 1, "changed": 1, "new_links": 1}
+    assert core_load.load_core(db, recs) == {"records": 1, "changed": 0, "new_links": 0}
