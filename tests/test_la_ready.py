@@ -154,3 +154,140 @@ def test_load_core_records_keeps_its_counts(db):
              "surname": "Lee", "gender": "F", "dob": date(2016, 3, 4), "postcode": "CT1 2AB"}]
     assert core_load.load_core(db, recs) == {"records": 1, "changed": 1, "new_links": 1}
     assert core_load.load_core(db, recs) == {"records": 1, "changed": 0, "new_links": 0}
+
+
+# ------------------------------------------------------------------ part 2: manual import (F39)
+SIMS7_BASE = "8862001"
+UNTIL = __import__("datetime").datetime(2026, 10, 4, 18, 0, tzinfo=__import__("datetime").UTC)
+
+
+@pytest.fixture(scope="module")
+def small_world():
+    from simulator.world import BaseSpec, World, WorldConfig
+
+    return World(WorldConfig(seed=11, bases=(BaseSpec(SIMS7_BASE, "Green Abbey Primary School", "sims7", "primary", 25),
+                                            BaseSpec("8862002", "Oakfield Primary School", "sims7", "primary", 5))))
+
+
+def catalogue_with(tmp_path, **base_changes) -> Path:
+    """The demo catalogue, with changes to base 8862001 (e.g. enabled=False)."""
+    import yaml
+
+    from b2b.config.catalogue import DEFAULT_PATH
+
+    data = yaml.safe_load(DEFAULT_PATH.read_text())
+    for b in data["bases"]:
+        if str(b["dfe"]) == SIMS7_BASE:
+            b.update(base_changes)
+    path = tmp_path / "catalogue.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_manual_xml_file_goes_through_the_dag_path_once(db, tmp_path, small_world):
+    from b2b.ingest.manual import ingest_file, manual_dag_id
+
+    f = tmp_path / "export.xml"
+    f.write_bytes(small_world.export_sims7(SIMS7_BASE, "snapshot", UNTIL))
+    r = ingest_file(db, f, SIMS7_BASE, report_dir=tmp_path / "reports")
+    assert r["status"] == "loaded" and r["pupils"] >= 25
+    n = r["pupils"]
+    assert list(r["stages"]) == ["extract", "hash_filter", "validate", "load", "match", "conflicts", "apply",
+                                 "contacts"]
+    assert db.execute("SELECT count(DISTINCT student_guid) FROM staging.student").fetchone() == (n,)
+    assert db.execute("SELECT count(*) FROM results.match WHERE file_id = %s", (r["file_id"],)).fetchone() == (n,)
+    stages = {s for (s,) in db.execute("SELECT DISTINCT stage FROM ops.task_log WHERE dag_id = %s",
+                                       (manual_dag_id(SIMS7_BASE),))}
+    assert {"extract", "hash_filter", "validate", "load", "match"} <= stages
+    assert ingest_file(db, f, SIMS7_BASE)["status"] == "duplicate"
+    assert db.execute("SELECT count(*) FROM raw.inbound_file").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><x>&a;</x>', ""),
+    (b"<B2BMessage><unclosed>", ""),
+    (b'{"dataGroup": "student", "items": []}', "not XML"),
+])
+def test_hostile_or_broken_manual_file_is_kept_in_suspense_with_nothing_loaded(db, tmp_path, content, reason):
+    from b2b.ingest.manual import ingest_file
+
+    f = tmp_path / "bad.xml"
+    f.write_bytes(content)
+    r = ingest_file(db, f, SIMS7_BASE, report_dir=tmp_path)
+    assert r["status"] == "suspense" and reason in r["reason"]
+    assert db.execute("SELECT status, error IS NOT NULL FROM raw.inbound_file").fetchall() == [("suspense", True)]
+    assert db.execute("SELECT count(*) FROM raw.inbound_block").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM staging.student").fetchone() == (0,)
+
+
+def test_manual_file_for_another_school_is_refused(db, tmp_path, small_world):
+    from b2b.ingest.manual import ingest_file
+
+    f = tmp_path / "other.xml"
+    f.write_bytes(small_world.export_sims7("8862002", "snapshot", UNTIL))
+    r = ingest_file(db, f, SIMS7_BASE, report_dir=tmp_path)
+    assert r["status"] == "suspense"
+    assert db.execute("SELECT count(*) FROM raw.inbound_block").fetchone() == (0,)
+
+
+def test_inbound_folder_moves_files_to_done_and_suspense(db, tmp_path, small_world):
+    from b2b.ingest.manual import ingest_folder
+
+    inbox = tmp_path / "inbound" / "xml"
+    (inbox / SIMS7_BASE).mkdir(parents=True)
+    (inbox / SIMS7_BASE / "8862001_snapshot_1.xml").write_bytes(small_world.export_sims7(SIMS7_BASE, "snapshot", UNTIL))
+    (inbox / SIMS7_BASE / "broken.xml").write_bytes(b"<nope")
+    (inbox / "9999999").mkdir()
+    (inbox / "9999999" / "x.xml").write_bytes(b"<x/>")
+    out = ingest_folder(db, inbox)
+    assert (out["loaded"], out["suspense"], out["left"]) == (1, 1, 1)
+    assert len(list((inbox / SIMS7_BASE / "done").glob("*.xml"))) == 1
+    assert len(list((inbox / SIMS7_BASE / "suspense").glob("*.reason.txt"))) == 1
+    assert (inbox / "9999999" / "x.xml").exists()  # an unknown base's file is left for a person to look at
+
+
+# ------------------------------------------------------------------ part 6: per-base enable flag (F40)
+def test_switched_off_base_refuses_manual_import_and_its_dags_refuse_to_run(db, tmp_path, small_world,
+                                                                             monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from b2b.config.catalogue import load_catalogue
+    from b2b.errors import DisabledError
+    from b2b.ingest.manual import ingest_file
+    from b2b_operators.base import airflow_errors
+    from b2b_operators.chain import LoadOperator
+
+    path = catalogue_with(tmp_path, enabled=False)
+    cat = load_catalogue(path)
+    assert cat.bases[SIMS7_BASE].enabled is False
+    assert any(s.base.dfe == SIMS7_BASE for s in cat.dag_specs(include_inactive=False))  # tasks are kept
+    f = tmp_path / "export.xml"
+    f.write_bytes(small_world.export_sims7(SIMS7_BASE, "snapshot", UNTIL))
+    with pytest.raises(DisabledError, match="switched off"):
+        ingest_file(db, f, SIMS7_BASE, catalogue_path=path)
+    monkeypatch.setenv("B2B_CATALOGUE", str(path))
+    op = LoadOperator(task_id="load", base_id=SIMS7_BASE, base_kind="sims7", task_key="snapshot",
+                      data_filter="snapshot")
+    context = {"data_interval_start": UNTIL, "data_interval_end": UNTIL, "run_id": "r"}
+    with pytest.raises(AirflowFailException, match=f"base {SIMS7_BASE}: the base is switched off"):
+        with airflow_errors():
+            op.run_context(context)
+    monkeypatch.setenv("B2B_CATALOGUE", str(catalogue_with(tmp_path)))
+    assert op.run_context(context).base_id == SIMS7_BASE
+
+
+def test_matcher_ignores_inactive_children(db, tmp_path):
+    from datetime import timedelta
+
+    from tests.test_chain import DAY1, ctx, page, run_chain
+    from tests.test_officer import WEIGHTS
+
+    cy = {"upn": None, "forename": "Cy", "surname": "Ray", "dob": "2015-05-06", "gender": "M"}
+    load_children_file(db, write_csv(tmp_path / "a.csv", CHILD_HEADER, children()))
+    run_chain(db, ctx(DAY1), [page("student", [("g-cy1", cy)])], WEIGHTS)
+    before = db.execute("SELECT person_id FROM results.current_match WHERE student_guid = 'g-cy1'").fetchone()
+    assert before == ("P3",)  # found while active
+    load_children_file(db, write_csv(tmp_path / "b.csv", CHILD_HEADER, children()[:2]))  # P3 left the LA
+    run_chain(db, ctx(DAY1 + timedelta(days=1)), [page("student", [("g-cy2", cy)])], WEIGHTS)
+    assert db.execute("SELECT status, person_id FROM results.current_match WHERE student_guid = 'g-cy2'"
+                      ).fetchone() == ("unmatched", None)

@@ -141,3 +141,37 @@ def test_delete_files_purges_payloads_and_keeps_tables(la):
     assert maintenance.delete_files(db, 30, now=datetime.now(UTC) + timedelta(days=31)) == 2
     assert db.execute("SELECT count(*) FROM raw.inbound_file WHERE payload IS NOT NULL").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM staging.student").fetchone()[0] == before
+
+
+def test_new_child_ids_come_from_a_sequence_so_a_delete_never_makes_them_collide(la):
+    db = la
+    pages = [page("student", [(f"g-new{i}", {"upn": None, "forename": f"New{i}", "surname": "Comer",
+                                              "dob": f"2017-02-0{i}", "gender": "M"}) for i in (1, 2, 3)])]
+    run_chain(db, day(0), pages, WEIGHTS)
+    first = officer.new_child(db, BASE, "g-new1")
+    second = officer.new_child(db, BASE, "g-new2")
+    # the first child is withdrawn (e.g. merged into another record): a row count would now give
+    # the second child's id again
+    db.execute("DELETE FROM core.child_link WHERE person_id = %s", (first,))
+    db.execute("DELETE FROM core.child WHERE person_id = %s", (first,))
+    third = officer.new_child(db, BASE, "g-new3")
+    assert len({first, second, third}) == 3 and third > second > first
+
+
+def test_new_child_ids_are_distinct_under_concurrency(la, db_url):
+    import psycopg
+
+    db = la
+    pages = [page("student", [(f"g-c{i}", {"upn": None, "forename": f"Con{i}", "surname": "Current",
+                                            "dob": f"2015-03-0{i}", "gender": "F"}) for i in (1, 2)])]
+    run_chain(db, day(0), pages, WEIGHTS)
+    db.commit()
+    with psycopg.connect(db_url) as a, psycopg.connect(db_url) as b:
+        a.execute("SELECT 1")  # a transaction is open: a's new child stays uncommitted
+        b.execute("SET lock_timeout = '5s'")  # a colliding id would wait for a: fail instead of hang
+        pa = officer.new_child(a, BASE, "g-c1")
+        pb = officer.new_child(b, BASE, "g-c2")  # would have read the same count and collided
+        a.commit()
+        b.commit()
+    assert pa != pb
+    assert db.execute("SELECT count(*) FROM core.child WHERE person_id IN (%s, %s)", (pa, pb)).fetchone() == (2,)
