@@ -291,3 +291,114 @@ def test_matcher_ignores_inactive_children(db, tmp_path):
     run_chain(db, ctx(DAY1 + timedelta(days=1)), [page("student", [("g-cy2", cy)])], WEIGHTS)
     assert db.execute("SELECT status, person_id FROM results.current_match WHERE student_guid = 'g-cy2'"
                       ).fetchone() == ("unmatched", None)
+
+
+# ------------------------------------------------------------------ part 4: retention (F44)
+def test_delete_files_enforces_each_retention_and_keeps_what_analysts_need(db, tmp_path):
+    import os
+    import time
+    from datetime import UTC, datetime, timedelta
+
+    from b2b.config.settings import Settings
+    from b2b.ingest.extract import ReceivedMessage
+    from b2b.ops.maintenance import enforce_retention
+    from tests.test_chain import DAY1, ctx, page, run_chain
+    from tests.test_officer import WEIGHTS
+
+    amy = {"upn": None, "forename": "Amy", "surname": "Twist", "dob": "2016-05-05", "gender": "F", "ncy": "5"}
+    db.execute("INSERT INTO core.child (person_id, forename, surname, gender, dob) "
+               "VALUES ('P1', 'Amy', 'Twist', 'F', '2016-05-05')")
+    broken = ReceivedMessage("student p2/2", b"not json", "application/json", group="student")
+    run_chain(db, ctx(DAY1), [page("student", [("g-amy", amy)]), broken], WEIGHTS)
+    run_chain(db, ctx(DAY1 + timedelta(days=1)), [page("student", [("g-amy", dict(amy, ncy="6"))])], WEIGHTS)
+    old_file, new_file = [r[0] for r in db.execute("SELECT file_id FROM raw.inbound_file WHERE status <> 'suspense' "
+                                                   "ORDER BY window_order")]
+    db.execute("""INSERT INTO raw.outbound_file (base_id, task_key, dag_id, run_id, window_end, pupils, payload,
+                                                 size_bytes, sha256, status)
+                  VALUES ('8862001', 'ret', 'd', 'r', now(), 1, '\\x00', 1, 'x', 'delivered')""")
+    db.execute("""INSERT INTO results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field, value)
+                  VALUES (%s, 1, '8862003', 'g-amy', 'student', 'r', 'upn', 'BAD-VALUE')""", (old_file,))
+    home = tmp_path / "home"
+    old_files = [home / "reports" / "validation" / "old.html", home / "inbound" / "xml" / "8862001" / "suspense" / "a.xml",
+                 home / "inbound" / "core" / "done" / "children.csv"]
+    for p in old_files:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("x")
+        past = time.time() - 400 * 86400
+        os.utime(p, (past, past))
+    fresh = home / "reports" / "validation" / "new.html"
+    fresh.write_text("x")
+    core_before = db.execute("SELECT count(*) FROM core.child").fetchone()
+    matches_before = db.execute("SELECT count(*) FROM results.match").fetchone()
+
+    today = enforce_retention(db, Settings(), now=datetime.now(UTC), home=home)
+    # nothing in the database is old enough yet; the 400-day-old files go
+    assert {k: v for k, v in today.items() if v} == {"reports": 1, "done_files": 1, "suspense_files": 1}
+    assert not any(p.exists() for p in old_files) and fresh.exists()
+
+    later = datetime.now(UTC) + timedelta(days=400)
+    c = enforce_retention(db, Settings(), now=later, home=home)
+    assert c["payloads"] == 3 and c["outbound_payloads"] == 1 and c["anomaly_values"] == 1
+    assert c["blocks"] == 1 and c["staging_rows"] == 1 and c["reports"] == 1 and not fresh.exists()
+    # the superseded block is emptied, the latest kept (contacts and the hash filter build on it)
+    content = dict(db.execute("SELECT file_id, content FROM raw.inbound_block").fetchall())
+    assert content[old_file] == {} and content[new_file] != {}
+    assert db.execute("SELECT count(*) FROM staging.student").fetchone() == (1,)
+    assert db.execute("SELECT file_id FROM staging.student").fetchone() == (new_file,)
+    # analysts' tables keep what they need
+    assert db.execute("SELECT count(*) FROM core.child").fetchone() == core_before
+    assert db.execute("SELECT count(*) FROM results.match").fetchone() == matches_before
+    assert db.execute("SELECT rule FROM results.anomaly").fetchone() == ("r",)
+    assert db.execute("SELECT counts->>'staging_rows' FROM ops.retention_run ORDER BY run_id DESC LIMIT 1"
+                      ).fetchone() == ("1",)
+
+
+def test_resolved_suspense_payload_goes_before_the_general_retention(db):
+    from datetime import UTC, datetime, timedelta
+
+    from b2b.config.settings import Settings
+    from b2b.ingest.extract import ReceivedMessage
+    from b2b.ops.maintenance import enforce_retention
+    from tests.test_chain import DAY1, ctx, page, run_chain
+    from tests.test_officer import WEIGHTS
+
+    broken = ReceivedMessage("student p1/1", b"not json", "application/json", group="student")
+    run_chain(db, ctx(DAY1), [broken], WEIGHTS)
+    settings = Settings(file_retention_days=365, suspense_retention_days=10)
+    soon = datetime.now(UTC) + timedelta(days=11)
+    assert enforce_retention(db, settings, now=soon)["suspense_payloads"] == 0  # not resolved yet: kept
+    run_chain(db, ctx(DAY1 + timedelta(days=1)), [page("student", [("g-x", {"forename": "X", "surname": "Y",
+                                                                              "dob": "2016-01-01", "gender": "M"})])],
+              WEIGHTS)
+    assert enforce_retention(db, settings, now=soon)["suspense_payloads"] == 1
+    assert db.execute("SELECT payload IS NULL, error IS NOT NULL FROM raw.inbound_file WHERE status = 'suspense'"
+                      ).fetchone() == (True, True)
+
+
+# ------------------------------------------------------------------ the DAGs' operator
+def test_la_dag_operators_process_their_folders_and_fail_with_the_reasons(db, db_url, tmp_path, monkeypatch,
+                                                                           small_world):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from b2b_operators.la_dags import LaFolderOperator, build_la_dags
+
+    monkeypatch.setenv("B2B_DATABASE_URL", db_url)
+    monkeypatch.setenv("B2B_HOME", str(tmp_path))
+    core = tmp_path / "inbound" / "core"
+    core.mkdir(parents=True)
+    write_csv(core / "children.csv", CHILD_HEADER, children())
+    out = LaFolderOperator(task_id="core_refresh", action="core_refresh").execute({})
+    assert out["files"] == 1 and (core / "done").is_dir()
+    xml = tmp_path / "inbound" / "xml" / SIMS7_BASE
+    xml.mkdir(parents=True)
+    (xml / "a_snapshot.xml").write_bytes(small_world.export_sims7(SIMS7_BASE, "snapshot", UNTIL))
+    (xml / "b.xml").write_bytes(b"<broken")
+    with pytest.raises(AirflowFailException, match=r"1 of 2 file\(s\) put in suspense: b.xml"):
+        LaFolderOperator(task_id="manual_import", action="manual_import").execute({})
+    db.rollback()
+    assert db.execute("SELECT count(*) FROM core.child").fetchone() == (3,)
+    assert db.execute("SELECT status FROM raw.inbound_file ORDER BY file_id").fetchall() == [("loaded",),
+                                                                                            ("suspense",)]
+    from b2b.config.catalogue import load_catalogue
+
+    assert set(build_la_dags(load_catalogue().la)) == {"b2b__core__refresh", "b2b__manual_import"}

@@ -151,8 +151,13 @@ def _cmd_maintenance(args) -> int:
             print(f"clear conflicts: {maintenance.clear_conflicts(conn, args.by)} cleared")
         elif args.maint_cmd == "clear-cache":
             print(f"clear cached data: {maintenance.clear_cached_data(conn, args.base)} cache entries removed")
-        elif args.maint_cmd == "delete-files":
+        elif args.maint_cmd == "delete-files" and args.days is not None:
             print(f"delete files: {maintenance.delete_files(conn, args.days)} payload(s) purged")
+        elif args.maint_cmd == "delete-files":
+            from b2b.config.catalogue import load_catalogue
+
+            counts = maintenance.enforce_retention(conn, load_catalogue(args.catalogue).la.settings)
+            print("delete files (retention, F44): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
 
@@ -340,8 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--by", default="maintenance")
     o = mts.add_parser("clear-cache", help="flush the hash cache (all bases or one)")
     o.add_argument("--base")
-    o = mts.add_parser("delete-files", help="purge stored messages older than N days")
-    o.add_argument("--days", type=int, required=True)
+    o = mts.add_parser("delete-files", help="enforce the LA's retention settings (F44; docs/data-protection.md)")
+    o.add_argument("--days", type=int, help="only purge stored message payloads older than N days")
+    o.add_argument("--catalogue", help="catalogue whose la.settings apply (default $B2B_CATALOGUE or the demo)")
     mt.set_defaults(func=_cmd_maintenance)
     return p
 
