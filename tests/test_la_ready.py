@@ -402,3 +402,38 @@ def test_la_dag_operators_process_their_folders_and_fail_with_the_reasons(db, db
     from b2b.config.catalogue import load_catalogue
 
     assert set(build_la_dags(load_catalogue().la)) == {"b2b__core__refresh", "b2b__manual_import"}
+
+
+# ------------------------------------------------------------------ the commands
+def test_core_load_and_ingest_commands_document_their_formats(capsys):
+    from b2b.cli.main import main
+
+    for argv, words in ((["core", "load", "--help"], ["children CSV", "gazetteer CSV", "mapping file", "guid_base",
+                                                       "date_format", "inactive"]),
+                        (["ingest", "--help"], ["SIMS 7 XML", "dataGroup", "suspense", "manual_import",
+                                                "SHA-256"])):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert all(w in out for w in words), argv
+
+
+def test_core_load_and_ingest_commands(db, db_url, tmp_path, monkeypatch, capsys, small_world):
+    from b2b.cli.main import main
+
+    monkeypatch.setenv("B2B_DATABASE_URL", db_url)
+    monkeypatch.setenv("B2B_HOME", str(tmp_path))
+    good = write_csv(tmp_path / "children.csv", CHILD_HEADER, children())
+    assert main(["core", "load", str(good)]) == 0
+    assert "new 3" in capsys.readouterr().out
+    bad = write_csv(tmp_path / "bad.csv", CHILD_HEADER, children(["P9", "", "X", "Y", "M", "31/12/2015", "", "", ""]))
+    assert main(["core", "load", str(bad)]) == 1
+    assert "row 4 (line 5), field dob" in capsys.readouterr().err
+    f = tmp_path / "export.xml"
+    f.write_bytes(small_world.export_sims7(SIMS7_BASE, "snapshot", UNTIL))
+    assert main(["ingest", str(f), "--base", SIMS7_BASE]) == 0
+    assert "status loaded" in capsys.readouterr().out
+    (tmp_path / "broken.xml").write_bytes(b"<x")
+    assert main(["ingest", str(tmp_path / "broken.xml"), "--base", SIMS7_BASE]) == 1
+    assert "status suspense" in capsys.readouterr().out

@@ -144,3 +144,16 @@ def test_a_staff_members_own_login_in_the_officer_role_is_recorded_by_name(db, d
     finally:
         admin.execute("DROP ROLE test_alice")
         admin.close()
+
+
+def test_cli_officer_commands_record_the_login_not_a_typed_name(db, db_url, lists, tmp_path, monkeypatch, capsys):
+    from b2b.cli.main import main
+
+    monkeypatch.setenv("B2B_DATABASE_URL", make_conninfo(db_url, user="b2b_officer",
+                                                         password=b2bdb.role_passwords(tmp_path)["b2b_officer"]))
+    assert main(["officer", "confirm", BASE, "g-amy", "P1", "--note", "same child"]) == 0
+    assert "recorded as b2b_officer" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["officer", "confirm", BASE, "g-amy", "P1", "--by", "someone"])  # no such option any more
+    assert db.execute("SELECT decided_by, note FROM results.match_decision").fetchall() == [
+        ("b2b_officer", "same child")]

@@ -29,6 +29,23 @@ def _cmd_db_url(args) -> int:
     return 0
 
 
+def _cmd_db_roles(args) -> int:
+    """Set the F41 roles' passwords (generated once, kept 0600 under B2B_HOME) and, on the
+    embedded server, require password authentication for them."""
+    import os
+
+    from b2b import db
+
+    embedded = not (args.url or os.environ.get("B2B_DATABASE_URL"))
+    url = db.database_url(args.url)
+    with db.connect(url, autocommit=True) as conn:
+        db.upgrade(conn)
+        done = db.ensure_roles(conn, pgdata=db.b2b_home() / "pgdata" if embedded else None)
+    print(f"roles {', '.join(done)}: passwords set (stored in {db.roles_file()}, mode 0600)"
+          + ("; the embedded server now requires them" if embedded else ""))
+    return 0
+
+
 def _cmd_db_stop(args) -> int:
     from b2b import db
 
@@ -129,13 +146,14 @@ def _cmd_officer(args) -> int:
             elif args.officer_cmd == "candidates":
                 print(officer.as_json(officer.candidates(conn, args.base, args.student)))
             elif args.officer_cmd in ("confirm", "reject", "link"):
-                getattr(officer, args.officer_cmd)(conn, args.base, args.student, args.person, args.by, note=args.note)
-                print(f"{args.officer_cmd}: base {args.base} student {args.student} / child {args.person} recorded")
+                who = getattr(officer, args.officer_cmd)(conn, args.base, args.student, args.person, note=args.note)
+                print(f"{args.officer_cmd}: base {args.base} student {args.student} / child {args.person} "
+                      f"recorded as {who}")
             elif args.officer_cmd == "new-child":
-                pid = officer.new_child(conn, args.base, args.student, args.by)
+                pid = officer.new_child(conn, args.base, args.student)
                 print(f"new child {pid} created from base {args.base} student {args.student} and linked")
             elif args.officer_cmd == "resolve":
-                n = officer.resolve_conflict(conn, args.person, args.field, args.keep, args.by)
+                n = officer.resolve_conflict(conn, args.person, args.field, args.keep)
                 print(f"resolved {n} conflict(s) on {args.person}.{args.field}: kept {args.keep}")
         except officer.OfficerError as exc:
             print(f"b2b officer: {exc}", file=sys.stderr)
@@ -237,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_cmd_db_upgrade)
     dbp.add_parser("url", help="print the warehouse URL (starts the embedded server if needed)").set_defaults(func=_cmd_db_url)
     dbp.add_parser("stop", help="stop the embedded PostgreSQL").set_defaults(func=_cmd_db_stop)
+    ro = dbp.add_parser("roles", help="give the roles b2b_pipeline/analyst/officer/ui their passwords (F41)")
+    ro.add_argument("--url", default=None, help="admin database URL (default: $B2B_DATABASE_URL or embedded)")
+    ro.set_defaults(func=_cmd_db_roles)
 
     demo = sub.add_parser("demo", help="run the demo LA end to end through real Airflow DAG runs")
     demo.add_argument("--days", type=int, default=3, help="changed-data days after the snapshot")
@@ -266,10 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--as-of", default=None, help="date for --carer-min ages (default today)")
     m.set_defaults(func=_cmd_match)
 
-    import getpass
-
-    who = getpass.getuser()
-    off = sub.add_parser("officer", help="work the Unmatched / Possible / Conflicts lists").add_subparsers(
+    off = sub.add_parser("officer", help="work the Unmatched / Possible / Conflicts lists (decisions are recorded "
+                                         "under the database login: see docs/using-for-your-la.md)").add_subparsers(
         dest="officer_cmd", required=True)
     o = off.add_parser("unmatched", help="the Unmatched list (F13)")
     o.add_argument("--base")
@@ -286,16 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
         o.add_argument("student")
         o.add_argument("person")
         o.add_argument("--note")
-        o.add_argument("--by", default=who)
     o = off.add_parser("new-child", help="create an LA child from an unmatched student and link it")
     o.add_argument("base")
     o.add_argument("student")
-    o.add_argument("--by", default=who)
     o = off.add_parser("resolve", help="resolve a conflict: keep the LA value or accept the incoming one")
     o.add_argument("person")
     o.add_argument("field")
     o.add_argument("--keep", choices=["la", "incoming"], required=True)
-    o.add_argument("--by", default=who)
     off.required = True
     off_parent = sub.choices["officer"]
     off_parent.set_defaults(func=_cmd_officer)

@@ -208,7 +208,7 @@ BEGIN
     -- analysts: core, results and the documented ops views; nothing else, write nothing
     GRANT USAGE ON SCHEMA core, results, ops TO b2b_analyst;
     GRANT SELECT ON ALL TABLES IN SCHEMA core, results TO b2b_analyst;
-    FOREACH s IN ARRAY ARRAY['ops.task_log', 'ops.run_summary', 'ops.alert'] LOOP
+    FOREACH s IN ARRAY ARRAY['ops.task_log', 'ops.run_summary', 'ops.alert', 'ops.schema_migrations'] LOOP
         IF to_regclass(s) IS NOT NULL THEN
             EXECUTE format('GRANT SELECT ON %s TO b2b_analyst', s);
         END IF;
