@@ -415,8 +415,8 @@ def core_inbox(home: Path | None = None) -> Path:
 
 
 def _move(path: Path, folder: Path, reason: str | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S}_{path.name}"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    dest = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}_{path.name}"
     shutil.move(str(path), dest)
     dest.chmod(0o600)
     if reason is not None:
