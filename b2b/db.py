@@ -103,10 +103,15 @@ def roles_file(home: Path | None = None) -> Path:
 
 
 def role_passwords(home: Path | None = None) -> dict[str, str]:
-    """Each role's password: generated once (``secrets.token_urlsafe``), then read back."""
+    """Each role's password: ``$B2B_DB_PASSWORD_<ROLE>`` when set (compose passes them from its
+    secrets), else generated once (``secrets.token_urlsafe``) into :func:`roles_file`."""
     import json
     import secrets
 
+    given = {r: os.environ[f"B2B_DB_PASSWORD_{r.upper()}"] for r in ROLES
+             if os.environ.get(f"B2B_DB_PASSWORD_{r.upper()}")}
+    if len(given) == len(ROLES):
+        return given
     path = roles_file(home)
     data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     missing = [r for r in ROLES if not data.get(r)]
@@ -121,7 +126,7 @@ def role_passwords(home: Path | None = None) -> dict[str, str]:
             json.dump(data, fh, indent=1)
         os.replace(tmp, path)
     os.chmod(path, 0o600)
-    return {r: data[r] for r in ROLES}
+    return {r: given.get(r) or data[r] for r in ROLES}
 
 
 def ensure_roles(admin_conn, home: Path | None = None, pgdata: Path | None = None) -> list[str]:

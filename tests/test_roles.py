@@ -88,6 +88,27 @@ def test_pipeline_runs_the_chain_without_superuser(db, roles):
         == ("P7",)
 
 
+def test_pipeline_loads_la_records_imports_by_hand_and_enforces_retention(db, roles, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from b2b.config.settings import Settings
+    from b2b.ingest.manual import ingest_file
+    from b2b.ops.core_load import load_children_file, load_gazetteer_file
+    from b2b.ops.maintenance import enforce_retention
+    from tests.test_la_ready import CHILD_HEADER, children, write_csv
+
+    with roles("b2b_pipeline", autocommit=True) as conn:
+        assert load_children_file(conn, write_csv(tmp_path / "c.csv", CHILD_HEADER, children()))["new"] == 3
+        assert load_gazetteer_file(conn, write_csv(tmp_path / "g.csv", ["uprn", "postcode"],
+                                                   [["1", "CT1 2AB"]]))["addresses"] == 1
+        (tmp_path / "bad.xml").write_bytes(b"<x")
+        assert ingest_file(conn, tmp_path / "bad.xml", "8862001", report_dir=tmp_path)["status"] == "suspense"
+        counts = enforce_retention(conn, Settings(), now=datetime.now(UTC) + timedelta(days=400), home=tmp_path)
+        assert counts["payloads"] == 1
+    assert db.execute("SELECT loaded_by FROM core.load_run ORDER BY load_id").fetchall() == [
+        ("b2b_pipeline",), ("b2b_pipeline",)]
+
+
 def test_analyst_reads_core_and_results_but_no_raw_data_and_writes_nothing(lists):
     with lists("b2b_analyst", autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM core.child").fetchone() == (2,)
@@ -157,3 +178,10 @@ def test_cli_officer_commands_record_the_login_not_a_typed_name(db, db_url, list
         main(["officer", "confirm", BASE, "g-amy", "P1", "--by", "someone"])  # no such option any more
     assert db.execute("SELECT decided_by, note FROM results.match_decision").fetchall() == [
         ("b2b_officer", "same child")]
+
+
+def test_passwords_given_in_the_environment_win(tmp_path, monkeypatch):
+    monkeypatch.setenv("B2B_DB_PASSWORD_B2B_PIPELINE", "from-a-secret")
+    got = b2bdb.role_passwords(tmp_path)
+    assert got["b2b_pipeline"] == "from-a-secret" and len(got["b2b_analyst"]) > 20
+    assert "from-a-secret" not in b2bdb.roles_file(tmp_path).read_text()
