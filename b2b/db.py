@@ -71,8 +71,102 @@ def database_url(url: str | None = None) -> str:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced, safe for logs."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The connection string with any password replaced, safe for logs.
+
+    Parsed by libpq's rules (``psycopg.conninfo``), so every form is covered: a URL with
+    ``user:password@``, a URL with ``?password=``, and a ``key=value`` conninfo string. The
+    result is a ``key=value`` string with ``password=***``; a string libpq cannot parse is not
+    echoed at all.
+    """
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+    except ProgrammingError:
+        return "<unparseable connection string>"
+    if "password" in params:
+        params["password"] = "***"
+    return make_conninfo("", **params)
+
+
+# ------------------------------------------------------------------ roles (F41)
+#: the login roles migration 0015 creates; LA staff get personal logins that are members
+ROLES = ("b2b_pipeline", "b2b_analyst", "b2b_officer", "b2b_ui")
+_HBA_BEGIN = "# >>> b2b roles: password authentication (b2b.db.ensure_roles)"
+_HBA_END = "# <<< b2b roles"
+
+
+def roles_file(home: Path | None = None) -> Path:
+    """Where the embedded server's role passwords live: ``$B2B_HOME/secrets/db_roles.json`` (0600)."""
+    return (home or b2b_home()) / "secrets" / "db_roles.json"
+
+
+def role_passwords(home: Path | None = None) -> dict[str, str]:
+    """Each role's password: ``$B2B_DB_PASSWORD_<ROLE>`` when set (compose passes them from its
+    secrets), else generated once (``secrets.token_urlsafe``) into :func:`roles_file`."""
+    import json
+    import secrets
+
+    given = {r: os.environ[f"B2B_DB_PASSWORD_{r.upper()}"] for r in ROLES
+             if os.environ.get(f"B2B_DB_PASSWORD_{r.upper()}")}
+    if len(given) == len(ROLES):
+        return given
+    path = roles_file(home)
+    data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    missing = [r for r in ROLES if not data.get(r)]
+    if missing:
+        for r in missing:
+            data[r] = secrets.token_urlsafe(24)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, path)
+    os.chmod(path, 0o600)
+    return {r: given.get(r) or data[r] for r in ROLES}
+
+
+def ensure_roles(admin_conn, home: Path | None = None, pgdata: Path | None = None) -> list[str]:
+    """Give the roles their passwords (sent SCRAM-hashed, never in clear) and, on the embedded
+    server (``pgdata``), require password authentication for them and their members in
+    ``pg_hba.conf``. Needs an admin connection and migration 0015; returns the roles set."""
+    from psycopg import sql
+
+    passwords = role_passwords(home)
+    done = []
+    for role in ROLES:
+        if admin_conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is None:
+            continue
+        hashed = admin_conn.pgconn.encrypt_password(passwords[role].encode(), role.encode(), b"scram-sha-256")
+        admin_conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(hashed.decode())))
+        done.append(role)
+    if pgdata is not None:
+        hba = Path(pgdata) / "pg_hba.conf"
+        text = hba.read_text(encoding="utf-8")
+        if _HBA_BEGIN not in text:
+            who = ",".join("+" + r for r in ROLES)
+            block = "\n".join([_HBA_BEGIN, f"local all {who} scram-sha-256",
+                               f"host  all {who} 127.0.0.1/32 scram-sha-256",
+                               f"host  all {who} ::1/128 scram-sha-256", _HBA_END, ""])
+            with open(hba, "w", encoding="utf-8") as fh:  # in place: keeps the file's owner
+                fh.write(block + text)
+        admin_conn.execute("SELECT pg_reload_conf()")
+    if not admin_conn.autocommit:
+        admin_conn.commit()
+    return done
+
+
+def role_url(role: str, url: str | None = None, home: Path | None = None) -> str:
+    """The warehouse URL as one of the roles (its password from :func:`role_passwords`)."""
+    from psycopg.conninfo import make_conninfo
+
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    return make_conninfo(database_url(url), user=role, password=role_passwords(home)[role])
 
 
 def connect(url: str | None = None, **kwargs):
@@ -119,14 +213,16 @@ def upgrade(conn, folder: Path = MIGRATIONS_DIR) -> list[str]:
     with conn.transaction():
         # One upgrader at a time (two DAG runs starting together).
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('b2b.schema_migrations'))")
-        conn.execute("CREATE SCHEMA IF NOT EXISTS ops")
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS ops.schema_migrations (
-                   version text PRIMARY KEY,
-                   name text NOT NULL,
-                   checksum text NOT NULL,
-                   applied_at timestamptz NOT NULL DEFAULT now())"""
-        )
+        if conn.execute("SELECT to_regclass('ops.schema_migrations')").fetchone()[0] is None:
+            # (only on an empty database: b2b_pipeline need not be able to create schemas)
+            conn.execute("CREATE SCHEMA IF NOT EXISTS ops")
+            conn.execute(
+                """CREATE TABLE IF NOT EXISTS ops.schema_migrations (
+                       version text PRIMARY KEY,
+                       name text NOT NULL,
+                       checksum text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now())"""
+            )
         done = dict(conn.execute("SELECT version, checksum FROM ops.schema_migrations").fetchall())
         applied = []
         for mig in migrations(folder):
@@ -143,6 +239,9 @@ def upgrade(conn, folder: Path = MIGRATIONS_DIR) -> list[str]:
                 (mig.version, mig.name, mig.checksum),
             )
             applied.append(mig.version)
+        if applied and conn.execute("SELECT to_regprocedure('ops.apply_role_grants()')").fetchone()[0]:
+            # every object of the five schemas owned by b2b_pipeline, read rights per role (F41)
+            conn.execute("SELECT ops.apply_role_grants()")
     for version in applied:
         log.info("applied migration %s", version)
     return applied

@@ -40,6 +40,10 @@ def main(argv=None) -> int:
     w.add_argument("--out", type=Path, required=True)
     c = sub.add_parser("core", help="the LA's own child records as CSV")
     c.add_argument("--out", type=Path, required=True)
+    lf = sub.add_parser("la-files", help="the LA's own files (children, gazetteer) for b2b core load")
+    lf.add_argument("--out", type=Path, required=True, help="folder, e.g. $B2B_HOME/inbound/core")
+    lf.add_argument("--style", choices=["b2b", "la"], default="b2b",
+                    help="la: an LA system's headers and dates, with the mapping.yaml that maps them")
     k = sub.add_parser("connections", help="Airflow connections (JSON) for every school")
     k.add_argument("--base-url", default="http://127.0.0.1:8765")
     k.add_argument("--format", choices=["json", "env"], default="json",
@@ -83,6 +87,12 @@ def main(argv=None) -> int:
             for r in rows:
                 wr.writerow({k: ("" if r.get(k) is None else r[k]) for k in cols})
         print(f"wrote {len(rows)} LA child records to {args.out}")
+        return 0
+    if args.cmd == "la-files":
+        from simulator.la_files import write_la_files
+
+        for path in write_la_files(args.out, world, style=args.style):
+            print(path)
         return 0
     conns = world.airflow_connections(args.base_url)
     if args.format == "env":

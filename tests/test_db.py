@@ -37,5 +37,19 @@ def test_badly_named_migration_is_refused(tmp_path):
         b2bdb.migrations(tmp_path)
 
 
-def test_redact_hides_password():
-    assert b2bdb.redact("postgresql://u:s3cret@h:5432/d") == "postgresql://u:***@h:5432/d"
+@pytest.mark.parametrize("conninfo", [
+    "postgresql://u:s3cret@h:5432/d",
+    "postgresql://u@h:5432/d?password=s3cret&sslmode=require",
+    "postgres://u@h/d?sslmode=require&password=s3cret",
+    "host=h port=5432 user=u password=s3cret dbname=d",
+    "host=h user=u password='s3cret' dbname=d",
+])
+def test_redact_hides_the_password_in_every_conninfo_form(conninfo):
+    out = b2bdb.redact(conninfo)
+    assert "s3cret" not in out
+    assert "password=***" in out and "host=h" in out and "user=u" in out and "dbname=d" in out
+
+
+def test_redact_keeps_a_passwordless_url_and_never_echoes_an_unparseable_one():
+    assert b2bdb.redact("postgresql://u@h/d") == "user=u dbname=d host=h"
+    assert "s3cret" not in b2bdb.redact("password=s3cret host='unterminated")

@@ -40,7 +40,7 @@ def test_confirm_a_possible_candidate_and_the_next_run_respects_it(la):
     officer.confirm(db, BASE, "g-amy", "P2", "officer.jane")
     assert status(db) == ("matched", "P2", "officer_link")
     decision = db.execute("SELECT decision, person_id, decided_by FROM results.match_decision").fetchall()
-    assert decision == [("confirm", "P2", "officer.jane")]
+    assert decision == [("confirm", "P2", "officer.jane via postgres")]  # the web user, via the login
     # the school changes something: the next run links by the officer's decision
     run_chain(db, day(1), [page("student", [("g-amy", dict(AMY, ncy="6"))])], WEIGHTS)
     st = status(db)
@@ -66,7 +66,7 @@ def test_new_child_from_an_unmatched_record(la):
     pid = officer.new_child(db, BASE, "g-zed", "officer.jane")
     row = db.execute("SELECT forename, surname, dob::text, postcode, updated_by FROM core.child WHERE person_id = %s",
                      (pid,)).fetchone()
-    assert row == ("Zed", "Newcomer", "2017-02-02", "CT1 2AB", "officer:officer.jane")
+    assert row == ("Zed", "Newcomer", "2017-02-02", "CT1 2AB", "officer:officer.jane via postgres")
     run_chain(db, day(1), [page("student", [("g-zed", dict(stranger, ncy="1"))])], WEIGHTS)
     assert status(db, "g-zed")[1:] == (pid, "officer_link")
 
@@ -105,9 +105,9 @@ def test_resolve_conflict_accept_incoming_updates_the_la_record(la):
     joe_conflict(db)
     officer.resolve_conflict(db, "P3", "forename", "incoming", "officer.jane")
     assert db.execute("SELECT forename, updated_by FROM core.child WHERE person_id = 'P3'").fetchone() == (
-        "Joe", "officer:officer.jane")
+        "Joe", "officer:officer.jane via postgres")
     res = db.execute("SELECT resolution, resolved_by FROM results.conflict_resolution").fetchall()
-    assert res == [("accepted_incoming", "officer.jane")]
+    assert res == [("accepted_incoming", "officer.jane via postgres")]
     with pytest.raises(officer.OfficerError, match="no open conflict"):
         officer.resolve_conflict(db, "P3", "forename", "la", "officer.jane")
 
@@ -141,3 +141,37 @@ def test_delete_files_purges_payloads_and_keeps_tables(la):
     assert maintenance.delete_files(db, 30, now=datetime.now(UTC) + timedelta(days=31)) == 2
     assert db.execute("SELECT count(*) FROM raw.inbound_file WHERE payload IS NOT NULL").fetchone()[0] == 0
     assert db.execute("SELECT count(*) FROM staging.student").fetchone()[0] == before
+
+
+def test_new_child_ids_come_from_a_sequence_so_a_delete_never_makes_them_collide(la):
+    db = la
+    pages = [page("student", [(f"g-new{i}", {"upn": None, "forename": f"New{i}", "surname": "Comer",
+                                              "dob": f"2017-02-0{i}", "gender": "M"}) for i in (1, 2, 3)])]
+    run_chain(db, day(0), pages, WEIGHTS)
+    first = officer.new_child(db, BASE, "g-new1")
+    second = officer.new_child(db, BASE, "g-new2")
+    # the first child is withdrawn (e.g. merged into another record): a row count would now give
+    # the second child's id again
+    db.execute("DELETE FROM core.child_link WHERE person_id = %s", (first,))
+    db.execute("DELETE FROM core.child WHERE person_id = %s", (first,))
+    third = officer.new_child(db, BASE, "g-new3")
+    assert len({first, second, third}) == 3 and third > second > first
+
+
+def test_new_child_ids_are_distinct_under_concurrency(la, db_url):
+    import psycopg
+
+    db = la
+    pages = [page("student", [(f"g-c{i}", {"upn": None, "forename": f"Con{i}", "surname": "Current",
+                                            "dob": f"2015-03-0{i}", "gender": "F"}) for i in (1, 2)])]
+    run_chain(db, day(0), pages, WEIGHTS)
+    db.commit()
+    with psycopg.connect(db_url) as a, psycopg.connect(db_url) as b:
+        a.execute("SELECT 1")  # a transaction is open: a's new child stays uncommitted
+        b.execute("SET lock_timeout = '5s'")  # a colliding id would wait for a: fail instead of hang
+        pa = officer.new_child(a, BASE, "g-c1")
+        pb = officer.new_child(b, BASE, "g-c2")  # would have read the same count and collided
+        a.commit()
+        b.commit()
+    assert pa != pb
+    assert db.execute("SELECT count(*) FROM core.child WHERE person_id IN (%s, %s)", (pa, pb)).fetchone() == (2,)

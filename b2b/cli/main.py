@@ -29,6 +29,23 @@ def _cmd_db_url(args) -> int:
     return 0
 
 
+def _cmd_db_roles(args) -> int:
+    """Set the F41 roles' passwords (generated once, kept 0600 under B2B_HOME) and, on the
+    embedded server, require password authentication for them."""
+    import os
+
+    from b2b import db
+
+    embedded = not (args.url or os.environ.get("B2B_DATABASE_URL"))
+    url = db.database_url(args.url)
+    with db.connect(url, autocommit=True) as conn:
+        db.upgrade(conn)
+        done = db.ensure_roles(conn, pgdata=db.b2b_home() / "pgdata" if embedded else None)
+    print(f"roles {', '.join(done)}: passwords set (stored in {db.roles_file()}, mode 0600)"
+          + ("; the embedded server now requires them" if embedded else ""))
+    return 0
+
+
 def _cmd_db_stop(args) -> int:
     from b2b import db
 
@@ -129,13 +146,14 @@ def _cmd_officer(args) -> int:
             elif args.officer_cmd == "candidates":
                 print(officer.as_json(officer.candidates(conn, args.base, args.student)))
             elif args.officer_cmd in ("confirm", "reject", "link"):
-                getattr(officer, args.officer_cmd)(conn, args.base, args.student, args.person, args.by, note=args.note)
-                print(f"{args.officer_cmd}: base {args.base} student {args.student} / child {args.person} recorded")
+                who = getattr(officer, args.officer_cmd)(conn, args.base, args.student, args.person, note=args.note)
+                print(f"{args.officer_cmd}: base {args.base} student {args.student} / child {args.person} "
+                      f"recorded as {who}")
             elif args.officer_cmd == "new-child":
-                pid = officer.new_child(conn, args.base, args.student, args.by)
+                pid = officer.new_child(conn, args.base, args.student)
                 print(f"new child {pid} created from base {args.base} student {args.student} and linked")
             elif args.officer_cmd == "resolve":
-                n = officer.resolve_conflict(conn, args.person, args.field, args.keep, args.by)
+                n = officer.resolve_conflict(conn, args.person, args.field, args.keep)
                 print(f"resolved {n} conflict(s) on {args.person}.{args.field}: kept {args.keep}")
         except officer.OfficerError as exc:
             print(f"b2b officer: {exc}", file=sys.stderr)
@@ -151,9 +169,47 @@ def _cmd_maintenance(args) -> int:
             print(f"clear conflicts: {maintenance.clear_conflicts(conn, args.by)} cleared")
         elif args.maint_cmd == "clear-cache":
             print(f"clear cached data: {maintenance.clear_cached_data(conn, args.base)} cache entries removed")
-        elif args.maint_cmd == "delete-files":
+        elif args.maint_cmd == "delete-files" and args.days is not None:
             print(f"delete files: {maintenance.delete_files(conn, args.days)} payload(s) purged")
+        elif args.maint_cmd == "delete-files":
+            from b2b.config.catalogue import load_catalogue
+
+            counts = maintenance.enforce_retention(conn, load_catalogue(args.catalogue).la.settings)
+            print("delete files (retention, F44): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
+
+
+def _cmd_core_load(args) -> int:
+    from b2b.ops import core_load
+
+    try:
+        mapping = core_load.ColumnMapping.load(args.mapping)
+        full = False if args.partial else None
+        with _officer_conn() as conn:
+            if args.gazetteer:
+                counts = core_load.load_gazetteer_file(conn, args.file, mapping, full=full)
+            else:
+                counts = core_load.load_children_file(conn, args.file, mapping, full=full)
+    except core_load.CoreLoadError as exc:
+        print(f"b2b core load: {exc}", file=sys.stderr)
+        return 1
+    print(f"b2b core load {args.file.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _cmd_ingest(args) -> int:
+    from b2b.errors import B2BError
+    from b2b.ingest import manual
+
+    try:
+        with _officer_conn() as conn:
+            result = manual.ingest_file(conn, args.file, args.base, data_filter=args.filter,
+                                        catalogue_path=args.catalogue, group=args.group)
+    except B2BError as exc:
+        print(f"b2b ingest: {exc}", file=sys.stderr)
+        return 1
+    print(f"b2b ingest {args.file.name}: " + ", ".join(f"{k} {v}" for k, v in result.items() if k != "stages"))
+    return 0 if result.get("status") == "loaded" else 1
 
 
 def _cmd_base_migrate(args) -> int:
@@ -199,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=_cmd_db_upgrade)
     dbp.add_parser("url", help="print the warehouse URL (starts the embedded server if needed)").set_defaults(func=_cmd_db_url)
     dbp.add_parser("stop", help="stop the embedded PostgreSQL").set_defaults(func=_cmd_db_stop)
+    ro = dbp.add_parser("roles", help="give the roles b2b_pipeline/analyst/officer/ui their passwords (F41)")
+    ro.add_argument("--url", default=None, help="admin database URL (default: $B2B_DATABASE_URL or embedded)")
+    ro.set_defaults(func=_cmd_db_roles)
 
     demo = sub.add_parser("demo", help="run the demo LA end to end through real Airflow DAG runs")
     demo.add_argument("--days", type=int, default=3, help="changed-data days after the snapshot")
@@ -228,10 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--as-of", default=None, help="date for --carer-min ages (default today)")
     m.set_defaults(func=_cmd_match)
 
-    import getpass
-
-    who = getpass.getuser()
-    off = sub.add_parser("officer", help="work the Unmatched / Possible / Conflicts lists").add_subparsers(
+    off = sub.add_parser("officer", help="work the Unmatched / Possible / Conflicts lists (decisions are recorded "
+                                         "under the database login: see docs/using-for-your-la.md)").add_subparsers(
         dest="officer_cmd", required=True)
     o = off.add_parser("unmatched", help="the Unmatched list (F13)")
     o.add_argument("--base")
@@ -248,19 +305,43 @@ def build_parser() -> argparse.ArgumentParser:
         o.add_argument("student")
         o.add_argument("person")
         o.add_argument("--note")
-        o.add_argument("--by", default=who)
     o = off.add_parser("new-child", help="create an LA child from an unmatched student and link it")
     o.add_argument("base")
     o.add_argument("student")
-    o.add_argument("--by", default=who)
     o = off.add_parser("resolve", help="resolve a conflict: keep the LA value or accept the incoming one")
     o.add_argument("person")
     o.add_argument("field")
     o.add_argument("--keep", choices=["la", "incoming"], required=True)
-    o.add_argument("--by", default=who)
     off.required = True
     off_parent = sub.choices["officer"]
     off_parent.set_defaults(func=_cmd_officer)
+
+    from pathlib import Path
+
+    from b2b.ops.core_load import __doc__ as core_doc
+
+    core = sub.add_parser("core", help="the LA's own records").add_subparsers(dest="core_cmd", required=True)
+    cl = core.add_parser("load", help="load the LA's children CSV (or its gazetteer) into core",
+                         description="Load an LA extract. " + (core_doc or "").split("\n\n", 1)[1],
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    cl.add_argument("file", type=Path, help="children CSV (or gazetteer CSV with --gazetteer)")
+    cl.add_argument("--mapping", type=Path, help="YAML column mapping for the LA system's export (see above)")
+    cl.add_argument("--gazetteer", action="store_true", help="FILE is the address gazetteer (LLPG extract)")
+    cl.add_argument("--partial", action="store_true",
+                    help="a changes-only extract: records not in it stay active (default: full extract)")
+    cl.set_defaults(func=_cmd_core_load)
+
+    from b2b.ingest.manual import __doc__ as ingest_doc
+
+    ing = sub.add_parser("ingest", help="import a message file received by hand (F39), like a DAG run",
+                         description=ingest_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ing.add_argument("file", type=Path, help="SIMS 7 XML export, or a SIMS Primary data-group JSON page")
+    ing.add_argument("--base", required=True, help="the school's DfE number (must be in the catalogue)")
+    ing.add_argument("--filter", default="snapshot", choices=["snapshot", "changed_data", "attendance", "attainment"],
+                     help="what the file holds (default snapshot)")
+    ing.add_argument("--group", help="SIMS Primary data group of a JSON page (default: read from the file)")
+    ing.add_argument("--catalogue", type=Path, help="catalogue file (default $B2B_CATALOGUE or the demo)")
+    ing.set_defaults(func=_cmd_ingest)
 
     bp = sub.add_parser("base", help="bases (schools)").add_subparsers(dest="base_cmd", required=True)
     bm = bp.add_parser("migrate", help="make a SIMS 7 base a SIMS Primary base (irreversible; F1, F3, F4, F5)")
@@ -280,8 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--by", default="maintenance")
     o = mts.add_parser("clear-cache", help="flush the hash cache (all bases or one)")
     o.add_argument("--base")
-    o = mts.add_parser("delete-files", help="purge stored messages older than N days")
-    o.add_argument("--days", type=int, required=True)
+    o = mts.add_parser("delete-files", help="enforce the LA's retention settings (F44; docs/data-protection.md)")
+    o.add_argument("--days", type=int, help="only purge stored message payloads older than N days")
+    o.add_argument("--catalogue", help="catalogue whose la.settings apply (default $B2B_CATALOGUE or the demo)")
     mt.set_defaults(func=_cmd_maintenance)
     return p
 

@@ -54,6 +54,7 @@ class Base:
     conn_id: str
     migrated_on: date | None = None
     lockdown: bool = False
+    enabled: bool = True  # F40: a switched-off base keeps its tasks; its DAGs refuse to run
 
 
 @dataclass(frozen=True)
@@ -273,7 +274,8 @@ def _date(v) -> date | None:
 
 def _base_from(b: dict) -> Base:
     return Base(dfe=str(b["dfe"]), name=b["name"], kind=b["kind"], conn_id=b["conn_id"],
-                migrated_on=_date(b.get("migrated_on")), lockdown=bool(b.get("lockdown", False)))
+                migrated_on=_date(b.get("migrated_on")), lockdown=bool(b.get("lockdown", False)),
+                enabled=bool(b.get("enabled", True)))
 
 
 def _task_from(t: dict) -> Task:
@@ -357,3 +359,14 @@ def main_check(path: str | None = None) -> int:
     print(f"catalogue {shown}: {len(cat.bases)} bases, {len(cat.tasks)} tasks, {len(specs)} DAGs "
           f"({inactive} inactive) - OK")
     return 0
+
+
+def ensure_enabled(base_id: str, path: str | Path | None = None) -> None:
+    """F40: raise :class:`~b2b.errors.DisabledError` when the base is switched off in the
+    catalogue (read now, so switching a base off takes effect at its next run)."""
+    from b2b.errors import DisabledError
+
+    base = load_catalogue(path, validate=False).bases.get(base_id)
+    if base is not None and not base.enabled:
+        raise DisabledError("the base is switched off in the catalogue (enabled: false); its tasks are kept "
+                            "but do not run until it is switched on again", base=base_id)

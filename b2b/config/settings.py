@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 MATCHERS = ("weights", "legacy")
+#: F44: one retention (days) per kind of data; see docs/data-protection.md
+RETENTION_FIELDS = ("file_retention_days", "block_retention_days", "staging_retention_days",
+                    "outbound_retention_days", "suspense_retention_days", "report_retention_days")
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,12 @@ class Settings:
     carer_min: int = 16           # F14: minimum age at which a child can be matched as a carer
     matcher: str = "weights"      # "weights" (b2b.matching) or "legacy" (the vendor rule)
     file_retention_days: int = 90  # F18/F44: stored message payloads are purged after this
+    # F44 retention per kind of data (days), enforced by Delete Files (b2b.ops.maintenance)
+    block_retention_days: int = 90      # parsed blocks (raw.inbound_block.content) once superseded
+    staging_retention_days: int = 365   # staging rows of superseded windows
+    outbound_retention_days: int = 90   # messages sent back to schools (raw.outbound_file.payload)
+    suspense_retention_days: int = 30   # suspense files once resolved (and suspense/ folder copies)
+    report_retention_days: int = 90     # validation reports (HTML) and anomalies' offending values
     # per-message deadline and caps (bad input never hangs a run)
     message_deadline_s: float = 300.0      # one message (all its pages) must arrive within this
     max_message_bytes: int = 50 * 1024 * 1024  # a larger body is refused
@@ -32,7 +41,7 @@ class Settings:
     def __post_init__(self) -> None:
         if self.matcher not in MATCHERS:
             raise ValueError(f"LA setting MATCHER must be one of {', '.join(MATCHERS)}, not {self.matcher!r}")
-        for name in ("b2b_s_age", "carer_min", "file_retention_days", "max_message_bytes", "max_pages"):
+        for name in ("b2b_s_age", "carer_min", "max_message_bytes", "max_pages", *RETENTION_FIELDS):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"LA setting {name.upper()} must not be negative")
 

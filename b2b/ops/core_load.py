@@ -1,56 +1,455 @@
-"""Load the LA's own child records ("One") into ``core.child`` and its GUID links.
+"""Load the LA's own records ("One"): its children into ``core.child`` (with every version
+kept in ``core.child_version``), the MIS GUID links it already holds (F16) into
+``core.child_link``, and its address gazetteer (LLPG extract) into ``core.address_gazetteer``.
 
-In production the LA's records come from its case-management system; here they come
-from the simulator's ``World.la_core()`` or a CSV with the same columns. COPY into a
-temporary table, then one upsert: re-loading the same records changes nothing.
+Formats (``b2b core load --help`` prints the same):
+
+* **children CSV**, one row per child, header row with these column names (any order; only
+  ``person_id``, ``forename``, ``surname`` and ``dob`` are required):
+  ``person_id, upn, forename, middle_names, surname, gender, dob, ethnicity, first_language,
+  sen_status, base_id, paon, saon, street, locality, town, postcode, guid, guid_base``.
+  ``dob`` is ``YYYY-MM-DD``; ``gender`` M, F, U or X; ``base_id`` the DfE number of the school
+  the LA believes the child attends; ``guid`` a MIS GUID the LA already links to the child at
+  school ``guid_base`` (default ``base_id``).
+* **gazetteer CSV**: ``uprn, paon, saon, street, locality, town, postcode`` (``uprn`` required).
+* a **mapping file** (YAML) for LA systems whose exports name columns differently::
+
+      encoding: utf-8-sig          # default; also latin-1, cp1252
+      delimiter: ","
+      children:
+        full_extract: true         # false: a partial (changes-only) extract, nobody is deactivated
+        date_format: "%d/%m/%Y"    # default %Y-%m-%d
+        columns: {person_id: "Person ID", forename: "Legal Forename", dob: "Date of Birth"}
+        values: {gender: {Male: M, Female: F}}
+      gazetteer:
+        columns: {uprn: UPRN, paon: PAO_TEXT, street: STREET_DESCRIPTOR, town: TOWN_NAME,
+                  postcode: POSTCODE_LOCATOR}
+
+Every row is checked before anything is written: each bad row is reported by row number
+(and file line) and field, never by value, and the load is refused whole. A load is one
+transaction (COPY into a temporary table, then set-based SQL) and is idempotent: an
+unchanged record stays as it is; a changed one gets a new version (the old one is closed,
+``valid_to``); a record missing from a **full** extract is marked inactive (never deleted:
+matches, conflicts and decisions keep pointing at it) and the matcher ignores it; a record
+that comes back is reactivated with a new version.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
+import json
+import logging
+import re
+import shutil
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
-CORE_COLUMNS = ("person_id", "upn", "forename", "middle_names", "surname", "gender", "dob", "ethnicity",
-                "first_language", "sen_status", "base_id", "paon", "street", "town", "postcode")
+from b2b.errors import OpsError
+
+log = logging.getLogger(__name__)
+
+#: the children CSV's fields, in core.child's column order (all versioned)
+CHILD_FIELDS = ("person_id", "upn", "forename", "middle_names", "surname", "gender", "dob", "ethnicity",
+                "first_language", "sen_status", "base_id", "paon", "saon", "street", "locality", "town", "postcode")
+LINK_FIELDS = ("guid", "guid_base")
+CHILD_REQUIRED = ("person_id", "forename", "surname", "dob")
+GAZETTEER_FIELDS = ("uprn", "paon", "saon", "street", "locality", "town", "postcode")
+GAZETTEER_REQUIRED = ("uprn",)
+GENDERS = ("M", "F", "U", "X")
+#: back-compatible name (the demo and tests load ``World.la_core()`` records)
+CORE_COLUMNS = CHILD_FIELDS
+
+_POSTCODE = re.compile(r"^(?:GIR ?0AA|[A-PR-UWYZ][A-HK-Y]?[0-9][0-9A-Z]? ?[0-9][ABD-HJLNP-UW-Z]{2})$")
+_UPN = re.compile(r"^[A-Z][0-9]{11}[0-9A-Z]$")
+_DFE = re.compile(r"^[0-9]{7}$")
+_UPRN = re.compile(r"^[0-9]{1,12}$")
+MAX_PROBLEMS_SHOWN = 20
 
 
-def _norm(rec: dict) -> tuple:
-    row = dict(rec)
-    row.setdefault("base_id", row.get("base_dfe"))
-    if not row.get("paon") and row.get("address_line1"):
-        row["paon"] = row["address_line1"]
-    out = []
-    for col in CORE_COLUMNS:
-        v = row.get(col)
-        out.append(None if v in ("", None) else str(v))
-    return tuple(out)
+class CoreLoadError(OpsError):
+    """An LA extract was refused (bad rows, bad mapping, unreadable file): nothing was loaded."""
 
 
-def load_core(conn, records: Iterable[dict]) -> dict:
-    """Upsert LA child records; link the MIS GUIDs the LA already knows (``guid`` + ``base_dfe``)."""
-    records = list(records)
+@dataclass(frozen=True)
+class Problem:
+    row: int          # 1 = the first data row
+    line: int         # line in the file (header = 1)
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"row {self.row} (line {self.line}), field {self.field}: {self.reason}"
+
+
+@dataclass
+class KindMapping:
+    columns: dict[str, str] = field(default_factory=dict)       # our field -> the export's header
+    values: dict[str, dict[str, str]] = field(default_factory=dict)  # our field -> {theirs: ours}
+    date_format: str = "%Y-%m-%d"
+    full_extract: bool = True
+
+
+@dataclass
+class ColumnMapping:
+    """How an LA's export names its columns (see the module doc for the YAML)."""
+
+    children: KindMapping = field(default_factory=KindMapping)
+    gazetteer: KindMapping = field(default_factory=KindMapping)
+    encoding: str = "utf-8-sig"
+    delimiter: str = ","
+
+    @classmethod
+    def load(cls, path: Path | None) -> ColumnMapping:
+        if path is None:
+            return cls()
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise CoreLoadError(f"mapping file cannot be read: {type(exc).__name__}", file=Path(path).name) from None
+        if not isinstance(data, dict):
+            raise CoreLoadError("mapping file must be a YAML mapping", file=Path(path).name)
+        unknown = set(data) - {"children", "gazetteer", "encoding", "delimiter"}
+        if unknown:
+            raise CoreLoadError(f"unknown key(s) in mapping file: {', '.join(sorted(unknown))}", file=Path(path).name)
+
+        def kind(name: str, fields_: tuple[str, ...]) -> KindMapping:
+            d = data.get(name) or {}
+            cols = {str(k): str(v) for k, v in (d.get("columns") or {}).items()}
+            bad = sorted(set(cols) - set(fields_) - (set(LINK_FIELDS) if name == "children" else set()))
+            if bad:
+                raise CoreLoadError(f"mapping {name}.columns names unknown field(s) {', '.join(bad)}",
+                                    file=Path(path).name)
+            values = {str(k): {str(a): str(b) for a, b in (v or {}).items()} for k, v in (d.get("values") or {}).items()}
+            return KindMapping(columns=cols, values=values, date_format=str(d.get("date_format", "%Y-%m-%d")),
+                               full_extract=bool(d.get("full_extract", True)))
+
+        return cls(children=kind("children", CHILD_FIELDS), gazetteer=kind("gazetteer", GAZETTEER_FIELDS),
+                   encoding=str(data.get("encoding", "utf-8-sig")), delimiter=str(data.get("delimiter", ",")))
+
+
+# ------------------------------------------------------------------ reading and checking
+def _read_rows(path: Path, mapping: ColumnMapping, km: KindMapping, fields_: tuple[str, ...],
+               required: tuple[str, ...]) -> tuple[list[dict], list[int]]:
+    """The file's rows with our field names (values stripped, '' -> None), and their line numbers."""
+    name = Path(path).name
+    try:
+        text = Path(path).read_bytes().decode(mapping.encoding)
+    except (OSError, UnicodeDecodeError, LookupError) as exc:
+        raise CoreLoadError(f"cannot be read as {mapping.encoding}: {type(exc).__name__}", file=name) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=mapping.delimiter)
+    header = reader.fieldnames or []
+    if not header:
+        raise CoreLoadError("empty file (no header row)", file=name)
+    by_lower = {h.strip().lower(): h for h in header}
+    if len(by_lower) != len(header):
+        raise CoreLoadError("the header row names a column twice", file=name)
+    source: dict[str, str] = {}
+    for f in fields_:
+        wanted = km.columns.get(f, f)
+        if wanted.strip().lower() in by_lower:
+            source[f] = by_lower[wanted.strip().lower()]
+    missing = [f"{f} (column {km.columns.get(f, f)!r})" for f in required if f not in source]
+    if missing:
+        raise CoreLoadError(f"required column(s) missing: {', '.join(missing)}", file=name)
+    rows: list[dict[str, Any]] = []
+    lines: list[int] = []
+    try:
+        for raw in reader:
+            if None in raw:  # more cells than headers
+                raw.pop(None)
+                rows.append({"__extra__": True})
+            else:
+                rows.append({})
+            rec = rows[-1]
+            for f, col in source.items():
+                v = (raw.get(col) or "").strip()
+                v = km.values.get(f, {}).get(v, v)
+                rec[f] = v or None
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise CoreLoadError(f"not a valid CSV at line {reader.line_num}: {exc}", file=name) from None
+    return rows, lines
+
+
+def _check_common(rows: list[dict], lines: list[int], key: str, required: tuple[str, ...]) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for i, (r, line) in enumerate(zip(rows, lines), start=1):
+        if r.pop("__extra__", False):
+            problems.append(Problem(i, line, "(row)", "more cells than the header has columns"))
+        for f in required:
+            if not r.get(f):
+                problems.append(Problem(i, line, f, "required, but empty"))
+        k = r.get(key)
+        if k:
+            if k in seen:
+                problems.append(Problem(i, line, key, f"duplicate of row {seen[k]}"))
+            else:
+                seen[k] = i
+    return problems
+
+
+def check_children(rows: list[dict], lines: list[int] | None = None, date_format: str = "%Y-%m-%d") -> list[Problem]:
+    """Every problem in a children extract (nothing is written); values are normalised in place."""
+    lines = lines or [i + 1 for i in range(1, len(rows) + 1)]
+    problems = _check_common(rows, lines, "person_id", CHILD_REQUIRED)
+    today = date.today()
+    for i, (r, line) in enumerate(zip(rows, lines), start=1):
+        dob = r.get("dob")
+        if isinstance(dob, datetime):
+            dob = dob.date()
+        if dob and not isinstance(dob, date):
+            try:
+                dob = datetime.strptime(str(dob), date_format).date()
+            except ValueError:
+                problems.append(Problem(i, line, "dob", f"not a date in the format {date_format}"))
+                dob = None
+        if isinstance(dob, date):
+            if not date(1900, 1, 1) <= dob <= today:
+                problems.append(Problem(i, line, "dob", "outside 1900-01-01 .. today"))
+            r["dob"] = dob.isoformat()
+        if r.get("gender"):
+            r["gender"] = str(r["gender"]).upper()
+            if r["gender"] not in GENDERS:
+                problems.append(Problem(i, line, "gender", f"not one of {', '.join(GENDERS)} "
+                                                           "(map other codes with the mapping's values:)"))
+        if r.get("upn"):
+            r["upn"] = str(r["upn"]).replace(" ", "").upper()
+            if not _UPN.match(r["upn"]):
+                problems.append(Problem(i, line, "upn", "not a UPN (a letter, 11 digits, a digit or letter)"))
+        if r.get("postcode"):
+            r["postcode"] = " ".join(str(r["postcode"]).upper().split())
+            if not _POSTCODE.match(r["postcode"]):
+                problems.append(Problem(i, line, "postcode", "not a UK postcode"))
+        for f in ("base_id", "guid_base"):
+            if r.get(f) and not _DFE.match(str(r[f])):
+                problems.append(Problem(i, line, f, "not a DfE number (7 digits)"))
+        if r.get("guid") and not (r.get("guid_base") or r.get("base_id")):
+            problems.append(Problem(i, line, "guid_base", "a GUID link needs the school (guid_base or base_id)"))
+    return problems
+
+
+def check_gazetteer(rows: list[dict], lines: list[int] | None = None) -> list[Problem]:
+    lines = lines or [i + 1 for i in range(1, len(rows) + 1)]
+    problems = _check_common(rows, lines, "uprn", GAZETTEER_REQUIRED)
+    for i, (r, line) in enumerate(zip(rows, lines), start=1):
+        if r.get("uprn") and not _UPRN.match(str(r["uprn"])):
+            problems.append(Problem(i, line, "uprn", "not a UPRN (up to 12 digits)"))
+        if r.get("postcode"):
+            r["postcode"] = " ".join(str(r["postcode"]).upper().split())
+            if not _POSTCODE.match(r["postcode"]):
+                problems.append(Problem(i, line, "postcode", "not a UK postcode"))
+    return problems
+
+
+def _refuse(problems: list[Problem], file: str | None, what: str) -> None:
+    if not problems:
+        return
+    shown = "; ".join(str(p) for p in problems[:MAX_PROBLEMS_SHOWN])
+    more = f"; and {len(problems) - MAX_PROBLEMS_SHOWN} more" if len(problems) > MAX_PROBLEMS_SHOWN else ""
+    raise CoreLoadError(f"{what} refused, nothing loaded: {len(problems)} problem(s): {shown}{more}",
+                        file=file, record=f"row {problems[0].row}")
+
+
+# ------------------------------------------------------------------ loading
+def _text(v: Any) -> str | None:
+    if v is None or v == "":
+        return None
+    return v.isoformat() if isinstance(v, date) else str(v)
+
+
+def _record_sql(alias: str) -> str:
+    pairs = ", ".join(f"'{f}', {alias}.{f}" for f in CHILD_FIELDS if f != "person_id")
+    return f"jsonb_strip_nulls(jsonb_build_object({pairs}))"
+
+
+def load_children(conn, rows: list[dict], *, full: bool, source: str = "records", sha256: str | None = None) -> dict:
+    """Load checked children rows (see :func:`check_children`) in one transaction; the counts."""
+    cols = ", ".join(CHILD_FIELDS)
+    data_cols = [f for f in CHILD_FIELDS if f != "person_id"]
+    casts = ", ".join("i.dob::date" if f == "dob" else f"i.{f}" for f in CHILD_FIELDS)
     with conn.transaction():
-        conn.execute(f"CREATE TEMP TABLE core_in ({', '.join(c + ' text' for c in CORE_COLUMNS)}, guid text) "
+        conn.execute("DROP TABLE IF EXISTS pg_temp.core_in, pg_temp.core_diff, pg_temp.core_gone")
+        conn.execute(f"CREATE TEMP TABLE core_in ({', '.join(f + ' text' for f in CHILD_FIELDS + LINK_FIELDS)}) "
                      "ON COMMIT DROP")
-        with conn.cursor() as cur, cur.copy(f"COPY core_in ({', '.join(CORE_COLUMNS)}, guid) FROM STDIN") as copy:
-            for rec in records:
-                copy.write_row(_norm(rec) + (rec.get("guid") or None,))
-        cols = ", ".join(CORE_COLUMNS)
-        casts = ", ".join("dob::date" if c == "dob" else c for c in CORE_COLUMNS)
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in CORE_COLUMNS if c != "person_id")
-        changed = conn.execute(
-            f"""INSERT INTO core.child ({cols}, updated_by) SELECT {casts}, 'la' FROM core_in
-                ON CONFLICT (person_id) DO UPDATE SET {updates}, updated_at = now(), updated_by = 'la'
-                WHERE ({', '.join('core.child.' + c for c in CORE_COLUMNS if c != 'person_id')})
-                      IS DISTINCT FROM ({', '.join('EXCLUDED.' + c for c in CORE_COLUMNS if c != 'person_id')})""",
-        ).rowcount
+        with conn.cursor() as cur, cur.copy(f"COPY core_in ({cols}, guid, guid_base) FROM STDIN") as copy:
+            for r in rows:
+                link_base = r.get("guid_base") or r.get("base_id") if r.get("guid") else None
+                copy.write_row(tuple(_text(r.get(f)) for f in CHILD_FIELDS) + (_text(r.get("guid")), _text(link_base)))
+        load_id = conn.execute(
+            "INSERT INTO core.load_run (kind, source, sha256, full_extract) VALUES ('children', %s, %s, %s) "
+            "RETURNING load_id", (source, sha256, full)).fetchone()[0]
+        conn.execute(
+            f"""CREATE TEMP TABLE core_diff ON COMMIT DROP AS
+                SELECT i.person_id, c.person_id IS NULL AS is_new
+                  FROM core_in i LEFT JOIN core.child c ON c.person_id = i.person_id
+                 WHERE c.person_id IS NULL OR NOT c.active OR c.origin <> 'la'
+                    OR ({', '.join('c.' + f for f in data_cols)})
+                       IS DISTINCT FROM ({', '.join('i.dob::date' if f == 'dob' else 'i.' + f for f in data_cols)})""")
+        new = conn.execute(
+            f"""INSERT INTO core.child ({cols}, origin, updated_by)
+                SELECT {casts}, 'la', 'la' FROM core_in i JOIN core_diff d USING (person_id) WHERE d.is_new""").rowcount
+        conn.execute("""UPDATE core.child_version v SET valid_to = now() FROM core_diff d
+                         WHERE v.person_id = d.person_id AND v.valid_to IS NULL AND NOT d.is_new""")
+        sets = ", ".join(f"{f} = {'i.dob::date' if f == 'dob' else 'i.' + f}" for f in data_cols)
+        updated = conn.execute(
+            f"""UPDATE core.child c SET {sets}, active = true, inactive_since = NULL, origin = 'la',
+                       version = c.version + 1, updated_at = now(), updated_by = 'la'
+                  FROM core_in i JOIN core_diff d USING (person_id)
+                 WHERE c.person_id = i.person_id AND NOT d.is_new""").rowcount
+        conn.execute(
+            f"""INSERT INTO core.child_version (person_id, version, record, active, load_id)
+                SELECT c.person_id, c.version, {_record_sql('c')}, true, %s
+                  FROM core.child c JOIN core_diff d USING (person_id)""", (load_id,))
+        deactivated = 0
+        if full:
+            conn.execute("""CREATE TEMP TABLE core_gone ON COMMIT DROP AS
+                            SELECT c.person_id FROM core.child c
+                             WHERE c.active AND c.origin = 'la'
+                               AND NOT EXISTS (SELECT 1 FROM core_in i WHERE i.person_id = c.person_id)""")
+            conn.execute("""UPDATE core.child_version v SET valid_to = now() FROM core_gone g
+                             WHERE v.person_id = g.person_id AND v.valid_to IS NULL""")
+            deactivated = conn.execute(
+                """UPDATE core.child c SET active = false, inactive_since = now(), version = c.version + 1,
+                          updated_at = now(), updated_by = 'la'
+                     FROM core_gone g WHERE c.person_id = g.person_id""").rowcount
+            conn.execute(
+                f"""INSERT INTO core.child_version (person_id, version, record, active, load_id)
+                    SELECT c.person_id, c.version, {_record_sql('c')}, false, %s
+                      FROM core.child c JOIN core_gone g USING (person_id)""", (load_id,))
+        link_conflicts = conn.execute(
+            """SELECT count(*) FROM core_in i JOIN core.child_link l
+                   ON l.base_id = i.guid_base AND l.student_guid = i.guid AND l.person_id <> i.person_id""").fetchone()[0]
         links = conn.execute(
             """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by)
-               SELECT base_id, guid, person_id, 'la' FROM core_in WHERE guid IS NOT NULL AND base_id IS NOT NULL
+               SELECT guid_base, guid, person_id, 'la' FROM core_in WHERE guid IS NOT NULL AND guid_base IS NOT NULL
                ON CONFLICT (base_id, student_guid) DO NOTHING""").rowcount
-    return {"records": len(records), "changed": changed, "new_links": links}
+        counts = {"records": len(rows), "new": new, "updated": updated, "deactivated": deactivated,
+                  "new_links": links, "link_conflicts": link_conflicts}
+        conn.execute("UPDATE core.load_run SET counts = %s WHERE load_id = %s",
+                     (json.dumps(counts), load_id))
+    log.info("core load %s: %s", source, counts)
+    return counts
+
+
+def load_core(conn, records: Iterable[dict], *, full: bool = False) -> dict:
+    """Load LA child records given as dicts (the demo: ``World.la_core()``; ``base_dfe`` is read
+    as ``base_id``, ``address_line1`` as ``paon`` when no ``paon``). Checked like a file."""
+    rows = []
+    for rec in records:
+        r = {f: rec.get(f) for f in CHILD_FIELDS + LINK_FIELDS}
+        r["base_id"] = r["base_id"] or rec.get("base_dfe")
+        if not r.get("paon") and rec.get("address_line1"):
+            r["paon"] = rec["address_line1"]
+        rows.append({k: (None if v in ("", None) else v) for k, v in r.items()})
+    _refuse(check_children(rows), None, "LA child records")
+    c = load_children(conn, rows, full=full)
+    return {"records": c["records"], "changed": c["new"] + c["updated"], "new_links": c["new_links"]}
+
+
+def load_children_file(conn, path: Path, mapping: ColumnMapping | None = None, *, full: bool | None = None) -> dict:
+    """Read, check and load a children CSV (see the module doc); refused whole on any bad row."""
+    mapping = mapping or ColumnMapping()
+    km = mapping.children
+    rows, lines = _read_rows(path, mapping, km, CHILD_FIELDS + LINK_FIELDS, CHILD_REQUIRED)
+    _refuse(check_children(rows, lines, km.date_format), Path(path).name, "children extract")
+    return load_children(conn, rows, full=km.full_extract if full is None else full, source=Path(path).name,
+                         sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
+
+
+def load_gazetteer(conn, rows: list[dict], *, full: bool = True, source: str = "records",
+                   sha256: str | None = None) -> dict:
+    """Upsert the gazetteer (one transaction); a full extract removes addresses it no longer holds."""
+    cols = ", ".join(GAZETTEER_FIELDS)
+    with conn.transaction():
+        conn.execute("DROP TABLE IF EXISTS pg_temp.gaz_in")
+        conn.execute(f"CREATE TEMP TABLE gaz_in ({', '.join(f + ' text' for f in GAZETTEER_FIELDS)}) ON COMMIT DROP")
+        with conn.cursor() as cur, cur.copy(f"COPY gaz_in ({cols}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(tuple(_text(r.get(f)) for f in GAZETTEER_FIELDS))
+        updates = ", ".join(f"{f} = EXCLUDED.{f}" for f in GAZETTEER_FIELDS if f != "uprn")
+        changed = conn.execute(
+            f"""INSERT INTO core.address_gazetteer ({cols}, m_pc)
+                SELECT {cols}, upper(replace(postcode, ' ', '')) FROM gaz_in
+                ON CONFLICT (uprn) DO UPDATE SET {updates}, m_pc = EXCLUDED.m_pc
+                WHERE ({', '.join('core.address_gazetteer.' + f for f in GAZETTEER_FIELDS)})
+                      IS DISTINCT FROM ({', '.join('EXCLUDED.' + f for f in GAZETTEER_FIELDS)})""").rowcount
+        removed = 0
+        if full:
+            removed = conn.execute("""DELETE FROM core.address_gazetteer g
+                                       WHERE NOT EXISTS (SELECT 1 FROM gaz_in i WHERE i.uprn = g.uprn)""").rowcount
+        counts = {"addresses": len(rows), "changed": changed, "removed": removed}
+        conn.execute("INSERT INTO core.load_run (kind, source, sha256, full_extract, counts) "
+                     "VALUES ('gazetteer', %s, %s, %s, %s)",
+                     (source, sha256, full, json.dumps(counts)))
+    log.info("gazetteer load %s: %s", source, counts)
+    return counts
+
+
+def load_gazetteer_file(conn, path: Path, mapping: ColumnMapping | None = None, *, full: bool | None = None) -> dict:
+    mapping = mapping or ColumnMapping()
+    km = mapping.gazetteer
+    rows, lines = _read_rows(path, mapping, km, GAZETTEER_FIELDS, GAZETTEER_REQUIRED)
+    _refuse(check_gazetteer(rows, lines), Path(path).name, "gazetteer extract")
+    return load_gazetteer(conn, rows, full=km.full_extract if full is None else full, source=Path(path).name,
+                          sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
 
 
 def read_core_csv(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
+
+
+# ------------------------------------------------------------------ the drop folder (nightly DAG)
+def core_inbox(home: Path | None = None) -> Path:
+    """The drop folder the LA's systems write to: ``$B2B_HOME/inbound/core/``."""
+    from b2b.db import b2b_home
+
+    return (home or b2b_home()) / "inbound" / "core"
+
+
+def _move(path: Path, folder: Path, reason: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    dest = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}_{path.name}"
+    shutil.move(str(path), dest)
+    dest.chmod(0o600)
+    if reason is not None:
+        reason_file = dest.with_name(dest.name + ".reason.txt")
+        reason_file.write_text(reason + "\n", encoding="utf-8")
+        reason_file.chmod(0o600)
+    return dest
+
+
+def refresh_from_folder(conn, folder: Path | None = None) -> dict:
+    """Load what the LA dropped in ``folder`` (default :func:`core_inbox`): ``gazetteer*.csv``
+    first, then ``children*.csv`` (oldest name first), with ``mapping.yaml`` from the folder if
+    present. Each loaded file moves to ``done/``; a refused one to ``suspense/`` with a
+    ``.reason.txt``, and the refresh then fails with that reason (after the other files)."""
+    folder = Path(folder or core_inbox())
+    folder.mkdir(parents=True, exist_ok=True)
+    mapping_path = folder / "mapping.yaml"
+    mapping = ColumnMapping.load(mapping_path if mapping_path.exists() else None)
+    results: dict[str, Any] = {"files": 0, "refused": 0}
+    errors = []
+    for pattern, loader in (("gazetteer*.csv", load_gazetteer_file), ("children*.csv", load_children_file)):
+        for path in sorted(folder.glob(pattern)):
+            results["files"] += 1
+            try:
+                results[path.name] = loader(conn, path, mapping)
+            except CoreLoadError as exc:
+                results["refused"] += 1
+                errors.append(str(exc))
+                _move(path, folder / "suspense", str(exc))
+                log.error("core refresh: %s", exc)
+                continue
+            _move(path, folder / "done")
+    if errors:
+        raise CoreLoadError(f"{len(errors)} of {results['files']} file(s) refused (moved to suspense/): "
+                            + " | ".join(errors), file=str(folder.name))
+    return results

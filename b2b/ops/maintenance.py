@@ -4,10 +4,13 @@ Airflow-free; the ``b2b maintenance …`` commands and the maintenance DAGs call
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from b2b.blocks import CONFLICT_FIELDS, same_sql, text_sql
+from b2b.blocks import BLOCKS, CONFLICT_FIELDS, same_sql, text_sql
+from b2b.config.settings import RETENTION_FIELDS, Settings
 
 log = logging.getLogger(__name__)
 
@@ -47,3 +50,100 @@ def delete_files(conn, older_than_days: int, now: datetime | None = None) -> int
                              WHERE payload IS NOT NULL AND received_at < %s""", (cutoff,)).rowcount
     log.info("delete files: %d payload(s) older than %d days purged", n, older_than_days)
     return n
+
+
+#: block types whose staging rows a newer window replaces (attainment results accumulate: kept)
+_SUPERSEDED_STAGING = tuple(b for b in BLOCKS if b.name != "attainment")
+
+
+def _older_than(path: Path, cutoff: datetime) -> bool:
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC) < cutoff
+
+
+def _delete_old_files(folders, cutoff: datetime, pattern: str = "*") -> int:
+    n = 0
+    for folder in folders:
+        for path in folder.glob(pattern):
+            if path.is_file() and _older_than(path, cutoff):
+                path.unlink()
+                n += 1
+    return n
+
+
+def enforce_retention(conn, settings: Settings, *, now: datetime | None = None, home: Path | None = None) -> dict:
+    """Delete Files (F18) with the LA's retention per kind of data (F44; docs/data-protection.md):
+
+    * ``file_retention_days``: stored message payloads (``raw.inbound_file.payload``) and the
+      copies of manually imported / LA files in the inbound ``done/`` folders;
+    * ``block_retention_days``: parsed blocks' content (``raw.inbound_block.content``) once a
+      newer block of the same student and type was taken in (the latest is what contacts and
+      the hash filter build on, so it stays);
+    * ``staging_retention_days``: staging rows of superseded windows (a newer window has the
+      student's rows; attainment results accumulate and stay);
+    * ``outbound_retention_days``: messages sent back to schools (``raw.outbound_file.payload``);
+    * ``suspense_retention_days``: suspense files once resolved (a later file of the same base
+      and task was taken in), and files left in the inbound ``suspense/`` folders;
+    * ``report_retention_days``: validation reports (HTML) and anomalies' offending values.
+
+    Row counts, decisions, matches, conflicts and the LA's records (core, results) stay. One
+    transaction for the database; the run is recorded in ``ops.retention_run``."""
+    from b2b.db import b2b_home
+
+    now = now or datetime.now(UTC)
+    home = home or b2b_home()
+
+    def cutoff(name: str) -> datetime:
+        return now - timedelta(days=int(getattr(settings, name)))
+
+    counts: dict[str, int] = {}
+    with conn.transaction():
+        counts["payloads"] = conn.execute(
+            """UPDATE raw.inbound_file SET payload = NULL, purged_at = %s
+                WHERE payload IS NOT NULL AND received_at < %s""", (now, cutoff("file_retention_days"))).rowcount
+        counts["suspense_payloads"] = conn.execute(
+            """UPDATE raw.inbound_file s SET payload = NULL, purged_at = %s
+                WHERE s.status = 'suspense' AND s.payload IS NOT NULL AND s.received_at < %s
+                  AND EXISTS (SELECT 1 FROM raw.inbound_file n
+                               WHERE n.base_id = s.base_id AND n.task_key = s.task_key
+                                 AND n.window_order > s.window_order AND n.status IN ('parsed', 'loaded'))""",
+            (now, cutoff("suspense_retention_days"))).rowcount
+        counts["blocks"] = conn.execute(
+            """WITH purged AS (
+                   UPDATE raw.inbound_block b SET content = '{}'::jsonb
+                     FROM raw.inbound_file f
+                    WHERE f.file_id = b.file_id AND f.received_at < %s AND b.content <> '{}'::jsonb
+                      AND EXISTS (SELECT 1 FROM raw.inbound_block n JOIN raw.inbound_file nf ON nf.file_id = n.file_id
+                                   WHERE n.base_id = b.base_id AND n.student_guid = b.student_guid
+                                     AND n.block_type = b.block_type AND nf.window_order > f.window_order
+                                     AND nf.status IN ('parsed', 'loaded') AND n.disposition IN ('loaded', 'skipped'))
+                   RETURNING b.file_id),
+               marked AS (UPDATE raw.inbound_file f SET blocks_purged_at = %s
+                           WHERE f.file_id IN (SELECT file_id FROM purged))
+               SELECT count(*) FROM purged""", (cutoff("block_retention_days"), now)).fetchone()[0]
+        staging = 0
+        for block in _SUPERSEDED_STAGING:
+            staging += conn.execute(
+                f"""DELETE FROM staging.{block.staging} s USING raw.inbound_file f
+                     WHERE f.file_id = s.file_id AND f.received_at < %s
+                       AND EXISTS (SELECT 1 FROM staging.{block.staging} n
+                                     JOIN raw.inbound_file nf ON nf.file_id = n.file_id
+                                    WHERE n.base_id = s.base_id AND n.student_guid = s.student_guid
+                                      AND nf.window_order > f.window_order)""",
+                (cutoff("staging_retention_days"),)).rowcount
+        counts["staging_rows"] = staging
+        counts["outbound_payloads"] = conn.execute(
+            """UPDATE raw.outbound_file SET payload = NULL, purged_at = %s
+                WHERE payload IS NOT NULL AND sent_at < %s""", (now, cutoff("outbound_retention_days"))).rowcount
+        counts["anomaly_values"] = conn.execute(
+            "UPDATE results.anomaly SET value = NULL WHERE value IS NOT NULL AND detected_at < %s",
+            (cutoff("report_retention_days"),)).rowcount
+        inbound = home / "inbound"
+        counts["reports"] = _delete_old_files([home / "reports" / "validation"], cutoff("report_retention_days"))
+        counts["done_files"] = _delete_old_files(
+            [*inbound.glob("*/done"), *inbound.glob("*/*/done")], cutoff("file_retention_days"))
+        counts["suspense_files"] = _delete_old_files(
+            [*inbound.glob("*/suspense"), *inbound.glob("*/*/suspense")], cutoff("suspense_retention_days"))
+        conn.execute("INSERT INTO ops.retention_run (as_of, settings, counts) VALUES (%s, %s, %s)",
+                     (now, json.dumps({f: getattr(settings, f) for f in RETENTION_FIELDS}), json.dumps(counts)))
+    log.info("delete files (retention): %s", counts)
+    return counts

@@ -113,15 +113,15 @@ def core_candidates(conn, incoming):
     cols = "c.person_id, c.upn, NULL::text AS guid, c.forename, c.middle_names, c.surname, c.gender, c.dob, " \
            "c.postcode, concat_ws(' ', c.paon, c.street) AS address_line1"
     rows = conn.execute(
-        f"""SELECT {cols} FROM core.child c WHERE c.m_upn = ANY(%(upns)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.dob = ANY(%(dobs)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.person_id = ANY(%(pids)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.m_sn = ANY(%(sns)s) AND c.m_year = ANY(%(years)s)
+        f"""SELECT {cols} FROM core.child c WHERE c.active AND c.m_upn = ANY(%(upns)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.active AND c.dob = ANY(%(dobs)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.active AND c.person_id = ANY(%(pids)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.active AND c.m_sn = ANY(%(sns)s) AND c.m_year = ANY(%(years)s)
                                                   AND left(c.m_fn, 1) = ANY(%(fn1s)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.m_sn_parts && %(parts)s::text[]
+            UNION SELECT {cols} FROM core.child c WHERE c.active AND c.m_sn_parts && %(parts)s::text[]
                                                   AND c.m_year = ANY(%(years)s) AND left(c.m_fn, 1) = ANY(%(fn1s)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.m_pc = ANY(%(pcs)s) AND c.m_year = ANY(%(years)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.m_fn = ANY(%(fns)s) AND c.m_sn = ANY(%(sns)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.active AND c.m_pc = ANY(%(pcs)s) AND c.m_year = ANY(%(years)s)
+            UNION SELECT {cols} FROM core.child c WHERE c.active AND c.m_fn = ANY(%(fns)s) AND c.m_sn = ANY(%(sns)s)
             ORDER BY 1""", params).fetchall()
     return pd.DataFrame(rows, columns=CORE_COLUMNS), links, rejected
 

@@ -51,8 +51,11 @@ class B2BStageOperator(BaseOperator):
         self.warehouse_conn_id = warehouse_conn_id
 
     def run_context(self, context):
+        from b2b.config.catalogue import ensure_enabled
         from b2b.config.windows import extract_window
         from b2b.context import RunContext
+
+        ensure_enabled(self.base_id)  # F40: a switched-off base's DAGs refuse to run (DisabledError)
 
         since, until = extract_window(self.data_filter, self.attendance, context["data_interval_start"],
                                       context["data_interval_end"], self.migrated_on)

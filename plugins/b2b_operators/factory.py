@@ -180,6 +180,9 @@ def build_dags(catalogue, only_dag_id: str | None = None) -> dict[str, DAG]:
         if only_dag_id and only_dag_id != f"b2b__maintenance__{action}":
             continue
         dags[f"b2b__maintenance__{action}"] = build_maintenance_dag(action, schedule, doc, catalogue.la)
+    from b2b_operators.la_dags import build_la_dags  # issue 10: the LA's records in, manual import
+
+    dags.update(build_la_dags(catalogue.la, only_dag_id))
     for spec in catalogue.dag_specs(include_inactive=False):
         if only_dag_id and spec.dag_id != only_dag_id:
             continue

@@ -10,7 +10,7 @@ class MaintenanceOperator(BaseOperator):
     """Run one maintenance task on the warehouse.
 
     :param action: ``clear_conflicts`` (drop conflicts the LA has since resolved in its own
-        data), ``delete_files`` (purge stored messages older than ``retention_days``) or
+        data), ``delete_files`` (enforce the LA's retention per kind of data, F44) or
         ``clear_cached_data`` (flush the hash cache; ``base_id`` limits it to one base).
     """
 
@@ -37,8 +37,13 @@ class MaintenanceOperator(BaseOperator):
             db.upgrade(conn)
             if self.action == "clear_conflicts":
                 n = maintenance.clear_conflicts(conn, by=f"maintenance:{context['run_id']}")
-            elif self.action == "delete_files":
-                n = maintenance.delete_files(conn, self.retention_days, now=context["data_interval_end"])
+            elif self.action == "delete_files":  # F44: every retention of the LA's current settings
+                from b2b.config.catalogue import load_catalogue
+
+                counts = maintenance.enforce_retention(conn, load_catalogue(validate=False).la.settings,
+                                                       now=context.get("data_interval_end"))
+                self.log.info("delete files: %s", counts)
+                n = sum(counts.values())
             else:
                 n = maintenance.clear_cached_data(conn, (context.get("params") or {}).get("base_id") or self.base_id)
         self.log.info("%s: %d row(s)", self.action, n)
