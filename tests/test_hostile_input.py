@@ -467,3 +467,34 @@ def test_primary_leavers_task_fetches_only_leavers_sent_before(sim):
     assert leavers, "the demo world has leavers within 40 days"
     assert all(d["end_date"] is not None for _, d in leavers)
     assert {g for g, _ in leavers} <= sent
+
+
+def test_f19_attainment_reaches_staging_with_only_the_tasks_aspect_hierarchies(sim, db, tmp_path):
+    from b2b_operators.extract import ExtractOperator
+
+    world, _ = sim
+    dfe = "8862001"
+    op = ExtractOperator(task_id="extract", conn_id=f"sims7_{dfe}", base_id=dfe, base_kind="sims7",
+                         task_key="attainment", data_filter="attainment", hierarchies=["B2B KS1"])
+    c = ctx(base=dfe, data_filter="attainment")
+    run_chain(db, c, op.messages(None, UNTIL), tmp_path)
+    rows = db.execute("SELECT student_guid, hierarchy, aspect, result FROM staging.attainment").fetchall()
+    expected = sorted((g, r["hierarchy"], r["aspect"], r["result"])
+                      for g, s in world.state(UNTIL).students[dfe].items()
+                      if s.blocks["student"]["end_date"] is None
+                      for r in s.blocks.get("attainment", {}).get("results", [])
+                      if r["hierarchy"] == "B2B KS1")
+    assert expected and sorted(rows) == expected
+    assert {r[1] for r in rows} == {"B2B KS1"}  # phonics (year 2) was not asked for
+    assert any(r["hierarchy"] == "B2B Phonics" for s in world.state(UNTIL).students[dfe].values()
+               for r in s.blocks.get("attainment", {}).get("results", []))
+
+
+def test_catalogue_yaml_syntax_error_is_a_clear_error_not_a_traceback(tmp_path):
+    from b2b.config.catalogue import CatalogueError, read_raw
+
+    bad = tmp_path / "broken.yaml"
+    bad.write_text('version: 1\nla:\n  code: "886\n  name: x\nbases: [a, b\n')
+    with pytest.raises(CatalogueError) as err:
+        read_raw(bad)
+    assert "broken.yaml" in str(err.value) and "not valid YAML" in str(err.value) and "line " in str(err.value)
