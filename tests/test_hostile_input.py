@@ -162,6 +162,40 @@ def test_trickling_server_is_cut_off_at_the_message_deadline_and_logged(school, 
     assert "B2B_MESSAGE_DEADLINE_S" in message and "b2b-password-xyz" not in message
 
 
+def test_server_that_stalls_after_its_headers_is_cut_off_at_the_deadline(school, monkeypatch):
+    def stall(h):
+        h.send_response(200)
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        h.wfile.write(b"<B2B")
+        h.wfile.flush()
+        time.sleep(4)  # then nothing: only the per-read timeout (300 s) would end this
+
+    srv = school(stall)
+    sims7_conn(monkeypatch, "stalled_school", srv.url)
+    started = time.monotonic()
+    with pytest.raises(SourceDeadlineError):
+        Sims7Hook(sims7_conn_id="stalled_school", message_deadline_s=1.0).export("8862001", filter="snapshot",
+                                                                                  until=UNTIL)
+    assert time.monotonic() - started < 4
+
+
+def test_server_trickling_its_headers_is_cut_off_at_the_deadline(school, monkeypatch):
+    def trickle_headers(h):
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 200:
+            h.wfile.write(bytes([byte]))
+            h.wfile.flush()
+            time.sleep(0.2)
+
+    srv = school(trickle_headers)
+    sims7_conn(monkeypatch, "slow_headers_school", srv.url)
+    started = time.monotonic()
+    with pytest.raises(SourceDeadlineError):
+        Sims7Hook(sims7_conn_id="slow_headers_school", message_deadline_s=1.0).export(
+            "8862001", filter="snapshot", until=UNTIL)
+    assert time.monotonic() - started < 3
+
+
 def test_body_declaring_more_than_the_size_cap_is_refused_before_reading(school, monkeypatch):
     def huge(h):
         h.send_response(200)
@@ -201,6 +235,26 @@ def test_chunked_body_is_stopped_at_the_size_cap_not_read_whole(school, monkeypa
         hook.export("8862001", filter="snapshot", until=UNTIL)
     time.sleep(0.3)
     assert srv.sent_bytes < 20 * 1024 * 1024  # the reader stopped; the school could not push 100 MB
+
+
+def test_compressed_bomb_is_stopped_at_the_size_cap_after_decompression(school, monkeypatch):
+    import gzip
+
+    bomb = gzip.compress(b"\0" * (50 * 1024 * 1024))  # 50 MB in about 50 kB
+    srv = school(lambda h: reply(h, 200, bomb, {"Content-Encoding": "gzip", "Content-Length": str(len(bomb))}))
+    sims7_conn(monkeypatch, "bomb_school", srv.url)
+    with pytest.raises(SourceLimitError, match="size cap"):
+        Sims7Hook(sims7_conn_id="bomb_school", max_message_bytes=1024 * 1024).export(
+            "8862001", filter="snapshot", until=UNTIL)
+
+
+def test_redirect_to_another_host_is_not_followed(school, monkeypatch):
+    thief = school(lambda h: reply(h, 200, b"<B2BMessage/>"))
+    srv = school(lambda h: reply(h, 302, b"", {"Location": f"{thief.url}/steal"}))
+    sims7_conn(monkeypatch, "redirect_school", srv.url)
+    with pytest.raises(SourceRequestError, match="HTTP 302"):
+        Sims7Hook(sims7_conn_id="redirect_school").export("8862001", filter="snapshot", until=UNTIL)
+    assert thief.requests == []
 
 
 def test_group_claiming_a_billion_pages_is_refused_at_the_page_cap(school, monkeypatch):

@@ -16,6 +16,7 @@ requested on the connection's own origin: credentials are never sent anywhere el
 from __future__ import annotations
 
 import email.utils
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -205,8 +206,8 @@ class SimsHttpHook(BaseHook):
             self.requests_made += 1
             left = self._left(deadline, label)
             try:
-                resp = session.request(method, url, stream=True, allow_redirects=False,
-                                       timeout=(min(connect_timeout, left), min(read_timeout, left)), **kwargs)
+                resp = self._send(session, method, url, left, label, stream=True, allow_redirects=False,
+                                  timeout=(min(connect_timeout, left), min(read_timeout, left)), **kwargs)
                 if resp.status_code not in RETRY_STATUSES:
                     self._read_body(resp, deadline, label)
                     return resp
@@ -229,6 +230,33 @@ class SimsHttpHook(BaseHook):
             self.retries += 1
             self.log.warning("%s: %s, retry %d/%d in %.1fs", self._what(), reason, attempt, self.max_retries, wait)
             self._sleep(wait)
+
+    def _send(self, session, method: str, url: str, left: float, label: str, **kwargs):
+        """``session.request`` up to the response headers, within ``left`` seconds.
+
+        A per-read timeout cannot stop a server that trickles its status line and headers a
+        byte at a time, so with a deadline the call runs in a daemon thread that is abandoned
+        (with its session) when the deadline passes."""
+        if left == float("inf"):
+            return session.request(method, url, **kwargs)
+        box: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                box["resp"] = session.request(method, url, **kwargs)
+            except BaseException as exc:  # noqa: BLE001 - handed back to the caller's thread
+                box["exc"] = exc
+
+        worker = threading.Thread(target=call, name=f"{self.conn_id}-request", daemon=True)
+        worker.start()
+        worker.join(left)
+        if worker.is_alive():
+            self._session = None  # never reuse a session a stuck thread still holds
+            raise SimsDeadlineError(f"{self._what()}: {label} did not arrive within the message deadline of "
+                                    f"{self.message_deadline_s:g} s (B2B_MESSAGE_DEADLINE_S)")
+        if "exc" in box:
+            raise box["exc"]
+        return box["resp"]
 
     def _left(self, deadline: float, label: str) -> float:
         """Seconds left before ``deadline`` (inf when none); raises once it has passed."""
