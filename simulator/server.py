@@ -245,7 +245,8 @@ class Handler(BaseHTTPRequestHandler):
         if page < 1 or not 1 <= size <= 500:
             raise SimulatorError("'page' must be >= 1 and 'pageSize' between 1 and 500")
         ncys = q["ncy"].split(",") if q.get("ncy") else None
-        items = world.primary_datagroup(dfe, group, until, since, ncys)
+        student_group = q.get("studentGroup") or "ncy"  # F23: ncy (default), lac, leavers
+        items = world.primary_datagroup(dfe, group, until, since, ncys, student_group)
         total_pages = max(1, -(-len(items) // size))
         nxt = None
         if page < total_pages:

@@ -758,14 +758,26 @@ class World:
         return write_message(self, b, filter, since, until, pupils)
 
     def primary_datagroup(self, dfe: str, group: str, until: datetime, since: datetime | None = None,
-                          ncys=None) -> list[dict]:
+                          ncys=None, student_group: str = "ncy") -> list[dict]:
+        """One SIMS Primary data group's items; ``student_group`` is the F23 group (``ncy``,
+        ``lac``: looked-after children only, ``leavers``: leavers sent before by another group)."""
         if group not in ("student", "address", "contacts", "sen", "exclusions", "attendance"):
             raise LookupError(f"unknown data group {group!r}")
         if since is not None and since > until:
             raise SimulatorError("'changedSince' is after 'changedUntil'")
         st = self.state(until)
+        items = self._primary_items(dfe, st, group, until, since, ncys, student_group)
+        if student_group != "leavers" and items:
+            with self._lock:
+                self._sent.setdefault(dfe, set()).update(i["studentId"] for i in items)
+        return items
+
+    def _primary_items(self, dfe: str, st: State, group: str, until: datetime, since: datetime | None, ncys,
+                       student_group: str) -> list[dict]:
         items = []
-        for s in self._select(dfe, st, "ncy", ncys):
+        for s in self._select(dfe, st, student_group, ncys):
+            if student_group == "leavers" and group != "student" and self.bulk_deleted(s):
+                continue  # F26: the school deleted all but the core
             if group == "attendance":
                 ay = academic_year_of(until.astimezone(UTC).date())
                 if since is None:

@@ -138,3 +138,50 @@ def test_persistent_absence_figures_match_a_hand_computation(db, tmp_path):
     school = db.execute("""SELECT students, persistently_absent, persistent_absence_rate
                              FROM results.school_attendance_summary('2026-09-01', '2026-09-30')""").fetchone()
     assert school == (2, 1, 0.5)
+
+
+# ------------------------------------------------------------------ issue 9 item 14: F30 previous year
+@pytest.fixture(scope="module")
+def world():
+    from simulator.world import World, WorldConfig
+
+    return World(WorldConfig.demo())
+
+
+def _previous_year_run(db, world, tmp_path, end, months):
+    import re
+
+    dfe = "8862001"
+    xml = world.export_sims7(dfe, "attendance", end, None, attendance="all_previous", months=months)
+    c = RunContext(base_id=dfe, task_key="attendance_previous", dag_id=f"b2b__{dfe}__attendance_previous",
+                   run_id=f"r{end:%m%d}", source="sims7", data_filter="attendance", window_start=None,
+                   window_end=end, attendance="all_previous", months=months)
+    store_messages(db, c, [ReceivedMessage("export", xml, "application/xml")])
+    chain.hash_filter(db, c, Settings())
+    chain.validate(db, c, tmp_path)
+    chain.load(db, c)
+    sent = {g.decode(): m.decode() for g, m in re.findall(
+        rb"<ApplicationReference>([^<]+)</ApplicationReference>.*?<Marks>([^<]*)</Marks>", xml, flags=re.S)}
+    stored = dict(db.execute("SELECT student_guid, marks FROM core.attendance_current WHERE base_id = %s "
+                             "AND academic_year = 2025", (dfe,)).fetchall())
+    return sent, stored
+
+
+@pytest.mark.parametrize("months", [1, 3])
+def test_first_previous_year_run_with_a_short_month_filter_stores_the_whole_year(db, world, tmp_path, months):
+    sent, stored = _previous_year_run(db, world, tmp_path, datetime(2026, 10, 2, 18, tzinfo=UTC), months)
+    assert sent and stored == {g: m.rstrip("-") or "-" for g, m in sent.items()}
+    assert sum(len(m) > 300 for m in stored.values()) > 50  # whole years, not empty strings
+
+
+def test_previous_year_run_with_13_months_keeps_the_first_sessions(db, world, tmp_path):
+    sent, stored = _previous_year_run(db, world, tmp_path, datetime(2026, 10, 2, 18, tzinfo=UTC), 13)
+    assert stored == {g: m.rstrip("-") or "-" for g, m in sent.items()}
+    assert any(not m.startswith("-" * 10) for m in stored.values())
+
+
+def test_month_window_applies_to_the_current_year_only():
+    end = datetime(2026, 10, 2, 18, tzinfo=UTC)
+    assert window_offset(2025, end, 13) == 0 and window_offset(2025, end, 3) == 0
+    assert window_offset(2026, end, 1, "all_current") > 0
+    assert window_offset(2026, end, 1, "all_previous") == 0

@@ -78,7 +78,9 @@ def test_failure_mid_run_leaves_nothing(db):
         store_messages(db, ctx(source="sims_primary"), messages())
     db.rollback()
     assert db.execute("SELECT count(*) FROM raw.inbound_file").fetchone()[0] == 0
-    assert db.execute("SELECT count(*) FROM ops.task_log").fetchone()[0] == 0
+    # F9: the failure itself is recorded, outside the rolled-back transaction (one row, no data)
+    rows = db.execute("SELECT level, file_id, message FROM ops.task_log").fetchall()
+    assert rows == [("error", None, "extract failed: ConnectionError: unexpected ConnectionError")]
 
 
 def test_failed_rerun_keeps_previous_attempt(db):

@@ -1,5 +1,6 @@
 """Message parsing: good, malformed and hostile input."""
 import json
+import re
 
 import pytest
 
@@ -63,7 +64,6 @@ def test_wrong_base_is_refused():
     (b"<Other/>", "expected <B2BMessage>"),
     (b"<B2BMessage version='1.0'><Pupils/></B2BMessage>", "no Header"),
     (GOOD.replace(b"<ApplicationReference>g-2</ApplicationReference>", b""), "without ApplicationReference"),
-    (GOOD.replace(b"<EAL>false</EAL>", b"<EAL>maybe</EAL>"), "expected true/false"),
 ])
 def test_malformed_messages_are_refused_with_reason(content, reason):
     with pytest.raises(MessageError, match=reason):
@@ -157,3 +157,66 @@ def test_empty_list_containers_are_empty_lists():
     assert sen == {"start_date": "2024-09-01", "needs": []}
     contact = [b.content for b in parsed.blocks if b.block_type == "contacts"][0]["contacts"][0]
     assert contact["emails"] == []
+
+
+# ------------------------------------------------------------------ issue 9 item 10: error text says what is wrong
+def _valid_sims7():
+    from datetime import UTC, datetime
+
+    from simulator.world import World, WorldConfig
+
+    world = World(WorldConfig.demo())
+    return world.export_sims7("8862001", "snapshot", datetime(2026, 10, 5, 17, tzinfo=UTC), None)
+
+
+def test_bad_utf8_is_reported_as_an_encoding_error_with_its_line():
+    bad = GOOD.replace(b"Bloggs", b"Blo\xff\xfegs")
+    with pytest.raises(MessageError) as exc:
+        parse_sims7(bad, validate=True)
+    assert "not valid UTF-8" in str(exc.value) and "root element" not in str(exc.value)
+    assert exc.value.line == 12 and exc.value.pupil == 1
+
+
+@pytest.mark.parametrize("content", [b"hello, this is not XML", b'{"items": []}', b"\x00\x01\x02binary"])
+def test_non_xml_is_reported_as_not_xml(content):
+    with pytest.raises(MessageError) as exc:
+        parse_sims7(content)
+    assert "is not XML" in str(exc.value) and "schema" not in str(exc.value)
+
+
+def test_over_long_value_names_element_pupil_and_line_but_not_the_value():
+    xml = _valid_sims7()
+    pupils = re.findall(rb"<Pupil>.*?</Pupil>", xml, flags=re.S)
+    long_name = b"Q" * 5000
+    bad = re.sub(rb"<Surname>[^<]*</Surname>", b"<Surname>" + long_name + b"</Surname>", pupils[1], count=1)
+    xml = xml.replace(pupils[1], bad)
+    line = xml[: xml.index(long_name)].count(b"\n") + 1
+    parsed = parse_sims7(xml, expected_base="8862001")
+    (r,) = parsed.rejected
+    assert (r.pupil, r.field, r.line) == (2, "Surname", line)
+    assert r.detail.startswith(f"pupil #2, line {line}: element <Surname>") and "maxLength" in r.detail
+    assert "QQQ" not in r.detail and parsed.pupils == len(pupils)
+
+
+def test_schema_error_text_drops_the_value_but_keeps_the_element():
+    xml = _valid_sims7()
+    xml = re.sub(rb"<DOB>[^<]*</DOB>", b"<DOB>Smith-1999</DOB>", xml, count=1)
+    (r,) = parse_sims7(xml, expected_base="8862001").rejected
+    assert r.field == "DOB" and "xs:date" in r.reason and "Smith" not in r.detail and r.pupil == 1
+
+
+def test_bad_bool_rejects_only_that_pupil():
+    parsed = parse_sims7(GOOD.replace(b"<EAL>false</EAL>", b"<EAL>maybe</EAL>"), validate=False)
+    (r,) = parsed.rejected
+    assert (r.pupil, r.student_guid, r.field) == (1, "g-1", "StudentCore") and "expected true/false" in r.reason
+    assert [b.student_guid for b in parsed.blocks] == ["g-2"]
+
+
+def test_broken_envelope_and_header_still_refuse_the_whole_file():
+    xml = _valid_sims7()
+    with pytest.raises(MessageError, match="message header does not match"):
+        parse_sims7(xml.replace(b"<LEA>886</LEA>", b"<LEA>88x</LEA>", 1))
+    with pytest.raises(MessageError, match=r"unexpected element <Extra> in <B2BMessage>"):
+        parse_sims7(xml.replace(b"</Pupils>", b"</Pupils><Extra/>"))
+    with pytest.raises(MessageError, match=r"unexpected element <Student> in <Pupils>"):
+        parse_sims7(xml.replace(b"</Pupils>", b"<Student/></Pupils>"))

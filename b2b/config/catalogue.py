@@ -141,11 +141,20 @@ def _plain(value):
 def read_raw(path: Path) -> dict:
     text = Path(path).read_text(encoding="utf-8")
     if Path(path).suffix == ".json":
-        return json.loads(text)
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise CatalogueError([f"not valid JSON ({exc})"], str(path)) from None
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    data = yaml.load(text, Loader=loader)
+    try:
+        data = yaml.load(text, Loader=loader)
+    except yaml.YAMLError as exc:  # a syntax error: where it is, not a traceback (issue 9 item 10)
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise CatalogueError([f"{where}not valid YAML ({getattr(exc, 'problem', None) or type(exc).__name__})"],
+                             str(path)) from None
     if not isinstance(data, dict):
         raise CatalogueError(["the file does not hold a mapping (version, la, bases, tasks)"], str(path))
     return _plain(data)

@@ -10,6 +10,23 @@ ONE transaction:
    a message that fails to parse is kept with ``status='suspense'`` and the reason, and
    none of its blocks are written (never half-parsed);
 4. writes task-log rows (F9): one per file and one run summary, with counts only.
+
+Pupils it must not process are kept out by rule (issue 9; ``docs/reliability-input.md``):
+
+* **the same pupil twice** — twice in one SIMS 7 message, or twice in one SIMS Primary data
+  group of the run (same ``studentId`` on one page or on two pages): *neither* copy is
+  processed, because nothing says which one is right; each copy becomes an error anomaly
+  ``duplicate_pupil`` naming its file and position (and the other copy's);
+* **a pupil that fails the schema or a type** in a structurally sound SIMS 7 message (an
+  invalid DOB, an over-long name): that pupil is left out and becomes an error anomaly
+  ``pupil_schema`` naming its position, element and line; the other pupils go on.
+
+Both are recorded in ``raw.rejected_block``; the validate stage marks those blocks invalid
+and reports them (:func:`reject_flagged`).
+
+If the school cannot be read at all (connection, authentication, HTTP, deadline or cap
+errors), the transaction rolls back and one ``ops.task_log`` row naming the base and the
+error is written *outside* it (F9), then the error is raised.
 """
 from __future__ import annotations
 
@@ -20,7 +37,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from b2b.context import RunContext, log_stage_file
-from b2b.ingest.messages import MessageError, ParsedMessage, parse_primary_page, parse_sims7
+from b2b.errors import B2BError
+from b2b.ingest.messages import Block, MessageError, ParsedMessage, parse_primary_page, parse_sims7
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +61,28 @@ class ExtractSummary:
     blocks_by_type: dict = field(default_factory=dict)
     file_ids: list = field(default_factory=list)
     errors: list = field(default_factory=list)  # (file_id, label, reason)
+    rejected_pupils: int = 0   # pupils failing the schema or a type (not processed)
+    duplicate_pupils: int = 0  # copies of a pupil sent twice (neither processed)
 
     def counts(self) -> dict:
         return {
             "files": self.files, "failed": self.failed, "pupils": self.pupils,
             "blocks": self.blocks, "bytes": self.bytes, "blocks_by_type": self.blocks_by_type,
+            "rejected_pupils": self.rejected_pupils, "duplicate_pupils": self.duplicate_pupils,
         }
+
+
+@dataclass
+class _Copy:
+    """One copy of a pupil in a message: where it is and which blocks it became."""
+
+    file_id: int
+    label: str
+    pupil: int
+    ordinals: list[int] = field(default_factory=list)
+
+    def where(self) -> str:
+        return f"pupil #{self.pupil} of file {self.file_id} ({self.label})"
 
 
 #: F19: an attainment message over 2 MB is refused (kept in suspense, never half-loaded)
@@ -65,10 +99,12 @@ def parse_message(ctx: RunContext, msg: ReceivedMessage, *, validate: bool = Tru
 
 
 def _forget_previous(conn, ctx: RunContext) -> int:
-    """Remove an earlier attempt at this window (files cascade to blocks and file logs)."""
+    """Remove an earlier attempt at this window (files cascade to blocks and file logs).
+
+    The rows recording a failure to read the school (F9) stay: they are the history."""
     conn.execute(
         """DELETE FROM ops.task_log WHERE dag_id = %s AND window_end = %s
-           AND window_start IS NOT DISTINCT FROM %s AND stage = 'extract'""",
+           AND window_start IS NOT DISTINCT FROM %s AND stage = 'extract' AND NOT counts ? 'source_error'""",
         (ctx.dag_id, ctx.window_end, ctx.window_start),
     )
     cur = conn.execute(
@@ -79,14 +115,87 @@ def _forget_previous(conn, ctx: RunContext) -> int:
     return cur.rowcount
 
 
-def _copy_blocks(conn, file_id: int, base_id: str, parsed: ParsedMessage) -> None:
+def _copy_blocks(conn, file_id: int, base_id: str, blocks: list[Block]) -> None:
     with conn.cursor() as cur:
         with cur.copy(
             "COPY raw.inbound_block (file_id, ordinal, base_id, block_type, student_guid, content) FROM STDIN"
         ) as copy:
-            for i, b in enumerate(parsed.blocks, start=1):
+            for i, b in enumerate(blocks, start=1):
                 copy.write_row((file_id, i, base_id, b.block_type, b.student_guid,
                                 json.dumps(b.content, separators=(",", ":"), sort_keys=True)))
+
+
+def _with_anchors(parsed: ParsedMessage) -> list[Block]:
+    """The message's blocks, plus one empty anchor block per rejected pupil (the anomaly
+    points at it; the validate stage marks it invalid, so it is never loaded)."""
+    return parsed.blocks + [Block("student", r.student_guid, {}, r.pupil) for r in parsed.rejected]
+
+
+def _copies(file_id: int, label: str, group: str | None, blocks: list[Block],
+            seen: dict[tuple, list[_Copy]]) -> None:
+    """Record each pupil copy of a stored message under its duplicate key: the pupil's id in
+    a SIMS 7 message, (data group, id) in SIMS Primary (every group names each pupil once)."""
+    by_pupil: dict[tuple[str, int], _Copy] = {}
+    for ordinal, b in enumerate(blocks, start=1):
+        key = (b.student_guid, b.pupil)
+        copy = by_pupil.get(key)
+        if copy is None:
+            copy = by_pupil[key] = _Copy(file_id, label, b.pupil)
+            seen.setdefault((group, b.student_guid), []).append(copy)
+        copy.ordinals.append(ordinal)
+
+
+def _rejected_rows(parsed_by_file: dict[int, ParsedMessage], seen: dict[tuple, list[_Copy]]):
+    """``raw.rejected_block`` rows: rejected pupils' anchors and every block of duplicate copies."""
+    rows: dict[tuple[int, int], tuple] = {}
+    duplicates = 0
+    for copies in seen.values():
+        if len(copies) < 2:
+            continue
+        for copy in copies:
+            duplicates += 1
+            others = "; ".join(o.where() for o in copies if o is not copy)
+            detail = f"{copy.where()}: the same pupil was also sent as {others}"[:500]
+            for k, ordinal in enumerate(copy.ordinals):
+                rows[(copy.file_id, ordinal)] = (copy.file_id, ordinal, "duplicate_pupil", "student_guid",
+                                                 detail, k == 0)
+    for file_id, parsed in parsed_by_file.items():
+        first_anchor = len(parsed.blocks) + 1
+        for k, r in enumerate(parsed.rejected):
+            rows.setdefault((file_id, first_anchor + k), (file_id, first_anchor + k, "pupil_schema", r.field,
+                                                          r.detail, True))
+    return sorted(rows.values()), duplicates
+
+
+def reject_flagged(conn, files: list[int]) -> int:
+    """For the validate stage: mark the blocks the extract stage rejected ``invalid`` and report
+    them as error anomalies (``duplicate_pupil``, ``pupil_schema``). Returns the anomalies added.
+
+    Call it after validate has cleared the files' anomalies and reset their invalid blocks."""
+    conn.execute("""UPDATE raw.inbound_block b SET disposition = 'invalid' FROM raw.rejected_block r
+                     WHERE r.file_id = ANY(%s) AND b.file_id = r.file_id AND b.ordinal = r.ordinal""", (files,))
+    return conn.execute(
+        """INSERT INTO results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field, value,
+                                        severity)
+           SELECT r.file_id, r.ordinal, b.base_id, b.student_guid, b.block_type, r.rule, r.field, r.detail, 'error'
+             FROM raw.rejected_block r JOIN raw.inbound_block b USING (file_id, ordinal)
+            WHERE r.file_id = ANY(%s) AND r.report
+            ORDER BY r.file_id, r.ordinal""", (files,)).rowcount
+
+
+def _record_failure(conn, ctx: RunContext, exc: BaseException) -> None:
+    """F9: one task-log row for a run that could not read its school, written outside the
+    rolled-back transaction. Names the base and the error (class, status), never a secret:
+    project errors are written to be logged; anything else only by its class."""
+    text = str(exc) if isinstance(exc, B2BError) else f"unexpected {type(exc).__name__}"
+    counts = {"source_error": type(exc).__name__, "retryable": bool(getattr(exc, "retryable", False))}
+    try:
+        with conn.transaction():
+            log_stage_file(conn, ctx, "extract", None, counts, f"extract failed: {type(exc).__name__}: {text}",
+                           "error", replace=False)
+    except Exception as log_exc:  # noqa: BLE001 - the warehouse itself may be the failure
+        log.warning("base %s: could not record the extract failure in ops.task_log (%s)", ctx.base_id,
+                    type(log_exc).__name__)
 
 
 def store_messages(conn, ctx: RunContext, messages: Iterable[ReceivedMessage], *,
@@ -97,6 +206,18 @@ def store_messages(conn, ctx: RunContext, messages: Iterable[ReceivedMessage], *
     hardening still apply); only tests of hand-written fragments use it.
     """
     summary = ExtractSummary()
+    try:
+        _store(conn, ctx, messages, summary, validate=validate)
+    except Exception as exc:
+        _record_failure(conn, ctx, exc)
+        raise
+    return summary
+
+
+def _store(conn, ctx: RunContext, messages: Iterable[ReceivedMessage], summary: ExtractSummary, *,
+           validate: bool) -> None:
+    seen: dict[tuple, list[_Copy]] = {}
+    parsed_by_file: dict[int, ParsedMessage] = {}
     with conn.transaction():
         replaced = _forget_previous(conn, ctx)
         if replaced:
@@ -129,23 +250,40 @@ def store_messages(conn, ctx: RunContext, messages: Iterable[ReceivedMessage], *
                                f"{msg.label}: put in suspense: {exc}", "error", replace=False)
                 log.error("base %s file %s (%s) put in suspense: %s", ctx.base_id, file_id, msg.label, exc)
                 continue
-            _copy_blocks(conn, file_id, ctx.base_id, parsed)
+            blocks = _with_anchors(parsed)
+            _copy_blocks(conn, file_id, ctx.base_id, blocks)
+            _copies(file_id, msg.label, msg.group, blocks, seen)
+            parsed_by_file[file_id] = parsed
             by_type: dict[str, int] = {}
             for b in parsed.blocks:
                 by_type[b.block_type] = by_type.get(b.block_type, 0) + 1
                 summary.blocks_by_type[b.block_type] = summary.blocks_by_type.get(b.block_type, 0) + 1
             conn.execute(
                 "UPDATE raw.inbound_file SET status = 'parsed', pupils = %s, blocks = %s WHERE file_id = %s",
-                (parsed.pupils, len(parsed.blocks), file_id),
+                (parsed.pupils, len(blocks), file_id),
             )
             summary.pupils += parsed.pupils
-            summary.blocks += len(parsed.blocks)
-            log_stage_file(conn, ctx, "extract", file_id,
-                           {"pupils": parsed.pupils, "blocks": len(parsed.blocks), "bytes": len(msg.content),
-                            "blocks_by_type": by_type},
-                           f"{msg.label}: {parsed.pupils} pupils, {len(parsed.blocks)} blocks", replace=False)
-        level = "error" if summary.failed else "info"
-        log_stage_file(conn, ctx, "extract", None, summary.counts(),
-                       (f"extract: {summary.files} file(s), {summary.failed} failed, "
-                        f"{summary.pupils} pupils, {summary.blocks} blocks"), level, replace=False)
-    return summary
+            summary.blocks += len(blocks)
+            summary.rejected_pupils += len(parsed.rejected)
+            counts = {"pupils": parsed.pupils, "blocks": len(blocks), "bytes": len(msg.content),
+                      "blocks_by_type": by_type}
+            text = f"{msg.label}: {parsed.pupils} pupils, {len(blocks)} blocks"
+            if parsed.rejected:
+                counts["rejected_pupils"] = len(parsed.rejected)
+                text += (f"; {len(parsed.rejected)} pupil(s) not imported, failing the schema "
+                         f"(first: {parsed.rejected[0].detail})")
+            log_stage_file(conn, ctx, "extract", file_id, counts, text,
+                           "warning" if parsed.rejected else "info", replace=False)
+        rows, summary.duplicate_pupils = _rejected_rows(parsed_by_file, seen)
+        if rows:
+            with conn.cursor() as cur, cur.copy(
+                    "COPY raw.rejected_block (file_id, ordinal, rule, field, detail, report) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        level = "error" if summary.failed else "warning" if rows else "info"
+        text = (f"extract: {summary.files} file(s), {summary.failed} failed, "
+                f"{summary.pupils} pupils, {summary.blocks} blocks")
+        if summary.rejected_pupils or summary.duplicate_pupils:
+            text += (f"; not imported: {summary.rejected_pupils} pupil(s) failing the schema, "
+                     f"{summary.duplicate_pupils} copies of pupils sent twice (anomalies at validate)")
+        log_stage_file(conn, ctx, "extract", None, summary.counts(), text, level, replace=False)

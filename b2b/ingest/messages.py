@@ -65,6 +65,23 @@ class Block:
     block_type: str
     student_guid: str
     content: dict
+    pupil: int = 0  # the pupil's position in its message (SIMS 7 <Pupil>, SIMS Primary item), from 1
+
+
+@dataclass(frozen=True)
+class RejectedPupil:
+    """A pupil of a sound message that failed the schema or a type (item 11): not imported,
+    reported as an error anomaly; the message's other pupils go on. No value, only where."""
+
+    pupil: int           # position in the message, from 1
+    student_guid: str
+    field: str           # the element at fault (e.g. ``DOB``)
+    line: int | None
+    reason: str          # safe to log: element, rule and line, never the value
+
+    @property
+    def detail(self) -> str:
+        return f"pupil #{self.pupil}" + (f", line {self.line}" if self.line else "") + f": {self.reason}"
 
 
 @dataclass
@@ -72,6 +89,7 @@ class ParsedMessage:
     header: dict
     blocks: list[Block] = field(default_factory=list)
     pupils: int = 0
+    rejected: list[RejectedPupil] = field(default_factory=list)
 
 
 def xml_key(tag: str) -> str:
@@ -121,11 +139,27 @@ def _block_content(el) -> dict:
     return value
 
 
+XS = "{http://www.w3.org/2001/XMLSchema}"
+
+
 @lru_cache(maxsize=1)
 def message_schema():
     from lxml import etree
 
     return etree.XMLSchema(etree.parse(str(XSD_PATH)))
+
+
+@lru_cache(maxsize=1)
+def part_schema():
+    """The message schema with ``Header`` and ``Pupil`` also declared as top-level elements, so
+    the header and each pupil are validated on their own as the message streams: a pupil-level
+    error then names its pupil, element and line, and rejects only that pupil."""
+    from lxml import etree
+
+    doc = etree.parse(str(XSD_PATH))
+    for name in ("Header", "Pupil"):
+        etree.SubElement(doc.getroot(), f"{XS}element", name=name, type=name)
+    return etree.XMLSchema(doc)
 
 
 def _check_prolog(content: bytes) -> None:
@@ -136,69 +170,128 @@ def _check_prolog(content: bytes) -> None:
         raise MessageError("document type declarations (DTD/entities) are not allowed in B2B messages")
 
 
+#: quoted tokens of lxml/libxml2 messages kept in error text: schema types, facet names and
+#: numbers (lengths); every other quoted token may be a value (a name, a DOB) and is dropped
+_SAFE_TOKEN = re.compile(r"^([<>/]|xs:[A-Za-z]+|[0-9]+|maxLength|minLength|length|pattern|enumeration|"
+                         r"minInclusive|maxInclusive|totalDigits|fractionDigits)$")
+
+
+def _scrub(msg: str) -> str:
+    """An lxml message without values: the element name (``Element 'DOB':``) is kept, every
+    quoted value is replaced by '…' (it may be personal data), and the length is capped."""
+    msg = msg.strip()
+    m = re.match(r"Element '([^']{1,100})'(.*)", msg, re.S)
+    head, rest = (f"element <{m.group(1)}>", m.group(2)) if m else ("", msg)
+    rest = re.sub(r"'([^']*)'", lambda q: q.group(0) if _SAFE_TOKEN.match(q.group(1)) else "'…'", rest)
+    # a value not in quotes: "The value has a length of…" is safe, "value X" after 'of the set' is not
+    rest = re.sub(r"\{[^}]*\}", "{…}", rest)
+    out = (head + rest).strip()
+    return out[:300]
+
+
+def _schema_error(schema, el) -> tuple[str, int | None, str] | None:
+    """(element, line, reason) of the first schema error of ``el`` (validated on its own), or None."""
+    if schema.validate(el):
+        return None
+    err = schema.error_log[0]
+    m = re.match(r"Element '([^']{1,100})'", err.message or "")
+    element = m.group(1) if m else el.tag
+    return element, (err.line or None), _scrub(err.message or "does not match the schema")
+
+
+def _xml_syntax(exc, pupil: int | None) -> MessageError:
+    """A clear error for a document that is not well-formed XML: bad bytes, not XML, broken."""
+    errors = list(getattr(exc, "error_log", None) or [])
+    last = errors[-1] if errors else None
+    type_name = getattr(last, "type_name", "") or ""
+    line = getattr(exc, "lineno", None) or getattr(last, "line", None) or None
+    msg = str(getattr(exc, "msg", None) or exc)
+    msg = re.sub(r", line \d+, column \d+$", "", msg)
+    if "ENCODING" in type_name or "encoding" in msg.lower() or "invalid char" in msg.lower():
+        kind = "is not valid UTF-8 (or its declared encoding)"
+    elif type_name == "ERR_DOCUMENT_EMPTY" or "Start tag expected" in msg:
+        kind = "is not XML"
+    else:
+        kind = "is not well-formed XML"
+    return MessageError(f"message {kind}: {_scrub(msg)}", pupil=pupil, line=line)
+
+
 def parse_sims7(content: bytes, *, expected_base: str | None = None, validate: bool = True) -> ParsedMessage:
-    """Parse one SIMS 7 XML message into blocks. Raises MessageError; never partial."""
+    """Parse one SIMS 7 XML message into blocks. Raises MessageError; never partial.
+
+    The document streams through a plain (non-validating, hardened) parser, so a document
+    that is not well-formed gets the parser's own error and line. The envelope is checked as
+    it streams (root ``<B2BMessage version>``, then ``<Header>``, then ``<Pupils>`` of
+    ``<Pupil>``); the header and each pupil are validated against the XSD on their own. A
+    pupil that fails the schema or a type (item 11) is *rejected*: listed in
+    ``ParsedMessage.rejected`` with its position, element and line, its blocks left out,
+    the other pupils kept. Anything else wrong raises :class:`MessageError` (the file goes
+    to suspense).
+    """
     from lxml import etree
 
     if not content or not content.strip():
         raise MessageError("empty message")
     _check_prolog(content)
-    kwargs = dict(
-        events=("end",),
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=False,
-        remove_comments=True,
-        remove_pis=True,
-    )
-    if validate:
-        kwargs["schema"] = message_schema()
+    schema = part_schema() if validate else None
     parsed = ParsedMessage(header={})
-    root_seen = False
-    checked_doctype = False
+    root = None
+    current = 0  # the pupil being read (position from 1), 0 outside pupils
+    seen_header = seen_pupils = False
     try:
-        for _event, el in etree.iterparse(io.BytesIO(content), **kwargs):
-            if not checked_doctype:
-                # the prolog check above only looks at the first 4 KiB; this sees all of it
-                checked_doctype = True
-                if el.getroottree().docinfo.doctype:
-                    raise MessageError(
-                        "document type declarations (DTD/entities) are not allowed in B2B messages")
-            if el.tag == "Header":
-                parsed.header = _convert(el)
-                el.clear()
-            elif el.tag == "Pupil":
+        for event, el in etree.iterparse(io.BytesIO(content), events=("start", "end"), resolve_entities=False,
+                                         no_network=True, load_dtd=False, huge_tree=False, remove_comments=True,
+                                         remove_pis=True):
+            if event == "start":
+                if root is None:
+                    root = el
+                    if el.getroottree().docinfo.doctype:
+                        # the prolog check above only looks at the first 4 KiB; this sees all of it
+                        raise MessageError(
+                            "document type declarations (DTD/entities) are not allowed in B2B messages")
+                    if el.tag != "B2BMessage":
+                        raise MessageError(f"root element is <{el.tag}>, expected <B2BMessage>", line=el.sourceline)
+                    if validate and "version" not in el.attrib:
+                        raise MessageError("<B2BMessage> has no version attribute", line=el.sourceline)
+                elif el.tag == "Pupil" and current == 0:
+                    current = parsed.pupils + 1
+                continue
+            parent = el.getparent()
+            if el.tag == "Pupil" and parent is not None and parent.tag == "Pupils":
                 parsed.pupils += 1
-                guid_el = el.find("ApplicationReference")
-                guid = (guid_el.text or "").strip() if guid_el is not None else ""
-                if not guid:
-                    raise MessageError("pupil without ApplicationReference (MIS GUID)", pupil=parsed.pupils)
-                for child in el:
-                    btype = XML_BLOCKS.get(child.tag)
-                    if btype is None:
-                        continue
-                    try:
-                        parsed.blocks.append(Block(btype, guid, _block_content(child)))
-                    except MessageError as exc:
-                        raise MessageError(f"{btype} block: {exc.reason}", pupil=parsed.pupils) from None
+                current = 0
+                _take_pupil(el, parsed, schema)
                 el.clear()
                 # free the processed siblings too: constant memory on big schools
                 while el.getprevious() is not None:
-                    del el.getparent()[0]
-            elif el.getparent() is None:
-                root_seen = True
-                if el.tag != "B2BMessage":
-                    raise MessageError(f"root element is <{el.tag}>, expected <B2BMessage>")
+                    del parent[0]
+            elif parent is root and el is not root:
+                if el.tag == "Header" and not seen_header and not seen_pupils:
+                    seen_header = True
+                    if schema is not None:
+                        bad = _schema_error(schema, el)
+                        if bad:
+                            raise MessageError(f"message header does not match the B2B message schema: {bad[2]}",
+                                               line=bad[1])
+                    parsed.header = _convert(el)
+                    el.clear()
+                elif el.tag == "Pupils" and not seen_pupils and (seen_header or not validate):
+                    seen_pupils = True
+                elif validate or el.tag not in ("Header", "Pupils"):
+                    raise MessageError(f"unexpected element <{el.tag}> in <B2BMessage> "
+                                       "(expected <Header> then <Pupils>)", line=el.sourceline)
+            elif parent is not None and parent.tag == "Pupils" and parent.getparent() is root:
+                raise MessageError(f"unexpected element <{el.tag}> in <Pupils>", line=el.sourceline)
     except etree.XMLSyntaxError as exc:
-        line = getattr(exc, "lineno", None)
-        msg = str(exc.msg if hasattr(exc, "msg") else exc)
-        kind = "does not match the B2B message schema" if "Element" in msg or "element" in msg else "is not well-formed XML"
-        raise MessageError(f"message {kind}: {_scrub(msg)}", pupil=parsed.pupils or None, line=line) from None
-    if not root_seen:
+        raise _xml_syntax(exc, current or None) from None
+    except ValueError as exc:  # lxml refuses some inputs before parsing (e.g. a bad encoding name)
+        raise MessageError(f"message is not XML: {_scrub(str(exc))}") from None
+    if root is None:
         raise MessageError("no B2BMessage root element")
     if not parsed.header:
         raise MessageError("message has no Header")
+    if validate and not seen_pupils:
+        raise MessageError("message has no <Pupils> element")
     if expected_base:
         school = parsed.header.get("source_school") or {}
         got = f"{school.get('lea', '')}{school.get('estab', '')}"
@@ -207,10 +300,31 @@ def parse_sims7(content: bytes, *, expected_base: str | None = None, validate: b
     return parsed
 
 
-def _scrub(msg: str) -> str:
-    """Drop quoted values from lxml messages: they may be personal data (a name, a DOB)."""
-    msg = re.sub(r"'[^']*'", "'…'", msg)
-    return msg[:300]
+def _take_pupil(el, parsed: ParsedMessage, schema) -> None:
+    """One complete ``<Pupil>``: its blocks, or a rejection naming where it failed."""
+    pos = parsed.pupils
+    guid_el = el.find("ApplicationReference")
+    guid = (guid_el.text or "").strip() if guid_el is not None else ""
+    if not guid:
+        # without its id a pupil cannot be reported or matched: the message is malformed
+        raise MessageError("pupil without ApplicationReference (MIS GUID)", pupil=pos, line=el.sourceline)
+    if schema is not None:
+        bad = _schema_error(schema, el)
+        if bad:
+            parsed.rejected.append(RejectedPupil(pos, guid, bad[0], bad[1], bad[2]))
+            return
+    blocks = []
+    for child in el:
+        btype = XML_BLOCKS.get(child.tag)
+        if btype is None:
+            continue
+        try:
+            blocks.append(Block(btype, guid, _block_content(child), pos))
+        except MessageError as exc:
+            parsed.rejected.append(RejectedPupil(pos, guid, child.tag, child.sourceline,
+                                                 f"{btype} block: {exc.reason}"))
+            return
+    parsed.blocks.extend(blocks)
 
 
 def parse_primary_page(content: bytes, *, expected_group: str | None = None) -> ParsedMessage:
@@ -231,5 +345,5 @@ def parse_primary_page(content: bytes, *, expected_group: str | None = None) -> 
         if not isinstance(item, dict) or not item.get("studentId") or not isinstance(item.get("data"), dict):
             raise MessageError("item without studentId or data", pupil=i)
         parsed.pupils += 1
-        parsed.blocks.append(Block(group, str(item["studentId"]), item["data"]))
+        parsed.blocks.append(Block(group, str(item["studentId"]), item["data"], i))
     return parsed

@@ -317,6 +317,9 @@ def validate(conn, ctx: RunContext, report_dir) -> dict:
         conn.execute("DELETE FROM results.anomaly WHERE file_id = ANY(%s)", (files,))
         conn.execute("""UPDATE raw.inbound_block SET disposition = 'pending'
                         WHERE file_id = ANY(%s) AND disposition = 'invalid'""", (files,))
+        from b2b.ingest.extract import reject_flagged  # pupils sent twice / failing the XSD (issue 9)
+
+        reject_flagged(conn, files)
         rows = conn.execute(
             """SELECT file_id, ordinal, base_id, block_type, student_guid, content
                  FROM raw.inbound_block WHERE file_id = ANY(%s) AND disposition = 'pending'

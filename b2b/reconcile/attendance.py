@@ -84,9 +84,14 @@ def apply_changes(existing: str | None, ay: int, changes: list[dict]) -> str:
     return "".join(marks).rstrip(NO_MARK) or NO_MARK
 
 
-def window_offset(ay: int, window_end: datetime, months: int | None) -> int:
-    """Offset of the first session a months-limited full task carries (0 = the whole year)."""
-    if not months:
+def window_offset(ay: int, window_end: datetime, months: int | None, attendance: str | None = None) -> int:
+    """Offset of the first session a months-limited full task carries (0 = the whole year).
+
+    The month window (F24) counts back from the run and applies to the *current* academic
+    year only: a previous-year task (``all_previous``, F30) sends that whole year, so its
+    string is replaced from the start (a months filter on it must never blank its first
+    sessions, nor leave a first run empty)."""
+    if not months or attendance == "all_previous" or ay != academic_year_of(window_end.date()):
         return 0
     first = window_end.date() - timedelta(days=30 * months)
     start = year_start(ay)
@@ -132,7 +137,7 @@ def store_marks(conn, ctx, files: list[int], *, months: int | None = None) -> in
         elif marks is not None and ay is not None:
             key = (base, guid, ay)
             current = out.get(key, (None, stored.get(key)))[1]
-            offset = window_offset(ay, ctx.window_end, months) if mode == "replace" else 0
+            offset = window_offset(ay, ctx.window_end, months, ctx.attendance) if mode == "replace" else 0
             out[key] = (file_id, merge(current, marks, mode, offset))
     changed = {k: v for k, v in out.items() if stored.get(k) != v[1]}
     with conn.cursor() as cur, cur.copy(

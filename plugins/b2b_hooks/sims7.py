@@ -60,7 +60,8 @@ class Sims7Hook(SimsHttpHook):
         expected = self.extra.get("dfe")
         if expected and str(expected) != str(dfe):
             raise SimsRequestError(f"connection {self.conn_id!r} is for base {expected}, not {dfe}")
-        resp = self.request(method, f"/sims7/v1/bases/{dfe}/{endpoint}", auth=self._auth(), **kwargs)
+        resp = self.request(method, f"/sims7/v1/bases/{dfe}/{endpoint}", auth=self._auth(),
+                            label=f"base {dfe} {what}", **kwargs)
         if resp.status_code in (401, 403):
             raise SimsAuthError(f"base {dfe}: SIMS 7 refused the credentials of connection {self.conn_id!r} "
                                 f"(HTTP {resp.status_code}); check its login and password")

@@ -13,8 +13,10 @@ extra.organisation_id      Organisation ID
 
 OAuth2 client-credentials tokens are cached until shortly before they expire
 and refreshed once if the API reports ``invalid_token``. Pages are followed
-until ``next`` is null; throttling (429) and 5xx are retried honouring
-``Retry-After``. See ``docs/protocol.md``.
+until ``next`` is null, only on the connection's own origin (a link to another host is
+refused before anything is sent) and up to ``max_pages``; throttling (429) and 5xx are
+retried honouring ``Retry-After``. Errors name the data group, never the Organisation ID.
+See ``docs/protocol.md``.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from b2b_hooks._http import SimsAuthError, SimsHttpHook, SimsRequestError
+from b2b_hooks._http import SimsAuthError, SimsHttpHook, SimsLimitError, SimsRequestError
 
 REQUIRED = (("login", "Client ID"), ("password", "Secret"),
             ("subscription_key", "Subscription Key"), ("organisation_id", "Organisation ID"))
@@ -79,7 +81,7 @@ class SimsPrimaryHook(SimsHttpHook):
         if not force and self._token and now < self._token_expires:
             return self._token
         s = self.settings()
-        resp = self.request("POST", "/sims-primary/oauth2/token",
+        resp = self.request("POST", "/sims-primary/oauth2/token", label="token request",
                             data={"grant_type": "client_credentials", "client_id": s["login"],
                                   "client_secret": s["password"]})
         if resp.status_code in (400, 401, 403):
@@ -87,21 +89,24 @@ class SimsPrimaryHook(SimsHttpHook):
                                 f"(HTTP {resp.status_code} {self._error_text(resp)})".rstrip())
         if resp.status_code != 200:
             raise SimsRequestError(f"connection {self.conn_id!r}: token request failed with HTTP {resp.status_code}")
-        body = resp.json()
-        self._token = body["access_token"]
-        lifetime = float(body.get("expires_in") or 0)
+        try:
+            body = resp.json()
+            self._token = str(body["access_token"])
+            lifetime = float(body.get("expires_in") or 0)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise SimsRequestError(f"connection {self.conn_id!r}: the token response has no access_token") from None
         self._token_expires = now + max(0.0, lifetime - min(self.token_margin, lifetime / 4))
         self.tokens_fetched += 1
         self.log.info("connection %s: new access token (expires in %ss)", self.conn_id, int(lifetime))
         return self._token
 
     # ------------------------------------------------------------ data groups
-    def _get(self, path: str, params: dict | None):
+    def _get(self, path: str, params: dict | None, *, label: str, deadline: float):
         s = self.settings()
         for attempt in (1, 2):
             headers = {"Authorization": f"Bearer {self.get_token(force=attempt == 2)}",
                        "Ocp-Apim-Subscription-Key": s["subscription_key"]}
-            resp = self.request("GET", path, params=params, headers=headers)
+            resp = self.request("GET", path, params=params, headers=headers, label=label, deadline=deadline)
             if resp.status_code == 401 and "invalid_token" in resp.headers.get("WWW-Authenticate", "") \
                     and attempt == 1:
                 self.log.info("connection %s: token rejected, refreshing once", self.conn_id)
@@ -109,8 +114,9 @@ class SimsPrimaryHook(SimsHttpHook):
             return resp
         return resp
 
-    def _page(self, group: str, path: str, params: dict | None) -> tuple[Page, str | None]:
-        resp = self._get(path, params)
+    def _page(self, group: str, path: str, params: dict | None, *, label: str,
+              deadline: float) -> tuple[Page, str | None]:
+        resp = self._get(path, params, label=label, deadline=deadline)
         if resp.status_code == 401:
             raise SimsAuthError(f"connection {self.conn_id!r}: SIMS Primary refused access to {group} "
                                 f"(HTTP 401 {self._error_text(resp)}); check the Subscription Key and Secret")
@@ -120,13 +126,29 @@ class SimsPrimaryHook(SimsHttpHook):
         if resp.status_code != 200:
             raise SimsRequestError(f"connection {self.conn_id!r}: data group {group} failed with HTTP "
                                    f"{resp.status_code} {self._error_text(resp)}".rstrip())
-        body = resp.json()
-        page = Page(group, int(body["page"]), int(body["totalPages"]), int(body["totalItems"]), resp.content)
-        return page, body.get("next")
+        try:
+            body = resp.json()
+            page = Page(group, int(body["page"]), int(body["totalPages"]), int(body["totalItems"]), resp.content)
+            nxt = body.get("next")
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise SimsRequestError(f"connection {self.conn_id!r}: {label} is not a SIMS Primary page "
+                                   "(no page / totalPages / totalItems)") from None
+        if nxt is not None and not isinstance(nxt, str):
+            raise SimsRequestError(f"connection {self.conn_id!r}: {label} has a 'next' link that is not a URL")
+        return page, nxt
 
     def iter_pages(self, group: str, *, until: datetime, since: datetime | None = None,
-                   ncys: Sequence[str] | None = None) -> Iterator[Page]:
-        """Every page of one data group for the window, following ``next`` links."""
+                   ncys: Sequence[str] | None = None, student_group: str = "ncy") -> Iterator[Page]:
+        """Every page of one data group for the window, following ``next`` links.
+
+        ``student_group`` is the task's F23 group (``ncy``, ``lac``, ``leavers``), sent as
+        ``studentGroup``: a LAC task asks for looked-after children only, a leavers task for
+        leavers only. A ``next`` link is followed only on the connection's own origin; at most
+        ``max_pages`` pages are followed, and all of them must arrive within
+        ``message_deadline_s``.
+        """
+        from urllib.parse import urljoin
+
         org = self.settings()["organisation_id"]
         params: dict[str, str] | None = {"changedUntil": until.isoformat(), "page": "1",
                                           "pageSize": str(self.page_size)}
@@ -135,14 +157,30 @@ class SimsPrimaryHook(SimsHttpHook):
             params["changedSince"] = since.isoformat()
         if ncys:
             params["ncy"] = ",".join(ncys)
+        if student_group != "ncy":
+            params["studentGroup"] = student_group
         path: str | None = f"/sims-primary/api/v1/organisations/{org}/datagroups/{group}"
+        deadline = self.deadline()
         seen = 0
         while path:
-            page, nxt = self._page(group, path, params)
             seen += 1
+            label = f"data group {group} page {seen}"
+            if self.max_pages and seen > self.max_pages:
+                raise SimsLimitError(f"connection {self.conn_id!r}: data group {group} has more than "
+                                     f"{self.max_pages} pages (page cap B2B_MAX_PAGES); refused")
+            page, nxt = self._page(group, path, params, label=label, deadline=deadline)
+            if self.max_pages and page.total_pages > self.max_pages:
+                raise SimsLimitError(f"connection {self.conn_id!r}: data group {group} claims "
+                                     f"{page.total_pages:,} pages, over the page cap of {self.max_pages} "
+                                     "(B2B_MAX_PAGES); refused")
             if seen > page.total_pages + 1:
                 raise SimsRequestError(f"connection {self.conn_id!r}: data group {group} pagination does not end")
             yield page
+            if nxt:
+                # resolve against the page's own URL, then refuse any other origin (nothing is sent there)
+                here = path if path.startswith(("http://", "https://")) else f"{self.base_url}{path}"
+                nxt = urljoin(here, nxt)
+                self._check_url(nxt)
             path, params = nxt, None
         self.log.info("connection %s: data group %s, %d page(s)", self.conn_id, group, seen)
 

@@ -38,14 +38,21 @@ class ExtractOperator(B2BStageOperator):
         self.hierarchies = list(hierarchies)
         self.fail_on_bad_file = fail_on_bad_file
 
+    def hook_limits(self) -> dict:
+        """The per-message deadline and caps (``Settings``, overridable by ``B2B_*`` variables)."""
+        s = self.chain_settings()
+        return {"message_deadline_s": s.message_deadline_s, "max_message_bytes": s.max_message_bytes,
+                "max_pages": s.max_pages}
+
     def messages(self, since, until) -> Iterator[Any]:
         """The messages the school sends for this window, one at a time."""
         from b2b.ingest.extract import ReceivedMessage
 
+        limits = self.hook_limits()
         if self.base_kind == "sims7":
             from b2b_hooks.sims7 import Sims7Hook
 
-            msg = Sims7Hook(sims7_conn_id=self.conn_id).export(
+            msg = Sims7Hook(sims7_conn_id=self.conn_id, **limits).export(
                 self.base_id, filter=self.data_filter, until=until, since=since, group=self.group_type,
                 ncys=self.ncys, attendance=self.attendance, months=self.months,
                 hierarchies=self.hierarchies or None)
@@ -53,9 +60,11 @@ class ExtractOperator(B2BStageOperator):
             return
         from b2b_hooks.sims_primary import SimsPrimaryHook
 
-        hook = SimsPrimaryHook(sims_primary_conn_id=self.conn_id)
+        hook = SimsPrimaryHook(sims_primary_conn_id=self.conn_id, **limits)
         for group in PRIMARY_GROUPS_BY_FILTER[self.data_filter]:
-            for page in hook.iter_pages(group, until=until, since=since, ncys=self.ncys):
+            # F23: the task's student group goes to the school (a LAC task fetches LAC only)
+            for page in hook.iter_pages(group, until=until, since=since, ncys=self.ncys,
+                                        student_group=self.group_type):
                 yield ReceivedMessage(f"{group} p{page.page}/{page.total_pages}", page.content,
                                       "application/json", group=group)
 

@@ -1,0 +1,554 @@
+"""Hostile and broken schools (issue 9 items 2, 8, 9, 10, 11, 14; issue 10 part 5).
+
+Misbehaving schools are real HTTP servers on 127.0.0.1 started here; the chain runs on the real
+embedded PostgreSQL; messages come from the real simulator. Nothing of ours is mocked.
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from b2b import pipeline as chain
+from b2b.config.settings import Settings
+from b2b.errors import SourceDeadlineError, SourceLimitError, SourceRequestError, SourceUnavailableError
+from b2b.ingest.extract import ReceivedMessage, RunContext, store_messages
+from b2b_hooks.sims7 import Sims7Hook
+from b2b_hooks.sims_primary import SimsPrimaryHook
+from simulator.server import start_server
+from simulator.world import World, WorldConfig
+
+UNTIL = datetime(2026, 10, 5, 17, tzinfo=UTC)
+ORG = "org-7f3e9c-secret-ish"
+LEGACY = Settings(matcher="legacy")
+
+
+# ------------------------------------------------------------------ a misbehaving school
+class School:
+    """A local HTTP server whose every request is answered by ``handler(request) -> None``; it
+    records what each request carried (path and headers) so tests can prove what was sent."""
+
+    def __init__(self, handler: Callable[[BaseHTTPRequestHandler], None]):
+        school = self
+        self.requests: list[dict] = []
+        self.sent_bytes = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _any(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                school.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                                        "body": body})
+                try:
+                    handler(self)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            do_GET = do_POST = _any
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def school():
+    servers = []
+
+    def make(handler):
+        s = School(handler)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def reply(h, status=200, body=b"", headers=None):
+    h.send_response(status)
+    for k, v in (headers or {}).items():
+        h.send_header(k, v)
+    if "Content-Length" not in (headers or {}):
+        h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    if body:
+        h.wfile.write(body)
+
+
+def primary_conn(monkeypatch, cid, url):
+    monkeypatch.setenv(f"AIRFLOW_CONN_{cid.upper()}", json.dumps({
+        "conn_type": "http", "host": url, "login": "client-id", "password": "the-secret-xyz",
+        "extra": {"subscription_key": "sub-key-xyz", "organisation_id": ORG}}))
+
+
+def sims7_conn(monkeypatch, cid, url):
+    monkeypatch.setenv(f"AIRFLOW_CONN_{cid.upper()}", json.dumps({
+        "conn_type": "http", "host": url, "login": "school-user", "password": "b2b-password-xyz"}))
+
+
+def token(h):
+    reply(h, 200, json.dumps({"access_token": "tok-abc", "token_type": "Bearer", "expires_in": 3600}).encode(),
+          {"Content-Type": "application/json"})
+
+
+def page_body(page, total_pages, nxt, items=()):
+    return json.dumps({"organisationId": ORG, "dataGroup": "student", "page": page, "pageSize": 1,
+                       "totalItems": total_pages, "totalPages": total_pages, "next": nxt,
+                       "items": list(items)}).encode()
+
+
+def ctx(base="8862001", source="sims7", data_filter="snapshot", dag=None, end=UNTIL, **kw):
+    return RunContext(base_id=base, task_key=data_filter, dag_id=dag or f"b2b__{base}__{data_filter}",
+                      run_id=f"r{end:%m%d}", source=source, data_filter=data_filter, window_start=None,
+                      window_end=end, **kw)
+
+
+def run_chain(db, c, messages, tmp_path, settings=LEGACY):
+    out = {"extract": store_messages(db, c, messages)}
+    out["hash"] = chain.hash_filter(db, c, settings)
+    out["validate"] = chain.validate(db, c, tmp_path)
+    out["load"] = chain.load(db, c)
+    out["match"] = chain.match(db, c, settings)
+    return out
+
+
+def task_log(db):
+    return db.execute("SELECT base_id, level, message, counts FROM ops.task_log ORDER BY log_id").fetchall()
+
+
+# ------------------------------------------------------------------ item 8: deadline and caps
+def test_trickling_server_is_cut_off_at_the_message_deadline_and_logged(school, monkeypatch, db):
+    def trickle(h):
+        h.send_response(200)
+        h.send_header("Content-Type", "application/xml")
+        h.send_header("Content-Length", "100000")
+        h.end_headers()
+        for _ in range(200):  # one byte every 0.3 s: the per-read timeout never fires
+            h.wfile.write(b"<")
+            h.wfile.flush()
+            time.sleep(0.3)
+
+    srv = school(trickle)
+    sims7_conn(monkeypatch, "slow_school", srv.url)
+    # the operator's settings reach the hook: the deadline comes from B2B_MESSAGE_DEADLINE_S
+    monkeypatch.setenv("B2B_MESSAGE_DEADLINE_S", "1.5")
+    from b2b_operators.extract import ExtractOperator
+
+    op = ExtractOperator(task_id="extract", conn_id="slow_school", base_id="8862001", base_kind="sims7",
+                         task_key="snapshot", data_filter="snapshot")
+    started = time.monotonic()
+    with pytest.raises(SourceDeadlineError, match=r"deadline of 1.5 s"):
+        store_messages(db, ctx(), op.messages(None, UNTIL))
+    assert time.monotonic() - started < 5
+    (base, level, message, counts), = task_log(db)
+    assert (base, level, counts["source_error"]) == ("8862001", "error", "SimsDeadlineError")
+    assert "B2B_MESSAGE_DEADLINE_S" in message and "b2b-password-xyz" not in message
+
+
+def test_server_that_stalls_after_its_headers_is_cut_off_at_the_deadline(school, monkeypatch):
+    def stall(h):
+        h.send_response(200)
+        h.send_header("Content-Length", "1000")
+        h.end_headers()
+        h.wfile.write(b"<B2B")
+        h.wfile.flush()
+        time.sleep(4)  # then nothing: only the per-read timeout (300 s) would end this
+
+    srv = school(stall)
+    sims7_conn(monkeypatch, "stalled_school", srv.url)
+    started = time.monotonic()
+    with pytest.raises(SourceDeadlineError):
+        Sims7Hook(sims7_conn_id="stalled_school", message_deadline_s=1.0).export("8862001", filter="snapshot",
+                                                                                  until=UNTIL)
+    assert time.monotonic() - started < 4
+
+
+def test_server_trickling_its_headers_is_cut_off_at_the_deadline(school, monkeypatch):
+    def trickle_headers(h):
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 200:
+            h.wfile.write(bytes([byte]))
+            h.wfile.flush()
+            time.sleep(0.2)
+
+    srv = school(trickle_headers)
+    sims7_conn(monkeypatch, "slow_headers_school", srv.url)
+    started = time.monotonic()
+    with pytest.raises(SourceDeadlineError):
+        Sims7Hook(sims7_conn_id="slow_headers_school", message_deadline_s=1.0).export(
+            "8862001", filter="snapshot", until=UNTIL)
+    assert time.monotonic() - started < 3
+
+
+def test_body_declaring_more_than_the_size_cap_is_refused_before_reading(school, monkeypatch):
+    def huge(h):
+        h.send_response(200)
+        h.send_header("Content-Length", str(100 * 1024 * 1024))
+        h.end_headers()
+        try:
+            for _ in range(100 * 16):
+                h.wfile.write(b"x" * 65536)
+                school_srv.sent_bytes += 65536
+        except OSError:
+            pass
+
+    school_srv = school(huge)
+    sims7_conn(monkeypatch, "big_school", school_srv.url)
+    hook = Sims7Hook(sims7_conn_id="big_school", max_message_bytes=1024 * 1024)
+    with pytest.raises(SourceLimitError, match=r"size cap of 1,048,576 bytes"):
+        hook.export("8862001", filter="snapshot", until=UNTIL)
+
+
+def test_chunked_body_is_stopped_at_the_size_cap_not_read_whole(school, monkeypatch):
+    def chunked(h):
+        h.send_response(200)
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        try:
+            for _ in range(1600):  # would be 100 MB
+                h.wfile.write(b"10000\r\n" + b"x" * 65536 + b"\r\n")
+                srv.sent_bytes += 65536
+            h.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass
+
+    srv = school(chunked)
+    sims7_conn(monkeypatch, "chunky_school", srv.url)
+    hook = Sims7Hook(sims7_conn_id="chunky_school", max_message_bytes=2 * 1024 * 1024)
+    with pytest.raises(SourceLimitError, match="B2B_MAX_MESSAGE_BYTES"):
+        hook.export("8862001", filter="snapshot", until=UNTIL)
+    time.sleep(0.3)
+    assert srv.sent_bytes < 20 * 1024 * 1024  # the reader stopped; the school could not push 100 MB
+
+
+def test_compressed_bomb_is_stopped_at_the_size_cap_after_decompression(school, monkeypatch):
+    import gzip
+
+    bomb = gzip.compress(b"\0" * (50 * 1024 * 1024))  # 50 MB in about 50 kB
+    srv = school(lambda h: reply(h, 200, bomb, {"Content-Encoding": "gzip", "Content-Length": str(len(bomb))}))
+    sims7_conn(monkeypatch, "bomb_school", srv.url)
+    with pytest.raises(SourceLimitError, match="size cap"):
+        Sims7Hook(sims7_conn_id="bomb_school", max_message_bytes=1024 * 1024).export(
+            "8862001", filter="snapshot", until=UNTIL)
+
+
+def test_redirect_to_another_host_is_not_followed(school, monkeypatch):
+    thief = school(lambda h: reply(h, 200, b"<B2BMessage/>"))
+    srv = school(lambda h: reply(h, 302, b"", {"Location": f"{thief.url}/steal"}))
+    sims7_conn(monkeypatch, "redirect_school", srv.url)
+    with pytest.raises(SourceRequestError, match="HTTP 302"):
+        Sims7Hook(sims7_conn_id="redirect_school").export("8862001", filter="snapshot", until=UNTIL)
+    assert thief.requests == []
+
+
+def test_group_claiming_a_billion_pages_is_refused_at_the_page_cap(school, monkeypatch):
+    def pages(h):
+        if h.path.endswith("/token"):
+            return token(h)
+        n = int(re.search(r"page=(\d+)", h.path).group(1))
+        nxt = re.sub(r"page=\d+", f"page={n + 1}", h.path)
+        reply(h, 200, page_body(n, 10 ** 9, nxt), {"Content-Type": "application/json"})
+
+    srv = school(pages)
+    primary_conn(monkeypatch, "pages_school", srv.url)
+    hook = SimsPrimaryHook(sims_primary_conn_id="pages_school", max_pages=5)
+    with pytest.raises(SourceLimitError, match=r"claims 1,000,000,000 pages, over the page cap of 5"):
+        list(hook.iter_pages("student", until=UNTIL))
+    assert len([r for r in srv.requests if "/datagroups/" in r["path"]]) == 1
+
+
+def test_endless_next_links_stop_at_the_page_cap(school, monkeypatch):
+    def pages(h):
+        if h.path.endswith("/token"):
+            return token(h)
+        n = int(re.search(r"page=(\d+)", h.path).group(1))
+        nxt = re.sub(r"page=\d+", f"page={n + 1}", h.path)
+        reply(h, 200, page_body(n, 7, nxt), {"Content-Type": "application/json"})  # 7 pages, next forever
+
+    srv = school(pages)
+    primary_conn(monkeypatch, "endless_school", srv.url)
+    hook = SimsPrimaryHook(sims_primary_conn_id="endless_school", max_pages=7)
+    with pytest.raises(SourceLimitError, match="more than 7 pages"):
+        list(hook.iter_pages("student", until=UNTIL))
+    assert len([r for r in srv.requests if "/datagroups/" in r["path"]]) == 7
+
+
+# ------------------------------------------------------------------ issue 10 part 5: security
+def test_next_link_to_another_host_is_refused_and_that_host_gets_nothing(school, monkeypatch):
+    thief = school(lambda h: reply(h, 200, page_body(2, 2, None), {"Content-Type": "application/json"}))
+
+    def pages(h):
+        if h.path.endswith("/token"):
+            return token(h)
+        reply(h, 200, page_body(1, 2, f"{thief.url}/sims-primary/api/v1/organisations/{ORG}/datagroups/student"
+                                      "?page=2"), {"Content-Type": "application/json"})
+
+    srv = school(pages)
+    primary_conn(monkeypatch, "redirecting_school", srv.url)
+    hook = SimsPrimaryHook(sims_primary_conn_id="redirecting_school")
+    got = []
+    with pytest.raises(SourceRequestError, match="refused to follow a link to another host") as err:
+        for page in hook.iter_pages("student", until=UNTIL):
+            got.append(page)
+    assert len(got) == 1 and thief.requests == []  # no token, no subscription key, no request at all
+    assert "tok-abc" not in str(err.value) and "sub-key-xyz" not in str(err.value)
+
+
+def test_relative_and_same_origin_next_links_are_still_followed(school, monkeypatch):
+    def pages(h):
+        if h.path.endswith("/token"):
+            return token(h)
+        n = int(re.search(r"page=(\d+)", h.path).group(1))
+        nxt = {1: f"{srv.url}/sims-primary/api/v1/organisations/{ORG}/datagroups/student?page=2",
+               2: "student?page=3", 3: None}[n]
+        reply(h, 200, page_body(n, 3, nxt), {"Content-Type": "application/json"})
+
+    srv = school(pages)
+    primary_conn(monkeypatch, "good_school", srv.url)
+    pages_seen = [p.page for p in SimsPrimaryHook(sims_primary_conn_id="good_school").iter_pages(
+        "student", until=UNTIL)]
+    assert pages_seen == [1, 2, 3]
+
+
+def test_unavailable_error_does_not_print_the_organisation_id(school, monkeypatch):
+    srv = school(lambda h: token(h) if h.path.endswith("/token") else reply(h, 503, b"{}"))
+    primary_conn(monkeypatch, "down_school", srv.url)
+    hook = SimsPrimaryHook(sims_primary_conn_id="down_school", max_retries=1, sleep=lambda s: None)
+    with pytest.raises(SourceUnavailableError) as err:
+        list(hook.iter_pages("student", until=UNTIL))
+    assert ORG not in str(err.value) and "data group student" in str(err.value)
+
+
+# ------------------------------------------------------------------ item 9: F9 failures are logged
+def test_connection_refused_is_recorded_in_the_task_log(monkeypatch, db):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    sims7_conn(monkeypatch, "gone_school", f"http://127.0.0.1:{port}")
+    hook = Sims7Hook(sims7_conn_id="gone_school", max_retries=1, sleep=lambda s: None)
+
+    def messages():
+        msg = hook.export("8862001", filter="snapshot", until=UNTIL)
+        yield ReceivedMessage("export", msg.content, msg.content_type)
+
+    with pytest.raises(SourceUnavailableError):
+        store_messages(db, ctx(), messages())
+    (base, level, message, counts), = task_log(db)
+    assert (base, level, counts["source_error"], counts["retryable"]) == ("8862001", "error",
+                                                                         "SimsUnavailableError", True)
+    assert "ConnectionError" in message
+    assert db.execute("SELECT count(*) FROM raw.inbound_file").fetchone()[0] == 0
+
+
+def test_refused_credentials_are_recorded_with_the_status_and_no_secret(school, monkeypatch, db):
+    srv = school(lambda h: reply(h, 401, b'{"error": "invalid credentials"}'))
+    sims7_conn(monkeypatch, "locked_school", srv.url)
+    hook = Sims7Hook(sims7_conn_id="locked_school")
+
+    def messages():
+        msg = hook.export("8862001", filter="snapshot", until=UNTIL)
+        yield ReceivedMessage("export", msg.content, msg.content_type)
+
+    with pytest.raises(Exception, match="HTTP 401"):
+        store_messages(db, ctx(), messages())
+    (base, level, message, counts), = task_log(db)
+    assert (base, level, counts["source_error"]) == ("8862001", "error", "SimsAuthError")
+    assert "HTTP 401" in message and "b2b-password-xyz" not in message
+    # a later successful attempt at the window keeps that history row
+    store_messages(db, ctx(), [])
+    assert [r[1] for r in task_log(db)] == ["error", "info"]
+
+
+# ------------------------------------------------------------------ item 2: the same pupil twice
+@pytest.fixture(scope="module")
+def world():
+    return World(WorldConfig.demo())
+
+
+def _pupils(xml: bytes) -> list[bytes]:
+    return re.findall(rb"<Pupil>.*?</Pupil>", xml, flags=re.S)
+
+
+def _all_guids(pupils: list[bytes]) -> set[str]:
+    return {re.search(rb"<ApplicationReference>(.*?)</ApplicationReference>", p).group(1).decode() for p in pupils}
+
+
+def _invalid_by_gx(db) -> set[str]:
+    """Pupils whose student block the expectation suites refused (the world's entry errors)."""
+    return {r[0] for r in db.execute("""SELECT student_guid FROM results.anomaly WHERE block_type = 'student'
+                                         AND severity = 'error' AND rule NOT IN ('duplicate_pupil', 'pupil_schema')""")}
+
+
+def test_same_pupil_twice_in_a_sims7_file_is_an_anomaly_and_neither_copy_is_loaded(db, world, tmp_path):
+    xml = world.export_sims7("8862001", "snapshot", UNTIL, None)
+    pupils = _pupils(xml)
+    twice = xml.replace(b"</Pupils>", pupils[2] + b"</Pupils>")  # pupil #3 again as the last pupil
+    guid = re.search(rb"<ApplicationReference>(.*?)</ApplicationReference>", pupils[2]).group(1).decode()
+    out = run_chain(db, ctx(), [ReceivedMessage("export", twice, "application/xml")], tmp_path)
+    assert out["extract"].duplicate_pupils == 2
+    n = len(pupils) + 1
+    rows = db.execute("""SELECT rule, severity, student_guid, value FROM results.anomaly
+                          WHERE rule = 'duplicate_pupil' ORDER BY value""").fetchall()
+    assert [(r[0], r[1], r[2]) for r in rows] == [("duplicate_pupil", "error", guid)] * 2
+    assert "pupil #3 of file" in rows[0][3] + rows[1][3] and f"pupil #{n} of file" in rows[0][3] + rows[1][3]
+    # neither copy reaches staging; every other pupil does, and match ran
+    staged = {r[0] for r in db.execute("SELECT student_guid FROM staging.student")}
+    assert staged == _all_guids(pupils) - {guid} - _invalid_by_gx(db)
+    assert db.execute("SELECT count(*) FROM results.match WHERE student_guid = %s", (guid,)).fetchone()[0] == 0
+    assert db.execute("SELECT count(DISTINCT student_guid) FROM results.match").fetchone()[0] == len(staged)
+
+
+def _primary_page(n, total, items):
+    return ReceivedMessage(f"student p{n}/{total}", json.dumps({
+        "organisationId": "o", "dataGroup": "student", "page": n, "pageSize": 2, "totalItems": 3,
+        "totalPages": total, "next": None,
+        "items": [{"studentId": g, "changed": "2026-10-05T12:00:00+00:00", "data": d} for g, d in items]}).encode(),
+        "application/json", group="student")
+
+
+def test_same_pupil_on_two_primary_pages_is_an_anomaly_and_neither_copy_is_loaded(db, tmp_path):
+    joe = {"upn": "F886200326001", "forename": "Joe", "surname": "Bloggs", "dob": "2016-01-26", "gender": "M",
+           "ncy": "5", "enrol_status": "C"}
+    emma = {"upn": "V886200326002", "forename": "Emma", "surname": "Davids", "dob": "2017-09-21", "gender": "F",
+            "ncy": "4", "enrol_status": "C"}
+    c = ctx(base="8862003", source="sims_primary", data_filter="snapshot")
+    pages = [_primary_page(1, 2, [("g1", joe), ("g2", emma)]), _primary_page(2, 2, [("g1", dict(joe, ncy="6"))])]
+    out = run_chain(db, c, pages, tmp_path)
+    assert out["extract"].duplicate_pupils == 2
+    anomalies = db.execute("""SELECT a.student_guid, f.label, a.value FROM results.anomaly a
+                                JOIN raw.inbound_file f USING (file_id)
+                               WHERE a.rule = 'duplicate_pupil' ORDER BY f.seq""").fetchall()
+    assert [(g, label) for g, label, _ in anomalies] == [("g1", "student p1/2"), ("g1", "student p2/2")]
+    assert "pupil #1 of file" in anomalies[0][2]
+    assert db.execute("SELECT student_guid FROM staging.student").fetchall() == [("g2",)]
+
+
+# ------------------------------------------------------------------ item 11: one bad pupil
+def test_one_invalid_dob_loads_the_other_pupils_and_reports_the_bad_one(db, world, tmp_path):
+    xml = world.export_sims7("8862001", "snapshot", UNTIL, None)
+    pupils = _pupils(xml)
+    bad = re.sub(rb"<DOB>[^<]*</DOB>", b"<DOB>2016-13-45</DOB>", pupils[4], count=1)
+    xml = xml.replace(pupils[4], bad)
+    line = xml[: xml.index(b"2016-13-45")].count(b"\n") + 1
+    guid = re.search(rb"<ApplicationReference>(.*?)</ApplicationReference>", bad).group(1).decode()
+    out = run_chain(db, ctx(), [ReceivedMessage("export", xml, "application/xml")], tmp_path)
+    assert out["extract"].failed == 0 and out["extract"].rejected_pupils == 1
+    assert db.execute("SELECT status FROM raw.inbound_file").fetchone()[0] == "loaded"
+    staged = {r[0] for r in db.execute("SELECT student_guid FROM staging.student")}
+    assert staged == _all_guids(pupils) - {guid} - _invalid_by_gx(db)
+    assert len(staged) >= len(pupils) - 3
+    (rule, field, severity, value), = db.execute(
+        "SELECT rule, field, severity, value FROM results.anomaly WHERE student_guid = %s", (guid,)).fetchall()
+    assert (rule, field, severity) == ("pupil_schema", "DOB", "error")
+    assert value.startswith(f"pupil #5, line {line}: element <DOB>") and "2016-13-45" not in value
+    # the task log says so too, without the value
+    logs = " ".join(r[2] for r in task_log(db))
+    assert "1 pupil(s) not imported" in logs and "2016-13-45" not in logs
+
+
+def test_truly_malformed_file_still_goes_to_suspense(db, world, tmp_path):
+    xml = world.export_sims7("8862001", "snapshot", UNTIL, None)
+    broken = xml.replace(b"</Pupils>", b"<Pupil><ApplicationReference>x</ApplicationReference>")
+    out = run_chain(db, ctx(), [ReceivedMessage("export", broken, "application/xml")], tmp_path)
+    assert out["extract"].failed == 1 and out["load"]["loaded"] == 0
+    status, error = db.execute("SELECT status, error FROM raw.inbound_file").fetchone()
+    assert status == "suspense" and "not well-formed XML" in error and "line" in error
+
+
+# ------------------------------------------------------------------ item 14: F23 on SIMS Primary
+@pytest.fixture
+def sim(monkeypatch):
+    w = World(WorldConfig.demo())
+    srv = start_server(w)
+    for cid, c in w.airflow_connections(srv.base_url).items():
+        monkeypatch.setenv(f"AIRFLOW_CONN_{cid.upper()}", json.dumps(c))
+    yield w, srv
+    srv.shutdown()
+
+
+def _extract_op(dfe, group_type):
+    from b2b_operators.extract import ExtractOperator
+
+    return ExtractOperator(task_id="extract", conn_id=f"sims_primary_{dfe}", base_id=dfe, base_kind="sims_primary",
+                           task_key=f"{group_type}_snapshot", data_filter="snapshot", group_type=group_type)
+
+
+def _students(messages):
+    guids = []
+    for m in messages:
+        if m.group == "student":
+            guids += [(i["studentId"], i["data"]) for i in json.loads(m.content)["items"]]
+    return guids
+
+
+def test_primary_lac_task_fetches_only_looked_after_children(sim):
+    world, _ = sim
+    dfe = "8862003"
+    got = _students(_extract_op(dfe, "lac").messages(None, UNTIL))
+    st = world.state(UNTIL).students[dfe]
+    lac = {g for g, s in st.items() if s.blocks["student"]["looked_after"] and s.blocks["student"]["end_date"] is None}
+    assert lac and {g for g, _ in got} == lac
+    assert all(d["looked_after"] for _, d in got)
+    assert len(lac) < sum(1 for s in st.values() if s.blocks["student"]["end_date"] is None)
+
+
+def test_primary_leavers_task_fetches_only_leavers_sent_before(sim):
+    world, _ = sim
+    dfe = "8862003"
+    later = UNTIL + timedelta(days=40)
+    assert _students(_extract_op(dfe, "leavers").messages(None, UNTIL)) == []  # none sent before: none now
+    sent = {g for g, _ in _students(_extract_op(dfe, "ncy").messages(None, UNTIL))}
+    leavers = _students(_extract_op(dfe, "leavers").messages(None, later))
+    assert leavers, "the demo world has leavers within 40 days"
+    assert all(d["end_date"] is not None for _, d in leavers)
+    assert {g for g, _ in leavers} <= sent
+
+
+def test_f19_attainment_reaches_staging_with_only_the_tasks_aspect_hierarchies(sim, db, tmp_path):
+    from b2b_operators.extract import ExtractOperator
+
+    world, _ = sim
+    dfe = "8862001"
+    op = ExtractOperator(task_id="extract", conn_id=f"sims7_{dfe}", base_id=dfe, base_kind="sims7",
+                         task_key="attainment", data_filter="attainment", hierarchies=["B2B KS1"])
+    c = ctx(base=dfe, data_filter="attainment")
+    run_chain(db, c, op.messages(None, UNTIL), tmp_path)
+    rows = db.execute("SELECT student_guid, hierarchy, aspect, result FROM staging.attainment").fetchall()
+    expected = sorted((g, r["hierarchy"], r["aspect"], r["result"])
+                      for g, s in world.state(UNTIL).students[dfe].items()
+                      if s.blocks["student"]["end_date"] is None
+                      for r in s.blocks.get("attainment", {}).get("results", [])
+                      if r["hierarchy"] == "B2B KS1")
+    assert expected and sorted(rows) == expected
+    assert {r[1] for r in rows} == {"B2B KS1"}  # phonics (year 2) was not asked for
+    assert any(r["hierarchy"] == "B2B Phonics" for s in world.state(UNTIL).students[dfe].values()
+               for r in s.blocks.get("attainment", {}).get("results", []))
+
+
+def test_catalogue_yaml_syntax_error_is_a_clear_error_not_a_traceback(tmp_path):
+    from b2b.config.catalogue import CatalogueError, read_raw
+
+    bad = tmp_path / "broken.yaml"
+    bad.write_text('version: 1\nla:\n  code: "886\n  name: x\nbases: [a, b\n')
+    with pytest.raises(CatalogueError) as err:
+        read_raw(bad)
+    assert "broken.yaml" in str(err.value) and "not valid YAML" in str(err.value) and "line " in str(err.value)
