@@ -95,7 +95,6 @@ def _cmd_match(args) -> int:
     t = time.perf_counter()
     if args.legacy:
         out = matching.legacy_match(core, inc)
-        out["score"], out["conflicting_fields"], out["explanation"] = "", "", "{}"
     else:
         out = matching.match(core, inc, matching.MatchConfig(guidmatch=not args.no_guid),
                              min_age=args.carer_min, as_of=args.as_of)

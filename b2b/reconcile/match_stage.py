@@ -27,7 +27,6 @@ def match(conn, ctx: RunContext, settings: Settings) -> dict:
         core, links, rejected = core_candidates(conn, incoming)
         if settings.matcher == "legacy":
             decided = matching.legacy_match(core, incoming, guidmatch=settings.guidmatch, links=links)
-            decided["score"], decided["conflicting_fields"], decided["explanation"] = None, "", "{}"
         else:
             decided = matching.match(core, incoming, matching.MatchConfig(guidmatch=settings.guidmatch),
                                      links=links, rejected=rejected)

@@ -1,0 +1,305 @@
+"""Comparisons as labelled levels (after Splink's comparison-level library).
+
+Each compared field is a :class:`Comparison`: an ordered list of :class:`Level` s, each a
+``(label, predicate, weight)``. For every candidate pair the first level whose predicate
+holds is the pair's level for that field; its weight (bits of evidence, log2 m/u, from
+:class:`Weights`) is added to the score, and its label goes into the explanation. The first
+level of every field is ``missing`` (weight 0), the last one catches everything else.
+
+Adding a comparison means adding one level list to :data:`COMPARISONS` (and its weights to
+:class:`Weights`). A level marked ``compatible`` is evidence consistent with the same child
+(the decision rule needs a compatible forename and DOB to auto-link).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from functools import cached_property
+from typing import Any
+
+from b2b.matching.normalise import forename_forms
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Field weights in bits (log2 of m/u, rounded); agreement levels best first."""
+
+    upn_agree: float = 12.0          # both valid and equal
+    upn_temp_agree: float = 6.0      # equal, one a temporary UPN
+    upn_disagree: float = -6.0       # both valid permanent UPNs, different
+    guid_agree: float = 12.0
+    forename_exact: float = 6.0
+    forename_equiv: float = 4.5      # nickname / diminutive / middle name used as forename
+    forename_typo: float = 3.5       # Jaro-Winkler >= 0.9
+    forename_initial: float = 0.0
+    forename_disagree: float = -6.0
+    surname_exact: float = 7.0
+    surname_variant: float = 5.0     # hyphen / double-barrel part
+    surname_typo: float = 4.5
+    surname_disagree: float = -6.0
+    dob_exact: float = 8.0
+    dob_swap: float = 5.0            # day and month swapped
+    dob_digit: float = 4.5           # one digit different
+    dob_near: float = 1.0            # within 31 days otherwise
+    dob_disagree: float = -9.0
+    gender_agree: float = 1.0
+    gender_disagree: float = -4.0
+    postcode_unit: float = 4.0
+    postcode_sector: float = 2.0
+    postcode_district: float = 1.0
+    postcode_disagree: float = -1.0
+    address_agree: float = 2.0
+    middle_agree: float = 1.5
+    middle_disagree: float = -1.0
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+class Pairs:
+    """The two sides of a batch of candidate pairs, row-aligned (``c`` LA, ``i`` incoming),
+    with the comparison helpers the level predicates share (computed once, on demand)."""
+
+    def __init__(self, c, i, cfg: Any, links=None):
+        self.c, self.i, self.cfg, self.links = c, i, cfg, links
+        self.n = len(c)
+
+    def missing(self, col: str):
+        return (self.c[col] == "") | (self.i[col] == "")
+
+    def equal(self, col: str):
+        return (self.c[col] != "") & (self.c[col] == self.i[col])
+
+    # -- UPN
+    @cached_property
+    def upn_eq(self):
+        return ~self.missing("upn") & (self.c["upn"] == self.i["upn"])
+
+    @cached_property
+    def upn_valid_both(self):
+        return ~self.missing("upn") & self.c["upn_kind"].isin(["valid", "temp"]) & \
+            self.i["upn_kind"].isin(["valid", "temp"])
+
+    @cached_property
+    def upn_perm_both(self):
+        return ~self.missing("upn") & (self.c["upn_kind"] == "valid") & (self.i["upn_kind"] == "valid")
+
+    # -- GUID
+    @cached_property
+    def guid_linked(self):
+        import numpy as np
+
+        if not self.cfg.guidmatch:
+            return np.zeros(self.n, dtype=bool)
+        g = ((self.c["guid"] != "") & (self.c["guid"] == self.i["guid"])).values
+        if self.links is not None and len(self.links):
+            key = set(zip(self.links["base_id"], self.links["guid"], self.links["person_id"]))
+            g = g | np.fromiter(((b, gg, p) in key for b, gg, p in zip(self.i["base_id"], self.i["guid"], self.c["id"])),
+                                dtype=bool, count=self.n)
+        return g
+
+    # -- names
+    def forename_equiv(self):
+        """One is a form of the other (Joe/Joseph, Alfie/Alfred); sharing a third form is not
+        enough (Theo and Edward are both "Ted"); or one's middle name is the other's forename."""
+        import numpy as np
+
+        c, i = self.c, self.i
+        equiv = np.fromiter((bool(a) and bool(b) and a != b and (b in forename_forms(a) or a in forename_forms(b))
+                             for a, b in zip(c["fn"], i["fn"])), dtype=bool, count=self.n)
+        middle_swap = ((c["mn"] != "") & (i["fn"] == c["mn"])) | ((i["mn"] != "") & (c["fn"] == i["mn"]))
+        return equiv | middle_swap.values
+
+    def surname_part(self):
+        import numpy as np
+
+        return np.fromiter((bool(set(a) & set(b)) for a, b in zip(self.c["sn_parts"], self.i["sn_parts"])),
+                           dtype=bool, count=self.n)
+
+    def similar(self, col: str, threshold: float):
+        return _similar(self.c[col].values, self.i[col].values, threshold)
+
+    # -- DOB
+    def dob_swap(self):
+        return (self.i["dob_swap"] != "") & (self.c["dob_s"] == self.i["dob_swap"])
+
+    def dob_one_digit(self):
+        return _one_digit(self.c["dob_s"].values, self.i["dob_s"].values)
+
+    def dob_within(self, days: int):
+        return (self.c["dob"] - self.i["dob"]).abs().dt.days <= days
+
+
+Predicate = Callable[[Pairs], Any]
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of a comparison: the pairs ``when`` selects (after the levels before it)
+    get ``weight`` (a :class:`Weights` field name; ``None`` is 0) and the ``label``."""
+
+    label: str
+    when: Predicate | None          # None: every pair still unassigned (the last level)
+    weight: str | None = None
+    compatible: bool = True         # consistent with the same child
+
+
+@dataclass(frozen=True)
+class Comparison:
+    field: str
+    levels: tuple[Level, ...]
+
+    @property
+    def labels(self) -> list[str]:
+        return [lv.label for lv in self.levels]
+
+    def level_of(self, label: str) -> int:
+        return self.labels.index(label)
+
+
+def _missing(col: str) -> Level:
+    return Level("missing", lambda p: p.missing(col))
+
+
+COMPARISONS: tuple[Comparison, ...] = (
+    Comparison("upn", (
+        _missing("upn"),
+        Level("valid, equal", lambda p: p.upn_eq & p.upn_perm_both, "upn_agree"),
+        Level("equal, temporary", lambda p: p.upn_eq & p.upn_valid_both, "upn_temp_agree"),
+        Level("different valid permanent", lambda p: p.upn_perm_both & ~p.upn_eq, "upn_disagree", False),
+        Level("not comparable", None),
+    )),
+    Comparison("guid", (
+        Level("linked", lambda p: p.guid_linked, "guid_agree"),
+        Level("none", None),
+    )),
+    Comparison("forename", (
+        _missing("fn"),
+        Level("exact", lambda p: p.equal("fn"), "forename_exact"),
+        Level("nickname or middle name", lambda p: p.forename_equiv(), "forename_equiv"),
+        Level("typo", lambda p: p.similar("fn", 0.9), "forename_typo"),
+        Level("initial only", lambda p: p.c["fn1"] == p.i["fn1"], "forename_initial", False),
+        Level("different", None, "forename_disagree", False),
+    )),
+    Comparison("surname", (
+        _missing("sn"),
+        Level("exact", lambda p: p.equal("sn"), "surname_exact"),
+        Level("part of double-barrel", lambda p: p.surname_part(), "surname_variant"),
+        Level("typo", lambda p: p.similar("sn", 0.92), "surname_typo"),
+        Level("different", None, "surname_disagree", False),
+    )),
+    Comparison("dob", (
+        _missing("dob_s"),
+        Level("exact", lambda p: p.equal("dob_s"), "dob_exact"),
+        Level("day and month swapped", lambda p: p.dob_swap(), "dob_swap"),
+        Level("one digit", lambda p: p.dob_one_digit(), "dob_digit"),
+        Level("within 31 days", lambda p: p.dob_within(31), "dob_near", False),
+        Level("different", None, "dob_disagree", False),
+    )),
+    Comparison("gender", (
+        _missing("gender"),
+        Level("equal", lambda p: p.c["gender"] == p.i["gender"], "gender_agree"),
+        Level("different", None, "gender_disagree", False),
+    )),
+    Comparison("postcode", (
+        _missing("pc"),
+        Level("unit", lambda p: p.c["pc"] == p.i["pc"], "postcode_unit"),
+        Level("sector", lambda p: p.equal("pc_sector"), "postcode_sector"),
+        Level("district", lambda p: p.equal("pc_district"), "postcode_district"),
+        Level("different", None, "postcode_disagree"),
+    )),
+    Comparison("address_line1", (
+        Level("equal", lambda p: p.equal("addr"), "address_agree"),
+        Level("not equal or missing", None),
+    )),
+    Comparison("middle_names", (
+        _missing("mn"),
+        Level("equal", lambda p: p.c["mn"] == p.i["mn"], "middle_agree"),
+        Level("different", None, "middle_disagree"),
+    )),
+)
+BY_FIELD: dict[str, Comparison] = {c.field: c for c in COMPARISONS}
+PARTS: list[str] = [c.field for c in COMPARISONS]
+_ALL = set(Weights.names())
+assert all(lv.weight is None or lv.weight in _ALL for c in COMPARISONS for lv in c.levels)
+
+
+def evaluate(comparison: Comparison, p: Pairs, w: Weights):
+    """(level index, weight) arrays: the first level whose predicate holds, per pair."""
+    import numpy as np
+
+    level = np.full(p.n, -1, dtype=np.int8)
+    for k, lv in enumerate(comparison.levels):
+        todo = level < 0
+        if not todo.any():
+            break
+        hit = todo if lv.when is None else (todo & np.asarray(lv.when(p), dtype=bool))
+        level[hit] = k
+    weights = np.array([0.0 if lv.weight is None else getattr(w, lv.weight) for lv in comparison.levels])
+    return level, weights[level]
+
+
+def score_pairs(core, inc, pairs, cfg: Any, links=None):
+    """Per-field level and weight and the total for every candidate pair: columns ``<field>``
+    (weight), ``<field>_lv`` (level index into :data:`BY_FIELD` [field].levels), ``score``,
+    ``forename_ok`` and ``corroborated``."""
+    import numpy as np
+    import pandas as pd
+
+    c = core[_CORE_NEEDED].loc[pairs["ci"].values].reset_index(drop=True)
+    i = inc[_INC_NEEDED].loc[pairs["ii"].values].reset_index(drop=True)
+    s = pd.DataFrame({"ci": pairs["ci"].values, "ii": pairs["ii"].values})
+    p = Pairs(c, i, cfg, links)
+    for comp in COMPARISONS:
+        s[comp.field + "_lv"], s[comp.field] = evaluate(comp, p, cfg.weights)
+    s["score"] = s[PARTS].sum(axis=1)
+    fcomp = BY_FIELD["forename"]
+    s["forename_ok"] = np.array([lv.compatible for lv in fcomp.levels])[s["forename_lv"].values]
+    # a second, independent identifier beyond name + DOB: a namesake elsewhere has none
+    s["corroborated"] = at(s, "upn", "valid, equal", "equal, temporary") | at(s, "guid", "linked") | \
+        at(s, "postcode", "unit", "sector") | at(s, "address_line1", "equal") | at(s, "middle_names", "equal")
+    return s
+
+
+def at(s, field: str, *labels: str):
+    """Pairs whose level for ``field`` is one of ``labels``."""
+    comp = BY_FIELD[field]
+    return s[field + "_lv"].isin([comp.level_of(lb) for lb in labels]).values
+
+
+def label_of(field: str, level: int) -> str:
+    return BY_FIELD[field].levels[level].label
+
+
+def _similar(a_vals, b_vals, threshold: float):
+    """Jaro-Winkler >= threshold for each pair, computed once per distinct pair."""
+    import numpy as np
+    from rapidfuzz.distance import JaroWinkler
+
+    cache: dict[tuple[str, str], bool] = {}
+    out = np.zeros(len(a_vals), dtype=bool)
+    for k, (a, b) in enumerate(zip(a_vals, b_vals)):
+        if not a or not b or a == b:
+            continue
+        key = (a, b)
+        v = cache.get(key)
+        if v is None:
+            v = cache[key] = JaroWinkler.normalized_similarity(a, b) >= threshold
+        out[k] = v
+    return out
+
+
+def _one_digit(a_vals, b_vals):
+    import numpy as np
+
+    out = np.zeros(len(a_vals), dtype=bool)
+    for k, (a, b) in enumerate(zip(a_vals, b_vals)):
+        if a and b and len(a) == len(b) == 8 and a != b:
+            out[k] = sum(x != y for x, y in zip(a, b)) == 1
+    return out
+
+
+_CORE_NEEDED = ["id", "upn", "upn_kind", "guid", "fn", "fn1", "mn", "sn", "sn_parts", "gender", "dob", "dob_s",
+                "pc", "pc_sector", "pc_district", "addr"]
+_INC_NEEDED = _CORE_NEEDED + ["base_id", "dob_swap"]
