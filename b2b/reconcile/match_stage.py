@@ -23,6 +23,7 @@ def match(conn, ctx: RunContext, settings: Settings) -> dict:
         files = run_files(conn, ctx)
         conn.execute("DELETE FROM results.match WHERE file_id = ANY(%s)", (files,))
         conn.execute("DELETE FROM core.child_link WHERE file_id = ANY(%s)", (files,))
+        conn.execute("DELETE FROM results.anomaly WHERE file_id = ANY(%s) AND rule = %s", (files, GUID_ELSEWHERE))
         incoming = incoming_frame(conn, files, ctx.window_end)
         core, links, rejected = core_candidates(conn, incoming)
         if settings.matcher == "legacy":
@@ -30,6 +31,7 @@ def match(conn, ctx: RunContext, settings: Settings) -> dict:
         else:
             decided = matching.match(core, incoming, matching.MatchConfig(guidmatch=settings.guidmatch),
                                      links=links, rejected=rejected)
+        decided = guid_linked_elsewhere(conn, incoming, decided)
         _write_matches(conn, ctx, settings, incoming, decided)
         conn.execute(
             """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
@@ -54,6 +56,57 @@ def match(conn, ctx: RunContext, settings: Settings) -> dict:
     return counts
 
 
+GUID_ELSEWHERE = "guid_linked_elsewhere"
+
+
+def guid_linked_elsewhere(conn, incoming, decided):
+    """A pupil carrying a GUID that is linked to an LA child under another base (issue 9 item 3).
+
+    An MIS GUID belongs to one school's record; the same GUID arriving from a second base is a
+    copied or corrupted record. It is never linked a second time: the record goes to review
+    (``possible``, rule ``guid_linked_elsewhere``, with the matcher's candidate or else the
+    child linked under the other base), and a ``results.anomaly`` row names the base, the file
+    and the record's position (the other base's id is its value: no personal data)."""
+    import numpy as np
+    import pandas as pd
+
+    if not len(incoming):
+        return decided
+    rows = conn.execute(
+        """SELECT DISTINCT ON (x.iid) x.iid, l.base_id, l.person_id
+             FROM core.child_link l
+             JOIN unnest(%s::text[], %s::text[], %s::text[]) AS x(iid, base_id, guid)
+               ON l.student_guid = x.guid AND l.base_id <> x.base_id
+            ORDER BY x.iid, l.base_id""",
+        (list(incoming["incoming_id"]), list(incoming["base_id"]), list(incoming["guid"]))).fetchall()
+    if not rows:
+        return decided
+    other = pd.DataFrame(rows, columns=["incoming_id", "other_base", "other_person"]).set_index("incoming_id")
+    decided = decided.copy()
+    hit = decided["incoming_id"].isin(other.index).values
+    o = other.reindex(decided["incoming_id"].values[hit])
+    pid = decided["person_id"].values[hit]
+    decided.loc[hit, "person_id"] = np.where(pid == "", o["other_person"].values, pid)
+    decided.loc[hit, "status"] = "possible"
+    decided.loc[hit, "rule"] = GUID_ELSEWHERE
+    expl = []
+    for e, b in zip(decided["explanation"].values[hit], o["other_base"].values):
+        d = json.loads(e or "{}")
+        d[GUID_ELSEWHERE] = {"base_id": b}
+        d["why_not_auto"] = [*d.get("why_not_auto", []), GUID_ELSEWHERE]
+        expl.append(json.dumps(d, sort_keys=True))
+    decided.loc[hit, "explanation"] = expl
+    pos = incoming.drop_duplicates("incoming_id").set_index("incoming_id")
+    with conn.cursor() as cur, cur.copy(
+            "COPY results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field, value) "
+            "FROM STDIN") as copy:
+        for iid, b in zip(o.index, o["other_base"].values):
+            r = pos.loc[iid]
+            copy.write_row((r["file_id"], r["ordinal"], r["base_id"], r["student_guid"], "student", GUID_ELSEWHERE,
+                            "student_guid", b))
+    return decided
+
+
 def incoming_frame(conn, files: list[int], window_end):
     """The run's students as matcher input, with their latest address as of the window."""
     import pandas as pd
@@ -62,7 +115,8 @@ def incoming_frame(conn, files: list[int], window_end):
 
     rows = conn.execute(
         """SELECT s.file_id::text || '|' || s.student_guid, s.base_id, s.upn, s.student_guid, s.forename,
-                  s.middle_names, s.surname, s.gender, s.dob, a.postcode, a.address_line1, s.file_id, s.student_guid
+                  s.middle_names, s.surname, s.gender, s.dob, a.postcode, a.address_line1, s.file_id, s.student_guid,
+                  s.ordinal
              FROM staging.student s
              LEFT JOIN LATERAL (
                   SELECT sa.postcode, concat_ws(' ', sa.paon, sa.street) AS address_line1
@@ -71,7 +125,7 @@ def incoming_frame(conn, files: list[int], window_end):
                    ORDER BY f.window_end DESC, sa.file_id DESC LIMIT 1) a ON true
             WHERE s.file_id = ANY(%s)
             ORDER BY s.file_id, s.student_guid""", (window_end, files)).fetchall()
-    return pd.DataFrame(rows, columns=INCOMING_COLUMNS + ["file_id", "student_guid"])
+    return pd.DataFrame(rows, columns=INCOMING_COLUMNS + ["file_id", "student_guid", "ordinal"])
 
 
 def core_candidates(conn, incoming):
