@@ -75,3 +75,47 @@ def test_legacy_rule_returns_the_same_frame_as_ours():
     assert set(ours["s1"]) == set(legacy["s1"])
     assert json.loads(legacy["s1"]["explanation"]) == {"legacy_rule": "upn_3_of_4"}
     assert (legacy["s2"]["status"], legacy["s2"]["explanation"]) == ("unmatched", "{}")
+
+
+def test_train_reports_learned_weights_bounded_by_the_hand_weights(tmp_path):
+    """``b2b match --train``: EM over the blocked pairs, every weighted level reported, each learned
+    weight within [0.5, 1.5] x its hand weight; the file it writes loads as the matcher's weights."""
+    import csv
+    import subprocess
+    import sys
+
+    from b2b.matching.train import load_weights
+
+    names = ["Amelia", "Oscar", "Isla", "Noah", "Freya", "Leo", "Ruby", "Jack", "Evie", "Harry"]
+    surnames = ["Jones", "Hill", "Patel", "Smith", "Brown", "Khan", "Wood", "Reed"]
+    core, inc = [], []
+    for k in range(80):
+        body = f"8862001{k:05d}"
+        u = calc_check_digit(body) + body
+        fn, sn = names[k % 10], surnames[k % 8]
+        dob = f"201{k % 8}-0{k % 9 + 1}-1{k % 10}"
+        core.append(la(f"P{k}", fn, sn, dob, upn=u))
+        inc.append(school(f"s{k}", fn if k % 7 else fn + "a", sn, dob, upn=u if k % 5 else None))
+    for path, rows, cols in ((tmp_path / "core.csv", core, CORE_COLUMNS), (tmp_path / "inc.csv", inc, INCOMING_COLUMNS)):
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, cols)
+            w.writeheader()
+            w.writerows(rows)
+    res = subprocess.run([sys.executable, "-m", "b2b.cli", "match", "--train", "--core", str(tmp_path / "core.csv"),
+                          "--incoming", str(tmp_path / "inc.csv"), "--weights-out", str(tmp_path / "w.json")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "learned" in res.stdout and "valid, equal" in res.stdout
+    learned, hand = json.loads((tmp_path / "w.json").read_text())["weights"], Weights()
+    for name, v in learned.items():
+        h = getattr(hand, name)
+        assert min(0.5 * h, 1.5 * h) <= v <= max(0.5 * h, 1.5 * h), name
+    assert load_weights(tmp_path / "w.json").upn_agree == learned["upn_agree"]
+
+
+def test_the_matcher_ships_with_the_reviewed_weights_file():
+    from b2b.matching import MatchConfig
+    from b2b.matching.train import WEIGHTS_FILE, load_weights
+
+    assert WEIGHTS_FILE.exists()
+    assert MatchConfig().weights == load_weights(WEIGHTS_FILE)

@@ -31,6 +31,7 @@ class Weights:
     forename_exact: float = 6.0
     forename_equiv: float = 4.5      # nickname / diminutive / middle name used as forename
     forename_typo: float = 3.5       # Jaro-Winkler >= 0.9
+    forename_typed: float = 1.0      # edit distance 1 (2 from 5 letters): a keyboard slip, a transposition
     forename_initial: float = 0.0
     forename_disagree: float = -6.0
     surname_exact: float = 7.0
@@ -120,6 +121,9 @@ class Pairs:
     def similar(self, col: str, threshold: float):
         return _similar(self.c[col].values, self.i[col].values, threshold)
 
+    def typed(self, col: str):
+        return _typed(self.c[col].values, self.i[col].values)
+
     # -- DOB
     def dob_swap(self):
         return (self.i["dob_swap"] != "") & (self.c["dob_s"] == self.i["dob_swap"])
@@ -143,6 +147,7 @@ class Level:
     when: Predicate | None          # None: every pair still unassigned (the last level)
     weight: str | None = None
     compatible: bool = True         # consistent with the same child
+    tf: str | None = None           # term-frequency adjusted on this normalised column (see TermFrequencies)
 
 
 @dataclass(frozen=True)
@@ -176,15 +181,17 @@ COMPARISONS: tuple[Comparison, ...] = (
     )),
     Comparison("forename", (
         _missing("fn"),
-        Level("exact", lambda p: p.equal("fn"), "forename_exact"),
+        Level("exact", lambda p: p.equal("fn"), "forename_exact", tf="fn"),
         Level("nickname or middle name", lambda p: p.forename_equiv(), "forename_equiv"),
         Level("typo", lambda p: p.similar("fn", 0.9), "forename_typo"),
+        # compatible only with a valid permanent UPN, DOB and surname agreeing (see score_pairs)
+        Level("typed error", lambda p: p.typed("fn"), "forename_typed", False),
         Level("initial only", lambda p: p.c["fn1"] == p.i["fn1"], "forename_initial", False),
         Level("different", None, "forename_disagree", False),
     )),
     Comparison("surname", (
         _missing("sn"),
-        Level("exact", lambda p: p.equal("sn"), "surname_exact"),
+        Level("exact", lambda p: p.equal("sn"), "surname_exact", tf="sn"),
         Level("part of double-barrel", lambda p: p.surname_part(), "surname_variant"),
         Level("typo", lambda p: p.similar("sn", 0.92), "surname_typo"),
         Level("different", None, "surname_disagree", False),
@@ -225,8 +232,45 @@ _ALL = set(Weights.names())
 assert all(lv.weight is None or lv.weight in _ALL for c in COMPARISONS for lv in c.levels)
 
 
-def evaluate(comparison: Comparison, p: Pairs, w: Weights):
-    """(level index, weight) arrays: the first level whose predicate holds, per pair."""
+class TermFrequencies:
+    """Term-frequency adjustment, as Splink does: agreeing on a rare name is worth more than
+    agreeing on "Smith". For a value v with share p(v) of the LA's records, an exact agreement
+    gets ``log2(u / p(v))`` bits more than the level's weight, where u = sum of p(w)^2 over all
+    values (the chance two random records agree), bounded to +-``bound`` bits.
+
+    Built from value counts over the whole LA (``from_frame`` on the LA frame, or counts a
+    query gives), never from a candidate subset, so the CLI and the DAG path agree."""
+
+    def __init__(self, counts: dict[str, dict[str, int]], totals: dict[str, tuple[int, int]], bound: float = 2.0):
+        # totals: column -> (number of records with a value, sum of squared counts)
+        self.counts, self.totals, self.bound = counts, totals, bound
+
+    @classmethod
+    def from_frame(cls, prepared, columns=("fn", "sn")) -> TermFrequencies:
+        counts, totals = {}, {}
+        for col in columns:
+            vc = prepared[col][prepared[col] != ""].value_counts()
+            counts[col] = vc.to_dict()
+            totals[col] = (int(vc.sum()), int((vc.astype("int64") ** 2).sum()))
+        return cls(counts, totals)
+
+    def adjustment(self, col: str, values):
+        """Bits to add for an exact agreement on each of ``values``."""
+        import numpy as np
+
+        n, sq = self.totals.get(col, (0, 0))
+        if not n or not sq:
+            return np.zeros(len(values))
+        u = sq / (n * n)
+        counts = self.counts.get(col, {})
+        adj = {v: float(np.clip(np.log2(u * n / counts[v]), -self.bound, self.bound)) if counts.get(v) else 0.0
+               for v in set(values)}
+        return np.array([adj[v] for v in values])
+
+
+def evaluate(comparison: Comparison, p: Pairs, w: Weights, tf: TermFrequencies | None = None):
+    """(level index, weight) arrays: the first level whose predicate holds, per pair (plus the
+    term-frequency adjustment of the levels that have one)."""
     import numpy as np
 
     level = np.full(p.n, -1, dtype=np.int8)
@@ -236,11 +280,17 @@ def evaluate(comparison: Comparison, p: Pairs, w: Weights):
             break
         hit = todo if lv.when is None else (todo & np.asarray(lv.when(p), dtype=bool))
         level[hit] = k
-    weights = np.array([0.0 if lv.weight is None else getattr(w, lv.weight) for lv in comparison.levels])
-    return level, weights[level]
+    weights = np.array([0.0 if lv.weight is None else getattr(w, lv.weight) for lv in comparison.levels])[level]
+    if tf is not None:
+        for k, lv in enumerate(comparison.levels):
+            if lv.tf:
+                hit = np.flatnonzero(level == k)
+                if len(hit):
+                    weights[hit] += tf.adjustment(lv.tf, p.c[lv.tf].values[hit])
+    return level, weights
 
 
-def score_pairs(core, inc, pairs, cfg: Any, links=None):
+def score_pairs(core, inc, pairs, cfg: Any, links=None, tf: TermFrequencies | None = None):
     """Per-field level and weight and the total for every candidate pair: columns ``<field>``
     (weight), ``<field>_lv`` (level index into :data:`BY_FIELD` [field].levels), ``score``,
     ``forename_ok`` and ``corroborated``."""
@@ -252,14 +302,26 @@ def score_pairs(core, inc, pairs, cfg: Any, links=None):
     s = pd.DataFrame({"ci": pairs["ci"].values, "ii": pairs["ii"].values})
     p = Pairs(c, i, cfg, links)
     for comp in COMPARISONS:
-        s[comp.field + "_lv"], s[comp.field] = evaluate(comp, p, cfg.weights)
+        s[comp.field + "_lv"], s[comp.field] = evaluate(comp, p, cfg.weights, tf)
     s["score"] = s[PARTS].sum(axis=1)
     fcomp = BY_FIELD["forename"]
-    s["forename_ok"] = np.array([lv.compatible for lv in fcomp.levels])[s["forename_lv"].values]
+    # corroboration that counts: a valid permanent UPN that agrees, with a compatible DOB and surname
+    s["upn_strong"] = at(s, "upn", "valid, equal") & at(s, "dob", *DOB_COMPATIBLE) & \
+        at(s, "surname", "exact", "part of double-barrel", "typo")
+    # a typed forename ("Bne", "Poul", "Jgll") is compatible only with that corroboration
+    s["forename_ok"] = np.array([lv.compatible for lv in fcomp.levels])[s["forename_lv"].values] | \
+        (at(s, "forename", "typed error") & s["upn_strong"].values)
+    s["forename_strong"] = at(s, "forename", *FORENAME_STRONG)
     # a second, independent identifier beyond name + DOB: a namesake elsewhere has none
     s["corroborated"] = at(s, "upn", "valid, equal", "equal, temporary") | at(s, "guid", "linked") | \
         at(s, "postcode", "unit", "sector") | at(s, "address_line1", "equal") | at(s, "middle_names", "equal")
     return s
+
+
+#: DOB levels consistent with the same child (typed day/month or one digit included)
+DOB_COMPATIBLE = ("exact", "day and month swapped", "one digit")
+#: forename levels that tell twins apart: the same name or one of its forms
+FORENAME_STRONG = ("exact", "nickname or middle name")
 
 
 def at(s, field: str, *labels: str):
@@ -286,6 +348,26 @@ def _similar(a_vals, b_vals, threshold: float):
         v = cache.get(key)
         if v is None:
             v = cache[key] = JaroWinkler.normalized_similarity(a, b) >= threshold
+        out[k] = v
+    return out
+
+
+def _typed(a_vals, b_vals):
+    """A typed error: optimal string alignment distance 1 (a slip, a dropped or doubled key, a
+    transposition), or 2 when both names have at least 5 letters; once per distinct pair."""
+    import numpy as np
+    from rapidfuzz.distance import OSA
+
+    cache: dict[tuple[str, str], bool] = {}
+    out = np.zeros(len(a_vals), dtype=bool)
+    for k, (a, b) in enumerate(zip(a_vals, b_vals)):
+        if not a or not b or a == b:
+            continue
+        key = (a, b)
+        v = cache.get(key)
+        if v is None:
+            limit = 2 if min(len(a), len(b)) >= 5 else 1
+            v = cache[key] = OSA.distance(a, b, score_cutoff=limit) <= limit
         out[k] = v
     return out
 

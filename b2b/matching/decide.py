@@ -16,8 +16,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from b2b.matching.blocking import candidate_pairs
-from b2b.matching.comparisons import COMPARISONS, PARTS, Weights, at, label_of, score_pairs
+from b2b.matching.comparisons import (
+    COMPARISONS,
+    DOB_COMPATIBLE,
+    PARTS,
+    TermFrequencies,
+    Weights,
+    at,
+    label_of,
+    score_pairs,
+)
 from b2b.matching.normalise import prepare
+from b2b.matching.train import load_weights
 
 STATUSES = ("matched", "matched_with_conflicts", "possible", "unmatched")
 CHUNK = 1_000_000
@@ -31,12 +41,12 @@ class MatchConfig:
     possible: float = 12.0    # propose to an officer at or above
     margin: float = 5.0       # best must beat the next candidate by this much to auto-link
     guidmatch: bool = True    # F16
-    weights: Weights = field(default_factory=Weights)
+    weights: Weights = field(default_factory=load_weights)  # the reviewed file include/matching/weights.json
     block_cap: int = 500      # ignore blocking values shared by more LA records than this
 
 
 def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, rejected=None,
-          min_age: int | None = None, as_of=None):
+          min_age: int | None = None, as_of=None, tf: TermFrequencies | None = None):
     """Decide every incoming record. Returns a DataFrame with one row per incoming record:
     ``incoming_id, status, person_id, rule, score, conflicting_fields, explanation``.
 
@@ -45,7 +55,8 @@ def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, r
 
     ``links``: DataFrame (base_id, guid, person_id, linked_by) of GUID links (F16);
     ``linked_by = 'officer'`` ones are decisive. ``rejected``: DataFrame (base_id, guid,
-    person_id) of pairs an officer rejected (never proposed again).
+    person_id) of pairs an officer rejected (never proposed again). ``tf``: the LA's name
+    frequencies (default: counted on ``core_df``, which must then be the whole LA).
     """
     import numpy as np
     import pandas as pd
@@ -63,8 +74,9 @@ def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, r
     if not n or not len(core):
         return out
     use_links = links if cfg.guidmatch else None
+    tf = tf or TermFrequencies.from_frame(core)
     pairs = candidate_pairs(core, inc, cfg, use_links)
-    s = pd.concat([score_pairs(core, inc, pairs.iloc[k:k + CHUNK], cfg, use_links)
+    s = pd.concat([score_pairs(core, inc, pairs.iloc[k:k + CHUNK], cfg, use_links, tf)
                    for k in range(0, max(len(pairs), 1), CHUNK)], ignore_index=True)
     s["person_id"] = core["id"].values[s["ci"].values]
     if min_age is not None:
@@ -83,8 +95,14 @@ def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, r
     # the school typed by mistake may score higher on the UPN, but is not the child
     # (a DOB only near the LA's counts when the UPN or GUID also agrees)
     identifier = at(s, "upn", "valid, equal", "equal, temporary") | at(s, "guid", "linked")
-    s["eligible"] = s["forename_ok"].values & (at(s, "dob", "exact", "day and month swapped", "one digit")
-                                               | (at(s, "dob", "within 31 days") & identifier))
+    dob_ok = at(s, "dob", *DOB_COMPATIBLE) | (at(s, "dob", "within 31 days") & identifier)
+    # unknown twins: two records of one school with one surname, DOB and address are twins
+    # (whether the LA knows both or not); each must match on its forename, not the shared fields
+    twin = batch_twins(inc)[s["ii"].values]
+    s["eligible"] = s["forename_ok"].values & dob_ok & ~(twin & ~s["forename_strong"].values)
+    # the household guard: another DOB-compatible candidate (a twin, a sibling) whose forename
+    # is exactly the record's stops a link on any other forename level (nickname, typo, typed)
+    s["exact_other"] = at(s, "forename", "exact") & dob_ok
     s = s.sort_values(["ii", "eligible", "score", "person_id"], ascending=[True, False, False, True])
     best = s.groupby("ii", sort=False).head(1).set_index("ii").reindex(range(n))
     el = s[s["eligible"]]
@@ -97,7 +115,22 @@ def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, r
     fn_ok = best["forename_ok"].fillna(False).astype(bool).values
     corro = best["corroborated"].fillna(False).astype(bool).values
     below, ambiguous = score < cfg.auto, score - runner < cfg.margin
-    safe = has & ~below & ~ambiguous & eligible & corro
+    exact_any = s.groupby("ii")["exact_other"].any().reindex(range(n), fill_value=False).values.astype(bool)
+    weak_fn = ~best["forename_strong"].fillna(False).astype(bool).values
+    best_lv = best.fillna({"forename_lv": -1}).astype({"forename_lv": int})
+    exact_fn = at(best_lv, "forename", "exact")
+    household = has & ~exact_fn & exact_any
+    safe = has & ~below & ~ambiguous & eligible & corro & ~household
+    # one LA child auto-linked from two records of the batch (a twin the LA does not know, or
+    # the same pupil twice): the one record whose forename is exactly the child's keeps the link
+    # when the others' are not; otherwise none does; the others go to an officer
+    best_ci = best["ci"].fillna(-1).astype(int).values
+    claims = pd.DataFrame({"ci": best_ci[safe], "exact": exact_fn[safe]}).groupby("ci")["exact"].agg(["size", "sum"])
+    shared = claims[claims["size"] > 1]
+    sole = shared[shared["sum"] == 1].index.values
+    twice = safe & np.isin(best_ci, shared.index.values) & ~(np.isin(best_ci, sole) & exact_fn)
+    safe = safe & ~twice
+    in_twins = batch_twins(inc)
     maybe = has & ~safe & (score >= cfg.possible)
     # officer links are decisive
     officer_ci = np.full(n, -1)
@@ -118,8 +151,21 @@ def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, r
     out["score"] = np.where(by_officer, np.nan, np.round(score, 2))
     out["conflicting_fields"] = np.where(shown, differ, "")
     out["explanation"] = _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible,
-                                       corro)
+                                       corro, {"twin_in_batch": in_twins & weak_fn,
+                                               "better_forename_elsewhere": household, "claimed_twice": twice})
     return out
+
+
+def batch_twins(inc):
+    """Incoming records that share school, surname, DOB and address (postcode, else address
+    line) with another record of the batch: twins, whether the LA knows both or not."""
+    import numpy as np
+
+    place = inc["pc"].where(inc["pc"] != "", inc["addr"])
+    ok = (inc["sn"] != "") & (inc["dob_s"] != "") & (place != "")
+    key = inc["base_id"] + "|" + inc["sn"] + "|" + inc["dob_s"] + "|" + place if "base_id" in inc else \
+        inc["sn"] + "|" + inc["dob_s"] + "|" + place
+    return (ok & key.where(ok).duplicated(keep=False) & ok).values.astype(bool) if len(inc) else np.zeros(0, bool)
 
 
 def differing(core_df, incoming_df, ci, rows):
@@ -153,7 +199,7 @@ def differing(core_df, incoming_df, ci, rows):
     return names
 
 
-def _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible, corro):
+def _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible, corro, guards):
     """One JSON object per incoming record: per field its level label and weight (``fields``),
     the non-zero weights (``weights``), score, runner-up and, for a possible, ``why_not_auto``."""
     import json
@@ -180,18 +226,21 @@ def _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_
             d["why_not_auto"] = [r for r, bad in (("below_auto", below[k]), ("ambiguous", ambiguous[k]),
                                                   ("forename_differs", not fn_ok[k]),
                                                   ("uncorroborated", not corro[k]),
-                                                  ("dob_differs", fn_ok[k] and not eligible[k])) if bad]
+                                                  ("dob_differs", fn_ok[k] and not eligible[k]
+                                                   and not guards["twin_in_batch"][k]))
+                                if bad] + [g for g, hit in guards.items() if hit[k]]
         out.append(json.dumps(d, sort_keys=True))
     return out
 
 
-def candidates(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, top: int = 3):
+def candidates(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, top: int = 3,
+               tf: TermFrequencies | None = None):
     """The best ``top`` candidates per incoming record with their per-field weights (officer view)."""
     cfg = cfg or MatchConfig()
     core = prepare(core_df.reset_index(drop=True), "person_id")
     inc = prepare(incoming_df.reset_index(drop=True), "incoming_id")
     pairs = candidate_pairs(core, inc, cfg, links)
-    s = score_pairs(core, inc, pairs, cfg, links)
+    s = score_pairs(core, inc, pairs, cfg, links, tf or TermFrequencies.from_frame(core))
     s["person_id"] = core["id"].values[s["ci"].values]
     s["incoming_id"] = inc["id"].values[s["ii"].values]
     s = s.sort_values(["ii", "score"], ascending=[True, False]).groupby("ii").head(top)

@@ -30,7 +30,7 @@ def match(conn, ctx: RunContext, settings: Settings) -> dict:
             decided = matching.legacy_match(core, incoming, guidmatch=settings.guidmatch, links=links)
         else:
             decided = matching.match(core, incoming, matching.MatchConfig(guidmatch=settings.guidmatch),
-                                     links=links, rejected=rejected)
+                                     links=links, rejected=rejected, tf=term_frequencies(conn, incoming))
         decided = guid_linked_elsewhere(conn, incoming, decided)
         _write_matches(conn, ctx, settings, incoming, decided)
         conn.execute(
@@ -177,6 +177,24 @@ def core_candidates(conn, incoming):
             UNION SELECT {cols} FROM core.child c WHERE c.m_fn = ANY(%(fns)s) AND c.m_sn = ANY(%(sns)s)
             ORDER BY 1""", params).fetchall()
     return pd.DataFrame(rows, columns=CORE_COLUMNS), links, rejected
+
+
+def term_frequencies(conn, incoming):
+    """The LA's name frequencies for these students' names (counted over every LA child, as
+    ``b2b match`` counts them over the whole CORE.csv), for the term-frequency adjustment."""
+    from b2b.matching import name_key
+    from b2b.matching.comparisons import TermFrequencies
+
+    counts, totals = {}, {}
+    for col, key, values in (("fn", "m_fn", incoming["forename"]), ("sn", "m_sn", incoming["surname"])):
+        keys = sorted({name_key(v) for v in values.dropna()} - {""})
+        counts[col] = dict(conn.execute(f"SELECT {key}, count(*) FROM core.child WHERE {key} = ANY(%s) GROUP BY 1",
+                                        (keys,)).fetchall())
+        n, sq = conn.execute(f"""SELECT coalesce(sum(c), 0), coalesce(sum(c * c), 0)
+                                   FROM (SELECT count(*) AS c FROM core.child WHERE {key} <> '' GROUP BY {key}) x"""
+                             ).fetchone()
+        totals[col] = (int(n), int(sq))
+    return TermFrequencies(counts, totals)
 
 
 def _write_matches(conn, ctx: RunContext, settings: Settings, incoming, decided) -> None:
