@@ -43,6 +43,7 @@ class MatchConfig:
     guidmatch: bool = True    # F16
     weights: Weights = field(default_factory=load_weights)  # the reviewed file include/matching/weights.json
     block_cap: int = 500      # ignore blocking values shared by more LA records than this
+    dob_required: bool = True  # False for carers (F14): a school contact has no DOB; a missing one does not stop a link
 
 
 def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, rejected=None,
@@ -96,6 +97,8 @@ def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, r
     # (a DOB only near the LA's counts when the UPN or GUID also agrees)
     identifier = at(s, "upn", "valid, equal", "equal, temporary") | at(s, "guid", "linked")
     dob_ok = at(s, "dob", *DOB_COMPATIBLE) | (at(s, "dob", "within 31 days") & identifier)
+    if not cfg.dob_required:
+        dob_ok = dob_ok | at(s, "dob", "missing")
     # unknown twins: two records of one school with one surname, DOB and address are twins
     # (whether the LA knows both or not); each must match on its forename, not the shared fields
     twin = batch_twins(inc)[s["ii"].values]

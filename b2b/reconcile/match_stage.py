@@ -33,6 +33,7 @@ def match(conn, ctx: RunContext, settings: Settings) -> dict:
                                      links=links, rejected=rejected, tf=term_frequencies(conn, incoming))
         decided = guid_linked_elsewhere(conn, incoming, decided)
         _write_matches(conn, ctx, settings, incoming, decided)
+        carers = match_carers(conn, ctx, settings, files)
         conn.execute(
             """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
                SELECT m.base_id, m.student_guid, m.person_id, 'match', m.file_id
@@ -48,7 +49,7 @@ def match(conn, ctx: RunContext, settings: Settings) -> dict:
         matched = by_status.get("matched", 0) + by_status.get("matched_with_conflicts", 0)
         counts = {"students": sum(by_status.values()), "matched": matched,
                   "possible": by_status.get("possible", 0), "unmatched": by_status.get("unmatched", 0),
-                  "unmatched_hidden": hidden, "by_rule": by_rule, "matcher": settings.matcher}
+                  "unmatched_hidden": hidden, "by_rule": by_rule, "matcher": settings.matcher, "carers": carers}
         log_stage(conn, ctx, "match", counts,
                   f"match ({settings.matcher}): {counts['students']} students, {matched} matched, "
                   f"{counts['possible']} possible, {counts['unmatched']} unmatched "
@@ -177,6 +178,67 @@ def core_candidates(conn, incoming):
             UNION SELECT {cols} FROM core.child c WHERE c.m_fn = ANY(%(fns)s) AND c.m_sn = ANY(%(sns)s)
             ORDER BY 1""", params).fetchall()
     return pd.DataFrame(rows, columns=CORE_COLUMNS), links, rejected
+
+
+def match_carers(conn, ctx: RunContext, settings: Settings, files: list[int]) -> dict:
+    """F14: the run's school contacts matched to the LA's person records, with the student
+    matcher: LA adults (``core.adult``) and LA children at least ``settings.carer_min`` years
+    old on the window's date. A contact has no DOB, so a missing DOB does not stop a link;
+    name, gender, home postcode and address carry it, with the same margin and corroboration
+    (a son of the same name at the same address makes it ambiguous: an officer decides).
+    Decisions go to ``results.carer_match``, one row per contact per file."""
+    import pandas as pd
+
+    from b2b import matching
+
+    conn.execute("DELETE FROM results.carer_match WHERE file_id = ANY(%s)", (files,))
+    rows = conn.execute(
+        """SELECT DISTINCT ON (c.file_id, c.person_id)
+                  c.file_id::text || '|' || c.person_id, c.base_id, NULL, c.person_id, c.forename, NULL, c.surname,
+                  c.gender, NULL::date, h.postcode, h.line, c.file_id, c.student_guid, c.person_id
+             FROM staging.contact c
+             LEFT JOIN LATERAL (
+                  SELECT a->>'postcode' AS postcode, concat_ws(' ', a->>'paon', a->>'street') AS line
+                    FROM jsonb_array_elements(coalesce(c.addresses, '[]')) a
+                   WHERE a->>'type' = 'H' ORDER BY a->>'start_date' DESC NULLS LAST LIMIT 1) h ON true
+            WHERE c.file_id = ANY(%s) AND c.person_id IS NOT NULL
+            ORDER BY c.file_id, c.person_id, c.student_guid""", (files,)).fetchall()
+    if not rows:
+        return {"contacts": 0, "matched": 0, "possible": 0}
+    contacts = pd.DataFrame(rows, columns=matching.INCOMING_COLUMNS + ["file_id", "student_guid", "contact_id"])
+    sns = sorted({matching.name_key(v) for v in contacts["surname"].dropna()} - {""})
+    pcs = sorted({matching.postcode_key(v) for v in contacts["postcode"].dropna()} - {""})
+    norm_sn = "regexp_replace(lower(surname), '[^a-z]', '', 'g')"
+    cols = "person_id, upn, NULL::text, forename, middle_names, surname, gender, dob, postcode, " \
+           "concat_ws(' ', paon, street)"
+    people = conn.execute(
+        f"""SELECT {cols}, 'child' FROM core.child WHERE (m_sn = ANY(%(sns)s) OR m_pc = ANY(%(pcs)s))
+                AND dob <= (%(asof)s::date - make_interval(years => %(min)s))
+            UNION ALL
+            SELECT person_id, NULL, NULL, forename, middle_names, surname, gender, dob, postcode,
+                   concat_ws(' ', paon, street), 'adult'
+              FROM core.adult WHERE {norm_sn} = ANY(%(sns)s) OR upper(replace(postcode, ' ', '')) = ANY(%(pcs)s)
+            ORDER BY 1""",
+        {"sns": sns, "pcs": pcs, "asof": ctx.window_end.date(), "min": settings.carer_min}).fetchall()
+    core = pd.DataFrame(people, columns=matching.CORE_COLUMNS + ["kind"])
+    cfg = matching.MatchConfig(guidmatch=False, dob_required=False)
+    decided = matching.match(core[matching.CORE_COLUMNS], contacts[matching.INCOMING_COLUMNS], cfg,
+                             min_age=settings.carer_min, as_of=ctx.window_end.date())
+    kind = dict(zip(core["person_id"], core["kind"]))
+    d = decided.set_index("incoming_id")
+    with conn.cursor() as cur, cur.copy(
+            "COPY results.carer_match (file_id, base_id, contact_id, student_guid, person_id, person_kind, status, "
+            "rule, score, explanation) FROM STDIN") as copy:
+        for r in contacts.itertuples(index=False):
+            row = d.loc[r.incoming_id]
+            pid = row["person_id"] or None
+            score = row["score"]
+            copy.write_row((r.file_id, r.base_id, r.contact_id, r.student_guid, pid, kind.get(pid) if pid else None,
+                            row["status"], row["rule"], None if pd.isna(score) else float(score),
+                            row["explanation"]))
+    counts = decided["status"].value_counts().to_dict()
+    return {"contacts": len(contacts), "matched": counts.get("matched", 0) + counts.get("matched_with_conflicts", 0),
+            "possible": counts.get("possible", 0)}
 
 
 def term_frequencies(conn, incoming):
