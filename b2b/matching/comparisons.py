@@ -104,11 +104,10 @@ class Pairs:
     def forename_equiv(self):
         """One is a form of the other (Joe/Joseph, Alfie/Alfred); sharing a third form is not
         enough (Theo and Edward are both "Ted"); or one's middle name is the other's forename."""
-        import numpy as np
 
         c, i = self.c, self.i
-        equiv = np.fromiter((bool(a) and bool(b) and a != b and (b in forename_forms(a) or a in forename_forms(b))
-                             for a, b in zip(c["fn"], i["fn"])), dtype=bool, count=self.n)
+        equiv = per_distinct(c["fn"], i["fn"], lambda a, b: bool(a) and bool(b) and a != b
+                             and (b in forename_forms(a) or a in forename_forms(b)))
         middle_swap = ((c["mn"] != "") & (i["fn"] == c["mn"])) | ((i["mn"] != "") & (c["fn"] == i["mn"]))
         return equiv | middle_swap.values
 
@@ -119,17 +118,17 @@ class Pairs:
                            dtype=bool, count=self.n)
 
     def similar(self, col: str, threshold: float):
-        return _similar(self.c[col].values, self.i[col].values, threshold)
+        return per_distinct(self.c[col], self.i[col], lambda a, b: _jaro_winkler(a, b) >= threshold)
 
     def typed(self, col: str):
-        return _typed(self.c[col].values, self.i[col].values)
+        return per_distinct(self.c[col], self.i[col], _typed)
 
     # -- DOB
     def dob_swap(self):
         return (self.i["dob_swap"] != "") & (self.c["dob_s"] == self.i["dob_swap"])
 
     def dob_one_digit(self):
-        return _one_digit(self.c["dob_s"].values, self.i["dob_s"].values)
+        return per_distinct(self.c["dob_s"], self.i["dob_s"], _one_digit)
 
     def dob_within(self, days: int):
         return (self.c["dob"] - self.i["dob"]).abs().dt.days <= days
@@ -306,8 +305,9 @@ def score_pairs(core, inc, pairs, cfg: Any, links=None, tf: TermFrequencies | No
     s["score"] = s[PARTS].sum(axis=1)
     fcomp = BY_FIELD["forename"]
     # corroboration that counts: a valid permanent UPN that agrees, with a compatible DOB and surname
+    # (or, for a changed surname, with the DOB and the very forename)
     s["upn_strong"] = at(s, "upn", "valid, equal") & at(s, "dob", *DOB_COMPATIBLE) & \
-        at(s, "surname", "exact", "part of double-barrel", "typo")
+        (at(s, "surname", "exact", "part of double-barrel", "typo") | at(s, "forename", "exact"))
     # a typed forename ("Bne", "Poul", "Jgll") is compatible only with that corroboration
     s["forename_ok"] = np.array([lv.compatible for lv in fcomp.levels])[s["forename_lv"].values] | \
         (at(s, "forename", "typed error") & s["upn_strong"].values)
@@ -334,52 +334,42 @@ def label_of(field: str, level: int) -> str:
     return BY_FIELD[field].levels[level].label
 
 
-def _similar(a_vals, b_vals, threshold: float):
-    """Jaro-Winkler >= threshold for each pair, computed once per distinct pair."""
+def per_distinct(a, b, fn):
+    """``fn(a, b)`` for each row of two string columns, computed once per distinct pair (names
+    and dates repeat a lot) and mapped back: the only Python loop of a comparison."""
     import numpy as np
+    import pandas as pd
+
+    if not len(a):
+        return np.zeros(0, dtype=bool)
+    codes, _ = pd.factorize(a.astype(str) + "\x1f" + b.astype(str))
+    _, first = np.unique(codes, return_index=True)
+    ua, ub = a.to_numpy(dtype=object)[first], b.to_numpy(dtype=object)[first]
+    vals = np.fromiter((fn(x, y) for x, y in zip(ua, ub)), dtype=bool, count=len(first))
+    return vals[codes]
+
+
+def _jaro_winkler(a: str, b: str) -> float:
     from rapidfuzz.distance import JaroWinkler
 
-    cache: dict[tuple[str, str], bool] = {}
-    out = np.zeros(len(a_vals), dtype=bool)
-    for k, (a, b) in enumerate(zip(a_vals, b_vals)):
-        if not a or not b or a == b:
-            continue
-        key = (a, b)
-        v = cache.get(key)
-        if v is None:
-            v = cache[key] = JaroWinkler.normalized_similarity(a, b) >= threshold
-        out[k] = v
-    return out
+    if not a or not b or a == b:
+        return 0.0
+    return JaroWinkler.normalized_similarity(a, b)
 
 
-def _typed(a_vals, b_vals):
+def _typed(a: str, b: str) -> bool:
     """A typed error: optimal string alignment distance 1 (a slip, a dropped or doubled key, a
-    transposition), or 2 when both names have at least 5 letters; once per distinct pair."""
-    import numpy as np
+    transposition), or 2 when both names have at least 5 letters."""
     from rapidfuzz.distance import OSA
 
-    cache: dict[tuple[str, str], bool] = {}
-    out = np.zeros(len(a_vals), dtype=bool)
-    for k, (a, b) in enumerate(zip(a_vals, b_vals)):
-        if not a or not b or a == b:
-            continue
-        key = (a, b)
-        v = cache.get(key)
-        if v is None:
-            limit = 2 if min(len(a), len(b)) >= 5 else 1
-            v = cache[key] = OSA.distance(a, b, score_cutoff=limit) <= limit
-        out[k] = v
-    return out
+    if not a or not b or a == b:
+        return False
+    limit = 2 if min(len(a), len(b)) >= 5 else 1
+    return OSA.distance(a, b, score_cutoff=limit) <= limit
 
 
-def _one_digit(a_vals, b_vals):
-    import numpy as np
-
-    out = np.zeros(len(a_vals), dtype=bool)
-    for k, (a, b) in enumerate(zip(a_vals, b_vals)):
-        if a and b and len(a) == len(b) == 8 and a != b:
-            out[k] = sum(x != y for x, y in zip(a, b)) == 1
-    return out
+def _one_digit(a: str, b: str) -> bool:
+    return bool(a) and bool(b) and len(a) == len(b) == 8 and a != b and sum(x != y for x, y in zip(a, b)) == 1
 
 
 _CORE_NEEDED = ["id", "upn", "upn_kind", "guid", "fn", "fn1", "mn", "sn", "sn_parts", "gender", "dob", "dob_s",

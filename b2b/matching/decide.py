@@ -117,7 +117,10 @@ def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, r
     eligible = best["eligible"].fillna(False).astype(bool).values
     fn_ok = best["forename_ok"].fillna(False).astype(bool).values
     corro = best["corroborated"].fillna(False).astype(bool).values
-    below, ambiguous = score < cfg.auto, score - runner < cfg.margin
+    # corroboration that counts (a valid permanent UPN with DOB and surname or forename) is
+    # enough at the "possible" score: common names (term frequencies) do not hold it back
+    strong = best["upn_strong"].fillna(False).astype(bool).values
+    below, ambiguous = score < np.where(strong, cfg.possible, cfg.auto), score - runner < cfg.margin
     exact_any = s.groupby("ii")["exact_other"].any().reindex(range(n), fill_value=False).values.astype(bool)
     weak_fn = ~best["forename_strong"].fillna(False).astype(bool).values
     best_lv = best.fillna({"forename_lv": -1}).astype({"forename_lv": int})
@@ -186,17 +189,20 @@ def differing(core_df, incoming_df, ci, rows):
     if not len(take):
         return names
 
-    def norm(f: str, values) -> list:
+    def norm(f: str, values):
+        """The registry's normalisation, once per distinct value; None for a missing value."""
+        v = pd.Series(values, dtype=object)
         if f == "dob":
-            values = pd.to_datetime(pd.Series(values), errors="coerce").dt.date.tolist()
-        return [None if v is None or v != v or v == "" else normalise(f, v) for v in values]
+            v = pd.Series(pd.to_datetime(v, errors="coerce").dt.date, dtype=object)
+        v = v.where(v.notna() & (v != ""), None)
+        return v.map({x: normalise(f, x) for x in v.dropna().unique()}).to_numpy(dtype=object)
 
     for f in FRAME_COMPARED:
         if f not in core_df.columns or f not in incoming_df.columns:
             continue
-        a = norm(f, core_df[f].values[ci[take]])
-        b = norm(f, incoming_df[f].values[take])
-        d = np.array([x is not None and y is not None and x != y for x, y in zip(a, b)], dtype=bool)
+        a = norm(f, core_df[f].to_numpy(dtype=object)[ci[take]])
+        b = norm(f, incoming_df[f].to_numpy(dtype=object)[take])
+        d = pd.notna(a) & pd.notna(b) & (a != b)
         hit = take[d]
         names[hit] = np.where(names[hit] == "", f, names[hit] + ";" + f)
     return names
