@@ -11,7 +11,18 @@ capitalised surnames, and children the LA has never seen) and adds, deterministi
 * ``namesake_unknown``: the LA has never seen this child, but holds a namesake with the same
   date of birth elsewhere (linking it would be a safeguarding incident);
 * ``double_barrel``: the school uses a double-barrelled surname the LA holds in part;
-* ``school_dob_typo``: the school's DOB has one digit wrong.
+* ``school_dob_typo``: the school's DOB has one digit wrong;
+* ``keyboard_slip``: the school's forename has one letter replaced by a neighbouring key
+  ("Ben" -> "Bwn"), sometimes two ("Jill" -> "Jgll" is one);
+* ``transposition``: two neighbouring letters of the school's forename swapped ("Ben" -> "Bne");
+* ``moved_upn``: the family moved (new postcode and address in another district), the UPN agrees;
+* ``surname_change``: the school uses a new surname (marriage, adoption), the UPN agrees;
+* ``unknown_twin``: the school has a twin the LA has never seen: same surname, DOB and
+  address, a forename often close to the known twin's ("Jack"/"Jake", "Eva"/"Ava"), carrying
+  its own UPN, none, or (typed in error) its twin's. Linking it would be a false link.
+
+The new kinds draw from their own hashes (``_u``), after the earlier ones, so the records the
+earlier kinds picked are unchanged.
 
 Every incoming record gets a ``kind`` (the trap, or the noise the simulator gave it) so a
 benchmark can count false links by kind.
@@ -23,7 +34,21 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 INJECTED = (("sibling_upn", 0.006), ("temp_upn", 0.005), ("namesake", 0.004), ("namesake_unknown", 0.003),
-            ("double_barrel", 0.004), ("school_dob_typo", 0.004))
+            ("double_barrel", 0.004), ("school_dob_typo", 0.004),
+            # issue 14: typed forenames, moves and name changes with an agreeing UPN, unknown twins
+            ("keyboard_slip", 0.006), ("transposition", 0.005), ("moved_upn", 0.01), ("surname_change", 0.003),
+            ("unknown_twin", 0.004))
+#: letters next to each other on a UK keyboard
+KEYBOARD = {
+    "q": "wa", "w": "qeas", "e": "wrds", "r": "etdf", "t": "ryfg", "y": "tugh", "u": "yihj", "i": "uojk",
+    "o": "ipkl", "p": "ol", "a": "qwsz", "s": "awedxz", "d": "serfcx", "f": "drtgvc", "g": "ftyhbv",
+    "h": "gyujnb", "j": "huikmn", "k": "jiolm", "l": "kop", "z": "asx", "x": "zsdc", "c": "xdfv", "v": "cfgb",
+    "b": "vghn", "n": "bhjm", "m": "njk"}
+#: forenames twins are given that are close to each other (the hardest unknown twins)
+TWIN_NAMES = {"Jack": "Jake", "Eva": "Ava", "Ella": "Ellie", "Leo": "Leon", "Mia": "Maya", "Isla": "Isha",
+              "Lily": "Lola", "Amy": "Ami", "Jayden": "Jaden", "Evie": "Evan", "Noah": "Nora", "Finn": "Fin",
+              "Ruby": "Rory", "Aaron": "Aron", "Emma": "Emmy", "Olly": "Ollie", "Theo": "Thea", "Max": "Maxi"}
+OTHER_TWIN = ["Harvey", "Poppy", "Oscar", "Freya", "Alfie", "Daisy", "Arthur", "Rosie", "George", "Matilda"]
 
 
 def _u(*parts) -> float:
@@ -63,6 +88,7 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
     core_idx = {p: i for i, p in enumerate(core["person_id"])}
     family = inc.groupby(["base_id", "surname", "postcode"])["incoming_id"].apply(list).to_dict()
     new_core = []
+    extra_inc: list[dict] = []
     next_pid = len(core) + 1_000_000
     for k, r in inc.iterrows():
         iid = r["incoming_id"]
@@ -102,6 +128,35 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
                     truth[iid] = None
         elif trap == "double_barrel":
             inc.at[k, "surname"] = f"{r['surname']}-Whitfield"
+        elif trap in ("keyboard_slip", "transposition"):
+            name = r["forename"] or ""
+            if len(name) < 3:
+                continue
+            inc.at[k, "forename"] = _slip(name, iid, trap)
+        elif trap == "moved_upn":
+            if pid is None or not r["upn"] or core.at[core_idx[pid], "upn"] != r["upn"]:
+                continue
+            inc.at[k, "postcode"] = f"TN{int(_u(iid, 'm') * 30) + 1} {int(_u(iid, 'n') * 9) + 1}AB"
+            inc.at[k, "address_line1"] = f"{int(_u(iid, 'h') * 90) + 1} Newhouse Lane"
+        elif trap == "surname_change":
+            if pid is None or not r["upn"] or core.at[core_idx[pid], "upn"] != r["upn"]:
+                continue
+            inc.at[k, "surname"] = ["Okafor", "Whitlock", "Pemberton", "Achterberg", "Quayle"][int(_u(iid, "sc") * 5)]
+        elif trap == "unknown_twin":
+            name = r["forename"] or ""
+            near = TWIN_NAMES.get(name) or {v: k for k, v in TWIN_NAMES.items()}.get(name)
+            if near is None and _u(iid, "tn") < 0.5:
+                near = _slip(name, iid, "keyboard_slip") if len(name) >= 4 else None
+            twin_name = near or OTHER_TWIN[int(_u(iid, "to") * len(OTHER_TWIN))]
+            v = _u(iid, "tu")
+            body = f"886{int(_u(iid, 'tb') * 9000) + 1000:04d}25{int(_u(iid, 'tc') * 900) + 100:03d}"
+            twin_upn = calc_check_digit(body) + body if v < 0.5 else None if v < 0.75 else r["upn"]
+            tid = f"{iid}-twin"
+            extra_inc.append(dict(r, incoming_id=tid, guid=f"{r['guid']}-twin", forename=twin_name, upn=twin_upn,
+                                  middle_names=None))
+            truth[tid] = None
+            kinds[tid] = "unknown_twin"
+            continue
         elif trap == "school_dob_typo":
             d = r["dob"]
             digit = str((int(d[-1]) + 3) % 10)
@@ -110,10 +165,32 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
             inc.at[k, "dob"] = d[:-1] + digit
         kinds[iid] = trap
     core = core[~core["person_id"].str.startswith("GONE")]
+    if extra_inc:
+        inc = pd.concat([inc, pd.DataFrame(extra_inc)], ignore_index=True)
     if new_core:
         core = pd.concat([core, pd.DataFrame(new_core)], ignore_index=True)
     _label_kinds(inc, core, truth, kinds)
     return core.reset_index(drop=True), inc, truth, kinds
+
+
+def _slip(name: str, iid: str, how: str) -> str:
+    """A typed error in a name: a neighbouring key (one, sometimes two) or two letters swapped."""
+    low = name.lower()
+    k = 1 + int(_u(iid, how, "pos") * (len(low) - 1))  # never the first letter
+    if how == "transposition":
+        k = min(k, len(low) - 2) if len(low) > 2 else 0
+        out = low[:k] + low[k + 1] + low[k] + low[k + 2:]
+        if out == low:
+            out = low[:k] + low[k + 1:] + low[k]
+    else:
+        keys = KEYBOARD.get(low[k], "e")
+        out = low[:k] + keys[int(_u(iid, how, "key") * len(keys))] + low[k + 1:]
+        if _u(iid, how, "two") < 0.2 and len(low) >= 5:
+            j = 1 + (k % (len(low) - 1))
+            if j != k:
+                keys = KEYBOARD.get(out[j], "e")
+                out = out[:j] + keys[0] + out[j + 1:]
+    return out[:1].upper() + out[1:]
 
 
 def _label_kinds(inc, core, truth, kinds) -> None:

@@ -4,6 +4,8 @@ import csv
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -264,3 +266,106 @@ def test_sql_keys_equal_python_keys(db):
     for fn, sn, pc, m_fn, m_sn, m_parts, m_pc in rows:
         assert (m_fn, m_sn, m_pc) == (name_key(fn), name_key(sn), postcode_key(pc))
         assert [p for p in m_parts if p] == name_parts(sn)
+
+
+def test_pupil_carrying_another_schools_guid_is_an_anomaly_sent_to_review_not_a_second_link(db):
+    """Issue 9 item 3: a GUID linked to a child under base A arrives from base B."""
+    from datetime import UTC, datetime, timedelta
+
+    from b2b import pipeline as chain
+    from b2b.config.settings import Settings
+    from b2b.ingest.extract import ReceivedMessage, RunContext, store_messages
+
+    db.execute("""INSERT INTO core.child (person_id, upn, forename, surname, gender, dob, paon, street, postcode)
+                  VALUES ('P1', %s, 'Amelia', 'Jones', 'F', '2016-03-04', '1', 'Green Road', 'CT1 2AB'),
+                         ('P2', %s, 'Oscar', 'Hill', 'M', '2015-07-01', '2', 'Elm Way', 'CT2 7XY')""", (UPN_A, UPN_B))
+    db.execute("INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by) "
+               "VALUES ('8862001', 'g-amelia', 'P1', 'la')")
+    db.commit()
+    end = datetime(2026, 10, 5, 17, tzinfo=UTC)
+    c = RunContext(base_id="8862003", task_key="changed_data", dag_id="b2b__8862003__changed_data", run_id="r1",
+                   source="sims_primary", data_filter="changed_data", window_start=end - timedelta(days=1),
+                   window_end=end)
+    items = [("g-amelia", {"upn": UPN_A, "forename": "Amelia", "surname": "Jones", "dob": "2016-03-04",
+                           "gender": "F", "ncy": "5", "enrol_status": "C"}),
+             ("g-oscar", {"upn": UPN_B, "forename": "Oscar", "surname": "Hill", "dob": "2015-07-01",
+                          "gender": "M", "ncy": "6", "enrol_status": "C"})]
+    body = json.dumps({"organisationId": "o", "dataGroup": "student", "page": 1, "pageSize": 100, "totalItems": 2,
+                       "totalPages": 1, "next": None,
+                       "items": [{"studentId": g, "changed": "2026-10-05T12:00:00+00:00", "data": d}
+                                 for g, d in items]}).encode()
+    settings = Settings()
+    store_messages(db, c, [ReceivedMessage("student p1/1", body, "application/json", group="student")])
+    chain.hash_filter(db, c, settings)
+    chain.validate(db, c, Path(tempfile.gettempdir()) / "b2b-test-reports")
+    chain.load(db, c)
+    for _ in range(2):  # a rerun gives the same rows, once
+        chain.match(db, c, settings)
+        rows = {r[0]: r[1:] for r in db.execute(
+            "SELECT student_guid, status, person_id, rule, explanation FROM results.match").fetchall()}
+        assert rows["g-amelia"][:3] == ("possible", "P1", "guid_linked_elsewhere")
+        assert rows["g-amelia"][3]["guid_linked_elsewhere"] == {"base_id": "8862001"}
+        assert rows["g-oscar"][:2] == ("matched", "P2")
+        links = db.execute("SELECT base_id, student_guid, person_id FROM core.child_link ORDER BY 1, 2").fetchall()
+        assert links == [("8862001", "g-amelia", "P1"), ("8862003", "g-oscar", "P2")]  # no second link
+        anomalies = db.execute(
+            """SELECT a.base_id, a.student_guid, a.rule, a.value, a.ordinal = s.ordinal, a.file_id = s.file_id
+                 FROM results.anomaly a JOIN staging.student s USING (base_id, student_guid)""").fetchall()
+        assert anomalies == [("8862003", "g-amelia", "guid_linked_elsewhere", "8862001", True, True)]
+
+
+# ------------------------------------------------------------------ issue 14: corroboration that counts
+@pytest.mark.parametrize("la_name,school_name", [("Ben", "Bne"), ("Paul", "Poul"), ("Jill", "Jgll"),
+                                                  ("Eleanor", "Eleabir"), ("Max", "Mxa")])
+def test_typed_forename_links_when_a_valid_upn_dob_and_surname_agree(la_name, school_name):
+    r = decide([la("P1", la_name, "Jones", "2016-03-04", upn_=UPN_A)],
+               [school("s", school_name, "Jones", "2016-03-04", upn_=UPN_A)])["s"]
+    assert (r["status"], r["person_id"], r["conflicting_fields"]) == ("matched_with_conflicts", "P1", "forename")
+    assert json.loads(r["explanation"])["fields"]["forename"]["level"] in ("typed error", "typo")
+
+
+def test_typed_forename_without_a_upn_is_only_proposed():
+    r = decide([la("P1", "Jill", "Jones", "2016-03-04")], [school("s", "Jgll", "Jones", "2016-03-04")])["s"]
+    assert (r["status"], r["person_id"]) == ("possible", "P1")
+    assert "forename_differs" in json.loads(r["explanation"])["why_not_auto"]
+
+
+def test_moved_family_and_changed_surname_link_on_an_agreeing_upn():
+    core = [la("P1", "Amelia", "Jones", "2016-03-04", upn_=UPN_A), la("P2", "Oscar", "Hill", "2015-07-01", upn_=UPN_B,
+                                                                      gender="M")]
+    got = decide(core, [school("moved", "Amelia", "Jones", "2016-03-04", upn_=UPN_A, postcode="TN4 8AB",
+                               addr="9 New Lane"),
+                        school("renamed", "Oscar", "Okafor", "2015-07-01", upn_=UPN_B, gender="M")])
+    assert (got["moved"]["status"], got["moved"]["person_id"]) == ("matched_with_conflicts", "P1")
+    assert got["moved"]["conflicting_fields"] == "postcode"
+    assert (got["renamed"]["status"], got["renamed"]["person_id"]) == ("matched_with_conflicts", "P2")
+    assert got["renamed"]["conflicting_fields"] == "surname"
+
+
+def test_twin_carrying_the_other_twins_upn_with_a_close_name_is_not_linked_to_the_other_twin():
+    # Leo and Leon (one typed key apart): the school typed Leo's UPN on Leon's record. The UPN,
+    # DOB and surname agree with Leo and "Leon" is one key from "Leo", but the household holds a
+    # child whose forename is exactly Leon: Leon wins, or an officer decides; never Leo.
+    core = [la("P1", "Leo", "Jones", "2016-03-04", gender="M", upn_=UPN_A),
+            la("P2", "Leon", "Jones", "2016-03-04", gender="M", upn_=UPN_B)]
+    r = decide(core, [school("s", "Leon", "Jones", "2016-03-04", gender="M", upn_=UPN_A)])["s"]
+    assert r["person_id"] != "P1" or r["status"] == "possible"
+    assert not (r["status"].startswith("matched") and r["person_id"] == "P1")
+
+
+@pytest.mark.parametrize("twin_name,twin_upn", [("Leon", UPN_A), ("Leon", None), ("Leon", UPN_C)])
+def test_unknown_twin_in_the_batch_must_match_on_forename(twin_name, twin_upn):
+    # the LA knows Leo only; the school sends Leo and his twin (same surname, DOB, address)
+    core = [la("P1", "Leo", "Jones", "2016-03-04", gender="M", upn_=UPN_A)]
+    got = decide(core, [school("leo", "Leo", "Jones", "2016-03-04", gender="M", upn_=UPN_A),
+                        school("twin", twin_name, "Jones", "2016-03-04", gender="M", upn_=twin_upn)])
+    assert (got["leo"]["status"], got["leo"]["person_id"]) == ("matched", "P1")
+    assert not got["twin"]["status"].startswith("matched")
+
+
+def test_unknown_twin_whose_name_is_a_form_of_the_others_leaves_the_link_to_the_exact_name():
+    # Emma and Emmy: "Emmy" is a form of "Emma"; both would link to the LA's Emma
+    core = [la("P1", "Emma", "Scott", "2014-11-02")]
+    got = decide(core, [school("emma", "Emma", "Scott", "2014-11-02"), school("emmy", "Emmy", "Scott", "2014-11-02")])
+    assert (got["emma"]["status"], got["emma"]["person_id"]) == ("matched", "P1")
+    assert not got["emmy"]["status"].startswith("matched")

@@ -110,9 +110,22 @@ def _cmd_match(args) -> int:
     core = read(args.core, matching.CORE_COLUMNS)
     inc = read(args.incoming, matching.INCOMING_COLUMNS)
     t = time.perf_counter()
+    if args.train:
+        from b2b.matching import train
+
+        result = train.train(core, inc)
+        print(train.report(result))
+        if args.weights_out:
+            train.write(result, args.weights_out, note=f"learned by b2b match --train on {len(core)} LA records and "
+                                                       f"{len(inc)} school records; review before shipping")
+            print(f"b2b match: learned weights written to {args.weights_out} (review, then replace "
+                  f"{train.WEIGHTS_FILE.name} to use them)", file=sys.stderr)
+        return 0
+    if not args.out:
+        print("b2b match: --out is required (or --train)", file=sys.stderr)
+        return 2
     if args.legacy:
         out = matching.legacy_match(core, inc)
-        out["score"], out["conflicting_fields"], out["explanation"] = "", "", "{}"
     else:
         out = matching.match(core, inc, matching.MatchConfig(guidmatch=not args.no_guid),
                              min_age=args.carer_min, as_of=args.as_of)
@@ -278,7 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "gender,dob,postcode,address_line1")
     m.add_argument("--incoming", required=True, help="INCOMING.csv: incoming_id,base_id,upn,guid,forename,"
                                                       "middle_names,surname,gender,dob,postcode,address_line1")
-    m.add_argument("--out", required=True, help="OUT.csv: incoming_id,status,person_id,rule,score,conflicting_fields")
+    m.add_argument("--out", help="OUT.csv: incoming_id,status,person_id,rule,score,conflicting_fields")
+    m.add_argument("--train", action="store_true",
+                   help="estimate the weights from these files (EM, bounded by the hand weights) and print them "
+                        "next to the hand weights instead of matching")
+    m.add_argument("--weights-out", help="with --train: write the learned weights here, for review")
     m.add_argument("--explain", action="store_true", help="add the explanation (per-field weights) column")
     m.add_argument("--legacy", action="store_true", help="the vendor rule instead (for comparison)")
     m.add_argument("--no-guid", action="store_true", help="GUIDMATCH off")

@@ -49,7 +49,7 @@ def possible(conn, base_id: str | None = None) -> list[dict]:
 def candidates(conn, base_id: str, student_guid: str, top: int = 3) -> list[dict]:
     """The best LA candidates for one school student, with per-field weights (the explanation)."""
     from b2b import matching
-    from b2b.reconcile.match_stage import core_candidates, incoming_frame
+    from b2b.reconcile.match_stage import core_candidates, incoming_frame, term_frequencies
 
     row = conn.execute(
         """SELECT m.file_id, f.window_end FROM results.current_match m JOIN raw.inbound_file f USING (file_id)
@@ -60,7 +60,7 @@ def candidates(conn, base_id: str, student_guid: str, top: int = 3) -> list[dict
     inc = incoming_frame(conn, [fid], end)
     inc = inc[inc["student_guid"] == student_guid]
     core, links, _ = core_candidates(conn, inc)
-    c = matching.candidates(core, inc, links=links, top=top)
+    c = matching.candidates(core, inc, links=links, top=top, tf=term_frequencies(conn, inc))
     fields = ["upn", "guid", "forename", "surname", "dob", "gender", "postcode", "address_line1", "middle_names"]
     return [{"person_id": r["person_id"], "score": round(float(r["score"]), 2),
              "weights": {f: float(r[f]) for f in fields if r[f]}} for _, r in c.iterrows()]

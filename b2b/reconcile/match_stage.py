@@ -23,15 +23,17 @@ def match(conn, ctx: RunContext, settings: Settings) -> dict:
         files = run_files(conn, ctx)
         conn.execute("DELETE FROM results.match WHERE file_id = ANY(%s)", (files,))
         conn.execute("DELETE FROM core.child_link WHERE file_id = ANY(%s)", (files,))
+        conn.execute("DELETE FROM results.anomaly WHERE file_id = ANY(%s) AND rule = %s", (files, GUID_ELSEWHERE))
         incoming = incoming_frame(conn, files, ctx.window_end)
         core, links, rejected = core_candidates(conn, incoming)
         if settings.matcher == "legacy":
             decided = matching.legacy_match(core, incoming, guidmatch=settings.guidmatch, links=links)
-            decided["score"], decided["conflicting_fields"], decided["explanation"] = None, "", "{}"
         else:
             decided = matching.match(core, incoming, matching.MatchConfig(guidmatch=settings.guidmatch),
-                                     links=links, rejected=rejected)
+                                     links=links, rejected=rejected, tf=term_frequencies(conn, incoming))
+        decided = guid_linked_elsewhere(conn, incoming, decided)
         _write_matches(conn, ctx, settings, incoming, decided)
+        carers = match_carers(conn, ctx, settings, files)
         conn.execute(
             """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
                SELECT m.base_id, m.student_guid, m.person_id, 'match', m.file_id
@@ -47,12 +49,63 @@ def match(conn, ctx: RunContext, settings: Settings) -> dict:
         matched = by_status.get("matched", 0) + by_status.get("matched_with_conflicts", 0)
         counts = {"students": sum(by_status.values()), "matched": matched,
                   "possible": by_status.get("possible", 0), "unmatched": by_status.get("unmatched", 0),
-                  "unmatched_hidden": hidden, "by_rule": by_rule, "matcher": settings.matcher}
+                  "unmatched_hidden": hidden, "by_rule": by_rule, "matcher": settings.matcher, "carers": carers}
         log_stage(conn, ctx, "match", counts,
                   f"match ({settings.matcher}): {counts['students']} students, {matched} matched, "
                   f"{counts['possible']} possible, {counts['unmatched']} unmatched "
                   f"({hidden} hidden: older than B2B_S_AGE {settings.b2b_s_age})")
     return counts
+
+
+GUID_ELSEWHERE = "guid_linked_elsewhere"
+
+
+def guid_linked_elsewhere(conn, incoming, decided):
+    """A pupil carrying a GUID that is linked to an LA child under another base (issue 9 item 3).
+
+    An MIS GUID belongs to one school's record; the same GUID arriving from a second base is a
+    copied or corrupted record. It is never linked a second time: the record goes to review
+    (``possible``, rule ``guid_linked_elsewhere``, with the matcher's candidate or else the
+    child linked under the other base), and a ``results.anomaly`` row names the base, the file
+    and the record's position (the other base's id is its value: no personal data)."""
+    import numpy as np
+    import pandas as pd
+
+    if not len(incoming):
+        return decided
+    rows = conn.execute(
+        """SELECT DISTINCT ON (x.iid) x.iid, l.base_id, l.person_id
+             FROM core.child_link l
+             JOIN unnest(%s::text[], %s::text[], %s::text[]) AS x(iid, base_id, guid)
+               ON l.student_guid = x.guid AND l.base_id <> x.base_id
+            ORDER BY x.iid, l.base_id""",
+        (list(incoming["incoming_id"]), list(incoming["base_id"]), list(incoming["guid"]))).fetchall()
+    if not rows:
+        return decided
+    other = pd.DataFrame(rows, columns=["incoming_id", "other_base", "other_person"]).set_index("incoming_id")
+    decided = decided.copy()
+    hit = decided["incoming_id"].isin(other.index).values
+    o = other.reindex(decided["incoming_id"].values[hit])
+    pid = decided["person_id"].values[hit]
+    decided.loc[hit, "person_id"] = np.where(pid == "", o["other_person"].values, pid)
+    decided.loc[hit, "status"] = "possible"
+    decided.loc[hit, "rule"] = GUID_ELSEWHERE
+    expl = []
+    for e, b in zip(decided["explanation"].values[hit], o["other_base"].values):
+        d = json.loads(e or "{}")
+        d[GUID_ELSEWHERE] = {"base_id": b}
+        d["why_not_auto"] = [*d.get("why_not_auto", []), GUID_ELSEWHERE]
+        expl.append(json.dumps(d, sort_keys=True))
+    decided.loc[hit, "explanation"] = expl
+    pos = incoming.drop_duplicates("incoming_id").set_index("incoming_id")
+    with conn.cursor() as cur, cur.copy(
+            "COPY results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field, value) "
+            "FROM STDIN") as copy:
+        for iid, b in zip(o.index, o["other_base"].values):
+            r = pos.loc[iid]
+            copy.write_row((r["file_id"], r["ordinal"], r["base_id"], r["student_guid"], "student", GUID_ELSEWHERE,
+                            "student_guid", b))
+    return decided
 
 
 def incoming_frame(conn, files: list[int], window_end):
@@ -63,7 +116,8 @@ def incoming_frame(conn, files: list[int], window_end):
 
     rows = conn.execute(
         """SELECT s.file_id::text || '|' || s.student_guid, s.base_id, s.upn, s.student_guid, s.forename,
-                  s.middle_names, s.surname, s.gender, s.dob, a.postcode, a.address_line1, s.file_id, s.student_guid
+                  s.middle_names, s.surname, s.gender, s.dob, a.postcode, a.address_line1, s.file_id, s.student_guid,
+                  s.ordinal
              FROM staging.student s
              LEFT JOIN LATERAL (
                   SELECT sa.postcode, concat_ws(' ', sa.paon, sa.street) AS address_line1
@@ -72,7 +126,7 @@ def incoming_frame(conn, files: list[int], window_end):
                    ORDER BY f.window_end DESC, sa.file_id DESC LIMIT 1) a ON true
             WHERE s.file_id = ANY(%s)
             ORDER BY s.file_id, s.student_guid""", (window_end, files)).fetchall()
-    return pd.DataFrame(rows, columns=INCOMING_COLUMNS + ["file_id", "student_guid"])
+    return pd.DataFrame(rows, columns=INCOMING_COLUMNS + ["file_id", "student_guid", "ordinal"])
 
 
 def core_candidates(conn, incoming):
@@ -124,6 +178,85 @@ def core_candidates(conn, incoming):
             UNION SELECT {cols} FROM core.child c WHERE c.active AND c.m_fn = ANY(%(fns)s) AND c.m_sn = ANY(%(sns)s)
             ORDER BY 1""", params).fetchall()
     return pd.DataFrame(rows, columns=CORE_COLUMNS), links, rejected
+
+
+def match_carers(conn, ctx: RunContext, settings: Settings, files: list[int]) -> dict:
+    """F14: the run's school contacts matched to the LA's person records, with the student
+    matcher: LA adults (``core.adult``) and LA children at least ``settings.carer_min`` years
+    old on the window's date. A contact has no DOB, so a missing DOB does not stop a link;
+    name, gender, home postcode and address carry it, with the same margin and corroboration
+    (a son of the same name at the same address makes it ambiguous: an officer decides).
+    Decisions go to ``results.carer_match``, one row per contact per file."""
+    import pandas as pd
+
+    from b2b import matching
+
+    conn.execute("DELETE FROM results.carer_match WHERE file_id = ANY(%s)", (files,))
+    rows = conn.execute(
+        """SELECT DISTINCT ON (c.file_id, c.person_id)
+                  c.file_id::text || '|' || c.person_id, c.base_id, NULL, c.person_id, c.forename, NULL, c.surname,
+                  c.gender, NULL::date, h.postcode, h.line, c.file_id, c.student_guid, c.person_id
+             FROM staging.contact c
+             LEFT JOIN LATERAL (
+                  SELECT a->>'postcode' AS postcode, concat_ws(' ', a->>'paon', a->>'street') AS line
+                    FROM jsonb_array_elements(coalesce(c.addresses, '[]')) a
+                   WHERE a->>'type' = 'H' ORDER BY a->>'start_date' DESC NULLS LAST LIMIT 1) h ON true
+            WHERE c.file_id = ANY(%s) AND c.person_id IS NOT NULL
+            ORDER BY c.file_id, c.person_id, c.student_guid""", (files,)).fetchall()
+    if not rows:
+        return {"contacts": 0, "matched": 0, "possible": 0}
+    contacts = pd.DataFrame(rows, columns=matching.INCOMING_COLUMNS + ["file_id", "student_guid", "contact_id"])
+    sns = sorted({matching.name_key(v) for v in contacts["surname"].dropna()} - {""})
+    pcs = sorted({matching.postcode_key(v) for v in contacts["postcode"].dropna()} - {""})
+    norm_sn = "regexp_replace(lower(surname), '[^a-z]', '', 'g')"
+    cols = "person_id, upn, NULL::text, forename, middle_names, surname, gender, dob, postcode, " \
+           "concat_ws(' ', paon, street)"
+    people = conn.execute(
+        f"""SELECT {cols}, 'child' FROM core.child WHERE (m_sn = ANY(%(sns)s) OR m_pc = ANY(%(pcs)s))
+                AND dob <= (%(asof)s::date - make_interval(years => %(min)s))
+            UNION ALL
+            SELECT person_id, NULL, NULL, forename, middle_names, surname, gender, dob, postcode,
+                   concat_ws(' ', paon, street), 'adult'
+              FROM core.adult WHERE {norm_sn} = ANY(%(sns)s) OR upper(replace(postcode, ' ', '')) = ANY(%(pcs)s)
+            ORDER BY 1""",
+        {"sns": sns, "pcs": pcs, "asof": ctx.window_end.date(), "min": settings.carer_min}).fetchall()
+    core = pd.DataFrame(people, columns=matching.CORE_COLUMNS + ["kind"])
+    cfg = matching.MatchConfig(guidmatch=False, dob_required=False)
+    decided = matching.match(core[matching.CORE_COLUMNS], contacts[matching.INCOMING_COLUMNS], cfg,
+                             min_age=settings.carer_min, as_of=ctx.window_end.date())
+    kind = dict(zip(core["person_id"], core["kind"]))
+    d = decided.set_index("incoming_id")
+    with conn.cursor() as cur, cur.copy(
+            "COPY results.carer_match (file_id, base_id, contact_id, student_guid, person_id, person_kind, status, "
+            "rule, score, explanation) FROM STDIN") as copy:
+        for r in contacts.itertuples(index=False):
+            row = d.loc[r.incoming_id]
+            pid = row["person_id"] or None
+            score = row["score"]
+            copy.write_row((r.file_id, r.base_id, r.contact_id, r.student_guid, pid, kind.get(pid) if pid else None,
+                            row["status"], row["rule"], None if pd.isna(score) else float(score),
+                            row["explanation"]))
+    counts = decided["status"].value_counts().to_dict()
+    return {"contacts": len(contacts), "matched": counts.get("matched", 0) + counts.get("matched_with_conflicts", 0),
+            "possible": counts.get("possible", 0)}
+
+
+def term_frequencies(conn, incoming):
+    """The LA's name frequencies for these students' names (counted over every LA child, as
+    ``b2b match`` counts them over the whole CORE.csv), for the term-frequency adjustment."""
+    from b2b.matching import name_key
+    from b2b.matching.comparisons import TermFrequencies
+
+    counts, totals = {}, {}
+    for col, key, values in (("fn", "m_fn", incoming["forename"]), ("sn", "m_sn", incoming["surname"])):
+        keys = sorted({name_key(v) for v in values.dropna()} - {""})
+        counts[col] = dict(conn.execute(f"SELECT {key}, count(*) FROM core.child WHERE {key} = ANY(%s) GROUP BY 1",
+                                        (keys,)).fetchall())
+        n, sq = conn.execute(f"""SELECT coalesce(sum(c), 0), coalesce(sum(c * c), 0)
+                                   FROM (SELECT count(*) AS c FROM core.child WHERE {key} <> '' GROUP BY {key}) x"""
+                             ).fetchone()
+        totals[col] = (int(n), int(sq))
+    return TermFrequencies(counts, totals)
 
 
 def _write_matches(conn, ctx: RunContext, settings: Settings, incoming, decided) -> None:

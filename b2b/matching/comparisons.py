@@ -1,0 +1,377 @@
+"""Comparisons as labelled levels (after Splink's comparison-level library).
+
+Each compared field is a :class:`Comparison`: an ordered list of :class:`Level` s, each a
+``(label, predicate, weight)``. For every candidate pair the first level whose predicate
+holds is the pair's level for that field; its weight (bits of evidence, log2 m/u, from
+:class:`Weights`) is added to the score, and its label goes into the explanation. The first
+level of every field is ``missing`` (weight 0), the last one catches everything else.
+
+Adding a comparison means adding one level list to :data:`COMPARISONS` (and its weights to
+:class:`Weights`). A level marked ``compatible`` is evidence consistent with the same child
+(the decision rule needs a compatible forename and DOB to auto-link).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from functools import cached_property
+from typing import Any
+
+from b2b.matching.normalise import forename_forms
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Field weights in bits (log2 of m/u, rounded); agreement levels best first."""
+
+    upn_agree: float = 12.0          # both valid and equal
+    upn_temp_agree: float = 6.0      # equal, one a temporary UPN
+    upn_disagree: float = -6.0       # both valid permanent UPNs, different
+    guid_agree: float = 12.0
+    forename_exact: float = 6.0
+    forename_equiv: float = 4.5      # nickname / diminutive / middle name used as forename
+    forename_typo: float = 3.5       # Jaro-Winkler >= 0.9
+    forename_typed: float = 1.0      # edit distance 1 (2 from 5 letters): a keyboard slip, a transposition
+    forename_initial: float = 0.0
+    forename_disagree: float = -6.0
+    surname_exact: float = 7.0
+    surname_variant: float = 5.0     # hyphen / double-barrel part
+    surname_typo: float = 4.5
+    surname_disagree: float = -6.0
+    dob_exact: float = 8.0
+    dob_swap: float = 5.0            # day and month swapped
+    dob_digit: float = 4.5           # one digit different
+    dob_near: float = 1.0            # within 31 days otherwise
+    dob_disagree: float = -9.0
+    gender_agree: float = 1.0
+    gender_disagree: float = -4.0
+    postcode_unit: float = 4.0
+    postcode_sector: float = 2.0
+    postcode_district: float = 1.0
+    postcode_disagree: float = -1.0
+    address_agree: float = 2.0
+    middle_agree: float = 1.5
+    middle_disagree: float = -1.0
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+class Pairs:
+    """The two sides of a batch of candidate pairs, row-aligned (``c`` LA, ``i`` incoming),
+    with the comparison helpers the level predicates share (computed once, on demand)."""
+
+    def __init__(self, c, i, cfg: Any, links=None):
+        self.c, self.i, self.cfg, self.links = c, i, cfg, links
+        self.n = len(c)
+
+    def missing(self, col: str):
+        return (self.c[col] == "") | (self.i[col] == "")
+
+    def equal(self, col: str):
+        return (self.c[col] != "") & (self.c[col] == self.i[col])
+
+    # -- UPN
+    @cached_property
+    def upn_eq(self):
+        return ~self.missing("upn") & (self.c["upn"] == self.i["upn"])
+
+    @cached_property
+    def upn_valid_both(self):
+        return ~self.missing("upn") & self.c["upn_kind"].isin(["valid", "temp"]) & \
+            self.i["upn_kind"].isin(["valid", "temp"])
+
+    @cached_property
+    def upn_perm_both(self):
+        return ~self.missing("upn") & (self.c["upn_kind"] == "valid") & (self.i["upn_kind"] == "valid")
+
+    # -- GUID
+    @cached_property
+    def guid_linked(self):
+        import numpy as np
+
+        if not self.cfg.guidmatch:
+            return np.zeros(self.n, dtype=bool)
+        g = ((self.c["guid"] != "") & (self.c["guid"] == self.i["guid"])).values
+        if self.links is not None and len(self.links):
+            key = set(zip(self.links["base_id"], self.links["guid"], self.links["person_id"]))
+            g = g | np.fromiter(((b, gg, p) in key for b, gg, p in zip(self.i["base_id"], self.i["guid"], self.c["id"])),
+                                dtype=bool, count=self.n)
+        return g
+
+    # -- names
+    def forename_equiv(self):
+        """One is a form of the other (Joe/Joseph, Alfie/Alfred); sharing a third form is not
+        enough (Theo and Edward are both "Ted"); or one's middle name is the other's forename."""
+
+        c, i = self.c, self.i
+        equiv = per_distinct(c["fn"], i["fn"], lambda a, b: bool(a) and bool(b) and a != b
+                             and (b in forename_forms(a) or a in forename_forms(b)))
+        middle_swap = ((c["mn"] != "") & (i["fn"] == c["mn"])) | ((i["mn"] != "") & (c["fn"] == i["mn"]))
+        return equiv | middle_swap.values
+
+    def surname_part(self):
+        import numpy as np
+
+        return np.fromiter((bool(set(a) & set(b)) for a, b in zip(self.c["sn_parts"], self.i["sn_parts"])),
+                           dtype=bool, count=self.n)
+
+    def similar(self, col: str, threshold: float):
+        return per_distinct(self.c[col], self.i[col], lambda a, b: _jaro_winkler(a, b) >= threshold)
+
+    def typed(self, col: str):
+        return per_distinct(self.c[col], self.i[col], _typed)
+
+    # -- DOB
+    def dob_swap(self):
+        return (self.i["dob_swap"] != "") & (self.c["dob_s"] == self.i["dob_swap"])
+
+    def dob_one_digit(self):
+        return per_distinct(self.c["dob_s"], self.i["dob_s"], _one_digit)
+
+    def dob_within(self, days: int):
+        return (self.c["dob"] - self.i["dob"]).abs().dt.days <= days
+
+
+Predicate = Callable[[Pairs], Any]
+
+
+@dataclass(frozen=True)
+class Level:
+    """One level of a comparison: the pairs ``when`` selects (after the levels before it)
+    get ``weight`` (a :class:`Weights` field name; ``None`` is 0) and the ``label``."""
+
+    label: str
+    when: Predicate | None          # None: every pair still unassigned (the last level)
+    weight: str | None = None
+    compatible: bool = True         # consistent with the same child
+    tf: str | None = None           # term-frequency adjusted on this normalised column (see TermFrequencies)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    field: str
+    levels: tuple[Level, ...]
+
+    @property
+    def labels(self) -> list[str]:
+        return [lv.label for lv in self.levels]
+
+    def level_of(self, label: str) -> int:
+        return self.labels.index(label)
+
+
+def _missing(col: str) -> Level:
+    return Level("missing", lambda p: p.missing(col))
+
+
+COMPARISONS: tuple[Comparison, ...] = (
+    Comparison("upn", (
+        _missing("upn"),
+        Level("valid, equal", lambda p: p.upn_eq & p.upn_perm_both, "upn_agree"),
+        Level("equal, temporary", lambda p: p.upn_eq & p.upn_valid_both, "upn_temp_agree"),
+        Level("different valid permanent", lambda p: p.upn_perm_both & ~p.upn_eq, "upn_disagree", False),
+        Level("not comparable", None),
+    )),
+    Comparison("guid", (
+        Level("linked", lambda p: p.guid_linked, "guid_agree"),
+        Level("none", None),
+    )),
+    Comparison("forename", (
+        _missing("fn"),
+        Level("exact", lambda p: p.equal("fn"), "forename_exact", tf="fn"),
+        Level("nickname or middle name", lambda p: p.forename_equiv(), "forename_equiv"),
+        Level("typo", lambda p: p.similar("fn", 0.9), "forename_typo"),
+        # compatible only with a valid permanent UPN, DOB and surname agreeing (see score_pairs)
+        Level("typed error", lambda p: p.typed("fn"), "forename_typed", False),
+        Level("initial only", lambda p: p.c["fn1"] == p.i["fn1"], "forename_initial", False),
+        Level("different", None, "forename_disagree", False),
+    )),
+    Comparison("surname", (
+        _missing("sn"),
+        Level("exact", lambda p: p.equal("sn"), "surname_exact", tf="sn"),
+        Level("part of double-barrel", lambda p: p.surname_part(), "surname_variant"),
+        Level("typo", lambda p: p.similar("sn", 0.92), "surname_typo"),
+        Level("different", None, "surname_disagree", False),
+    )),
+    Comparison("dob", (
+        _missing("dob_s"),
+        Level("exact", lambda p: p.equal("dob_s"), "dob_exact"),
+        Level("day and month swapped", lambda p: p.dob_swap(), "dob_swap"),
+        Level("one digit", lambda p: p.dob_one_digit(), "dob_digit"),
+        Level("within 31 days", lambda p: p.dob_within(31), "dob_near", False),
+        Level("different", None, "dob_disagree", False),
+    )),
+    Comparison("gender", (
+        _missing("gender"),
+        Level("equal", lambda p: p.c["gender"] == p.i["gender"], "gender_agree"),
+        Level("different", None, "gender_disagree", False),
+    )),
+    Comparison("postcode", (
+        _missing("pc"),
+        Level("unit", lambda p: p.c["pc"] == p.i["pc"], "postcode_unit"),
+        Level("sector", lambda p: p.equal("pc_sector"), "postcode_sector"),
+        Level("district", lambda p: p.equal("pc_district"), "postcode_district"),
+        Level("different", None, "postcode_disagree"),
+    )),
+    Comparison("address_line1", (
+        Level("equal", lambda p: p.equal("addr"), "address_agree"),
+        Level("not equal or missing", None),
+    )),
+    Comparison("middle_names", (
+        _missing("mn"),
+        Level("equal", lambda p: p.c["mn"] == p.i["mn"], "middle_agree"),
+        Level("different", None, "middle_disagree"),
+    )),
+)
+BY_FIELD: dict[str, Comparison] = {c.field: c for c in COMPARISONS}
+PARTS: list[str] = [c.field for c in COMPARISONS]
+_ALL = set(Weights.names())
+assert all(lv.weight is None or lv.weight in _ALL for c in COMPARISONS for lv in c.levels)
+
+
+class TermFrequencies:
+    """Term-frequency adjustment, as Splink does: agreeing on a rare name is worth more than
+    agreeing on "Smith". For a value v with share p(v) of the LA's records, an exact agreement
+    gets ``log2(u / p(v))`` bits more than the level's weight, where u = sum of p(w)^2 over all
+    values (the chance two random records agree), bounded to +-``bound`` bits.
+
+    Built from value counts over the whole LA (``from_frame`` on the LA frame, or counts a
+    query gives), never from a candidate subset, so the CLI and the DAG path agree."""
+
+    def __init__(self, counts: dict[str, dict[str, int]], totals: dict[str, tuple[int, int]], bound: float = 2.0):
+        # totals: column -> (number of records with a value, sum of squared counts)
+        self.counts, self.totals, self.bound = counts, totals, bound
+
+    @classmethod
+    def from_frame(cls, prepared, columns=("fn", "sn")) -> TermFrequencies:
+        counts, totals = {}, {}
+        for col in columns:
+            vc = prepared[col][prepared[col] != ""].value_counts()
+            counts[col] = vc.to_dict()
+            totals[col] = (int(vc.sum()), int((vc.astype("int64") ** 2).sum()))
+        return cls(counts, totals)
+
+    def adjustment(self, col: str, values):
+        """Bits to add for an exact agreement on each of ``values``."""
+        import numpy as np
+
+        n, sq = self.totals.get(col, (0, 0))
+        if not n or not sq:
+            return np.zeros(len(values))
+        u = sq / (n * n)
+        counts = self.counts.get(col, {})
+        adj = {v: float(np.clip(np.log2(u * n / counts[v]), -self.bound, self.bound)) if counts.get(v) else 0.0
+               for v in set(values)}
+        return np.array([adj[v] for v in values])
+
+
+def evaluate(comparison: Comparison, p: Pairs, w: Weights, tf: TermFrequencies | None = None):
+    """(level index, weight) arrays: the first level whose predicate holds, per pair (plus the
+    term-frequency adjustment of the levels that have one)."""
+    import numpy as np
+
+    level = np.full(p.n, -1, dtype=np.int8)
+    for k, lv in enumerate(comparison.levels):
+        todo = level < 0
+        if not todo.any():
+            break
+        hit = todo if lv.when is None else (todo & np.asarray(lv.when(p), dtype=bool))
+        level[hit] = k
+    weights = np.array([0.0 if lv.weight is None else getattr(w, lv.weight) for lv in comparison.levels])[level]
+    if tf is not None:
+        for k, lv in enumerate(comparison.levels):
+            if lv.tf:
+                hit = np.flatnonzero(level == k)
+                if len(hit):
+                    weights[hit] += tf.adjustment(lv.tf, p.c[lv.tf].values[hit])
+    return level, weights
+
+
+def score_pairs(core, inc, pairs, cfg: Any, links=None, tf: TermFrequencies | None = None):
+    """Per-field level and weight and the total for every candidate pair: columns ``<field>``
+    (weight), ``<field>_lv`` (level index into :data:`BY_FIELD` [field].levels), ``score``,
+    ``forename_ok`` and ``corroborated``."""
+    import numpy as np
+    import pandas as pd
+
+    c = core[_CORE_NEEDED].loc[pairs["ci"].values].reset_index(drop=True)
+    i = inc[_INC_NEEDED].loc[pairs["ii"].values].reset_index(drop=True)
+    s = pd.DataFrame({"ci": pairs["ci"].values, "ii": pairs["ii"].values})
+    p = Pairs(c, i, cfg, links)
+    for comp in COMPARISONS:
+        s[comp.field + "_lv"], s[comp.field] = evaluate(comp, p, cfg.weights, tf)
+    s["score"] = s[PARTS].sum(axis=1)
+    fcomp = BY_FIELD["forename"]
+    # corroboration that counts: a valid permanent UPN that agrees, with a compatible DOB and surname
+    # (or, for a changed surname, with the DOB and the very forename)
+    s["upn_strong"] = at(s, "upn", "valid, equal") & at(s, "dob", *DOB_COMPATIBLE) & \
+        (at(s, "surname", "exact", "part of double-barrel", "typo") | at(s, "forename", "exact"))
+    # a typed forename ("Bne", "Poul", "Jgll") is compatible only with that corroboration
+    s["forename_ok"] = np.array([lv.compatible for lv in fcomp.levels])[s["forename_lv"].values] | \
+        (at(s, "forename", "typed error") & s["upn_strong"].values)
+    s["forename_strong"] = at(s, "forename", *FORENAME_STRONG)
+    # a second, independent identifier beyond name + DOB: a namesake elsewhere has none
+    s["corroborated"] = at(s, "upn", "valid, equal", "equal, temporary") | at(s, "guid", "linked") | \
+        at(s, "postcode", "unit", "sector") | at(s, "address_line1", "equal") | at(s, "middle_names", "equal")
+    return s
+
+
+#: DOB levels consistent with the same child (typed day/month or one digit included)
+DOB_COMPATIBLE = ("exact", "day and month swapped", "one digit")
+#: forename levels that tell twins apart: the same name or one of its forms
+FORENAME_STRONG = ("exact", "nickname or middle name")
+
+
+def at(s, field: str, *labels: str):
+    """Pairs whose level for ``field`` is one of ``labels``."""
+    comp = BY_FIELD[field]
+    return s[field + "_lv"].isin([comp.level_of(lb) for lb in labels]).values
+
+
+def label_of(field: str, level: int) -> str:
+    return BY_FIELD[field].levels[level].label
+
+
+def per_distinct(a, b, fn):
+    """``fn(a, b)`` for each row of two string columns, computed once per distinct pair (names
+    and dates repeat a lot) and mapped back: the only Python loop of a comparison."""
+    import numpy as np
+    import pandas as pd
+
+    if not len(a):
+        return np.zeros(0, dtype=bool)
+    codes, _ = pd.factorize(a.astype(str) + "\x1f" + b.astype(str))
+    _, first = np.unique(codes, return_index=True)
+    ua, ub = a.to_numpy(dtype=object)[first], b.to_numpy(dtype=object)[first]
+    vals = np.fromiter((fn(x, y) for x, y in zip(ua, ub)), dtype=bool, count=len(first))
+    return vals[codes]
+
+
+def _jaro_winkler(a: str, b: str) -> float:
+    from rapidfuzz.distance import JaroWinkler
+
+    if not a or not b or a == b:
+        return 0.0
+    return JaroWinkler.normalized_similarity(a, b)
+
+
+def _typed(a: str, b: str) -> bool:
+    """A typed error: optimal string alignment distance 1 (a slip, a dropped or doubled key, a
+    transposition), or 2 when both names have at least 5 letters."""
+    from rapidfuzz.distance import OSA
+
+    if not a or not b or a == b:
+        return False
+    limit = 2 if min(len(a), len(b)) >= 5 else 1
+    return OSA.distance(a, b, score_cutoff=limit) <= limit
+
+
+def _one_digit(a: str, b: str) -> bool:
+    return bool(a) and bool(b) and len(a) == len(b) == 8 and a != b and sum(x != y for x, y in zip(a, b)) == 1
+
+
+_CORE_NEEDED = ["id", "upn", "upn_kind", "guid", "fn", "fn1", "mn", "sn", "sn_parts", "gender", "dob", "dob_s",
+                "pc", "pc_sector", "pc_district", "addr"]
+_INC_NEEDED = _CORE_NEEDED + ["base_id", "dob_swap"]

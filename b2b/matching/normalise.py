@@ -1,0 +1,131 @@
+"""Normalisation: the comparison columns both sides of a pair are read through.
+
+Names are folded to ASCII lower case (the same accent table as the SQL matching keys of
+migration 0010), postcodes to upper case without spaces, UPNs classified (valid permanent,
+valid temporary, invalid, missing), DOBs expanded to the forms blocking and comparisons use.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+CORE_COLUMNS = ["person_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob", "postcode",
+                "address_line1"]
+INCOMING_COLUMNS = ["incoming_id", "base_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob",
+                    "postcode", "address_line1"]
+
+# Common UK forms the nicknames package (US-centred) lacks: formal -> short forms.
+UK_DIMINUTIVES = {
+    "alfred": ["alfie", "alf"], "archibald": ["archie"], "albert": ["albie", "bertie", "bert"],
+    "frederick": ["freddie", "freddy", "fred"], "theodore": ["theo", "teddy", "ted"], "edward": ["teddy", "ted", "eddie", "ed"],
+    "henry": ["harry", "hal"], "ronald": ["ronnie", "ron"], "thomas": ["tommy", "tom"], "oliver": ["ollie", "olly"],
+    "charlotte": ["lottie", "charlie"], "eleanor": ["ellie", "nell", "nellie"], "elizabeth": ["beth", "libby", "lizzie", "eliza"],
+    "isabella": ["bella", "izzy", "issy"], "isabelle": ["bella", "izzy", "issy"], "matilda": ["tilly", "tillie"],
+    "harriet": ["hattie"], "florence": ["flo", "florrie"], "victoria": ["tori", "vicky"], "alexandra": ["lexi", "alex"],
+    "abigail": ["abbie", "abby"], "rebecca": ["becky", "becca"], "katherine": ["kate", "katie", "kat"],
+    "catherine": ["kate", "katie", "cat"], "margaret": ["maggie", "meg", "peggy"], "jessica": ["jess", "jessie"],
+    "amelia": ["millie", "milly"], "emily": ["em", "emmy", "millie"], "mohammed": ["mohammad", "muhammad", "mohamed"],
+    "joseph": ["joe", "joey"], "james": ["jamie", "jim", "jimmy"], "william": ["will", "billy", "liam"],
+    "samuel": ["sam", "sammy"], "benjamin": ["ben", "benji"], "daniel": ["dan", "danny"], "matthew": ["matt"],
+    "michael": ["mike", "mikey"], "robert": ["rob", "bob", "bobby"], "alexander": ["alex", "xander", "sandy"],
+    "charles": ["charlie", "chas"], "sophie": ["soph"], "sophia": ["sophie"], "georgina": ["georgie"],
+    "reuben": ["ruben"], "finley": ["finlay", "finn"],
+}
+
+
+# Accented letters folded to ASCII, the same table in Python and in SQL (``translate``), so
+# the DAG path's candidate query and the matcher normalise names identically.
+ACCENTS_FROM = "àáâãäåāăąçćčďèéêëēėęěğìíîïīįıłñńňòóôõöøōőŕřśšşťùúûüūůűųýÿžźż"
+ACCENTS_TO = "aaaaaaaaaccc" + "deeeeeeeegiiiiiiilnnnoooooooorrssstuuuuuuuuyyzzz"
+_FOLD = str.maketrans(ACCENTS_FROM, ACCENTS_TO)
+
+
+def _ascii_lower(s) -> str:
+    if s is None or (isinstance(s, float) and s != s):
+        return ""
+    return str(s).lower().translate(_FOLD).strip()
+
+
+def name_key(s) -> str:
+    """Letters only, lower case: "O'Brien-Smith" -> "obriensmith"."""
+    return re.sub(r"[^a-z]", "", _ascii_lower(s))
+
+
+def name_parts(s) -> list[str]:
+    return [p for p in re.split(r"[^a-z]+", _ascii_lower(s).replace("'", "")) if p]
+
+
+def postcode_key(s) -> str:
+    return re.sub(r"[^A-Z0-9]", "", str(s or "").upper())
+
+
+@lru_cache(maxsize=1)
+def _nick_namer():
+    from nicknames import NickNamer
+
+    return NickNamer()
+
+
+@lru_cache(maxsize=200_000)
+def forename_forms(name: str) -> frozenset[str]:
+    """The name, its canonical (formal) forms and its diminutives (nicknames + UK list)."""
+    if not name:
+        return frozenset()
+    nn = _nick_namer()
+    forms = {name} | set(nn.canonicals_of(name)) | set(nn.nicknames_of(name))
+    for formal, shorts in UK_DIMINUTIVES.items():
+        if name == formal or name in shorts:
+            forms |= {formal, *shorts}
+    return frozenset(f.lower() for f in forms)
+
+
+def _upn_kind(u: str) -> str:
+    """'valid', 'temp' (valid temporary UPN), 'invalid' or '' (missing)."""
+    from stdnum.gb import upn as upn_mod
+
+    if not u:
+        return ""
+    if not upn_mod.is_valid(u):
+        return "invalid"
+    return "temp" if u[-1].isalpha() else "valid"
+
+
+def _by_value(col, fn):
+    """``fn`` once per distinct value (names repeat a lot), mapped back onto the column."""
+    return col.map({v: fn(v) for v in col.unique()})
+
+
+def prepare(df, id_col: str):
+    """Normalised comparison columns (vectorised where pandas can)."""
+    import pandas as pd
+
+    out = pd.DataFrame({"id": df[id_col].astype(str).values})
+    for c in ("upn", "guid", "forename", "middle_names", "surname", "gender", "postcode", "address_line1"):
+        col = df[c] if c in df.columns else pd.Series([None] * len(df))
+        out[c] = col.where(col.notna(), "").astype(str).str.strip().values
+    if "base_id" in df.columns:
+        out["base_id"] = df["base_id"].where(df["base_id"].notna(), "").astype(str).values
+    out["upn"] = out["upn"].str.upper().str.replace(" ", "", regex=False)
+    kinds = {u: _upn_kind(u) for u in out["upn"].unique()}
+    out["upn_kind"] = out["upn"].map(kinds)
+    out["fn"] = _by_value(out["forename"], name_key)
+    out["fn1"] = out["fn"].str[:1]
+    out["mn"] = _by_value(out["middle_names"], lambda s: (name_parts(s) or [""])[0])
+    out["sn"] = _by_value(out["surname"], name_key)
+    out["sn1"] = out["sn"].str[:1]
+    out["sn_parts"] = _by_value(out["surname"], name_parts)
+    out["gender"] = out["gender"].str.upper().str[:1]
+    dob = pd.to_datetime(df["dob"] if "dob" in df.columns else None, errors="coerce").values
+    out["dob"] = pd.to_datetime(dob)
+    out["dob_s"] = out["dob"].dt.strftime("%Y%m%d").fillna("")
+    out["year"] = out["dob"].dt.year.fillna(0).astype(int)
+    swapped = [(f"{s[:4]}{s[6:8]}{s[4:6]}" if s and s[4:6] != s[6:8] and int(s[6:8]) <= 12 else "")
+               for s in out["dob_s"]]
+    out["dob_swap"] = swapped
+    out["pc"] = _by_value(out["postcode"], postcode_key)
+    out["pc_sector"] = [p[:-2] if len(p) >= 5 else "" for p in out["pc"]]
+    out["pc_district"] = [p[:-3] if len(p) >= 5 else "" for p in out["pc"]]
+    out["addr"] = _by_value(out["address_line1"], lambda s: re.sub(r"[^a-z0-9]", "", _ascii_lower(s)))
+    return out
+
+

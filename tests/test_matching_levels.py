@@ -1,0 +1,121 @@
+"""Comparisons as labelled levels (issue 13 part 5): every field's level and weight in the
+explanation, the one "same value" rule for differing fields, and the legacy rule's frame."""
+import json
+
+import pandas as pd
+from stdnum.gb.upn import calc_check_digit
+
+from b2b.blocks import COMPARED_BY_NAME
+from b2b.matching import COMPARISONS, CORE_COLUMNS, INCOMING_COLUMNS, PARTS, Weights, legacy_match, match
+from b2b.matching.decide import FRAME_COMPARED
+
+UPN_A = calc_check_digit("886200124001") + "886200124001"
+
+
+def la(pid, forename, surname, dob, **kw):
+    row = dict(person_id=pid, upn=None, guid=None, forename=forename, middle_names=None, surname=surname,
+               gender="F", dob=dob, postcode="CT1 2AB", address_line1="1 Green Road")
+    return row | kw
+
+
+def school(iid, forename, surname, dob, **kw):
+    row = dict(incoming_id=iid, base_id="8862001", upn=None, guid=f"g-{iid}", forename=forename, middle_names=None,
+               surname=surname, gender="F", dob=dob, postcode="CT1 2AB", address_line1="1 Green Road")
+    return row | kw
+
+
+def run(core, inc, fn=match):
+    out = fn(pd.DataFrame(core, columns=CORE_COLUMNS), pd.DataFrame(inc, columns=INCOMING_COLUMNS))
+    return {r["incoming_id"]: r for r in out.to_dict("records")}
+
+
+def test_every_comparison_is_a_level_list_from_missing_to_a_catch_all():
+    names = set(Weights.names())
+    for comp in COMPARISONS:
+        assert comp.levels[-1].when is None, comp.field          # the last level takes every other pair
+        assert all(lv.when is not None for lv in comp.levels[:-1]), comp.field
+        assert len(set(comp.labels)) == len(comp.labels), comp.field
+        assert all(lv.weight is None or lv.weight in names for lv in comp.levels)
+    assert PARTS == [c.field for c in COMPARISONS]
+
+
+def test_explanation_records_each_fields_level_and_weight_including_missing_and_initial_only():
+    core = [la("P1", "Amelia", "Jones", "2016-03-04", upn=UPN_A, middle_names="Rose")]
+    inc = [school("s1", "Anna", "Jones", "2016-03-04", upn=UPN_A, postcode=None)]
+    e = json.loads(run(core, inc)["s1"]["explanation"])
+    f = e["fields"]
+    assert set(f) == set(PARTS)
+    assert f["forename"] == {"level": "initial only", "weight": Weights().forename_initial}
+    assert f["postcode"] == {"level": "missing", "weight": 0.0}
+    assert f["middle_names"] == {"level": "missing", "weight": 0.0}
+    assert f["upn"] == {"level": "valid, equal", "weight": Weights().upn_agree}
+    assert f["dob"]["level"] == "exact" and f["surname"]["level"] == "exact"
+    assert e["score"] == round(sum(v["weight"] for v in f.values()), 2)
+
+
+def test_differing_fields_use_the_registrys_same_value_rule():
+    # "JONES" = "Jones" and "ct12ab" = "CT1 2AB" under b2b.blocks.same_value: no conflict
+    core = [la("P1", "Amelia", "JONES", "2016-03-04", upn=UPN_A, postcode="ct12ab")]
+    r = run(core, [school("s1", "Amelia", "Jones", "2016-03-04", upn=UPN_A)])["s1"]
+    assert (r["status"], r["conflicting_fields"]) == ("matched", "")
+    # a different gender code is a difference the conflicts stage records too
+    r = run([la("P1", "Amelia", "Jones", "2016-03-04", upn=UPN_A, gender="M")],
+            [school("s1", "Amelia", "Jones", "2016-03-04", upn=UPN_A)])["s1"]
+    assert (r["status"], r["conflicting_fields"]) == ("matched_with_conflicts", "gender")
+
+
+def test_differing_fields_are_registry_compared_fields():
+    assert all(f in COMPARED_BY_NAME for f in FRAME_COMPARED)
+
+
+def test_legacy_rule_returns_the_same_frame_as_ours():
+    core = [la("P1", "Amelia", "Jones", "2016-03-04", upn=UPN_A)]
+    inc = [school("s1", "Amelia", "Jones", "2016-03-04", upn=UPN_A), school("s2", "Zoe", "Brown", "2015-01-01")]
+    ours, legacy = run(core, inc), run(core, inc, legacy_match)
+    assert set(ours["s1"]) == set(legacy["s1"])
+    assert json.loads(legacy["s1"]["explanation"]) == {"legacy_rule": "upn_3_of_4"}
+    assert (legacy["s2"]["status"], legacy["s2"]["explanation"]) == ("unmatched", "{}")
+
+
+def test_train_reports_learned_weights_bounded_by_the_hand_weights(tmp_path):
+    """``b2b match --train``: EM over the blocked pairs, every weighted level reported, each learned
+    weight within [0.5, 1.5] x its hand weight; the file it writes loads as the matcher's weights."""
+    import csv
+    import subprocess
+    import sys
+
+    from b2b.matching.train import load_weights
+
+    names = ["Amelia", "Oscar", "Isla", "Noah", "Freya", "Leo", "Ruby", "Jack", "Evie", "Harry"]
+    surnames = ["Jones", "Hill", "Patel", "Smith", "Brown", "Khan", "Wood", "Reed"]
+    core, inc = [], []
+    for k in range(80):
+        body = f"8862001{k:05d}"
+        u = calc_check_digit(body) + body
+        fn, sn = names[k % 10], surnames[k % 8]
+        dob = f"201{k % 8}-0{k % 9 + 1}-1{k % 10}"
+        core.append(la(f"P{k}", fn, sn, dob, upn=u))
+        inc.append(school(f"s{k}", fn if k % 7 else fn + "a", sn, dob, upn=u if k % 5 else None))
+    for path, rows, cols in ((tmp_path / "core.csv", core, CORE_COLUMNS), (tmp_path / "inc.csv", inc, INCOMING_COLUMNS)):
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, cols)
+            w.writeheader()
+            w.writerows(rows)
+    res = subprocess.run([sys.executable, "-m", "b2b.cli", "match", "--train", "--core", str(tmp_path / "core.csv"),
+                          "--incoming", str(tmp_path / "inc.csv"), "--weights-out", str(tmp_path / "w.json")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "learned" in res.stdout and "valid, equal" in res.stdout
+    learned, hand = json.loads((tmp_path / "w.json").read_text())["weights"], Weights()
+    for name, v in learned.items():
+        h = getattr(hand, name)
+        assert min(0.5 * h, 1.5 * h) <= v <= max(0.5 * h, 1.5 * h), name
+    assert load_weights(tmp_path / "w.json").upn_agree == learned["upn_agree"]
+
+
+def test_the_matcher_ships_with_the_reviewed_weights_file():
+    from b2b.matching import MatchConfig
+    from b2b.matching.train import WEIGHTS_FILE, load_weights
+
+    assert WEIGHTS_FILE.exists()
+    assert MatchConfig().weights == load_weights(WEIGHTS_FILE)
