@@ -37,7 +37,7 @@ def run_window(conn, world, data_filter: str, start, end, settings, report_dir) 
     from b2b.reconcile import contacts
 
     totals: dict = {s: {"seconds": 0.0, "rows": 0} for s in STAGES}
-    blocks = skipped = 0
+    blocks = skipped = unchanged = 0
     t = time.perf_counter()
     rendered = {base.dfe: prerender(world, base, data_filter, start, end) for base in world.config.bases}
     fetch_s = time.perf_counter() - t
@@ -66,11 +66,13 @@ def run_window(conn, world, data_filter: str, start, end, settings, report_dir) 
                 file_ids += out.file_ids
                 out = out.counts()
             totals[stage]["rows"] += int(out.get(ROWS[stage], 0) or 0)
+            if stage == "contacts" and out.get("unchanged"):
+                unchanged += 1
             if stage == "hash_filter":
                 blocks += out["blocks"]
                 skipped += out["skipped_by_cache"]
     copy_s, copy_rows = copy_floor(conn, file_ids)
-    totals["_cache"] = {"blocks": blocks, "skipped": skipped}
+    totals["_cache"] = {"blocks": blocks, "skipped": skipped, "contacts_unchanged": unchanged}
     totals["_floor"] = {"parse_s": parse_floor(all_messages), "copy_s": copy_s, "copy_rows": copy_rows,
                         "bytes": sum(len(m.content) for m in all_messages), "fetch_s": fetch_s,
                         "runs": len(world.config.bases)}
@@ -100,7 +102,8 @@ def report(label: str, totals: dict) -> dict:
               f"{1000 * v['seconds'] / runs:7.1f} ms/run {times}")
     c = totals["_cache"]
     print(f"  hash cache: {c['skipped']} of {c['blocks']} blocks skipped "
-          f"({100 * c['skipped'] / max(c['blocks'], 1):.1f}%)")
+          f"({100 * c['skipped'] / max(c['blocks'], 1):.1f}%); contacts rebuild skipped (no new student/contacts "
+          f"data) in {c['contacts_unchanged']} of {runs} runs")
     return {"total_s": total, "runs": runs, **{s: totals[s] for s in STAGES}, "floor": f, "cache": c}
 
 
