@@ -19,6 +19,7 @@ imported by operators at run time only, never while Airflow parses DAG files.
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import logging
@@ -191,6 +192,8 @@ def _none_if_nan(v):
 # Only values GX has not yet judged go to GX, all expectations of a run in ONE batch on ONE
 # context; a run whose values are all known makes no GX call at all. The anomalies are
 # exactly those of one GX pass over every row (tests/test_validation.py holds that).
+# The validate stage also keeps the verdicts in ``ops.gx_verdict`` (digests only, no values):
+# a new task process (each Airflow task is one) then imports GX only for values never judged.
 ROW_WISE = frozenset({"expect_column_values_to_not_be_null", "expect_column_values_to_be_in_set",
                       "expect_column_values_to_match_regex", "expect_column_values_to_be_between",
                       "expect_column_values_to_not_match_regex", "expect_column_values_to_not_be_in_set",
@@ -206,6 +209,61 @@ _verdict_count = 0
 
 def _expectation_key(block_type: str, e: dict) -> str:
     return block_type + ":" + json.dumps({k: e[k] for k in ("type", "kwargs")}, sort_keys=True, default=str)
+
+
+@cache
+def _expectation_digest(key: str) -> str:
+    from importlib.metadata import version
+
+    return hashlib.sha256(f"{version('great_expectations')}|{key}".encode()).hexdigest()[:32]
+
+
+def _value_digest(vk) -> str:
+    return hashlib.sha256(repr(vk).encode()).hexdigest()[:32]
+
+
+VERDICT_KEEP_DAYS = 35
+
+
+def _stored_verdicts(conn, pending: list) -> list:
+    """Fill the process memo from ``ops.gx_verdict``; return what is still unjudged."""
+    eds, vds, where = [], [], []
+    for i, (_bt, key, _e, vals) in enumerate(pending):
+        ed = _expectation_digest(key)
+        for j, (vk, _v) in enumerate(vals):
+            eds.append(ed)
+            vds.append(_value_digest(vk))
+            where.append((i, j))
+    found = {(r[0], r[1]): r[2] for r in conn.execute(
+        """SELECT v.expectation, v.value_key, v.failed
+             FROM ops.gx_verdict v JOIN unnest(%s::text[], %s::text[]) AS x(e, k)
+               ON v.expectation = x.e AND v.value_key = x.k""", (eds, vds))}
+    if not found:
+        return pending
+    rest: dict[int, list] = {}
+    for (i, j), ed, vd in zip(where, eds, vds, strict=True):
+        _bt, key, _e, vals = pending[i]
+        if (ed, vd) in found:
+            _verdicts.setdefault(key, {})[vals[j][0]] = found[(ed, vd)]
+        else:
+            rest.setdefault(i, []).append(vals[j])
+    return [(bt, key, e, rest[i]) for i, (bt, key, e, _vals) in enumerate(pending) if i in rest]
+
+
+def _store_verdicts(conn, judged: list) -> None:
+    """Keep GX's new verdicts (digests only); prune those unused for VERDICT_KEEP_DAYS."""
+    eds, vds, failed = [], [], []
+    for _bt, key, _e, vals in judged:
+        ed = _expectation_digest(key)
+        memo = _verdicts[key]
+        for vk, _v in vals:
+            eds.append(ed)
+            vds.append(_value_digest(vk))
+            failed.append(memo[vk])
+    conn.execute("""INSERT INTO ops.gx_verdict (expectation, value_key, failed)
+                    SELECT * FROM unnest(%s::text[], %s::text[], %s::boolean[])
+                    ON CONFLICT (expectation, value_key) DO UPDATE SET seen = current_date""", (eds, vds, failed))
+    conn.execute("DELETE FROM ops.gx_verdict WHERE seen < current_date - %s", (VERDICT_KEEP_DAYS,))
 
 
 def _value_key(etype: str, v):
@@ -281,11 +339,12 @@ def _gx_judge(pending: list[tuple[str, str, dict, list]]) -> None:
 
 
 def validate_blocks(blocks: Iterable[dict], *, run_label: str, report_dir: Path | None = None,
-                    as_of: date | None = None) -> ValidationResult:
+                    as_of: date | None = None, verdicts=None) -> ValidationResult:
     """Validate blocks (dicts with file_id, ordinal, base_id, block_type, student_guid, content).
 
     Returns anomalies, the blocks made invalid by error-severity failures, files to
     suspend for structural problems, and the path of an HTML report (no personal values).
+    ``verdicts``: a connection whose ``ops.gx_verdict`` keeps GX's verdicts across processes.
     """
     as_of = as_of or datetime.now(UTC).date()
     result = ValidationResult()
@@ -320,8 +379,12 @@ def validate_blocks(blocks: Iterable[dict], *, run_label: str, report_dir: Path 
                     novel[vk] = v
             if novel:
                 pending.append((bt, key, e, list(novel.items())))
+    if pending and verdicts is not None:
+        pending = _stored_verdicts(verdicts, pending)
     if pending:
         _gx_judge(pending)
+        if verdicts is not None:
+            _store_verdicts(verdicts, pending)
     for bt, (suite, columns, owner) in frames.items():
         _collect(bt, by_type[bt], suite, columns, owner, result)
     if report_dir is not None:
@@ -413,7 +476,8 @@ def validate(conn, ctx: RunContext, report_dir) -> dict:
         missing = _missing_core(conn, ctx, files)
         blocks = [b for b in blocks if b["file_id"] not in missing]
         label = f"{ctx.dag_id}__{ctx.window_end:%Y%m%dT%H%M%S}"
-        result = validate_blocks(blocks, run_label=label, report_dir=Path(report_dir), as_of=ctx.window_end.date())
+        result = validate_blocks(blocks, run_label=label, report_dir=Path(report_dir), as_of=ctx.window_end.date(),
+                                 verdicts=conn)
         result.suspended.update(missing)
         for file_id, reason in sorted(result.suspended.items()):
             conn.execute("UPDATE raw.inbound_file SET status = 'suspense', error = %s WHERE file_id = %s",
