@@ -7,6 +7,8 @@ and when Airflow parses for a single DAG (a task run) only that DAG is built.
 from airflow.sdk import get_parsing_context
 
 from b2b.config.catalogue import load_catalogue
+from b2b.config.dag_files import enabled as split_into_files
 from b2b_operators.factory import build_dags
 
-globals().update(build_dags(load_catalogue(validate=False), only_dag_id=get_parsing_context().dag_id))
+if not split_into_files():  # else dags/b2b_catalogue/ holds them, by bucket of bases (b2b/config/dag_files.py)
+    globals().update(build_dags(load_catalogue(validate=False), only_dag_id=get_parsing_context().dag_id))

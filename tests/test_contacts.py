@@ -190,3 +190,42 @@ def test_rerun_of_a_contacts_run_leaves_identical_tables(db):
     assert before == after
     assert again == first and first["created"] == 2  # the window's own counts, whichever attempt reports them
     assert sorted(r[2] for r in before[2] if r[1] == "C1") == ["g-1", "g-2"]  # one account, two students
+
+
+def _attendance_only(db, day: int, guids):
+    """A run that brings only attendance (no student or contacts block), through the chain to contacts."""
+    c = ctx(DAY1 + timedelta(days=day))
+    store_messages(db, c, [page("attendance", [(g, {"academic_year": 2026, "marks": "//" * day}) for g in guids])])
+    chain.hash_filter(db, c, LEGACY)
+    chain.validate(db, c, REPORTS)
+    chain.load(db, c)
+    return contacts.sync(db, c)
+
+
+def test_a_run_without_student_or_contacts_data_leaves_contacts_as_they_are_without_a_rebuild(db):
+    data = {"g-1": [contact("C1"), contact("C2", forename=None)], "g-2": [contact("C1"), contact("C3")]}
+    first = sync(db, data)
+    before = (accounts(db), rejected(db), db.execute("SELECT * FROM core.contact_link ORDER BY 1, 2, 3").fetchall())
+    out = _attendance_only(db, 1, ["g-1", "g-2"])
+    after = (accounts(db), rejected(db), db.execute("SELECT * FROM core.contact_link ORDER BY 1, 2, 3").fetchall())
+    assert before == after
+    assert out["unchanged"] is True and out["created"] == 0
+    assert out["candidates"] == first["candidates"] and out["rejected"] == first["rejected"] == 1
+    # the next run with contacts data rebuilds again
+    data["g-2"] = [contact("C1"), contact("C3", forename="Cy")]
+    again = sync(db, data, day=2)
+    assert "unchanged" not in again and accounts(db)["C3"]["forename"] == "Cy"
+
+
+def test_contacts_of_a_run_that_stopped_before_the_contacts_stage_are_applied_by_the_next_run(db):
+    sync(db, {"g-1": [contact("C1")]})
+    # day 1: a new contact arrives and is loaded, but that run never reaches the contacts stage
+    c = ctx(DAY1 + timedelta(days=1))
+    store_messages(db, c, [page("contacts", [("g-1", {"contacts": [contact("C1"), contact("C4")]})])])
+    chain.hash_filter(db, c, LEGACY)
+    chain.validate(db, c, REPORTS)
+    chain.load(db, c)
+    assert "C4" not in accounts(db)
+    # day 2 brings only attendance: the contacts stage still sees day 1's data
+    out = _attendance_only(db, 2, ["g-1"])
+    assert "unchanged" not in out and accounts(db)["C4"]["active"] is True

@@ -123,3 +123,29 @@ def test_report_lists_rules_without_values(tmp_path):
     text = r.report_path.read_text()
     assert r.report_path.parent == tmp_path and r.report_path.suffix == ".html"
     assert "upn_check_letter" in text and "A886200326001" not in text and "Zanzibar" not in text
+
+
+def test_verdicts_kept_in_the_database_spare_a_new_process_the_gx_call(db, monkeypatch):
+    from b2b.ingest import validation
+
+    blocks = [blk("student", GOOD, 1), blk("student", dict(GOOD, upn="A886200326001", gender="X"), 2, guid="g2"),
+              blk("address", {"street": "High St", "postcode": "ct1 2ab"}, 3, guid="g2")]
+    validation._verdicts.clear()
+    first = validate_blocks(blocks, run_label="t", as_of=AS_OF, verdicts=db)
+    assert db.execute("SELECT count(*) FROM ops.gx_verdict").fetchone()[0] > 0
+    # no value is stored, only digests
+    assert not db.execute("""SELECT 1 FROM ops.gx_verdict WHERE value_key LIKE '%%CT1%%' OR value_key LIKE '%%886%%'
+                              OR length(value_key) <> 32""").fetchall()
+
+    validation._verdicts.clear()  # a new task process
+
+    def no_gx(pending):
+        raise AssertionError(f"GX asked about {[(p[0], p[2]['kwargs']['column']) for p in pending]}")
+
+    monkeypatch.setattr(validation, "_gx_judge", no_gx)
+    again = validate_blocks(blocks, run_label="t", as_of=AS_OF, verdicts=db)
+    assert rules(again) == rules(first) and again.invalid_blocks == first.invalid_blocks == {(1, 2), (1, 3)}
+    # a value never judged still goes to GX
+    with pytest.raises(AssertionError, match="postcode"):
+        validate_blocks([blk("address", {"street": "High St", "postcode": "ZZ9 9ZZ"})], run_label="t", as_of=AS_OF,
+                        verdicts=db)

@@ -92,6 +92,7 @@ class ParsedMessage:
     rejected: list[RejectedPupil] = field(default_factory=list)
 
 
+@lru_cache(maxsize=4096)  # a small vocabulary of tags, converted on every element (issue 15)
 def xml_key(tag: str) -> str:
     """``MiddleNames`` -> ``middle_names``; ``UPN`` -> ``upn``."""
     if tag in SPECIAL_NAMES:
@@ -119,15 +120,11 @@ def _typed(key: str, text: str | None):
 
 def _convert(el):
     """An XML element to canonical JSON-able data (recursive, small subtrees only)."""
-    children = list(el)
     if el.tag in LIST_CONTAINERS:  # an empty container is an empty list, not a missing value
-        return [_convert(c) for c in children]
-    if not children:
+        return [_convert(c) for c in el]
+    if not len(el):  # (no list of children built: this runs on every element)
         return _typed(xml_key(el.tag), el.text)
-    out = {}
-    for c in children:
-        out[xml_key(c.tag)] = _convert(c)
-    return out
+    return {xml_key(c.tag): _convert(c) for c in el}
 
 
 def _block_content(el) -> dict:

@@ -19,6 +19,7 @@ imported by operators at run time only, never while Airflow parses DAG files.
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import logging
@@ -150,36 +151,135 @@ def _is_date(v) -> bool | None:
     return True
 
 
-def _frame(block_type: str, blocks: Sequence[dict], suite: dict, as_of: date):
-    """(DataFrame, row -> block index) for one block type."""
-    import pandas as pd
+def _frame(block_type: str, blocks: Sequence[dict], suite: dict, as_of: date) -> tuple[dict[str, list], list[int]]:
+    """(columns -> values, row -> block index) for one block type: one row per block or per list item."""
     from stdnum.gb import upn as upn_mod
 
     cols = suite["columns"]
     rows_of = suite["rows"]
-    records, owner = [], []
+    records: list[tuple] = []
+    owner: list[int] = []
+    attendance = block_type == "attendance"
     for bi, b in enumerate(blocks):
         c = b["content"]
         items = [c] if rows_of == "block" else c.get(rows_of, [])
         for item in items:
-            rec = {k: item.get(k) for k in cols}
-            if block_type == "attendance":
-                rec["change_codes"] = "".join(str(ch.get("code") or "") for ch in c.get("changes", [])) \
-                    if "changes" in c else None
+            rec = tuple(item.get(k) for k in cols)
+            if attendance:  # the suite's derived column: the codes of the day's changes, in one string
+                rec = tuple(("".join(str(ch.get("code") or "") for ch in c.get("changes", []))
+                             if "changes" in c else None) if k == "change_codes" else v
+                            for k, v in zip(cols, rec, strict=True))
             records.append(rec)
             owner.append(bi)
-    df = pd.DataFrame.from_records(records, columns=cols) if records else pd.DataFrame(columns=cols)
-    df = df.astype(object).where(df.notna(), None)
-    if block_type == "student" and len(df):
-        df["upn_check_ok"] = [None if u in (None, "") else upn_mod.is_valid(str(u)) for u in df["upn"]]
-        df["dob_age"] = [_age(d, as_of) for d in df["dob"]]
-        df["start_date_ok"] = [_is_date(v) for v in df["start_date"]]
-    df["_row"] = range(len(df))
-    return df, owner
+    columns: dict[str, list] = {k: [_none_if_nan(r[i]) for r in records] for i, k in enumerate(cols)}
+    if block_type == "student" and records:
+        columns["upn_check_ok"] = [None if u in (None, "") else upn_mod.is_valid(str(u)) for u in columns["upn"]]
+        columns["dob_age"] = [_age(d, as_of) for d in columns["dob"]]
+        columns["start_date_ok"] = [_is_date(v) for v in columns["start_date"]]
+    return columns, owner
+
+
+def _none_if_nan(v):
+    """pandas' notion of a missing value, as the DataFrame path had it: NaN is None."""
+    return None if isinstance(v, float) and v != v else v
 
 
 # ------------------------------------------------------------------ GX
-def _gx_context():
+# Every expectation in the suites is a column map expectation: its verdict on a row depends
+# on that row's value only. So a run's rows are not each sent to GX: each expectation's
+# *distinct* values are, and GX's verdict on a value is remembered for the life of the
+# process (keyed by the expectation's full configuration, so an edited suite starts afresh).
+# Only values GX has not yet judged go to GX, all expectations of a run in ONE batch on ONE
+# context; a run whose values are all known makes no GX call at all. The anomalies are
+# exactly those of one GX pass over every row (tests/test_validation.py holds that).
+# The validate stage also keeps the verdicts in ``ops.gx_verdict`` (digests only, no values):
+# a new task process (each Airflow task is one) then imports GX only for values never judged.
+ROW_WISE = frozenset({"expect_column_values_to_not_be_null", "expect_column_values_to_be_in_set",
+                      "expect_column_values_to_match_regex", "expect_column_values_to_be_between",
+                      "expect_column_values_to_not_match_regex", "expect_column_values_to_not_be_in_set",
+                      "expect_column_values_to_be_null"})
+# expectations whose verdict depends only on whether the value is missing (after the None
+# normalisation above): one representative of each class is enough
+NULLNESS = frozenset({"expect_column_values_to_not_be_null", "expect_column_values_to_be_null"})
+VERDICT_CACHE_MAX = 1_000_000  # remembered values per process, all expectations together
+
+_verdicts: dict[str, dict] = {}  # expectation key -> {value key: failed}
+_verdict_count = 0
+
+
+def _expectation_key(block_type: str, e: dict) -> str:
+    return block_type + ":" + json.dumps({k: e[k] for k in ("type", "kwargs")}, sort_keys=True, default=str)
+
+
+@cache
+def _expectation_digest(key: str) -> str:
+    from importlib.metadata import version
+
+    return hashlib.sha256(f"{version('great_expectations')}|{key}".encode()).hexdigest()[:32]
+
+
+def _value_digest(vk) -> str:
+    return hashlib.sha256(repr(vk).encode()).hexdigest()[:32]
+
+
+VERDICT_KEEP_DAYS = 35
+
+
+def _stored_verdicts(conn, pending: list) -> list:
+    """Fill the process memo from ``ops.gx_verdict``; return what is still unjudged."""
+    eds, vds, where = [], [], []
+    for i, (_bt, key, _e, vals) in enumerate(pending):
+        ed = _expectation_digest(key)
+        for j, (vk, _v) in enumerate(vals):
+            eds.append(ed)
+            vds.append(_value_digest(vk))
+            where.append((i, j))
+    found = {(r[0], r[1]): r[2] for r in conn.execute(
+        """SELECT v.expectation, v.value_key, v.failed
+             FROM ops.gx_verdict v JOIN unnest(%s::text[], %s::text[]) AS x(e, k)
+               ON v.expectation = x.e AND v.value_key = x.k""", (eds, vds))}
+    if not found:
+        return pending
+    rest: dict[int, list] = {}
+    for (i, j), ed, vd in zip(where, eds, vds, strict=True):
+        _bt, key, _e, vals = pending[i]
+        if (ed, vd) in found:
+            _verdicts.setdefault(key, {})[vals[j][0]] = found[(ed, vd)]
+        else:
+            rest.setdefault(i, []).append(vals[j])
+    return [(bt, key, e, rest[i]) for i, (bt, key, e, _vals) in enumerate(pending) if i in rest]
+
+
+def _store_verdicts(conn, judged: list) -> None:
+    """Keep GX's new verdicts (digests only); prune those unused for VERDICT_KEEP_DAYS."""
+    eds, vds, failed = [], [], []
+    for _bt, key, _e, vals in judged:
+        ed = _expectation_digest(key)
+        memo = _verdicts[key]
+        for vk, _v in vals:
+            eds.append(ed)
+            vds.append(_value_digest(vk))
+            failed.append(memo[vk])
+    conn.execute("""INSERT INTO ops.gx_verdict (expectation, value_key, failed)
+                    SELECT * FROM unnest(%s::text[], %s::text[], %s::boolean[])
+                    ON CONFLICT (expectation, value_key) DO UPDATE SET seen = current_date""", (eds, vds, failed))
+    conn.execute("DELETE FROM ops.gx_verdict WHERE seen < current_date - %s", (VERDICT_KEEP_DAYS,))
+
+
+def _value_key(etype: str, v):
+    """How GX's verdict on ``v`` is remembered: by type and value (so 1, True and '1' differ)."""
+    if etype in NULLNESS:
+        return v is None
+    try:
+        hash(v)
+        return (type(v).__name__, v)
+    except TypeError:  # a list or object where a scalar belongs: judged by its JSON form
+        return ("json", json.dumps(v, sort_keys=True, default=str))
+
+
+@cache
+def _gx():
+    """One ephemeral GX context per process, with one pandas batch definition reused by every run."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
@@ -188,28 +288,63 @@ def _gx_context():
         ProgressBarsConfig,
     )
 
-    # in memory, no temporary docs site per run (our own HTML report is written instead), no progress bars
+    # in memory, no temporary docs site (our own HTML report is written instead), no progress bars
     config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
                                progress_bars=ProgressBarsConfig(globally=False))
-    return gx.get_context(mode="ephemeral", project_config=config)
+    ctx = gx.get_context(mode="ephemeral", project_config=config)
+    return ctx.data_sources.add_pandas("b2b_blocks").add_dataframe_asset("values") \
+        .add_batch_definition_whole_dataframe("novel")
 
 
-def _gx_suite(suite: dict):
+def _gx_judge(pending: list[tuple[str, str, dict, list]]) -> None:
+    """Ask GX, in one batch, about values not judged yet; remember each verdict.
+
+    ``pending``: (block_type, expectation key, expectation, [(value key, value), ...]).
+    """
+    global _verdict_count
     import great_expectations as gx
+    import pandas as pd
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
-    s = gx.ExpectationSuite(name=suite["name"])
-    for e in suite["expectations"]:
-        s.add_expectation_configuration(ExpectationConfiguration(type=e["type"], kwargs=e["kwargs"], meta=e["meta"]))
-    return s
+    length = max(len(vals) for *_, vals in pending)
+    data: dict[str, list] = {}
+    suite = gx.ExpectationSuite(name="b2b_novel_values")
+    for i, (_bt, _key, e, vals) in enumerate(pending):
+        col = f"e{i}"
+        # padded with its own first value: a repeated value gets the same verdict
+        data[col] = [v for _, v in vals] + [vals[0][1]] * (length - len(vals))
+        suite.add_expectation_configuration(ExpectationConfiguration(
+            type=e["type"], kwargs=dict(e["kwargs"], column=col), meta={"i": i}))
+    df = pd.DataFrame(data, dtype=object)
+    df["_row"] = range(length)
+    res = _gx().get_batch(batch_parameters={"dataframe": df}).validate(
+        suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]})
+    failed: dict[int, set[int]] = {}
+    for er in res.results:
+        cfg = er.expectation_config
+        bt, _key, e, _vals = pending[cfg.meta["i"]]
+        if er.exception_info and er.exception_info.get("raised_exception"):
+            raise StructuralError(f"suite {load_suite(bt)['name']}: {cfg.type} on {e['kwargs']['column']} raised "
+                                  f"{er.exception_info.get('exception_message')}")
+        failed[cfg.meta["i"]] = {int(r["_row"]) for r in (er.result.get("unexpected_index_list") or [])}
+    if _verdict_count > VERDICT_CACHE_MAX:
+        _verdicts.clear()
+        _verdict_count = 0
+    for i, (_bt, key, _e, vals) in enumerate(pending):
+        memo = _verdicts.setdefault(key, {})
+        bad = failed[i]
+        for r, (vk, _v) in enumerate(vals):
+            memo[vk] = r in bad
+        _verdict_count += len(vals)
 
 
 def validate_blocks(blocks: Iterable[dict], *, run_label: str, report_dir: Path | None = None,
-                    as_of: date | None = None) -> ValidationResult:
+                    as_of: date | None = None, verdicts=None) -> ValidationResult:
     """Validate blocks (dicts with file_id, ordinal, base_id, block_type, student_guid, content).
 
     Returns anomalies, the blocks made invalid by error-severity failures, files to
     suspend for structural problems, and the path of an HTML report (no personal values).
+    ``verdicts``: a connection whose ``ops.gx_verdict`` keeps GX's verdicts across processes.
     """
     as_of = as_of or datetime.now(UTC).date()
     result = ValidationResult()
@@ -223,40 +358,55 @@ def validate_blocks(blocks: Iterable[dict], *, run_label: str, report_dir: Path 
         if b["file_id"] not in result.suspended:
             by_type.setdefault(b["block_type"], []).append(b)
     result.checked = sum(len(v) for v in by_type.values())
-    if by_type:
-        ctx = _gx_context()
-        ds = ctx.data_sources.add_pandas("b2b_blocks")
-        for bt in sorted(by_type):
-            _validate_type(ds, bt, by_type[bt], as_of, result)
+    frames = {}
+    pending = []
+    for bt in sorted(by_type):
+        suite = load_suite(bt)
+        columns, owner = _frame(bt, by_type[bt], suite, as_of)
+        if not owner:
+            continue
+        frames[bt] = (suite, columns, owner)
+        for e in suite["expectations"]:
+            if e["type"] not in ROW_WISE:
+                raise StructuralError(f"suite {suite['name']}: {e['type']} is not a column map expectation "
+                                      "(the suites may use only row-wise expectations)")
+            key = _expectation_key(bt, e)
+            memo = _verdicts.get(key, {})
+            novel = {}
+            for v in columns[e["kwargs"]["column"]]:
+                vk = _value_key(e["type"], v)
+                if vk not in memo and vk not in novel:
+                    novel[vk] = v
+            if novel:
+                pending.append((bt, key, e, list(novel.items())))
+    if pending and verdicts is not None:
+        pending = _stored_verdicts(verdicts, pending)
+    if pending:
+        _gx_judge(pending)
+        if verdicts is not None:
+            _store_verdicts(verdicts, pending)
+    for bt, (suite, columns, owner) in frames.items():
+        _collect(bt, by_type[bt], suite, columns, owner, result)
     if report_dir is not None:
         result.report_path = write_report(result, run_label, Path(report_dir))
     return result
 
 
-def _validate_type(ds, block_type: str, blocks: list[dict], as_of: date, result: ValidationResult) -> None:
-    suite = load_suite(block_type)
-    df, owner = _frame(block_type, blocks, suite, as_of)
-    if not len(df):
-        return
-    batch = ds.add_dataframe_asset(block_type).add_batch_definition_whole_dataframe("run") \
-        .get_batch(batch_parameters={"dataframe": df})
-    res = batch.validate(_gx_suite(suite), result_format={"result_format": "COMPLETE",
-                                                          "unexpected_index_column_names": ["_row"]})
-    for er in res.results:
-        cfg = er.expectation_config
-        meta = cfg.meta or {}
-        column = cfg.kwargs["column"]
-        if er.exception_info and er.exception_info.get("raised_exception"):
-            raise StructuralError(f"suite {suite['name']}: {cfg.type} on {column} raised "
-                                  f"{er.exception_info.get('exception_message')}")
-        failed_rows = [int(i["_row"]) for i in (er.result.get("unexpected_index_list") or [])]
-        result.outcomes.append(ExpectationOutcome(block_type, cfg.type, column, meta["rule"], meta["severity"],
-                                                  len(df), len(failed_rows)))
-        field_col = meta["field"] if meta["field"] in df.columns else column
+def _collect(block_type: str, blocks: list[dict], suite: dict, columns: dict[str, list], owner: list[int],
+             result: ValidationResult) -> None:
+    """Anomalies and invalid blocks of one block type, from GX's verdicts on its values."""
+    for e in suite["expectations"]:
+        meta, column, etype = e["meta"], e["kwargs"]["column"], e["type"]
+        memo = _verdicts[_expectation_key(block_type, e)]
+        values = columns[column]
+        failed_rows = [r for r, v in enumerate(values) if memo[_value_key(etype, v)]]
+        result.outcomes.append(ExpectationOutcome(block_type, etype, column, meta["rule"], meta["severity"],
+                                                  len(values), len(failed_rows)))
+        shown = columns[meta["field"]] if meta["field"] in columns else values
         seen = set()
         for r in failed_rows:
             b = blocks[owner[r]]
-            v = df.at[r, field_col]
+            v = shown[r]
             key = (b["file_id"], b["ordinal"], meta["rule"], meta["field"], v)
             if key in seen:  # the same value failing twice in one block is one anomaly
                 continue
@@ -329,7 +479,8 @@ def validate(conn, ctx: RunContext, report_dir) -> dict:
         missing = _missing_core(conn, ctx, files)
         blocks = [b for b in blocks if b["file_id"] not in missing]
         label = f"{ctx.dag_id}__{ctx.window_end:%Y%m%dT%H%M%S}"
-        result = validate_blocks(blocks, run_label=label, report_dir=Path(report_dir), as_of=ctx.window_end.date())
+        result = validate_blocks(blocks, run_label=label, report_dir=Path(report_dir), as_of=ctx.window_end.date(),
+                                 verdicts=conn)
         result.suspended.update(missing)
         for file_id, reason in sorted(result.suspended.items()):
             conn.execute("UPDATE raw.inbound_file SET status = 'suspense', error = %s WHERE file_id = %s",

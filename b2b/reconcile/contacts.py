@@ -21,10 +21,19 @@ data the LA holds for it (so a backfill of an old window never rolls contacts ba
   row per reason; an existing account that now fails keeps its last good data;
 * **disabling** (F38): an account no longer related to any current student is disabled,
   never deleted; a staff member's account stays active without the contact role.
+
+The rebuild reads the base's whole history, so a run skips it when it cannot change the
+result: the run brought no student or contacts block that counts (loaded or skipped by the
+hash cache) AND the base's other parsed/loaded files are exactly those the last rebuild (or
+skip) saw (``core.contact_sync``). A run whose predecessor never reached this stage, a
+released or deleted file, or a rerun of a window therefore still rebuilds. The window's own counts (created, updated, disabled) are read from the stamps
+either way.
 """
 from __future__ import annotations
 
-from b2b.context import RunContext, log_stage
+import json
+
+from b2b.context import RunContext, log_stage, run_files
 
 REASONS = {
     "no_forename": "no forename: required in all cases",
@@ -194,10 +203,56 @@ SELECT %(base)s, r.person_id, r.reason, r.detail, c.student_guids, c.forename, c
 """
 
 
+_INPUTS = """
+SELECT count(*) || ':' || coalesce(max(file_id), 0) || ':' || coalesce(sum(file_id), 0)
+  FROM raw.inbound_file WHERE base_id = %(base)s AND status IN ('parsed', 'loaded') AND file_id <> ALL(%(files)s)
+"""
+
+_RUN_HAS_CONTACT_INPUT = """
+SELECT EXISTS (SELECT 1 FROM raw.inbound_block
+                WHERE file_id = ANY(%(files)s) AND block_type IN ('student', 'contacts')
+                  AND disposition IN ('loaded', 'skipped'))
+"""
+
+
+def _unchanged(conn, ctx: RunContext) -> dict | None:
+    """The last rebuild's counts when this run cannot change the base's contacts, else None."""
+    row = conn.execute("SELECT inputs, counts FROM core.contact_sync WHERE base_id = %s", (ctx.base_id,)).fetchone()
+    if row is None:
+        return None
+    files = run_files(conn, ctx)
+    if conn.execute(_INPUTS, {"base": ctx.base_id, "files": files}).fetchone()[0] != row[0]:
+        return None
+    if conn.execute(_RUN_HAS_CONTACT_INPUT, {"files": files}).fetchone()[0]:
+        return None
+    return row[1]
+
+
+def _remember(conn, ctx: RunContext, counts: dict) -> None:
+    """The base's files now (this run's included) and the counts of the contacts they give."""
+    inputs = conn.execute(_INPUTS, {"base": ctx.base_id, "files": []}).fetchone()[0]
+    conn.execute("""INSERT INTO core.contact_sync (base_id, inputs, counts, window_order)
+                    VALUES (%s, %s, %s, %s)
+                    ON CONFLICT (base_id) DO UPDATE SET inputs = EXCLUDED.inputs, counts = EXCLUDED.counts,
+                          window_order = EXCLUDED.window_order, synced_at = now()""",
+                 (ctx.base_id, inputs, json.dumps(counts), ctx.window_order))
+
+
 def sync(conn, ctx: RunContext) -> dict:
     """Rebuild the base's contact accounts, links and rejected list in one transaction."""
     params = {"base": ctx.base_id, "wo": ctx.window_order, **REASONS}
     with conn.transaction():
+        last = _unchanged(conn, ctx)
+        if last is not None:
+            new, updated, disabled, staff_kept = conn.execute(_STAMPED, params).fetchone()
+            counts = {**last, "created": new, "updated": updated, "disabled": disabled,
+                      "staff_kept_without_contact_role": staff_kept, "unchanged": True}
+            log_stage(conn, ctx, "contacts", counts,
+                      f"contacts: no new student or contacts data since the last rebuild; "
+                      f"{counts['candidates']} contacts of current students unchanged",
+                      level="warning" if counts.get("rejected") else "info")
+            _remember(conn, ctx, last)
+            return counts
         # (dropped on commit; dropped here too when the caller's transaction is still open)
         conn.execute("DROP TABLE IF EXISTS pg_temp.contact_cand, pg_temp.contact_reject")
         conn.execute(_CANDIDATES, params)
@@ -226,4 +281,5 @@ def sync(conn, ctx: RunContext) -> dict:
                   f"{disabled} disabled, {staff_kept} staff kept without the contact role; {rejected} rejected "
                   f"({', '.join(f'{k} {v}' for k, v in by_reason.items()) or 'none'}), see results.rejected_contact",
                   level="warning" if rejected else "info")
+        _remember(conn, ctx, counts)
     return counts
