@@ -277,3 +277,119 @@ def test_a_failed_day_is_covered_by_the_next_run_and_a_manual_run_by_the_waterma
              CD, d3)
     assert rows and {r[0] for r in rows} == {d3}
     assert q(e2e, "SELECT count(*) FROM ops.alert WHERE kind = 'changed_data_gap'") == [(0,)]
+
+
+# ------------------------------------------------------------------ F5 cap and gap, manual window (operator level)
+def test_a_watermark_beyond_three_months_is_capped_and_the_gap_is_an_alert(db):
+    from types import SimpleNamespace
+
+    import pendulum
+    from airflow.sdk import DAG
+
+    from b2b.config.windows import MAX_LOOKBACK
+    from b2b_operators.extract import ExtractOperator
+
+    db.autocommit = True
+    with DAG(CD, schedule=None, start_date=pendulum.datetime(2026, 9, 1, tz="UTC")):
+        op = ExtractOperator(task_id="extract", conn_id=f"sims7_{BASE7}", base_id=BASE7, base_kind="sims7",
+                             task_key="changed_data", data_filter="changed_data")
+    end = datetime(2026, 12, 1, 18, tzinfo=DAY1.tzinfo)
+    old = datetime(2026, 7, 1, 18, tzinfo=DAY1.tzinfo)
+    db.execute("INSERT INTO ops.watermark (base_id, task_key, window_end, dag_id, run_id) "
+               "VALUES (%s, 'changed_data', %s, %s, 'r0')", (BASE7, old, CD))
+    c = op.run_context({"data_interval_start": end - timedelta(days=1), "data_interval_end": end, "run_id": "r1"},
+                       db)
+    assert (c.window_start, c.window_end) == (end - MAX_LOOKBACK, end)
+    alerts = db.execute("SELECT kind, base_id, task_key, details->>'from', details->>'to' FROM ops.alert").fetchall()
+    assert alerts == [("changed_data_gap", BASE7, "changed_data", old.isoformat(), (end - MAX_LOOKBACK).isoformat())]
+    # asking again (a retry of the stage) raises no second alert
+    op.run_context({"data_interval_start": end - timedelta(days=1), "data_interval_end": end, "run_id": "r1"}, db)
+    assert db.execute("SELECT count(*) FROM ops.alert").fetchone()[0] == 1
+    # a manual run (no logical date, no data interval): watermark .. run_after
+    db.execute("UPDATE ops.watermark SET window_end = %s", (end,))
+    later = end + timedelta(hours=5)
+    c = op.run_context({"run_id": "manual__1", "dag_run": SimpleNamespace(run_after=later)}, db)
+    assert (c.window_start, c.window_end) == (end, later)
+
+
+# ------------------------------------------------------------------ item 7: retry only what a retry can help
+class _Unavailable:
+    """A school's server that answers every request 503 with Retry-After: 0 (transient, fast)."""
+
+    def __enter__(self):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server API
+                self.send_response(503)
+                self.send_header("Retry-After", "0")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_GET  # noqa: N815
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self.server.server_address[1]
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_bad_credential_fails_at_once_and_an_unavailable_school_is_retried(e2e):
+    import json
+
+    import pendulum
+
+    tz = pendulum.timezone("Europe/London")
+    dag = e2e["dags"][f"b2b__{BASE7}__snapshot"]
+    extract = dag.task_dict["extract"]
+    extract.retries, extract.retry_delay, extract.retry_exponential_backoff = 1, timedelta(seconds=1), False
+    key = f"AIRFLOW_CONN_SIMS7_{BASE7}"
+    good = os.environ[key]
+
+    def extract_try(dr) -> tuple[str, int]:
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            ti = session.scalars(select(TaskInstance).where(
+                TaskInstance.dag_id == dr.dag_id, TaskInstance.run_id == dr.run_id,
+                TaskInstance.task_id == "extract")).one()
+            return str(ti.state).split(".")[-1].lower(), ti.try_number
+
+    try:
+        os.environ[key] = json.dumps(dict(json.loads(good), password="wrong"))
+        dr = dag.test(logical_date=pendulum.datetime(2026, 9, 27, 18, 0, tz=tz))
+        assert str(dr.state).endswith("failed")
+        assert extract_try(dr) == ("failed", 1)  # no retry: a retry cannot fix a credential
+        with _Unavailable() as port:
+            os.environ[key] = json.dumps(dict(json.loads(good), port=port))
+            dr = dag.test(logical_date=pendulum.datetime(2026, 9, 20, 18, 0, tz=tz))
+        assert str(dr.state).endswith("failed")
+        assert extract_try(dr) == ("failed", 2)  # retried once (retries=1), then failed
+    finally:
+        os.environ[key] = good
+    assert q(e2e, "SELECT count(*) FROM ops.base_lease") == [(0,)]
+
+
+def test_a_stage_cleared_after_its_run_failed_takes_the_lease_again_in_order(db):
+    db.autocommit = True
+    first, second = ctx(day(0)), ctx(day(1))
+    runs.begin_run(db, first)
+    assert runs.begin_run(db, first, wait=timedelta(0))["waited_seconds"] == 0  # its next stage: holds it
+    runs.fail_run(db, first.base_id, first.dag_id, first.window_end)
+    runs.begin_run(db, second)  # the next run has the base now
+    # an operator clears `match` of the failed first run: it waits (leaving the run waiting) ...
+    with pytest.raises(RunLeaseError, match="held by b2b__8862003__changed_data window 2026-10-06"):
+        runs.begin_run(db, first, wait=timedelta(seconds=0.2), poll=0.05, give_up=False)
+    assert runs.waiting_for(db, first) > timedelta(0)
+    # ... and goes ahead once the base is free
+    runs.finish_run(db, second)
+    assert runs.begin_run(db, first, wait=timedelta(seconds=0.2), poll=0.05)["waited_seconds"] < 0.2
+    assert db.execute("SELECT dag_id, window_end FROM ops.base_lease").fetchall() == [(first.dag_id, day(0))]

@@ -3,12 +3,13 @@ entries and watermark count only once the whole run has succeeded.
 
 A run of an export DAG
 
-1. **begins** in its first stage (:func:`begin_run`): it registers in ``ops.run`` and waits
+1. **begins** in its first stage (:func:`begin_run`, in every stage): it registers in ``ops.run`` and waits
    until it may take the base's lease (``ops.base_lease``, one row per base, shared by all of
    the base's DAGs): the lease is free (or held by this same run, or stale), no run of the
    base with an earlier window is waiting for it, and the DAG's previous run (Airflow's
    previous DAG run, e.g. of the same backfill) is no longer queued or running;
-2. runs its stages, holding the lease;
+2. runs its stages, holding the lease (each stage checks that it does, and takes it again the
+   same way when a stage is cleared after the run failed);
 3. **commits** in its last stage (:func:`finish_run`): its hash-cache entries become
    ``committed`` (the hash filter ignores uncommitted ones, so a run that failed after
    ``load`` never hides a change from the next run), the (base, task) watermark moves to
@@ -34,7 +35,10 @@ LEASE_WAIT = timedelta(hours=5)
 #: a lease older than this (longer than a DAG run may last) belongs to a dead run
 STALE_LEASE = timedelta(hours=7)
 #: a waiting run that has not looked at the lease for this long is gone
-WAITER_TIMEOUT = timedelta(minutes=2)
+WAITER_TIMEOUT = timedelta(minutes=10)
+#: a waiting task polls this long, then is rescheduled (its worker slot freed) for this long
+WAIT_IN_TASK = timedelta(seconds=30)
+RESCHEDULE_AFTER = timedelta(seconds=30)
 POLL_SECONDS = 2.0
 
 
@@ -71,22 +75,27 @@ def record_gap(conn, ctx: RunContext, gap_from: datetime, since: datetime) -> No
 
 def begin_run(conn, ctx: RunContext, previous_end: datetime | None = None, *,
               predecessor_pending: Callable[[], str] | None = None, wait: timedelta = LEASE_WAIT,
-              poll: float = POLL_SECONDS, sleep: Callable[[float], None] = time.sleep) -> dict:
+              poll: float = POLL_SECONDS, give_up: bool = True,
+              sleep: Callable[[float], None] = time.sleep) -> dict:
     """Register the run and take its base's lease (see the module docstring); waits, then raises
     :class:`RunLeaseError` (retryable) after ``wait``.
 
     ``previous_end`` is the end of the DAG's previous window (Airflow's data interval start;
     None for a manual run), recorded with the run. ``predecessor_pending`` tells whether the
     DAG's previous run still has to go first (the operators ask Airflow whether the previous
-    DAG run is queued or running): it returns what it waits for, or ''.
+    DAG run is queued or running): it returns what it waits for, or ''. ``give_up=False``
+    raises after ``wait`` but leaves the run waiting (the operator reschedules the task,
+    freeing its worker slot, and asks again: :func:`waiting_for`).
     """
     conn.execute(
         """INSERT INTO ops.run (dag_id, window_end, base_id, task_key, run_id, window_start, previous_end,
                                 window_order, state)
            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'waiting')
            ON CONFLICT (dag_id, window_end) DO UPDATE
-              SET run_id = EXCLUDED.run_id, state = 'waiting', registered_at = now(), finished_at = NULL,
-                  previous_end = EXCLUDED.previous_end""",
+              SET run_id = EXCLUDED.run_id, registered_at = now(), finished_at = NULL,
+                  previous_end = EXCLUDED.previous_end,
+                  waiting_since = CASE WHEN ops.run.state = 'waiting' THEN ops.run.waiting_since ELSE now() END,
+                  state = CASE WHEN ops.run.state = 'running' THEN 'running' ELSE 'waiting' END""",
         (ctx.dag_id, ctx.window_end, ctx.base_id, ctx.task_key, ctx.run_id, ctx.window_start, previous_end,
          ctx.window_order))
     started = time.monotonic()
@@ -96,7 +105,9 @@ def begin_run(conn, ctx: RunContext, previous_end: datetime | None = None, *,
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('b2b.lease.' || %s))", (ctx.base_id,))
             conn.execute("UPDATE ops.run SET registered_at = now() WHERE dag_id = %s AND window_end = %s",
                          (ctx.dag_id, ctx.window_end))
-            waited_for = _blocked_by(conn, ctx) or (predecessor_pending() if predecessor_pending else "")
+            blocked = _blocked_by(conn, ctx)
+            waited_for = "" if blocked is None else (
+                blocked or (predecessor_pending() if predecessor_pending else ""))
             if not waited_for:
                 conn.execute(
                     """INSERT INTO ops.base_lease (base_id, dag_id, window_end, run_id) VALUES (%s, %s, %s, %s)
@@ -106,19 +117,29 @@ def begin_run(conn, ctx: RunContext, previous_end: datetime | None = None, *,
                 conn.execute("UPDATE ops.run SET state = 'running' WHERE dag_id = %s AND window_end = %s",
                              (ctx.dag_id, ctx.window_end))
                 return {"waited_seconds": round(time.monotonic() - started, 1)}
-        if time.monotonic() - started > wait.total_seconds():
-            conn.execute("UPDATE ops.run SET state = 'failed', finished_at = now() WHERE dag_id = %s "
-                         "AND window_end = %s", (ctx.dag_id, ctx.window_end))
+        if time.monotonic() - started >= wait.total_seconds():
+            if give_up:
+                conn.execute("UPDATE ops.run SET state = 'failed', finished_at = now() WHERE dag_id = %s "
+                             "AND window_end = %s", (ctx.dag_id, ctx.window_end))
             raise RunLeaseError(f"waited {wait} for {waited_for}", base=ctx.base_id)
         sleep(poll)
 
 
-def _blocked_by(conn, ctx: RunContext) -> str:
-    """Why this run may not take the lease now ('' = it may)."""
+def waiting_for(conn, ctx: RunContext) -> timedelta:
+    """How long this run has been waiting for its base's lease (this attempt)."""
+    row = conn.execute("SELECT now() - waiting_since FROM ops.run WHERE dag_id = %s AND window_end = %s "
+                       "AND state = 'waiting'", (ctx.dag_id, ctx.window_end)).fetchone()
+    return row[0] if row else timedelta(0)
+
+
+def _blocked_by(conn, ctx: RunContext) -> str | None:
+    """Why this run may not take the lease now ('' = it may; None = it holds it already)."""
     holder = conn.execute(
         """SELECT dag_id, window_end, now() - taken_at > %s FROM ops.base_lease WHERE base_id = %s""",
         (STALE_LEASE, ctx.base_id)).fetchone()
-    if holder and (holder[0], holder[1]) != (ctx.dag_id, ctx.window_end) and not holder[2]:
+    if holder and (holder[0], holder[1]) == (ctx.dag_id, ctx.window_end):
+        return None  # the run's next stage (or a retry): it holds the lease already
+    if holder and not holder[2]:
         return f"the lease of base {ctx.base_id} (held by {holder[0]} window {holder[1].isoformat()})"
     earlier = conn.execute(
         """SELECT dag_id, window_end FROM ops.run

@@ -19,7 +19,8 @@ CREATE TABLE ops.run (
     previous_end  timestamptz,             -- the end of the DAG's previous window (its predecessor)
     window_order  text NOT NULL,
     state         text NOT NULL CHECK (state IN ('waiting', 'running', 'success', 'failed')),
-    registered_at timestamptz NOT NULL DEFAULT now(),
+    waiting_since timestamptz NOT NULL DEFAULT now(),  -- when this attempt first asked for the lease
+    registered_at timestamptz NOT NULL DEFAULT now(),  -- heartbeat of a waiting run
     finished_at   timestamptz,
     PRIMARY KEY (dag_id, window_end)
 );

@@ -52,8 +52,10 @@ class B2BStageOperator(BaseOperator):
         self.settings = dict(settings or {})
         self.warehouse_conn_id = warehouse_conn_id
 
-    #: the first stage of a run registers it and takes its base's lease (``b2b.ops.runs``)
+    #: the first stage of a run (extract) registers it, records an F5 gap, migrates the warehouse
     opens_run = False
+    #: every stage of an export run holds its base's lease (``b2b.ops.runs``); not a return to school
+    run_control = True
 
     def run_context(self, context, conn=None):
         """The run window: Airflow's data interval, or for a manual run without a logical date
@@ -81,6 +83,32 @@ class B2BStageOperator(BaseOperator):
                 runs.record_gap(conn, ctx, window.gap_from, window.since)
         return ctx
 
+    def take_base(self, conn, ctx, context) -> None:
+        """Hold the base's run lease before the stage runs (``b2b.ops.runs``): the first stage
+        takes it in window order; a later stage of the same run holds it already. While another
+        run has the base, the task waits a little, then is rescheduled (its worker slot freed),
+        for at most ``LEASE_WAIT`` in all."""
+        from datetime import UTC, datetime
+
+        from airflow.sdk.exceptions import AirflowRescheduleException
+
+        from b2b.errors import RunLeaseError
+        from b2b.ops import runs
+
+        try:
+            waited = runs.begin_run(conn, ctx, context.get("data_interval_start"),
+                                    predecessor_pending=lambda: previous_run_pending(context),
+                                    wait=runs.WAIT_IN_TASK, give_up=False)
+        except RunLeaseError as exc:
+            if runs.waiting_for(conn, ctx) < runs.LEASE_WAIT:
+                self.log.info("base %s: waiting for %s; rescheduled", self.base_id, exc.message.split(" for ", 1)[-1])
+                raise AirflowRescheduleException(datetime.now(UTC) + runs.RESCHEDULE_AFTER) from None
+            runs.fail_run(conn, ctx.base_id, ctx.dag_id, ctx.window_end)
+            raise
+        if waited["waited_seconds"]:
+            self.log.info("base %s: run %s took the base's lease after %ss", self.base_id, ctx.window_order,
+                          waited["waited_seconds"])
+
     def chain_settings(self):
         from b2b.config.settings import Settings
 
@@ -104,13 +132,8 @@ class B2BStageOperator(BaseOperator):
 
                     db.upgrade(conn)  # before the run tables are read
                 ctx = self.run_context(context, conn)
-                if self.opens_run:
-                    from b2b.ops import runs
-
-                    waited = runs.begin_run(conn, ctx, context.get("data_interval_start"),
-                                            predecessor_pending=lambda: previous_run_pending(context))
-                    self.log.info("base %s: run %s took the base's lease (waited %ss)", self.base_id,
-                                  ctx.window_order, waited["waited_seconds"])
+                if self.run_control:
+                    self.take_base(conn, ctx, context)
                 counts = self.run_stage(conn, ctx, context)
         self.log.info("base %s %s: %s", self.base_id, self.stage, counts)
         return counts
@@ -140,7 +163,7 @@ def release_on_failure(context) -> None:
     from b2b_hooks.warehouse import WarehouseHook
 
     task = context["task"]
-    if not isinstance(task, B2BStageOperator) or getattr(task, "stage", "") == "return_to_school":
+    if not isinstance(task, B2BStageOperator) or not task.run_control:
         return
     end = context.get("data_interval_end") or context["dag_run"].run_after
     conn = WarehouseHook(task.warehouse_conn_id).get_conn()
