@@ -91,6 +91,12 @@ class OpsError(B2BError):
     """An officer or maintenance action cannot be applied (``b2b.ops``)."""
 
 
+class RunLeaseError(OpsError):
+    """Another run of the same base held it for longer than a run may wait: transient."""
+
+    retryable = True
+
+
 class OutboundError(B2BError):
     """A message or report to a school could not be built or delivered (``b2b.outbound``)."""
 

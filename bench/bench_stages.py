@@ -24,9 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins"), str(ROOT / "bench")]
 
-STAGES = ("extract", "hash_filter", "validate", "load", "match", "conflicts", "apply", "contacts")
+STAGES = ("extract", "hash_filter", "validate", "load", "match", "conflicts", "apply", "contacts", "commit")
 ROWS = {"extract": "blocks", "hash_filter": "blocks", "validate": "checked", "load": "loaded",
-        "match": "students", "conflicts": "conflicts", "apply": "children_updated", "contacts": "candidates"}
+        "match": "students", "conflicts": "conflicts", "apply": "children_updated", "contacts": "candidates",
+        "commit": "cache_entries_committed"}
 
 
 def run_window(conn, world, data_filter: str, start, end, settings, report_dir) -> dict:
@@ -57,6 +58,7 @@ def run_window(conn, world, data_filter: str, start, end, settings, report_dir) 
             ("conflicts", lambda: chain.conflicts(conn, ctx)),
             ("apply", lambda: chain.apply(conn, ctx)),
             ("contacts", lambda: contacts.sync(conn, ctx)),
+            ("commit", lambda: chain.commit(conn, ctx)),  # the next window's cache sees this one
         ]
         for stage, fn in steps:
             t = time.perf_counter()

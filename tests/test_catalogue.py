@@ -117,3 +117,52 @@ def test_unreadable_file_is_a_clear_error(tmp_path):
     bad.write_text("- just\n- a list\n")
     errors, _ = check_catalogue(bad)
     assert errors and "mapping" in errors[0]
+
+
+# issue 9 item 12: catalogues that used to produce DAGs silently (one even replaced a school's
+# weekly snapshot DAG with its LAC task) now stop the DAG file with one import error
+BROKEN = [
+    ("duplicate_task_key", lambda d: task(d, "lac_snapshot").update(key="snapshot"),
+     "field 'key': base 8862001 already has a task 'snapshot'"),
+    ("duplicate_base", lambda d: d["bases"].append(dict(d["bases"][0])), "base 8862001: duplicate DfE number"),
+    ("unknown_filter", lambda d: task(d, "changed_data", ["8862001"]).update(filter="changed"),
+     "task 'changed_data' (bases 8862001, 8862002, 8864001, 8864002): field 'filter': 'changed' is not one of"),
+    ("months_99", lambda d: task(d, "attendance_all").update(months=99),
+     "task 'attendance_all' (bases 8862001, 8862002, 8864001, 8864002): field 'months': must be between 1 and 13, "
+     "got 99"),
+    ("mixed_sims7_and_primary", lambda d: task(d, "changed_data", ["8862001"])["bases"].append("8862003"),
+     "field 'bases': one task cannot group SIMS 7 and SIMS Primary bases (F4)"),
+]
+
+
+@pytest.mark.parametrize("mutation, expected", [b[1:] for b in BROKEN], ids=[b[0] for b in BROKEN])
+def test_dag_file_refuses_an_invalid_catalogue_with_one_import_error(tmp_path, demo, monkeypatch, capsys,
+                                                                    mutation, expected):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from b2b import PROJECT_ROOT
+
+    mutation(demo)
+    path = write(tmp_path, demo)
+    monkeypatch.setenv("B2B_CATALOGUE", str(path))
+    bag = DagBag(dag_folder=str(PROJECT_ROOT / "dags" / "b2b_generated.py"))
+    assert bag.dags == {}, "no DAG may be built from an invalid catalogue"
+    assert len(bag.import_errors) == 1
+    message = next(iter(bag.import_errors.values()))
+    assert "CatalogueError" in message and expected in message
+    # `b2b config check` reports the same problem
+    assert main_check(str(path)) == 1
+    assert expected in capsys.readouterr().out
+
+
+def test_dag_file_validates_a_catalogue_once_then_parses_without_json_schema(tmp_path, demo, monkeypatch):
+    path = write(tmp_path, demo)
+    monkeypatch.setenv("B2B_HOME", str(tmp_path / "home"))
+    assert not list((tmp_path / "home").glob("cache/catalogue-valid-*"))
+    load_catalogue(path, validate="once")
+    assert len(list((tmp_path / "home").glob("cache/catalogue-valid-*"))) == 1
+    # an edit is validated again (and refused)
+    task(demo, "attendance_all").update(months=99)
+    path.write_text(yaml.safe_dump(demo, sort_keys=False))
+    with pytest.raises(CatalogueError, match="got 99"):
+        load_catalogue(path, validate="once")

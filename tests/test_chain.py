@@ -59,7 +59,7 @@ def run_chain(db, c, messages, settings=LEGACY, report_dir=None):
     out = {"extract": extract.counts(), "hash": chain.hash_filter(db, c, settings),
            "validate": chain.validate(db, c, report_dir or REPORTS),
            "load": chain.load(db, c), "match": chain.match(db, c, settings),
-           "conflicts": chain.conflicts(db, c), "apply": chain.apply(db, c)}
+           "conflicts": chain.conflicts(db, c), "apply": chain.apply(db, c), "commit": chain.commit(db, c)}
     return out
 
 

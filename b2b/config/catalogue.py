@@ -325,11 +325,29 @@ def check_catalogue(path: str | Path | None = None) -> tuple[list[str], list[str
     return rule_problems(data)
 
 
-_CACHE: dict[tuple[str, float, bool], Catalogue] = {}
+_CACHE: dict[tuple[str, float, bool | str], Catalogue] = {}
 
 
-def load_catalogue(path: str | Path | None = None, *, validate: bool = True) -> Catalogue:
-    """The catalogue at ``path`` ($B2B_CATALOGUE, else the demo), cached by path and mtime."""
+def _stamp(path: Path) -> Path:
+    """Where a successful validation of exactly this catalogue (and this schema and rule code)
+    is remembered, so the DAG file validates a changed catalogue once and then parses cheaply."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for part in (path.read_bytes(), SCHEMA_PATH.read_bytes(), Path(__file__).read_bytes()):
+        digest.update(hashlib.sha256(part).digest())
+    home = Path(os.environ.get("B2B_HOME") or PROJECT_ROOT / ".b2b")
+    return home / "cache" / f"catalogue-valid-{digest.hexdigest()[:32]}"
+
+
+def load_catalogue(path: str | Path | None = None, *, validate: bool | str = True) -> Catalogue:
+    """The catalogue at ``path`` ($B2B_CATALOGUE, else the demo), cached by path and mtime.
+
+    ``validate``: True checks the schema and every rule and raises :class:`CatalogueError`
+    naming base, task and field; ``"once"`` (the DAG file) does the same unless this very
+    catalogue already passed (a stamp under ``$B2B_HOME/cache``), so parsing an unchanged
+    catalogue imports no JSON Schema; False trusts the file (tests and benches only).
+    """
     path = Path(path or os.environ.get("B2B_CATALOGUE") or DEFAULT_PATH)
     if not path.is_absolute():
         path = (PROJECT_ROOT / path) if not path.exists() else path.resolve()
@@ -339,12 +357,21 @@ def load_catalogue(path: str | Path | None = None, *, validate: bool = True) -> 
         return cached
     data = read_raw(path)
     warnings: list[str] = []
+    stamp = _stamp(path) if validate == "once" else None
+    if stamp is not None and stamp.exists():
+        validate = False
     if validate:
         errors = schema_problems(data)
         if not errors:
             errors, warnings = rule_problems(data)
         if errors:
             raise CatalogueError(errors, str(path))
+        if stamp is not None:
+            try:
+                stamp.parent.mkdir(parents=True, exist_ok=True)
+                stamp.write_text(str(path))
+            except OSError:  # a read-only home: validate at every parse instead
+                pass
     cat = build(data, str(path))
     cat.warnings = warnings
     _CACHE[key] = cat

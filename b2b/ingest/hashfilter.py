@@ -9,7 +9,9 @@ def hash_filter(conn, ctx: RunContext, settings: Settings) -> dict:
     """Hash every block of the run; mark 'skipped' those equal to the cached hash (F7/F20).
 
     The cached hash of a (base, student, block type) is the newest hash-cache entry from
-    an *earlier* window, so reruns and backfills see the cache as it was for them.
+    an *earlier* window, so reruns and backfills see the cache as it was for them, and only
+    from a run that succeeded as a whole (``committed`` by its last stage, ``b2b.ops.runs``):
+    a run that failed after ``load`` never hides a changed block from the next run.
     """
     with conn.transaction():
         files = run_files(conn, ctx)
@@ -24,6 +26,7 @@ def hash_filter(conn, ctx: RunContext, settings: Settings) -> dict:
                                            SELECT c.hash FROM ops.hash_cache c
                                             WHERE c.base_id = b.base_id AND c.student_guid = b.student_guid
                                               AND c.block_type = b.block_type AND c.window_order < %(order)s
+                                              AND c.committed
                                             ORDER BY c.window_order DESC LIMIT 1)
                                        THEN 'skipped' ELSE 'pending' END
                         FROM (SELECT encode(sha256(convert_to(b.content::text, 'UTF8')), 'hex') AS h) x)

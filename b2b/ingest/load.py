@@ -8,6 +8,9 @@ from b2b.context import RunContext, log_stage, run_files
 def load(conn, ctx: RunContext, *, fail_after: str | None = None) -> dict:
     """Load the run's pending blocks into staging and record them in the hash cache — one transaction.
 
+    The cache entries are written uncommitted: they count for later runs only once this run's
+    last stage has committed them (``b2b.ops.runs.finish_run``).
+
     If anything fails, staging, cache and dispositions stay exactly as they were, so the
     retry processes the same blocks. ``fail_after`` (a staging table name) makes the load
     raise after that table: tests use it to prove the rollback.

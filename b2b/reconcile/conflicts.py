@@ -27,6 +27,11 @@ _UNRESOLVED = """NOT EXISTS (SELECT 1 FROM results.conflict_resolution r
                                 AND r.la_value IS NOT DISTINCT FROM o.la_value
                                 AND r.incoming_value IS NOT DISTINCT FROM o.incoming_value)"""
 
+# an observation of this window or an earlier one (window end, then DAG id): what a run sees must not
+# depend on later windows, present when an earlier window is rerun (issue 9, item 13)
+_AS_OF = """(o.window_end < %(end)s OR o.window_end = %(end)s
+              AND coalesce((SELECT f.dag_id FROM raw.inbound_file f WHERE f.file_id = o.file_id), '') <= %(dag)s)"""
+
 
 def conflicts(conn: Connection, ctx: RunContext) -> dict:
     """Record each field where a matched student's incoming value differs from the LA's (F17).
@@ -60,13 +65,15 @@ def conflicts(conn: Connection, ctx: RunContext) -> dict:
                  CROSS JOIN LATERAL (VALUES {address_values}) AS v(field, la_value, inc_value, same)
                  WHERE a.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
                    AND NOT v.same""", params)
-        # the run's match decisions: conflicts open for the child -> matched_with_conflicts
+        # the run's match decisions: conflicts open for the child as of this window -> matched_with_conflicts
         conn.execute(
             f"""UPDATE results.match m
                   SET status = CASE WHEN EXISTS (SELECT 1 FROM results.conflict_observation o
-                                                  WHERE o.person_id = m.person_id AND {_UNRESOLVED})
+                                                  WHERE o.person_id = m.person_id AND {_UNRESOLVED}
+                                                    AND {_AS_OF})
                                     THEN 'matched_with_conflicts' ELSE 'matched' END
-                WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')""", (files,))
+                WHERE m.file_id = ANY(%(files)s) AND m.status IN ('matched', 'matched_with_conflicts')""",
+            {"files": files, "end": ctx.window_end, "dag": ctx.dag_id})
         # the match explanation names the fields that differ: exactly the run's observations
         # (one comparison rule, b2b.blocks, for conflicts and explanations)
         conn.execute(
@@ -87,8 +94,8 @@ def conflicts(conn: Connection, ctx: RunContext) -> dict:
             (files,))
         open_for_base = scalar(conn,
             f"""SELECT count(DISTINCT (o.person_id, o.field, o.la_value, o.incoming_value))
-                  FROM results.conflict_observation o WHERE o.base_id = %s AND {_UNRESOLVED}""",
-            (ctx.base_id,))
+                  FROM results.conflict_observation o WHERE o.base_id = %(base)s AND {_UNRESOLVED} AND {_AS_OF}""",
+            {"base": ctx.base_id, "end": ctx.window_end, "dag": ctx.dag_id})
         counts = {"conflicts": observed, "students_with_conflicts": students, "open_conflicts_base": open_for_base}
         log_stage(conn, ctx, "conflicts", counts,
                   f"conflicts: {observed} field differences for {students} students; "

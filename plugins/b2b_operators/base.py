@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import date
 
 from airflow.sdk import BaseOperator
@@ -39,6 +40,7 @@ class B2BStageOperator(BaseOperator):
     def __init__(self, *, base_id: str, base_kind: str, task_key: str, data_filter: str,
                  attendance: str | None = None, months: int | None = None, migrated_on: date | None = None,
                  settings: dict | None = None, warehouse_conn_id: str = "b2b_warehouse", **kwargs) -> None:
+        kwargs.setdefault("on_failure_callback", release_on_failure)
         super().__init__(**kwargs)
         self.base_id = base_id
         self.base_kind = base_kind
@@ -50,18 +52,64 @@ class B2BStageOperator(BaseOperator):
         self.settings = dict(settings or {})
         self.warehouse_conn_id = warehouse_conn_id
 
-    def run_context(self, context):
-        from b2b.config.catalogue import ensure_enabled
-        from b2b.config.windows import extract_window
+    #: the first stage of a run (extract) registers it, records an F5 gap, migrates the warehouse
+    opens_run = False
+    #: every stage of an export run holds its base's lease (``b2b.ops.runs``); not a return to school
+    run_control = True
+
+    def run_context(self, context, conn=None):
+        """The run window: Airflow's data interval, or for a manual run without a logical date
+        (Airflow 3's default for ``airflow dags trigger`` / REST) the run's ``run_after``; a
+        changed-data run starts at its (base, task) watermark when that is earlier (F5), and a
+        rerun asks for exactly what its first attempt asked for."""
+        from b2b.config.windows import is_incremental, plan_window
         from b2b.context import RunContext
+        from b2b.config.catalogue import ensure_enabled
+        from b2b.ops import runs
 
         ensure_enabled(self.base_id)  # F40: a switched-off base's DAGs refuse to run (DisabledError)
+        interval_start, interval_end = context.get("data_interval_start"), context.get("data_interval_end")
+        if interval_end is None:  # no logical date: a manual run covers watermark .. now (run_after)
+            interval_start, interval_end = None, context["dag_run"].run_after
+        mark = runs.watermark(conn, self.base_id, self.task_key) if conn is not None else None
+        window = plan_window(self.data_filter, self.attendance, interval_start, interval_end, self.migrated_on, mark)
+        ctx = RunContext(base_id=self.base_id, task_key=self.task_key, dag_id=self.dag_id,
+                         run_id=context["run_id"], source=self.base_kind, data_filter=self.data_filter,
+                         window_start=window.since, window_end=window.until, attendance=self.attendance,
+                         months=self.months)
+        if conn is not None and is_incremental(self.data_filter, self.attendance):
+            found, since = runs.recorded_start(conn, self.dag_id, window.until)
+            if found and since is not None:
+                ctx = replace(ctx, window_start=since)
+            elif self.opens_run and window.gap_from is not None and window.since is not None:
+                runs.record_gap(conn, ctx, window.gap_from, window.since)
+        return ctx
 
-        since, until = extract_window(self.data_filter, self.attendance, context["data_interval_start"],
-                                      context["data_interval_end"], self.migrated_on)
-        return RunContext(base_id=self.base_id, task_key=self.task_key, dag_id=self.dag_id,
-                          run_id=context["run_id"], source=self.base_kind, data_filter=self.data_filter,
-                          window_start=since, window_end=until, attendance=self.attendance, months=self.months)
+    def take_base(self, conn, ctx, context) -> None:
+        """Hold the base's run lease before the stage runs (``b2b.ops.runs``): the first stage
+        takes it in window order; a later stage of the same run holds it already. While another
+        run has the base, the task waits a little, then is rescheduled (its worker slot freed),
+        for at most ``LEASE_WAIT`` in all."""
+        from datetime import UTC, datetime
+
+        from airflow.sdk.exceptions import AirflowRescheduleException
+
+        from b2b.errors import RunLeaseError
+        from b2b.ops import runs
+
+        try:
+            waited = runs.begin_run(conn, ctx, context.get("data_interval_start"),
+                                    predecessor_pending=lambda: previous_run_pending(context),
+                                    wait=runs.WAIT_IN_TASK, give_up=False)
+        except RunLeaseError as exc:
+            if runs.waiting_for(conn, ctx) < runs.LEASE_WAIT:
+                self.log.info("base %s: waiting for %s; rescheduled", self.base_id, exc.message.split(" for ", 1)[-1])
+                raise AirflowRescheduleException(datetime.now(UTC) + runs.RESCHEDULE_AFTER) from None
+            runs.fail_run(conn, ctx.base_id, ctx.dag_id, ctx.window_end)
+            raise
+        if waited["waited_seconds"]:
+            self.log.info("base %s: run %s took the base's lease after %ss", self.base_id, ctx.window_order,
+                          waited["waited_seconds"])
 
     def chain_settings(self):
         from b2b.config.settings import Settings
@@ -80,8 +128,47 @@ class B2BStageOperator(BaseOperator):
 
     def execute(self, context) -> dict:
         with airflow_errors():
-            ctx = self.run_context(context)
             with self.connect() as conn:
+                if self.opens_run:
+                    from b2b import db
+
+                    db.upgrade(conn)  # before the run tables are read
+                ctx = self.run_context(context, conn)
+                if self.run_control:
+                    self.take_base(conn, ctx, context)
                 counts = self.run_stage(conn, ctx, context)
         self.log.info("base %s %s: %s", self.base_id, self.stage, counts)
         return counts
+
+
+def previous_run_pending(context) -> str:
+    """What the run waits for before its first stage: the DAG's previous run (by logical date)
+    while it is queued or running — a backfill starts its runs together, in any order."""
+    from datetime import UTC, datetime
+
+    from b2b.ops.runs import STALE_LEASE
+
+    ti = context.get("ti")
+    previous = ti.get_previous_dagrun() if ti is not None and hasattr(ti, "get_previous_dagrun") else None
+    if previous is None or str(getattr(previous, "state", "")).split(".")[-1].lower() not in ("queued", "running"):
+        return ""
+    started = getattr(previous, "start_date", None)
+    if started is not None and datetime.now(UTC) - started > STALE_LEASE:
+        return ""  # a run left behind long ago (timed out) does not hold the others
+    return f"the previous run {previous.run_id} of {previous.dag_id}"
+
+
+def release_on_failure(context) -> None:
+    """Failure callback of every stage: a run that failed for good is marked failed and gives
+    its base's lease back, so the base's next run goes ahead (and asks from the watermark)."""
+    from b2b.ops import runs
+    from b2b_hooks.warehouse import WarehouseHook
+
+    task = context["task"]
+    if not isinstance(task, B2BStageOperator) or not task.run_control:
+        return
+    end = context.get("data_interval_end") or context["dag_run"].run_after
+    conn = WarehouseHook(task.warehouse_conn_id).get_conn()
+    conn.autocommit = True
+    with conn:
+        runs.fail_run(conn, task.base_id, task.dag_id, end)

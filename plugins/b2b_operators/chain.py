@@ -87,3 +87,16 @@ class ContactsOperator(B2BStageOperator):
         from b2b.reconcile import contacts
 
         return contacts.sync(conn, ctx)
+
+
+class CommitOperator(B2BStageOperator):
+    """The run's last task: its hash-cache entries count from now on, the (base, task) watermark
+    moves to the window end (F5), and the base's lease goes to the next run (``b2b.ops.runs``)."""
+
+    stage = "commit"
+    ui_color = "#eaeded"
+
+    def run_stage(self, conn, ctx, context):
+        from b2b import pipeline as chain
+
+        return chain.commit(conn, ctx)

@@ -28,6 +28,7 @@ class ExtractOperator(B2BStageOperator):
 
     stage = "extract"
     ui_color = "#d6eaf8"
+    opens_run = True  # registers the run and takes the base's lease (b2b.ops.runs)
 
     def __init__(self, *, conn_id: str, group_type: str = "ncy", ncys: Sequence[str] | None = None,
                  hierarchies: Sequence[str] = (), fail_on_bad_file: bool = True, **kwargs) -> None:

@@ -11,6 +11,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from b2b_operators.chain import (
     ApplyOperator,
+    CommitOperator,
     ConflictsOperator,
     ContactsOperator,
     HashFilterOperator,
@@ -109,6 +110,7 @@ def build_dag(spec, la) -> DAG:
                    ApplyOperator(task_id="apply", **common)]
         if t.filter in CONTACT_FILTERS:  # the messages that carry contacts blocks and leavers' end dates
             stages.append(ContactsOperator(task_id="contacts", **common))
+        stages.append(CommitOperator(task_id="commit", **common))  # cache, watermark, lease (issue 9)
         chain(extract, *stages)
     return dag
 

@@ -18,6 +18,7 @@ class ReturnToSchoolOperator(B2BStageOperator):
     record the school's answer (``raw.outbound_file``, ``results.returned_field``, task log)."""
 
     stage = "return_to_school"
+    run_control = False  # reads results only: no base lease (b2b.ops.runs)
     ui_color = "#fae5d3"
     template_fields = ("conn_id",)
 
