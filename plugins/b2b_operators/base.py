@@ -62,9 +62,9 @@ class B2BStageOperator(BaseOperator):
         (Airflow 3's default for ``airflow dags trigger`` / REST) the run's ``run_after``; a
         changed-data run starts at its (base, task) watermark when that is earlier (F5), and a
         rerun asks for exactly what its first attempt asked for."""
+        from b2b.config.catalogue import ensure_enabled
         from b2b.config.windows import is_incremental, plan_window
         from b2b.context import RunContext
-        from b2b.config.catalogue import ensure_enabled
         from b2b.ops import runs
 
         ensure_enabled(self.base_id)  # F40: a switched-off base's DAGs refuse to run (DisabledError)
