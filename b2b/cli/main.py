@@ -30,10 +30,20 @@ def _cmd_db_url(args) -> int:
 
 
 def _cmd_db_stop(args) -> int:
+    """Stop the embedded server(s); exit 1 when one is still running (and say why)."""
+    from pathlib import Path
+
     from b2b import db
 
-    print("embedded PostgreSQL stopped" if db.stop_embedded() else "embedded PostgreSQL was not running")
-    return 0
+    dirs = db.embedded_data_dirs() if args.all else [Path(args.pgdata) if args.pgdata else db.b2b_home() / "pgdata"]
+    if not dirs:
+        print(f"no embedded PostgreSQL running under {db.b2b_home()}")
+    ok = True
+    for pgdata in dirs:
+        result = db.stop_embedded(pgdata, if_unused=args.if_unused)
+        print(result.message, file=sys.stdout if result.ok else sys.stderr)
+        ok = ok and result.ok
+    return 0 if ok else 1
 
 
 def _cmd_demo(args) -> int:
@@ -198,7 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--url", default=None, help="database URL (default: $B2B_DATABASE_URL or embedded)")
     up.set_defaults(func=_cmd_db_upgrade)
     dbp.add_parser("url", help="print the warehouse URL (starts the embedded server if needed)").set_defaults(func=_cmd_db_url)
-    dbp.add_parser("stop", help="stop the embedded PostgreSQL").set_defaults(func=_cmd_db_stop)
+    st = dbp.add_parser("stop", help="stop the embedded PostgreSQL (pg_ctl stop on its data directory); "
+                                     "exit status 1 when it could not be stopped, with the reason")
+    st.add_argument("--all", action="store_true", help="every embedded server under $B2B_HOME (demo and tests)")
+    st.add_argument("--pgdata", help="data directory (default $B2B_HOME/pgdata)")
+    st.add_argument("--if-unused", action="store_true",
+                    help="leave it running while another live process holds a handle on it")
+    st.set_defaults(func=_cmd_db_stop)
 
     demo = sub.add_parser("demo", help="run the demo LA end to end through real Airflow DAG runs")
     demo.add_argument("--days", type=int, default=3, help="changed-data days after the snapshot")
