@@ -23,8 +23,8 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-demo: setup ## set up and run the demo LA end to end on the embedded Postgres
-	$(VENV)/bin/b2b demo
+demo: setup ## set up and run the demo LA end to end on the embedded Postgres (stopped again at the end)
+	$(VENV)/bin/b2b demo; rc=$$?; $(PY) -m b2b.cli db stop --if-unused; exit $$rc
 
 test: setup chromium lint ## set up, check the house (lint, types) and run the test suite
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -47,6 +47,7 @@ bench: setup ## print the benchmarks' figures
 check: setup ## validate the task catalogue
 	$(VENV)/bin/b2b config check
 
-clean: ## stop the embedded Postgres and remove runtime state (not the venv)
-	-$(VENV)/bin/b2b db stop
+clean: ## stop every embedded Postgres under .b2b, then remove runtime state (not the venv)
+	@if [ -x $(PY) ]; then $(PY) -m b2b.cli db stop --all; \
+	  else echo "no $(VENV): no embedded PostgreSQL can be running from it"; fi
 	rm -rf $(B2B_HOME)

@@ -54,16 +54,95 @@ def embedded_url(pgdata: Path | None = None) -> str:
     return server.get_uri()
 
 
-def stop_embedded(pgdata: Path | None = None) -> bool:
-    """Stop the embedded PostgreSQL if it runs; True when one was stopped."""
-    pgdata = Path(pgdata or b2b_home() / "pgdata")
-    if not (pgdata / "postmaster.pid").exists():
-        return False
-    pgserver = _import_pgserver()
+@dataclass(frozen=True)
+class StopResult:
+    """What ``stop_embedded`` did: ``stopped`` (a server was running and is now down), ``ok``
+    (nothing is left running: stopped, or was not running) and a truthful sentence."""
 
-    server = pgserver.get_server(str(pgdata), cleanup_mode="stop")
-    server.cleanup()
-    return True
+    stopped: bool
+    ok: bool
+    message: str
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a stopped server whose parent has not reaped it)."""
+    import psutil  # a pgserver dependency
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _postmaster_pid(pgdata: Path) -> int | None:
+    try:
+        return int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return None
+
+
+def _handle_pids(pgdata: Path) -> list[int]:
+    import json
+
+    try:
+        return [int(p) for p in json.loads((pgdata / ".handle_pids.json").read_text())]
+    except (FileNotFoundError, ValueError, TypeError):
+        return []
+
+
+def _write_handle_pids(pgdata: Path, pids: list[int]) -> None:
+    import json
+
+    path = pgdata / ".handle_pids.json"
+    if path.exists():
+        path.write_text(json.dumps(pids))
+
+
+def stop_embedded(pgdata: Path | None = None, *, if_unused: bool = False, timeout: int = 60) -> StopResult:
+    """Stop the embedded PostgreSQL of ``pgdata`` with ``pg_ctl stop -m fast`` on its data directory.
+
+    pgserver's own bookkeeping (``.handle_pids.json``: the processes holding a handle) is only a
+    hint: handles of processes that died are dropped, so a stale list never keeps a server alive.
+    With ``if_unused`` (the test session's teardown) a server that another live process still holds
+    is left running, and the result says which processes. The result never claims a stop that
+    did not happen: when ``pg_ctl`` fails its reason is returned with ``ok=False``.
+    """
+    import subprocess
+
+    pgdata = Path(pgdata or b2b_home() / "pgdata")
+    pid = _postmaster_pid(pgdata)
+    holders = [p for p in _handle_pids(pgdata) if p != os.getpid() and _alive(p)]
+    _write_handle_pids(pgdata, holders)
+    if pid is None:
+        return StopResult(False, True, f"embedded PostgreSQL ({pgdata}) was not running")
+    if not _alive(pid):
+        (pgdata / "postmaster.pid").unlink(missing_ok=True)
+        return StopResult(False, True, f"embedded PostgreSQL ({pgdata}) was not running "
+                                       f"(removed the stale postmaster.pid of process {pid})")
+    if if_unused and holders:
+        return StopResult(False, False, f"embedded PostgreSQL ({pgdata}) left running: still used by "
+                                        f"process(es) {', '.join(map(str, holders))}")
+    pgserver = _import_pgserver()
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    user = "pgserver" if os.name == "posix" and os.geteuid() == 0 else None  # pgserver's server user under root
+    proc = subprocess.run([str(POSTGRES_BIN_PATH / "pg_ctl"), "stop", "-D", str(pgdata), "-m", "fast", "-w",
+                           "-t", str(timeout)], capture_output=True, text=True, user=user, check=False)
+    if proc.returncode != 0 and _alive(pid):
+        reason = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        return StopResult(False, False, f"embedded PostgreSQL ({pgdata}, process {pid}) could NOT be stopped: "
+                                        f"pg_ctl stop: {reason[0]}")
+    _write_handle_pids(pgdata, [])
+    getattr(pgserver.PostgresServer, "_instances", {}).pop(pgdata.resolve(), None)
+    users = f" (it was in use by process(es) {', '.join(map(str, holders))})" if holders else ""
+    return StopResult(True, True, f"embedded PostgreSQL ({pgdata}, process {pid}) stopped{users}")
+
+
+def embedded_data_dirs(home: Path | None = None) -> list[Path]:
+    """Every embedded server data directory under the B2B home (the demo's, the tests', ...)."""
+    home = Path(home or b2b_home())
+    return sorted({p.parent for p in home.glob("pgdata/postmaster.pid")}
+                  | {p.parent for p in home.glob("*/pgdata/postmaster.pid")})
 
 
 def database_url(url: str | None = None) -> str:

@@ -33,8 +33,13 @@ def _with_db(url: str, dbname: str) -> str:
 
 @pytest.fixture(scope="session")
 def pg_admin_url():
-    url = os.environ.get("B2B_TEST_DATABASE_URL") or b2bdb.embedded_url(TEST_HOME / "pgdata")
-    return url
+    """The test server's URL; an embedded one started here is stopped when the session ends
+    (left running only while another live process, e.g. a second pytest, still holds it)."""
+    if os.environ.get("B2B_TEST_DATABASE_URL"):
+        yield os.environ["B2B_TEST_DATABASE_URL"]
+        return
+    yield b2bdb.embedded_url(TEST_HOME / "pgdata")
+    b2bdb.stop_embedded(TEST_HOME / "pgdata", if_unused=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,12 @@
 """docker-compose.yaml checked statically (no Docker engine here): the file parses, images are
-pinned, every path it mounts or runs exists, services are wired to each other."""
+pinned, every path it mounts or runs exists, services are wired to each other, it is shaped like
+Airflow's official compose (dumb-init entrypoint kept, healthchecks, depends_on conditions), it
+holds no working secret, and the `celery` profile scales out. When a `docker compose` client is
+installed, `docker compose config` (which needs no daemon) must accept it too."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,17 +15,26 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+COMPOSE_TEXT = (ROOT / "docker-compose.yaml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)
 SERVICES = COMPOSE["services"]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
+AIRFLOW_SERVICES = ["airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+                    "airflow-init", "airflow-worker"]
+SECRETS = ("POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY")
+
+
+def _command(s) -> str:
+    cmd = s.get("command") or []
+    return cmd if isinstance(cmd, str) else " ".join(map(str, cmd))
 
 
 def test_has_the_airflow_3_services_postgres_and_the_simulator():
-    commands = {name: " ".join(map(str, s.get("command") or [])) for name, s in SERVICES.items()}
-    for cmd in ("airflow api-server", "airflow scheduler", "airflow dag-processor", "airflow triggerer"):
-        assert any(c == cmd for c in commands.values()), cmd
+    commands = {name: _command(s) for name, s in SERVICES.items()}
+    for cmd in ("api-server", "scheduler", "dag-processor", "triggerer"):
+        assert cmd in commands.values(), cmd
     assert "postgres" in SERVICES and "simulator" in SERVICES
-    assert "serve" in commands["simulator"]
+    assert "b2b-simulator serve" in commands["simulator"]
 
 
 def test_images_are_pinned():
@@ -63,39 +76,168 @@ def test_bind_mounts_point_at_files_that_exist():
                 assert src in named, (name, src)
 
 
-def test_entrypoints_exist_and_are_executable():
+def test_the_images_dumb_init_entrypoint_is_kept():
+    """No service replaces the image's entrypoint (dumb-init, then Airflow's /entrypoint, which
+    waits for the database and runs `bash …` or an airflow subcommand); scripts they run exist."""
     for name, s in SERVICES.items():
-        ep = s.get("entrypoint") or []
-        if ep and ep[0].startswith("/opt/b2b/"):
-            script = ROOT / ep[0][len("/opt/b2b/"):]
+        assert "entrypoint" not in s, name
+        cmd = s.get("command") or []
+        if isinstance(cmd, list) and cmd and cmd[0] == "bash" and cmd[1].startswith("/opt/b2b/"):
+            script = ROOT / cmd[1][len("/opt/b2b/"):]
             assert script.is_file() and os.access(script, os.X_OK), (name, script)
+    assert "ENTRYPOINT" not in DOCKERFILE.read_text()
 
 
-def test_depends_on_existing_services():
-    for name, s in SERVICES.items():
-        for dep in s.get("depends_on") or {}:
+def test_dockerignore_keeps_state_secrets_and_the_venv_out_of_the_image():
+    ignored = {ln.strip() for ln in (ROOT / ".dockerignore").read_text().splitlines()
+               if ln.strip() and not ln.startswith("#")}
+    for pattern in (".venv", ".b2b", "**/pgdata", ".env", ".git"):
+        assert pattern in ignored, pattern
+    assert any("passwords" in p or p.endswith(".generated") for p in ignored)
+
+
+def test_b2b_home_volume_is_writable_by_the_airflow_user():
+    text = DOCKERFILE.read_text()
+    assert re.search(r"chown -R airflow:root /opt/airflow/b2b", text)
+    # the last USER of the image is airflow, and the init service hands the volume to AIRFLOW_UID
+    assert re.findall(r"^USER (\S+)", text, re.M)[-1] == "airflow"
+    assert "b2b-home:/opt/airflow/b2b" in SERVICES["airflow-scheduler"]["volumes"]
+    init = (ROOT / "docker" / "init.sh").read_text()
+    assert 'chown -R "${uid}:0" /opt/airflow/b2b' in init
+
+
+@pytest.mark.parametrize("svc,check", [("airflow-scheduler", "8974/health"),
+                                       ("airflow-dag-processor", "--job-type DagProcessorJob"),
+                                       ("airflow-triggerer", "--job-type TriggererJob"),
+                                       ("airflow-apiserver", "/api/v2/version"),
+                                       ("postgres", "pg_isready"), ("simulator", "_sim/health")])
+def test_services_have_healthchecks(svc, check):
+    assert check in " ".join(SERVICES[svc]["healthcheck"]["test"])
+    if svc == "airflow-scheduler":
+        assert SERVICES[svc]["environment"]["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "True"
+
+
+def test_services_wait_on_health_and_init():
+    for name in AIRFLOW_SERVICES:
+        deps = SERVICES[name].get("depends_on") or {}
+        assert isinstance(deps, dict) and deps, name
+        for dep, cond in deps.items():
             assert dep in SERVICES, (name, dep)
+            assert cond["condition"] in ("service_healthy", "service_completed_successfully"), (name, dep)
+            if cond["condition"] == "service_healthy":
+                assert "healthcheck" in SERVICES[dep], (name, dep)
+        assert deps["postgres"]["condition"] == "service_healthy"
+        if name != "airflow-init":
+            assert deps["airflow-init"]["condition"] == "service_completed_successfully", name
+    assert SERVICES["airflow-scheduler"]["depends_on"]["simulator"]["condition"] == "service_healthy"
+    assert SERVICES["airflow-worker"]["depends_on"]["airflow-scheduler"]["condition"] == "service_healthy"
+
+
+def test_mounted_code_is_the_code_that_runs():
+    """DAGS_FOLDER and PLUGINS_FOLDER are the mounted folders, and PYTHONPATH has no other copy of
+    the plugins ahead of them (the image's copy sits under the same mounts)."""
+    env = SERVICES["airflow-scheduler"]["environment"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["airflow-scheduler"]["volumes"]}
+    assert mounts[env["AIRFLOW__CORE__DAGS_FOLDER"]] == "./dags"
+    assert mounts[env["AIRFLOW__CORE__PLUGINS_FOLDER"]] == "./plugins"
+    assert mounts["/opt/b2b/b2b"] == "./b2b" and mounts["/opt/b2b/include"] == "./include"
+    pythonpath = re.search(r"PYTHONPATH=(\S+)", DOCKERFILE.read_text()).group(1).split(":")
+    assert all(p == "/opt/b2b" or p in mounts for p in pythonpath), pythonpath
+
+
+def test_b2b_commands_in_the_containers_reach_the_warehouse():
+    env = SERVICES["airflow-scheduler"]["environment"]
+    assert env["B2B_DATABASE_URL"].startswith("postgresql://") and env["B2B_DATABASE_URL"].endswith("@postgres:5432/b2b")
+    assert env["AIRFLOW_CONN_B2B_WAREHOUSE"] == env["B2B_DATABASE_URL"]
+
+
+def test_no_working_default_secrets_and_no_all_admins():
+    assert "SIMPLE_AUTH_MANAGER_ALL_ADMINS" not in COMPOSE_TEXT
+    assert "change-me" not in COMPOSE_TEXT
+    for secret in SECRETS:
+        uses = re.findall(r"\$\{" + secret + r"(:?[-?=+])?([^}]*)\}", COMPOSE_TEXT)
+        assert uses, secret
+        for op, _ in uses:
+            assert op == ":?", f"{secret} must be required (${{{secret}:?message}}), not defaulted"
+    for name, s in SERVICES.items():
+        for key, value in (s.get("environment") or {}).items():
+            if re.search(r"PASSWORD|SECRET|FERNET", key) and key != "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE":
+                assert "${" in str(value), (name, key)
+    env = SERVICES["airflow-scheduler"]["environment"]
+    assert "AIRFLOW_FERNET_KEY" in env["AIRFLOW__CORE__FERNET_KEY"]
+    users = env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+    roles = {u.split(":")[1] for u in re.search(r":-([^}]*)\}", users).group(1).split(",")}
+    assert roles <= {"viewer", "user", "op", "admin"} and "viewer" in roles
+
+
+def test_make_env_generates_every_required_secret_and_a_valid_fernet_key():
+    out = subprocess.run(["bash", str(ROOT / "docker" / "make-env.sh")], capture_output=True, text=True,
+                         check=True).stdout
+    values = dict(ln.split("=", 1) for ln in out.splitlines() if ln and not ln.startswith("#"))
+    for secret in SECRETS:
+        assert len(values[secret]) >= 32, secret
+    from cryptography.fernet import Fernet
+
+    Fernet(values["AIRFLOW_FERNET_KEY"].encode())  # raises when not a Fernet key
+    again = subprocess.run(["bash", str(ROOT / "docker" / "make-env.sh")], capture_output=True, text=True,
+                           check=True).stdout
+    assert values["POSTGRES_PASSWORD"] not in again  # fresh secrets every time
+
+
+def test_celery_profile_scales_out_with_redis_and_workers():
+    for name in ("redis", "airflow-worker"):
+        assert SERVICES[name]["profiles"] == ["celery"], name
+    worker = SERVICES["airflow-worker"]
+    assert worker["command"] == "celery worker"
+    assert "B2B_CELERY_WORKERS" in str(worker["deploy"]["replicas"])
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    env = SERVICES["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "${AIRFLOW_EXECUTOR:-LocalExecutor}"
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://redis:6379")
+    for svc in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
+        assert "profiles" not in SERVICES[svc], svc  # the core services run in every profile
 
 
 def test_connections_and_catalogue_paths_are_usable():
     env = SERVICES["airflow-scheduler"]["environment"]
     assert env["AIRFLOW_CONN_B2B_WAREHOUSE"].startswith("postgresql://")
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     cat = env["B2B_CATALOGUE"]
     assert cat.startswith("/opt/b2b/") and (ROOT / cat[len("/opt/b2b/"):]).is_file()
-    # the connection wrapper's command gives every demo school a connection for the simulator service
-    out = subprocess.run([sys.executable, "-m", "simulator", "connections", "--format", "env",
+    # airflow-init imports these into the metadata DB: every demo school, pointing at the simulator service
+    init = (ROOT / "docker" / "init.sh").read_text()
+    assert "airflow connections import" in init and "b2b-simulator connections --format json" in init
+    out = subprocess.run([sys.executable, "-m", "simulator", "connections", "--format", "json",
                           "--base-url", env["SIMULATOR_URL"]], capture_output=True, text=True, check=True).stdout
-    lines = [ln for ln in out.splitlines() if ln.startswith("export AIRFLOW_CONN_")]
-    assert len(lines) == 6
-    conn = json.loads(lines[0].split("=", 1)[1].strip("'"))
-    assert conn["host"] == "simulator" and conn["port"] == 8765
+    conns = json.loads(out)
+    assert len(conns) == 6
+    assert all(c["host"] == "simulator" and c["port"] == 8765 for c in conns.values())
 
 
-@pytest.mark.parametrize("svc", ["airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
-                                 "airflow-triggerer", "airflow-init"])
-def test_airflow_services_share_the_metadata_database_and_secret(svc):
+@pytest.mark.parametrize("svc", AIRFLOW_SERVICES)
+def test_airflow_services_share_the_metadata_database_and_secrets(svc):
     env = SERVICES[svc]["environment"]
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@postgres:5432/airflow")
-    assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == SERVICES["airflow-scheduler"]["environment"][
-        "AIRFLOW__API_AUTH__JWT_SECRET"]
+    for key in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API__SECRET_KEY"):
+        assert env[key] == SERVICES["airflow-scheduler"]["environment"][key], key
+
+
+def _compose_cli():
+    for cmd in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(cmd[0]) and subprocess.run(cmd + ["version"], capture_output=True).returncode == 0:
+            return cmd
+    return None
+
+
+def test_docker_compose_config_accepts_the_file_and_refuses_missing_secrets(tmp_path):
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip("no docker compose client installed (Debian: docker-compose package)")
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    missing = subprocess.run(cli + ["-f", str(ROOT / "docker-compose.yaml"), "config", "-q"], capture_output=True,
+                             text=True, env=env, cwd=tmp_path)
+    assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr + missing.stdout
+    env.update({s: "x" * 40 for s in SECRETS})
+    for profile in ([], ["--profile", "celery"]):
+        ok = subprocess.run(cli + ["-f", str(ROOT / "docker-compose.yaml"), *profile, "config", "-q"],
+                            capture_output=True, text=True, env=env, cwd=tmp_path)
+        assert ok.returncode == 0, ok.stderr

@@ -88,3 +88,67 @@ def test_parsing_context_builds_only_the_requested_dag():
         print(",".join(sorted(k for k, v in ns.items() if isinstance(v, DAG))))
     """, _AIRFLOW_PARSING_CONTEXT_DAG_ID=target)
     assert out == target
+
+
+def test_display_names_show_school_and_task(dagbag):
+    cat = load_catalogue()
+    for spec in cat.dag_specs(include_inactive=False):
+        dag = dagbag.dags[spec.dag_id]
+        assert spec.base.name in dag.dag_display_name and spec.task.name in dag.dag_display_name, spec.dag_id
+        assert all(t.task_display_name and t.task_display_name != t.task_id for t in dag.tasks), spec.dag_id
+    assert dagbag.dags["b2b__maintenance__clear_conflicts"].dag_display_name.startswith("Maintenance")
+
+
+def test_dag_docs_are_generated_from_the_operators_that_run(dagbag):
+    """Each stage's line in the docs is its operator's docstring, so the docs cannot drift from the
+    code (no hand-written "GUID, UPN + 3 of 4"); the LA settings in force are listed."""
+    import inspect
+
+    from b2b.config.settings import Settings
+
+    for dag_id, dag in dagbag.dags.items():
+        if "maintenance" in dag.tags or "import" in dag.tags:
+            continue
+        doc = dag.doc_md
+        assert "3 of 4" not in doc and "all 4" not in doc, dag_id
+        for n, task in enumerate(dag.topological_sort(), 1):
+            first = " ".join((inspect.getdoc(type(task)) or "").split("\n\n")[0].split()).replace("``", "`")
+            assert first and f"{n}. **`{task.task_id}`** — {first}" in doc, (dag_id, task.task_id)
+        for field in Settings.__dataclass_fields__:
+            assert f"`{field.upper()}`" in doc, (dag_id, field)
+        assert "`MATCHER` | `weights`" in doc
+
+
+def test_asset_graph_stages_produce_assets_and_maintenance_consumes_them(dagbag):
+    """Export stages declare what they update; Clear Conflicts is scheduled on the conflicts and the
+    LA's current child view (and daily); the serialised DAGs keep the graph (what the UI shows)."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from b2b_operators import assets
+
+    producers: dict[str, set[str]] = {}
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            for a in task.outlets or []:
+                producers.setdefault(a.name, set()).add(f"{dag_id}.{task.task_id}")
+    cat = load_catalogue()
+    for spec in cat.dag_specs(include_inactive=False):
+        if spec.task.direction != "export":
+            continue
+        dfe = spec.base.dfe
+        assert f"{spec.dag_id}.load" in producers[f"b2b_staging_{dfe}"]
+        assert f"{spec.dag_id}.extract" in producers[f"b2b_received_{dfe}"]
+        for name, stage in (("b2b_anomalies", "validate"), ("b2b_conflicts", "conflicts"), ("b2b_matches", "match"),
+                            ("b2b_child_current", "apply")):
+            assert f"{spec.dag_id}.{stage}" in producers[name], (spec.dag_id, name)
+    clear = dagbag.dags["b2b__maintenance__clear_conflicts"]
+    serialized = DagSerialization.to_dict(clear)
+    text = str(serialized)
+    for a in (assets.CONFLICTS, assets.CHILD_CURRENT):
+        assert a.uri in text and a.name in text
+    roundtrip = DagSerialization.from_dict(serialized)
+    assert type(roundtrip.timetable).__name__ == "AssetOrTimeSchedule"
+    deps = {key.name for key, _ in roundtrip.timetable.asset_condition.iter_assets()}
+    assert deps == {"b2b_conflicts", "b2b_child_current"}
+    # Delete Files keeps its cron: it purges by age, so it needs the run's data interval
+    assert type(dagbag.dags["b2b__maintenance__delete_files"].timetable).__name__ == "CronDataIntervalTimetable"

@@ -1,10 +1,19 @@
-"""Point Airflow at this project: its home, DAGs, plugins, metadata DB and connections.
+"""Point Airflow at this project: its home, DAGs, plugins, metadata DB, PATH and connections.
 
-Used by ``make airflow``, ``b2b demo`` and the end-to-end tests. Must run before the
-first ``import airflow`` of the process, because Airflow reads its config at import.
+Used by ``make airflow`` (``b2b airflow``), ``b2b airflow-env``, ``b2b demo`` and the tests.
+Must run before the first ``import airflow`` of the process, because Airflow reads its
+config at import.
+
+``b2b airflow`` keeps Airflow's metadata in a database ``airflow`` on the embedded PostgreSQL
+(next to the warehouse) so the scheduler, a backfill and the UI can write at the same time
+(SQLite allows one writer: "database is locked"); with ``B2B_DATABASE_URL`` set (a real
+warehouse) it uses SQLite under ``$AIRFLOW_HOME`` unless ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``
+says otherwise. The school connections and ``b2b_warehouse`` are imported into the metadata
+database (``airflow connections import``), so the UI lists them.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -14,8 +23,26 @@ from pathlib import Path
 from b2b import PROJECT_ROOT
 from b2b.db import b2b_home
 
+#: the simple auth manager's users (``user:role``) for ``make airflow``; passwords are generated
+#: into ``$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated`` on first start
+STANDALONE_USERS = "admin:admin"
+#: libraries whose INFO lines are noise in task logs (ours stay at INFO)
+NAMESPACE_LEVELS = "great_expectations=WARNING"
 
-def project_airflow_settings(home: Path | None = None) -> dict[str, str]:
+
+def venv_bin() -> Path:
+    """The folder of this interpreter's scripts (``.venv/bin``): ``airflow standalone`` starts its
+    components by name, so it must be on PATH."""
+    return Path(sys.executable).parent
+
+
+def _path_with_venv() -> str:
+    parts = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p]
+    first = str(venv_bin())
+    return os.pathsep.join([first] + [p for p in parts if p != first])
+
+
+def project_airflow_settings(home: Path | None = None, *, metadata_url: str | None = None) -> dict[str, str]:
     home = Path(home or os.environ.get("AIRFLOW_HOME") or b2b_home() / "airflow")
     return {
         "AIRFLOW_HOME": str(home),
@@ -23,8 +50,10 @@ def project_airflow_settings(home: Path | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url or f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__LOGGING__NAMESPACE_LEVELS": NAMESPACE_LEVELS,
         "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), str(PROJECT_ROOT / "plugins")]),
+        "PATH": _path_with_venv(),
     }
 
 
@@ -33,11 +62,54 @@ def connection_env(connections: dict[str, dict]) -> dict[str, str]:
     return {f"AIRFLOW_CONN_{cid.upper()}": json.dumps(c) for cid, c in connections.items()}
 
 
-def prepare_airflow_env(*, quiet: bool = False) -> dict[str, str]:
+def warehouse_connection(url: str) -> dict:
+    """The ``b2b_warehouse`` Airflow connection (Postgres) for a warehouse URL (a socket path works)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    d = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+    conn: dict = {"conn_type": "postgres", "host": d.get("host") or "localhost",
+                  "schema": d.get("dbname") or "postgres", "login": d.get("user") or None,
+                  "password": d.get("password") or None}
+    if d.get("port"):
+        conn["port"] = int(d["port"])
+    return {k: v for k, v in conn.items() if v is not None}
+
+
+def embedded_metadata_url(warehouse_url: str, dbname: str = "airflow") -> str:
+    """A SQLAlchemy URL for Airflow's metadata in database ``dbname`` of the warehouse's server
+    (created when missing)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from sqlalchemy.engine import URL
+
+    with psycopg.connect(warehouse_url, autocommit=True) as admin:
+        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+            admin.execute(f'CREATE DATABASE "{dbname}"')
+    d = {k: str(v) for k, v in conninfo_to_dict(make_conninfo(warehouse_url)).items() if v is not None}
+    query = {"host": d["host"]} if d.get("host", "").startswith("/") else {}
+    return URL.create("postgresql+psycopg2", username=d.get("user"), password=d.get("password") or None,
+                      host=None if query else d.get("host"), port=int(d["port"]) if d.get("port") else None,
+                      database=dbname, query=query).render_as_string(hide_password=False)
+
+
+def standalone_metadata_url() -> str | None:
+    """The metadata DB of ``b2b airflow`` / ``b2b airflow-env``: an explicit
+    ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN``, else Postgres on the embedded server, else (a real
+    warehouse in ``B2B_DATABASE_URL``) None = SQLite."""
+    if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        return os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    if os.environ.get("B2B_DATABASE_URL"):
+        return None
+    from b2b import db
+
+    return embedded_metadata_url(db.embedded_url())
+
+
+def prepare_airflow_env(*, quiet: bool = False, metadata_url: str | None = None) -> dict[str, str]:
     """Set the environment for this process (and its children) and migrate Airflow's metadata DB."""
     from b2b import db
 
-    settings = project_airflow_settings()
+    settings = project_airflow_settings(metadata_url=metadata_url)
     os.environ.update(settings)
     Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     if quiet:
@@ -47,14 +119,54 @@ def prepare_airflow_env(*, quiet: bool = False) -> dict[str, str]:
     return dict(os.environ)
 
 
+def airflow_cli() -> str:
+    return str(venv_bin() / "airflow")
+
+
 def migrate_airflow_db() -> None:
-    """``airflow db migrate`` once per Airflow home (a marker file remembers it)."""
+    """``airflow db migrate`` once per (Airflow home, metadata DB) (a marker file remembers it)."""
     home = Path(os.environ["AIRFLOW_HOME"])
-    marker = home / ".b2b-migrated"
-    if marker.exists() and (home / "airflow.db").exists():
+    url = os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    marker = home / f".b2b-migrated-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+    if marker.exists() and (not url.startswith("sqlite") or (home / "airflow.db").exists()):
         return
-    airflow = Path(sys.executable).with_name("airflow")
-    proc = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, env=os.environ)
+    proc = subprocess.run([airflow_cli(), "db", "migrate"], capture_output=True, text=True, env=os.environ)
     if proc.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{proc.stderr[-2000:]}")
     marker.write_text("ok\n")
+
+
+def import_connections(connections: dict[str, dict]) -> Path:
+    """Write the connections to ``$AIRFLOW_HOME/connections.json`` (mode 0600) and import them into
+    the metadata database (``airflow connections import --overwrite``): the UI lists them."""
+    path = Path(os.environ["AIRFLOW_HOME"]) / "connections.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(connections, f, indent=2, sort_keys=True)
+    proc = subprocess.run([airflow_cli(), "connections", "import", "--overwrite", str(path)],
+                          capture_output=True, text=True, env=os.environ)
+    if proc.returncode != 0:
+        raise RuntimeError(f"airflow connections import failed:\n{proc.stderr[-2000:]}")
+    return path
+
+
+def password_file() -> Path:
+    """Where the simple auth manager keeps the generated passwords (``user: password`` JSON)."""
+    return Path(os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+                or Path(os.environ["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated")
+
+
+def ensure_password_file(users: str = STANDALONE_USERS) -> dict[str, str]:
+    """Generate a password for each configured user missing from the passwords file (mode 0600),
+    as the simple auth manager would on first start, so it can be printed before the UI is up."""
+    import secrets
+
+    path = password_file()
+    passwords = json.loads(path.read_text()) if path.exists() and path.read_text().strip() else {}
+    for spec in users.split(","):
+        user = spec.split(":")[0].strip()
+        passwords.setdefault(user, secrets.token_urlsafe(12))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(passwords, f)
+    return passwords

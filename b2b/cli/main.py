@@ -47,10 +47,20 @@ def _cmd_db_roles(args) -> int:
 
 
 def _cmd_db_stop(args) -> int:
+    """Stop the embedded server(s); exit 1 when one is still running (and say why)."""
+    from pathlib import Path
+
     from b2b import db
 
-    print("embedded PostgreSQL stopped" if db.stop_embedded() else "embedded PostgreSQL was not running")
-    return 0
+    dirs = db.embedded_data_dirs() if args.all else [Path(args.pgdata) if args.pgdata else db.b2b_home() / "pgdata"]
+    if not dirs:
+        print(f"no embedded PostgreSQL running under {db.b2b_home()}")
+    ok = True
+    for pgdata in dirs:
+        result = db.stop_embedded(pgdata, if_unused=args.if_unused)
+        print(result.message, file=sys.stdout if result.ok else sys.stderr)
+        ok = ok and result.ok
+    return 0 if ok else 1
 
 
 def _cmd_demo(args) -> int:
@@ -60,33 +70,62 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_airflow(args) -> int:
-    """Run ``airflow standalone`` on this project with the simulator serving the demo schools."""
+    """Run ``airflow standalone`` on this project: the simulator serving the demo schools, their
+    connections and ``b2b_warehouse`` imported into Airflow's metadata DB, the LA's records loaded."""
     import os
     import subprocess
 
-    from b2b.cli.airflow_env import connection_env, prepare_airflow_env
+    from b2b import db
+    from b2b.cli import airflow_env as af
+    from b2b.ops.core_load import load_core
     from simulator.server import start_server
     from simulator.world import World, WorldConfig
 
     world = World(WorldConfig.demo())
     server = start_server(world, host="127.0.0.1", port=args.simulator_port)
-    os.environ.update(connection_env(world.airflow_connections(server.base_url)))
-    env = prepare_airflow_env()
-    print(f"SIMS simulator on {server.base_url}; Airflow home {env['AIRFLOW_HOME']}")
     try:
-        return subprocess.run([os.path.join(os.path.dirname(sys.executable), "airflow"), "standalone"],
-                              env=env).returncode
+        warehouse = db.database_url()
+        os.environ.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", af.STANDALONE_USERS)
+        os.environ["AIRFLOW__API__PORT"] = str(args.port)
+        os.environ["AIRFLOW__API__HOST"] = "127.0.0.1"
+        os.environ["AIRFLOW__API__BASE_URL"] = f"http://127.0.0.1:{args.port}"
+        os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://127.0.0.1:{args.port}/execution/"
+        env = af.prepare_airflow_env(metadata_url=af.standalone_metadata_url())
+        with db.connect(warehouse, autocommit=True) as conn:
+            db.upgrade(conn)
+            core = load_core(conn, world.la_core())
+        connections = world.airflow_connections(server.base_url)
+        connections["b2b_warehouse"] = af.warehouse_connection(warehouse)
+        conn_file = af.import_connections(connections)
+        users = af.ensure_password_file(os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"])
+        print("\n".join([
+            f"B2B: SIMS simulator on {server.base_url}; warehouse {db.redact(warehouse)}",
+            f"B2B: LA records loaded: {core['records']} children ({core['changed']} new or changed)",
+            f"B2B: {len(connections)} connections imported into Airflow ({', '.join(sorted(connections))}) "
+            f"from {conn_file}",
+            f"B2B: Airflow home {env['AIRFLOW_HOME']}; metadata {db.redact(env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'])}",
+            f"B2B: UI on http://127.0.0.1:{args.port}  log in as {', '.join(sorted(users))}; "
+            f"password(s) in {af.password_file()}",
+            "B2B: for airflow commands in another shell: eval \"$(.venv/bin/b2b airflow-env)\"",
+        ]), flush=True)
+        if args.prepare_only:
+            return 0
+        return subprocess.run([af.airflow_cli(), "standalone"], env=env).returncode
     finally:
         server.shutdown()
 
 
 def _cmd_airflow_env(args) -> int:
-    from b2b.cli.airflow_env import prepare_airflow_env
+    """Shell exports that give `airflow …` commands the same home, metadata DB, DAGs and PATH
+    as `make airflow` (use: eval "$(.venv/bin/b2b airflow-env)")."""
+    import shlex
 
-    env = prepare_airflow_env()
+    from b2b.cli import airflow_env as af
+
+    env = af.prepare_airflow_env(metadata_url=af.standalone_metadata_url())
     for k, v in sorted(env.items()):
-        if k.startswith("AIRFLOW__") or k in ("AIRFLOW_HOME", "B2B_DATABASE_URL", "B2B_HOME"):
-            print(f"export {k}={v!r}")
+        if k.startswith("AIRFLOW__") or k in ("AIRFLOW_HOME", "B2B_DATABASE_URL", "B2B_HOME", "PYTHONPATH", "PATH"):
+            print(f"export {k}={shlex.quote(v)}")
     return 0
 
 
@@ -267,7 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--url", default=None, help="database URL (default: $B2B_DATABASE_URL or embedded)")
     up.set_defaults(func=_cmd_db_upgrade)
     dbp.add_parser("url", help="print the warehouse URL (starts the embedded server if needed)").set_defaults(func=_cmd_db_url)
-    dbp.add_parser("stop", help="stop the embedded PostgreSQL").set_defaults(func=_cmd_db_stop)
+    st = dbp.add_parser("stop", help="stop the embedded PostgreSQL (pg_ctl stop on its data directory); "
+                                     "exit status 1 when it could not be stopped, with the reason")
+    st.add_argument("--all", action="store_true", help="every embedded server under $B2B_HOME (demo and tests)")
+    st.add_argument("--pgdata", help="data directory (default $B2B_HOME/pgdata)")
+    st.add_argument("--if-unused", action="store_true",
+                    help="leave it running while another live process holds a handle on it")
+    st.set_defaults(func=_cmd_db_stop)
     ro = dbp.add_parser("roles", help="give the roles b2b_pipeline/analyst/officer/ui their passwords (F41)")
     ro.add_argument("--url", default=None, help="admin database URL (default: $B2B_DATABASE_URL or embedded)")
     ro.set_defaults(func=_cmd_db_roles)
@@ -282,6 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     af = sub.add_parser("airflow", help="airflow standalone on this project, with the simulator")
     af.add_argument("--simulator-port", type=int, default=8765)
+    af.add_argument("--port", type=int, default=8080, help="the UI / API port (127.0.0.1)")
+    af.add_argument("--prepare-only", action="store_true",
+                    help="migrate, load and import connections, print the login, but do not start Airflow")
     af.set_defaults(func=_cmd_airflow)
     sub.add_parser("airflow-env", help="prepare and print the Airflow environment for this project").set_defaults(
         func=_cmd_airflow_env)
@@ -389,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its INFO chatter hides ours
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,11 +1,27 @@
-"""Stage operators of the processing chain; each delegates to ``b2b.pipeline`` (Airflow-free)."""
+"""Stage operators of the processing chain; each delegates to ``b2b.pipeline`` (Airflow-free).
+
+The first paragraph of each operator's docstring is what the DAG docs show for its stage
+(``factory.stages_doc``), so keep it true to what ``run_stage`` calls.
+"""
 from __future__ import annotations
+
+import logging
 
 from b2b_operators.base import B2BStageOperator
 
+#: libraries whose INFO lines would drown the stage's own line in the task log
+QUIET_LOGGERS = ("great_expectations",)
+
+
+def quiet_libraries() -> None:
+    """Task logs keep our stage lines only: libraries log warnings and errors, not INFO."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
 
 class HashFilterOperator(B2BStageOperator):
-    """Mark blocks unchanged since their last import as skipped (F7/F15/F20, B2BHCACHE)."""
+    """Skip blocks unchanged since their last import (hash cache, F7/F15/F20; off when the LA's
+    ``B2BHCACHE`` setting is off)."""
 
     stage = "hash_filter"
     ui_color = "#e8daef"
@@ -17,7 +33,8 @@ class HashFilterOperator(B2BStageOperator):
 
 
 class LoadOperator(B2BStageOperator):
-    """Load the run's new, valid blocks into staging, with the hash cache, in one transaction."""
+    """Load the run's new, valid blocks into the school's staging tables and record their hashes
+    (the cache), in one transaction."""
 
     stage = "load"
     ui_color = "#d5f5e3"
@@ -29,7 +46,9 @@ class LoadOperator(B2BStageOperator):
 
 
 class MatchOperator(B2BStageOperator):
-    """Link each incoming student to an LA child with the matcher (``b2b.matching``), or queue / leave it."""
+    """Link each student loaded in this run to an LA child with the matcher chosen by the LA's ``MATCHER``
+    setting (``b2b.matching``: scored field weights, or the vendor's legacy rule): matched students are
+    linked, possible ones queued for an officer, the rest left unmatched (``results.match``)."""
 
     stage = "match"
     ui_color = "#fdebd0"
@@ -53,7 +72,8 @@ class ConflictsOperator(B2BStageOperator):
 
 
 class ApplyOperator(B2BStageOperator):
-    """Make matched students' non-conflicting school data current in the LA view (F6)."""
+    """Make matched students' non-conflicting school data current in the LA's view
+    (``core.child_current``, F6)."""
 
     stage = "apply"
     ui_color = "#d6eaf8"
@@ -65,7 +85,9 @@ class ApplyOperator(B2BStageOperator):
 
 
 class ValidateOperator(B2BStageOperator):
-    """Great Expectations suites per block type; failures become anomalies (GX imported in execute)."""
+    """Check the run's new blocks with the Great Expectations suite of each block type
+    (``include/schemas``): failures become anomalies (``results.anomaly``), blocks failing an
+    error-level expectation are not loaded, structurally broken files go to suspense."""
 
     stage = "validate"
     ui_color = "#fcf3cf"
@@ -74,11 +96,13 @@ class ValidateOperator(B2BStageOperator):
         from b2b import pipeline as chain
         from b2b.db import b2b_home
 
+        quiet_libraries()
         return chain.validate(conn, ctx, b2b_home() / "reports" / "validation")
 
 
 class ContactsOperator(B2BStageOperator):
-    """Contacts of current students as accounts: mapping, rejections, disabling (F34–F38)."""
+    """Turn the contacts of current students into accounts: map them, reject the unusable ones
+    (``results.rejected_contact``) and disable those no longer sent (F34–F38)."""
 
     stage = "contacts"
     ui_color = "#d1f2eb"

@@ -4,11 +4,13 @@ Kept free of I/O and heavy imports: it runs at DAG-parse time for every pair.
 """
 from __future__ import annotations
 
+import inspect
 from datetime import datetime, time, timedelta
 
 from airflow.sdk import DAG, chain
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from b2b_operators import assets
 from b2b_operators.chain import (
     ApplyOperator,
     CommitOperator,
@@ -59,14 +61,36 @@ def _doc(spec, la) -> str:
         lines.append(f"| month filter | {t.months} |")
     if t.hierarchies:
         lines.append(f"| aspect hierarchies | {', '.join(t.hierarchies)} |")
-    lines += ["", "Stages: `extract` (messages to `raw.inbound_file`, parsed blocks to `raw.inbound_block`) → "
-              "`hash_filter` (skip blocks unchanged since last import; B2BHCACHE) → `validate` (Great "
-              "Expectations suites; failures to `results.anomaly`) → `load` (staging tables "
-              "and hash cache, one transaction) → `match` (GUID, UPN + 3 of 4, all 4) → `conflicts` → "
-              "`apply` (`core.child_current`) → `contacts` (snapshot and changed data: `core.contact`, "
-              "`results.rejected_contact`). Counts and errors go to `ops.task_log` (F9). Rerunning a run "
-              "replaces what it stored; backfill missed windows with `airflow backfill create`."]
     return "\n".join(lines)
+
+
+def _first_paragraph(obj) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return " ".join(doc.split("\n\n")[0].split()).replace("``", "`")
+
+
+def stages_doc(dag: DAG) -> str:
+    """The DAG's stages as they run, each described by its operator's own docstring, with the
+    assets it updates: generated from the same objects Airflow executes, so it cannot drift."""
+    lines = ["", "#### Stages, in the order they run", ""]
+    for n, task in enumerate(dag.topological_sort(), 1):
+        outs = ", ".join(f"`{a.name}`" for a in getattr(task, "outlets", []) or [])
+        lines.append(f"{n}. **`{task.task_id}`** — {_first_paragraph(type(task))}"
+                     + (f" Updates {outs}." if outs else ""))
+    lines += ["", "Counts and errors of every stage go to `ops.task_log` (F9). Rerunning a run replaces what "
+              "it stored; replay missed windows with `airflow backfill create` (README, *How to backfill*)."]
+    return "\n".join(lines)
+
+
+def settings_doc(la) -> str:
+    """The LA's settings in force for this DAG (``b2b.config.settings.Settings``, from the catalogue)."""
+    from dataclasses import fields
+
+    values = la.settings.as_dict()
+    lines = ["", "#### LA settings in force", "", "| setting | value |", "|---|---|"]
+    lines += [f"| `{f.name.upper()}` | `{values[f.name]}` |" for f in fields(la.settings)]
+    return "\n".join(lines)
+
 
 
 def _task_dag(spec, la, doc: str, timeout: timedelta) -> DAG:
@@ -82,6 +106,7 @@ def _task_dag(spec, la, doc: str, timeout: timedelta) -> DAG:
         tags.append(t.direction)
     return DAG(
         dag_id=spec.dag_id,
+        dag_display_name=f"{b.name} ({b.dfe}) · {t.name}",
         description=f"{t.name} for {b.name} ({b.dfe})",
         schedule=CronDataIntervalTimetable(t.schedule, timezone=tz),
         start_date=pendulum.instance(datetime.combine(t.start_date, time(0)), tz=tz),
@@ -100,18 +125,23 @@ def build_dag(spec, la) -> DAG:
     with _task_dag(spec, la, _doc(spec, la), timedelta(hours=6)) as dag:
         common = dict(base_id=b.dfe, base_kind=b.kind, task_key=t.key, data_filter=t.filter,
                       attendance=t.attendance, months=t.months, migrated_on=b.migrated_on, settings=settings(la))
-        extract = ExtractOperator(task_id="extract", conn_id=b.conn_id, group_type=t.group_type, ncys=t.ncys,
-                                  hierarchies=t.hierarchies, **common)
-        stages = [HashFilterOperator(task_id="hash_filter", **common),
-                  ValidateOperator(task_id="validate", **common), LoadOperator(task_id="load", **common)]
+
+        def stage(cls, task_id, **kw):
+            return cls(task_id=task_id, task_display_name=task_id.replace("_", " ").capitalize(),
+                       outlets=assets.stage_outlets(task_id, b.dfe), **common, **kw)
+
+        extract = stage(ExtractOperator, "extract", conn_id=b.conn_id, group_type=t.group_type, ncys=t.ncys,
+                        hierarchies=t.hierarchies)
+        stages = [stage(HashFilterOperator, "hash_filter"), stage(ValidateOperator, "validate"),
+                  stage(LoadOperator, "load")]
         # every export can carry student blocks (attendance and attainment messages identify the
         # student with one), and a loaded block is cached: so every export matches what it loaded
-        stages += [MatchOperator(task_id="match", **common), ConflictsOperator(task_id="conflicts", **common),
-                   ApplyOperator(task_id="apply", **common)]
+        stages += [stage(MatchOperator, "match"), stage(ConflictsOperator, "conflicts"), stage(ApplyOperator, "apply")]
         if t.filter in CONTACT_FILTERS:  # the messages that carry contacts blocks and leavers' end dates
-            stages.append(ContactsOperator(task_id="contacts", **common))
-        stages.append(CommitOperator(task_id="commit", **common))  # cache, watermark, lease (issue 9)
+            stages.append(stage(ContactsOperator, "contacts"))
+        stages.append(stage(CommitOperator, "commit"))  # cache, watermark, lease (issue 9)
         chain(extract, *stages)
+    dag.doc_md = "\n".join([dag.doc_md or "", stages_doc(dag), settings_doc(la)])
     return dag
 
 
@@ -130,9 +160,10 @@ def build_return_dag(spec, la) -> DAG:
         "counts to `ops.task_log`. Every run sends what is still pending.",
     ])
     with _task_dag(spec, la, doc, timedelta(hours=1)) as dag:
-        ReturnToSchoolOperator(task_id="return_to_school", conn_id=b.conn_id, la_code=la.code, ncys=t.ncys,
-                               base_id=b.dfe, base_kind=b.kind, task_key=t.key, data_filter=t.filter,
-                               migrated_on=b.migrated_on)
+        ReturnToSchoolOperator(task_id="return_to_school", task_display_name="Return to school",
+                               outlets=assets.stage_outlets("return_to_school", b.dfe), conn_id=b.conn_id,
+                               la_code=la.code, ncys=t.ncys, base_id=b.dfe, base_kind=b.kind, task_key=t.key,
+                               data_filter=t.filter, migrated_on=b.migrated_on)
     return dag
 
 
@@ -143,12 +174,31 @@ def settings(la) -> dict:
 
 MAINTENANCE = (
     ("clear_conflicts", "30 5 * * *", "Clear Conflicts (F18): drop open conflicts where the LA's data now equals "
-                                      "the school's, daily."),
+                                      "the school's, daily and whenever a run updates the conflicts or the LA's "
+                                      "current child view (assets `b2b_conflicts`, `b2b_child_current`)."),
     ("delete_files", "45 5 * * *", "Delete Files (F18): purge stored school messages older than the LA's "
                                    "FILE_RETENTION_DAYS; parsed data and results stay, daily."),
     ("clear_cached_data", None, "Clear Cached Data (F18): flush the hash cache so the next imports process "
                                 "every block. Manual: trigger with `{\"base_id\": \"8862001\"}` for one base."),
 )
+
+
+#: maintenance DAGs that also run when these assets are updated (data-aware scheduling)
+MAINTENANCE_ASSETS = {"clear_conflicts": (assets.CONFLICTS, assets.CHILD_CURRENT)}
+
+
+def _maintenance_schedule(action: str, schedule: str | None, tz):
+    """Cron, or cron *or* the assets it depends on (a run when any of them is updated)."""
+    if not schedule:
+        return None
+    cron = CronDataIntervalTimetable(schedule, timezone=tz)
+    if action not in MAINTENANCE_ASSETS:
+        return cron
+    from airflow.sdk import AssetAny
+    from airflow.timetables.assets import AssetOrTimeSchedule
+
+    # the core timetable accepts the SDK's asset expression at runtime (serialised with the DAG)
+    return AssetOrTimeSchedule(timetable=cron, assets=AssetAny(*MAINTENANCE_ASSETS[action]))  # type: ignore[arg-type]
 
 
 def build_maintenance_dag(action: str, schedule: str | None, doc: str, la) -> DAG:
@@ -160,7 +210,8 @@ def build_maintenance_dag(action: str, schedule: str | None, doc: str, la) -> DA
     with DAG(
         dag_id=f"b2b__maintenance__{action}",
         description=doc.split(":")[0],
-        schedule=CronDataIntervalTimetable(schedule, timezone=tz) if schedule else None,
+        schedule=_maintenance_schedule(action, schedule, tz),
+        dag_display_name=f"Maintenance · {doc.split(' (')[0]}",
         start_date=pendulum.datetime(2026, 9, 1, tz=tz),
         catchup=False,
         max_active_runs=1,

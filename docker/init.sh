@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# airflow-init (runs once, as root, before the Airflow services): migrate Airflow's metadata DB
+# and the warehouse, check the catalogue, import the demo schools' connections into the metadata
+# DB (so the UI lists them: Admin > Connections), load the demo LA's child records, and give the
+# airflow user the b2b-home volume. For a real LA: drop the connections/core lines and define the
+# schools' connections in a secrets backend (docs/connections.md).
+set -euo pipefail
+uid="${AIRFLOW_UID:-50000}"
+mkdir -p /opt/airflow/b2b /opt/airflow/logs
+chown -R "${uid}:0" /opt/airflow/b2b /opt/airflow/logs
+airflow db migrate
+b2b db upgrade --url "${B2B_DATABASE_URL}"
+b2b config check
+conns=/opt/airflow/b2b/connections.json
+( umask 077; b2b-simulator connections --format json --base-url "${SIMULATOR_URL}" > "${conns}" )
+airflow connections import --overwrite "${conns}"
+rm -f "${conns}"
+b2b-simulator core --out /tmp/la_core.csv && b2b core load /tmp/la_core.csv 2>/dev/null \
+  || echo "b2b core load not available in this version: load the LA's records with b2b demo or b2b core load"
+chown -R "${uid}:0" /opt/airflow/b2b
+echo "airflow-init done; users and roles: ${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS};" \
+     "passwords are generated on the api-server's first start into ${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE}"
