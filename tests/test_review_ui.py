@@ -201,3 +201,59 @@ def test_a_school_page_shows_only_its_own_reports(lists, ui):
     assert reports.uploads(db, BASE)[0]["status"] == "sent"  # not recalled by the other school
     r = school.post("/b2b/school/recall", data={"upload_id": upload_id})
     assert "Recalled" in r.text and reports.uploads(db, BASE)[0]["status"] == "recalled"
+
+
+def test_through_a_real_airflow_api_server_the_plugin_is_listed_and_protected(lists, db_url, tmp_path):
+    """``airflow api-server`` loads the plugin from plugins/: the "B2B review" view is listed and
+    its pages need an Airflow login with the officer role."""
+    import os
+    import subprocess
+    import sys
+
+    from b2b import PROJECT_ROOT
+    from b2b.cli.airflow_env import migrate_airflow_db, project_airflow_settings
+
+    migrate_airflow_db()
+    pw = tmp_path / "passwords.json"
+    pw.write_text(json.dumps({u: p for u, (_, p) in USERS.items()}))
+    port = _free_port()
+    env = dict(os.environ, **project_airflow_settings(), B2B_DATABASE_URL=db_url,
+               AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=",".join(f"{u}:{r}" for u, (r, _) in USERS.items()),
+               AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(pw),
+               AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="False",
+               AIRFLOW__API_AUTH__JWT_SECRET="test-only-jwt-secret-0123456789abcdef",
+               AIRFLOW__CORE__LAZY_LOAD_PLUGINS="False")
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), str(PROJECT_ROOT / "plugins")])
+    airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
+    log = (tmp_path / "api-server.log").open("w")
+    proc = subprocess.Popen([airflow, "api-server", "-H", "127.0.0.1", "-p", str(port), "-w", "1", "--apps", "core"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            assert proc.poll() is None, (tmp_path / "api-server.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        else:
+            pytest.fail("the api-server did not start in 180 s")
+        assert httpx.get(f"{url}/b2b/review/conflicts").status_code == 401
+        reader = login(url, "reader")
+        assert httpx.get(f"{url}/b2b/review/conflicts", cookies={"_token": reader}).status_code == 403
+        token = login(url, "jane")
+        r = httpx.get(f"{url}/b2b/review/conflicts", cookies={"_token": token})
+        assert r.status_code == 200 and "Joseph" in r.text
+        plugins = httpx.get(f"{url}/api/v2/plugins", headers={"Authorization": f"Bearer {token}"}).json()
+        [ours] = [p for p in plugins["plugins"] if p["name"] == "b2b_review"]
+        assert [(v["name"], v["href"]) for v in ours["external_views"]] == [("B2B review", "b2b/review/")]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
