@@ -43,9 +43,27 @@ def _page(rows: list[dict], limit: int, key) -> Page:
     return Page(rows, key(rows[-1]) if more and rows else None)
 
 
+def _where(*conds: tuple[bool, str]) -> str:
+    """The conditions that apply, so each query shape gets its own plan (no ``%s IS NULL OR``)."""
+    return "".join(f" AND {sql}" for on, sql in conds if on)
+
+
+def _run(conn, sql: str, params: dict):
+    # never a generic prepared plan: the keyset bounds and filters decide the plan
+    return conn.execute(sql, params, prepare=False)
+
+
 def _dicts(cur) -> list[dict]:
     names = [d.name for d in cur.description]
     return [dict(zip(names, r)) for r in cur.fetchall()]
+
+
+#: the row is the student's latest match decision (``results.current_match`` without its full sort:
+#: the few unmatched/possible rows are found by their status index, then checked for a newer one)
+_LATEST = """NOT EXISTS (SELECT 1 FROM results.match n
+                          WHERE n.base_id = m.base_id AND n.student_guid = m.student_guid
+                            AND (n.window_order > m.window_order
+                                 OR (n.window_order = m.window_order AND n.file_id > m.file_id)))"""
 
 
 def schools(conn) -> list[str]:
@@ -58,11 +76,13 @@ def counts(conn, base_id: str | None = None) -> dict:
     b = {"b": base_id}
     one = lambda sql: conn.execute(sql, b).fetchone()[0]  # noqa: E731
     return {
-        "unmatched": one("SELECT count(*) FROM results.unmatched WHERE NOT hidden AND "
-                         "(%(b)s::text IS NULL OR base_id = %(b)s)"),
-        "possible": one("SELECT count(DISTINCT (base_id, student_guid)) FROM results.possible_match "
-                        "WHERE (%(b)s::text IS NULL OR base_id = %(b)s)"),
-        "conflicts": one("SELECT count(*) FROM results.conflict WHERE (%(b)s::text IS NULL OR base_id = %(b)s)"),
+        "unmatched": one(f"SELECT count(*) FROM results.match m WHERE m.status = 'unmatched' AND NOT m.hidden "
+                         f"AND {_LATEST} AND (%(b)s::text IS NULL OR m.base_id = %(b)s)"),
+        "possible": one(f"SELECT count(*) FROM results.match m WHERE m.status = 'possible' AND {_LATEST} "
+                        "AND (%(b)s::text IS NULL OR m.base_id = %(b)s)"),
+        "conflicts": one(f"SELECT count(*) FROM (SELECT DISTINCT o.person_id, o.field, o.la_value, o.incoming_value "
+                         f"FROM results.conflict_observation o WHERE {_UNRESOLVED} "
+                         "AND (%(b)s::text IS NULL OR o.base_id = %(b)s)) x"),
         "rejected_contacts": one("SELECT count(*) FROM results.rejected_contact "
                                  "WHERE (%(b)s::text IS NULL OR base_id = %(b)s)"),
         "suspense": one("SELECT count(*) FROM raw.inbound_file WHERE status IN ('failed', 'suspense') "
@@ -76,14 +96,19 @@ def unmatched(conn, base_id: str | None = None, include_hidden: bool = False, af
               limit: int = PAGE) -> Page:
     """The Unmatched list (F13: older than B2B_S_AGE hidden unless asked), by school and surname."""
     k = _unkey(after, 3)
-    cur = conn.execute(
-        """SELECT base_id, student_guid, upn, forename, middle_names, surname, gender, dob, age_years, hidden
-             FROM results.unmatched
-            WHERE (%(b)s::text IS NULL OR base_id = %(b)s) AND (%(h)s OR NOT hidden)
-              AND (%(k)s::text[] IS NULL OR (base_id, lower(coalesce(surname, '')), student_guid)
-                                             > (%(k)s[1], %(k)s[2], %(k)s[3]))
-            ORDER BY base_id, lower(coalesce(surname, '')), student_guid LIMIT %(n)s""",
-        {"b": base_id, "h": include_hidden, "k": k, "n": limit + 1})
+    where = _where((base_id is not None, "m.base_id = %(b)s"), (not include_hidden, "NOT m.hidden"),
+                   (k is not None, "(m.base_id, lower(coalesce(s.surname, '')), m.student_guid) "
+                                   "> (%(k1)s, %(k2)s, %(k3)s)"))
+    k1, k2, k3 = k or (None, None, None)
+    cur = _run(conn,
+        f"""SELECT m.base_id, m.student_guid, s.upn, s.forename, s.middle_names, s.surname, s.gender, s.dob,
+                   m.age_years, m.hidden
+              FROM results.match m
+              JOIN staging.student s ON s.base_id = m.base_id AND s.student_guid = m.student_guid
+                                    AND s.file_id = m.file_id
+             WHERE m.status = 'unmatched' AND {_LATEST}{where}
+             ORDER BY m.base_id, lower(coalesce(s.surname, '')), m.student_guid LIMIT %(n)s""",
+        {"b": base_id, "k1": k1, "k2": k2, "k3": k3, "n": limit + 1})
     return _page(_dicts(cur), limit, lambda r: _key(r["base_id"], (r["surname"] or "").lower(), r["student_guid"]))
 
 
@@ -91,14 +116,19 @@ def possible(conn, base_id: str | None = None, after: str | None = None, limit: 
     """The Possible-matches queue: each school record with its proposed candidate, the per-field
     weights of the score and why it was not linked automatically."""
     k = _unkey(after, 2)
-    cur = conn.execute(
-        """SELECT base_id, student_guid, candidate_person_id AS person_id, score, explanation,
-                  upn, forename, surname, gender, dob, la_upn, la_forename, la_surname, la_gender, la_dob,
-                  la_postcode
-             FROM results.possible_match
-            WHERE (%(b)s::text IS NULL OR base_id = %(b)s)
-              AND (%(k)s::text[] IS NULL OR (base_id, student_guid) > (%(k)s[1], %(k)s[2]))
-            ORDER BY base_id, student_guid LIMIT %(n)s""", {"b": base_id, "k": k, "n": limit + 1})
+    where = _where((base_id is not None, "m.base_id = %(b)s"),
+                   (k is not None, "(m.base_id, m.student_guid) > (%(k1)s, %(k2)s)"))
+    k1, k2 = k or (None, None)
+    cur = _run(conn,
+        f"""SELECT m.base_id, m.student_guid, m.person_id, m.score, m.explanation,
+                   s.upn, s.forename, s.surname, s.gender, s.dob, c.upn AS la_upn, c.forename AS la_forename,
+                   c.surname AS la_surname, c.gender AS la_gender, c.dob AS la_dob, c.postcode AS la_postcode
+              FROM results.match m
+              JOIN staging.student s ON s.base_id = m.base_id AND s.student_guid = m.student_guid
+                                    AND s.file_id = m.file_id
+              JOIN core.child c ON c.person_id = m.person_id
+             WHERE m.status = 'possible' AND {_LATEST}{where}
+             ORDER BY m.base_id, m.student_guid LIMIT %(n)s""", {"b": base_id, "k1": k1, "k2": k2, "n": limit + 1})
     return _page(_dicts(cur), limit, lambda r: _key(r["base_id"], r["student_guid"]))
 
 
@@ -151,7 +181,10 @@ def conflicts(conn, base_id: str | None = None, after: str | None = None, limit:
     open (child, field, values) however many imports saw it; those sent to the school are left
     out unless asked."""
     k = _unkey(after, 2)
-    cur = conn.execute(
+    where = _where((base_id is not None, "o.base_id = %(b)s"),
+                   (k is not None, "(o.person_id, o.field) > (%(k1)s, %(k2)s)"))
+    k1, k2 = k or (None, None)
+    cur = _run(conn,
         f"""SELECT o.person_id, o.field, o.la_value, o.incoming_value, min(o.base_id) AS base_id,
                    min(o.student_guid) AS student_guid, min(o.window_end) AS first_seen,
                    max(o.window_end) AS last_seen, count(DISTINCT o.file_id) AS times_seen,
@@ -162,12 +195,11 @@ def conflicts(conn, base_id: str | None = None, after: str | None = None, limit:
               LEFT JOIN results.conflict_referral ref
                 ON ref.person_id = o.person_id AND ref.field = o.field
                AND ref.la_value IS NOT DISTINCT FROM o.la_value AND ref.incoming_value IS NOT DISTINCT FROM o.incoming_value
-             WHERE (%(b)s::text IS NULL OR o.base_id = %(b)s) AND {_UNRESOLVED}
-               AND (%(k)s::text[] IS NULL OR (o.person_id, o.field) > (%(k)s[1], %(k)s[2]))
+             WHERE {_UNRESOLVED}{where}
              GROUP BY o.person_id, o.field, o.la_value, o.incoming_value
             HAVING %(r)s OR NOT bool_or(ref.person_id IS NOT NULL)
              ORDER BY o.person_id, o.field LIMIT %(n)s""",
-        {"b": base_id, "k": k, "n": limit + 1, "r": include_referred})
+        {"b": base_id, "k1": k1, "k2": k2, "n": limit + 1, "r": include_referred})
     rows = _dicts(cur)
     for r in rows:
         r["label"] = COMPARED_BY_NAME[r["field"]].label if r["field"] in COMPARED_BY_NAME else r["field"]
@@ -193,24 +225,25 @@ def refer_to_school(conn, person_id: str, field: str, by: str) -> int:
 
 def rejected_contacts(conn, base_id: str | None = None, after: str | None = None, limit: int = PAGE) -> Page:
     k = _unkey(after, 3)
-    cur = conn.execute(
-        """SELECT base_id, person_id, reason, detail, forename, surname, email, cardinality(student_guids) AS students
-             FROM results.rejected_contact
-            WHERE (%(b)s::text IS NULL OR base_id = %(b)s)
-              AND (%(k)s::text[] IS NULL OR (base_id, person_id, reason) > (%(k)s[1], %(k)s[2], %(k)s[3]))
-            ORDER BY base_id, person_id, reason LIMIT %(n)s""", {"b": base_id, "k": k, "n": limit + 1})
+    where = _where((base_id is not None, "base_id = %(b)s"),
+                   (k is not None, "(base_id, person_id, reason) > (%(k1)s, %(k2)s, %(k3)s)"))
+    k1, k2, k3 = k or (None, None, None)
+    cur = _run(conn,
+        f"""SELECT base_id, person_id, reason, detail, forename, surname, email, cardinality(student_guids) AS students
+              FROM results.rejected_contact WHERE true{where}
+             ORDER BY base_id, person_id, reason LIMIT %(n)s""",
+        {"b": base_id, "k1": k1, "k2": k2, "k3": k3, "n": limit + 1})
     return _page(_dicts(cur), limit, lambda r: _key(r["base_id"], r["person_id"], r["reason"]))
 
 
 def suspense(conn, base_id: str | None = None, after: str | None = None, limit: int = PAGE) -> Page:
     """Files in suspense or failed, with the reason (no personal data is kept in it)."""
     k = _unkey(after, 1)
-    cur = conn.execute(
-        """SELECT file_id, base_id, dag_id, label, status, error, received_at, size_bytes
-             FROM raw.inbound_file
-            WHERE status IN ('failed', 'suspense') AND (%(b)s::text IS NULL OR base_id = %(b)s)
-              AND (%(k)s::text[] IS NULL OR file_id < (%(k)s[1])::bigint)
-            ORDER BY file_id DESC LIMIT %(n)s""", {"b": base_id, "k": k, "n": limit + 1})
+    where = _where((base_id is not None, "base_id = %(b)s"), (k is not None, "file_id < %(k1)s::bigint"))
+    cur = _run(conn,
+        f"""SELECT file_id, base_id, dag_id, label, status, error, received_at, size_bytes
+              FROM raw.inbound_file WHERE status IN ('failed', 'suspense'){where}
+             ORDER BY file_id DESC LIMIT %(n)s""", {"b": base_id, "k1": k[0] if k else None, "n": limit + 1})
     return _page(_dicts(cur), limit, lambda r: _key(r["file_id"]))
 
 

@@ -1,6 +1,10 @@
 -- 0018 weekly per-school anomaly reports and their return (F32, F33, F42), the officers'
 -- "send to school" referrals, and the LA's address gazetteer used by the postcode check.
 
+-- The review screens find the (few) unmatched and possible decisions by status, not by a full
+-- sort of every student's latest decision (b2b/ops/review.py).
+CREATE INDEX match_open_status_idx ON results.match (status, base_id) WHERE status IN ('unmatched', 'possible');
+
 -- The LA's address gazetteer (one row per UPRN). Helper migrations may create the same table.
 CREATE TABLE IF NOT EXISTS core.address_gazetteer (uprn text PRIMARY KEY, paon text, saon text, street text, locality text, town text, postcode text, m_pc text);
 CREATE INDEX IF NOT EXISTS address_gazetteer_m_pc_idx ON core.address_gazetteer (m_pc);
