@@ -281,6 +281,7 @@ def create_app() -> FastAPI:
     @app.get("/review/conflicts", response_class=HTMLResponse)
     def conflicts_screen(request: Request, conn: Conn, who: Officer, base: str | None = None,
                          referred: bool = False, after: str | None = None):
+        from b2b.blocks import RETURNABLE
         from b2b.ops import review
 
         base = base or None
@@ -289,8 +290,9 @@ def create_app() -> FastAPI:
         rows = []
         for r in p.rows:
             who_txt = f"{r['forename']} {r['surname']} ({r['person_id']})"
-            acts = (action("resolve", "Keep LA", f"Keep the LA's {r['label']} for {who_txt}? It is returned to "
-                           "the school.", csrf, back, person_id=r["person_id"], field=r["field"], keep="la")
+            returned = " It is returned to the school (F28)." if r["field"] in RETURNABLE else ""
+            acts = (action("resolve", "Keep LA", f"Keep the LA's {r['label']} for {who_txt}?{returned}", csrf, back,
+                           person_id=r["person_id"], field=r["field"], keep="la")
                     + action("resolve", "Keep school", f"Change the LA's {r['label']} for {who_txt} to the "
                              "school's value?", csrf, back, person_id=r["person_id"], field=r["field"], keep="incoming")
                     + action("resolve", "Send to school", f"Ask the school which {r['label']} is right for "
