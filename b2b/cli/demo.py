@@ -183,5 +183,8 @@ def run_demo(days: int = 3, fresh: bool | None = None) -> int:
     with db.connect(url) as conn:
         print()
         print_summary(conn)
+        from b2b.outbound.reports import write_week
+
+        write_week(conn, {d: b.name for d, b in catalogue.bases.items()}, db.b2b_home() / "reports")
     print(f"{len(plan)} DAG runs, {failures} failed, {time.perf_counter() - t0:.0f}s")
     return 1 if failures else 0

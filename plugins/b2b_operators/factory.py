@@ -22,6 +22,7 @@ from b2b_operators.chain import (
     ValidateOperator,
 )
 from b2b_operators.extract import ExtractOperator
+from b2b_operators.report_dags import build_report_dags
 
 CONTACT_FILTERS = ("snapshot", "changed_data")
 
@@ -241,4 +242,5 @@ def build_dags(catalogue, only_dag_id: str | None = None) -> dict[str, DAG]:
             continue
         build = build_dag if spec.task.direction == "export" else build_return_dag
         dags[spec.dag_id] = build(spec, catalogue.la)
+    dags.update(build_report_dags(catalogue, only_dag_id))
     return dict(sorted(dags.items()))
