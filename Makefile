@@ -38,7 +38,7 @@ chromium: ## Debian's Chromium for the browser tests (installed from Debian's pa
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "warning: could not install chromium; browser tests will be skipped" >&2; }
 
-airflow: setup ## start `airflow standalone` on this project (UI on http://localhost:8080)
+airflow: setup ## airflow standalone on this project: UI on http://127.0.0.1:8080, login and connections printed (docs/airflow.md)
 	$(VENV)/bin/b2b airflow
 
 bench: setup ## print the benchmarks' figures

@@ -17,6 +17,6 @@ airflow connections import --overwrite "${conns}"
 rm -f "${conns}"
 b2b-simulator core --out /tmp/la_core.csv && b2b core load /tmp/la_core.csv 2>/dev/null \
   || echo "b2b core load not available in this version: load the LA's records with b2b demo or b2b core load"
-chown -R "${uid}:0" /opt/airflow/b2b
+chown -R "${uid}:0" /opt/airflow/b2b /opt/airflow/logs
 echo "airflow-init done; users and roles: ${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS};" \
      "passwords are generated on the api-server's first start into ${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE}"

@@ -3,7 +3,7 @@ manual import, per-base enable flag, retention, redaction, officer-created ids."
 from __future__ import annotations
 
 import csv
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -158,7 +158,7 @@ def test_load_core_records_keeps_its_counts(db):
 
 # ------------------------------------------------------------------ part 2: manual import (F39)
 SIMS7_BASE = "8862001"
-UNTIL = __import__("datetime").datetime(2026, 10, 4, 18, 0, tzinfo=__import__("datetime").UTC)
+UNTIL = datetime(2026, 10, 4, 18, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +297,7 @@ def test_matcher_ignores_inactive_children(db, tmp_path):
 def test_delete_files_enforces_each_retention_and_keeps_what_analysts_need(db, tmp_path):
     import os
     import time
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     from b2b.config.settings import Settings
     from b2b.ingest.extract import ReceivedMessage
@@ -354,7 +354,7 @@ def test_delete_files_enforces_each_retention_and_keeps_what_analysts_need(db, t
 
 
 def test_resolved_suspense_payload_goes_before_the_general_retention(db):
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     from b2b.config.settings import Settings
     from b2b.ingest.extract import ReceivedMessage

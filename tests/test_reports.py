@@ -127,6 +127,21 @@ def test_round_trip_amends_the_la_where_the_school_was_right(joe):
     assert reports.build(db, BASE, WEEK_DAY + timedelta(days=7)) is None
 
 
+def test_a_report_is_sent_back_once(joe):
+    db = joe
+    built = reports.build(db, BASE, WEEK_DAY)
+    ticked = tick(reports.report_file(db, BASE, built.report_id, "xlsx")[1],
+                  {"Forename": "LA", "Ethnicity": "LA", "Postcode": "LA"})
+    reports.submit(db, BASE, "r.xlsx", ticked, by="s")
+    with pytest.raises(reports.ReportRefused, match="has already been sent back"):
+        reports.submit(db, BASE, "r.xlsx", ticked, by="s")
+    # the unique index settles a race the status check cannot see
+    db.execute("UPDATE results.school_report SET status = 'issued'")
+    with pytest.raises(reports.ReportRefused, match="already been sent back"):
+        reports.submit(db, BASE, "r.xlsx", ticked, by="s")
+    assert db.execute("SELECT count(*) FROM results.school_upload").fetchone() == (1,)
+
+
 def test_school_wrong_answer_is_not_asked_again_while_open(joe):
     db = joe
     built = reports.build(db, BASE, WEEK_DAY)

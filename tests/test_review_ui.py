@@ -85,8 +85,24 @@ def login(base_url: str, user: str) -> str:
     return r.json()["access_token"]
 
 
+_CLIENTS: list[httpx.Client] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    while _CLIENTS:
+        _CLIENTS.pop().close()
+
+
+def client(base_url: str, follow_redirects: bool = True, **kwargs) -> httpx.Client:
+    c = httpx.Client(base_url=base_url, follow_redirects=follow_redirects, **kwargs)
+    _CLIENTS.append(c)
+    return c
+
+
 def officer_client(base_url: str, user: str = "jane") -> httpx.Client:
-    return httpx.Client(base_url=base_url, cookies={"_token": login(base_url, user)}, follow_redirects=True)
+    return client(base_url, cookies={"_token": login(base_url, user)})
 
 
 def csrf(html: str) -> str:
@@ -94,7 +110,7 @@ def csrf(html: str) -> str:
 
 
 def test_review_screens_refuse_requests_without_login_or_officer_role(lists, ui):
-    anonymous = httpx.Client(base_url=ui)
+    anonymous = client(ui, follow_redirects=False)
     for path in ("/b2b/review/", "/b2b/review/unmatched", "/b2b/review/conflicts", "/b2b/review/returns"):
         r = anonymous.get(path)
         assert r.status_code == 401 and "Log in to Airflow" in r.text and "Joseph" not in r.text
@@ -176,11 +192,11 @@ def test_a_school_page_shows_only_its_own_reports(lists, ui):
     key = reports.issue_token(db, BASE)
     other_key = reports.issue_token(db, OTHER)
     db.commit()
-    anonymous = httpx.Client(base_url=ui, follow_redirects=True)
+    anonymous = client(ui)
     assert "access key" in anonymous.get("/b2b/school/").text
     assert anonymous.get(f"/b2b/school/file/{mine}/docx").status_code == 401
     assert anonymous.post("/b2b/school/login", data={"key": "guessed"}).status_code == 403
-    school = httpx.Client(base_url=ui, follow_redirects=True)
+    school = client(ui)
     r = school.post("/b2b/school/login", data={"key": key})
     assert r.status_code == 200 and f"School {BASE}" in r.text and f"/{other_id}/" not in r.text
     assert school.get(f"/b2b/school/file/{other_id}/docx").status_code == 404
@@ -190,7 +206,7 @@ def test_a_school_page_shows_only_its_own_reports(lists, ui):
     from tests.test_reports import tick
 
     theirs = tick(reports.report_file(db, BASE, mine, "xlsx")[1], {"Forename": "School", "Postcode": "School"})
-    other_school = httpx.Client(base_url=ui, follow_redirects=True)
+    other_school = client(ui)
     other_school.post("/b2b/school/login", data={"key": other_key})
     r = other_school.post("/b2b/school/upload", files={"file": ("B2BreportWeek41.xlsx", theirs)})
     assert r.status_code == 400 and "this report belongs to another school" in r.text

@@ -110,19 +110,36 @@ def airflow(pg_admin_url, pg_template):
               "the dag-processor to serialise the DAGs", home)
         yield {"api": api, "env": env, "home": home, "warehouse": warehouse, "started": time.monotonic()}
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(60)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_tree(proc)
         log.close()
         with psycopg.connect(pg_admin_url, autocommit=True) as admin:
             for name in (warehouse_db, meta_db):
                 admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         shutil.rmtree(home, ignore_errors=True)
+
+
+def stop_tree(proc: subprocess.Popen, grace: float = 30) -> None:
+    """Stop `b2b airflow` and everything under it: the standalone components and the task workers
+    (which start sessions of their own, so a process-group signal alone misses them)."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)
+    proc.wait(10)
 
 
 def _up(base_url: str) -> bool:
@@ -180,6 +197,23 @@ def _intervals(cron: str, tz: str, lo: datetime, hi: datetime) -> list[tuple[dat
         ticks.append(it.get_next(datetime))
     ticks = [t.astimezone(lo.tzinfo) for t in ticks]
     return [(a, b) for a, b in zip(ticks, ticks[1:]) if a <= hi]
+
+
+def test_ui_lists_connections_display_names_and_assets(airflow):
+    """What a newcomer sees: the school's and the warehouse's connections (in the metadata DB, not
+    only in the standalone process's environment), school names in the DAG list, the assets."""
+    api = airflow["api"]
+    conns = {c["connection_id"]: c for c in api("GET", "/connections", params={"limit": 100})["connections"]}
+    assert {f"sims7_{BASE}", "b2b_warehouse"} <= set(conns)
+    assert conns["b2b_warehouse"]["conn_type"] == "postgres"
+    assert conns[f"sims7_{BASE}"]["password"] in (None, "***")  # the API never shows a secret
+    dag = api("GET", f"/dags/{SNAPSHOT}")
+    assert "Green Abbey Primary School" in dag["dag_display_name"]
+    assets = {a["name"]: a for a in api("GET", "/assets", params={"limit": 100})["assets"]}
+    produced_by = {(t["dag_id"], t["task_id"]) for t in assets[f"b2b_staging_{BASE}"]["producing_tasks"]}
+    assert {(SNAPSHOT, "load"), (CHANGED, "load")} <= produced_by
+    consumers = {d["dag_id"] for d in assets["b2b_conflicts"]["scheduled_dags"]}
+    assert consumers == {"b2b__maintenance__clear_conflicts"}
 
 
 def test_scheduler_runs_triggered_snapshot_and_changed_data_dags(airflow):

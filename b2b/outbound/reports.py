@@ -519,14 +519,19 @@ def check_upload(conn, base_id: str, data: bytes) -> tuple[int, dict[int, str]]:
 
 def submit(conn, base_id: str, filename: str, data: bytes, by: str) -> int:
     """Store a ticked spreadsheet the school sent back ("sent, not yet received"); its id."""
+    import psycopg
+
     report_id, ticks = check_upload(conn, base_id, data)
-    with conn.transaction():
-        upload_id = conn.execute(
-            """INSERT INTO results.school_upload (report_id, base_id, filename, file, choices, uploaded_by)
-               VALUES (%s, %s, %s, %s, %s, %s) RETURNING upload_id""",
-            (report_id, base_id, filename[:200], data, json.dumps({str(k): v for k, v in ticks.items()}),
-             by)).fetchone()[0]
-        conn.execute("UPDATE results.school_report SET status = 'returned' WHERE report_id = %s", (report_id,))
+    try:
+        with conn.transaction():
+            upload_id = conn.execute(
+                """INSERT INTO results.school_upload (report_id, base_id, filename, file, choices, uploaded_by)
+                   VALUES (%s, %s, %s, %s, %s, %s) RETURNING upload_id""",
+                (report_id, base_id, filename[:200], data, json.dumps({str(k): v for k, v in ticks.items()}),
+                 by)).fetchone()[0]
+            conn.execute("UPDATE results.school_report SET status = 'returned' WHERE report_id = %s", (report_id,))
+    except psycopg.errors.UniqueViolation:  # two uploads of one report at the same moment: the first wins
+        raise ReportRefused(["this report has already been sent back"], base=base_id, file=report_id) from None
     log.info("base %s sent back report %s (upload %s, %d ticks)", base_id, report_id, upload_id, len(ticks))
     return upload_id
 

@@ -121,7 +121,8 @@ def shots(base: str, token: str, out: Path, asset_id: int) -> None:
         def take(url: str, name: str, click: str | None = None) -> None:
             page.goto(url, wait_until="networkidle")
             if click:
-                page.get_by_role("button", name=click).first.click()
+                button = page.get_by_role("button", name=click)
+                (button if button.count() else page.get_by_text(click)).first.click()
                 page.wait_for_timeout(1500)
             page.wait_for_timeout(1500)
             page.screenshot(path=str(out / name))

@@ -10,6 +10,7 @@ from datetime import datetime, time, timedelta
 from airflow.sdk import DAG, chain
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from b2b.config.windows import MAX_LOOKBACK
 from b2b_operators import assets
 from b2b_operators.chain import (
     ApplyOperator,
@@ -36,7 +37,7 @@ DEFAULT_ARGS = {
 FILTER_TEXT = {
     "snapshot": "a **snapshot**: every student's data blocks as of the end of the window",
     "changed_data": "**changed data**: the blocks that changed in the run's data interval "
-                    "(never before the base's migration date, never more than 3 months back — F5)",
+                    f"(never before the base's migration date, never more than {MAX_LOOKBACK.days} days back — F5)",
     "attendance": "**attendance** marks",
     "attainment": "**attainment** results for the chosen aspect hierarchies",
 }
