@@ -183,7 +183,13 @@ def text_sql(field: str, expr: str) -> str:
 
 def norm_sql(field: str, text_expr: str) -> str:
     """The one "same value" normalisation, in SQL, of a value's text form."""
-    kind = COMPARED_BY_NAME[field].kind
+    return kind_norm_sql(COMPARED_BY_NAME[field].kind, text_expr)
+
+
+def kind_norm_sql(kind: str, text_expr: str) -> str:
+    """The normalisation of one kind of value (``name``, ``postcode``, ``date``, ``code``): what
+    conflicts compare, and what other comparisons of the same kind (the gazetteer's address
+    lines and postcodes, ``saon``) must use too."""
     if kind == "name":
         return f"lower(btrim({text_expr}))"
     if kind == "postcode":

@@ -10,13 +10,17 @@ mkdir -p /opt/airflow/b2b /opt/airflow/logs
 chown -R "${uid}:0" /opt/airflow/b2b /opt/airflow/logs
 airflow db migrate
 b2b db upgrade --url "${B2B_DATABASE_URL}"
+b2b db roles --url "${B2B_DATABASE_URL}"   # F41: b2b_pipeline / analyst / officer / ui with the .env passwords
 b2b config check
 conns=/opt/airflow/b2b/connections.json
 ( umask 077; b2b-simulator connections --format json --base-url "${SIMULATOR_URL}" > "${conns}" )
 airflow connections import --overwrite "${conns}"
 rm -f "${conns}"
-b2b-simulator core --out /tmp/la_core.csv && b2b core load /tmp/la_core.csv 2>/dev/null \
-  || echo "b2b core load not available in this version: load the LA's records with b2b demo or b2b core load"
+# the LA's own files (children with their MIS GUID links, LLPG gazetteer), loaded as an LA's would be
+b2b-simulator la-files --out /opt/airflow/b2b/inbound/la
+b2b core load /opt/airflow/b2b/inbound/la/children.csv
+b2b core load --gazetteer /opt/airflow/b2b/inbound/la/gazetteer.csv
+rm -f /opt/airflow/b2b/inbound/la/*.csv
 chown -R "${uid}:0" /opt/airflow/b2b /opt/airflow/logs
 echo "airflow-init done; users and roles: ${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS};" \
      "passwords are generated on the api-server's first start into ${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE}"

@@ -11,3 +11,4 @@ echo "AIRFLOW_FERNET_KEY=$(fernet)"
 echo "AIRFLOW_JWT_SECRET=$(rand)"
 echo "AIRFLOW_API_SECRET_KEY=$(rand)"
 echo "AIRFLOW_UID=$(id -u)"
+for role in B2B_PIPELINE B2B_ANALYST B2B_OFFICER B2B_UI; do echo "B2B_DB_PASSWORD_${role}=$(rand)"; done

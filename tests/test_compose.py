@@ -21,7 +21,9 @@ SERVICES = COMPOSE["services"]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 AIRFLOW_SERVICES = ["airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
                     "airflow-init", "airflow-worker"]
-SECRETS = ("POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY")
+SECRETS = ("POSTGRES_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY",
+           "B2B_DB_PASSWORD_B2B_PIPELINE", "B2B_DB_PASSWORD_B2B_ANALYST", "B2B_DB_PASSWORD_B2B_OFFICER",
+           "B2B_DB_PASSWORD_B2B_UI")
 
 
 def _command(s) -> str:
@@ -148,7 +150,11 @@ def test_mounted_code_is_the_code_that_runs():
 def test_b2b_commands_in_the_containers_reach_the_warehouse():
     env = SERVICES["airflow-scheduler"]["environment"]
     assert env["B2B_DATABASE_URL"].startswith("postgresql://") and env["B2B_DATABASE_URL"].endswith("@postgres:5432/b2b")
-    assert env["AIRFLOW_CONN_B2B_WAREHOUSE"] == env["B2B_DATABASE_URL"]
+    # DAG runs use the least-privilege pipeline role (F41), the same warehouse database
+    warehouse = env["AIRFLOW_CONN_B2B_WAREHOUSE"]
+    assert warehouse.startswith("postgresql://b2b_pipeline:${B2B_DB_PASSWORD_B2B_PIPELINE:?")
+    assert warehouse.endswith("@postgres:5432/b2b")
+    assert "b2b db roles" in (ROOT / "docker" / "init.sh").read_text()
 
 
 def test_no_working_default_secrets_and_no_all_admins():

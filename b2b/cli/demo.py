@@ -140,13 +140,15 @@ def run_demo(days: int = 3, fresh: bool | None = None) -> int:
     from simulator.world import World, WorldConfig
 
     world = World(WorldConfig.demo())
-    from b2b.ops.core_load import load_core
+    from b2b.ops.core_load import load_core, load_gazetteer
+    from simulator.la_files import gazetteer_rows
 
     with db.connect(url, autocommit=True) as conn:
         if fresh:
             conn.execute("DROP SCHEMA IF EXISTS raw, staging, core, results, ops CASCADE")
         db.upgrade(conn)
         core = load_core(conn, world.la_core())
+        load_gazetteer(conn, gazetteer_rows(world))  # the LA's LLPG extract: the reports' postcode check
     print(f"LA core: {core['records']} child records ({core['changed']} new or changed), "
           f"{core['new_links']} new GUID links")
     server = start_server(world, host="127.0.0.1", port=0)

@@ -77,13 +77,15 @@ def _cmd_airflow(args) -> int:
 
     from b2b import db
     from b2b.cli import airflow_env as af
-    from b2b.ops.core_load import load_core
+    from b2b.ops import core_load
+    from simulator.la_files import write_la_files
     from simulator.server import start_server
     from simulator.world import World, WorldConfig
 
     world = World(WorldConfig.demo())
     server = start_server(world, host="127.0.0.1", port=args.simulator_port)
     try:
+        embedded = not os.environ.get("B2B_DATABASE_URL")
         warehouse = db.database_url()
         os.environ.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", af.STANDALONE_USERS)
         os.environ["AIRFLOW__API__PORT"] = str(args.port)
@@ -91,16 +93,23 @@ def _cmd_airflow(args) -> int:
         os.environ["AIRFLOW__API__BASE_URL"] = f"http://127.0.0.1:{args.port}"
         os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://127.0.0.1:{args.port}/execution/"
         env = af.prepare_airflow_env(metadata_url=af.standalone_metadata_url())
+        # the LA's own files, as its systems would drop them, loaded the way `b2b core load` does
+        children_csv, gazetteer_csv = write_la_files(db.b2b_home() / "la_files", world)[:2]
         with db.connect(warehouse, autocommit=True) as conn:
             db.upgrade(conn)
-            core = load_core(conn, world.la_core())
+            c = core_load.load_children_file(conn, children_csv, full=False)
+            gaz = core_load.load_gazetteer_file(conn, gazetteer_csv)
+            # F41: DAG runs reach the warehouse as b2b_pipeline (password auth), never as superuser
+            db.ensure_roles(conn, pgdata=db.b2b_home() / "pgdata" if embedded else None)
+        core = {"records": c["records"], "changed": c["new"] + c["updated"]}
         connections = world.airflow_connections(server.base_url)
-        connections["b2b_warehouse"] = af.warehouse_connection(warehouse)
+        connections["b2b_warehouse"] = af.warehouse_connection(db.role_url("b2b_pipeline", warehouse))
         conn_file = af.import_connections(connections)
         users = af.ensure_password_file(os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"])
         print("\n".join([
             f"B2B: SIMS simulator on {server.base_url}; warehouse {db.redact(warehouse)}",
-            f"B2B: LA records loaded: {core['records']} children ({core['changed']} new or changed)",
+            f"B2B: LA records loaded from {children_csv.parent}: {core['records']} children "
+            f"({core['changed']} new or changed), {gaz['addresses']} gazetteer addresses",
             f"B2B: {len(connections)} connections imported into Airflow ({', '.join(sorted(connections))}) "
             f"from {conn_file}",
             f"B2B: Airflow home {env['AIRFLOW_HOME']}; metadata {db.redact(env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'])}",

@@ -48,6 +48,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from b2b.blocks import norm_sql
 from b2b.errors import OpsError
 
 log = logging.getLogger(__name__)
@@ -376,7 +377,7 @@ def load_gazetteer(conn, rows: list[dict], *, full: bool = True, source: str = "
         updates = ", ".join(f"{f} = EXCLUDED.{f}" for f in GAZETTEER_FIELDS if f != "uprn")
         changed = conn.execute(
             f"""INSERT INTO core.address_gazetteer ({cols}, m_pc)
-                SELECT {cols}, upper(replace(postcode, ' ', '')) FROM gaz_in
+                SELECT {cols}, {norm_sql('postcode', 'postcode')} FROM gaz_in
                 ON CONFLICT (uprn) DO UPDATE SET {updates}, m_pc = EXCLUDED.m_pc
                 WHERE ({', '.join('core.address_gazetteer.' + f for f in GAZETTEER_FIELDS)})
                       IS DISTINCT FROM ({', '.join('EXCLUDED.' + f for f in GAZETTEER_FIELDS)})""").rowcount

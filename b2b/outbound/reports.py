@@ -40,6 +40,8 @@ from b2b.blocks import (
     COMPARED_BY_NAME,
     STUDENT_COMPARED,
     compare_sql,
+    kind_norm_sql,
+    norm_sql,
     same_sql,
     same_value,
     text_sql,
@@ -150,12 +152,13 @@ def postcode_checks(conn, base_id: str) -> list[dict]:
                           min(g.town) AS town, min(g.postcode) AS postcode, count(DISTINCT g.m_pc) AS n,
                           min(g.m_pc) AS m_pc
                      FROM core.address_gazetteer g
-                    WHERE lower(btrim(g.street)) = lower(btrim(a.street))
-                      AND lower(btrim(g.paon)) = lower(btrim(a.paon))
-                      AND (a.saon IS NULL OR g.saon IS NULL OR lower(btrim(g.saon)) = lower(btrim(a.saon)))) g
+                    WHERE {same_sql('street', 'g.street', 'a.street')}
+                      AND {same_sql('paon', 'g.paon', 'a.paon')}
+                      AND (a.saon IS NULL OR g.saon IS NULL
+                           OR {kind_norm_sql('name', 'g.saon')} = {kind_norm_sql('name', 'a.saon')})) g
                 ON g.n = 1
              WHERE a.postcode IS NOT NULL
-               AND upper(regexp_replace(a.postcode, '[^A-Za-z0-9]', '', 'g')) <> g.m_pc
+               AND {norm_sql('postcode', 'a.postcode')} <> g.m_pc
              ORDER BY a.student_guid""", {"base": base_id}).fetchall()
     return [{"student_guid": r[0], "person_id": r[1], "school_postcode": r[2],
              "address": ", ".join(p for p in (r[3], r[4], r[5], r[6]) if p) + f" {r[7]}"} for r in rows]
