@@ -160,6 +160,12 @@ def redact(url: str) -> str:
     from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+    import re
+
+    # a SQLAlchemy URL (Airflow's metadata DB: postgresql+psycopg2://…): libpq knows no driver suffix
+    if url.startswith("sqlite:"):  # a file path, no credentials
+        return url
+    url = re.sub(r"^(postgres(?:ql)?)\+\w+://", r"\1://", url)
     try:
         params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
     except ProgrammingError:

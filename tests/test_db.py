@@ -43,6 +43,7 @@ def test_badly_named_migration_is_refused(tmp_path):
     "postgres://u@h/d?sslmode=require&password=s3cret",
     "host=h port=5432 user=u password=s3cret dbname=d",
     "host=h user=u password='s3cret' dbname=d",
+    "postgresql+psycopg2://u:s3cret@h:5432/d",  # SQLAlchemy (Airflow metadata DB)
 ])
 def test_redact_hides_the_password_in_every_conninfo_form(conninfo):
     out = b2bdb.redact(conninfo)
