@@ -393,3 +393,37 @@ def test_a_stage_cleared_after_its_run_failed_takes_the_lease_again_in_order(db)
     runs.finish_run(db, second)
     assert runs.begin_run(db, first, wait=timedelta(seconds=0.2), poll=0.05)["waited_seconds"] < 0.2
     assert db.execute("SELECT dag_id, window_end FROM ops.base_lease").fetchall() == [(first.dag_id, day(0))]
+
+
+def test_a_dag_run_waits_rescheduled_while_another_dag_of_its_base_holds_it(e2e):
+    import pendulum
+
+    tz = pendulum.timezone("Europe/London")
+    d8 = pendulum.datetime(2026, 10, 8, 18, 0, tz=tz)
+    other = (f"b2b__{BASE7}__snapshot", pendulum.datetime(2026, 10, 4, 18, 0, tz=tz))
+    q(e2e, "INSERT INTO ops.base_lease (base_id, dag_id, window_end, run_id) VALUES (%s, %s, %s, 'other') "
+           "RETURNING base_id", BASE7, *other)
+    seen: dict = {}
+
+    def the_other_run_commits_later() -> None:
+        """While the snapshot run has the base, this run waits and asks the school for nothing."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            state = q(e2e, "SELECT state FROM ops.run WHERE dag_id = %s AND window_end = %s", CD, d8)
+            if state:
+                time.sleep(3)
+                seen["state"] = q(e2e, "SELECT state FROM ops.run WHERE dag_id = %s AND window_end = %s", CD, d8)
+                seen["files"] = q(e2e, "SELECT count(*) FROM raw.inbound_file WHERE dag_id = %s "
+                                       "AND window_end = %s", CD, d8)
+                break
+            time.sleep(0.5)
+        q(e2e, "DELETE FROM ops.base_lease WHERE base_id = %s RETURNING base_id", BASE7)
+
+    other_run = threading.Thread(target=the_other_run_commits_later)
+    other_run.start()
+    dr = e2e["dags"][CD].test(logical_date=d8)  # dag.test in the main thread (signal handlers)
+    other_run.join(timeout=10)
+    assert seen == {"state": [("waiting",)], "files": [(0,)]}
+    assert str(dr.state).endswith("success")
+    assert q(e2e, "SELECT state FROM ops.run WHERE dag_id = %s AND window_end = %s", CD, d8) == [("success",)]
+    assert q(e2e, "SELECT count(*) FROM ops.base_lease") == [(0,)]
