@@ -252,7 +252,7 @@ def _stored_verdicts(conn, pending: list) -> list:
 
 def _store_verdicts(conn, judged: list) -> None:
     """Keep GX's new verdicts (digests only); prune those unused for VERDICT_KEEP_DAYS."""
-    rows = set()
+    rows: set[tuple[str, str, bool]] = set()
     for _bt, key, _e, vals in judged:
         ed = _expectation_digest(key)
         memo = _verdicts[key]
