@@ -252,18 +252,21 @@ def _stored_verdicts(conn, pending: list) -> list:
 
 def _store_verdicts(conn, judged: list) -> None:
     """Keep GX's new verdicts (digests only); prune those unused for VERDICT_KEEP_DAYS."""
-    eds, vds, failed = [], [], []
+    rows: set[tuple[str, str, bool]] = set()
     for _bt, key, _e, vals in judged:
         ed = _expectation_digest(key)
         memo = _verdicts[key]
-        for vk, _v in vals:
-            eds.append(ed)
-            vds.append(_value_digest(vk))
-            failed.append(memo[vk])
+        rows.update((ed, _value_digest(vk), memo[vk]) for vk, _v in vals)
+    # in key order: two runs storing the same new values lock them in the same order (no deadlock)
+    eds, vds, failed = zip(*sorted(rows), strict=True) if rows else ((), (), ())
     conn.execute("""INSERT INTO ops.gx_verdict (expectation, value_key, failed)
                     SELECT * FROM unnest(%s::text[], %s::text[], %s::boolean[])
-                    ON CONFLICT (expectation, value_key) DO UPDATE SET seen = current_date""", (eds, vds, failed))
-    conn.execute("DELETE FROM ops.gx_verdict WHERE seen < current_date - %s", (VERDICT_KEEP_DAYS,))
+                    ON CONFLICT (expectation, value_key) DO UPDATE SET seen = current_date""",
+                 (list(eds), list(vds), list(failed)))
+    # pruning never waits for another run: rows another transaction holds are left for later
+    conn.execute("""DELETE FROM ops.gx_verdict WHERE ctid IN (
+                        SELECT ctid FROM ops.gx_verdict WHERE seen < current_date - %s
+                           FOR UPDATE SKIP LOCKED)""", (VERDICT_KEEP_DAYS,))
 
 
 def _value_key(etype: str, v):
