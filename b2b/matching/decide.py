@@ -127,14 +127,17 @@ def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, r
     exact_fn = at(best_lv, "forename", "exact")
     household = has & ~exact_fn & exact_any
     safe = has & ~below & ~ambiguous & eligible & corro & ~household
-    # one LA child auto-linked from two records of the batch (a twin the LA does not know, or
-    # the same pupil twice): the one record whose forename is exactly the child's keeps the link
-    # when the others' are not; otherwise none does; the others go to an officer
+    # one LA child auto-linked from two records of one school in the batch (a twin the LA does
+    # not know, or the same pupil twice): the one record whose forename is exactly the child's
+    # keeps the link when the others' are not; otherwise none does; the others go to an officer.
+    # (Two schools may both hold a child: dual registration links each.)
     best_ci = best["ci"].fillna(-1).astype(int).values
-    claims = pd.DataFrame({"ci": best_ci[safe], "exact": exact_fn[safe]}).groupby("ci")["exact"].agg(["size", "sum"])
-    shared = claims[claims["size"] > 1]
-    sole = shared[shared["sum"] == 1].index.values
-    twice = safe & np.isin(best_ci, shared.index.values) & ~(np.isin(best_ci, sole) & exact_fn)
+    claim = pd.DataFrame({"base": inc["base_id"].values if "base_id" in inc else "", "ci": best_ci,
+                          "exact": exact_fn})
+    sub = claim[safe]
+    agg = sub.groupby(["base", "ci"])["exact"].agg(["size", "sum"]).reset_index()
+    keyed = claim.merge(agg, on=["base", "ci"], how="left")
+    twice = safe & (keyed["size"].fillna(0).values > 1) & ~((keyed["sum"].fillna(0).values == 1) & exact_fn)
     safe = safe & ~twice
     in_twins = batch_twins(inc)
     maybe = has & ~safe & (score >= cfg.possible)

@@ -25,14 +25,19 @@ def match(conn, ctx: RunContext, settings: Settings) -> dict:
         conn.execute("DELETE FROM core.child_link WHERE file_id = ANY(%s)", (files,))
         conn.execute("DELETE FROM results.anomaly WHERE file_id = ANY(%s) AND rule = %s", (files, GUID_ELSEWHERE))
         incoming = incoming_frame(conn, files, ctx.window_end)
-        core, links, rejected = core_candidates(conn, incoming)
-        if settings.matcher == "legacy":
-            decided = matching.legacy_match(core, incoming, guidmatch=settings.guidmatch, links=links)
-        else:
-            decided = matching.match(core, incoming, matching.MatchConfig(guidmatch=settings.guidmatch),
-                                     links=links, rejected=rejected, tf=term_frequencies(conn, incoming))
-        decided = guid_linked_elsewhere(conn, incoming, decided)
-        _write_matches(conn, ctx, settings, incoming, decided)
+        tf = term_frequencies(conn, incoming) if settings.matcher != "legacy" else None
+        # a school at a time, several schools per part: the candidate query and the matcher's
+        # frames stay bounded however large the run (a school stays whole: its roll is the
+        # evidence for twins the LA does not know)
+        for part in school_parts(incoming):
+            core, links, rejected = core_candidates(conn, part)
+            if settings.matcher == "legacy":
+                decided = matching.legacy_match(core, part, guidmatch=settings.guidmatch, links=links)
+            else:
+                decided = matching.match(core, part, matching.MatchConfig(guidmatch=settings.guidmatch),
+                                         links=links, rejected=rejected, tf=tf)
+            decided = guid_linked_elsewhere(conn, part, decided)
+            _write_matches(conn, ctx, settings, part, decided)
         carers = match_carers(conn, ctx, settings, files)
         conn.execute(
             """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
@@ -58,6 +63,8 @@ def match(conn, ctx: RunContext, settings: Settings) -> dict:
 
 
 GUID_ELSEWHERE = "guid_linked_elsewhere"
+#: students matched together (whole schools): bounds the candidate query and the matcher's memory
+PART_STUDENTS = 20_000
 
 
 def guid_linked_elsewhere(conn, incoming, decided):
@@ -259,27 +266,41 @@ def term_frequencies(conn, incoming):
     return TermFrequencies(counts, totals)
 
 
+def school_parts(incoming, size: int = PART_STUDENTS):
+    """The run's students in parts of about ``size``, whole schools each."""
+    if len(incoming) <= size:
+        yield incoming
+        return
+    counts = incoming.groupby("base_id", sort=True).size()
+    part, n = [], 0
+    for base, k in counts.items():
+        part.append(base)
+        n += k
+        if n >= size:
+            yield incoming[incoming["base_id"].isin(part)]
+            part, n = [], 0
+    if part:
+        yield incoming[incoming["base_id"].isin(part)]
+
+
 def _write_matches(conn, ctx: RunContext, settings: Settings, incoming, decided) -> None:
+    """COPY one ``results.match`` row per incoming student (``decided`` is row-aligned with it)."""
     import pandas as pd
 
-    d = decided.set_index("incoming_id")
+    assert len(decided) == len(incoming)
     dob = pd.to_datetime(incoming["dob"], errors="coerce")
     as_of = ctx.window_end.date()
     ages = [None if pd.isna(b) else as_of.year - b.year - ((as_of.month, as_of.day) < (b.month, b.day)) for b in dob]
+    cols = [incoming[c].tolist() for c in ("file_id", "base_id", "student_guid")] + \
+        [decided[c].tolist() for c in ("person_id", "status", "rule", "score", "conflicting_fields", "explanation")]
     with conn.cursor() as cur, cur.copy(
             "COPY results.match (file_id, base_id, student_guid, person_id, status, rule, score, hidden, age_years, "
             "window_order, explanation) FROM STDIN") as copy:
-        for k, r in enumerate(incoming.itertuples(index=False)):
-            row = d.loc[r.incoming_id]
-            status = row["status"]
-            explanation = json.loads(row["explanation"] or "{}")
-            if row["conflicting_fields"]:
-                explanation["differing_fields"] = row["conflicting_fields"].split(";")
-            age = ages[k]
+        for (file_id, base_id, guid, pid, status, rule, score, differ, expl), age in zip(zip(*cols), ages):
+            explanation = json.loads(expl or "{}")
+            if differ:
+                explanation["differing_fields"] = differ.split(";")
             hidden = status == "unmatched" and age is not None and age > settings.b2b_s_age
-            score = row["score"]
-            copy.write_row((r.file_id, r.base_id, r.student_guid, row["person_id"] or None, status, row["rule"],
+            copy.write_row((file_id, base_id, guid, pid or None, status, rule,
                             None if score is None or pd.isna(score) else float(score), hidden, age,
                             ctx.window_order, json.dumps(explanation, sort_keys=True)))
-
-
