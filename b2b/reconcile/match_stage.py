@@ -156,18 +156,40 @@ def core_candidates(conn, incoming):
              JOIN unnest(%s::text[], %s::text[]) AS x(base_id, guid)
                ON d.base_id = x.base_id AND d.student_guid = x.guid
             WHERE d.decision = 'reject'""", keys).fetchall(), columns=["base_id", "guid", "person_id"])
-    dobs = pd.to_datetime(incoming["dob"], errors="coerce").dropna()
-    swapped = [d.replace(month=d.day, day=d.month) for d in dobs if d.day <= 12]
+    # the matcher's own keys per student, as tuples: each branch below asks for exactly the LA
+    # children one blocking key of b2b.matching can pair with these students (no more: a
+    # DOB alone or a surname alone would pull in most of a large LA)
+    dob = pd.to_datetime(incoming["dob"], errors="coerce")
+    fn = incoming["forename"].map(lambda v: name_key(v) if isinstance(v, str) else "")
+    sn = incoming["surname"].map(lambda v: name_key(v) if isinstance(v, str) else "")
+    pc = incoming["postcode"].map(lambda v: postcode_key(v) if isinstance(v, str) else "")
+    year = dob.dt.year.fillna(0).astype(int)
+    has = dob.notna()
+
+    def tuples(*cols, keep=None):
+        df = pd.DataFrame({f"k{k}": c.values for k, c in enumerate(cols)})
+        ok = pd.Series(True, index=df.index) if keep is None else pd.Series(keep.values, index=df.index)
+        for c in df.columns:
+            ok &= df[c].notna() & (df[c].astype(str) != "") & (df[c].astype(str) != "0")
+        df = df[ok].drop_duplicates()
+        return [df[c].tolist() for c in df.columns]
+
+    d = dob.dt.date
+    swap_ok = has & (dob.dt.day <= 12) & (dob.dt.day != dob.dt.month)
+    swapped = pd.Series([x.replace(month=x.day, day=x.month) if ok else None for x, ok in zip(dob, swap_ok)],
+                        dtype=object).map(lambda x: x.date() if x is not None else None)
+    dob_sn = [a + b for a, b in zip(tuples(d, sn.str[:1], keep=has), tuples(swapped, sn.str[:1], keep=swap_ok))]
+    parts = incoming["surname"].map(lambda v: [p for p in name_parts(v) if len(p) >= 2] if isinstance(v, str) else [])
+    ex = pd.DataFrame({"p": parts, "y": year, "l": fn.str[:1]}).explode("p")
     params = {
-        "years": sorted({d.year for d in dobs}),
-        "fns": sorted({name_key(f) for f in incoming["forename"].dropna()} - {""}),
-        "fn1s": sorted({name_key(f)[:1] for f in incoming["forename"].dropna()} - {""}),
         "upns": sorted({str(u).upper().replace(" ", "") for u in incoming["upn"].dropna() if u}),
-        "dobs": sorted({d.date() for d in dobs} | {d.date() for d in swapped}),
-        "sns": sorted({name_key(s) for s in incoming["surname"].dropna()} - {""}),
-        "parts": sorted({p for s in incoming["surname"].dropna() for p in name_parts(s) if len(p) >= 2}),
-        "pcs": sorted({postcode_key(p) for p in incoming["postcode"].dropna()} - {""}),
         "pids": sorted(set(links["person_id"])),
+        "dsn_d": dob_sn[0], "dsn_l": dob_sn[1],
+        **dict(zip(("dfn_d", "dfn_l"), tuples(d, fn.str[:1], keep=has))),
+        **dict(zip(("syf_s", "syf_y", "syf_l"), tuples(sn, year, fn.str[:1]))),
+        **dict(zip(("pyf_p", "pyf_y", "pyf_l"), tuples(ex["p"], ex["y"], ex["l"]))),
+        **dict(zip(("py_p", "py_y"), tuples(pc, year))),
+        **dict(zip(("fs_f", "fs_s"), tuples(fn, sn))),
     }
     # the m_* columns are the matcher's own keys, stored and indexed (migration 0010): every branch
     # is an index lookup, and together they cover every blocking key of b2b.matching
@@ -175,14 +197,21 @@ def core_candidates(conn, incoming):
            "c.postcode, concat_ws(' ', c.paon, c.street) AS address_line1"
     rows = conn.execute(
         f"""SELECT {cols} FROM core.child c WHERE c.m_upn = ANY(%(upns)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.dob = ANY(%(dobs)s)
             UNION SELECT {cols} FROM core.child c WHERE c.person_id = ANY(%(pids)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.m_sn = ANY(%(sns)s) AND c.m_year = ANY(%(years)s)
-                                                  AND left(c.m_fn, 1) = ANY(%(fn1s)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.m_sn_parts && %(parts)s::text[]
-                                                  AND c.m_year = ANY(%(years)s) AND left(c.m_fn, 1) = ANY(%(fn1s)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.m_pc = ANY(%(pcs)s) AND c.m_year = ANY(%(years)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.m_fn = ANY(%(fns)s) AND c.m_sn = ANY(%(sns)s)
+            UNION SELECT {cols} FROM core.child c
+                    JOIN unnest(%(dsn_d)s::date[], %(dsn_l)s::text[]) x(d, l) ON c.dob = x.d AND left(c.m_sn, 1) = x.l
+            UNION SELECT {cols} FROM core.child c
+                    JOIN unnest(%(dfn_d)s::date[], %(dfn_l)s::text[]) x(d, l) ON c.dob = x.d AND left(c.m_fn, 1) = x.l
+            UNION SELECT {cols} FROM core.child c
+                    JOIN unnest(%(syf_s)s::text[], %(syf_y)s::int[], %(syf_l)s::text[]) x(s, y, l)
+                      ON c.m_sn = x.s AND c.m_year = x.y AND left(c.m_fn, 1) = x.l
+            UNION SELECT {cols} FROM unnest(%(pyf_p)s::text[], %(pyf_y)s::int[], %(pyf_l)s::text[]) x(p, y, l)
+                    JOIN LATERAL (SELECT * FROM core.child c0 WHERE c0.m_sn_parts @> ARRAY[x.p]
+                                     AND c0.m_year = x.y AND left(c0.m_fn, 1) = x.l) c ON true
+            UNION SELECT {cols} FROM core.child c
+                    JOIN unnest(%(py_p)s::text[], %(py_y)s::int[]) x(p, y) ON c.m_pc = x.p AND c.m_year = x.y
+            UNION SELECT {cols} FROM core.child c
+                    JOIN unnest(%(fs_f)s::text[], %(fs_s)s::text[]) x(f, s) ON c.m_fn = x.f AND c.m_sn = x.s
             ORDER BY 1""", params).fetchall()
     return pd.DataFrame(rows, columns=CORE_COLUMNS), links, rejected
 
