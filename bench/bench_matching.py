@@ -273,7 +273,7 @@ def main(argv=None) -> int:
                   f"({r['false_per_10k']:.1f} per 10k auto)  possible {r['possible']} "
                   f"({100 * r['possible_share']:.2f}%)")
             print(f"matching: {data_name:<6} {name:<6} false per 10k by trap: {traps or 'none'}; "
-                  f"missed by kind: {r['missed_by_kind']}")
+                  f"right child not shown (unmatched or another) by kind: {r['missed_by_kind']}")
     print("\n| data | matcher | time | peak | auto recall | false links (per 10k auto) | by trap | possible queue |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -71,7 +71,7 @@ def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, r
     links = empty_links if links is None or not len(links) else links.astype(str)
     n = len(inc)
     out = pd.DataFrame({"incoming_id": inc["id"], "status": "unmatched", "person_id": "", "rule": "none",
-                        "score": 0.0, "conflicting_fields": "", "explanation": "{}"})
+                        "score": 0.0, "conflicting_fields": "", "explanation": '{"candidates": 0}'})
     if not n or not len(core):
         return out
     use_links = links if cfg.guidmatch else None
@@ -226,7 +226,7 @@ def _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_
             out.append('{"officer_link": true}')
             continue
         if scores[k] != scores[k]:  # no candidate at all
-            out.append("{}")
+            out.append('{"candidates": 0}')
             continue
         d = {"weights": {p: float(v) for p, v in zip(PARTS, vals[k]) if v},
              "fields": {c.field: {"level": label_of(c.field, lv), "weight": float(v)}
