@@ -37,6 +37,7 @@ def match(conn, ctx: RunContext, settings: Settings) -> dict:
                 decided = matching.match(core, part, matching.MatchConfig(guidmatch=settings.guidmatch),
                                          links=links, rejected=rejected, tf=tf)
             decided = guid_linked_elsewhere(conn, part, decided)
+            decided = child_linked_to_other_guid(conn, part, decided)
             _write_matches(conn, ctx, settings, part, decided)
         carers = match_carers(conn, ctx, settings, files)
         conn.execute(
@@ -112,6 +113,42 @@ def guid_linked_elsewhere(conn, incoming, decided):
             r = pos.loc[iid]
             copy.write_row((r["file_id"], r["ordinal"], r["base_id"], r["student_guid"], "student", GUID_ELSEWHERE,
                             "student_guid", b))
+    return decided
+
+
+OTHER_GUID = "child_linked_to_other_guid"
+
+
+def child_linked_to_other_guid(conn, incoming, decided):
+    """An automatic link to a child the LA already links, under the same base, to another
+    GUID is not made: one school holds one record per child. The record goes to review
+    (``possible``, ``why_not_auto`` ``child_linked_to_other_guid``). This is the guard for the
+    twin the LA does not know that arrives alone (a changed-data run without the other twin)
+    carrying its twin's UPN: the other twin's GUID link stops it. Officer links stand."""
+    import numpy as np
+
+    auto = decided["status"].isin(["matched", "matched_with_conflicts"]).values & \
+        (decided["rule"].values != "officer_link")
+    if not auto.any():
+        return decided
+    rows = conn.execute(
+        """SELECT DISTINCT x.iid
+             FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS x(iid, base_id, guid, person_id)
+             JOIN core.child_link l ON l.base_id = x.base_id AND l.person_id = x.person_id
+                                   AND l.student_guid <> x.guid""",
+        (list(decided["incoming_id"].values[auto]), list(incoming["base_id"].values[auto]),
+         list(incoming["guid"].values[auto]), list(decided["person_id"].values[auto]))).fetchall()
+    if not rows:
+        return decided
+    decided = decided.copy()
+    hit = decided["incoming_id"].isin({r[0] for r in rows}).values & auto
+    decided.loc[hit, "status"] = "possible"
+    expl = []
+    for e in decided["explanation"].values[hit]:
+        d = json.loads(e or "{}")
+        d["why_not_auto"] = [*d.get("why_not_auto", []), OTHER_GUID]
+        expl.append(json.dumps(d, sort_keys=True))
+    decided.loc[hit, "explanation"] = np.array(expl, dtype=object)
     return decided
 
 
