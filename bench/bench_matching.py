@@ -253,12 +253,13 @@ def main(argv=None) -> int:
         from b2b import db as b2bdb
 
         admin = b2bdb.embedded_url(Path("/tmp/b2b-bench-match-pg"))
+        dbname = f"b2b_bench_match_{args.incoming}_{args.core}"
         with psycopg.connect(admin, autocommit=True) as a:
-            a.execute("DROP DATABASE IF EXISTS b2b_bench_match WITH (FORCE)")
-            a.execute("CREATE DATABASE b2b_bench_match")
+            a.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+            a.execute(f"CREATE DATABASE {dbname}")
         from psycopg.conninfo import make_conninfo
 
-        dag_url = make_conninfo(admin, dbname="b2b_bench_match")
+        dag_url = make_conninfo(admin, dbname=dbname)
         t = time.perf_counter()
         load_dag_db(core, inc, dag_url)
         print(f"matching: DAG data loaded in {time.perf_counter() - t:.0f}s")
