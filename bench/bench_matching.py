@@ -233,6 +233,7 @@ def main(argv=None) -> int:
     ap.add_argument("--core", type=int, default=30_000)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--no-splink", action="store_true", help="leave Splink out (it is the slowest)")
+    ap.add_argument("--ids-only", action="store_true", help="leave out the data without identifiers")
     ap.add_argument("--dag", action="store_true",
                     help="also the DAG path's match stage on the same data in embedded PostgreSQL (ids data)")
     args = ap.parse_args(argv)
@@ -263,7 +264,8 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         load_dag_db(core, inc, dag_url)
         print(f"matching: DAG data loaded in {time.perf_counter() - t:.0f}s")
-    for data_name, (c, i) in (("ids", (core, inc)), ("no ids", strip_ids(core, inc))):
+    datasets = [("ids", (core, inc))] + ([] if args.ids_only else [("no ids", strip_ids(core, inc))])
+    for data_name, (c, i) in datasets:
         for name, fn in runs + ([("dag", lambda c, i: dag_match(dag_url, i))] if dag_url and data_name == "ids" else []):
             out, secs, peak = in_child(lambda fn=fn, c=c, i=i: fn(c, i))
             r = evaluate(out, truth, kinds) | {"seconds": secs, "peak_mb": peak, "matcher": name, "data": data_name}
