@@ -161,7 +161,8 @@ def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, r
     out["conflicting_fields"] = np.where(shown, differ, "")
     out["explanation"] = _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible,
                                        corro, {"twin_in_batch": in_twins & weak_fn,
-                                               "better_forename_elsewhere": household, "claimed_twice": twice})
+                                               "better_forename_elsewhere": household, "claimed_twice": twice},
+                                       np.where(shown, differ, ""))
     return out
 
 
@@ -211,9 +212,10 @@ def differing(core_df, incoming_df, ci, rows):
     return names
 
 
-def _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible, corro, guards):
+def _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible, corro, guards, differ):
     """One JSON object per incoming record: per field its level label and weight (``fields``),
-    the non-zero weights (``weights``), score, runner-up and, for a possible, ``why_not_auto``."""
+    the non-zero weights (``weights``), score, runner-up, the compared fields that differ
+    (``differing_fields``) and, for a possible, ``why_not_auto``."""
     import json
     import math
 
@@ -223,7 +225,8 @@ def _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_
     scores = best["score"].values
     for k in range(len(best)):
         if by_officer[k]:
-            out.append('{"officer_link": true}')
+            out.append(json.dumps({"officer_link": True, **({"differing_fields": differ[k].split(";")}
+                                                             if differ[k] else {})}, sort_keys=True))
             continue
         if scores[k] != scores[k]:  # no candidate at all
             out.append('{"candidates": 0}')
@@ -234,6 +237,8 @@ def _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_
              "score": round(float(scores[k]), 2),
              "runner_up": None if math.isinf(runner[k]) else round(float(runner[k]), 2),
              "candidates_over_possible": int(n_good[k])}
+        if differ[k]:
+            d["differing_fields"] = differ[k].split(";")
         if maybe[k]:
             d["why_not_auto"] = [r for r, bad in (("below_auto", below[k]), ("ambiguous", ambiguous[k]),
                                                   ("forename_differs", not fn_ok[k]),

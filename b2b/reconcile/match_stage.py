@@ -242,9 +242,13 @@ def core_candidates(conn, incoming):
             UNION SELECT {cols} FROM core.child c
                     JOIN unnest(%(syf_s)s::text[], %(syf_y)s::int[], %(syf_l)s::text[]) x(s, y, l)
                       ON c.m_sn = x.s AND c.m_year = x.y AND left(c.m_fn, 1) = x.l
-            UNION SELECT {cols} FROM unnest(%(pyf_p)s::text[], %(pyf_y)s::int[], %(pyf_l)s::text[]) x(p, y, l)
-                    JOIN LATERAL (SELECT * FROM core.child c0 WHERE c0.m_sn_parts @> ARRAY[x.p]
-                                     AND c0.m_year = x.y AND left(c0.m_fn, 1) = x.l) c ON true
+            UNION SELECT {cols} FROM core.child c
+                    JOIN unnest(%(pyf_p)s::text[], %(pyf_y)s::int[], %(pyf_l)s::text[]) x(p, y, l)
+                      ON c.m_sn = x.p AND c.m_year = x.y AND left(c.m_fn, 1) = x.l
+            UNION SELECT {cols} FROM core.child c CROSS JOIN LATERAL unnest(c.m_sn_parts) AS cp(p)
+                    JOIN unnest(%(pyf_p)s::text[], %(pyf_y)s::int[], %(pyf_l)s::text[]) x(p, y, l)
+                      ON cp.p = x.p AND c.m_year = x.y AND left(c.m_fn, 1) = x.l
+                   WHERE cardinality(c.m_sn_parts) > 1
             UNION SELECT {cols} FROM core.child c
                     JOIN unnest(%(py_p)s::text[], %(py_y)s::int[]) x(p, y) ON c.m_pc = x.p AND c.m_year = x.y
             UNION SELECT {cols} FROM core.child c
@@ -362,11 +366,9 @@ def _write_matches(conn, ctx: RunContext, settings: Settings, incoming, decided)
     with conn.cursor() as cur, cur.copy(
             "COPY results.match (file_id, base_id, student_guid, person_id, status, rule, score, hidden, age_years, "
             "window_order, explanation) FROM STDIN") as copy:
-        for (file_id, base_id, guid, pid, status, rule, score, differ, expl), age in zip(zip(*cols), ages):
-            explanation = json.loads(expl or "{}")
-            if differ:
-                explanation["differing_fields"] = differ.split(";")
+        for (file_id, base_id, guid, pid, status, rule, score, _differ, expl), age in zip(zip(*cols), ages):
+            # the explanation already names the differing fields (b2b.matching.decide)
             hidden = status == "unmatched" and age is not None and age > settings.b2b_s_age
             copy.write_row((file_id, base_id, guid, pid or None, status, rule,
                             None if score is None or pd.isna(score) else float(score), hidden, age,
-                            ctx.window_order, json.dumps(explanation, sort_keys=True)))
+                            ctx.window_order, expl or "{}"))
