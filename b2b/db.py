@@ -157,10 +157,10 @@ def redact(url: str) -> str:
     result is a ``key=value`` string with ``password=***``; a string libpq cannot parse is not
     echoed at all.
     """
+    import re
+
     from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    import re
 
     # a SQLAlchemy URL (Airflow's metadata DB: postgresql+psycopg2://…): libpq knows no driver suffix
     if url.startswith("sqlite:"):  # a file path, no credentials

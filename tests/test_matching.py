@@ -369,3 +369,41 @@ def test_unknown_twin_whose_name_is_a_form_of_the_others_leaves_the_link_to_the_
     got = decide(core, [school("emma", "Emma", "Scott", "2014-11-02"), school("emmy", "Emmy", "Scott", "2014-11-02")])
     assert (got["emma"]["status"], got["emma"]["person_id"]) == ("matched", "P1")
     assert not got["emmy"]["status"].startswith("matched")
+
+
+def test_child_linked_to_another_guid_of_the_same_school_is_not_linked_again(db):
+    """The unknown twin arriving alone with its twin's UPN and a name one key away: the twin's
+    GUID link under the same base stops the automatic link (one school, one record per child)."""
+    from datetime import UTC, datetime, timedelta
+
+    from b2b import pipeline as chain
+    from b2b.config.settings import Settings
+    from b2b.ingest.extract import ReceivedMessage, RunContext, store_messages
+
+    db.execute("""INSERT INTO core.child (person_id, upn, forename, surname, gender, dob, paon, street, postcode)
+                  VALUES ('P1', %s, 'Leo', 'Jones', 'M', '2016-03-04', '1', 'Green Road', 'CT1 2AB')""", (UPN_A,))
+    db.execute("INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by) "
+               "VALUES ('8862003', 'g-leo', 'P1', 'match')")
+    db.commit()
+    end = datetime(2026, 10, 5, 17, tzinfo=UTC)
+    c = RunContext(base_id="8862003", task_key="changed_data", dag_id="b2b__8862003__changed_data", run_id="r1",
+                   source="sims_primary", data_filter="changed_data", window_start=end - timedelta(days=1),
+                   window_end=end)
+    twin = {"upn": UPN_A, "forename": "Loe", "surname": "Jones", "dob": "2016-03-04", "gender": "M", "ncy": "5",
+            "enrol_status": "C"}
+    body = json.dumps({"organisationId": "o", "dataGroup": "student", "page": 1, "pageSize": 100, "totalItems": 1,
+                       "totalPages": 1, "next": None,
+                       "items": [{"studentId": "g-twin", "changed": "2026-10-05T12:00:00+00:00", "data": twin}]})
+    settings = Settings()
+    store_messages(db, c, [ReceivedMessage("student p1/1", body.encode(), "application/json", group="student")])
+    chain.hash_filter(db, c, settings)
+    chain.validate(db, c, Path(tempfile.gettempdir()) / "b2b-test-reports")
+    chain.load(db, c)
+    chain.match(db, c, settings)
+    status, pid, expl = db.execute("SELECT status, person_id, explanation FROM results.match").fetchone()
+    assert (status, pid) == ("possible", "P1")
+    assert "child_linked_to_other_guid" in expl["why_not_auto"]
+    # without the link the same record would be linked (the typed forename with UPN, DOB, surname)
+    assert decide([la("P1", "Leo", "Jones", "2016-03-04", gender="M", upn_=UPN_A)],
+                  [school("s", "Loe", "Jones", "2016-03-04", gender="M", upn_=UPN_A)])["s"]["status"] \
+        == "matched_with_conflicts"

@@ -74,7 +74,8 @@ def test_legacy_rule_returns_the_same_frame_as_ours():
     ours, legacy = run(core, inc), run(core, inc, legacy_match)
     assert set(ours["s1"]) == set(legacy["s1"])
     assert json.loads(legacy["s1"]["explanation"]) == {"legacy_rule": "upn_3_of_4"}
-    assert (legacy["s2"]["status"], legacy["s2"]["explanation"]) == ("unmatched", "{}")
+    assert (legacy["s2"]["status"], json.loads(legacy["s2"]["explanation"])) == ("unmatched", {"legacy_rule": "none"})
+    assert json.loads(ours["s2"]["explanation"]) == {"candidates": 0}  # every output is explained
 
 
 def test_train_reports_learned_weights_bounded_by_the_hand_weights(tmp_path):

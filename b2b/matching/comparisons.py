@@ -235,14 +235,17 @@ class TermFrequencies:
     """Term-frequency adjustment, as Splink does: agreeing on a rare name is worth more than
     agreeing on "Smith". For a value v with share p(v) of the LA's records, an exact agreement
     gets ``log2(u / p(v))`` bits more than the level's weight, where u = sum of p(w)^2 over all
-    values (the chance two random records agree), bounded to +-``bound`` bits.
+    values (the chance two random records agree), bounded to [``low``, ``high``] bits: a rare
+    name adds up to 2 bits, a common one takes away at most 1 (the thresholds were set on
+    untuned weights; a common name agreeing is still evidence).
 
     Built from value counts over the whole LA (``from_frame`` on the LA frame, or counts a
     query gives), never from a candidate subset, so the CLI and the DAG path agree."""
 
-    def __init__(self, counts: dict[str, dict[str, int]], totals: dict[str, tuple[int, int]], bound: float = 2.0):
+    def __init__(self, counts: dict[str, dict[str, int]], totals: dict[str, tuple[int, int]], low: float = -1.0,
+                 high: float = 2.0):
         # totals: column -> (number of records with a value, sum of squared counts)
-        self.counts, self.totals, self.bound = counts, totals, bound
+        self.counts, self.totals, self.low, self.high = counts, totals, low, high
 
     @classmethod
     def from_frame(cls, prepared, columns=("fn", "sn")) -> TermFrequencies:
@@ -262,7 +265,7 @@ class TermFrequencies:
             return np.zeros(len(values))
         u = sq / (n * n)
         counts = self.counts.get(col, {})
-        adj = {v: float(np.clip(np.log2(u * n / counts[v]), -self.bound, self.bound)) if counts.get(v) else 0.0
+        adj = {v: float(np.clip(np.log2(u * n / counts[v]), self.low, self.high)) if counts.get(v) else 0.0
                for v in set(values)}
         return np.array([adj[v] for v in values])
 

@@ -71,7 +71,7 @@ def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, r
     links = empty_links if links is None or not len(links) else links.astype(str)
     n = len(inc)
     out = pd.DataFrame({"incoming_id": inc["id"], "status": "unmatched", "person_id": "", "rule": "none",
-                        "score": 0.0, "conflicting_fields": "", "explanation": "{}"})
+                        "score": 0.0, "conflicting_fields": "", "explanation": '{"candidates": 0}'})
     if not n or not len(core):
         return out
     use_links = links if cfg.guidmatch else None
@@ -127,14 +127,17 @@ def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, r
     exact_fn = at(best_lv, "forename", "exact")
     household = has & ~exact_fn & exact_any
     safe = has & ~below & ~ambiguous & eligible & corro & ~household
-    # one LA child auto-linked from two records of the batch (a twin the LA does not know, or
-    # the same pupil twice): the one record whose forename is exactly the child's keeps the link
-    # when the others' are not; otherwise none does; the others go to an officer
+    # one LA child auto-linked from two records of one school in the batch (a twin the LA does
+    # not know, or the same pupil twice): the one record whose forename is exactly the child's
+    # keeps the link when the others' are not; otherwise none does; the others go to an officer.
+    # (Two schools may both hold a child: dual registration links each.)
     best_ci = best["ci"].fillna(-1).astype(int).values
-    claims = pd.DataFrame({"ci": best_ci[safe], "exact": exact_fn[safe]}).groupby("ci")["exact"].agg(["size", "sum"])
-    shared = claims[claims["size"] > 1]
-    sole = shared[shared["sum"] == 1].index.values
-    twice = safe & np.isin(best_ci, shared.index.values) & ~(np.isin(best_ci, sole) & exact_fn)
+    claim = pd.DataFrame({"base": inc["base_id"].values if "base_id" in inc else "", "ci": best_ci,
+                          "exact": exact_fn})
+    sub = claim[safe]
+    agg = sub.groupby(["base", "ci"])["exact"].agg(["size", "sum"]).reset_index()
+    keyed = claim.merge(agg, on=["base", "ci"], how="left")
+    twice = safe & (keyed["size"].fillna(0).values > 1) & ~((keyed["sum"].fillna(0).values == 1) & exact_fn)
     safe = safe & ~twice
     in_twins = batch_twins(inc)
     maybe = has & ~safe & (score >= cfg.possible)
@@ -158,7 +161,8 @@ def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, r
     out["conflicting_fields"] = np.where(shown, differ, "")
     out["explanation"] = _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible,
                                        corro, {"twin_in_batch": in_twins & weak_fn,
-                                               "better_forename_elsewhere": household, "claimed_twice": twice})
+                                               "better_forename_elsewhere": household, "claimed_twice": twice},
+                                       np.where(shown, differ, ""))
     return out
 
 
@@ -208,9 +212,10 @@ def differing(core_df, incoming_df, ci, rows):
     return names
 
 
-def _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible, corro, guards):
+def _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible, corro, guards, differ):
     """One JSON object per incoming record: per field its level label and weight (``fields``),
-    the non-zero weights (``weights``), score, runner-up and, for a possible, ``why_not_auto``."""
+    the non-zero weights (``weights``), score, runner-up, the compared fields that differ
+    (``differing_fields``) and, for a possible, ``why_not_auto``."""
     import json
     import math
 
@@ -220,10 +225,11 @@ def _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_
     scores = best["score"].values
     for k in range(len(best)):
         if by_officer[k]:
-            out.append('{"officer_link": true}')
+            out.append(json.dumps({"officer_link": True, **({"differing_fields": differ[k].split(";")}
+                                                             if differ[k] else {})}, sort_keys=True))
             continue
         if scores[k] != scores[k]:  # no candidate at all
-            out.append("{}")
+            out.append('{"candidates": 0}')
             continue
         d = {"weights": {p: float(v) for p, v in zip(PARTS, vals[k]) if v},
              "fields": {c.field: {"level": label_of(c.field, lv), "weight": float(v)}
@@ -231,6 +237,8 @@ def _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_
              "score": round(float(scores[k]), 2),
              "runner_up": None if math.isinf(runner[k]) else round(float(runner[k]), 2),
              "candidates_over_possible": int(n_good[k])}
+        if differ[k]:
+            d["differing_fields"] = differ[k].split(";")
         if maybe[k]:
             d["why_not_auto"] = [r for r, bad in (("below_auto", below[k]), ("ambiguous", ambiguous[k]),
                                                   ("forename_differs", not fn_ok[k]),

@@ -45,7 +45,7 @@ def legacy_match(core_df, incoming_df, *, guidmatch: bool = True, links=None):
     _decide(out, decided, one["index"], one["person_id_c" if "person_id_c" in one else "person_id"], "all_4")
     out["score"] = float("nan")
     out["conflicting_fields"] = ""
-    out["explanation"] = [json.dumps({"legacy_rule": r}) if r != "none" else "{}" for r in out["rule"]]
+    out["explanation"] = [json.dumps({"legacy_rule": r}) for r in out["rule"]]
     return out
 
 

@@ -25,14 +25,20 @@ def match(conn, ctx: RunContext, settings: Settings) -> dict:
         conn.execute("DELETE FROM core.child_link WHERE file_id = ANY(%s)", (files,))
         conn.execute("DELETE FROM results.anomaly WHERE file_id = ANY(%s) AND rule = %s", (files, GUID_ELSEWHERE))
         incoming = incoming_frame(conn, files, ctx.window_end)
-        core, links, rejected = core_candidates(conn, incoming)
-        if settings.matcher == "legacy":
-            decided = matching.legacy_match(core, incoming, guidmatch=settings.guidmatch, links=links)
-        else:
-            decided = matching.match(core, incoming, matching.MatchConfig(guidmatch=settings.guidmatch),
-                                     links=links, rejected=rejected, tf=term_frequencies(conn, incoming))
-        decided = guid_linked_elsewhere(conn, incoming, decided)
-        _write_matches(conn, ctx, settings, incoming, decided)
+        tf = term_frequencies(conn, incoming) if settings.matcher != "legacy" else None
+        # a school at a time, several schools per part: the candidate query and the matcher's
+        # frames stay bounded however large the run (a school stays whole: its roll is the
+        # evidence for twins the LA does not know)
+        for part in school_parts(incoming):
+            core, links, rejected = core_candidates(conn, part)
+            if settings.matcher == "legacy":
+                decided = matching.legacy_match(core, part, guidmatch=settings.guidmatch, links=links)
+            else:
+                decided = matching.match(core, part, matching.MatchConfig(guidmatch=settings.guidmatch),
+                                         links=links, rejected=rejected, tf=tf)
+            decided = guid_linked_elsewhere(conn, part, decided)
+            decided = child_linked_to_other_guid(conn, part, decided)
+            _write_matches(conn, ctx, settings, part, decided)
         carers = match_carers(conn, ctx, settings, files)
         conn.execute(
             """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
@@ -58,6 +64,8 @@ def match(conn, ctx: RunContext, settings: Settings) -> dict:
 
 
 GUID_ELSEWHERE = "guid_linked_elsewhere"
+#: students matched together (whole schools): bounds the candidate query and the matcher's memory
+PART_STUDENTS = 20_000
 
 
 def guid_linked_elsewhere(conn, incoming, decided):
@@ -108,6 +116,42 @@ def guid_linked_elsewhere(conn, incoming, decided):
     return decided
 
 
+OTHER_GUID = "child_linked_to_other_guid"
+
+
+def child_linked_to_other_guid(conn, incoming, decided):
+    """An automatic link to a child the LA already links, under the same base, to another
+    GUID is not made: one school holds one record per child. The record goes to review
+    (``possible``, ``why_not_auto`` ``child_linked_to_other_guid``). This is the guard for the
+    twin the LA does not know that arrives alone (a changed-data run without the other twin)
+    carrying its twin's UPN: the other twin's GUID link stops it. Officer links stand."""
+    import numpy as np
+
+    auto = decided["status"].isin(["matched", "matched_with_conflicts"]).values & \
+        (decided["rule"].values != "officer_link")
+    if not auto.any():
+        return decided
+    rows = conn.execute(
+        """SELECT DISTINCT x.iid
+             FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS x(iid, base_id, guid, person_id)
+             JOIN core.child_link l ON l.base_id = x.base_id AND l.person_id = x.person_id
+                                   AND l.student_guid <> x.guid""",
+        (list(decided["incoming_id"].values[auto]), list(incoming["base_id"].values[auto]),
+         list(incoming["guid"].values[auto]), list(decided["person_id"].values[auto]))).fetchall()
+    if not rows:
+        return decided
+    decided = decided.copy()
+    hit = decided["incoming_id"].isin({r[0] for r in rows}).values & auto
+    decided.loc[hit, "status"] = "possible"
+    expl = []
+    for e in decided["explanation"].values[hit]:
+        d = json.loads(e or "{}")
+        d["why_not_auto"] = [*d.get("why_not_auto", []), OTHER_GUID]
+        expl.append(json.dumps(d, sort_keys=True))
+    decided.loc[hit, "explanation"] = np.array(expl, dtype=object)
+    return decided
+
+
 def incoming_frame(conn, files: list[int], window_end):
     """The run's students as matcher input, with their latest address as of the window."""
     import pandas as pd
@@ -149,33 +193,67 @@ def core_candidates(conn, incoming):
              JOIN unnest(%s::text[], %s::text[]) AS x(base_id, guid)
                ON d.base_id = x.base_id AND d.student_guid = x.guid
             WHERE d.decision = 'reject'""", keys).fetchall(), columns=["base_id", "guid", "person_id"])
-    dobs = pd.to_datetime(incoming["dob"], errors="coerce").dropna()
-    swapped = [d.replace(month=d.day, day=d.month) for d in dobs if d.day <= 12]
+    # the matcher's own keys per student, as tuples: each branch below asks for exactly the LA
+    # children one blocking key of b2b.matching can pair with these students (no more: a
+    # DOB alone or a surname alone would pull in most of a large LA)
+    dob = pd.to_datetime(incoming["dob"], errors="coerce")
+    fn = incoming["forename"].map(lambda v: name_key(v) if isinstance(v, str) else "")
+    sn = incoming["surname"].map(lambda v: name_key(v) if isinstance(v, str) else "")
+    pc = incoming["postcode"].map(lambda v: postcode_key(v) if isinstance(v, str) else "")
+    year = dob.dt.year.fillna(0).astype(int)
+    has = dob.notna()
+
+    def tuples(*cols, keep=None):
+        df = pd.DataFrame({f"k{k}": c.values for k, c in enumerate(cols)})
+        ok = pd.Series(True, index=df.index) if keep is None else pd.Series(keep.values, index=df.index)
+        for c in df.columns:
+            ok &= df[c].notna() & (df[c].astype(str) != "") & (df[c].astype(str) != "0")
+        df = df[ok].drop_duplicates()
+        return [df[c].tolist() for c in df.columns]
+
+    d = dob.dt.date
+    swap_ok = has & (dob.dt.day <= 12) & (dob.dt.day != dob.dt.month)
+    swapped = pd.Series([x.replace(month=x.day, day=x.month) if ok else None for x, ok in zip(dob, swap_ok)],
+                        dtype=object).map(lambda x: x.date() if x is not None else None)
+    dob_sn = [a + b for a, b in zip(tuples(d, sn.str[:1], keep=has), tuples(swapped, sn.str[:1], keep=swap_ok))]
+    parts = incoming["surname"].map(lambda v: [p for p in name_parts(v) if len(p) >= 2] if isinstance(v, str) else [])
+    ex = pd.DataFrame({"p": parts, "y": year, "l": fn.str[:1]}).explode("p")
     params = {
-        "years": sorted({d.year for d in dobs}),
-        "fns": sorted({name_key(f) for f in incoming["forename"].dropna()} - {""}),
-        "fn1s": sorted({name_key(f)[:1] for f in incoming["forename"].dropna()} - {""}),
         "upns": sorted({str(u).upper().replace(" ", "") for u in incoming["upn"].dropna() if u}),
-        "dobs": sorted({d.date() for d in dobs} | {d.date() for d in swapped}),
-        "sns": sorted({name_key(s) for s in incoming["surname"].dropna()} - {""}),
-        "parts": sorted({p for s in incoming["surname"].dropna() for p in name_parts(s) if len(p) >= 2}),
-        "pcs": sorted({postcode_key(p) for p in incoming["postcode"].dropna()} - {""}),
         "pids": sorted(set(links["person_id"])),
+        "dsn_d": dob_sn[0], "dsn_l": dob_sn[1],
+        **dict(zip(("dfn_d", "dfn_l"), tuples(d, fn.str[:1], keep=has))),
+        **dict(zip(("syf_s", "syf_y", "syf_l"), tuples(sn, year, fn.str[:1]))),
+        **dict(zip(("pyf_p", "pyf_y", "pyf_l"), tuples(ex["p"], ex["y"], ex["l"]))),
+        **dict(zip(("py_p", "py_y"), tuples(pc, year))),
+        **dict(zip(("fs_f", "fs_s"), tuples(fn, sn))),
     }
     # the m_* columns are the matcher's own keys, stored and indexed (migration 0010): every branch
     # is an index lookup, and together they cover every blocking key of b2b.matching
     cols = "c.person_id, c.upn, NULL::text AS guid, c.forename, c.middle_names, c.surname, c.gender, c.dob, " \
            "c.postcode, concat_ws(' ', c.paon, c.street) AS address_line1"
+    # inactive children (gone from the LA's full extract, b2b core load) are never candidates
     rows = conn.execute(
-        f"""SELECT {cols} FROM core.child c WHERE c.active AND c.m_upn = ANY(%(upns)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.active AND c.dob = ANY(%(dobs)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.active AND c.person_id = ANY(%(pids)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.active AND c.m_sn = ANY(%(sns)s) AND c.m_year = ANY(%(years)s)
-                                                  AND left(c.m_fn, 1) = ANY(%(fn1s)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.active AND c.m_sn_parts && %(parts)s::text[]
-                                                  AND c.m_year = ANY(%(years)s) AND left(c.m_fn, 1) = ANY(%(fn1s)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.active AND c.m_pc = ANY(%(pcs)s) AND c.m_year = ANY(%(years)s)
-            UNION SELECT {cols} FROM core.child c WHERE c.active AND c.m_fn = ANY(%(fns)s) AND c.m_sn = ANY(%(sns)s)
+        f"""SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c WHERE c.m_upn = ANY(%(upns)s)
+            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c WHERE c.person_id = ANY(%(pids)s)
+            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c
+                    JOIN unnest(%(dsn_d)s::date[], %(dsn_l)s::text[]) x(d, l) ON c.dob = x.d AND left(c.m_sn, 1) = x.l
+            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c
+                    JOIN unnest(%(dfn_d)s::date[], %(dfn_l)s::text[]) x(d, l) ON c.dob = x.d AND left(c.m_fn, 1) = x.l
+            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c
+                    JOIN unnest(%(syf_s)s::text[], %(syf_y)s::int[], %(syf_l)s::text[]) x(s, y, l)
+                      ON c.m_sn = x.s AND c.m_year = x.y AND left(c.m_fn, 1) = x.l
+            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c
+                    JOIN unnest(%(pyf_p)s::text[], %(pyf_y)s::int[], %(pyf_l)s::text[]) x(p, y, l)
+                      ON c.m_sn = x.p AND c.m_year = x.y AND left(c.m_fn, 1) = x.l
+            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c CROSS JOIN LATERAL unnest(c.m_sn_parts) AS cp(p)
+                    JOIN unnest(%(pyf_p)s::text[], %(pyf_y)s::int[], %(pyf_l)s::text[]) x(p, y, l)
+                      ON cp.p = x.p AND c.m_year = x.y AND left(c.m_fn, 1) = x.l
+                   WHERE cardinality(c.m_sn_parts) > 1
+            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c
+                    JOIN unnest(%(py_p)s::text[], %(py_y)s::int[]) x(p, y) ON c.m_pc = x.p AND c.m_year = x.y
+            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c
+                    JOIN unnest(%(fs_f)s::text[], %(fs_s)s::text[]) x(f, s) ON c.m_fn = x.f AND c.m_sn = x.s
             ORDER BY 1""", params).fetchall()
     return pd.DataFrame(rows, columns=CORE_COLUMNS), links, rejected
 
@@ -212,7 +290,7 @@ def match_carers(conn, ctx: RunContext, settings: Settings, files: list[int]) ->
     cols = "person_id, upn, NULL::text, forename, middle_names, surname, gender, dob, postcode, " \
            "concat_ws(' ', paon, street)"
     people = conn.execute(
-        f"""SELECT {cols}, 'child' FROM core.child WHERE (m_sn = ANY(%(sns)s) OR m_pc = ANY(%(pcs)s))
+        f"""SELECT {cols}, 'child' FROM core.child WHERE active AND (m_sn = ANY(%(sns)s) OR m_pc = ANY(%(pcs)s))
                 AND dob <= (%(asof)s::date - make_interval(years => %(min)s))
             UNION ALL
             SELECT person_id, NULL, NULL, forename, middle_names, surname, gender, dob, postcode,
@@ -259,27 +337,39 @@ def term_frequencies(conn, incoming):
     return TermFrequencies(counts, totals)
 
 
+def school_parts(incoming, size: int = PART_STUDENTS):
+    """The run's students in parts of about ``size``, whole schools each."""
+    if len(incoming) <= size:
+        yield incoming
+        return
+    counts = incoming.groupby("base_id", sort=True).size()
+    part, n = [], 0
+    for base, k in counts.items():
+        part.append(base)
+        n += k
+        if n >= size:
+            yield incoming[incoming["base_id"].isin(part)]
+            part, n = [], 0
+    if part:
+        yield incoming[incoming["base_id"].isin(part)]
+
+
 def _write_matches(conn, ctx: RunContext, settings: Settings, incoming, decided) -> None:
+    """COPY one ``results.match`` row per incoming student (``decided`` is row-aligned with it)."""
     import pandas as pd
 
-    d = decided.set_index("incoming_id")
+    assert len(decided) == len(incoming)
     dob = pd.to_datetime(incoming["dob"], errors="coerce")
     as_of = ctx.window_end.date()
     ages = [None if pd.isna(b) else as_of.year - b.year - ((as_of.month, as_of.day) < (b.month, b.day)) for b in dob]
+    cols = [incoming[c].tolist() for c in ("file_id", "base_id", "student_guid")] + \
+        [decided[c].tolist() for c in ("person_id", "status", "rule", "score", "conflicting_fields", "explanation")]
     with conn.cursor() as cur, cur.copy(
             "COPY results.match (file_id, base_id, student_guid, person_id, status, rule, score, hidden, age_years, "
             "window_order, explanation) FROM STDIN") as copy:
-        for k, r in enumerate(incoming.itertuples(index=False)):
-            row = d.loc[r.incoming_id]
-            status = row["status"]
-            explanation = json.loads(row["explanation"] or "{}")
-            if row["conflicting_fields"]:
-                explanation["differing_fields"] = row["conflicting_fields"].split(";")
-            age = ages[k]
+        for (file_id, base_id, guid, pid, status, rule, score, _differ, expl), age in zip(zip(*cols), ages):
+            # the explanation already names the differing fields (b2b.matching.decide)
             hidden = status == "unmatched" and age is not None and age > settings.b2b_s_age
-            score = row["score"]
-            copy.write_row((r.file_id, r.base_id, r.student_guid, row["person_id"] or None, status, row["rule"],
+            copy.write_row((file_id, base_id, guid, pid or None, status, rule,
                             None if score is None or pd.isna(score) else float(score), hidden, age,
-                            ctx.window_order, json.dumps(explanation, sort_keys=True)))
-
-
+                            ctx.window_order, expl or "{}"))
