@@ -213,6 +213,8 @@ def test_body_declaring_more_than_the_size_cap_is_refused_before_reading(school,
     hook = Sims7Hook(sims7_conn_id="big_school", max_message_bytes=1024 * 1024)
     with pytest.raises(SourceLimitError, match=r"size cap of 1,048,576 bytes"):
         hook.export("8862001", filter="snapshot", until=UNTIL)
+    time.sleep(0.3)
+    assert school_srv.sent_bytes < 20 * 1024 * 1024  # refused on its Content-Length, not read
 
 
 def test_chunked_body_is_stopped_at_the_size_cap_not_read_whole(school, monkeypatch):
@@ -257,7 +259,7 @@ def test_redirect_to_another_host_is_not_followed(school, monkeypatch):
     assert thief.requests == []
 
 
-def test_group_claiming_a_billion_pages_is_refused_at_the_page_cap(school, monkeypatch):
+def test_group_claiming_a_billion_pages_is_refused_at_the_page_cap(school, monkeypatch, db):
     def pages(h):
         if h.path.endswith("/token"):
             return token(h)
@@ -268,9 +270,16 @@ def test_group_claiming_a_billion_pages_is_refused_at_the_page_cap(school, monke
     srv = school(pages)
     primary_conn(monkeypatch, "pages_school", srv.url)
     hook = SimsPrimaryHook(sims_primary_conn_id="pages_school", max_pages=5)
+    messages = (ReceivedMessage(f"student p{p.page}", p.content, "application/json", group="student")
+                for p in hook.iter_pages("student", until=UNTIL))
     with pytest.raises(SourceLimitError, match=r"claims 1,000,000,000 pages, over the page cap of 5"):
-        list(hook.iter_pages("student", until=UNTIL))
+        store_messages(db, ctx(base="8862003", source="sims_primary"), messages)
     assert len([r for r in srv.requests if "/datagroups/" in r["path"]]) == 1
+    (base, level, message, counts), = task_log(db)  # a clear task-log error, nothing stored
+    assert (base, level, counts["source_error"], counts["retryable"]) == ("8862003", "error", "SimsLimitError",
+                                                                         False)
+    assert "B2B_MAX_PAGES" in message and ORG not in message
+    assert db.execute("SELECT count(*) FROM raw.inbound_file").fetchone()[0] == 0
 
 
 def test_endless_next_links_stop_at_the_page_cap(school, monkeypatch):
