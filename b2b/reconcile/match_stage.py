@@ -234,27 +234,28 @@ def core_candidates(conn, incoming):
            "c.postcode, concat_ws(' ', c.paon, c.street) AS address_line1"
     # inactive children (gone from the LA's full extract, b2b core load) are never candidates
     rows = conn.execute(
-        f"""SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c WHERE c.m_upn = ANY(%(upns)s)
-            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c WHERE c.person_id = ANY(%(pids)s)
-            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c
+        f"""SELECT {cols} FROM core.child c WHERE c.active AND c.person_id IN (
+                  SELECT c.person_id FROM core.child c WHERE c.m_upn = ANY(%(upns)s)
+            UNION SELECT c.person_id FROM core.child c WHERE c.person_id = ANY(%(pids)s)
+            UNION SELECT c.person_id FROM core.child c
                     JOIN unnest(%(dsn_d)s::date[], %(dsn_l)s::text[]) x(d, l) ON c.dob = x.d AND left(c.m_sn, 1) = x.l
-            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c
+            UNION SELECT c.person_id FROM core.child c
                     JOIN unnest(%(dfn_d)s::date[], %(dfn_l)s::text[]) x(d, l) ON c.dob = x.d AND left(c.m_fn, 1) = x.l
-            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c
+            UNION SELECT c.person_id FROM core.child c
                     JOIN unnest(%(syf_s)s::text[], %(syf_y)s::int[], %(syf_l)s::text[]) x(s, y, l)
                       ON c.m_sn = x.s AND c.m_year = x.y AND left(c.m_fn, 1) = x.l
-            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c
+            UNION SELECT c.person_id FROM core.child c
                     JOIN unnest(%(pyf_p)s::text[], %(pyf_y)s::int[], %(pyf_l)s::text[]) x(p, y, l)
                       ON c.m_sn = x.p AND c.m_year = x.y AND left(c.m_fn, 1) = x.l
-            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c CROSS JOIN LATERAL unnest(c.m_sn_parts) AS cp(p)
+            UNION SELECT c.person_id FROM core.child c CROSS JOIN LATERAL unnest(c.m_sn_parts) AS cp(p)
                     JOIN unnest(%(pyf_p)s::text[], %(pyf_y)s::int[], %(pyf_l)s::text[]) x(p, y, l)
                       ON cp.p = x.p AND c.m_year = x.y AND left(c.m_fn, 1) = x.l
                    WHERE cardinality(c.m_sn_parts) > 1
-            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c
+            UNION SELECT c.person_id FROM core.child c
                     JOIN unnest(%(py_p)s::text[], %(py_y)s::int[]) x(p, y) ON c.m_pc = x.p AND c.m_year = x.y
-            UNION SELECT {cols} FROM (SELECT * FROM core.child WHERE active) c
+            UNION SELECT c.person_id FROM core.child c
                     JOIN unnest(%(fs_f)s::text[], %(fs_s)s::text[]) x(f, s) ON c.m_fn = x.f AND c.m_sn = x.s
-            ORDER BY 1""", params).fetchall()
+            ) ORDER BY 1""", params).fetchall()
     return pd.DataFrame(rows, columns=CORE_COLUMNS), links, rejected
 
 
