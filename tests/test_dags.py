@@ -107,7 +107,7 @@ def test_dag_docs_are_generated_from_the_operators_that_run(dagbag):
     from b2b.config.settings import Settings
 
     for dag_id, dag in dagbag.dags.items():
-        if "maintenance" in dag.tags or "import" in dag.tags:
+        if {"maintenance", "import", "la", "reports"} & set(dag.tags):  # export DAGs: one line per stage
             continue
         doc = dag.doc_md
         assert "3 of 4" not in doc and "all 4" not in doc, dag_id

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from b2b.blocks import CONFLICT_FIELDS
 from b2b.matching.blocking import candidate_pairs
 from b2b.matching.comparisons import (
     COMPARISONS,
@@ -26,13 +27,13 @@ from b2b.matching.comparisons import (
     label_of,
     score_pairs,
 )
-from b2b.matching.normalise import prepare
+from b2b.matching.normalise import INCOMING_COLUMNS, prepare
 from b2b.matching.train import load_weights
 
 STATUSES = ("matched", "matched_with_conflicts", "possible", "unmatched")
 CHUNK = 1_000_000
 #: the compared fields (b2b.blocks.COMPARED) the matcher's frames carry, in the registry's order
-FRAME_COMPARED = ("upn", "forename", "middle_names", "surname", "gender", "dob", "postcode")
+FRAME_COMPARED = tuple(f for f in CONFLICT_FIELDS if f in INCOMING_COLUMNS)
 
 
 @dataclass(frozen=True)

@@ -143,14 +143,16 @@ class B2BStageOperator(BaseOperator):
 
 def previous_run_pending(context) -> str:
     """What the run waits for before its first stage: the DAG's previous run (by logical date)
-    while it is queued or running — a backfill starts its runs together, in any order."""
+    while it is running — a backfill starts its runs together, in any order. A previous run
+    still *queued* is not waited for: it cannot start while this one runs (``max_active_runs``),
+    so waiting for it would deadlock (a manual run of an earlier date queued behind a scheduled one)."""
     from datetime import UTC, datetime
 
     from b2b.ops.runs import STALE_LEASE
 
     ti = context.get("ti")
     previous = ti.get_previous_dagrun() if ti is not None and hasattr(ti, "get_previous_dagrun") else None
-    if previous is None or str(getattr(previous, "state", "")).split(".")[-1].lower() not in ("queued", "running"):
+    if previous is None or str(getattr(previous, "state", "")).split(".")[-1].lower() != "running":
         return ""
     started = getattr(previous, "start_date", None)
     if started is not None and datetime.now(UTC) - started > STALE_LEASE:
