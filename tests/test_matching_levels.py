@@ -120,3 +120,19 @@ def test_the_matcher_ships_with_the_reviewed_weights_file():
 
     assert WEIGHTS_FILE.exists()
     assert MatchConfig().weights == load_weights(WEIGHTS_FILE)
+
+
+def test_term_frequency_a_rare_surname_agreeing_counts_more_than_a_common_one():
+    from b2b.matching.comparisons import TermFrequencies
+
+    core = [la(f"S{k}", "Amelia", "Smith", "2016-03-04") for k in range(30)] + \
+        [la("Q1", "Amelia", "Quennell", "2015-01-02")] + [la(f"O{k}", "Noah", f"Other{k}", "2014-01-01")
+                                                           for k in range(30)]
+    from b2b.matching.normalise import prepare
+
+    tf = TermFrequencies.from_frame(prepare(pd.DataFrame(core, columns=CORE_COLUMNS), "person_id"))
+    smith, rare = tf.adjustment("sn", ["smith", "quennell"])
+    assert smith < 0 < rare and -1.0 <= smith and rare <= 2.0
+    inc = [school("s", "Amelia", "Quennell", "2015-01-02")]
+    e = json.loads(run(core, inc)["s"]["explanation"])
+    assert e["fields"]["surname"]["weight"] == Weights().surname_exact + rare

@@ -119,12 +119,14 @@ def prepare(df, id_col: str):
     out["dob"] = pd.to_datetime(dob)
     out["dob_s"] = out["dob"].dt.strftime("%Y%m%d").fillna("")
     out["year"] = out["dob"].dt.year.fillna(0).astype(int)
-    swapped = [(f"{s[:4]}{s[6:8]}{s[4:6]}" if s and s[4:6] != s[6:8] and int(s[6:8]) <= 12 else "")
-               for s in out["dob_s"]]
-    out["dob_swap"] = swapped
+    d = out["dob"]
+    can_swap = d.notna() & (d.dt.day <= 12) & (d.dt.day != d.dt.month)
+    out["dob_swap"] = out["dob_s"].str[:4].str.cat(out["dob_s"].str[6:8]).str.cat(out["dob_s"].str[4:6]) \
+        .where(can_swap.values, "")
     out["pc"] = _by_value(out["postcode"], postcode_key)
-    out["pc_sector"] = [p[:-2] if len(p) >= 5 else "" for p in out["pc"]]
-    out["pc_district"] = [p[:-3] if len(p) >= 5 else "" for p in out["pc"]]
+    long_pc = (out["pc"].str.len() >= 5).values
+    out["pc_sector"] = out["pc"].str[:-2].where(long_pc, "")
+    out["pc_district"] = out["pc"].str[:-3].where(long_pc, "")
     out["addr"] = _by_value(out["address_line1"], lambda s: re.sub(r"[^a-z0-9]", "", _ascii_lower(s)))
     return out
 
