@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from b2b.context import one, scalar
+from b2b.dropfolder import move_aside
 from b2b.errors import DisabledError, IngestError
 
 if TYPE_CHECKING:
@@ -167,16 +167,6 @@ def filter_from_name(name: str) -> str:
     return "snapshot"
 
 
-def _move(path: Path, folder: Path, reason: str | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    dest = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}_{path.name}"
-    shutil.move(str(path), dest)
-    dest.chmod(0o600)
-    if reason is not None:
-        note = dest.with_name(dest.name + ".reason.txt")
-        note.write_text(reason + "\n", encoding="utf-8")
-        note.chmod(0o600)
-    return dest
 
 
 def ingest_folder(conn: Connection, root: Path | None = None, *, catalogue_path: Any = None) -> dict[str, Any]:
@@ -203,7 +193,7 @@ def ingest_folder(conn: Connection, root: Path | None = None, *, catalogue_path:
             out[r["status"]] += 1
             if r["status"] == "suspense":
                 out["reasons"].append(f"{path.name}: {r['reason']}")
-                _move(path, folder / "suspense", r["reason"])
+                move_aside(path, folder / "suspense", r["reason"])
             else:
-                _move(path, folder / "done")
+                move_aside(path, folder / "done")
     return out

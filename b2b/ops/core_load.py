@@ -41,15 +41,15 @@ import io
 import json
 import logging
 import re
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from b2b.blocks import norm_sql
 from b2b.context import scalar
+from b2b.dropfolder import move_aside
 from b2b.errors import OpsError
 
 if TYPE_CHECKING:
@@ -419,16 +419,6 @@ def core_inbox(home: Path | None = None) -> Path:
     return (home or b2b_home()) / "inbound" / "core"
 
 
-def _move(path: Path, folder: Path, reason: str | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    dest = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}_{path.name}"
-    shutil.move(str(path), dest)
-    dest.chmod(0o600)
-    if reason is not None:
-        reason_file = dest.with_name(dest.name + ".reason.txt")
-        reason_file.write_text(reason + "\n", encoding="utf-8")
-        reason_file.chmod(0o600)
-    return dest
 
 
 def refresh_from_folder(conn: Connection, folder: Path | None = None) -> dict:
@@ -450,10 +440,10 @@ def refresh_from_folder(conn: Connection, folder: Path | None = None) -> dict:
             except CoreLoadError as exc:
                 results["refused"] += 1
                 errors.append(str(exc))
-                _move(path, folder / "suspense", str(exc))
+                move_aside(path, folder / "suspense", str(exc))
                 log.error("core refresh: %s", exc)
                 continue
-            _move(path, folder / "done")
+            move_aside(path, folder / "done")
     if errors:
         raise CoreLoadError(f"{len(errors)} of {results['files']} file(s) refused (moved to suspense/): "
                             + " | ".join(errors), file=str(folder.name))
