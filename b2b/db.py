@@ -18,8 +18,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from b2b import INCLUDE, PROJECT_ROOT
+from b2b.context import scalar
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +37,7 @@ def b2b_home() -> Path:
     return Path(os.environ.get("B2B_HOME") or PROJECT_ROOT / ".b2b")
 
 
-def _import_pgserver():
+def _import_pgserver() -> Any:
     """pgserver, without its chatter (a platformdirs warning, INFO lines on every reuse)."""
     import logging
     import warnings
@@ -214,7 +219,7 @@ def role_passwords(home: Path | None = None) -> dict[str, str]:
     return {r: given.get(r) or data[r] for r in ROLES}
 
 
-def ensure_roles(admin_conn, home: Path | None = None, pgdata: Path | None = None) -> list[str]:
+def ensure_roles(admin_conn: Any, home: Path | None = None, pgdata: Path | None = None) -> list[str]:
     """Give the roles their passwords (sent SCRAM-hashed, never in clear) and, on the embedded
     server (``pgdata``), require password authentication for them and their members in
     ``pg_hba.conf``. Needs an admin connection and migration 0015; returns the roles set."""
@@ -254,7 +259,7 @@ def role_url(role: str, url: str | None = None, home: Path | None = None) -> str
     return make_conninfo(database_url(url), user=role, password=role_passwords(home)[role])
 
 
-def connect(url: str | None = None, **kwargs):
+def connect(url: str | None = None, **kwargs: Any) -> Any:
     """A psycopg 3 connection to the warehouse (autocommit off)."""
     import psycopg
 
@@ -289,7 +294,7 @@ def migrations(folder: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-def upgrade(conn, folder: Path = MIGRATIONS_DIR) -> list[str]:
+def upgrade(conn: Connection, folder: Path = MIGRATIONS_DIR) -> list[str]:
     """Apply pending migrations; return the versions applied (empty when up to date).
 
     A migration that was applied and has since been edited is an error: fix forward
@@ -298,7 +303,7 @@ def upgrade(conn, folder: Path = MIGRATIONS_DIR) -> list[str]:
     with conn.transaction():
         # One upgrader at a time (two DAG runs starting together).
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('b2b.schema_migrations'))")
-        if conn.execute("SELECT to_regclass('ops.schema_migrations')").fetchone()[0] is None:
+        if scalar(conn, "SELECT to_regclass('ops.schema_migrations')") is None:
             # (only on an empty database: b2b_pipeline need not be able to create schemas)
             conn.execute("CREATE SCHEMA IF NOT EXISTS ops")
             conn.execute(
@@ -308,7 +313,7 @@ def upgrade(conn, folder: Path = MIGRATIONS_DIR) -> list[str]:
                        checksum text NOT NULL,
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
-        done = dict(conn.execute("SELECT version, checksum FROM ops.schema_migrations").fetchall())
+        done: dict[str, Any] = dict(conn.execute("SELECT version, checksum FROM ops.schema_migrations").fetchall())
         applied = []
         for mig in migrations(folder):
             if mig.version in done:
@@ -324,7 +329,7 @@ def upgrade(conn, folder: Path = MIGRATIONS_DIR) -> list[str]:
                 (mig.version, mig.name, mig.checksum),
             )
             applied.append(mig.version)
-        if applied and conn.execute("SELECT to_regprocedure('ops.apply_role_grants()')").fetchone()[0]:
+        if applied and scalar(conn, "SELECT to_regprocedure('ops.apply_role_grants()')"):
             # every object of the five schemas owned by b2b_pipeline, read rights per role (F41)
             conn.execute("SELECT ops.apply_role_grants()")
     for version in applied:

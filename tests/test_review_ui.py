@@ -158,7 +158,7 @@ def test_officer_decisions_go_through_the_domain_and_record_the_user(lists, ui):
     r = jane.post("/b2b/review/act/new_child", data={"base": BASE, "guid": "g-zed", "csrf": token})
     assert "Created LA child B2B0000001" in r.text
     overview = jane.get("/b2b/review/").text
-    assert overview.count("<td>jane</td>") == 4
+    assert overview.count("<td>jane via ") == 4  # each decision names the web user and its login
     # a decision that cannot be applied is a clear message, not a crash
     r = jane.post("/b2b/review/act/link", data={"base": BASE, "guid": "g-none", "person_id": "P1", "csrf": token})
     assert r.status_code == 200 and "no imported student g-none" in r.text

@@ -18,13 +18,23 @@ import os
 import sys
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from b2b.context import one
+
+if TYPE_CHECKING:
+    from typing import TextIO
+
+    from psycopg import Connection
+
+    from b2b.config.catalogue import Catalogue
 
 DEMO_START = datetime(2026, 10, 5, 12, 0)  # Monday of week 6 of the autumn term (LA local time)
 
 log = logging.getLogger(__name__)
 
 
-def _ticks(cron: str, tz, *, before=None, after=None, count=1):
+def _ticks(cron: str, tz: Any, *, before: Any = None, after: Any = None, count: Any = 1) -> Any:
     from croniter import croniter
 
     if before is not None:
@@ -34,7 +44,7 @@ def _ticks(cron: str, tz, *, before=None, after=None, count=1):
     return [it.get_next(datetime) for _ in range(count)]
 
 
-def demo_plan(catalogue, days: int):
+def demo_plan(catalogue: Catalogue, days: int) -> Any:
     """[(dag_id, logical_date)] in run order; the logical date is the window end."""
     import pendulum
 
@@ -44,7 +54,7 @@ def demo_plan(catalogue, days: int):
     plan: list = []
     snapshot_end: dict = {}
 
-    def daily(s):  # the changed-data exports run for --days windows; every other task once
+    def daily(s: Any) -> Any:  # the changed-data exports run for --days windows; every other task once
         return s.task.filter == "changed_data" and s.task.direction == "export"
 
     for s in specs:
@@ -95,7 +105,7 @@ COLUMNS = ("files", "blocks", "skipped_by_cache", "loaded", "matched", "conflict
 TABLE_COLUMNS = COLUMNS + ("possible",)  # the table also shows the officer queue; the demo: line is fixed
 
 
-def print_summary(conn, out=sys.stdout) -> dict:
+def print_summary(conn: Connection, out: TextIO = sys.stdout) -> dict:
     """Per-base table and the final ``demo:`` line (matched/unmatched: students' current decision)."""
     rows = conn.execute(SUMMARY_SQL).fetchall()
     header = f"{'base':<9} " + " ".join(f"{c:>16}" for c in TABLE_COLUMNS)
@@ -106,7 +116,7 @@ def print_summary(conn, out=sys.stdout) -> dict:
         print(f"{row[0]:<9} " + " ".join(f"{v:>16}" for v in row[1:]), file=out)
         for k, v in zip(TABLE_COLUMNS, row[1:]):
             totals[k] += v
-    extra = conn.execute(EXTRA_SQL).fetchone()
+    extra = one(conn, EXTRA_SQL)
     print("contacts: {} accounts ({} disabled), {} rejected (results.rejected_contact); attendance: {} marks "
           "strings; return to school: {} runs, {} corrected fields sent".format(*extra), file=out)
     print("demo: " + " ".join(f"{k}={totals[k]}" for k in COLUMNS), file=out)
@@ -121,7 +131,7 @@ SELECT (SELECT count(*) FROM core.contact), (SELECT count(*) FROM core.contact W
 """
 
 
-def run_counts(conn, dag_id: str, window_end) -> dict:
+def run_counts(conn: Connection, dag_id: str, window_end: datetime) -> dict:
     rows = conn.execute("""SELECT stage, counts FROM ops.task_log WHERE dag_id = %s AND window_end = %s
                            AND file_id IS NULL""", (dag_id, window_end)).fetchall()
     return {stage: counts for stage, counts in rows}

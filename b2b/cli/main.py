@@ -4,15 +4,17 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
+from typing import Any
 
 
-def _cmd_config_check(args) -> int:
+def _cmd_config_check(args: argparse.Namespace) -> int:
     from b2b.config.catalogue import main_check
 
     return main_check(args.path)
 
 
-def _cmd_db_upgrade(args) -> int:
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     from b2b import db
 
     url = db.database_url(args.url)
@@ -22,14 +24,14 @@ def _cmd_db_upgrade(args) -> int:
     return 0
 
 
-def _cmd_db_url(args) -> int:
+def _cmd_db_url(args: argparse.Namespace) -> int:
     from b2b import db
 
     print(db.database_url())
     return 0
 
 
-def _cmd_db_roles(args) -> int:
+def _cmd_db_roles(args: argparse.Namespace) -> int:
     """Set the F41 roles' passwords (generated once, kept 0600 under B2B_HOME) and, on the
     embedded server, require password authentication for them."""
     import os
@@ -46,7 +48,7 @@ def _cmd_db_roles(args) -> int:
     return 0
 
 
-def _cmd_db_stop(args) -> int:
+def _cmd_db_stop(args: argparse.Namespace) -> int:
     """Stop the embedded server(s); exit 1 when one is still running (and say why)."""
     from pathlib import Path
 
@@ -63,13 +65,13 @@ def _cmd_db_stop(args) -> int:
     return 0 if ok else 1
 
 
-def _cmd_demo(args) -> int:
+def _cmd_demo(args: argparse.Namespace) -> int:
     from b2b.cli.demo import run_demo
 
     return run_demo(days=args.days, fresh=args.fresh)
 
 
-def _cmd_airflow(args) -> int:
+def _cmd_airflow(args: argparse.Namespace) -> int:
     """Run ``airflow standalone`` on this project: the simulator serving the demo schools, their
     connections and ``b2b_warehouse`` imported into Airflow's metadata DB, the LA's records loaded."""
     import os
@@ -124,7 +126,7 @@ def _cmd_airflow(args) -> int:
         server.shutdown()
 
 
-def _cmd_airflow_env(args) -> int:
+def _cmd_airflow_env(args: argparse.Namespace) -> int:
     """Shell exports that give `airflow …` commands the same home, metadata DB, DAGs and PATH
     as `make airflow` (use: eval "$(.venv/bin/b2b airflow-env)")."""
     import shlex
@@ -138,7 +140,7 @@ def _cmd_airflow_env(args) -> int:
     return 0
 
 
-def _cmd_match(args) -> int:
+def _cmd_match(args: argparse.Namespace) -> int:
     """CSV in, CSV out: the same matcher as the DAGs (b2b.matching.match)."""
     import time
 
@@ -146,7 +148,7 @@ def _cmd_match(args) -> int:
 
     from b2b import matching
 
-    def read(path, columns):
+    def read(path: Path, columns: Any) -> Any:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
         missing = [c for c in columns if c not in df.columns]
         if missing:
@@ -187,7 +189,7 @@ def _cmd_match(args) -> int:
     return 0
 
 
-def _officer_conn():
+def _officer_conn() -> Any:
     from b2b import db
 
     conn = db.connect(db.database_url(), autocommit=True)
@@ -195,7 +197,7 @@ def _officer_conn():
     return conn
 
 
-def _cmd_officer(args) -> int:
+def _cmd_officer(args: argparse.Namespace) -> int:
     from b2b.ops import officer
 
     with _officer_conn() as conn:
@@ -222,7 +224,7 @@ def _cmd_officer(args) -> int:
     return 0
 
 
-def _cmd_maintenance(args) -> int:
+def _cmd_maintenance(args: argparse.Namespace) -> int:
     from b2b.ops import maintenance
 
     with _officer_conn() as conn:
@@ -240,7 +242,7 @@ def _cmd_maintenance(args) -> int:
     return 0
 
 
-def _cmd_core_load(args) -> int:
+def _cmd_core_load(args: argparse.Namespace) -> int:
     from b2b.ops import core_load
 
     try:
@@ -258,7 +260,7 @@ def _cmd_core_load(args) -> int:
     return 0
 
 
-def _cmd_ingest(args) -> int:
+def _cmd_ingest(args: argparse.Namespace) -> int:
     from b2b.errors import B2BError
     from b2b.ingest import manual
 
@@ -273,7 +275,7 @@ def _cmd_ingest(args) -> int:
     return 0 if result.get("status") == "loaded" else 1
 
 
-def _cmd_base_migrate(args) -> int:
+def _cmd_base_migrate(args: argparse.Namespace) -> int:
     import os
     from datetime import date
     from pathlib import Path

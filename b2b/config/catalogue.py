@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from b2b import INCLUDE, PROJECT_ROOT
 from b2b.config.settings import Settings
@@ -30,7 +31,7 @@ _CRON_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?LW#]+$")
 class CatalogueError(ConfigError):
     """Every problem found in a catalogue, one per line."""
 
-    def __init__(self, problems: list[str], path: str | None = None):
+    def __init__(self, problems: list[str], path: str | None = None) -> None:
         self.problems = list(problems)
         head = f"catalogue {path}: " if path else "catalogue: "
         super().__init__(head + f"{len(self.problems)} problem(s)\n" + "\n".join(f"- {p}" for p in self.problems))
@@ -127,7 +128,7 @@ def inactive_reason(base: Base, task: Task) -> str | None:
 
 
 # ------------------------------------------------------------------ loading
-def _plain(value):
+def _plain(value: Any) -> Any:
     """YAML dates -> ISO strings, so JSON Schema sees what a JSON catalogue would hold."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -275,7 +276,7 @@ def rule_problems(data: dict) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
-def _date(v) -> date | None:
+def _date(v: Any) -> date | None:
     if v in (None, ""):
         return None
     return v if isinstance(v, date) else date.fromisoformat(str(v))

@@ -25,6 +25,7 @@ import os
 import sys
 import zlib
 from pathlib import Path
+from typing import Any
 
 from b2b import PROJECT_ROOT
 from b2b.config.catalogue import DEFAULT_PATH, CatalogueError, read_raw, rule_problems, schema_problems
@@ -119,7 +120,7 @@ def write_dag_files(catalogue: str | Path | None = None, folder: Path = FOLDER,
     return counts
 
 
-def main(argv=None) -> int:
+def main(argv: Any = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("catalogue", nargs="?")
     ap.add_argument("--folder", type=Path, default=FOLDER)

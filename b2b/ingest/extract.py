@@ -35,10 +35,14 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from b2b.context import RunContext, log_stage_file
+from b2b.context import RunContext, log_stage_file, scalar
 from b2b.errors import B2BError
 from b2b.ingest.messages import Block, MessageError, ParsedMessage, parse_primary_page, parse_sims7
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ def parse_message(ctx: RunContext, msg: ReceivedMessage, *, validate: bool = Tru
     return parse_primary_page(msg.content, expected_group=msg.group)
 
 
-def _forget_previous(conn, ctx: RunContext) -> int:
+def _forget_previous(conn: Connection, ctx: RunContext) -> int:
     """Remove an earlier attempt at this window (files cascade to blocks and file logs).
 
     The rows recording a failure to read the school (F9) stay: they are the history."""
@@ -115,7 +119,7 @@ def _forget_previous(conn, ctx: RunContext) -> int:
     return cur.rowcount
 
 
-def _copy_blocks(conn, file_id: int, base_id: str, blocks: list[Block]) -> None:
+def _copy_blocks(conn: Connection, file_id: int, base_id: str, blocks: list[Block]) -> None:
     with conn.cursor() as cur:
         with cur.copy(
             "COPY raw.inbound_block (file_id, ordinal, base_id, block_type, student_guid, content) FROM STDIN"
@@ -145,7 +149,7 @@ def _copies(file_id: int, label: str, group: str | None, blocks: list[Block],
         copy.ordinals.append(ordinal)
 
 
-def _rejected_rows(parsed_by_file: dict[int, ParsedMessage], seen: dict[tuple, list[_Copy]]):
+def _rejected_rows(parsed_by_file: dict[int, ParsedMessage], seen: dict[tuple, list[_Copy]]) -> Any:
     """``raw.rejected_block`` rows: rejected pupils' anchors and every block of duplicate copies."""
     rows: dict[tuple[int, int], tuple] = {}
     duplicates = 0
@@ -167,7 +171,7 @@ def _rejected_rows(parsed_by_file: dict[int, ParsedMessage], seen: dict[tuple, l
     return sorted(rows.values()), duplicates
 
 
-def reject_flagged(conn, files: list[int]) -> int:
+def reject_flagged(conn: Connection, files: list[int]) -> int:
     """For the validate stage: mark the blocks the extract stage rejected ``invalid`` and report
     them as error anomalies (``duplicate_pupil``, ``pupil_schema``). Returns the anomalies added.
 
@@ -183,7 +187,7 @@ def reject_flagged(conn, files: list[int]) -> int:
             ORDER BY r.file_id, r.ordinal""", (files,)).rowcount
 
 
-def _record_failure(conn, ctx: RunContext, exc: BaseException) -> None:
+def _record_failure(conn: Connection, ctx: RunContext, exc: BaseException) -> None:
     """F9: one task-log row for a run that could not read its school, written outside the
     rolled-back transaction. Names the base and the error (class, status), never a secret:
     project errors are written to be logged; anything else only by its class."""
@@ -198,7 +202,7 @@ def _record_failure(conn, ctx: RunContext, exc: BaseException) -> None:
                     type(log_exc).__name__)
 
 
-def store_messages(conn, ctx: RunContext, messages: Iterable[ReceivedMessage], *,
+def store_messages(conn: Connection, ctx: RunContext, messages: Iterable[ReceivedMessage], *,
                    validate: bool = True) -> ExtractSummary:
     """Store, parse and log every message of one run window, atomically. See module doc.
 
@@ -214,7 +218,7 @@ def store_messages(conn, ctx: RunContext, messages: Iterable[ReceivedMessage], *
     return summary
 
 
-def _store(conn, ctx: RunContext, messages: Iterable[ReceivedMessage], summary: ExtractSummary, *,
+def _store(conn: Connection, ctx: RunContext, messages: Iterable[ReceivedMessage], summary: ExtractSummary, *,
            validate: bool) -> None:
     seen: dict[tuple, list[_Copy]] = {}
     parsed_by_file: dict[int, ParsedMessage] = {}
@@ -224,7 +228,7 @@ def _store(conn, ctx: RunContext, messages: Iterable[ReceivedMessage], summary: 
             log.info("replacing %d file(s) from an earlier attempt at this window", replaced)
         for seq, msg in enumerate(messages, start=1):
             digest = hashlib.sha256(msg.content).hexdigest()
-            file_id = conn.execute(
+            file_id = scalar(conn,
                 """INSERT INTO raw.inbound_file (base_id, task_key, dag_id, run_id, window_start,
                        window_end, window_order, seq, source, data_filter, label, content_type, payload,
                        size_bytes, sha256)
@@ -233,7 +237,7 @@ def _store(conn, ctx: RunContext, messages: Iterable[ReceivedMessage], summary: 
                 (ctx.base_id, ctx.task_key, ctx.dag_id, ctx.run_id, ctx.window_start, ctx.window_end,
                  ctx.window_order, seq, ctx.source, ctx.data_filter, msg.label, msg.content_type, msg.content,
                  len(msg.content), digest),
-            ).fetchone()[0]
+            )
             summary.files += 1
             summary.bytes += len(msg.content)
             summary.file_ids.append(file_id)

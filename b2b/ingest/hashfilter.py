@@ -1,11 +1,16 @@
 """Hash filter stage (F7/F15/F20, B2BHCACHE): a block unchanged since its last import is skipped."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from b2b.config.settings import Settings
 from b2b.context import RunContext, log_stage, run_files
 
+if TYPE_CHECKING:
+    from psycopg import Connection
 
-def hash_filter(conn, ctx: RunContext, settings: Settings) -> dict:
+
+def hash_filter(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
     """Hash every block of the run; mark 'skipped' those equal to the cached hash (F7/F20).
 
     The cached hash of a (base, student, block type) is the newest hash-cache entry from
@@ -32,7 +37,7 @@ def hash_filter(conn, ctx: RunContext, settings: Settings) -> dict:
                         FROM (SELECT encode(sha256(convert_to(b.content::text, 'UTF8')), 'hex') AS h) x)
                 WHERE b.file_id = ANY(%(files)s)""",
             {"files": files, "order": ctx.window_order, "cache": settings.b2bhcache})
-        counts = dict(conn.execute(
+        counts: dict[str, int] = dict(conn.execute(
             """SELECT disposition, count(*) FROM raw.inbound_block WHERE file_id = ANY(%s)
                GROUP BY disposition""", (files,)).fetchall())
         result = {"blocks": sum(counts.values()), "skipped_by_cache": counts.get("skipped", 0),

@@ -1,11 +1,16 @@
 """Load stage: the run's new, valid blocks into typed staging tables, with the hash cache, in one transaction."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from b2b.blocks import BLOCKS, STAGING_TABLES, load_sql
 from b2b.context import RunContext, log_stage, run_files
 
+if TYPE_CHECKING:
+    from psycopg import Connection
 
-def load(conn, ctx: RunContext, *, fail_after: str | None = None) -> dict:
+
+def load(conn: Connection, ctx: RunContext, *, fail_after: str | None = None) -> dict:
     """Load the run's pending blocks into staging and record them in the hash cache — one transaction.
 
     The cache entries are written uncommitted: they count for later runs only once this run's

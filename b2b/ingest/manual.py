@@ -26,13 +26,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from b2b.context import one, scalar
+from b2b.dropfolder import move_aside
 from b2b.errors import DisabledError, IngestError
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -59,14 +63,14 @@ def xml_inbox(home: Path | None = None) -> Path:
     return (home or b2b_home()) / "inbound" / "xml"
 
 
-def _window_end(conn, dag_id: str) -> datetime:
+def _window_end(conn: Connection, dag_id: str) -> datetime:
     """Now, strictly after any earlier manual window of this base (two imports in one instant)."""
     now = datetime.now(UTC)
-    last = conn.execute("SELECT max(window_end) FROM raw.inbound_file WHERE dag_id = %s", (dag_id,)).fetchone()[0]
+    last = scalar(conn, "SELECT max(window_end) FROM raw.inbound_file WHERE dag_id = %s", (dag_id,))
     return max(now, last + timedelta(microseconds=1)) if last else now
 
 
-def _base(catalogue_path, base_id: str):
+def _base(catalogue_path: Any, base_id: str) -> Any:
     from b2b.config.catalogue import load_catalogue
     from b2b.errors import ConfigError
 
@@ -80,7 +84,7 @@ def _base(catalogue_path, base_id: str):
     return cat, base
 
 
-def ingest_file(conn, path: Path, base_id: str, *, data_filter: str = "snapshot", catalogue_path=None,
+def ingest_file(conn: Connection, path: Path, base_id: str, *, data_filter: str = "snapshot", catalogue_path: Any = None,
                 group: str | None = None, report_dir: Path | None = None) -> dict[str, Any]:
     """Import one file for one base through the DAG path; the outcome and counts.
 
@@ -124,13 +128,13 @@ def ingest_file(conn, path: Path, base_id: str, *, data_filter: str = "snapshot"
     if reason:
         # kept in suspense like a file that failed to parse: the trail stays, nothing is loaded
         with conn.transaction():
-            file_id = conn.execute(
+            file_id = scalar(conn,
                 """INSERT INTO raw.inbound_file (base_id, task_key, dag_id, run_id, window_end, window_order, seq,
                        source, data_filter, label, content_type, payload, size_bytes, sha256, status, error)
                    VALUES (%s, %s, %s, %s, %s, %s, 1, %s, %s, %s, 'application/octet-stream', %s, %s, %s,
                            'suspense', %s) RETURNING file_id""",
                 (base_id, TASK_KEY, dag_id, ctx.run_id, ctx.window_end, ctx.window_order, base.kind, data_filter,
-                 path.name, content, len(content), digest, reason)).fetchone()[0]
+                 path.name, content, len(content), digest, reason))
             log_stage_file(conn, ctx, "extract", file_id, {"bytes": len(content)},
                            f"{path.name}: put in suspense: {reason}", "error", replace=False)
         return {"status": "suspense", "file_id": file_id, "reason": reason}
@@ -142,7 +146,7 @@ def ingest_file(conn, path: Path, base_id: str, *, data_filter: str = "snapshot"
     stages: dict[str, Any] = {"extract": summary.counts()}
     stages["hash_filter"] = pipeline.hash_filter(conn, ctx, settings)
     stages["validate"] = pipeline.validate(conn, ctx, report_dir or b2b_home() / "reports" / "validation")
-    status = conn.execute("SELECT status, error FROM raw.inbound_file WHERE file_id = %s", (file_id,)).fetchone()
+    status = one(conn, "SELECT status, error FROM raw.inbound_file WHERE file_id = %s", (file_id,))
     if status[0] == "suspense":
         return {"status": "suspense", "file_id": file_id, "reason": status[1], "stages": stages}
     stages["load"] = pipeline.load(conn, ctx)
@@ -163,19 +167,9 @@ def filter_from_name(name: str) -> str:
     return "snapshot"
 
 
-def _move(path: Path, folder: Path, reason: str | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    dest = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}_{path.name}"
-    shutil.move(str(path), dest)
-    dest.chmod(0o600)
-    if reason is not None:
-        note = dest.with_name(dest.name + ".reason.txt")
-        note.write_text(reason + "\n", encoding="utf-8")
-        note.chmod(0o600)
-    return dest
 
 
-def ingest_folder(conn, root: Path | None = None, *, catalogue_path=None) -> dict[str, Any]:
+def ingest_folder(conn: Connection, root: Path | None = None, *, catalogue_path: Any = None) -> dict[str, Any]:
     """Import every file waiting in ``root/<DfE>/`` (oldest name first); move each to ``done/``
     or ``suspense/``. Files of a switched-off or unknown base are left where they are (logged)."""
     from b2b.errors import B2BError, ConfigError
@@ -199,7 +193,7 @@ def ingest_folder(conn, root: Path | None = None, *, catalogue_path=None) -> dic
             out[r["status"]] += 1
             if r["status"] == "suspense":
                 out["reasons"].append(f"{path.name}: {r['reason']}")
-                _move(path, folder / "suspense", r["reason"])
+                move_aside(path, folder / "suspense", r["reason"])
             else:
-                _move(path, folder / "done")
+                move_aside(path, folder / "done")
     return out

@@ -17,6 +17,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from b2b import INCLUDE
 from b2b.blocks import PRIMARY_GROUPS, XML_BLOCKS
@@ -44,7 +45,7 @@ class MessageError(IngestError):
     """A message that cannot be imported. ``reason`` is safe to log (no personal data)."""
 
     def __init__(self, reason: str, *, pupil: int | None = None, line: int | None = None,
-                 base: str | None = None, file: object | None = None):
+                 base: str | None = None, file: object | None = None) -> None:
         self.reason = reason
         self.pupil = pupil
         self.line = line
@@ -100,7 +101,7 @@ def xml_key(tag: str) -> str:
     return _CAMEL.sub("_", tag).lower()
 
 
-def _typed(key: str, text: str | None):
+def _typed(key: str, text: str | None) -> Any:
     if text is None:
         return None
     text = text.strip()
@@ -118,7 +119,7 @@ def _typed(key: str, text: str | None):
     return text
 
 
-def _convert(el):
+def _convert(el: Any) -> Any:
     """An XML element to canonical JSON-able data (recursive, small subtrees only)."""
     if el.tag in LIST_CONTAINERS:  # an empty container is an empty list, not a missing value
         return [_convert(c) for c in el]
@@ -127,7 +128,7 @@ def _convert(el):
     return {xml_key(c.tag): _convert(c) for c in el}
 
 
-def _block_content(el) -> dict:
+def _block_content(el: Any) -> dict:
     value = _convert(el)
     if isinstance(value, list):  # Contacts / Exclusions are lists at block level
         return {xml_key(el.tag): value}
@@ -140,14 +141,14 @@ XS = "{http://www.w3.org/2001/XMLSchema}"
 
 
 @lru_cache(maxsize=1)
-def message_schema():
+def message_schema() -> Any:
     from lxml import etree
 
     return etree.XMLSchema(etree.parse(str(XSD_PATH)))
 
 
 @lru_cache(maxsize=1)
-def part_schema():
+def part_schema() -> Any:
     """The message schema with ``Header`` and ``Pupil`` also declared as top-level elements, so
     the header and each pupil are validated on their own as the message streams: a pupil-level
     error then names its pupil, element and line, and rejects only that pupil."""
@@ -186,7 +187,7 @@ def _scrub(msg: str) -> str:
     return out[:300]
 
 
-def _schema_error(schema, el) -> tuple[str, int | None, str] | None:
+def _schema_error(schema: Any, el: Any) -> tuple[str, int | None, str] | None:
     """(element, line, reason) of the first schema error of ``el`` (validated on its own), or None."""
     if schema.validate(el):
         return None
@@ -196,7 +197,7 @@ def _schema_error(schema, el) -> tuple[str, int | None, str] | None:
     return element, (err.line or None), _scrub(err.message or "does not match the schema")
 
 
-def _xml_syntax(exc, pupil: int | None) -> MessageError:
+def _xml_syntax(exc: BaseException, pupil: int | None) -> MessageError:
     """A clear error for a document that is not well-formed XML: bad bytes, not XML, broken."""
     errors = list(getattr(exc, "error_log", None) or [])
     last = errors[-1] if errors else None
@@ -294,7 +295,7 @@ def parse_sims7(content: bytes, *, expected_base: str | None = None, validate: b
     return parsed
 
 
-def _reading(root, last_pupil, complete: int) -> int | None:
+def _reading(root: Any, last_pupil: Any, complete: int) -> int | None:
     """The position of the pupil being read when the parser stopped, from the partial tree
     (None when the parser was not inside a ``<Pupil>``)."""
     if root is None:
@@ -305,7 +306,7 @@ def _reading(root, last_pupil, complete: int) -> int | None:
     return complete + 1
 
 
-def _take_pupil(el, parsed: ParsedMessage, schema) -> None:
+def _take_pupil(el: Any, parsed: ParsedMessage, schema: Any) -> None:
     """One complete ``<Pupil>``: its blocks, or a rejection naming where it failed."""
     pos = parsed.pupils
     guid_el = el.find("ApplicationReference")

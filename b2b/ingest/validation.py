@@ -29,11 +29,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from b2b import INCLUDE
 from b2b.blocks import BLOCK_TYPES
 from b2b.context import RunContext, log_stage, log_stage_file, run_files
 from b2b.errors import ValidationSetupError
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +145,7 @@ def _age(dob: str | None, as_of: date) -> int | None:
     return as_of.year - d.year - ((as_of.month, as_of.day) < (d.month, d.day))
 
 
-def _is_date(v) -> bool | None:
+def _is_date(v: Any) -> bool | None:
     if v in (None, ""):
         return None
     try:
@@ -179,7 +183,7 @@ def _frame(block_type: str, blocks: Sequence[dict], suite: dict, as_of: date) ->
     return columns, owner
 
 
-def _none_if_nan(v):
+def _none_if_nan(v: Any) -> Any:
     """pandas' notion of a missing value, as the DataFrame path had it: NaN is None."""
     return None if isinstance(v, float) and v != v else v
 
@@ -218,14 +222,14 @@ def _expectation_digest(key: str) -> str:
     return hashlib.sha256(f"{version('great_expectations')}|{key}".encode()).hexdigest()[:32]
 
 
-def _value_digest(vk) -> str:
+def _value_digest(vk: Any) -> str:
     return hashlib.sha256(repr(vk).encode()).hexdigest()[:32]
 
 
 VERDICT_KEEP_DAYS = 35
 
 
-def _stored_verdicts(conn, pending: list) -> list:
+def _stored_verdicts(conn: Connection, pending: list) -> list:
     """Fill the process memo from ``ops.gx_verdict``; return what is still unjudged."""
     eds, vds, where = [], [], []
     for i, (_bt, key, _e, vals) in enumerate(pending):
@@ -250,7 +254,7 @@ def _stored_verdicts(conn, pending: list) -> list:
     return [(bt, key, e, rest[i]) for i, (bt, key, e, _vals) in enumerate(pending) if i in rest]
 
 
-def _store_verdicts(conn, judged: list) -> None:
+def _store_verdicts(conn: Connection, judged: list) -> None:
     """Keep GX's new verdicts (digests only); prune those unused for VERDICT_KEEP_DAYS."""
     rows: set[tuple[str, str, bool]] = set()
     for _bt, key, _e, vals in judged:
@@ -269,7 +273,7 @@ def _store_verdicts(conn, judged: list) -> None:
                            FOR UPDATE SKIP LOCKED)""", (VERDICT_KEEP_DAYS,))
 
 
-def _value_key(etype: str, v):
+def _value_key(etype: str, v: Any) -> Any:
     """How GX's verdict on ``v`` is remembered: by type and value (so 1, True and '1' differ)."""
     if etype in NULLNESS:
         return v is None
@@ -281,7 +285,7 @@ def _value_key(etype: str, v):
 
 
 @cache
-def _gx():
+def _gx() -> Any:
     """One ephemeral GX context per process, with one pandas batch definition reused by every run."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
@@ -342,7 +346,7 @@ def _gx_judge(pending: list[tuple[str, str, dict, list]]) -> None:
 
 
 def validate_blocks(blocks: Iterable[dict], *, run_label: str, report_dir: Path | None = None,
-                    as_of: date | None = None, verdicts=None) -> ValidationResult:
+                    as_of: date | None = None, verdicts: Any = None) -> ValidationResult:
     """Validate blocks (dicts with file_id, ordinal, base_id, block_type, student_guid, content).
 
     Returns anomalies, the blocks made invalid by error-severity failures, files to
@@ -457,7 +461,7 @@ padding:2px 6px}}tr.fail td{{background:#fde2e2}}tr.ok td{{background:#e6f4ea}}<
 
 
 # ------------------------------------------------------------------ the validate stage
-def validate(conn, ctx: RunContext, report_dir) -> dict:
+def validate(conn: Connection, ctx: RunContext, report_dir: Any) -> dict:
     """Run the expectation suites (``b2b.validation``, Great Expectations) on the run's new blocks.
 
     Row-level failures become ``results.anomaly`` rows and their blocks are marked
@@ -514,7 +518,7 @@ def validate(conn, ctx: RunContext, report_dir) -> dict:
     return counts
 
 
-def _missing_core(conn, ctx: RunContext, files: list[int]) -> dict[int, str]:
+def _missing_core(conn: Connection, ctx: RunContext, files: list[int]) -> dict[int, str]:
     """SIMS 7 files where a pupil lacks its mandatory core block (all but changed data send it).
 
     Checked over every block of the file, skipped ones included. Returns {file_id: reason}.

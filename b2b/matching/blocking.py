@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 
-def candidate_pairs(core, inc, cfg: Any, links=None):
+def candidate_pairs(core: Any, inc: Any, cfg: Any, links: Any = None) -> Any:
     """(core row, incoming row) index pairs from every blocking key, deduplicated."""
     import numpy as np
     import pandas as pd
 
     frames = []
 
-    def block(keys_core, keys_inc=None, core_df=None, inc_df=None):
+    def block(keys_core: Any, keys_inc: Any = None, core_df: Any = None, inc_df: Any = None) -> None:
         keys_inc = keys_inc or keys_core
         c = (core_df if core_df is not None else core)[keys_core].copy()
         c["ci"] = c.index

@@ -62,33 +62,33 @@ class Pairs:
     """The two sides of a batch of candidate pairs, row-aligned (``c`` LA, ``i`` incoming),
     with the comparison helpers the level predicates share (computed once, on demand)."""
 
-    def __init__(self, c, i, cfg: Any, links=None):
+    def __init__(self, c: Any, i: Any, cfg: Any, links: Any = None) -> None:
         self.c, self.i, self.cfg, self.links = c, i, cfg, links
         self.n = len(c)
 
-    def missing(self, col: str):
+    def missing(self, col: str) -> Any:
         return (self.c[col] == "") | (self.i[col] == "")
 
-    def equal(self, col: str):
+    def equal(self, col: str) -> Any:
         return (self.c[col] != "") & (self.c[col] == self.i[col])
 
     # -- UPN
     @cached_property
-    def upn_eq(self):
+    def upn_eq(self) -> Any:
         return ~self.missing("upn") & (self.c["upn"] == self.i["upn"])
 
     @cached_property
-    def upn_valid_both(self):
+    def upn_valid_both(self) -> Any:
         return ~self.missing("upn") & self.c["upn_kind"].isin(["valid", "temp"]) & \
             self.i["upn_kind"].isin(["valid", "temp"])
 
     @cached_property
-    def upn_perm_both(self):
+    def upn_perm_both(self) -> Any:
         return ~self.missing("upn") & (self.c["upn_kind"] == "valid") & (self.i["upn_kind"] == "valid")
 
     # -- GUID
     @cached_property
-    def guid_linked(self):
+    def guid_linked(self) -> Any:
         import numpy as np
 
         if not self.cfg.guidmatch:
@@ -101,7 +101,7 @@ class Pairs:
         return g
 
     # -- names
-    def forename_equiv(self):
+    def forename_equiv(self) -> Any:
         """One is a form of the other (Joe/Joseph, Alfie/Alfred); sharing a third form is not
         enough (Theo and Edward are both "Ted"); or one's middle name is the other's forename."""
 
@@ -111,26 +111,26 @@ class Pairs:
         middle_swap = ((c["mn"] != "") & (i["fn"] == c["mn"])) | ((i["mn"] != "") & (c["fn"] == i["mn"]))
         return equiv | middle_swap.values
 
-    def surname_part(self):
+    def surname_part(self) -> Any:
         import numpy as np
 
         return np.fromiter((bool(set(a) & set(b)) for a, b in zip(self.c["sn_parts"], self.i["sn_parts"])),
                            dtype=bool, count=self.n)
 
-    def similar(self, col: str, threshold: float):
+    def similar(self, col: str, threshold: float) -> Any:
         return per_distinct(self.c[col], self.i[col], lambda a, b: _jaro_winkler(a, b) >= threshold)
 
-    def typed(self, col: str):
+    def typed(self, col: str) -> Any:
         return per_distinct(self.c[col], self.i[col], _typed)
 
     # -- DOB
-    def dob_swap(self):
+    def dob_swap(self) -> Any:
         return (self.i["dob_swap"] != "") & (self.c["dob_s"] == self.i["dob_swap"])
 
-    def dob_one_digit(self):
+    def dob_one_digit(self) -> Any:
         return per_distinct(self.c["dob_s"], self.i["dob_s"], _one_digit)
 
-    def dob_within(self, days: int):
+    def dob_within(self, days: int) -> Any:
         return (self.c["dob"] - self.i["dob"]).abs().dt.days <= days
 
 
@@ -243,12 +243,12 @@ class TermFrequencies:
     query gives), never from a candidate subset, so the CLI and the DAG path agree."""
 
     def __init__(self, counts: dict[str, dict[str, int]], totals: dict[str, tuple[int, int]], low: float = -1.0,
-                 high: float = 2.0):
+                 high: float = 2.0) -> None:
         # totals: column -> (number of records with a value, sum of squared counts)
         self.counts, self.totals, self.low, self.high = counts, totals, low, high
 
     @classmethod
-    def from_frame(cls, prepared, columns=("fn", "sn")) -> TermFrequencies:
+    def from_frame(cls, prepared: Any, columns: Any = ("fn", "sn")) -> TermFrequencies:
         counts, totals = {}, {}
         for col in columns:
             vc = prepared[col][prepared[col] != ""].value_counts()
@@ -256,7 +256,7 @@ class TermFrequencies:
             totals[col] = (int(vc.sum()), int((vc.astype("int64") ** 2).sum()))
         return cls(counts, totals)
 
-    def adjustment(self, col: str, values):
+    def adjustment(self, col: str, values: Any) -> Any:
         """Bits to add for an exact agreement on each of ``values``."""
         import numpy as np
 
@@ -270,7 +270,7 @@ class TermFrequencies:
         return np.array([adj[v] for v in values])
 
 
-def evaluate(comparison: Comparison, p: Pairs, w: Weights, tf: TermFrequencies | None = None):
+def evaluate(comparison: Comparison, p: Pairs, w: Weights, tf: TermFrequencies | None = None) -> Any:
     """(level index, weight) arrays: the first level whose predicate holds, per pair (plus the
     term-frequency adjustment of the levels that have one)."""
     import numpy as np
@@ -292,7 +292,7 @@ def evaluate(comparison: Comparison, p: Pairs, w: Weights, tf: TermFrequencies |
     return level, weights
 
 
-def score_pairs(core, inc, pairs, cfg: Any, links=None, tf: TermFrequencies | None = None):
+def score_pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any = None, tf: TermFrequencies | None = None) -> Any:
     """Per-field level and weight and the total for every candidate pair: columns ``<field>``
     (weight), ``<field>_lv`` (level index into :data:`BY_FIELD` [field].levels), ``score``,
     ``forename_ok`` and ``corroborated``."""
@@ -327,7 +327,7 @@ DOB_COMPATIBLE = ("exact", "day and month swapped", "one digit")
 FORENAME_STRONG = ("exact", "nickname or middle name")
 
 
-def at(s, field: str, *labels: str):
+def at(s: Any, field: str, *labels: str) -> Any:
     """Pairs whose level for ``field`` is one of ``labels``."""
     comp = BY_FIELD[field]
     return s[field + "_lv"].isin([comp.level_of(lb) for lb in labels]).values
@@ -337,7 +337,7 @@ def label_of(field: str, level: int) -> str:
     return BY_FIELD[field].levels[level].label
 
 
-def per_distinct(a, b, fn):
+def per_distinct(a: Any, b: Any, fn: Any) -> Any:
     """``fn(a, b)`` for each row of two string columns, computed once per distinct pair (names
     and dates repeat a lot) and mapped back: the only Python loop of a comparison."""
     import numpy as np

@@ -14,6 +14,7 @@ Officer decisions are inputs: a GUID an officer linked matches that child (rule
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from b2b.blocks import CONFLICT_FIELDS
 from b2b.matching.blocking import candidate_pairs
@@ -47,8 +48,8 @@ class MatchConfig:
     dob_required: bool = True  # False for carers (F14): a school contact has no DOB; a missing one does not stop a link
 
 
-def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, rejected=None,
-          min_age: int | None = None, as_of=None, tf: TermFrequencies | None = None):
+def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, links: Any = None, rejected: Any = None,
+          min_age: int | None = None, as_of: Any = None, tf: TermFrequencies | None = None) -> Any:
     """Decide every incoming record. Returns a DataFrame with one row per incoming record:
     ``incoming_id, status, person_id, rule, score, conflicting_fields, explanation``.
 
@@ -167,7 +168,7 @@ def match(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, r
     return out
 
 
-def batch_twins(inc):
+def batch_twins(inc: Any) -> Any:
     """Incoming records that share school, surname, DOB and address (postcode, else address
     line) with another record of the batch: twins, whether the LA knows both or not."""
     import numpy as np
@@ -179,7 +180,7 @@ def batch_twins(inc):
     return (ok & key.where(ok).duplicated(keep=False) & ok).values.astype(bool) if len(inc) else np.zeros(0, bool)
 
 
-def differing(core_df, incoming_df, ci, rows):
+def differing(core_df: Any, incoming_df: Any, ci: Any, rows: Any) -> Any:
     """';'-joined compared fields whose values differ (both present) for the chosen pairs, by
     the one "same value" rule of :func:`b2b.blocks.same_value` — the rule the conflicts stage
     writes ``differing_fields`` with on the DAG path."""
@@ -194,7 +195,7 @@ def differing(core_df, incoming_df, ci, rows):
     if not len(take):
         return names
 
-    def norm(f: str, values):
+    def norm(f: str, values: Any) -> Any:
         """The registry's normalisation, once per distinct value; None for a missing value."""
         v = pd.Series(values, dtype=object)
         if f == "dob":
@@ -213,7 +214,7 @@ def differing(core_df, incoming_df, ci, rows):
     return names
 
 
-def _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible, corro, guards, differ):
+def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any) -> Any:
     """One JSON object per incoming record: per field its level label and weight (``fields``),
     the non-zero weights (``weights``), score, runner-up, the compared fields that differ
     (``differing_fields``) and, for a possible, ``why_not_auto``."""
@@ -251,8 +252,8 @@ def _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_
     return out
 
 
-def candidates(core_df, incoming_df, cfg: MatchConfig | None = None, *, links=None, top: int = 3,
-               tf: TermFrequencies | None = None):
+def candidates(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, links: Any = None, top: int = 3,
+               tf: TermFrequencies | None = None) -> Any:
     """The best ``top`` candidates per incoming record with their per-field weights (officer view)."""
     cfg = cfg or MatchConfig()
     core = prepare(core_df.reset_index(drop=True), "person_id")

@@ -8,9 +8,13 @@ none; the explanation names the rule that decided).
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    pass
 
 
-def legacy_match(core_df, incoming_df, *, guidmatch: bool = True, links=None):
+def legacy_match(core_df: Any, incoming_df: Any, *, guidmatch: bool = True, links: Any = None) -> Any:
     """The vendor rule (baseline): GUID link; UPN + 3 of 4; all 4 on exactly one; else none."""
     import pandas as pd
 
@@ -49,7 +53,7 @@ def legacy_match(core_df, incoming_df, *, guidmatch: bool = True, links=None):
     return out
 
 
-def _decide(out, decided, idx, person_ids, rule: str) -> None:
+def _decide(out: Any, decided: Any, idx: Any, person_ids: Any, rule: str) -> None:
     idx = list(idx)
     if not idx:
         return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 
 CORE_COLUMNS = ["person_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob", "postcode",
                 "address_line1"]
@@ -40,27 +41,27 @@ ACCENTS_TO = "aaaaaaaaaccc" + "deeeeeeeegiiiiiiilnnnoooooooorrssstuuuuuuuuyyzzz"
 _FOLD = str.maketrans(ACCENTS_FROM, ACCENTS_TO)
 
 
-def _ascii_lower(s) -> str:
+def _ascii_lower(s: Any) -> str:
     if s is None or (isinstance(s, float) and s != s):
         return ""
     return str(s).lower().translate(_FOLD).strip()
 
 
-def name_key(s) -> str:
+def name_key(s: Any) -> str:
     """Letters only, lower case: "O'Brien-Smith" -> "obriensmith"."""
     return re.sub(r"[^a-z]", "", _ascii_lower(s))
 
 
-def name_parts(s) -> list[str]:
+def name_parts(s: Any) -> list[str]:
     return [p for p in re.split(r"[^a-z]+", _ascii_lower(s).replace("'", "")) if p]
 
 
-def postcode_key(s) -> str:
+def postcode_key(s: Any) -> str:
     return re.sub(r"[^A-Z0-9]", "", str(s or "").upper())
 
 
 @lru_cache(maxsize=1)
-def _nick_namer():
+def _nick_namer() -> Any:
     from nicknames import NickNamer
 
     return NickNamer()
@@ -90,12 +91,12 @@ def _upn_kind(u: str) -> str:
     return "temp" if u[-1].isalpha() else "valid"
 
 
-def _by_value(col, fn):
+def _by_value(col: Any, fn: Any) -> Any:
     """``fn`` once per distinct value (names repeat a lot), mapped back onto the column."""
     return col.map({v: fn(v) for v in col.unique()})
 
 
-def prepare(df, id_col: str):
+def prepare(df: Any, id_col: str) -> Any:
     """Normalised comparison columns (vectorised where pandas can)."""
     import pandas as pd
 

@@ -49,7 +49,7 @@ def bound(learned: float, hand: float) -> float:
     return min(max(round(learned * 2) / 2, lo), hi)
 
 
-def train(core_df, incoming_df, cfg: Any = None, *, u_pairs: int = 200_000, iterations: int = 25,
+def train(core_df: Any, incoming_df: Any, cfg: Any = None, *, u_pairs: int = 200_000, iterations: int = 25,
           seed: int = 1) -> dict:
     """Estimate m/u per comparison level. Returns ``{"weights": {name: bits}, "levels": [...],
     "match_share": λ, "pairs": n}``; ``weights`` are bounded (see :func:`bound`)."""

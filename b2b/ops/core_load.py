@@ -41,15 +41,19 @@ import io
 import json
 import logging
 import re
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from b2b.blocks import norm_sql
+from b2b.context import scalar
+from b2b.dropfolder import move_aside
 from b2b.errors import OpsError
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +274,7 @@ def _record_sql(alias: str) -> str:
     return f"jsonb_strip_nulls(jsonb_build_object({pairs}))"
 
 
-def load_children(conn, rows: list[dict], *, full: bool, source: str = "records", sha256: str | None = None) -> dict:
+def load_children(conn: Connection, rows: list[dict], *, full: bool, source: str = "records", sha256: str | None = None) -> dict:
     """Load checked children rows (see :func:`check_children`) in one transaction; the counts."""
     cols = ", ".join(CHILD_FIELDS)
     data_cols = [f for f in CHILD_FIELDS if f != "person_id"]
@@ -283,9 +287,9 @@ def load_children(conn, rows: list[dict], *, full: bool, source: str = "records"
             for r in rows:
                 link_base = r.get("guid_base") or r.get("base_id") if r.get("guid") else None
                 copy.write_row(tuple(_text(r.get(f)) for f in CHILD_FIELDS) + (_text(r.get("guid")), _text(link_base)))
-        load_id = conn.execute(
+        load_id = scalar(conn,
             "INSERT INTO core.load_run (kind, source, sha256, full_extract) VALUES ('children', %s, %s, %s) "
-            "RETURNING load_id", (source, sha256, full)).fetchone()[0]
+            "RETURNING load_id", (source, sha256, full))
         conn.execute(
             f"""CREATE TEMP TABLE core_diff ON COMMIT DROP AS
                 SELECT i.person_id, c.person_id IS NULL AS is_new
@@ -324,9 +328,9 @@ def load_children(conn, rows: list[dict], *, full: bool, source: str = "records"
                 f"""INSERT INTO core.child_version (person_id, version, record, active, load_id)
                     SELECT c.person_id, c.version, {_record_sql('c')}, false, %s
                       FROM core.child c JOIN core_gone g USING (person_id)""", (load_id,))
-        link_conflicts = conn.execute(
+        link_conflicts = scalar(conn,
             """SELECT count(*) FROM core_in i JOIN core.child_link l
-                   ON l.base_id = i.guid_base AND l.student_guid = i.guid AND l.person_id <> i.person_id""").fetchone()[0]
+                   ON l.base_id = i.guid_base AND l.student_guid = i.guid AND l.person_id <> i.person_id""")
         links = conn.execute(
             """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by)
                SELECT guid_base, guid, person_id, 'la' FROM core_in WHERE guid IS NOT NULL AND guid_base IS NOT NULL
@@ -339,7 +343,7 @@ def load_children(conn, rows: list[dict], *, full: bool, source: str = "records"
     return counts
 
 
-def load_core(conn, records: Iterable[dict], *, full: bool = False) -> dict:
+def load_core(conn: Connection, records: Iterable[dict], *, full: bool = False) -> dict:
     """Load LA child records given as dicts (the demo: ``World.la_core()``; ``base_dfe`` is read
     as ``base_id``, ``address_line1`` as ``paon`` when no ``paon``). Checked like a file."""
     rows = []
@@ -354,7 +358,7 @@ def load_core(conn, records: Iterable[dict], *, full: bool = False) -> dict:
     return {"records": c["records"], "changed": c["new"] + c["updated"], "new_links": c["new_links"]}
 
 
-def load_children_file(conn, path: Path, mapping: ColumnMapping | None = None, *, full: bool | None = None) -> dict:
+def load_children_file(conn: Connection, path: Path, mapping: ColumnMapping | None = None, *, full: bool | None = None) -> dict:
     """Read, check and load a children CSV (see the module doc); refused whole on any bad row."""
     mapping = mapping or ColumnMapping()
     km = mapping.children
@@ -364,7 +368,7 @@ def load_children_file(conn, path: Path, mapping: ColumnMapping | None = None, *
                          sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
 
 
-def load_gazetteer(conn, rows: list[dict], *, full: bool = True, source: str = "records",
+def load_gazetteer(conn: Connection, rows: list[dict], *, full: bool = True, source: str = "records",
                    sha256: str | None = None) -> dict:
     """Upsert the gazetteer (one transaction); a full extract removes addresses it no longer holds."""
     cols = ", ".join(GAZETTEER_FIELDS)
@@ -393,7 +397,7 @@ def load_gazetteer(conn, rows: list[dict], *, full: bool = True, source: str = "
     return counts
 
 
-def load_gazetteer_file(conn, path: Path, mapping: ColumnMapping | None = None, *, full: bool | None = None) -> dict:
+def load_gazetteer_file(conn: Connection, path: Path, mapping: ColumnMapping | None = None, *, full: bool | None = None) -> dict:
     mapping = mapping or ColumnMapping()
     km = mapping.gazetteer
     rows, lines = _read_rows(path, mapping, km, GAZETTEER_FIELDS, GAZETTEER_REQUIRED)
@@ -415,19 +419,9 @@ def core_inbox(home: Path | None = None) -> Path:
     return (home or b2b_home()) / "inbound" / "core"
 
 
-def _move(path: Path, folder: Path, reason: str | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    dest = folder / f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}_{path.name}"
-    shutil.move(str(path), dest)
-    dest.chmod(0o600)
-    if reason is not None:
-        reason_file = dest.with_name(dest.name + ".reason.txt")
-        reason_file.write_text(reason + "\n", encoding="utf-8")
-        reason_file.chmod(0o600)
-    return dest
 
 
-def refresh_from_folder(conn, folder: Path | None = None) -> dict:
+def refresh_from_folder(conn: Connection, folder: Path | None = None) -> dict:
     """Load what the LA dropped in ``folder`` (default :func:`core_inbox`): ``gazetteer*.csv``
     first, then ``children*.csv`` (oldest name first), with ``mapping.yaml`` from the folder if
     present. Each loaded file moves to ``done/``; a refused one to ``suspense/`` with a
@@ -446,10 +440,10 @@ def refresh_from_folder(conn, folder: Path | None = None) -> dict:
             except CoreLoadError as exc:
                 results["refused"] += 1
                 errors.append(str(exc))
-                _move(path, folder / "suspense", str(exc))
+                move_aside(path, folder / "suspense", str(exc))
                 log.error("core refresh: %s", exc)
                 continue
-            _move(path, folder / "done")
+            move_aside(path, folder / "done")
     if errors:
         raise CoreLoadError(f"{len(errors)} of {results['files']} file(s) refused (moved to suspense/): "
                             + " | ".join(errors), file=str(folder.name))

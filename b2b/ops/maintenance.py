@@ -8,14 +8,19 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from b2b.blocks import BLOCKS, CONFLICT_FIELDS, same_sql, text_sql
 from b2b.config.settings import RETENTION_FIELDS, Settings
+from b2b.context import scalar
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
 
-def clear_conflicts(conn, by: str = "maintenance") -> int:
+def clear_conflicts(conn: Connection, by: str = "maintenance") -> int:
     """Clear Conflicts: drop open conflicts where the LA's data now equals the incoming data."""
     with conn.transaction():
         checks = " OR ".join(f"(c.field = '{f}' AND {same_sql(f, text_sql(f, f'ch.{f}'), 'c.incoming_value')})"
@@ -31,7 +36,7 @@ def clear_conflicts(conn, by: str = "maintenance") -> int:
     return n
 
 
-def clear_cached_data(conn, base_id: str | None = None) -> int:
+def clear_cached_data(conn: Connection, base_id: str | None = None) -> int:
     """Clear Cached Data: flush the hash cache (all bases, or one), so the next import
     processes every block again."""
     with conn.transaction():
@@ -41,7 +46,7 @@ def clear_cached_data(conn, base_id: str | None = None) -> int:
     return n
 
 
-def delete_files(conn, older_than_days: int, now: datetime | None = None) -> int:
+def delete_files(conn: Connection, older_than_days: int, now: datetime | None = None) -> int:
     """Delete Files: purge the stored message payloads older than the retention. The parsed
     blocks and everything derived from them stay (tables do not change)."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=older_than_days)
@@ -60,7 +65,7 @@ def _older_than(path: Path, cutoff: datetime) -> bool:
     return datetime.fromtimestamp(path.stat().st_mtime, UTC) < cutoff
 
 
-def _delete_old_files(folders, cutoff: datetime, pattern: str = "*") -> int:
+def _delete_old_files(folders: Any, cutoff: datetime, pattern: str = "*") -> int:
     n = 0
     for folder in folders:
         for path in folder.glob(pattern):
@@ -70,7 +75,7 @@ def _delete_old_files(folders, cutoff: datetime, pattern: str = "*") -> int:
     return n
 
 
-def enforce_retention(conn, settings: Settings, *, now: datetime | None = None, home: Path | None = None) -> dict:
+def enforce_retention(conn: Connection, settings: Settings, *, now: datetime | None = None, home: Path | None = None) -> dict:
     """Delete Files (F18) with the LA's retention per kind of data (F44; docs/data-protection.md):
 
     * ``file_retention_days``: stored message payloads (``raw.inbound_file.payload``) and the
@@ -107,7 +112,7 @@ def enforce_retention(conn, settings: Settings, *, now: datetime | None = None, 
                                WHERE n.base_id = s.base_id AND n.task_key = s.task_key
                                  AND n.window_order > s.window_order AND n.status IN ('parsed', 'loaded'))""",
             (now, cutoff("suspense_retention_days"))).rowcount
-        counts["blocks"] = conn.execute(
+        counts["blocks"] = scalar(conn,
             """WITH purged AS (
                    UPDATE raw.inbound_block b SET content = '{}'::jsonb
                      FROM raw.inbound_file f
@@ -119,7 +124,7 @@ def enforce_retention(conn, settings: Settings, *, now: datetime | None = None, 
                    RETURNING b.file_id),
                marked AS (UPDATE raw.inbound_file f SET blocks_purged_at = %s
                            WHERE f.file_id IN (SELECT file_id FROM purged))
-               SELECT count(*) FROM purged""", (cutoff("block_retention_days"), now)).fetchone()[0]
+               SELECT count(*) FROM purged""", (cutoff("block_retention_days"), now))
         staging = 0
         for block in _SUPERSEDED_STAGING:
             staging += conn.execute(

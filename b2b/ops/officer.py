@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING, Any
 
 from b2b.blocks import CONFLICT_FIELDS
+from b2b.context import scalar
 from b2b.errors import OpsError
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +28,7 @@ class OfficerError(OpsError):
 
 
 # ------------------------------------------------------------------ lists
-def unmatched(conn, base_id: str | None = None, include_hidden: bool = False) -> list[dict]:
+def unmatched(conn: Connection, base_id: str | None = None, include_hidden: bool = False) -> list[dict]:
     """The Unmatched list; students older than B2B_S_AGE only with ``include_hidden`` (F13)."""
     rows = conn.execute(
         """SELECT base_id, student_guid, upn, forename, surname, gender, dob, age_years, hidden
@@ -34,7 +39,7 @@ def unmatched(conn, base_id: str | None = None, include_hidden: bool = False) ->
     return [dict(zip(keys, r)) for r in rows]
 
 
-def possible(conn, base_id: str | None = None) -> list[dict]:
+def possible(conn: Connection, base_id: str | None = None) -> list[dict]:
     """The Possible-matches queue with each candidate and the explanation of its score."""
     rows = conn.execute(
         """SELECT base_id, student_guid, candidate_person_id, score, explanation, forename, surname, dob,
@@ -46,7 +51,7 @@ def possible(conn, base_id: str | None = None) -> list[dict]:
     return [dict(zip(keys, r)) for r in rows]
 
 
-def candidates(conn, base_id: str, student_guid: str, top: int = 3) -> list[dict]:
+def candidates(conn: Connection, base_id: str, student_guid: str, top: int = 3) -> list[dict]:
     """The best LA candidates for one school student, with per-field weights (the explanation)."""
     from b2b import matching
     from b2b.reconcile.match_stage import core_candidates, incoming_frame, term_frequencies
@@ -71,7 +76,7 @@ def candidates(conn, base_id: str, student_guid: str, top: int = 3) -> list[dict
 # made it: the session's own login (session_user), never a name the caller types. Only the
 # review screens' login (a member of b2b_ui) may pass ``by``, the web user it acts for; it is
 # recorded as "<by> via <login>". Any other session passing ``by`` is refused.
-def _call(conn, fn: str, *args):
+def _call(conn: Connection, fn: str, *args: Any) -> Any:
     import psycopg
     from psycopg import sql
 
@@ -79,13 +84,13 @@ def _call(conn, fn: str, *args):
         sql.Placeholder() * len(args)))
     try:
         with conn.transaction():
-            return conn.execute(query, args).fetchone()[0]
+            return scalar(conn, query, args)
     except (psycopg.errors.RaiseException, psycopg.errors.NoDataFound, psycopg.errors.InvalidParameterValue,
             psycopg.errors.InsufficientPrivilege) as exc:
         raise OfficerError(exc.diag.message_primary or str(exc)) from None
 
 
-def link(conn, base_id: str, student_guid: str, person_id: str, by: str | None = None, *, decision: str = "link",
+def link(conn: Connection, base_id: str, student_guid: str, person_id: str, by: str | None = None, *, decision: str = "link",
          note: str | None = None) -> str:
     """Link a school student to an LA child (``confirm`` a candidate, or by hand); who is recorded."""
     who = _call(conn, "officer_link", base_id, student_guid, person_id, decision, note, by)
@@ -93,12 +98,12 @@ def link(conn, base_id: str, student_guid: str, person_id: str, by: str | None =
     return who
 
 
-def confirm(conn, base_id: str, student_guid: str, person_id: str, by: str | None = None,
+def confirm(conn: Connection, base_id: str, student_guid: str, person_id: str, by: str | None = None,
             note: str | None = None) -> str:
     return link(conn, base_id, student_guid, person_id, by, decision="confirm", note=note)
 
 
-def reject(conn, base_id: str, student_guid: str, person_id: str, by: str | None = None,
+def reject(conn: Connection, base_id: str, student_guid: str, person_id: str, by: str | None = None,
            note: str | None = None) -> str:
     """This candidate is not the child: never proposed again; the student returns to Unmatched."""
     who = _call(conn, "officer_reject", base_id, student_guid, person_id, note, by)
@@ -106,7 +111,7 @@ def reject(conn, base_id: str, student_guid: str, person_id: str, by: str | None
     return who
 
 
-def new_child(conn, base_id: str, student_guid: str, by: str | None = None) -> str:
+def new_child(conn: Connection, base_id: str, student_guid: str, by: str | None = None) -> str:
     """Create an LA child from an unmatched school record and link it; returns its person id
     (``B2B`` + 7 digits from the sequence ``core.person_id_seq``)."""
     person_id = _call(conn, "officer_new_child", base_id, student_guid, by)
@@ -114,7 +119,7 @@ def new_child(conn, base_id: str, student_guid: str, by: str | None = None) -> s
     return person_id
 
 
-def resolve_conflict(conn, person_id: str, field: str, keep: str, by: str | None = None) -> int:
+def resolve_conflict(conn: Connection, person_id: str, field: str, keep: str, by: str | None = None) -> int:
     """Resolve the open conflict(s) on one field of a child: keep the LA value, or accept the
     incoming one (written to the LA record). Returns how many conflict rows were resolved."""
     if keep not in ("la", "incoming"):
@@ -126,5 +131,5 @@ def resolve_conflict(conn, person_id: str, field: str, keep: str, by: str | None
     return n
 
 
-def as_json(rows) -> str:
+def as_json(rows: Any) -> str:
     return json.dumps(rows, default=str, indent=2)

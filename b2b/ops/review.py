@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from b2b.blocks import COMPARED_BY_NAME, CONFLICT_FIELDS
+from b2b.context import scalar
 from b2b.ops.officer import OfficerError
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 PAGE = 50
 
@@ -23,7 +28,7 @@ class Page:
     next_after: str | None      # the key to pass as ``after`` for the next page (None: last page)
 
 
-def _key(*parts) -> str:
+def _key(*parts: Any) -> str:
     return json.dumps([None if p is None else str(p) for p in parts])
 
 
@@ -37,7 +42,7 @@ def _unkey(after: str | None, n: int) -> list | None:
     return parts if isinstance(parts, list) and len(parts) == n else None
 
 
-def _page(rows: list[dict], limit: int, key) -> Page:
+def _page(rows: list[dict], limit: int, key: Any) -> Page:
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(rows, key(rows[-1]) if more and rows else None)
@@ -48,12 +53,12 @@ def _where(*conds: tuple[bool, str]) -> str:
     return "".join(f" AND {sql}" for on, sql in conds if on)
 
 
-def _run(conn, sql: str, params: dict):
+def _run(conn: Connection, sql: str, params: dict) -> Any:
     # never a generic prepared plan: the keyset bounds and filters decide the plan
     return conn.execute(sql, params, prepare=False)
 
 
-def _dicts(cur) -> list[dict]:
+def _dicts(cur: Any) -> list[dict]:
     names = [d.name for d in cur.description]
     return [dict(zip(names, r)) for r in cur.fetchall()]
 
@@ -66,15 +71,17 @@ _LATEST = """NOT EXISTS (SELECT 1 FROM results.match n
                                  OR (n.window_order = m.window_order AND n.file_id > m.file_id)))"""
 
 
-def schools(conn) -> list[str]:
+def schools(conn: Connection) -> list[str]:
     """The bases that sent anything (the screens' school filter)."""
     return [r[0] for r in conn.execute("SELECT DISTINCT base_id FROM raw.inbound_file ORDER BY 1").fetchall()]
 
 
-def counts(conn, base_id: str | None = None) -> dict:
+def counts(conn: Connection, base_id: str | None = None) -> dict:
     """How many rows each list holds (the home screen)."""
     b = {"b": base_id}
-    one = lambda sql: conn.execute(sql, b).fetchone()[0]  # noqa: E731
+    def one(sql: str) -> Any:
+        return scalar(conn, sql, b)
+
     return {
         "unmatched": one(f"SELECT count(*) FROM results.match m WHERE m.status = 'unmatched' AND NOT m.hidden "
                          f"AND {_LATEST} AND (%(b)s::text IS NULL OR m.base_id = %(b)s)"),
@@ -92,7 +99,7 @@ def counts(conn, base_id: str | None = None) -> dict:
     }
 
 
-def unmatched(conn, base_id: str | None = None, include_hidden: bool = False, after: str | None = None,
+def unmatched(conn: Connection, base_id: str | None = None, include_hidden: bool = False, after: str | None = None,
               limit: int = PAGE) -> Page:
     """The Unmatched list (F13: older than B2B_S_AGE hidden unless asked), by school and surname."""
     k = _unkey(after, 3)
@@ -112,7 +119,7 @@ def unmatched(conn, base_id: str | None = None, include_hidden: bool = False, af
     return _page(_dicts(cur), limit, lambda r: _key(r["base_id"], (r["surname"] or "").lower(), r["student_guid"]))
 
 
-def possible(conn, base_id: str | None = None, after: str | None = None, limit: int = PAGE) -> Page:
+def possible(conn: Connection, base_id: str | None = None, after: str | None = None, limit: int = PAGE) -> Page:
     """The Possible-matches queue: each school record with its proposed candidate, the per-field
     weights of the score and why it was not linked automatically."""
     k = _unkey(after, 2)
@@ -132,7 +139,7 @@ def possible(conn, base_id: str | None = None, after: str | None = None, limit: 
     return _page(_dicts(cur), limit, lambda r: _key(r["base_id"], r["student_guid"]))
 
 
-def school_record(conn, base_id: str, student_guid: str) -> dict | None:
+def school_record(conn: Connection, base_id: str, student_guid: str) -> dict | None:
     """The school's latest record (core block and address) of one student."""
     cur = conn.execute(
         """SELECT s.base_id, s.student_guid, s.upn, s.forename, s.middle_names, s.surname, s.gender, s.dob,
@@ -146,14 +153,14 @@ def school_record(conn, base_id: str, student_guid: str) -> dict | None:
     return rows[0] if rows else None
 
 
-def children(conn, person_ids: list[str]) -> dict[str, dict]:
+def children(conn: Connection, person_ids: list[str]) -> dict[str, dict]:
     cur = conn.execute(
         """SELECT person_id, upn, forename, middle_names, surname, gender, dob, paon, street, town, postcode
              FROM core.child WHERE person_id = ANY(%s)""", (person_ids,))
     return {r["person_id"]: r for r in _dicts(cur)}
 
 
-def search_children(conn, q: str, dob: str | None = None, limit: int = 20) -> list[dict]:
+def search_children(conn: Connection, q: str, dob: str | None = None, limit: int = 20) -> list[dict]:
     """LA children by UPN, person id or surname (with an optional date of birth), for a link by hand.
     Index lookups only (``core.child`` m_upn, person_id, m_sn + m_year)."""
     q = (q or "").strip()
@@ -175,7 +182,7 @@ _UNRESOLVED = """NOT EXISTS (SELECT 1 FROM results.conflict_resolution r
                                 AND r.incoming_value IS NOT DISTINCT FROM o.incoming_value)"""
 
 
-def conflicts(conn, base_id: str | None = None, after: str | None = None, limit: int = PAGE,
+def conflicts(conn: Connection, base_id: str | None = None, after: str | None = None, limit: int = PAGE,
               include_referred: bool = False) -> Page:
     """Matched with Conflicts (F17/F20): the school's value and the LA's side by side, one row per
     open (child, field, values) however many imports saw it; those sent to the school are left
@@ -206,7 +213,7 @@ def conflicts(conn, base_id: str | None = None, after: str | None = None, limit:
     return _page(rows, limit, lambda r: _key(r["person_id"], r["field"]))
 
 
-def refer_to_school(conn, person_id: str, field: str, by: str) -> int:
+def refer_to_school(conn: Connection, person_id: str, field: str, by: str) -> int:
     """Send an open conflict to the school instead of deciding it: the school's weekly report
     asks it which value is right (and its answer is applied on receipt). Recorded with who."""
     if field not in CONFLICT_FIELDS:
@@ -223,7 +230,7 @@ def refer_to_school(conn, person_id: str, field: str, by: str) -> int:
     return n
 
 
-def rejected_contacts(conn, base_id: str | None = None, after: str | None = None, limit: int = PAGE) -> Page:
+def rejected_contacts(conn: Connection, base_id: str | None = None, after: str | None = None, limit: int = PAGE) -> Page:
     k = _unkey(after, 3)
     where = _where((base_id is not None, "base_id = %(b)s"),
                    (k is not None, "(base_id, person_id, reason) > (%(k1)s, %(k2)s, %(k3)s)"))
@@ -236,7 +243,7 @@ def rejected_contacts(conn, base_id: str | None = None, after: str | None = None
     return _page(_dicts(cur), limit, lambda r: _key(r["base_id"], r["person_id"], r["reason"]))
 
 
-def suspense(conn, base_id: str | None = None, after: str | None = None, limit: int = PAGE) -> Page:
+def suspense(conn: Connection, base_id: str | None = None, after: str | None = None, limit: int = PAGE) -> Page:
     """Files in suspense or failed, with the reason (no personal data is kept in it)."""
     k = _unkey(after, 1)
     where = _where((base_id is not None, "base_id = %(b)s"), (k is not None, "file_id < %(k1)s::bigint"))
@@ -247,7 +254,7 @@ def suspense(conn, base_id: str | None = None, after: str | None = None, limit: 
     return _page(_dicts(cur), limit, lambda r: _key(r["file_id"]))
 
 
-def recent_decisions(conn, limit: int = 20) -> list[dict]:
+def recent_decisions(conn: Connection, limit: int = 20) -> list[dict]:
     """The latest decisions on every list, with who made them (the audit shown on the home screen)."""
     cur = conn.execute(
         """(SELECT decided_at AS at, decided_by AS by, decision AS what, base_id || ' ' || student_guid AS subject,

@@ -24,9 +24,13 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from b2b.context import RunContext, run_files
 from b2b.errors import RunLeaseError
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +46,21 @@ RESCHEDULE_AFTER = timedelta(seconds=30)
 POLL_SECONDS = 2.0
 
 
-def watermark(conn, base_id: str, task_key: str) -> datetime | None:
+def watermark(conn: Connection, base_id: str, task_key: str) -> datetime | None:
     """The end of the (base, task)'s last successful window (F5), or None."""
     row = conn.execute("SELECT window_end FROM ops.watermark WHERE base_id = %s AND task_key = %s",
                        (base_id, task_key)).fetchone()
     return row[0] if row else None
 
 
-def recorded_start(conn, dag_id: str, window_end: datetime) -> tuple[bool, datetime | None]:
+def recorded_start(conn: Connection, dag_id: str, window_end: datetime) -> tuple[bool, datetime | None]:
     """(found, window_start) of an earlier attempt of this run window: a rerun asks the same again."""
     row = conn.execute("SELECT window_start FROM ops.run WHERE dag_id = %s AND window_end = %s",
                        (dag_id, window_end)).fetchone()
     return (row is not None, row[0] if row else None)
 
 
-def record_gap(conn, ctx: RunContext, gap_from: datetime, since: datetime) -> None:
+def record_gap(conn: Connection, ctx: RunContext, gap_from: datetime, since: datetime) -> None:
     """An ``ops.alert`` for changes the run could not ask for any more (older than the F5 cap)."""
     import json
 
@@ -73,7 +77,7 @@ def record_gap(conn, ctx: RunContext, gap_from: datetime, since: datetime) -> No
                 ctx.base_id, ctx.task_key, gap_from.isoformat(), since.isoformat())
 
 
-def begin_run(conn, ctx: RunContext, previous_end: datetime | None = None, *,
+def begin_run(conn: Connection, ctx: RunContext, previous_end: datetime | None = None, *,
               predecessor_pending: Callable[[], str] | None = None, wait: timedelta = LEASE_WAIT,
               poll: float = POLL_SECONDS, give_up: bool = True,
               sleep: Callable[[float], None] = time.sleep) -> dict:
@@ -125,14 +129,14 @@ def begin_run(conn, ctx: RunContext, previous_end: datetime | None = None, *,
         sleep(poll)
 
 
-def waiting_for(conn, ctx: RunContext) -> timedelta:
+def waiting_for(conn: Connection, ctx: RunContext) -> timedelta:
     """How long this run has been waiting for its base's lease (this attempt)."""
     row = conn.execute("SELECT now() - waiting_since FROM ops.run WHERE dag_id = %s AND window_end = %s "
                        "AND state = 'waiting'", (ctx.dag_id, ctx.window_end)).fetchone()
     return row[0] if row else timedelta(0)
 
 
-def _blocked_by(conn, ctx: RunContext) -> str | None:
+def _blocked_by(conn: Connection, ctx: RunContext) -> str | None:
     """Why this run may not take the lease now ('' = it may; None = it holds it already)."""
     holder = conn.execute(
         """SELECT dag_id, window_end, now() - taken_at > %s FROM ops.base_lease WHERE base_id = %s""",
@@ -152,7 +156,7 @@ def _blocked_by(conn, ctx: RunContext) -> str | None:
     return ""
 
 
-def finish_run(conn, ctx: RunContext) -> dict:
+def finish_run(conn: Connection, ctx: RunContext) -> dict:
     """The run succeeded: commit its hash-cache entries, move the watermark, release the lease."""
     with conn.transaction():
         files = run_files(conn, ctx)
@@ -176,7 +180,7 @@ def finish_run(conn, ctx: RunContext) -> dict:
     return {"cache_entries_committed": committed, "watermark": mark.isoformat() if mark else None}
 
 
-def fail_run(conn, base_id: str, dag_id: str, window_end: datetime) -> None:
+def fail_run(conn: Connection, base_id: str, dag_id: str, window_end: datetime) -> None:
     """The run failed for good: mark it and release the base's lease if it holds it."""
     with conn.transaction():
         conn.execute("UPDATE ops.run SET state = 'failed', finished_at = now() WHERE dag_id = %s "
@@ -184,6 +188,6 @@ def fail_run(conn, base_id: str, dag_id: str, window_end: datetime) -> None:
         _release(conn, base_id, dag_id, window_end)
 
 
-def _release(conn, base_id: str, dag_id: str, window_end: datetime) -> None:
+def _release(conn: Connection, base_id: str, dag_id: str, window_end: datetime) -> None:
     conn.execute("DELETE FROM ops.base_lease WHERE base_id = %s AND dag_id = %s AND window_end = %s",
                  (base_id, dag_id, window_end))

@@ -31,8 +31,10 @@ import io
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
 
 from b2b.blocks import (
     ADDRESS_COMPARED,
@@ -46,7 +48,12 @@ from b2b.blocks import (
     same_value,
     text_sql,
 )
+from b2b.context import scalar
 from b2b.errors import OutboundError
+
+if TYPE_CHECKING:
+
+    from psycopg import Connection
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +123,7 @@ _ANSWERED = """NOT EXISTS (SELECT 1 FROM results.school_report_decision d
                               AND d.school_value IS NOT DISTINCT FROM v.inc_value)"""
 
 
-def differences(conn, base_id: str) -> list[dict]:
+def differences(conn: Connection, base_id: str) -> list[dict]:
     """Every compared field where a linked student's latest school value differs from the LA's."""
     student_values = ", ".join(compare_sql(f, f"c.{f}", f"s.{f}") for f in STUDENT_COMPARED)
     address_values = ", ".join(compare_sql(f, f"c.{f}", f"a.{f}") for f in ADDRESS_COMPARED)
@@ -140,7 +147,7 @@ def differences(conn, base_id: str) -> list[dict]:
     return sorted(out, key=lambda d: (d["student_guid"], order[d["field"]]))
 
 
-def postcode_checks(conn, base_id: str) -> list[dict]:
+def postcode_checks(conn: Connection, base_id: str) -> list[dict]:
     """Linked students whose school address is in the LA's gazetteer with another postcode."""
     rows = conn.execute(
         f"""WITH a AS ({_latest('address')}),
@@ -174,7 +181,7 @@ class StudentReport:
     postcode: dict | None = None
 
 
-def _records(conn, base_id: str, guids: list[str]) -> dict[str, tuple[dict, dict]]:
+def _records(conn: Connection, base_id: str, guids: list[str]) -> dict[str, tuple[dict, dict]]:
     cols = SHOWN
     school_sel = ", ".join(f"{text_sql(f, 's.' + f)}" for f in cols)
     la_sel = ", ".join(f"{text_sql(f, 'c.' + f)}" for f in cols)
@@ -188,7 +195,7 @@ def _records(conn, base_id: str, guids: list[str]) -> dict[str, tuple[dict, dict
     return {r[0]: (dict(zip(cols, r[1:1 + n])), dict(zip(cols, r[1 + n:]))) for r in rows}
 
 
-def collect(conn, base_id: str) -> list[StudentReport]:
+def collect(conn: Connection, base_id: str) -> list[StudentReport]:
     """The students of a school's report, each with its differences and postcode check."""
     diffs = differences(conn, base_id)
     checks = {c["student_guid"]: c for c in postcode_checks(conn, base_id)}
@@ -350,7 +357,7 @@ class Built:
     postcode_checks: int
 
 
-def build(conn, base_id: str, day: date, school: str | None = None) -> Built | None:
+def build(conn: Connection, base_id: str, day: date, school: str | None = None) -> Built | None:
     """Build and store the school's report for ``day``'s ISO week; None when nothing differs.
 
     A report not yet sent back is rebuilt (replaced) by a second build in the same week; one
@@ -372,8 +379,8 @@ def build(conn, base_id: str, day: date, school: str | None = None) -> Built | N
         if not students:
             return None
         secret = secrets.token_bytes(32)
-        report_id = conn.execute("SELECT nextval(pg_get_serial_sequence('results.school_report', 'report_id'))"
-                                 ).fetchone()[0]
+        report_id = scalar(conn, "SELECT nextval(pg_get_serial_sequence('results.school_report', 'report_id'))"
+                                 )
         xlsx, items = build_xlsx(students, report_id, base_id, name, secret, school)
         docx = build_docx(students, school, base_id, name)
         checks = sum(1 for s in students if s.postcode)
@@ -394,7 +401,7 @@ def build(conn, base_id: str, day: date, school: str | None = None) -> Built | N
     return Built(report_id, base_id, name, len(students), len(items), checks)
 
 
-def build_all(conn, day: date, schools: dict[str, str]) -> list[Built]:
+def build_all(conn: Connection, day: date, schools: dict[str, str]) -> list[Built]:
     """This week's reports for every school (``{dfe: name}``) with differences."""
     close_agreed(conn)
     built = []
@@ -405,7 +412,7 @@ def build_all(conn, day: date, schools: dict[str, str]) -> list[Built]:
     return built
 
 
-def purge(conn, days: int = RETENTION_DAYS) -> int:
+def purge(conn: Connection, days: int = RETENTION_DAYS) -> int:
     """Delete reports (and the files sent back) older than ``days``; decisions stay. Returns how many."""
     with conn.transaction():
         n = conn.execute("DELETE FROM results.school_report WHERE created_at < now() - make_interval(days => %s)",
@@ -413,7 +420,7 @@ def purge(conn, days: int = RETENTION_DAYS) -> int:
     return n
 
 
-def reports(conn, base_id: str) -> list[dict]:
+def reports(conn: Connection, base_id: str) -> list[dict]:
     """The school's reports (newest first) with the state of what it sent back."""
     rows = conn.execute(
         """SELECT r.report_id, r.name, r.iso_year, r.week, r.created_at, r.status, r.students, r.items,
@@ -424,7 +431,7 @@ def reports(conn, base_id: str) -> list[dict]:
     return [dict(zip(keys, r)) for r in rows]
 
 
-def report_file(conn, base_id: str, report_id: int, kind: str) -> tuple[str, bytes]:
+def report_file(conn: Connection, base_id: str, report_id: int, kind: str) -> tuple[str, bytes]:
     """One of the school's own report files (``docx`` or ``xlsx``); another school's is not found."""
     if kind not in ("docx", "xlsx"):
         raise ReportError(f"unknown report file kind {kind!r}")
@@ -435,7 +442,7 @@ def report_file(conn, base_id: str, report_id: int, kind: str) -> tuple[str, byt
     return f"{row[0]}.{kind}", bytes(row[1])
 
 
-def uploads(conn, base_id: str, status: str | None = None) -> list[dict]:
+def uploads(conn: Connection, base_id: str, status: str | None = None) -> list[dict]:
     """What the school sent back (F42 "Files previously sent"): all, sent, or received."""
     rows = conn.execute(
         """SELECT u.upload_id, u.report_id, r.name, u.filename, u.status, u.uploaded_by, u.uploaded_at,
@@ -449,7 +456,7 @@ def uploads(conn, base_id: str, status: str | None = None) -> list[dict]:
 
 
 # ------------------------------------------------------------------ the return (F42)
-def _cell(v) -> str:
+def _cell(v: Any) -> str:
     if v is None:
         return ""
     if isinstance(v, datetime):
@@ -459,7 +466,7 @@ def _cell(v) -> str:
     return str(v).strip()
 
 
-def check_upload(conn, base_id: str, data: bytes) -> tuple[int, dict[int, str]]:
+def check_upload(conn: Connection, base_id: str, data: bytes) -> tuple[int, dict[int, str]]:
     """The report an uploaded spreadsheet answers and its ticks (``row_key -> 'school' | 'la'``),
     or :class:`ReportRefused` naming every problem."""
     from openpyxl import load_workbook
@@ -520,18 +527,18 @@ def check_upload(conn, base_id: str, data: bytes) -> tuple[int, dict[int, str]]:
     return report_id, ticks
 
 
-def submit(conn, base_id: str, filename: str, data: bytes, by: str) -> int:
+def submit(conn: Connection, base_id: str, filename: str, data: bytes, by: str) -> int:
     """Store a ticked spreadsheet the school sent back ("sent, not yet received"); its id."""
     import psycopg
 
     report_id, ticks = check_upload(conn, base_id, data)
     try:
         with conn.transaction():
-            upload_id = conn.execute(
+            upload_id = scalar(conn,
                 """INSERT INTO results.school_upload (report_id, base_id, filename, file, choices, uploaded_by)
                    VALUES (%s, %s, %s, %s, %s, %s) RETURNING upload_id""",
                 (report_id, base_id, filename[:200], data, json.dumps({str(k): v for k, v in ticks.items()}),
-                 by)).fetchone()[0]
+                 by))
             conn.execute("UPDATE results.school_report SET status = 'returned' WHERE report_id = %s", (report_id,))
     except psycopg.errors.UniqueViolation:  # two uploads of one report at the same moment: the first wins
         raise ReportRefused(["this report has already been sent back"], base=base_id, file=report_id) from None
@@ -539,7 +546,7 @@ def submit(conn, base_id: str, filename: str, data: bytes, by: str) -> int:
     return upload_id
 
 
-def recall(conn, base_id: str, upload_id: int, by: str) -> None:
+def recall(conn: Connection, base_id: str, upload_id: int, by: str) -> None:
     """The school takes back a file the LA has not received yet."""
     with conn.transaction():
         row = conn.execute("SELECT report_id, status FROM results.school_upload WHERE upload_id = %s AND base_id = %s "
@@ -555,7 +562,7 @@ def recall(conn, base_id: str, upload_id: int, by: str) -> None:
     log.info("base %s recalled upload %s (%s)", base_id, upload_id, by)
 
 
-def pending_uploads(conn) -> list[dict]:
+def pending_uploads(conn: Connection) -> list[dict]:
     """Files schools sent that the LA has not received yet (the officers' screen)."""
     rows = conn.execute(
         """SELECT u.upload_id, u.base_id, r.name, u.filename, u.uploaded_by, u.uploaded_at,
@@ -566,7 +573,7 @@ def pending_uploads(conn) -> list[dict]:
     return [dict(zip(keys, r)) for r in rows]
 
 
-def receive(conn, upload_id: int, by: str) -> dict:
+def receive(conn: Connection, upload_id: int, by: str) -> dict:
     """The LA receives a school's file: each tick becomes a recorded decision. "School" (the LA
     was wrong) amends the LA record like ``b2b officer resolve … --keep incoming``; "LA" (the
     school was wrong) stays open until the school's next export agrees. Returns the counts."""
@@ -607,7 +614,7 @@ def receive(conn, upload_id: int, by: str) -> dict:
     return counts
 
 
-def _amend(conn, officer, person_id: str, fld: str, school_value, la_value, by: str) -> tuple[str, str | None]:
+def _amend(conn: Connection, officer: Any, person_id: str, fld: str, school_value: Any, la_value: Any, by: str) -> tuple[str, str | None]:
     """Accept the school's value for one field through the officer's resolution, when the LA's
     record and the open conflict still hold exactly the values the school ticked."""
     current = conn.execute(f"SELECT {text_sql(fld, fld)} FROM core.child WHERE person_id = %s",
@@ -624,7 +631,7 @@ def _amend(conn, officer, person_id: str, fld: str, school_value, la_value, by: 
     return "applied", None
 
 
-def close_agreed(conn, base_id: str | None = None) -> int:
+def close_agreed(conn: Connection, base_id: str | None = None) -> int:
     """Close the "school was wrong" decisions the school's latest export now agrees with."""
     cases = " ".join(
         f"WHEN '{c.name}' THEN {same_sql(c.name, 'd.la_value', text_sql(c.name, ('s.' if c.block == 'student' else 'a.') + c.name))}"
@@ -646,7 +653,7 @@ def close_agreed(conn, base_id: str | None = None) -> int:
     return n
 
 
-def decisions(conn, base_id: str, status: str | None = None) -> list[dict]:
+def decisions(conn: Connection, base_id: str, status: str | None = None) -> list[dict]:
     rows = conn.execute(
         """SELECT report_id, row_key, student_guid, person_id, field, school_value, la_value, correct, status, note,
                   decided_by, decided_at, closed_at
@@ -658,7 +665,7 @@ def decisions(conn, base_id: str, status: str | None = None) -> list[dict]:
 
 
 # ------------------------------------------------------------------ the school's page and notice
-def issue_token(conn, base_id: str, email: str | None = None) -> str:
+def issue_token(conn: Connection, base_id: str, email: str | None = None) -> str:
     """A new access key for the school's page (only its hash is stored); replaces the old one."""
     token = secrets.token_urlsafe(24)
     digest = hashlib.sha256(token.encode()).hexdigest()
@@ -672,7 +679,7 @@ def issue_token(conn, base_id: str, email: str | None = None) -> str:
     return token
 
 
-def school_for_token(conn, token: str | None) -> str | None:
+def school_for_token(conn: Connection, token: str | None) -> str | None:
     """The base an access key belongs to (None for an unknown key)."""
     if not token:
         return None
@@ -697,10 +704,10 @@ def notice(built: Built, school: str, page_url: str) -> tuple[str, str]:
     return subject, body
 
 
-def notify(conn, built_reports: list[Built], schools: dict[str, str], send, page_url: str) -> int:
+def notify(conn: Connection, built_reports: list[Built], schools: dict[str, str], send: Any, page_url: str) -> int:
     """Email each school with a new report (``send(to, subject, body)``); records when. Returns how many."""
     sent = 0
-    emails = dict(conn.execute("SELECT base_id, email FROM ops.school_portal WHERE email IS NOT NULL").fetchall())
+    emails: dict[str, str] = dict(conn.execute("SELECT base_id, email FROM ops.school_portal WHERE email IS NOT NULL").fetchall())
     for b in built_reports:
         to = emails.get(b.base_id)
         if not to:
@@ -714,7 +721,7 @@ def notify(conn, built_reports: list[Built], schools: dict[str, str], send, page
     return sent
 
 
-def write_week(conn, schools: dict[str, str], folder, day: date | None = None, out=print) -> list[Built]:
+def write_week(conn: Connection, schools: dict[str, str], folder: Any, day: date | None = None, out: Callable[..., Any] = print) -> list[Built]:
     """Build this week's reports for ``schools`` and write their files under ``folder`` (the demo).
 
     Each school gets a page access key (written to ``folder/school_keys.txt``, mode 0600, never

@@ -22,6 +22,12 @@ table); ``core.attendance_current`` is the latest per (base, student, year).
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+
+    from b2b.context import RunContext
 
 PRESENT = "/\\LBDJPVWK"
 AUTHORISED = "CEIMRSTQH"
@@ -102,7 +108,7 @@ def window_offset(ay: int, window_end: datetime, months: int | None, attendance:
     return session_offset(start, first, "AM")
 
 
-def store_marks(conn, ctx, files: list[int], *, months: int | None = None) -> int:
+def store_marks(conn: Connection, ctx: RunContext, files: list[int], *, months: int | None = None) -> int:
     """Merge the run's loaded attendance blocks into ``core.attendance_marks`` (one query to
     read what is stored as of the window, one COPY to write the new versions)."""
     import json

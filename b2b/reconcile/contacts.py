@@ -32,8 +32,12 @@ either way.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-from b2b.context import RunContext, log_stage, run_files
+from b2b.context import RunContext, log_stage, one, run_files, scalar
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 REASONS = {
     "no_forename": "no forename: required in all cases",
@@ -215,22 +219,22 @@ SELECT EXISTS (SELECT 1 FROM raw.inbound_block
 """
 
 
-def _unchanged(conn, ctx: RunContext) -> dict | None:
+def _unchanged(conn: Connection, ctx: RunContext) -> dict | None:
     """The last rebuild's counts when this run cannot change the base's contacts, else None."""
     row = conn.execute("SELECT inputs, counts FROM core.contact_sync WHERE base_id = %s", (ctx.base_id,)).fetchone()
     if row is None:
         return None
     files = run_files(conn, ctx)
-    if conn.execute(_INPUTS, {"base": ctx.base_id, "files": files}).fetchone()[0] != row[0]:
+    if scalar(conn, _INPUTS, {"base": ctx.base_id, "files": files}) != row[0]:
         return None
-    if conn.execute(_RUN_HAS_CONTACT_INPUT, {"files": files}).fetchone()[0]:
+    if scalar(conn, _RUN_HAS_CONTACT_INPUT, {"files": files}):
         return None
     return row[1]
 
 
-def _remember(conn, ctx: RunContext, counts: dict) -> None:
+def _remember(conn: Connection, ctx: RunContext, counts: dict) -> None:
     """The base's files now (this run's included) and the counts of the contacts they give."""
-    inputs = conn.execute(_INPUTS, {"base": ctx.base_id, "files": []}).fetchone()[0]
+    inputs = scalar(conn, _INPUTS, {"base": ctx.base_id, "files": []})
     conn.execute("""INSERT INTO core.contact_sync (base_id, inputs, counts, window_order)
                     VALUES (%s, %s, %s, %s)
                     ON CONFLICT (base_id) DO UPDATE SET inputs = EXCLUDED.inputs, counts = EXCLUDED.counts,
@@ -238,13 +242,13 @@ def _remember(conn, ctx: RunContext, counts: dict) -> None:
                  (ctx.base_id, inputs, json.dumps(counts), ctx.window_order))
 
 
-def sync(conn, ctx: RunContext) -> dict:
+def sync(conn: Connection, ctx: RunContext) -> dict:
     """Rebuild the base's contact accounts, links and rejected list in one transaction."""
     params = {"base": ctx.base_id, "wo": ctx.window_order, **REASONS}
     with conn.transaction():
         last = _unchanged(conn, ctx)
         if last is not None:
-            new, updated, disabled, staff_kept = conn.execute(_STAMPED, params).fetchone()
+            new, updated, disabled, staff_kept = one(conn, _STAMPED, params)
             counts = {**last, "created": new, "updated": updated, "disabled": disabled,
                       "staff_kept_without_contact_role": staff_kept, "unchanged": True}
             log_stage(conn, ctx, "contacts", counts,
@@ -256,7 +260,7 @@ def sync(conn, ctx: RunContext) -> dict:
         # (dropped on commit; dropped here too when the caller's transaction is still open)
         conn.execute("DROP TABLE IF EXISTS pg_temp.contact_cand, pg_temp.contact_reject")
         conn.execute(_CANDIDATES, params)
-        candidates = conn.execute("SELECT count(*) FROM contact_cand").fetchone()[0]
+        candidates = scalar(conn, "SELECT count(*) FROM contact_cand")
         conn.execute(_REQUIRED, params)
         # temporary tables are never analysed by autovacuum: without statistics the planner
         # guesses their size and can pick nested loops over whole tables
@@ -268,11 +272,11 @@ def sync(conn, ctx: RunContext) -> dict:
         links = conn.execute(_LINKS, params).rowcount
         conn.execute(_DISABLE, params)
         # counted from the window stamps, so a rerun of the window reports what the window did
-        new, updated, disabled, staff_kept = conn.execute(_STAMPED, params).fetchone()
+        new, updated, disabled, staff_kept = one(conn, _STAMPED, params)
         conn.execute("DELETE FROM results.rejected_contact WHERE base_id = %(base)s", params)
         conn.execute(_REJECTED, params)
-        by_reason = dict(conn.execute("SELECT reason, count(*) FROM contact_reject GROUP BY reason ORDER BY reason"))
-        rejected = conn.execute("SELECT count(DISTINCT person_id) FROM contact_reject").fetchone()[0]
+        by_reason: dict[str, int] = dict(conn.execute("SELECT reason, count(*) FROM contact_reject GROUP BY reason ORDER BY reason"))
+        rejected = scalar(conn, "SELECT count(DISTINCT person_id) FROM contact_reject")
         counts = {"candidates": candidates, "created": new, "updated": updated, "links": links,
                   "disabled": disabled, "staff_kept_without_contact_role": staff_kept, "rejected": rejected,
                   **{f"rejected_{k}": v for k, v in by_reason.items()}}

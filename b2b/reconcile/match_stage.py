@@ -2,12 +2,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from b2b.config.settings import Settings
-from b2b.context import RunContext, log_stage, run_files
+from b2b.context import RunContext, log_stage, one, run_files, scalar
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from psycopg import Connection
 
 
-def match(conn, ctx: RunContext, settings: Settings) -> dict:
+def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
     """Match every student whose student block was loaded in this run to an LA child.
 
     ``b2b.matching.match`` decides (see there): ``matched`` / ``matched_with_conflicts``
@@ -46,12 +53,12 @@ def match(conn, ctx: RunContext, settings: Settings) -> dict:
                  FROM results.match m
                 WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')
                ON CONFLICT (base_id, student_guid) DO NOTHING""", (files,))
-        by_status = dict(conn.execute(
+        by_status: dict[str, int] = dict(conn.execute(
             "SELECT status, count(*) FROM results.match WHERE file_id = ANY(%s) GROUP BY status", (files,)).fetchall())
-        by_rule = dict(conn.execute(
+        by_rule: dict[str, int] = dict(conn.execute(
             "SELECT rule, count(*) FROM results.match WHERE file_id = ANY(%s) GROUP BY rule", (files,)).fetchall())
-        hidden = conn.execute("SELECT count(*) FROM results.match WHERE file_id = ANY(%s) AND hidden",
-                              (files,)).fetchone()[0]
+        hidden = scalar(conn, "SELECT count(*) FROM results.match WHERE file_id = ANY(%s) AND hidden",
+                              (files,))
         matched = by_status.get("matched", 0) + by_status.get("matched_with_conflicts", 0)
         counts = {"students": sum(by_status.values()), "matched": matched,
                   "possible": by_status.get("possible", 0), "unmatched": by_status.get("unmatched", 0),
@@ -68,7 +75,7 @@ GUID_ELSEWHERE = "guid_linked_elsewhere"
 PART_STUDENTS = 20_000
 
 
-def guid_linked_elsewhere(conn, incoming, decided):
+def guid_linked_elsewhere(conn: Connection, incoming: Any, decided: Any) -> Any:
     """A pupil carrying a GUID that is linked to an LA child under another base (issue 9 item 3).
 
     An MIS GUID belongs to one school's record; the same GUID arriving from a second base is a
@@ -119,7 +126,7 @@ def guid_linked_elsewhere(conn, incoming, decided):
 OTHER_GUID = "child_linked_to_other_guid"
 
 
-def child_linked_to_other_guid(conn, incoming, decided):
+def child_linked_to_other_guid(conn: Connection, incoming: Any, decided: Any) -> Any:
     """An automatic link to a child the LA already links, under the same base, to another
     GUID is not made: one school holds one record per child. The record goes to review
     (``possible``, ``why_not_auto`` ``child_linked_to_other_guid``). This is the guard for the
@@ -152,7 +159,7 @@ def child_linked_to_other_guid(conn, incoming, decided):
     return decided
 
 
-def incoming_frame(conn, files: list[int], window_end):
+def incoming_frame(conn: Connection, files: list[int], window_end: datetime) -> Any:
     """The run's students as matcher input, with their latest address as of the window."""
     import pandas as pd
 
@@ -173,7 +180,7 @@ def incoming_frame(conn, files: list[int], window_end):
     return pd.DataFrame(rows, columns=INCOMING_COLUMNS + ["file_id", "student_guid", "ordinal"])
 
 
-def core_candidates(conn, incoming):
+def core_candidates(conn: Connection, incoming: Any) -> Any:
     """LA children that can be candidates for these students (a superset of every blocking
     key the matcher uses, normalised the same way), GUID links, and officer-rejected pairs."""
     import pandas as pd
@@ -203,7 +210,7 @@ def core_candidates(conn, incoming):
     year = dob.dt.year.fillna(0).astype(int)
     has = dob.notna()
 
-    def tuples(*cols, keep=None):
+    def tuples(*cols: Any, keep: Any = None) -> Any:
         df = pd.DataFrame({f"k{k}": c.values for k, c in enumerate(cols)})
         ok = pd.Series(True, index=df.index) if keep is None else pd.Series(keep.values, index=df.index)
         for c in df.columns:
@@ -259,7 +266,7 @@ def core_candidates(conn, incoming):
     return pd.DataFrame(rows, columns=CORE_COLUMNS), links, rejected
 
 
-def match_carers(conn, ctx: RunContext, settings: Settings, files: list[int]) -> dict:
+def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: list[int]) -> dict:
     """F14: the run's school contacts matched to the LA's person records, with the student
     matcher: LA adults (``core.adult``) and LA children at least ``settings.carer_min`` years
     old on the window's date. A contact has no DOB, so a missing DOB does not stop a link;
@@ -320,25 +327,25 @@ def match_carers(conn, ctx: RunContext, settings: Settings, files: list[int]) ->
             "possible": counts.get("possible", 0)}
 
 
-def term_frequencies(conn, incoming):
+def term_frequencies(conn: Connection, incoming: Any) -> Any:
     """The LA's name frequencies for these students' names (counted over every LA child, as
     ``b2b match`` counts them over the whole CORE.csv), for the term-frequency adjustment."""
     from b2b.matching import name_key
     from b2b.matching.comparisons import TermFrequencies
 
-    counts, totals = {}, {}
+    counts: dict[str, dict] = {}
+    totals: dict[str, Any] = {}
     for col, key, values in (("fn", "m_fn", incoming["forename"]), ("sn", "m_sn", incoming["surname"])):
         keys = sorted({name_key(v) for v in values.dropna()} - {""})
         counts[col] = dict(conn.execute(f"SELECT {key}, count(*) FROM core.child WHERE {key} = ANY(%s) GROUP BY 1",
                                         (keys,)).fetchall())
-        n, sq = conn.execute(f"""SELECT coalesce(sum(c), 0), coalesce(sum(c * c), 0)
-                                   FROM (SELECT count(*) AS c FROM core.child WHERE {key} <> '' GROUP BY {key}) x"""
-                             ).fetchone()
+        n, sq = one(conn, f"""SELECT coalesce(sum(c), 0), coalesce(sum(c * c), 0)
+                                   FROM (SELECT count(*) AS c FROM core.child WHERE {key} <> '' GROUP BY {key}) x""")
         totals[col] = (int(n), int(sq))
     return TermFrequencies(counts, totals)
 
 
-def school_parts(incoming, size: int = PART_STUDENTS):
+def school_parts(incoming: Any, size: int = PART_STUDENTS) -> Iterator[Any]:
     """The run's students in parts of about ``size``, whole schools each."""
     if len(incoming) <= size:
         yield incoming
@@ -355,7 +362,7 @@ def school_parts(incoming, size: int = PART_STUDENTS):
         yield incoming[incoming["base_id"].isin(part)]
 
 
-def _write_matches(conn, ctx: RunContext, settings: Settings, incoming, decided) -> None:
+def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incoming: Any, decided: Any) -> None:
     """COPY one ``results.match`` row per incoming student (``decided`` is row-aligned with it)."""
     import pandas as pd
 

@@ -103,7 +103,7 @@ class SimsHttpHook(BaseHook):
     timeout: tuple[float, float] = (10.0, 300.0)
 
     def __init__(self, conn_id: str, *, max_retries: int = 5, backoff: float = 1.0, max_wait: float = 60.0,
-                 sleep=time.sleep, message_deadline_s: float | None = None, max_message_bytes: int | None = None,
+                 sleep: Any = time.sleep, message_deadline_s: float | None = None, max_message_bytes: int | None = None,
                  max_pages: int | None = None) -> None:
         from b2b.config.settings import Settings
 
@@ -122,14 +122,14 @@ class SimsHttpHook(BaseHook):
         self.backoff = backoff
         self.max_wait = max_wait
         self._sleep = sleep
-        self._conn = None
-        self._session = None
+        self._conn: Any = None
+        self._session: Any = None
         self.requests_made = 0
         self.retries = 0
 
     # ------------------------------------------------------------ connection
     @property
-    def connection(self):
+    def connection(self) -> Any:
         if self._conn is None:
             self._conn = self.get_connection(self.conn_id)
         return self._conn
@@ -149,7 +149,7 @@ class SimsHttpHook(BaseHook):
         scheme = c.schema or "https"
         return f"{scheme}://{host}:{c.port}" if c.port else f"{scheme}://{host}"
 
-    def get_conn(self):
+    def get_conn(self) -> Any:
         """The ``requests.Session`` (created on first use)."""
         if self._session is None:
             import requests
@@ -179,7 +179,7 @@ class SimsHttpHook(BaseHook):
                                    "credentials are only sent to the connection's own host")
 
     def request(self, method: str, path: str, *, label: str | None = None, deadline: float | None = None,
-                **kwargs):
+                **kwargs: Any) -> Any:
         """One logical request, retried on 429/5xx/connection errors; returns the response with
         its body read (streamed, under the size cap and the deadline).
 
@@ -231,7 +231,7 @@ class SimsHttpHook(BaseHook):
             self.log.warning("%s: %s, retry %d/%d in %.1fs", self._what(), reason, attempt, self.max_retries, wait)
             self._sleep(wait)
 
-    def _send(self, session, method: str, url: str, left: float, label: str, **kwargs):
+    def _send(self, session: Any, method: str, url: str, left: float, label: str, **kwargs: Any) -> Any:
         """``session.request`` up to the response headers, within ``left`` seconds.
 
         A per-read timeout cannot stop a server that trickles its status line and headers a
@@ -268,7 +268,7 @@ class SimsHttpHook(BaseHook):
                                     f"{self.message_deadline_s:g} s (B2B_MESSAGE_DEADLINE_S)")
         return left
 
-    def _read_body(self, resp, deadline: float, label: str) -> None:
+    def _read_body(self, resp: Any, deadline: float, label: str) -> None:
         """Read a streamed body chunk by chunk, stopping at the size cap or the deadline."""
         import requests
         from urllib3.exceptions import HTTPError as Urllib3Error
@@ -312,7 +312,7 @@ class SimsHttpHook(BaseHook):
         resp._content_consumed = True
 
     @staticmethod
-    def _error_text(resp) -> str:
+    def _error_text(resp: Any) -> str:
         """A short error string from a JSON error body (never the raw body)."""
         try:
             body = resp.json()

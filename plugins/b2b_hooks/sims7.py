@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from b2b_hooks._http import SimsAuthError, SimsHttpHook, SimsRequestError
 
@@ -38,7 +39,7 @@ class Sims7Hook(SimsHttpHook):
     default_conn_name = "sims7_default"
     hook_name = "SIMS 7 (B2B:Student)"
 
-    def __init__(self, sims7_conn_id: str = default_conn_name, **kwargs) -> None:
+    def __init__(self, sims7_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(sims7_conn_id, **kwargs)
         self.sims7_conn_id = sims7_conn_id
 
@@ -54,7 +55,7 @@ class Sims7Hook(SimsHttpHook):
             raise SimsAuthError(f"connection {self.conn_id!r} lacks {', '.join(missing)} (SIMS 7 needs both, F12)")
         return c.login, c.password
 
-    def _call(self, dfe: str, what: str, method: str, endpoint: str, **kwargs):
+    def _call(self, dfe: str, what: str, method: str, endpoint: str, **kwargs: Any) -> Any:
         """One request to the base's endpoint; a clear error for another base's connection,
         refused credentials or any other failure."""
         expected = self.extra.get("dfe")

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from b2b_hooks._http import SimsAuthError, SimsHttpHook, SimsLimitError, SimsRequestError
 
@@ -49,7 +50,7 @@ class SimsPrimaryHook(SimsHttpHook):
     #: refresh a token this many seconds before it expires
     token_margin = 30.0
 
-    def __init__(self, sims_primary_conn_id: str = default_conn_name, *, page_size: int = 500, **kwargs) -> None:
+    def __init__(self, sims_primary_conn_id: str = default_conn_name, *, page_size: int = 500, **kwargs: Any) -> None:
         super().__init__(sims_primary_conn_id, **kwargs)
         self.sims_primary_conn_id = sims_primary_conn_id
         self.page_size = page_size
@@ -101,7 +102,7 @@ class SimsPrimaryHook(SimsHttpHook):
         return self._token
 
     # ------------------------------------------------------------ data groups
-    def _get(self, path: str, params: dict | None, *, label: str, deadline: float):
+    def _get(self, path: str, params: dict | None, *, label: str, deadline: float) -> Any:
         s = self.settings()
         for attempt in (1, 2):
             headers = {"Authorization": f"Bearer {self.get_token(force=attempt == 2)}",

@@ -7,6 +7,8 @@ schema = database name). When that connection is not defined, the hook falls bac
 """
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 
@@ -16,7 +18,7 @@ class WarehouseHook(PostgresHook):
     default_conn_name = "b2b_warehouse"
     hook_name = "B2B warehouse (Postgres)"
 
-    def __init__(self, postgres_conn_id: str = default_conn_name, **kwargs) -> None:
+    def __init__(self, postgres_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(postgres_conn_id=postgres_conn_id, **kwargs)
         self._fallback_url: str | None = None
 
@@ -29,7 +31,7 @@ class WarehouseHook(PostgresHook):
             return False
         return True
 
-    def get_conn(self):
+    def get_conn(self) -> Any:
         if self._defined():
             return super().get_conn()
         from b2b import db

@@ -5,8 +5,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from psycopg import Connection
+
+    from b2b.context import RunContext
 
 
 @contextmanager
@@ -39,7 +46,7 @@ class B2BStageOperator(BaseOperator):
 
     def __init__(self, *, base_id: str, base_kind: str, task_key: str, data_filter: str,
                  attendance: str | None = None, months: int | None = None, migrated_on: date | None = None,
-                 settings: dict | None = None, warehouse_conn_id: str = "b2b_warehouse", **kwargs) -> None:
+                 settings: dict | None = None, warehouse_conn_id: str = "b2b_warehouse", **kwargs: Any) -> None:
         kwargs.setdefault("on_failure_callback", release_on_failure)
         super().__init__(**kwargs)
         self.base_id = base_id
@@ -57,7 +64,7 @@ class B2BStageOperator(BaseOperator):
     #: every stage of an export run holds its base's lease (``b2b.ops.runs``); not a return to school
     run_control = True
 
-    def run_context(self, context, conn=None):
+    def run_context(self, context: Context, conn: Connection | None = None) -> Any:
         """The run window: Airflow's data interval, or for a manual run without a logical date
         (Airflow 3's default for ``airflow dags trigger`` / REST) the run's ``run_after``; a
         changed-data run starts at its (base, task) watermark when that is earlier (F5), and a
@@ -68,7 +75,8 @@ class B2BStageOperator(BaseOperator):
         from b2b.ops import runs
 
         ensure_enabled(self.base_id)  # F40: a switched-off base's DAGs refuse to run (DisabledError)
-        interval_start, interval_end = context.get("data_interval_start"), context.get("data_interval_end")
+        interval_start: Any = context.get("data_interval_start")
+        interval_end: Any = context.get("data_interval_end")
         if interval_end is None:  # no logical date: a manual run covers watermark .. now (run_after)
             interval_start, interval_end = None, context["dag_run"].run_after
         mark = runs.watermark(conn, self.base_id, self.task_key) if conn is not None else None
@@ -85,7 +93,7 @@ class B2BStageOperator(BaseOperator):
                 runs.record_gap(conn, ctx, window.gap_from, window.since)
         return ctx
 
-    def take_base(self, conn, ctx, context) -> None:
+    def take_base(self, conn: Connection, ctx: RunContext, context: Context) -> None:
         """Hold the base's run lease before the stage runs (``b2b.ops.runs``): the first stage
         takes it in window order; a later stage of the same run holds it already. While another
         run has the base, the task waits a little, then is rescheduled (its worker slot freed),
@@ -111,22 +119,22 @@ class B2BStageOperator(BaseOperator):
             self.log.info("base %s: run %s took the base's lease after %ss", self.base_id, ctx.window_order,
                           waited["waited_seconds"])
 
-    def chain_settings(self):
+    def chain_settings(self) -> Any:
         from b2b.config.settings import Settings
 
         return Settings.from_env(Settings.from_mapping(self.settings))
 
-    def connect(self):
+    def connect(self) -> Any:
         from b2b_hooks.warehouse import WarehouseHook
 
         conn = WarehouseHook(self.warehouse_conn_id).get_conn()
         conn.autocommit = True
         return conn
 
-    def run_stage(self, conn, ctx, context) -> dict:  # pragma: no cover - abstract
+    def run_stage(self, conn: Connection, ctx: RunContext, context: Context) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def execute(self, context) -> dict:
+    def execute(self, context: Context) -> dict:
         with airflow_errors():
             with self.connect() as conn:
                 if self.opens_run:
@@ -141,7 +149,7 @@ class B2BStageOperator(BaseOperator):
         return counts
 
 
-def previous_run_pending(context) -> str:
+def previous_run_pending(context: Context) -> str:
     """What the run waits for before its first stage: the DAG's previous run (by logical date)
     while it is running — a backfill starts its runs together, in any order. A previous run
     still *queued* is not waited for: it cannot start while this one runs (``max_active_runs``),
@@ -160,7 +168,7 @@ def previous_run_pending(context) -> str:
     return f"the previous run {previous.run_id} of {previous.dag_id}"
 
 
-def release_on_failure(context) -> None:
+def release_on_failure(context: Context) -> None:
     """Failure callback of every stage: a run that failed for good is marked failed and gives
     its base's lease back, so the base's next run goes ahead (and asks from the watermark)."""
     from b2b.ops import runs

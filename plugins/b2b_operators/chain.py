@@ -6,8 +6,15 @@ The first paragraph of each operator's docstring is what the DAG docs show for i
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from b2b_operators.base import B2BStageOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from psycopg import Connection
+
+    from b2b.context import RunContext
 
 #: libraries whose INFO lines would drown the stage's own line in the task log
 QUIET_LOGGERS = ("great_expectations",)
@@ -26,7 +33,7 @@ class HashFilterOperator(B2BStageOperator):
     stage = "hash_filter"
     ui_color = "#e8daef"
 
-    def run_stage(self, conn, ctx, context):
+    def run_stage(self, conn: Connection, ctx: RunContext, context: Context) -> Any:
         from b2b import pipeline as chain
 
         return chain.hash_filter(conn, ctx, self.chain_settings())
@@ -39,7 +46,7 @@ class LoadOperator(B2BStageOperator):
     stage = "load"
     ui_color = "#d5f5e3"
 
-    def run_stage(self, conn, ctx, context):
+    def run_stage(self, conn: Connection, ctx: RunContext, context: Context) -> Any:
         from b2b import pipeline as chain
 
         return chain.load(conn, ctx)
@@ -53,7 +60,7 @@ class MatchOperator(B2BStageOperator):
     stage = "match"
     ui_color = "#fdebd0"
 
-    def run_stage(self, conn, ctx, context):
+    def run_stage(self, conn: Connection, ctx: RunContext, context: Context) -> Any:
         from b2b import pipeline as chain
 
         return chain.match(conn, ctx, self.chain_settings())
@@ -65,7 +72,7 @@ class ConflictsOperator(B2BStageOperator):
     stage = "conflicts"
     ui_color = "#fadbd8"
 
-    def run_stage(self, conn, ctx, context):
+    def run_stage(self, conn: Connection, ctx: RunContext, context: Context) -> Any:
         from b2b import pipeline as chain
 
         return chain.conflicts(conn, ctx)
@@ -78,7 +85,7 @@ class ApplyOperator(B2BStageOperator):
     stage = "apply"
     ui_color = "#d6eaf8"
 
-    def run_stage(self, conn, ctx, context):
+    def run_stage(self, conn: Connection, ctx: RunContext, context: Context) -> Any:
         from b2b import pipeline as chain
 
         return chain.apply(conn, ctx)
@@ -92,7 +99,7 @@ class ValidateOperator(B2BStageOperator):
     stage = "validate"
     ui_color = "#fcf3cf"
 
-    def run_stage(self, conn, ctx, context):
+    def run_stage(self, conn: Connection, ctx: RunContext, context: Context) -> Any:
         from b2b import pipeline as chain
         from b2b.db import b2b_home
 
@@ -107,7 +114,7 @@ class ContactsOperator(B2BStageOperator):
     stage = "contacts"
     ui_color = "#d1f2eb"
 
-    def run_stage(self, conn, ctx, context):
+    def run_stage(self, conn: Connection, ctx: RunContext, context: Context) -> Any:
         from b2b.reconcile import contacts
 
         return contacts.sync(conn, ctx)
@@ -120,7 +127,7 @@ class CommitOperator(B2BStageOperator):
     stage = "commit"
     ui_color = "#eaeded"
 
-    def run_stage(self, conn, ctx, context):
+    def run_stage(self, conn: Connection, ctx: RunContext, context: Context) -> Any:
         from b2b import pipeline as chain
 
         return chain.commit(conn, ctx)

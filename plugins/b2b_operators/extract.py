@@ -7,9 +7,15 @@ parsing stays cheap.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from b2b_operators.base import B2BStageOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from psycopg import Connection
+
+    from b2b.context import RunContext
 
 PRIMARY_GROUPS_BY_FILTER = {
     "snapshot": ("student", "address", "contacts", "sen", "exclusions"),
@@ -31,7 +37,7 @@ class ExtractOperator(B2BStageOperator):
     opens_run = True  # registers the run and takes the base's lease (b2b.ops.runs)
 
     def __init__(self, *, conn_id: str, group_type: str = "ncy", ncys: Sequence[str] | None = None,
-                 hierarchies: Sequence[str] = (), fail_on_bad_file: bool = True, **kwargs) -> None:
+                 hierarchies: Sequence[str] = (), fail_on_bad_file: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.conn_id = conn_id
         self.group_type = group_type
@@ -45,7 +51,7 @@ class ExtractOperator(B2BStageOperator):
         return {"message_deadline_s": s.message_deadline_s, "max_message_bytes": s.max_message_bytes,
                 "max_pages": s.max_pages}
 
-    def messages(self, since, until) -> Iterator[Any]:
+    def messages(self, since: Any, until: Any) -> Iterator[Any]:
         """The messages the school sends for this window, one at a time."""
         from b2b.ingest.extract import ReceivedMessage
 
@@ -76,7 +82,7 @@ class ExtractOperator(B2BStageOperator):
                 "attendance": self.attendance, "months": self.months, "hierarchies": self.hierarchies,
                 "schedule": getattr(schedule, "summary", None)}
 
-    def run_stage(self, conn, ctx, context) -> dict:
+    def run_stage(self, conn: Connection, ctx: RunContext, context: Context) -> dict:
         from b2b import db
         from b2b.errors import IngestError
         from b2b.ingest.extract import store_messages

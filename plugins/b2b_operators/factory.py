@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 from datetime import datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, chain
 from airflow.timetables.interval import CronDataIntervalTimetable
@@ -25,6 +26,9 @@ from b2b_operators.chain import (
 from b2b_operators.extract import ExtractOperator
 from b2b_operators.report_dags import build_report_dags
 
+if TYPE_CHECKING:
+    from b2b.config.catalogue import Catalogue, DagSpec, La
+
 CONTACT_FILTERS = ("snapshot", "changed_data")
 
 DEFAULT_ARGS = {
@@ -43,7 +47,7 @@ FILTER_TEXT = {
 }
 
 
-def _doc(spec, la) -> str:
+def _doc(spec: DagSpec, la: La) -> str:
     b, t = spec.base, spec.task
     group = t.group_type.upper() if t.group_type != "ncy" else (
         "NCY " + (", ".join(t.ncys) if t.ncys else "all"))
@@ -66,7 +70,7 @@ def _doc(spec, la) -> str:
     return "\n".join(lines)
 
 
-def _first_paragraph(obj) -> str:
+def _first_paragraph(obj: Any) -> str:
     doc = inspect.getdoc(obj) or ""
     return " ".join(doc.split("\n\n")[0].split()).replace("``", "`")
 
@@ -84,7 +88,7 @@ def stages_doc(dag: DAG) -> str:
     return "\n".join(lines)
 
 
-def settings_doc(la) -> str:
+def settings_doc(la: La) -> str:
     """The LA's settings in force for this DAG (``b2b.config.settings.Settings``, from the catalogue)."""
     from dataclasses import fields
 
@@ -95,7 +99,7 @@ def settings_doc(la) -> str:
 
 
 
-def _task_dag(spec, la, doc: str, timeout: timedelta) -> DAG:
+def _task_dag(spec: DagSpec, la: La, doc: str, timeout: timedelta) -> DAG:
     """The DAG object of one (base, task) pair: its schedule as a real data interval, tags, docs."""
     import pendulum
 
@@ -122,13 +126,13 @@ def _task_dag(spec, la, doc: str, timeout: timedelta) -> DAG:
     )
 
 
-def build_dag(spec, la) -> DAG:
+def build_dag(spec: DagSpec, la: La) -> DAG:
     b, t = spec.base, spec.task
     with _task_dag(spec, la, _doc(spec, la), timedelta(hours=6)) as dag:
         common = dict(base_id=b.dfe, base_kind=b.kind, task_key=t.key, data_filter=t.filter,
                       attendance=t.attendance, months=t.months, migrated_on=b.migrated_on, settings=settings(la))
 
-        def stage(cls, task_id, **kw):
+        def stage(cls: Any, task_id: str, **kw: Any) -> Any:
             return cls(task_id=task_id, task_display_name=task_id.replace("_", " ").capitalize(),
                        outlets=assets.stage_outlets(task_id, b.dfe), **common, **kw)
 
@@ -147,7 +151,7 @@ def build_dag(spec, la) -> DAG:
     return dag
 
 
-def build_return_dag(spec, la) -> DAG:
+def build_return_dag(spec: DagSpec, la: La) -> DAG:
     """An import-to-school task (F25: Changed Data, NCY group; SIMS 7 bases only, F3)."""
     from b2b_operators.returns import ReturnToSchoolOperator
 
@@ -169,7 +173,7 @@ def build_return_dag(spec, la) -> DAG:
     return dag
 
 
-def settings(la) -> dict:
+def settings(la: La) -> dict:
     """The LA's typed settings as the operators' (serialisable) argument."""
     return la.settings.as_dict()
 
@@ -189,7 +193,7 @@ MAINTENANCE = (
 MAINTENANCE_ASSETS = {"clear_conflicts": (assets.CONFLICTS, assets.CHILD_CURRENT)}
 
 
-def _maintenance_schedule(action: str, schedule: str | None, tz):
+def _maintenance_schedule(action: str, schedule: str | None, tz: Any) -> Any:
     """Cron, or cron *or* the assets it depends on (a run when any of them is updated)."""
     if not schedule:
         return None
@@ -203,7 +207,7 @@ def _maintenance_schedule(action: str, schedule: str | None, tz):
     return AssetOrTimeSchedule(timetable=cron, assets=AssetAny(*MAINTENANCE_ASSETS[action]))  # type: ignore[arg-type]
 
 
-def build_maintenance_dag(action: str, schedule: str | None, doc: str, la) -> DAG:
+def build_maintenance_dag(action: str, schedule: str | None, doc: str, la: La) -> DAG:
     import pendulum
 
     from b2b_operators.maintenance import MaintenanceOperator
@@ -227,7 +231,7 @@ def build_maintenance_dag(action: str, schedule: str | None, doc: str, la) -> DA
     return dag
 
 
-def build_dags(catalogue, only_dag_id: str | None = None) -> dict[str, DAG]:
+def build_dags(catalogue: Catalogue, only_dag_id: str | None = None) -> dict[str, DAG]:
     """DAGs for every active (base, task) pair and the maintenance tasks, in sorted order;
     just one when Airflow asks for one."""
     dags = {}

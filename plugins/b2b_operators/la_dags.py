@@ -13,9 +13,15 @@ task fails with the reasons (after the other files). Kept cheap to parse: no I/O
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, BaseOperator
 from airflow.timetables.interval import CronDataIntervalTimetable
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from b2b.config.catalogue import La
 
 LA_DAGS = {
     "b2b__core__refresh": (
@@ -49,14 +55,14 @@ class LaFolderOperator(BaseOperator):
 
     ui_color = "#e8f8f5"
 
-    def __init__(self, *, action: str, warehouse_conn_id: str = "b2b_warehouse", **kwargs) -> None:
+    def __init__(self, *, action: str, warehouse_conn_id: str = "b2b_warehouse", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if action not in ("core_refresh", "manual_import"):
             raise ValueError(f"unknown action {action!r}")
         self.action = action
         self.warehouse_conn_id = warehouse_conn_id
 
-    def execute(self, context) -> dict:
+    def execute(self, context: Context) -> dict:
         from b2b import db
         from b2b.errors import IngestError
         from b2b_hooks.warehouse import WarehouseHook
@@ -82,7 +88,7 @@ class LaFolderOperator(BaseOperator):
         return out
 
 
-def build_la_dags(la, only_dag_id: str | None = None) -> dict[str, DAG]:
+def build_la_dags(la: La, only_dag_id: str | None = None) -> dict[str, DAG]:
     import pendulum
 
     tz = pendulum.timezone(la.timezone)

@@ -1,7 +1,12 @@
 """MaintenanceOperator: the F18 maintenance tasks (thin wrapper over ``b2b.officer``)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from airflow.sdk import BaseOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 ACTIONS = ("clear_conflicts", "delete_files", "clear_cached_data")
 
@@ -17,7 +22,7 @@ class MaintenanceOperator(BaseOperator):
     ui_color = "#fdebd0"
 
     def __init__(self, *, action: str, retention_days: int = 90, base_id: str | None = None,
-                 warehouse_conn_id: str = "b2b_warehouse", **kwargs) -> None:
+                 warehouse_conn_id: str = "b2b_warehouse", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if action not in ACTIONS:
             raise ValueError(f"unknown maintenance action {action!r}; one of {', '.join(ACTIONS)}")
@@ -26,7 +31,7 @@ class MaintenanceOperator(BaseOperator):
         self.base_id = base_id
         self.warehouse_conn_id = warehouse_conn_id
 
-    def execute(self, context) -> int:
+    def execute(self, context: Context) -> int:
         from b2b import db
         from b2b.ops import maintenance
         from b2b_hooks.warehouse import WarehouseHook

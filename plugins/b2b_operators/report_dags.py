@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, BaseOperator
 from airflow.timetables.interval import CronDataIntervalTimetable
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from b2b.config.catalogue import Catalogue
 
 DAG_ID = "b2b__reports__weekly"
 SCHEDULE = "0 6 * * 1"
@@ -31,14 +37,14 @@ class SchoolReportsOperator(BaseOperator):
     ui_color = "#e8f4fd"
 
     def __init__(self, *, schools: dict[str, str], smtp_conn_id: str = "b2b_smtp",
-                 warehouse_conn_id: str = "b2b_warehouse", page_url: str | None = None, **kwargs) -> None:
+                 warehouse_conn_id: str = "b2b_warehouse", page_url: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.schools = dict(schools)
         self.smtp_conn_id = smtp_conn_id
         self.warehouse_conn_id = warehouse_conn_id
         self.page_url = page_url
 
-    def execute(self, context) -> dict:
+    def execute(self, context: Context) -> dict:
         from html import escape
 
         from airflow.providers.smtp.hooks.smtp import SmtpHook
@@ -49,7 +55,9 @@ class SchoolReportsOperator(BaseOperator):
         from b2b_operators.base import airflow_errors
 
         page_url = self.page_url or os.environ.get("B2B_SCHOOL_PAGE_URL") or DEFAULT_PAGE_URL
-        day = context["data_interval_end"].date()
+        end = context["data_interval_end"]
+        assert end is not None  # a scheduled weekly run always has its interval
+        day = end.date()
         with airflow_errors(), WarehouseHook(self.warehouse_conn_id).get_conn() as conn:
             conn.autocommit = True
             db.upgrade(conn)
@@ -68,7 +76,7 @@ class SchoolReportsOperator(BaseOperator):
         return counts
 
 
-def build_report_dags(catalogue, only_dag_id: str | None = None) -> dict[str, DAG]:
+def build_report_dags(catalogue: Catalogue, only_dag_id: str | None = None) -> dict[str, DAG]:
     """The weekly report DAG (empty when Airflow asks for another DAG)."""
     import pendulum
 

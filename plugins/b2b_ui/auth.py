@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from typing import Any
 
 from fastapi import HTTPException, Request, status
 
@@ -41,7 +42,7 @@ def officer_roles() -> set[str]:
     return {r.strip().upper() for r in os.environ.get("B2B_OFFICER_ROLES", "op,admin").split(",") if r.strip()}
 
 
-def is_officer(auth_manager, user) -> bool:
+def is_officer(auth_manager: Any, user: Any) -> bool:
     listed = {u.strip() for u in os.environ.get("B2B_OFFICER_USERS", "").split(",") if u.strip()}
     if user.get_name() in listed:
         return True

@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from html import escape
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from b2b_ui.auth import COOKIE_SCHOOL, NotLoggedIn, check_csrf, current_officer, school_token
+
+if TYPE_CHECKING:
+    from psycopg import Connection
 
 MAX_UPLOAD = 5 * 1024 * 1024
 SCREENS = (("", "Overview"), ("unmatched", "Unmatched"), ("possible", "Possible matches"),
@@ -102,7 +105,7 @@ def redirect(back: str, **params: str) -> RedirectResponse:
     return RedirectResponse(f"../{back}?{urlencode(params)}" if params else f"../{back}", status_code=303)
 
 
-def school_filter(conn, base: str | None, extra: str = "") -> str:
+def school_filter(conn: Connection, base: str | None, extra: str = "") -> str:
     from b2b.ops import review
 
     opts = "".join(f'<option value="{h(b)}" {"selected" if b == base else ""}>{h(b)}</option>'
@@ -132,7 +135,7 @@ def create_app() -> FastAPI:
     app = FastAPI(title="B2B review", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
+    async def http_error(request: Request, exc: HTTPException) -> Any:
         body = f'<div class="err" role="alert">{h(exc.detail)}</div>'
         if isinstance(exc, NotLoggedIn):
             nxt = str(request.url.path)
@@ -140,12 +143,12 @@ def create_app() -> FastAPI:
         return page("B2B review", body, status=exc.status_code)
 
     @app.get("/", include_in_schema=False)
-    def root():
+    def root() -> Any:
         return RedirectResponse("review/", status_code=307)
 
     # ------------------------------------------------------------ officers
     @app.get("/review/", response_class=HTMLResponse)
-    def overview(request: Request, conn: Conn, who: Officer):
+    def overview(request: Request, conn: Conn, who: Officer) -> Any:
         from b2b.ops import review
 
         c = review.counts(conn)
@@ -159,7 +162,7 @@ def create_app() -> FastAPI:
 
     @app.get("/review/unmatched", response_class=HTMLResponse)
     def unmatched_screen(request: Request, conn: Conn, who: Officer, base: str | None = None,
-                         hidden: bool = False, after: str | None = None):
+                         hidden: bool = False, after: str | None = None) -> Any:
         from b2b.ops import review
 
         base = base or None
@@ -184,7 +187,7 @@ def create_app() -> FastAPI:
 
     @app.get("/review/link", response_class=HTMLResponse)
     def link_screen(request: Request, conn: Conn, who: Officer, base: str, guid: str, q: str = "",
-                    dob: str | None = None):
+                    dob: str | None = None) -> Any:
         from b2b.ops import review
 
         rec = review.school_record(conn, base, guid)
@@ -209,7 +212,7 @@ def create_app() -> FastAPI:
 
     @app.get("/review/possible", response_class=HTMLResponse)
     def possible_screen(request: Request, conn: Conn, who: Officer, base: str | None = None,
-                        after: str | None = None):
+                        after: str | None = None) -> Any:
         from b2b.ops import review
 
         base = base or None
@@ -223,7 +226,7 @@ def create_app() -> FastAPI:
             why = ", ".join(ex.get("why_not_auto") or []) or "below the automatic threshold"
             detail_q = urlencode({"base": r["base_id"], "guid": r["student_guid"]})
 
-            def cell(a, b):
+            def cell(a: Any, b: Any) -> Any:
                 return f'<td class="{"diff" if str(a or "").lower() != str(b or "").lower() else ""}">{h(a)}</td>'
 
             rows.append(
@@ -246,7 +249,7 @@ def create_app() -> FastAPI:
         return page("Possible matches", body, screen="possible", who=who, request=request)
 
     @app.get("/review/candidates", response_class=HTMLResponse)
-    def candidates_screen(request: Request, conn: Conn, who: Officer, base: str, guid: str):
+    def candidates_screen(request: Request, conn: Conn, who: Officer, base: str, guid: str) -> Any:
         from b2b.ops import officer, review
 
         rec = review.school_record(conn, base, guid)
@@ -280,7 +283,7 @@ def create_app() -> FastAPI:
 
     @app.get("/review/conflicts", response_class=HTMLResponse)
     def conflicts_screen(request: Request, conn: Conn, who: Officer, base: str | None = None,
-                         referred: bool = False, after: str | None = None):
+                         referred: bool = False, after: str | None = None) -> Any:
         from b2b.blocks import RETURNABLE
         from b2b.ops import review
 
@@ -312,7 +315,7 @@ def create_app() -> FastAPI:
 
     @app.get("/review/contacts", response_class=HTMLResponse)
     def contacts_screen(request: Request, conn: Conn, who: Officer, base: str | None = None,
-                        after: str | None = None):
+                        after: str | None = None) -> Any:
         from b2b.ops import review
 
         base = base or None
@@ -327,7 +330,7 @@ def create_app() -> FastAPI:
 
     @app.get("/review/suspense", response_class=HTMLResponse)
     def suspense_screen(request: Request, conn: Conn, who: Officer, base: str | None = None,
-                        after: str | None = None):
+                        after: str | None = None) -> Any:
         from b2b.ops import review
 
         base = base or None
@@ -341,7 +344,7 @@ def create_app() -> FastAPI:
         return page("Files in suspense", body, screen="suspense", who=who, request=request)
 
     @app.get("/review/returns", response_class=HTMLResponse)
-    def returns_screen(request: Request, conn: Conn, who: Officer):
+    def returns_screen(request: Request, conn: Conn, who: Officer) -> Any:
         from b2b.outbound import reports
 
         csrf, back = request.state.b2b_csrf, _back(request)
@@ -359,7 +362,7 @@ def create_app() -> FastAPI:
                back: Annotated[str, Form()] = "", base: Annotated[str, Form()] = "",
                guid: Annotated[str, Form()] = "", person_id: Annotated[str, Form()] = "",
                field: Annotated[str, Form()] = "", keep: Annotated[str, Form()] = "",
-               upload_id: Annotated[int, Form()] = 0):
+               upload_id: Annotated[int, Form()] = 0) -> Any:
         from b2b.errors import B2BError
         from b2b.ops import officer, review
         from b2b.outbound import reports
@@ -398,13 +401,13 @@ def create_app() -> FastAPI:
         return redirect(target, msg=msg)
 
     # ------------------------------------------------------------ schools
-    def school_base(conn, request: Request) -> str | None:
+    def school_base(conn: Connection, request: Request) -> str | None:
         from b2b.outbound import reports
 
         return reports.school_for_token(conn, school_token(request))
 
     @app.get("/school/", response_class=HTMLResponse)
-    def school_home(request: Request, conn: Conn, show: str = "all"):
+    def school_home(request: Request, conn: Conn, show: str = "all") -> Any:
         from b2b.outbound import reports
 
         base = school_base(conn, request)
@@ -448,7 +451,7 @@ def create_app() -> FastAPI:
         return page("School B2B reports", body, request=request)
 
     @app.post("/school/login")
-    def school_login(request: Request, conn: Conn, key: Annotated[str, Form()]):
+    def school_login(request: Request, conn: Conn, key: Annotated[str, Form()]) -> Any:
         from b2b.outbound import reports
 
         if reports.school_for_token(conn, key) is None:
@@ -460,19 +463,19 @@ def create_app() -> FastAPI:
         return resp
 
     @app.post("/school/logout")
-    def school_logout():
+    def school_logout() -> Any:
         resp = RedirectResponse("./", status_code=303)
         resp.delete_cookie(COOKIE_SCHOOL)
         return resp
 
-    def require_school(conn, request: Request) -> str:
+    def require_school(conn: Connection, request: Request) -> str:
         base = school_base(conn, request)
         if base is None:
             raise HTTPException(401, "Open your school's page with its access key first.")
         return base
 
     @app.get("/school/file/{report_id}/{kind}")
-    def school_file(report_id: int, kind: str, request: Request, conn: Conn):
+    def school_file(report_id: int, kind: str, request: Request, conn: Conn) -> Any:
         from b2b.outbound import reports
 
         base = require_school(conn, request)
@@ -485,7 +488,7 @@ def create_app() -> FastAPI:
         return Response(data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.get("/school/sent/{upload_id}")
-    def school_sent(upload_id: int, request: Request, conn: Conn):
+    def school_sent(upload_id: int, request: Request, conn: Conn) -> Any:
         base = require_school(conn, request)
         row = conn.execute("SELECT filename, file FROM results.school_upload WHERE upload_id = %s AND base_id = %s",
                            (upload_id, base)).fetchone()
@@ -495,7 +498,7 @@ def create_app() -> FastAPI:
                         headers={"Content-Disposition": f'attachment; filename="{row[0]}"'})
 
     @app.post("/school/upload", response_class=HTMLResponse)
-    async def school_upload(request: Request, conn: Conn, file: Annotated[UploadFile, File()]):
+    async def school_upload(request: Request, conn: Conn, file: Annotated[UploadFile, File()]) -> Any:
         from b2b.outbound import reports
 
         base = require_school(conn, request)
@@ -513,7 +516,7 @@ def create_app() -> FastAPI:
                                 status_code=303)
 
     @app.post("/school/recall")
-    def school_recall(request: Request, conn: Conn, upload_id: Annotated[int, Form()]):
+    def school_recall(request: Request, conn: Conn, upload_id: Annotated[int, Form()]) -> Any:
         from b2b.outbound import reports
 
         base = require_school(conn, request)
