@@ -103,6 +103,8 @@ def _cmd_airflow(args: argparse.Namespace) -> int:
             gaz = core_load.load_gazetteer_file(conn, gazetteer_csv)
             # F41: DAG runs reach the warehouse as b2b_pipeline (password auth), never as superuser
             db.ensure_roles(conn, pgdata=db.b2b_home() / "pgdata" if embedded else None)
+        # the review screens (plugin in the api-server) act for the logged-in officer as b2b_ui
+        os.environ["B2B_UI_DATABASE_URL"] = db.role_url("b2b_ui", warehouse)
         core = {"records": c["records"], "changed": c["new"] + c["updated"]}
         connections = world.airflow_connections(server.base_url)
         connections["b2b_warehouse"] = af.warehouse_connection(db.role_url("b2b_pipeline", warehouse))

@@ -48,9 +48,13 @@ small{color:#4a5568}
 
 
 def _db() -> Iterator[Any]:
+    """The screens' warehouse connection: ``$B2B_UI_DATABASE_URL`` — the least-privilege
+    ``b2b_ui`` login (F41) that may act for the logged-in officer — else the warehouse URL."""
+    import os
+
     from b2b import db
 
-    with db.connect(autocommit=True) as conn:
+    with db.connect(os.environ.get("B2B_UI_DATABASE_URL") or None, autocommit=True) as conn:
         yield conn
 
 
