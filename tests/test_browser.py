@@ -43,14 +43,26 @@ def shots(tmp_path):
     folder.mkdir(parents=True, exist_ok=True)
 
     def shot(page, name: str) -> None:
-        page.screenshot(path=str(folder / f"{name}.png"))
+        # Chromium can refuse a capture while the page is still painting on a busy machine
+        # ("Unable to capture screenshot"): wait for the load, retry a few times
+        from playwright.sync_api import Error
+
+        page.wait_for_load_state("load")
+        for attempt in range(4):
+            try:
+                page.screenshot(path=str(folder / f"{name}.png"))
+                return
+            except Error:
+                if attempt == 3:
+                    raise
+                page.wait_for_timeout(1000)
     return shot
 
 
 def new_page(browser):
     context = browser.new_context(viewport={"width": 1180, "height": 640}, accept_downloads=True)
     page = context.new_page()
-    page.set_default_timeout(15000)
+    page.set_default_timeout(30000)  # generous: CI shares 2 cores with Airflow and Postgres
     page.on("dialog", lambda d: d.accept())  # the confirmation of each decision
     return page
 
