@@ -52,6 +52,12 @@ def ui(db_url, tmp_path, monkeypatch):
     import uvicorn
     from fastapi import FastAPI
 
+    from b2b.cli.airflow_env import migrate_airflow_db
+
+    # Airflow's auth checks a token against its metadata DB (revoked tokens): on a fresh
+    # clone this fixture may be the first to need it (test_browser runs early)
+    migrate_airflow_db()
+
     pw = tmp_path / "passwords.json"
     pw.write_text(json.dumps({u: p for u, (_, p) in USERS.items()}))
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", ",".join(f"{u}:{r}" for u, (r, _) in USERS.items()))
