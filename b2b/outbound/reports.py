@@ -50,6 +50,7 @@ from b2b.blocks import (
 )
 from b2b.context import scalar
 from b2b.errors import OutboundError
+from b2b.outbound.returns import latest_sql
 
 if TYPE_CHECKING:
 
@@ -109,13 +110,6 @@ def shown(fld: str, value: str | None) -> str:
 
 
 # ------------------------------------------------------------------ what differs
-def _latest(table: str) -> str:
-    return f"""SELECT DISTINCT ON (s.student_guid) s.*
-                 FROM staging.{table} s JOIN raw.inbound_file f USING (file_id)
-                WHERE s.base_id = %(base)s
-                ORDER BY s.student_guid, f.window_order DESC, s.file_id DESC"""
-
-
 #: a difference the school already answered "the LA is right" for: not asked again
 _ANSWERED = """NOT EXISTS (SELECT 1 FROM results.school_report_decision d
                             WHERE d.person_id = l.person_id AND d.field = v.field AND d.status = 'open'
@@ -129,8 +123,8 @@ def differences(conn: Connection, base_id: str) -> list[dict]:
     address_values = ", ".join(compare_sql(f, f"c.{f}", f"a.{f}") for f in ADDRESS_COMPARED)
     order = {c.name: i for i, c in enumerate(COMPARED)}
     rows = conn.execute(
-        f"""WITH s AS ({_latest('student')}),
-                 a AS ({_latest('address')}),
+        f"""WITH s AS ({latest_sql('student')}),
+                 a AS ({latest_sql('address')}),
                  l AS (SELECT base_id, student_guid, person_id FROM results.current_link WHERE base_id = %(base)s)
             SELECT s.student_guid, l.person_id, v.field, v.la_value, v.inc_value
               FROM s JOIN l USING (student_guid) JOIN core.child c ON c.person_id = l.person_id
@@ -150,7 +144,7 @@ def differences(conn: Connection, base_id: str) -> list[dict]:
 def postcode_checks(conn: Connection, base_id: str) -> list[dict]:
     """Linked students whose school address is in the LA's gazetteer with another postcode."""
     rows = conn.execute(
-        f"""WITH a AS ({_latest('address')}),
+        f"""WITH a AS ({latest_sql('address')}),
                  l AS (SELECT student_guid, person_id FROM results.current_link WHERE base_id = %(base)s)
             SELECT a.student_guid, l.person_id, a.postcode, g.paon, g.street, g.locality, g.town, g.postcode
               FROM a JOIN l USING (student_guid)
@@ -186,7 +180,7 @@ def _records(conn: Connection, base_id: str, guids: list[str]) -> dict[str, tupl
     school_sel = ", ".join(f"{text_sql(f, 's.' + f)}" for f in cols)
     la_sel = ", ".join(f"{text_sql(f, 'c.' + f)}" for f in cols)
     rows = conn.execute(
-        f"""WITH s AS ({_latest('student')})
+        f"""WITH s AS ({latest_sql('student')})
             SELECT s.student_guid, {school_sel}, {la_sel}
               FROM s JOIN results.current_link l ON l.base_id = s.base_id AND l.student_guid = s.student_guid
               JOIN core.child c ON c.person_id = l.person_id

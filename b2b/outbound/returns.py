@@ -51,7 +51,9 @@ class PendingReturn:
     address: dict       # LA address to send (empty unless an address field is returned)
 
 
-def _latest(table: str) -> str:
+def latest_sql(table: str) -> str:
+    """The newest staging row per student of one base (``%(base)s``), as a CTE body: what the
+    school holds now. Returns and the weekly school reports compare this with the LA."""
     return f"""SELECT DISTINCT ON (s.student_guid) s.*
                  FROM staging.{table} s JOIN raw.inbound_file f USING (file_id)
                 WHERE s.base_id = %(base)s
@@ -67,8 +69,8 @@ def pending(conn: Connection, base_id: str, ncys: list[str] | None) -> list[Pend
                          AND r.la_value IS NOT DISTINCT FROM v.la_value
                          AND r.incoming_value IS NOT DISTINCT FROM v.inc_value)"""
     rows = conn.execute(
-        f"""WITH s AS ({_latest('student')}),
-                 a AS ({_latest('address')}),
+        f"""WITH s AS ({latest_sql('student')}),
+                 a AS ({latest_sql('address')}),
                  l AS (SELECT base_id, student_guid, person_id FROM results.current_link WHERE base_id = %(base)s)
             SELECT s.student_guid, l.person_id, v.field, v.la_value, v.inc_value
               FROM s JOIN l USING (student_guid) JOIN core.child c ON c.person_id = l.person_id

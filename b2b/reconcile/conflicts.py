@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from psycopg import Connection
 
-from b2b.blocks import ADDRESS_COMPARED, STUDENT_COMPARED, compare_sql
+from b2b.blocks import ADDRESS_COMPARED, BY_NAME, STUDENT_COMPARED, compare_sql
 from b2b.context import RunContext, log_stage, run_files, scalar
 
 
@@ -39,32 +39,24 @@ def conflicts(conn: Connection, ctx: RunContext) -> dict:
     Observations are per file; ``results.conflict`` folds identical ones from repeated
     imports into one row with first/last seen and times seen (F20).
     """
-    student_values = ", ".join(compare_sql(f, f"c.{f}", f"s.{f}") for f in STUDENT_COMPARED)
-    address_values = ", ".join(compare_sql(f, f"c.{f}", f"a.{f}") for f in ADDRESS_COMPARED)
     with conn.transaction():
         files = run_files(conn, ctx)
         conn.execute("DELETE FROM results.conflict_observation WHERE file_id = ANY(%s)", (files,))
         params = {"files": files, "end": ctx.window_end, "order": ctx.window_order}
-        conn.execute(
-            f"""INSERT INTO results.conflict_observation (file_id, base_id, student_guid, person_id, field,
-                                                          la_value, incoming_value, window_end)
-                SELECT s.file_id, s.base_id, s.student_guid, m.person_id, v.field, v.la_value, v.inc_value, %(end)s
-                  FROM staging.student s
-                  {_link_as_of('s')}
-                  JOIN core.child c ON c.person_id = m.person_id
-                 CROSS JOIN LATERAL (VALUES {student_values}) AS v(field, la_value, inc_value, same)
-                 WHERE s.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
-                   AND NOT v.same""", params)
-        conn.execute(
-            f"""INSERT INTO results.conflict_observation (file_id, base_id, student_guid, person_id, field,
-                                                          la_value, incoming_value, window_end)
-                SELECT a.file_id, a.base_id, a.student_guid, m.person_id, v.field, v.la_value, v.inc_value, %(end)s
-                  FROM staging.address a
-                  {_link_as_of('a')}
-                  JOIN core.child c ON c.person_id = m.person_id
-                 CROSS JOIN LATERAL (VALUES {address_values}) AS v(field, la_value, inc_value, same)
-                 WHERE a.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
-                   AND NOT v.same""", params)
+        # one statement per block that carries compared fields (student, address), from the registry
+        for block, names in (("student", STUDENT_COMPARED), ("address", ADDRESS_COMPARED)):
+            values = ", ".join(compare_sql(f, f"c.{f}", f"s.{f}") for f in names)
+            conn.execute(
+                f"""INSERT INTO results.conflict_observation (file_id, base_id, student_guid, person_id, field,
+                                                              la_value, incoming_value, window_end)
+                    SELECT s.file_id, s.base_id, s.student_guid, m.person_id, v.field, v.la_value, v.inc_value,
+                           %(end)s
+                      FROM staging.{BY_NAME[block].staging} s
+                      {_link_as_of('s')}
+                      JOIN core.child c ON c.person_id = m.person_id
+                     CROSS JOIN LATERAL (VALUES {values}) AS v(field, la_value, inc_value, same)
+                     WHERE s.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
+                       AND NOT v.same""", params)
         # the run's match decisions: conflicts open for the child as of this window -> matched_with_conflicts
         conn.execute(
             f"""UPDATE results.match m
