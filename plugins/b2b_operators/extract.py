@@ -83,13 +83,12 @@ class ExtractOperator(B2BStageOperator):
                 "schedule": getattr(schedule, "summary", None)}
 
     def run_stage(self, conn: Connection, ctx: RunContext, context: Context) -> dict:
-        from b2b import db
         from b2b.errors import IngestError
         from b2b.ingest.extract import store_messages
 
         self.log.info("base %s %s: window %s .. %s", self.base_id, self.data_filter,
                       ctx.window_start.isoformat() if ctx.window_start else "(all)", ctx.window_end.isoformat())
-        db.upgrade(conn)
+        # the warehouse was migrated by execute() (opens_run) before the run tables were read
         from b2b.ops.alerts import check_task_definition
 
         alert = check_task_definition(conn, self.base_id, self.task_key, self.definition())
