@@ -20,6 +20,7 @@ rm -f "${conns}"
 b2b-simulator la-files --out /opt/airflow/b2b/inbound/la
 b2b core load /opt/airflow/b2b/inbound/la/children.csv
 b2b core load --gazetteer /opt/airflow/b2b/inbound/la/gazetteer.csv
+b2b core load --adults /opt/airflow/b2b/inbound/la/adults.csv
 rm -f /opt/airflow/b2b/inbound/la/*.csv
 chown -R "${uid}:0" /opt/airflow/b2b /opt/airflow/logs
 echo "airflow-init done; users and roles: ${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS};" \

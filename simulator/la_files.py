@@ -1,6 +1,7 @@
 """The LA's own files, as its systems would drop them for ``b2b core load`` / the nightly
 ``b2b__core__refresh`` DAG: its child records (with the MIS GUID links it already holds)
-and its address gazetteer (LLPG extract).
+its address gazetteer (LLPG extract) and the adults it holds (parents and carers known to
+its services: F14's carer matching).
 
 ``style="b2b"`` writes our column names; ``style="la"`` writes the headers and date format
 of a typical LA case-management export plus the ``mapping.yaml`` that maps them (the format
@@ -19,6 +20,9 @@ LA_HEADERS = {"person_id": "Person ID", "upn": "UPN", "forename": "Legal Forenam
               "first_language": "First Language", "sen_status": "SEN Status", "base_id": "School DfE",
               "paon": "House", "street": "Street", "town": "Town", "postcode": "Postcode",
               "guid": "MIS GUID", "guid_base": "MIS School"}
+ADULT_HEADERS = {"person_id": "Person ID", "forename": "Forename", "middle_names": "Middle Names",
+                 "surname": "Surname", "gender": "Sex", "dob": "Date of Birth", "paon": "House", "street": "Street",
+                 "postcode": "Postcode"}
 LLPG_HEADERS = {"uprn": "UPRN", "paon": "PAO_TEXT", "saon": "SAO_TEXT", "street": "STREET_DESCRIPTOR",
                 "locality": "LOCALITY", "town": "TOWN_NAME", "postcode": "POSTCODE_LOCATOR"}
 MAPPING_YAML = """\
@@ -33,6 +37,12 @@ children:
 gazetteer:
   columns:
 {gazetteer}
+adults:
+  date_format: "%d/%m/%Y"
+  columns:
+{adults}
+  values:
+    gender: {{Male: M, Female: F, Unknown: U}}
 """
 
 
@@ -66,6 +76,42 @@ def gazetteer_rows(world) -> list[dict]:
     return list(seen.values())
 
 
+#: share of the schools' contacts the LA holds as adults (decided by hash: the world is unchanged)
+LA_ADULT_SHARE = 0.6
+
+
+def adult_rows(world) -> list[dict]:
+    """The adults the LA holds: about 60% of the schools' contacts (as at the world's start),
+    with a date of birth the schools never send and the home address the LA last recorded;
+    some LA records are behind (the family's older address) or use another name form."""
+    from simulator.world import _h, _u
+
+    seed = world.config.seed
+    out: dict[str, dict] = {}
+    for roll in world._base_state.students.values():
+        for st in roll.values():
+            for c in st.blocks.get("contacts", {}).get("contacts", []):
+                cid = c["person_id"]
+                if cid in out or not c.get("forename") or not c.get("surname") \
+                        or _u(seed, cid, "la_adult") >= LA_ADULT_SHARE:
+                    continue
+                homes = sorted((a for a in c.get("addresses", []) if a.get("type") == "H"),
+                               key=lambda a: str(a.get("start_date") or ""))
+                # 5%: the LA still has the family's older address
+                home = (homes[0] if len(homes) > 1 and _u(seed, cid, "la_old_home") < 0.05 else homes[-1]) \
+                    if homes else {}
+                year = 1965 + _h(seed, cid, "dob_year") % 35
+                dob = date(year, 1 + _h(seed, cid, "dob_month") % 12, 1 + _h(seed, cid, "dob_day") % 28)
+                forename = c["forename"]
+                if _u(seed, cid, "la_upper") < 0.05:
+                    forename = forename.upper()
+                out[cid] = {"person_id": f"A{_h(seed, cid, 'adult_id') % 10**8:08d}", "forename": forename,
+                            "middle_names": None, "surname": c["surname"],
+                            "gender": c["gender"] if c.get("gender") in ("M", "F") else None, "dob": dob,
+                            "paon": home.get("paon"), "street": home.get("street"), "postcode": home.get("postcode")}
+    return sorted(out.values(), key=lambda r: r["person_id"])
+
+
 def _write(path: Path, rows: list[dict], fields: list[str], headers: dict[str, str] | None, date_fmt: str) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         wr = csv.writer(fh)
@@ -84,9 +130,9 @@ def _write(path: Path, rows: list[dict], fields: list[str], headers: dict[str, s
 
 
 def write_la_files(dest: Path, world=None, *, style: str = "b2b") -> list[Path]:
-    """Write ``children.csv`` and ``gazetteer.csv`` (and ``mapping.yaml`` for style "la") into
-    ``dest`` (mode 0600: they hold personal data); the paths written."""
-    from b2b.ops.core_load import CHILD_FIELDS, GAZETTEER_FIELDS, LINK_FIELDS
+    """Write ``children.csv``, ``gazetteer.csv`` and ``adults.csv`` (and ``mapping.yaml`` for
+    style "la") into ``dest`` (mode 0600: they hold personal data); the paths written."""
+    from b2b.ops.core_load import ADULT_FIELDS, CHILD_FIELDS, GAZETTEER_FIELDS, LINK_FIELDS
 
     if world is None:
         from simulator.world import World, WorldConfig
@@ -102,11 +148,15 @@ def write_la_files(dest: Path, world=None, *, style: str = "b2b") -> list[Path]:
     _write(paths[0], children_rows(world), child_fields, LA_HEADERS if la else None,
            "%d/%m/%Y" if la else "%Y-%m-%d")
     _write(paths[1], gazetteer_rows(world), list(GAZETTEER_FIELDS), LLPG_HEADERS if la else None, "%Y-%m-%d")
+    adults = dest / "adults.csv"
+    _write(adults, adult_rows(world), list(ADULT_FIELDS), ADULT_HEADERS if la else None,
+           "%d/%m/%Y" if la else "%Y-%m-%d")
     if la:
         def cols(h: dict[str, str]) -> str:
             return "\n".join(f"    {k}: \"{v}\"" for k, v in h.items())
 
-        (dest / "mapping.yaml").write_text(MAPPING_YAML.format(children=cols(LA_HEADERS),
-                                                               gazetteer=cols(LLPG_HEADERS)), encoding="utf-8")
+        (dest / "mapping.yaml").write_text(MAPPING_YAML.format(children=cols(LA_HEADERS), gazetteer=cols(LLPG_HEADERS),
+                                                               adults=cols(ADULT_HEADERS)), encoding="utf-8")
         paths.append(dest / "mapping.yaml")
+    paths.append(adults)
     return paths

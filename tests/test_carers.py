@@ -79,3 +79,80 @@ def test_contacts_are_matched_to_la_adults_and_children_from_carer_min(db):
                        "k-sam": ("matched", "C2", "child"),     # exactly CARER_MIN years old on the day
                        "k-tom": ("unmatched", None, None)}       # a day younger: never a candidate
         assert counts["carers"] == {"contacts": 3, "matched": 2, "possible": 0}
+
+
+# ------------------------------------------------------------------ the LA's adults, loaded from its file
+def test_adults_file_loads_through_the_mapping_and_a_full_extract_removes_the_missing(db, tmp_path):
+    from b2b.ops import core_load
+    from simulator.la_files import write_la_files
+    from simulator.world import World, WorldConfig
+
+    world = World(WorldConfig.generated(2, 60, seed=3))
+    write_la_files(tmp_path / "b2b", world)
+    paths = write_la_files(tmp_path / "la", world, style="la")
+    assert tmp_path / "la" / "adults.csv" in paths
+    assert (tmp_path / "la" / "adults.csv").stat().st_mode & 0o077 == 0
+    mapping = core_load.ColumnMapping.load(tmp_path / "la" / "mapping.yaml")
+    a = core_load.load_adults_file(db, tmp_path / "la" / "adults.csv", mapping)
+    assert a["adults"] > 20 and a["changed"] == a["adults"] and a["removed"] == 0
+    # the same adults in our own column names are the same records: nothing changes
+    b = core_load.load_adults_file(db, tmp_path / "b2b" / "adults.csv")
+    assert (b["changed"], b["removed"]) == (0, 0)
+    lines = (tmp_path / "b2b" / "adults.csv").read_text().splitlines()
+    (tmp_path / "fewer.csv").write_text("\n".join(lines[:-2]) + "\n")
+    c = core_load.load_adults_file(db, tmp_path / "fewer.csv")
+    assert c["removed"] == 2
+    assert db.execute("SELECT count(*) FROM core.adult").fetchone()[0] == a["adults"] - 2
+    assert db.execute("SELECT kind, counts->>'removed' FROM core.load_run ORDER BY load_id DESC LIMIT 1"
+                      ).fetchone() == ("adults", "2")
+
+
+def test_a_bad_adults_row_is_named_and_nothing_is_loaded(db, tmp_path):
+    from b2b.ops.core_load import CoreLoadError, load_adults_file
+
+    f = tmp_path / "adults.csv"
+    f.write_text("person_id,forename,surname,dob,postcode\nA1,Jane,Hill,1985-02-03,CT2 7XY\n"
+                 "A2,,Hill,1985-02-03,CT2 7XY\nA3,Tom,Hill,31/12/1980,CT2 7XY\n")
+    try:
+        load_adults_file(db, f)
+    except CoreLoadError as exc:
+        text = str(exc)
+    else:
+        raise AssertionError("a bad adults file was loaded")
+    assert "row 2 (line 3), field forename" in text and "row 3 (line 4), field dob" in text
+    assert "Jane" not in text and "Tom" not in text  # rows are named, values never shown
+    db.rollback()
+    assert db.execute("SELECT count(*) FROM core.adult").fetchone()[0] == 0
+
+
+def test_school_contacts_match_the_adults_the_la_loaded(db, db_url, tmp_path, monkeypatch):
+    """F14 end to end: the LA's adults file loaded, a school's snapshot imported the way a DAG
+    run does; every automatic carer link is to the adult the contact really is."""
+    from b2b.ingest.manual import ingest_file
+    from b2b.ops.core_load import load_adults_file, load_core
+    from simulator.la_files import adult_rows, write_la_files
+    from simulator.world import BaseSpec, World, WorldConfig
+
+    monkeypatch.setenv("B2B_HOME", str(tmp_path))
+    world = World(WorldConfig(seed=5, bases=(BaseSpec("8862001", "Green Abbey Primary School", "sims7", "primary", 60),)))
+    load_core(db, world.la_core())
+    write_la_files(tmp_path / "la", world)
+    load_adults_file(db, tmp_path / "la" / "adults.csv")
+    f = tmp_path / "snapshot.xml"
+    f.write_bytes(world.export_sims7("8862001", "snapshot", datetime(2026, 10, 5, 17, tzinfo=UTC)))
+    ingest_file(db, f, "8862001")
+    got = db.execute("SELECT contact_id, status, person_id, person_kind FROM results.carer_match").fetchall()
+    assert got, "no contact reached carer matching"
+    # the truth: which adult id the LA gave each school contact (simulator.la_files.adult_rows)
+    from simulator.world import _h
+
+    truth = {}
+    for roll in world._base_state.students.values():
+        for st in roll.values():
+            for c in st.blocks["contacts"]["contacts"]:
+                truth[c["person_id"]] = f"A{_h(world.config.seed, c['person_id'], 'adult_id') % 10**8:08d}"
+    held = {r["person_id"] for r in adult_rows(world)}
+    linked = [(cid, pid) for cid, status, pid, kind in got if status in ("matched", "matched_with_conflicts")
+              and kind == "adult"]
+    assert len(linked) >= 0.5 * sum(1 for cid, *_ in got if truth.get(cid) in held)
+    assert all(truth[cid] == pid for cid, pid in linked), "a carer was linked to the wrong adult"

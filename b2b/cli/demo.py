@@ -150,8 +150,8 @@ def run_demo(days: int = 3, fresh: bool | None = None) -> int:
     from simulator.world import World, WorldConfig
 
     world = World(WorldConfig.demo())
-    from b2b.ops.core_load import load_core, load_gazetteer
-    from simulator.la_files import gazetteer_rows
+    from b2b.ops.core_load import load_adults, load_core, load_gazetteer
+    from simulator.la_files import adult_rows, gazetteer_rows
 
     with db.connect(url, autocommit=True) as conn:
         if fresh:
@@ -159,6 +159,7 @@ def run_demo(days: int = 3, fresh: bool | None = None) -> int:
         db.upgrade(conn)
         core = load_core(conn, world.la_core())
         load_gazetteer(conn, gazetteer_rows(world))  # the LA's LLPG extract: the reports' postcode check
+        load_adults(conn, adult_rows(world))  # the parents and carers it holds (F14 carer matching)
     print(f"LA core: {core['records']} child records ({core['changed']} new or changed), "
           f"{core['new_links']} new GUID links")
     server = start_server(world, host="127.0.0.1", port=0)

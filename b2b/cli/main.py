@@ -96,11 +96,13 @@ def _cmd_airflow(args: argparse.Namespace) -> int:
         os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://127.0.0.1:{args.port}/execution/"
         env = af.prepare_airflow_env(metadata_url=af.standalone_metadata_url())
         # the LA's own files, as its systems would drop them, loaded the way `b2b core load` does
-        children_csv, gazetteer_csv = write_la_files(db.b2b_home() / "la_files", world)[:2]
+        la_files = write_la_files(db.b2b_home() / "la_files", world)
+        children_csv, gazetteer_csv, adults_csv = la_files[0], la_files[1], la_files[-1]
         with db.connect(warehouse, autocommit=True) as conn:
             db.upgrade(conn)
             c = core_load.load_children_file(conn, children_csv, full=False)
             gaz = core_load.load_gazetteer_file(conn, gazetteer_csv)
+            adults = core_load.load_adults_file(conn, adults_csv)
             # F41: DAG runs reach the warehouse as b2b_pipeline (password auth), never as superuser
             db.ensure_roles(conn, pgdata=db.b2b_home() / "pgdata" if embedded else None)
         # the review screens (plugin in the api-server) act for the logged-in officer as b2b_ui
@@ -113,7 +115,7 @@ def _cmd_airflow(args: argparse.Namespace) -> int:
         print("\n".join([
             f"B2B: SIMS simulator on {server.base_url}; warehouse {db.redact(warehouse)}",
             f"B2B: LA records loaded from {children_csv.parent}: {core['records']} children "
-            f"({core['changed']} new or changed), {gaz['addresses']} gazetteer addresses",
+            f"({core['changed']} new or changed), {gaz['addresses']} gazetteer addresses, {adults['adults']} adults",
             f"B2B: {len(connections)} connections imported into Airflow ({', '.join(sorted(connections))}) "
             f"from {conn_file}",
             f"B2B: Airflow home {env['AIRFLOW_HOME']}; metadata {db.redact(env['AIRFLOW__DATABASE__SQL_ALCHEMY_CONN'])}",
@@ -253,6 +255,8 @@ def _cmd_core_load(args: argparse.Namespace) -> int:
         with _officer_conn() as conn:
             if args.gazetteer:
                 counts = core_load.load_gazetteer_file(conn, args.file, mapping, full=full)
+            elif args.adults:
+                counts = core_load.load_adults_file(conn, args.file, mapping, full=full)
             else:
                 counts = core_load.load_children_file(conn, args.file, mapping, full=full)
     except core_load.CoreLoadError as exc:
@@ -399,12 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     from b2b.ops.core_load import __doc__ as core_doc
 
     core = sub.add_parser("core", help="the LA's own records").add_subparsers(dest="core_cmd", required=True)
-    cl = core.add_parser("load", help="load the LA's children CSV (or its gazetteer) into core",
+    cl = core.add_parser("load", help="load the LA's children CSV (or its gazetteer, or its adults) into core",
                          description="Load an LA extract. " + (core_doc or "").split("\n\n", 1)[1],
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    cl.add_argument("file", type=Path, help="children CSV (or gazetteer CSV with --gazetteer)")
+    cl.add_argument("file", type=Path, help="children CSV (or gazetteer CSV with --gazetteer, adults CSV with --adults)")
     cl.add_argument("--mapping", type=Path, help="YAML column mapping for the LA system's export (see above)")
-    cl.add_argument("--gazetteer", action="store_true", help="FILE is the address gazetteer (LLPG extract)")
+    kind = cl.add_mutually_exclusive_group()
+    kind.add_argument("--gazetteer", action="store_true", help="FILE is the address gazetteer (LLPG extract)")
+    kind.add_argument("--adults", action="store_true", help="FILE lists the adults (parents, carers) the LA holds (F14)")
     cl.add_argument("--partial", action="store_true",
                     help="a changes-only extract: records not in it stay active (default: full extract)")
     cl.set_defaults(func=_cmd_core_load)

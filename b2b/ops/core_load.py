@@ -12,6 +12,9 @@ Formats (``b2b core load --help`` prints the same):
   the LA believes the child attends; ``guid`` a MIS GUID the LA already links to the child at
   school ``guid_base`` (default ``base_id``).
 * **gazetteer CSV**: ``uprn, paon, saon, street, locality, town, postcode`` (``uprn`` required).
+* **adults CSV** (F14: the parents and carers the LA holds, matched to schools' contacts):
+  ``person_id, forename, middle_names, surname, gender, dob, paon, street, postcode``
+  (``person_id``, ``forename`` and ``surname`` required; ``dob`` as for children).
 * a **mapping file** (YAML) for LA systems whose exports name columns differently::
 
       encoding: utf-8-sig          # default; also latin-1, cp1252
@@ -64,6 +67,8 @@ LINK_FIELDS = ("guid", "guid_base")
 CHILD_REQUIRED = ("person_id", "forename", "surname", "dob")
 GAZETTEER_FIELDS = ("uprn", "paon", "saon", "street", "locality", "town", "postcode")
 GAZETTEER_REQUIRED = ("uprn",)
+ADULT_FIELDS = ("person_id", "forename", "middle_names", "surname", "gender", "dob", "paon", "street", "postcode")
+ADULT_REQUIRED = ("person_id", "forename", "surname")
 GENDERS = ("M", "F", "U", "X")
 #: back-compatible name (the demo and tests load ``World.la_core()`` records)
 CORE_COLUMNS = CHILD_FIELDS
@@ -104,6 +109,7 @@ class ColumnMapping:
 
     children: KindMapping = field(default_factory=KindMapping)
     gazetteer: KindMapping = field(default_factory=KindMapping)
+    adults: KindMapping = field(default_factory=KindMapping)
     encoding: str = "utf-8-sig"
     delimiter: str = ","
 
@@ -119,7 +125,7 @@ class ColumnMapping:
             raise CoreLoadError(f"mapping file cannot be read: {type(exc).__name__}", file=Path(path).name) from None
         if not isinstance(data, dict):
             raise CoreLoadError("mapping file must be a YAML mapping", file=Path(path).name)
-        unknown = set(data) - {"children", "gazetteer", "encoding", "delimiter"}
+        unknown = set(data) - {"children", "gazetteer", "adults", "encoding", "delimiter"}
         if unknown:
             raise CoreLoadError(f"unknown key(s) in mapping file: {', '.join(sorted(unknown))}", file=Path(path).name)
 
@@ -135,6 +141,7 @@ class ColumnMapping:
                                full_extract=bool(d.get("full_extract", True)))
 
         return cls(children=kind("children", CHILD_FIELDS), gazetteer=kind("gazetteer", GAZETTEER_FIELDS),
+                   adults=kind("adults", ADULT_FIELDS),
                    encoding=str(data.get("encoding", "utf-8-sig")), delimiter=str(data.get("delimiter", ",")))
 
 
@@ -202,8 +209,18 @@ def _check_common(rows: list[dict], lines: list[int], key: str, required: tuple[
 
 def check_children(rows: list[dict], lines: list[int] | None = None, date_format: str = "%Y-%m-%d") -> list[Problem]:
     """Every problem in a children extract (nothing is written); values are normalised in place."""
+    return _check_people(rows, lines, date_format, CHILD_REQUIRED)
+
+
+def check_adults(rows: list[dict], lines: list[int] | None = None, date_format: str = "%Y-%m-%d") -> list[Problem]:
+    """Every problem in an adults extract (the same checks as children's fields)."""
+    return _check_people(rows, lines, date_format, ADULT_REQUIRED)
+
+
+def _check_people(rows: list[dict], lines: list[int] | None, date_format: str,
+                  required: tuple[str, ...]) -> list[Problem]:
     lines = lines or [i + 1 for i in range(1, len(rows) + 1)]
-    problems = _check_common(rows, lines, "person_id", CHILD_REQUIRED)
+    problems = _check_common(rows, lines, "person_id", required)
     today = date.today()
     for i, (r, line) in enumerate(zip(rows, lines), start=1):
         dob = r.get("dob")
@@ -406,6 +423,45 @@ def load_gazetteer_file(conn: Connection, path: Path, mapping: ColumnMapping | N
                           sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
 
 
+def load_adults(conn: Connection, rows: list[dict], *, full: bool = True, source: str = "records",
+                sha256: str | None = None) -> dict:
+    """Upsert the LA's adults (one transaction); a full extract removes adults it no longer holds
+    (``results.carer_match`` keeps its decisions: it names people by id, never by value)."""
+    cols = ", ".join(ADULT_FIELDS)
+    casts = ", ".join("dob::date" if f == "dob" else f for f in ADULT_FIELDS)
+    with conn.transaction():
+        conn.execute("DROP TABLE IF EXISTS pg_temp.adult_in")
+        conn.execute(f"CREATE TEMP TABLE adult_in ({', '.join(f + ' text' for f in ADULT_FIELDS)}) ON COMMIT DROP")
+        with conn.cursor() as cur, cur.copy(f"COPY adult_in ({cols}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(tuple(_text(r.get(f)) for f in ADULT_FIELDS))
+        updates = ", ".join(f"{f} = EXCLUDED.{f}" for f in ADULT_FIELDS if f != "person_id")
+        changed = conn.execute(
+            f"""INSERT INTO core.adult ({cols}) SELECT {casts} FROM adult_in
+                ON CONFLICT (person_id) DO UPDATE SET {updates}
+                WHERE ({', '.join('core.adult.' + f for f in ADULT_FIELDS)})
+                      IS DISTINCT FROM ({', '.join('EXCLUDED.' + f for f in ADULT_FIELDS)})""").rowcount
+        removed = 0
+        if full:
+            removed = conn.execute("""DELETE FROM core.adult a
+                                       WHERE NOT EXISTS (SELECT 1 FROM adult_in i WHERE i.person_id = a.person_id)""").rowcount
+        counts = {"adults": len(rows), "changed": changed, "removed": removed}
+        conn.execute("INSERT INTO core.load_run (kind, source, sha256, full_extract, counts) "
+                     "VALUES ('adults', %s, %s, %s, %s)", (source, sha256, full, json.dumps(counts)))
+    log.info("adults load %s: %s", source, counts)
+    return counts
+
+
+def load_adults_file(conn: Connection, path: Path, mapping: ColumnMapping | None = None, *, full: bool | None = None) -> dict:
+    """Read, check and load an adults CSV (see the module doc); refused whole on any bad row."""
+    mapping = mapping or ColumnMapping()
+    km = mapping.adults
+    rows, lines = _read_rows(path, mapping, km, ADULT_FIELDS, ADULT_REQUIRED)
+    _refuse(check_adults(rows, lines, km.date_format), Path(path).name, "adults extract")
+    return load_adults(conn, rows, full=km.full_extract if full is None else full, source=Path(path).name,
+                       sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
+
+
 def read_core_csv(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
@@ -423,7 +479,7 @@ def core_inbox(home: Path | None = None) -> Path:
 
 def refresh_from_folder(conn: Connection, folder: Path | None = None) -> dict:
     """Load what the LA dropped in ``folder`` (default :func:`core_inbox`): ``gazetteer*.csv``
-    first, then ``children*.csv`` (oldest name first), with ``mapping.yaml`` from the folder if
+    first, then ``children*.csv``, then ``adults*.csv`` (oldest name first), with ``mapping.yaml`` from the folder if
     present. Each loaded file moves to ``done/``; a refused one to ``suspense/`` with a
     ``.reason.txt``, and the refresh then fails with that reason (after the other files)."""
     folder = Path(folder or core_inbox())
@@ -432,7 +488,8 @@ def refresh_from_folder(conn: Connection, folder: Path | None = None) -> dict:
     mapping = ColumnMapping.load(mapping_path if mapping_path.exists() else None)
     results: dict[str, Any] = {"files": 0, "refused": 0}
     errors = []
-    for pattern, loader in (("gazetteer*.csv", load_gazetteer_file), ("children*.csv", load_children_file)):
+    for pattern, loader in (("gazetteer*.csv", load_gazetteer_file), ("children*.csv", load_children_file),
+                            ("adults*.csv", load_adults_file)):
         for path in sorted(folder.glob(pattern)):
             results["files"] += 1
             try:
