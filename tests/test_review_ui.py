@@ -168,7 +168,9 @@ def test_officer_decisions_go_through_the_domain_and_record_the_user(lists, ui):
     r = jane.post("/b2b/review/act/resolve", data={"person_id": "P1", "field": "postcode", "keep": "school",
                                                    "csrf": token, "back": "conflicts"})
     assert "Sent postcode of P1 to the school" in r.text and "CT9 9ZZ" not in r.text  # left the open list
-    assert db.execute("SELECT field, referred_by FROM results.conflict_referral").fetchall() == [("postcode", "jane")]
+    # a referral is recorded like a decision: the web user and the login it came through
+    assert db.execute("SELECT field, referred_by FROM results.conflict_referral").fetchall() == [
+        ("postcode", "jane via b2b_ui")]
     r = jane.post("/b2b/review/act/new_child", data={"base": BASE, "guid": "g-zed", "csrf": token})
     assert "Created LA child B2B0000001" in r.text
     overview = jane.get("/b2b/review/").text

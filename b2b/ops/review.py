@@ -215,13 +215,15 @@ def conflicts(conn: Connection, base_id: str | None = None, after: str | None = 
 
 def refer_to_school(conn: Connection, person_id: str, field: str, by: str) -> int:
     """Send an open conflict to the school instead of deciding it: the school's weekly report
-    asks it which value is right (and its answer is applied on receipt). Recorded with who."""
+    asks it which value is right (and its answer is applied on receipt). Recorded like an
+    officer decision: the officer's own login, or "<web user> via <login>" from the screens."""
     if field not in CONFLICT_FIELDS:
         raise OfficerError(f"unknown conflict field {field!r}")
     with conn.transaction():
         n = conn.execute(
             """INSERT INTO results.conflict_referral (person_id, field, la_value, incoming_value, referred_by)
-               SELECT person_id, field, la_value, incoming_value, %s FROM results.conflict
+               SELECT person_id, field, la_value, incoming_value, results.officer_identity(%s)
+                 FROM results.conflict
                 WHERE person_id = %s AND field = %s
                ON CONFLICT DO NOTHING""", (by, person_id, field)).rowcount
         if n == 0 and conn.execute("SELECT 1 FROM results.conflict WHERE person_id = %s AND field = %s",
