@@ -377,89 +377,79 @@ def load_core(conn: Connection, records: Iterable[dict], *, full: bool = False) 
 
 def load_children_file(conn: Connection, path: Path, mapping: ColumnMapping | None = None, *, full: bool | None = None) -> dict:
     """Read, check and load a children CSV (see the module doc); refused whole on any bad row."""
-    mapping = mapping or ColumnMapping()
-    km = mapping.children
-    rows, lines = _read_rows(path, mapping, km, CHILD_FIELDS + LINK_FIELDS, CHILD_REQUIRED)
-    _refuse(check_children(rows, lines, km.date_format), Path(path).name, "children extract")
-    return load_children(conn, rows, full=km.full_extract if full is None else full, source=Path(path).name,
-                         sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
+    return _from_file(conn, path, mapping or ColumnMapping(), "children", full)
+
+
+def _from_file(conn: Connection, path: Path, mapping: ColumnMapping, kind: str, full: bool | None) -> dict:
+    """Read one extract of ``kind`` with the mapping, check every row (refused whole on any
+    problem), then load it recording the file's name and SHA-256."""
+    fields_, required, check, loader = {
+        "children": (CHILD_FIELDS + LINK_FIELDS, CHILD_REQUIRED, check_children, load_children),
+        "gazetteer": (GAZETTEER_FIELDS, GAZETTEER_REQUIRED, lambda r, li, _fmt: check_gazetteer(r, li), load_gazetteer),
+        "adults": (ADULT_FIELDS, ADULT_REQUIRED, check_adults, load_adults),
+    }[kind]
+    km: KindMapping = getattr(mapping, kind)
+    rows, lines = _read_rows(path, mapping, km, fields_, required)
+    _refuse(check(rows, lines, km.date_format), Path(path).name, f"{kind} extract")
+    loaded: dict = loader(conn, rows, full=km.full_extract if full is None else full, source=Path(path).name,
+                          sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
+    return loaded
 
 
 def load_gazetteer(conn: Connection, rows: list[dict], *, full: bool = True, source: str = "records",
                    sha256: str | None = None) -> dict:
     """Upsert the gazetteer (one transaction); a full extract removes addresses it no longer holds."""
-    cols = ", ".join(GAZETTEER_FIELDS)
+    return _upsert(conn, rows, kind="gazetteer", table="core.address_gazetteer", fields_=GAZETTEER_FIELDS,
+                   derived={"m_pc": norm_sql("postcode", "postcode")}, full=full, source=source, sha256=sha256)
+
+
+def _upsert(conn: Connection, rows: list[dict], *, kind: str, table: str, fields_: tuple[str, ...],
+            derived: dict[str, str], full: bool, source: str, sha256: str | None) -> dict:
+    """COPY checked rows into a temporary table, upsert them into ``table`` on its first field
+    (changed rows only), delete what a full extract no longer lists, and record the load."""
+    key, cols = fields_[0], ", ".join(fields_)
+    exprs = ", ".join(f"{f}::date" if f == "dob" else f for f in fields_)
+    extra = "".join(f", {c}" for c in derived)
     with conn.transaction():
-        conn.execute("DROP TABLE IF EXISTS pg_temp.gaz_in")
-        conn.execute(f"CREATE TEMP TABLE gaz_in ({', '.join(f + ' text' for f in GAZETTEER_FIELDS)}) ON COMMIT DROP")
-        with conn.cursor() as cur, cur.copy(f"COPY gaz_in ({cols}) FROM STDIN") as copy:
+        conn.execute("DROP TABLE IF EXISTS pg_temp.extract_in")
+        conn.execute(f"CREATE TEMP TABLE extract_in ({', '.join(f + ' text' for f in fields_)}) ON COMMIT DROP")
+        with conn.cursor() as cur, cur.copy(f"COPY extract_in ({cols}) FROM STDIN") as copy:
             for r in rows:
-                copy.write_row(tuple(_text(r.get(f)) for f in GAZETTEER_FIELDS))
-        updates = ", ".join(f"{f} = EXCLUDED.{f}" for f in GAZETTEER_FIELDS if f != "uprn")
+                copy.write_row(tuple(_text(r.get(f)) for f in fields_))
+        updates = ", ".join(f"{f} = EXCLUDED.{f}" for f in fields_[1:] + tuple(derived))
         changed = conn.execute(
-            f"""INSERT INTO core.address_gazetteer ({cols}, m_pc)
-                SELECT {cols}, {norm_sql('postcode', 'postcode')} FROM gaz_in
-                ON CONFLICT (uprn) DO UPDATE SET {updates}, m_pc = EXCLUDED.m_pc
-                WHERE ({', '.join('core.address_gazetteer.' + f for f in GAZETTEER_FIELDS)})
-                      IS DISTINCT FROM ({', '.join('EXCLUDED.' + f for f in GAZETTEER_FIELDS)})""").rowcount
+            f"""INSERT INTO {table} ({cols}{extra})
+                SELECT {exprs}{''.join(', ' + e for e in derived.values())} FROM extract_in
+                ON CONFLICT ({key}) DO UPDATE SET {updates}
+                WHERE ({', '.join(f'{table}.{f}' for f in fields_)})
+                      IS DISTINCT FROM ({', '.join('EXCLUDED.' + f for f in fields_)})""").rowcount
         removed = 0
         if full:
-            removed = conn.execute("""DELETE FROM core.address_gazetteer g
-                                       WHERE NOT EXISTS (SELECT 1 FROM gaz_in i WHERE i.uprn = g.uprn)""").rowcount
-        counts = {"addresses": len(rows), "changed": changed, "removed": removed}
+            removed = conn.execute(f"""DELETE FROM {table} t
+                                        WHERE NOT EXISTS (SELECT 1 FROM extract_in i WHERE i.{key} = t.{key})""").rowcount
+        counts = {"adults" if kind == "adults" else "addresses": len(rows), "changed": changed, "removed": removed}
         conn.execute("INSERT INTO core.load_run (kind, source, sha256, full_extract, counts) "
-                     "VALUES ('gazetteer', %s, %s, %s, %s)",
-                     (source, sha256, full, json.dumps(counts)))
-    log.info("gazetteer load %s: %s", source, counts)
+                     "VALUES (%s, %s, %s, %s, %s)", (kind, source, sha256, full, json.dumps(counts)))
+    log.info("%s load %s: %s", kind, source, counts)
     return counts
 
 
 def load_gazetteer_file(conn: Connection, path: Path, mapping: ColumnMapping | None = None, *, full: bool | None = None) -> dict:
-    mapping = mapping or ColumnMapping()
-    km = mapping.gazetteer
-    rows, lines = _read_rows(path, mapping, km, GAZETTEER_FIELDS, GAZETTEER_REQUIRED)
-    _refuse(check_gazetteer(rows, lines), Path(path).name, "gazetteer extract")
-    return load_gazetteer(conn, rows, full=km.full_extract if full is None else full, source=Path(path).name,
-                          sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
+    """Read, check and load a gazetteer CSV (see the module doc); refused whole on any bad row."""
+    return _from_file(conn, path, mapping or ColumnMapping(), "gazetteer", full)
 
 
 def load_adults(conn: Connection, rows: list[dict], *, full: bool = True, source: str = "records",
                 sha256: str | None = None) -> dict:
     """Upsert the LA's adults (one transaction); a full extract removes adults it no longer holds
     (``results.carer_match`` keeps its decisions: it names people by id, never by value)."""
-    cols = ", ".join(ADULT_FIELDS)
-    casts = ", ".join("dob::date" if f == "dob" else f for f in ADULT_FIELDS)
-    with conn.transaction():
-        conn.execute("DROP TABLE IF EXISTS pg_temp.adult_in")
-        conn.execute(f"CREATE TEMP TABLE adult_in ({', '.join(f + ' text' for f in ADULT_FIELDS)}) ON COMMIT DROP")
-        with conn.cursor() as cur, cur.copy(f"COPY adult_in ({cols}) FROM STDIN") as copy:
-            for r in rows:
-                copy.write_row(tuple(_text(r.get(f)) for f in ADULT_FIELDS))
-        updates = ", ".join(f"{f} = EXCLUDED.{f}" for f in ADULT_FIELDS if f != "person_id")
-        changed = conn.execute(
-            f"""INSERT INTO core.adult ({cols}) SELECT {casts} FROM adult_in
-                ON CONFLICT (person_id) DO UPDATE SET {updates}
-                WHERE ({', '.join('core.adult.' + f for f in ADULT_FIELDS)})
-                      IS DISTINCT FROM ({', '.join('EXCLUDED.' + f for f in ADULT_FIELDS)})""").rowcount
-        removed = 0
-        if full:
-            removed = conn.execute("""DELETE FROM core.adult a
-                                       WHERE NOT EXISTS (SELECT 1 FROM adult_in i WHERE i.person_id = a.person_id)""").rowcount
-        counts = {"adults": len(rows), "changed": changed, "removed": removed}
-        conn.execute("INSERT INTO core.load_run (kind, source, sha256, full_extract, counts) "
-                     "VALUES ('adults', %s, %s, %s, %s)", (source, sha256, full, json.dumps(counts)))
-    log.info("adults load %s: %s", source, counts)
-    return counts
+    return _upsert(conn, rows, kind="adults", table="core.adult", fields_=ADULT_FIELDS, derived={}, full=full,
+                   source=source, sha256=sha256)
 
 
 def load_adults_file(conn: Connection, path: Path, mapping: ColumnMapping | None = None, *, full: bool | None = None) -> dict:
     """Read, check and load an adults CSV (see the module doc); refused whole on any bad row."""
-    mapping = mapping or ColumnMapping()
-    km = mapping.adults
-    rows, lines = _read_rows(path, mapping, km, ADULT_FIELDS, ADULT_REQUIRED)
-    _refuse(check_adults(rows, lines, km.date_format), Path(path).name, "adults extract")
-    return load_adults(conn, rows, full=km.full_extract if full is None else full, source=Path(path).name,
-                       sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
+    return _from_file(conn, path, mapping or ColumnMapping(), "adults", full)
 
 
 def read_core_csv(path: Path) -> list[dict]:
