@@ -638,12 +638,13 @@ def _validate_run(conn: Connection, ctx: RunContext, report_dir: Any) -> dict:
                          (f"validation: {reason}", file_id))
             log_stage_file(conn, ctx, "validate", file_id, {"suspended": 1},
                            f"validate: file {file_id} put in suspense: {reason}", level="error")
-        with conn.cursor() as cur, cur.copy(
-                "COPY results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field, value, "
-                "severity) FROM STDIN") as copy:
-            for a in result.anomalies:
-                copy.write_row((a.file_id, a.ordinal, a.base_id, a.student_guid, a.block_type, a.rule, a.field,
-                                a.value, a.severity))
+        if result.anomalies:  # (an empty COPY still costs two round trips)
+            with conn.cursor() as cur, cur.copy(
+                    "COPY results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field, value, "
+                    "severity) FROM STDIN") as copy:
+                for a in result.anomalies:
+                    copy.write_row((a.file_id, a.ordinal, a.base_id, a.student_guid, a.block_type, a.rule, a.field,
+                                    a.value, a.severity))
         invalid = sorted(result.invalid_blocks)
         if invalid:
             conn.execute(
