@@ -176,10 +176,6 @@ class _Column:
             self.keys = [_distinct_key(v) for v in self.uniques]
         return self.keys
 
-    def values(self) -> list:
-        """The column row by row (for a reference or a test; the stage never needs it)."""
-        return [self.uniques[c] for c in self.codes]
-
 
 _PLAIN = (frozenset({str, type(None)}), frozenset({int, type(None)}), frozenset({bool, type(None)}))
 
@@ -275,8 +271,10 @@ def _none_if_nan(v: Any) -> Any:
 # *distinct* values are, and GX's verdict on a value is remembered for the life of the
 # process (keyed by the expectation's full configuration, so an edited suite starts afresh).
 # Only values GX has not yet judged go to GX, all expectations of a run in ONE batch on ONE
-# context; a run whose values are all known makes no GX call at all. The anomalies are
-# exactly those of one GX pass over every row (tests/test_validation.py holds that).
+# context; a run whose values are all known makes no GX call at all. Each column is factorized
+# once (``_Column``): verdicts are looked up per distinct value and mapped back to rows by code,
+# and only a column with some failing value is walked row by row to build anomalies. The
+# anomalies are exactly those of one GX pass over every row (tests/test_validation*.py).
 # The validate stage also keeps the verdicts in ``ops.gx_verdict`` (digests only, no values):
 # a new task process (each Airflow task is one) then imports GX only for values never judged.
 ROW_WISE = frozenset({"expect_column_values_to_not_be_null", "expect_column_values_to_be_in_set",
@@ -613,7 +611,9 @@ def validate(conn: Connection, ctx: RunContext, report_dir: Any) -> dict:
 
 
 def _validate_run(conn: Connection, ctx: RunContext, report_dir: Any) -> dict:
-    with conn.transaction():
+    # One pipeline: statements whose result is not read go out with the next one that is, so a
+    # run costs four round trips (files; blocks; stored verdicts; commit), not one per statement.
+    with conn.pipeline(), conn.transaction():
         files = run_files(conn, ctx)
         conn.execute("DELETE FROM results.anomaly WHERE file_id = ANY(%s)", (files,))
         conn.execute("""UPDATE raw.inbound_block SET disposition = 'pending'
@@ -621,14 +621,13 @@ def _validate_run(conn: Connection, ctx: RunContext, report_dir: Any) -> dict:
         from b2b.ingest.extract import reject_flagged  # pupils sent twice / failing the XSD (issue 9)
 
         reject_flagged(conn, files)
-        rows = conn.execute(
+        pending = conn.execute(
             """SELECT file_id, ordinal, base_id, block_type, student_guid, content
                  FROM raw.inbound_block WHERE file_id = ANY(%s) AND disposition = 'pending'
-                ORDER BY file_id, ordinal""", (files,)).fetchall()
-        blocks = [dict(file_id=r[0], ordinal=r[1], base_id=r[2], block_type=r[3], student_guid=r[4],
-                       content=r[5]) for r in rows]
+                ORDER BY file_id, ordinal""", (files,))
         missing = _missing_core(conn, ctx, files)
-        blocks = [b for b in blocks if b["file_id"] not in missing]
+        blocks = [dict(file_id=r[0], ordinal=r[1], base_id=r[2], block_type=r[3], student_guid=r[4],
+                       content=r[5]) for r in pending.fetchall() if r[0] not in missing]
         label = f"{ctx.dag_id}__{ctx.window_end:%Y%m%dT%H%M%S}"
         result = validate_blocks(blocks, run_label=label, report_dir=Path(report_dir), as_of=ctx.window_end.date(),
                                  verdicts=conn)
@@ -638,13 +637,14 @@ def _validate_run(conn: Connection, ctx: RunContext, report_dir: Any) -> dict:
                          (f"validation: {reason}", file_id))
             log_stage_file(conn, ctx, "validate", file_id, {"suspended": 1},
                            f"validate: file {file_id} put in suspense: {reason}", level="error")
-        if result.anomalies:  # (an empty COPY still costs two round trips)
-            with conn.cursor() as cur, cur.copy(
-                    "COPY results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field, value, "
-                    "severity) FROM STDIN") as copy:
-                for a in result.anomalies:
-                    copy.write_row((a.file_id, a.ordinal, a.base_id, a.student_guid, a.block_type, a.rule, a.field,
-                                    a.value, a.severity))
+        if result.anomalies:
+            conn.execute(
+                """INSERT INTO results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field,
+                                                value, severity)
+                   SELECT * FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[],
+                                        %s::text[], %s::text[], %s::text[])""",
+                [list(c) for c in zip(*((a.file_id, a.ordinal, a.base_id, a.student_guid, a.block_type, a.rule,
+                                         a.field, a.value, a.severity) for a in result.anomalies), strict=True)])
         invalid = sorted(result.invalid_blocks)
         if invalid:
             conn.execute(
