@@ -49,6 +49,7 @@ def project(figures: list[dict], window: str) -> None:
 def main() -> int:
     rc = run("bench_parse.py")
     rc |= run("bench_extract.py")
+    rc |= run("bench_validate.py")
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in SIZES:

@@ -19,12 +19,14 @@ imported by operators at run time only, never while Airflow parses DAG files.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import html
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cache
@@ -155,32 +157,107 @@ def _is_date(v: Any) -> bool | None:
     return True
 
 
-def _frame(block_type: str, blocks: Sequence[dict], suite: dict, as_of: date) -> tuple[dict[str, list], list[int]]:
-    """(columns -> values, row -> block index) for one block type: one row per block or per list item."""
+class _Column:
+    """One column of a block type's table, factorized: ``codes[row]`` indexes ``uniques``.
+
+    Values are told apart by type and value (``1``, ``True``, ``1.0`` and ``'1'`` are four
+    distinct values, as GX may judge them differently); NaN is None (pandas' notion).
+    """
+
+    __slots__ = ("codes", "keys", "uniques")
+
+    def __init__(self, codes: Any, uniques: list) -> None:
+        self.codes = codes  # one per row
+        self.uniques = uniques
+        self.keys: list | None = None  # verdict keys of the uniques, made on first use
+
+    def value_keys(self) -> list:
+        if self.keys is None:
+            self.keys = [_distinct_key(v) for v in self.uniques]
+        return self.keys
+
+
+_PLAIN = (frozenset({str, type(None)}), frozenset({int, type(None)}), frozenset({bool, type(None)}))
+
+
+def _factorize(values: list) -> _Column:
+    types = frozenset(map(type, values))
+    if any(types <= p for p in _PLAIN):  # one plain type (and None): equality tells the values apart
+        index: dict = {}
+        return _Column([index.setdefault(v, len(index)) for v in values], list(index))
+    keyed: dict = {}
+    uniques: list = []
+    codes = []
+    for v in values:
+        v = _none_if_nan(v)
+        k = _distinct_key(v)
+        c = keyed.get(k)
+        if c is None:
+            c = keyed[k] = len(uniques)
+            uniques.append(v)
+        codes.append(c)
+    return _Column(codes, uniques)
+
+
+def _distinct_key(v: Any) -> Any:
+    if isinstance(v, float) and v == 0 and str(v)[0] == "-":  # -0.0 == 0.0, but their text differs
+        return ("float", "-0.0")
+    return _value_key("", v)
+
+
+def _derive(col: _Column, fn: Any) -> _Column:
+    """A column computed value by value from another: ``fn`` runs once per distinct value."""
+    derived = _factorize([fn(v) for v in col.uniques])
+    to = derived.codes
+    return _Column([to[c] for c in col.codes], derived.uniques)
+
+
+def _frame(block_type: str, blocks: Sequence[dict], suite: dict, as_of: date,
+           wanted: Iterable[str] | None = None) -> tuple[dict[str, _Column], list[int]]:
+    """(column -> factorized values, row -> block index) for one block type: one row per block or list item.
+
+    ``wanted``: the columns to build (default: all the suite's columns and the derived ones).
+    """
+    rows_of = suite["rows"]
+    if rows_of == "block":
+        items = [b["content"] for b in blocks]
+        owner = list(range(len(items)))
+    else:
+        items, owner = [], []
+        for bi, b in enumerate(blocks):
+            lst = b["content"].get(rows_of, [])
+            items.extend(lst)
+            owner.extend([bi] * len(lst))
+    want = set(suite["columns"]) | set(DERIVED.get(block_type, {})) if wanted is None else set(wanted)
+    for k in list(want):
+        if k in DERIVED.get(block_type, {}):
+            want.add(DERIVED[block_type][k][0])
+    columns: dict[str, _Column] = {}
+    for k in sorted(want - set(DERIVED.get(block_type, {}))):
+        if block_type == "attendance" and k == "change_codes":
+            # the suite's derived column: the codes of the day's changes, in one string
+            columns[k] = _factorize([("".join(str(ch.get("code") or "") for ch in c["changes"])
+                                      if "changes" in c else None) for c in items])
+        else:
+            columns[k] = _factorize([it.get(k) for it in items])
+    for k, (source, fn) in DERIVED.get(block_type, {}).items():
+        if k in want and items:
+            columns[k] = _derive(columns[source], lambda v, fn=fn: fn(v, as_of))
+    return columns, owner
+
+
+def _upn_ok(u: Any, _as_of: date) -> bool | None:
     from stdnum.gb import upn as upn_mod
 
-    cols = suite["columns"]
-    rows_of = suite["rows"]
-    records: list[tuple] = []
-    owner: list[int] = []
-    attendance = block_type == "attendance"
-    for bi, b in enumerate(blocks):
-        c = b["content"]
-        items = [c] if rows_of == "block" else c.get(rows_of, [])
-        for item in items:
-            rec = tuple(item.get(k) for k in cols)
-            if attendance:  # the suite's derived column: the codes of the day's changes, in one string
-                rec = tuple(("".join(str(ch.get("code") or "") for ch in c.get("changes", []))
-                             if "changes" in c else None) if k == "change_codes" else v
-                            for k, v in zip(cols, rec, strict=True))
-            records.append(rec)
-            owner.append(bi)
-    columns: dict[str, list] = {k: [_none_if_nan(r[i]) for r in records] for i, k in enumerate(cols)}
-    if block_type == "student" and records:
-        columns["upn_check_ok"] = [None if u in (None, "") else upn_mod.is_valid(str(u)) for u in columns["upn"]]
-        columns["dob_age"] = [_age(d, as_of) for d in columns["dob"]]
-        columns["start_date_ok"] = [_is_date(v) for v in columns["start_date"]]
-    return columns, owner
+    return None if u in (None, "") else upn_mod.is_valid(str(u))
+
+
+#: derived columns: name -> (source column, function of (value, as_of)), computed per distinct value
+DERIVED: dict[str, dict[str, tuple[str, Any]]] = {
+    "student": {"upn_check_ok": ("upn", _upn_ok),
+                "dob_age": ("dob", lambda d, as_of: _age(d, as_of)),
+                "start_date_ok": ("start_date", lambda v, _as_of: _is_date(v))},
+}
 
 
 def _none_if_nan(v: Any) -> Any:
@@ -194,8 +271,10 @@ def _none_if_nan(v: Any) -> Any:
 # *distinct* values are, and GX's verdict on a value is remembered for the life of the
 # process (keyed by the expectation's full configuration, so an edited suite starts afresh).
 # Only values GX has not yet judged go to GX, all expectations of a run in ONE batch on ONE
-# context; a run whose values are all known makes no GX call at all. The anomalies are
-# exactly those of one GX pass over every row (tests/test_validation.py holds that).
+# context; a run whose values are all known makes no GX call at all. Each column is factorized
+# once (``_Column``): verdicts are looked up per distinct value and mapped back to rows by code,
+# and only a column with some failing value is walked row by row to build anomalies. The
+# anomalies are exactly those of one GX pass over every row (tests/test_validation*.py).
 # The validate stage also keeps the verdicts in ``ops.gx_verdict`` (digests only, no values):
 # a new task process (each Airflow task is one) then imports GX only for values never judged.
 ROW_WISE = frozenset({"expect_column_values_to_not_be_null", "expect_column_values_to_be_in_set",
@@ -353,76 +432,134 @@ def validate_blocks(blocks: Iterable[dict], *, run_label: str, report_dir: Path 
     suspend for structural problems, and the path of an HTML report (no personal values).
     ``verdicts``: a connection whose ``ops.gx_verdict`` keeps GX's verdicts across processes.
     """
+    with _gc_paused():
+        return _validate_blocks(blocks, run_label=run_label, report_dir=report_dir, as_of=as_of, verdicts=verdicts)
+
+
+def _validate_blocks(blocks: Iterable[dict], *, run_label: str, report_dir: Path | None, as_of: date | None,
+                     verdicts: Any) -> ValidationResult:
     as_of = as_of or datetime.now(UTC).date()
     result = ValidationResult()
     by_type: dict[str, list[dict]] = {}
-    blocks = list(blocks)
+    blocks = blocks if isinstance(blocks, list) else list(blocks)
     for b in blocks:
         problem = _structure_problem(b)
         if problem:
             result.suspended.setdefault(b["file_id"], f"block {b['ordinal']}: {problem}")
+    suspended = result.suspended
     for b in blocks:
-        if b["file_id"] not in result.suspended:
+        if b["file_id"] not in suspended:
             by_type.setdefault(b["block_type"], []).append(b)
     result.checked = sum(len(v) for v in by_type.values())
     frames = {}
     pending = []
     for bt in sorted(by_type):
         suite = load_suite(bt)
-        columns, owner = _frame(bt, by_type[bt], suite, as_of)
-        if not owner:
+        plan = _plan(bt)
+        columns, owner = _frame(bt, by_type[bt], suite, as_of, plan["wanted"])
+        if not len(owner):
             continue
-        frames[bt] = (suite, columns, owner)
-        for e in suite["expectations"]:
-            if e["type"] not in ROW_WISE:
-                raise StructuralError(f"suite {suite['name']}: {e['type']} is not a column map expectation "
-                                      "(the suites may use only row-wise expectations)")
-            key = _expectation_key(bt, e)
+        frames[bt] = (plan, columns, owner)
+        for key, e in plan["expectations"]:
             memo = _verdicts.get(key, {})
-            novel = {}
-            for v in columns[e["kwargs"]["column"]]:
-                vk = _value_key(e["type"], v)
-                if vk not in memo and vk not in novel:
-                    novel[vk] = v
+            col = columns[e["kwargs"]["column"]]
+            if e["type"] in NULLNESS:  # one representative of "missing" and one of "present"
+                present = next((v for v in col.uniques if v is not None), None)
+                novel = [(k, v) for k, v, there in ((True, None, any(v is None for v in col.uniques)),
+                                                    (False, present, present is not None))
+                         if there and k not in memo]
+            else:
+                novel = [(k, v) for k, v in zip(col.value_keys(), col.uniques, strict=True) if k not in memo]
             if novel:
-                pending.append((bt, key, e, list(novel.items())))
+                pending.append((bt, key, e, novel))
     if pending and verdicts is not None:
         pending = _stored_verdicts(verdicts, pending)
     if pending:
         _gx_judge(pending)
         if verdicts is not None:
             _store_verdicts(verdicts, pending)
-    for bt, (suite, columns, owner) in frames.items():
-        _collect(bt, by_type[bt], suite, columns, owner, result)
+    for bt, (plan, columns, owner) in frames.items():
+        _collect(bt, by_type[bt], plan, columns, owner, result)
     if report_dir is not None:
         result.report_path = write_report(result, run_label, Path(report_dir))
     return result
 
 
-def _collect(block_type: str, blocks: list[dict], suite: dict, columns: dict[str, list], owner: list[int],
+@cache
+def _plan(block_type: str) -> dict:
+    """A block type's expectations with their verdict keys, and the columns they need."""
+    suite = load_suite(block_type)
+    expectations = []
+    wanted = set()
+    derived = DERIVED.get(block_type, {})
+    for e in suite["expectations"]:
+        if e["type"] not in ROW_WISE:
+            raise StructuralError(f"suite {suite['name']}: {e['type']} is not a column map expectation "
+                                  "(the suites may use only row-wise expectations)")
+        expectations.append((_expectation_key(block_type, e), e))
+        wanted.add(e["kwargs"]["column"])
+        if e["meta"]["field"] in suite["columns"] or e["meta"]["field"] in derived:
+            wanted.add(e["meta"]["field"])
+    return {"expectations": expectations, "wanted": frozenset(wanted)}
+
+
+def _collect(block_type: str, blocks: list[dict], plan: dict, columns: dict[str, _Column], owner: list[int],
              result: ValidationResult) -> None:
     """Anomalies and invalid blocks of one block type, from GX's verdicts on its values."""
-    for e in suite["expectations"]:
+    for key, e in plan["expectations"]:
         meta, column, etype = e["meta"], e["kwargs"]["column"], e["type"]
-        memo = _verdicts[_expectation_key(block_type, e)]
-        values = columns[column]
-        failed_rows = [r for r, v in enumerate(values) if memo[_value_key(etype, v)]]
+        memo = _verdicts[key]
+        col = columns[column]
+        keys = [u is None for u in col.uniques] if etype in NULLNESS else col.value_keys()
+        # a column whose every distinct value passed costs no more than this line
+        bad = [memo[k] for k in keys]
+        failed_rows = [r for r, c in enumerate(col.codes) if bad[c]] if any(bad) else []
         result.outcomes.append(ExpectationOutcome(block_type, etype, column, meta["rule"], meta["severity"],
-                                                  len(values), len(failed_rows)))
-        shown = columns[meta["field"]] if meta["field"] in columns else values
+                                                  len(col.codes), len(failed_rows)))
+        if not len(failed_rows):
+            continue
+        shown = columns.get(meta["field"], col)
+        error = meta["severity"] == "error"
         seen = set()
         for r in failed_rows:
-            b = blocks[owner[r]]
-            v = shown[r]
-            key = (b["file_id"], b["ordinal"], meta["rule"], meta["field"], v)
-            if key in seen:  # the same value failing twice in one block is one anomaly
+            bi = owner[r]
+            v = shown.uniques[shown.codes[r]]
+            dedupe = (bi, _hashable(v))
+            if dedupe in seen:  # the same value failing twice in one block is one anomaly
                 continue
-            seen.add(key)
+            seen.add(dedupe)
+            b = blocks[bi]
             result.anomalies.append(Anomaly(b["file_id"], b["ordinal"], b["base_id"], b["student_guid"],
                                             block_type, meta["rule"], meta["field"],
                                             None if v is None else str(v), meta["severity"]))
-            if meta["severity"] == "error":
+            if error:
                 result.invalid_blocks.add((b["file_id"], b["ordinal"]))
+
+
+def _hashable(v: Any) -> Any:
+    """``v`` itself (compared by equality), or its JSON form when it is a list or an object."""
+    try:
+        hash(v)
+        return v
+    except TypeError:
+        return ("json", json.dumps(v, sort_keys=True, default=str))
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a run's values are shaped and judged.
+
+    The blocks are acyclic JSON data, yet every few thousand allocations the collector would
+    walk them, and each full collection everything GX and Airflow keep alive (a third of the
+    stage's time). Callers leave the pause only after the run's own objects are gone.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 # ------------------------------------------------------------------ report
@@ -469,7 +606,14 @@ def validate(conn: Connection, ctx: RunContext, report_dir: Any) -> dict:
     A structural failure (unknown block type, missing mandatory section) puts the file(s)
     in suspense with the reason in the task log. Writes an HTML report; its path is logged.
     """
-    with conn.transaction():
+    with _gc_paused():  # the run's blocks are freed (by reference counting) before collection resumes
+        return _validate_run(conn, ctx, report_dir)
+
+
+def _validate_run(conn: Connection, ctx: RunContext, report_dir: Any) -> dict:
+    # One pipeline: statements whose result is not read go out with the next one that is, so a
+    # run costs four round trips (files; blocks; stored verdicts; commit), not one per statement.
+    with conn.pipeline(), conn.transaction():
         files = run_files(conn, ctx)
         conn.execute("DELETE FROM results.anomaly WHERE file_id = ANY(%s)", (files,))
         conn.execute("""UPDATE raw.inbound_block SET disposition = 'pending'
@@ -477,14 +621,13 @@ def validate(conn: Connection, ctx: RunContext, report_dir: Any) -> dict:
         from b2b.ingest.extract import reject_flagged  # pupils sent twice / failing the XSD (issue 9)
 
         reject_flagged(conn, files)
-        rows = conn.execute(
+        pending = conn.execute(
             """SELECT file_id, ordinal, base_id, block_type, student_guid, content
                  FROM raw.inbound_block WHERE file_id = ANY(%s) AND disposition = 'pending'
-                ORDER BY file_id, ordinal""", (files,)).fetchall()
-        blocks = [dict(file_id=r[0], ordinal=r[1], base_id=r[2], block_type=r[3], student_guid=r[4],
-                       content=r[5]) for r in rows]
+                ORDER BY file_id, ordinal""", (files,))
         missing = _missing_core(conn, ctx, files)
-        blocks = [b for b in blocks if b["file_id"] not in missing]
+        blocks = [dict(file_id=r[0], ordinal=r[1], base_id=r[2], block_type=r[3], student_guid=r[4],
+                       content=r[5]) for r in pending.fetchall() if r[0] not in missing]
         label = f"{ctx.dag_id}__{ctx.window_end:%Y%m%dT%H%M%S}"
         result = validate_blocks(blocks, run_label=label, report_dir=Path(report_dir), as_of=ctx.window_end.date(),
                                  verdicts=conn)
@@ -494,12 +637,14 @@ def validate(conn: Connection, ctx: RunContext, report_dir: Any) -> dict:
                          (f"validation: {reason}", file_id))
             log_stage_file(conn, ctx, "validate", file_id, {"suspended": 1},
                            f"validate: file {file_id} put in suspense: {reason}", level="error")
-        with conn.cursor() as cur, cur.copy(
-                "COPY results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field, value, "
-                "severity) FROM STDIN") as copy:
-            for a in result.anomalies:
-                copy.write_row((a.file_id, a.ordinal, a.base_id, a.student_guid, a.block_type, a.rule, a.field,
-                                a.value, a.severity))
+        if result.anomalies:
+            conn.execute(
+                """INSERT INTO results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field,
+                                                value, severity)
+                   SELECT * FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::text[], %s::text[],
+                                        %s::text[], %s::text[], %s::text[])""",
+                [list(c) for c in zip(*((a.file_id, a.ordinal, a.base_id, a.student_guid, a.block_type, a.rule,
+                                         a.field, a.value, a.severity) for a in result.anomalies), strict=True)])
         invalid = sorted(result.invalid_blocks)
         if invalid:
             conn.execute(
