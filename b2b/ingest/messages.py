@@ -349,7 +349,7 @@ def _take_pupil(el: Any, parsed: ParsedMessage, schema: Any) -> None:
     parsed.blocks.extend(blocks)
 
 
-#: tag -> JSON key, filled as tags are met (the vocabulary is the schema's: a few dozen names)
+#: tag -> JSON key, filled as tags are met (a valid message's vocabulary is the schema's: a few dozen)
 _KEYS: dict[str, str] = {}
 _TYPED_KEYS = BOOL_KEYS | INT_KEYS
 
@@ -362,7 +362,9 @@ def _fast_dict(el: Any) -> dict:
         tag = c.tag
         key = _KEYS.get(tag)
         if key is None:
-            key = _KEYS[tag] = xml_key(tag)
+            key = xml_key(tag)
+            if len(_KEYS) < 4096:  # bounded: an invalid message (judged at its end) may hold any tag
+                _KEYS[tag] = key
         if tag in LIST_CONTAINERS:
             out[key] = [_fast_value(x) for x in c]
         elif len(c):
