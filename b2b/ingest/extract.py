@@ -119,14 +119,47 @@ def _forget_previous(conn: Connection, ctx: RunContext) -> int:
     return cur.rowcount
 
 
-def _copy_blocks(conn: Connection, file_id: int, base_id: str, blocks: list[Block]) -> None:
-    with conn.cursor() as cur:
-        with cur.copy(
-            "COPY raw.inbound_block (file_id, ordinal, base_id, block_type, student_guid, content) FROM STDIN"
-        ) as copy:
-            for i, b in enumerate(blocks, start=1):
-                copy.write_row((file_id, i, base_id, b.block_type, b.student_guid,
-                                json.dumps(b.content, separators=(",", ":"), sort_keys=True)))
+BACKSLASH = "\\"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: str) -> str:
+    """A value for COPY's text format (backslash, tab, newline, carriage return escaped)."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+def _json_text(source: str | None) -> Any:
+    """The function writing a block's content as JSON for COPY (issue 15). The stored value is
+    ``jsonb``: key order and spacing do not reach it, nor the block hash computed from it.
+
+    SIMS 7 blocks hold only str, bool, int, None, lists and dicts (``messages._convert``):
+    msgspec writes them 7x faster than ``json.dumps``. SIMS Primary content is the school's
+    JSON as ``json.loads`` read it, which may hold NaN or Infinity (msgspec would write null):
+    ``json.dumps`` keeps today's behaviour for those exactly."""
+    if source == "sims7":
+        import msgspec
+
+        encode = msgspec.json.Encoder().encode
+
+        def write(content: dict) -> str:
+            return encode(content).decode()
+        return write
+    return lambda content: json.dumps(content, separators=(",", ":"))
+
+
+def _copy_blocks(conn: Connection, file_id: int, base_id: str, blocks: list[Block], source: str | None = None) -> None:
+    """COPY the blocks of one file, as one text-format buffer (no per-row adaptation)."""
+    to_json = _json_text(source)
+    head = f"{file_id}\t"
+    base = _copy_text(base_id)
+    # JSON text holds no raw tab or newline (JSON escapes them): only its backslashes need doubling
+    data = "".join(f"{head}{i}\t{base}\t{_copy_text(b.block_type)}\t{_copy_text(b.student_guid)}\t"
+                   f"{to_json(b.content).replace(BACKSLASH, BACKSLASH * 2)}\n" for i, b in enumerate(blocks, start=1))
+    with conn.cursor() as cur, cur.copy(
+            "COPY raw.inbound_block (file_id, ordinal, base_id, block_type, student_guid, content) FROM STDIN") as copy:
+        copy.write(data.encode(conn.info.encoding))
 
 
 def _with_anchors(parsed: ParsedMessage) -> list[Block]:
@@ -227,45 +260,42 @@ def _store(conn: Connection, ctx: RunContext, messages: Iterable[ReceivedMessage
         if replaced:
             log.info("replacing %d file(s) from an earlier attempt at this window", replaced)
         for seq, msg in enumerate(messages, start=1):
-            digest = hashlib.sha256(msg.content).hexdigest()
+            # parsed first, so the file row is written once, with its outcome (no UPDATE per file)
+            try:
+                parsed: ParsedMessage | None = parse_message(ctx, msg, validate=validate)
+                error = None
+            except MessageError as exc:
+                parsed, error = None, exc
+            blocks = _with_anchors(parsed) if parsed is not None else []
             file_id = scalar(conn,
                 """INSERT INTO raw.inbound_file (base_id, task_key, dag_id, run_id, window_start,
                        window_end, window_order, seq, source, data_filter, label, content_type, payload,
-                       size_bytes, sha256)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                       size_bytes, sha256, status, error, pupils, blocks)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %s, %s, %s, %s, %s, %s)
                    RETURNING file_id""",
                 (ctx.base_id, ctx.task_key, ctx.dag_id, ctx.run_id, ctx.window_start, ctx.window_end,
                  ctx.window_order, seq, ctx.source, ctx.data_filter, msg.label, msg.content_type, msg.content,
-                 len(msg.content), digest),
+                 len(msg.content), hashlib.sha256(msg.content).hexdigest(),
+                 "suspense" if parsed is None else "parsed", None if error is None else str(error),
+                 None if parsed is None else parsed.pupils, None if parsed is None else len(blocks)),
             )
             summary.files += 1
             summary.bytes += len(msg.content)
             summary.file_ids.append(file_id)
-            try:
-                parsed = parse_message(ctx, msg, validate=validate)
-            except MessageError as exc:
+            if parsed is None:
                 summary.failed += 1
-                summary.errors.append((file_id, msg.label, str(exc)))
-                conn.execute(
-                    "UPDATE raw.inbound_file SET status = 'suspense', error = %s WHERE file_id = %s",
-                    (str(exc), file_id),
-                )
+                summary.errors.append((file_id, msg.label, str(error)))
                 log_stage_file(conn, ctx, "extract", file_id, {"bytes": len(msg.content)},
-                               f"{msg.label}: put in suspense: {exc}", "error", replace=False)
-                log.error("base %s file %s (%s) put in suspense: %s", ctx.base_id, file_id, msg.label, exc)
+                               f"{msg.label}: put in suspense: {error}", "error", replace=False)
+                log.error("base %s file %s (%s) put in suspense: %s", ctx.base_id, file_id, msg.label, error)
                 continue
-            blocks = _with_anchors(parsed)
-            _copy_blocks(conn, file_id, ctx.base_id, blocks)
+            _copy_blocks(conn, file_id, ctx.base_id, blocks, ctx.source)
             _copies(file_id, msg.label, msg.group, blocks, seen)
             parsed_by_file[file_id] = parsed
             by_type: dict[str, int] = {}
             for b in parsed.blocks:
                 by_type[b.block_type] = by_type.get(b.block_type, 0) + 1
                 summary.blocks_by_type[b.block_type] = summary.blocks_by_type.get(b.block_type, 0) + 1
-            conn.execute(
-                "UPDATE raw.inbound_file SET status = 'parsed', pupils = %s, blocks = %s WHERE file_id = %s",
-                (parsed.pupils, len(blocks), file_id),
-            )
             summary.pupils += parsed.pupils
             summary.blocks += len(blocks)
             summary.rejected_pupils += len(parsed.rejected)

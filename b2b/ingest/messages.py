@@ -217,6 +217,30 @@ def _xml_syntax(exc: BaseException, pupil: int | None) -> MessageError:
 def parse_sims7(content: bytes, *, expected_base: str | None = None, validate: bool = True) -> ParsedMessage:
     """Parse one SIMS 7 XML message into blocks. Raises MessageError; never partial.
 
+    A message that is valid as a whole (nearly every one) takes the fast path
+    (:func:`_parse_valid`): one streaming pass validated against the whole-message schema in
+    libxml2, blocks converted by :func:`_fast_block`. Anything unusual on that path (not
+    well-formed, not valid, a DTD, a pupil without id, a value a type refuses) sends the
+    message through the streaming parser below, which gives the exact error, or rejects
+    exactly the bad pupil(s) by element and line; both give the same blocks.
+    """
+    if not content or not content.strip():
+        raise MessageError("empty message")
+    _check_prolog(content)
+    parsed = _parse_valid(content) if validate else None
+    if parsed is None:
+        parsed = _parse_streaming(content, validate=validate)
+    if expected_base:
+        school = parsed.header.get("source_school") or {}
+        got = f"{school.get('lea', '')}{school.get('estab', '')}"
+        if got != expected_base:
+            raise MessageError(f"message is from base {got or '?'}, expected {expected_base}")
+    return parsed
+
+
+def _parse_streaming(content: bytes, *, validate: bool) -> ParsedMessage:
+    """The careful path: the reference for the blocks, the errors and the rejections.
+
     The document streams through a plain (non-validating, hardened) parser, so a document
     that is not well-formed gets the parser's own error and line. The envelope is checked as
     it streams (root ``<B2BMessage version>``, then ``<Header>``, then ``<Pupils>`` of
@@ -228,9 +252,6 @@ def parse_sims7(content: bytes, *, expected_base: str | None = None, validate: b
     """
     from lxml import etree
 
-    if not content or not content.strip():
-        raise MessageError("empty message")
-    _check_prolog(content)
     schema = part_schema() if validate else None
     parsed = ParsedMessage(header={})
     root = None
@@ -287,11 +308,6 @@ def parse_sims7(content: bytes, *, expected_base: str | None = None, validate: b
         raise MessageError("message has no Header")
     if validate and not seen_pupils:
         raise MessageError("message has no <Pupils> element")
-    if expected_base:
-        school = parsed.header.get("source_school") or {}
-        got = f"{school.get('lea', '')}{school.get('estab', '')}"
-        if got != expected_base:
-            raise MessageError(f"message is from base {got or '?'}, expected {expected_base}")
     return parsed
 
 
@@ -331,6 +347,100 @@ def _take_pupil(el: Any, parsed: ParsedMessage, schema: Any) -> None:
                                                  f"{btype} block: {exc.reason}"))
             return
     parsed.blocks.extend(blocks)
+
+
+#: tag -> JSON key, filled as tags are met (a valid message's vocabulary is the schema's: a few dozen)
+_KEYS: dict[str, str] = {}
+_TYPED_KEYS = BOOL_KEYS | INT_KEYS
+
+
+def _fast_dict(el: Any) -> dict:
+    """``_convert`` of an element with children that is not a list container, unrolled one
+    level: a leaf child is converted in line (no call per leaf). Same result as ``_convert``."""
+    out: dict[str, Any] = {}
+    for c in el:
+        tag = c.tag
+        key = _KEYS.get(tag)
+        if key is None:
+            key = xml_key(tag)
+            if len(_KEYS) < 4096:  # bounded: an invalid message (judged at its end) may hold any tag
+                _KEYS[tag] = key
+        if tag in LIST_CONTAINERS:
+            out[key] = [_fast_value(x) for x in c]
+        elif len(c):
+            out[key] = _fast_dict(c)
+        else:
+            text = c.text
+            if text is None:
+                out[key] = None
+            elif key in _TYPED_KEYS:
+                out[key] = _typed(key, text)
+            else:
+                out[key] = text.strip()
+    return out
+
+
+def _fast_value(el: Any) -> Any:
+    """``_convert`` of any element (a list item)."""
+    if el.tag in LIST_CONTAINERS:
+        return [_fast_value(x) for x in el]
+    if len(el):
+        return _fast_dict(el)
+    return _typed(xml_key(el.tag), el.text)
+
+
+def _fast_block(el: Any) -> dict:
+    """``_block_content`` through the unrolled converter."""
+    if el.tag in LIST_CONTAINERS:
+        return {xml_key(el.tag): [_fast_value(x) for x in el]}
+    if len(el):
+        return _fast_dict(el)
+    return {}
+
+
+def _parse_valid(content: bytes) -> ParsedMessage | None:
+    """The fast path (issue 15): the whole message validated once in libxml2 as it streams,
+    only ``<Header>`` and ``<Pupil>`` elements handed to Python. None when the message is not
+    valid as a whole or anything else is unusual: the streaming parser then judges it (the
+    exact error, or the bad pupils rejected by element and line)."""
+    from lxml import etree
+
+    parsed = ParsedMessage(header={})
+    root = None
+    try:
+        for _event, el in etree.iterparse(io.BytesIO(content), events=("end",), tag=("Header", "Pupil"),
+                                          schema=message_schema(), resolve_entities=False, no_network=True,
+                                          load_dtd=False, huge_tree=False, remove_comments=True, remove_pis=True):
+            if root is None:
+                tree = el.getroottree()
+                root = tree.getroot()
+                if tree.docinfo.doctype or root.tag != "B2BMessage":
+                    return None
+            parent = el.getparent()
+            if el.tag == "Pupil":
+                parsed.pupils += 1
+                guid_el = el.find("ApplicationReference")
+                guid = (guid_el.text or "").strip() if guid_el is not None else ""
+                if not guid or parent is None or parent.tag != "Pupils":
+                    return None
+                pos = parsed.pupils
+                for child in el:
+                    btype = XML_BLOCKS.get(child.tag)
+                    if btype is not None:
+                        parsed.blocks.append(Block(btype, guid, _fast_block(child), pos))
+                el.clear()
+                while el.getprevious() is not None:  # constant memory on big schools
+                    del parent[0]
+            elif parent is root and not parsed.header and not parsed.pupils:
+                parsed.header = _convert(el)
+                el.clear()
+            else:
+                return None
+    except Exception:  # noqa: BLE001 - not well-formed, not valid, a value refused: the streaming parser judges
+        return None
+    if root is None or not parsed.header:
+        return None
+    return parsed
 
 
 def parse_primary_page(content: bytes, *, expected_group: str | None = None) -> ParsedMessage:
