@@ -22,12 +22,25 @@ data the LA holds for it (so a backfill of an old window never rolls contacts ba
 * **disabling** (F38): an account no longer related to any current student is disabled,
   never deleted; a staff member's account stays active without the contact role.
 
-The rebuild reads the base's whole history, so a run skips it when it cannot change the
-result: the run brought no student or contacts block that counts (loaded or skipped by the
-hash cache) AND the base's other parsed/loaded files are exactly those the last rebuild (or
-skip) saw (``core.contact_sync``). A run whose predecessor never reached this stage, a
-released or deleted file, or a rerun of a window therefore still rebuilds. The window's own counts (created, updated, disabled) are read from the stamps
-either way.
+A full rebuild (:func:`rebuild`) reads the base's whole history, so :func:`sync` works from
+the previous result whenever the base's other parsed/loaded files are exactly those that
+result was computed from (``core.contact_sync``):
+
+* a run that brought no student or contacts block that counts (loaded, or skipped by the
+  hash cache) changes nothing but the rejected list's "last found" window;
+* otherwise only the persons the run can change are recomputed, from the students they
+  are related to: those related before the run to a student it touched (``core.contact_link``,
+  or the rejected list), those in a touched student's latest contacts block, and every
+  contact rejected because its username was in use (the holder may have given it up since).
+  Everyone else's candidate row, and so their account, links and rejections, are those of
+  the previous result: their students' blocks did not change, and an accepted account's
+  username is its own (unique per base), so no one else's claim can take it away.
+
+A first run, a run whose predecessor never reached this stage, a released or deleted file,
+or a rerun of a window (its own files were part of the last result) rebuilds in full. The
+incremental result equals a full rebuild's (``tests/test_contacts.py`` compares them after
+every run of a sequence of simulated days). The window's own counts (created, updated,
+disabled) are read from the stamps either way.
 """
 from __future__ import annotations
 
@@ -69,7 +82,13 @@ def _preference(field: str, list_key: str, mapping: dict[str, str], default: str
                 ORDER BY {_flag('primary')} DESC, n LIMIT 1), '{default}') AS {field}"""
 
 
-_CANDIDATES = f"""
+def _candidates_sql(scoped: bool) -> str:
+    """SQL: the candidates (see the module docstring) of the whole base, or, ``scoped``, only
+    those among ``%(persons)s`` read from the students ``%(students)s`` (which must hold every
+    current student related to them)."""
+    students = "AND b.student_guid = ANY(%(students)s)" if scoped else ""
+    persons = "WHERE d.person_id = ANY(%(persons)s)" if scoped else ""
+    return f"""
 CREATE TEMP TABLE contact_cand ON COMMIT DROP AS
 WITH f AS (
     SELECT file_id, window_order, window_end FROM raw.inbound_file
@@ -78,6 +97,7 @@ WITH f AS (
     SELECT DISTINCT ON (b.student_guid) b.student_guid, b.content, f.window_end
       FROM raw.inbound_block b JOIN f USING (file_id)
      WHERE b.base_id = %(base)s AND b.block_type = 'student' AND b.disposition IN ('loaded', 'skipped')
+       {students}
      ORDER BY b.student_guid, f.window_order DESC, b.file_id DESC
 ), current_student AS (
     SELECT student_guid FROM latest_student
@@ -86,6 +106,7 @@ WITH f AS (
     SELECT DISTINCT ON (b.student_guid) b.student_guid, b.content, f.window_order
       FROM raw.inbound_block b JOIN f USING (file_id) JOIN current_student USING (student_guid)
      WHERE b.base_id = %(base)s AND b.block_type = 'contacts' AND b.disposition IN ('loaded', 'skipped')
+       {students}
      ORDER BY b.student_guid, f.window_order DESC, b.file_id DESC
 ), item AS (
     SELECT c.student_guid, c.window_order, e.v, e.v->>'person_id' AS person_id
@@ -122,7 +143,9 @@ SELECT d.person_id, r.student_guids, r.links,
         SELECT x AS home FROM jsonb_array_elements(core.jsonb_list(d.v->'addresses')) WITH ORDINALITY l(x, n)
          WHERE x->>'type' = 'H'
          ORDER BY staging.try_date(x->>'start_date') DESC NULLS LAST, n LIMIT 1) h ON true
+ {persons}
 """
+
 
 _REQUIRED = """
 CREATE TEMP TABLE contact_reject ON COMMIT DROP AS
@@ -212,29 +235,69 @@ SELECT count(*) || ':' || coalesce(max(file_id), 0) || ':' || coalesce(sum(file_
   FROM raw.inbound_file WHERE base_id = %(base)s AND status IN ('parsed', 'loaded') AND file_id <> ALL(%(files)s)
 """
 
-_RUN_HAS_CONTACT_INPUT = """
-SELECT EXISTS (SELECT 1 FROM raw.inbound_block
-                WHERE file_id = ANY(%(files)s) AND block_type IN ('student', 'contacts')
-                  AND disposition IN ('loaded', 'skipped'))
+# the last rebuild's fingerprint and counts, and the fingerprint of the base's files now, this run's left out
+_LAST = f"""
+SELECT s.inputs, s.counts, ({_INPUTS}) FROM core.contact_sync s WHERE s.base_id = %(base)s
+"""
+
+# The scope of an incremental run: the students the run brought a student or contacts block
+# for ("touched"), the persons whose result can change (related to a touched student before
+# the run: links, or the rejected list for a rejected contact; in a touched student's latest
+# contacts block; or rejected because their username was in use, as the holder may have let
+# it go since), and every student whose blocks those persons' candidates are read from.
+_SCOPE = """
+WITH touched AS (
+    SELECT DISTINCT student_guid FROM raw.inbound_block
+     WHERE file_id = ANY(%(files)s) AND block_type IN ('student', 'contacts') AND disposition IN ('loaded', 'skipped')
+), latest_contacts AS (
+    SELECT DISTINCT ON (b.student_guid) b.content
+      FROM raw.inbound_block b JOIN raw.inbound_file f USING (file_id) JOIN touched USING (student_guid)
+     WHERE b.base_id = %(base)s AND b.block_type = 'contacts' AND b.disposition IN ('loaded', 'skipped')
+       AND f.status IN ('parsed', 'loaded')
+     ORDER BY b.student_guid, f.window_order DESC, b.file_id DESC
+), persons AS (
+    SELECT e.v->>'person_id' AS person_id
+      FROM latest_contacts c CROSS JOIN LATERAL jsonb_array_elements(core.jsonb_list(c.content->'contacts')) e(v)
+    UNION
+    SELECT l.person_id FROM core.contact_link l JOIN touched t USING (student_guid) WHERE l.base_id = %(base)s
+    UNION
+    SELECT r.person_id FROM results.rejected_contact r
+     WHERE r.base_id = %(base)s
+       AND (r.reason = 'username_in_use' OR r.student_guids && ARRAY(SELECT student_guid FROM touched))
+)
+SELECT ARRAY(SELECT person_id FROM persons WHERE person_id IS NOT NULL),
+       ARRAY(SELECT student_guid FROM touched
+             UNION SELECT l.student_guid FROM core.contact_link l JOIN persons p USING (person_id)
+                    WHERE l.base_id = %(base)s
+             UNION SELECT unnest(r.student_guids) FROM results.rejected_contact r JOIN persons p USING (person_id)
+                    WHERE r.base_id = %(base)s),
+       (SELECT count(*) FROM touched)
+"""
+
+# the base's counts after the run, from its tables (equal to what a full rebuild counts: its
+# candidates are the accounts with the contact role and the rejected contacts)
+_COUNTS = """
+SELECT (SELECT count(*) FROM (SELECT person_id FROM core.contact WHERE base_id = %(base)s AND 'contact' = ANY(roles)
+                              UNION SELECT person_id FROM results.rejected_contact WHERE base_id = %(base)s) x),
+       (SELECT count(*) FROM core.contact_link l
+         WHERE l.base_id = %(base)s AND NOT EXISTS (SELECT 1 FROM results.rejected_contact r
+                                                    WHERE r.base_id = l.base_id AND r.person_id = l.person_id)),
+       (SELECT count(DISTINCT person_id) FROM results.rejected_contact WHERE base_id = %(base)s),
+       (SELECT coalesce(jsonb_object_agg(reason, n), '{}') FROM (
+            SELECT reason, count(*) AS n FROM results.rejected_contact WHERE base_id = %(base)s GROUP BY reason) r)
 """
 
 
-def _unchanged(conn: Connection, ctx: RunContext) -> dict | None:
-    """The last rebuild's counts when this run cannot change the base's contacts, else None."""
-    row = conn.execute("SELECT inputs, counts FROM core.contact_sync WHERE base_id = %s", (ctx.base_id,)).fetchone()
-    if row is None:
-        return None
-    files = run_files(conn, ctx)
-    if scalar(conn, _INPUTS, {"base": ctx.base_id, "files": files}) != row[0]:
-        return None
-    if scalar(conn, _RUN_HAS_CONTACT_INPUT, {"files": files}):
-        return None
-    return row[1]
+def _fingerprint_plus(inputs: str, files: list[int]) -> str:
+    """The fingerprint (``_INPUTS``) of a set of files with ``files`` added to it."""
+    n, top, total = (int(x) for x in inputs.split(":"))
+    return f"{n + len(files)}:{max([top, *files])}:{total + sum(files)}"
 
 
-def _remember(conn: Connection, ctx: RunContext, counts: dict) -> None:
+def _remember(conn: Connection, ctx: RunContext, counts: dict, inputs: str | None = None) -> None:
     """The base's files now (this run's included) and the counts of the contacts they give."""
-    inputs = scalar(conn, _INPUTS, {"base": ctx.base_id, "files": []})
+    if inputs is None:
+        inputs = scalar(conn, _INPUTS, {"base": ctx.base_id, "files": []})
     conn.execute("""INSERT INTO core.contact_sync (base_id, inputs, counts, window_order)
                     VALUES (%s, %s, %s, %s)
                     ON CONFLICT (base_id) DO UPDATE SET inputs = EXCLUDED.inputs, counts = EXCLUDED.counts,
@@ -242,48 +305,100 @@ def _remember(conn: Connection, ctx: RunContext, counts: dict) -> None:
                  (ctx.base_id, inputs, json.dumps(counts), ctx.window_order))
 
 
-def sync(conn: Connection, ctx: RunContext) -> dict:
-    """Rebuild the base's contact accounts, links and rejected list in one transaction."""
+def _log(conn: Connection, ctx: RunContext, counts: dict) -> None:
+    by_reason = {k.removeprefix("rejected_"): v for k, v in counts.items()
+                 if k.startswith("rejected_") and k != "rejected_"}
+    log_stage(conn, ctx, "contacts", counts,
+              f"contacts: {counts['candidates']} contacts of current students; {counts['created']} created, "
+              f"{counts['updated']} updated, {counts['disabled']} disabled, "
+              f"{counts['staff_kept_without_contact_role']} staff kept without the contact role; "
+              f"{counts['rejected']} rejected ({', '.join(f'{k} {v}' for k, v in by_reason.items()) or 'none'}), "
+              f"see results.rejected_contact",
+              level="warning" if counts["rejected"] else "info")
+
+
+def _reconcile(conn: Connection, ctx: RunContext, params: dict, scoped: bool) -> None:
+    """Candidates (all of the base's, or those of ``params['persons']``) to accounts, links and
+    the rejected list; ``scoped`` leaves every other person's rows as they are."""
+    only = "AND person_id = ANY(%(persons)s)" if scoped else ""
+    # (dropped on commit; dropped here too when the caller's transaction is still open)
+    conn.execute("DROP TABLE IF EXISTS pg_temp.contact_cand, pg_temp.contact_reject")
+    conn.execute(_candidates_sql(scoped), params)
+    conn.execute(_REQUIRED, params)
+    # temporary tables are never analysed by autovacuum: without statistics the planner
+    # guesses their size and can pick nested loops over whole tables
+    conn.execute("ANALYZE contact_cand, contact_reject")
+    conn.execute(_USERNAME_IN_USE, params)
+    conn.execute(_UPSERT, params)
+    conn.execute(f"""DELETE FROM core.contact_link WHERE base_id = %(base)s {only}
+                      AND person_id NOT IN (SELECT person_id FROM contact_reject)""", params)
+    conn.execute(_LINKS, params)
+    conn.execute(_DISABLE + (" AND c.person_id = ANY(%(persons)s)" if scoped else ""), params)
+    conn.execute(f"DELETE FROM results.rejected_contact WHERE base_id = %(base)s {only}", params)
+    conn.execute(_REJECTED, params)
+    if scoped:
+        _found_again(conn, params)
+
+
+def _found_again(conn: Connection, params: dict) -> None:
+    """Every rejected contact of the base was found again by this run, as a full rebuild records."""
+    conn.execute("""UPDATE results.rejected_contact SET window_order = %(wo)s
+                     WHERE base_id = %(base)s AND window_order <> %(wo)s""", params)
+
+
+def _counts(conn: Connection, params: dict) -> dict:
+    new, updated, disabled, staff_kept = one(conn, _STAMPED, params)
+    candidates, links, rejected, by_reason = one(conn, _COUNTS, params)
+    return {"candidates": candidates, "created": new, "updated": updated, "links": links,
+            "disabled": disabled, "staff_kept_without_contact_role": staff_kept, "rejected": rejected,
+            **{f"rejected_{k}": v for k, v in sorted(by_reason.items())}}
+
+
+def rebuild(conn: Connection, ctx: RunContext) -> dict:
+    """Rebuild the base's contact accounts, links and rejected list from its whole history.
+
+    What :func:`sync` does when it cannot work from the previous result (first run, a rerun,
+    a released or deleted file), and what an incremental run must equal (tests).
+    """
     params = {"base": ctx.base_id, "wo": ctx.window_order, **REASONS}
     with conn.transaction():
-        last = _unchanged(conn, ctx)
-        if last is not None:
+        _reconcile(conn, ctx, params, scoped=False)
+        # counted from the window stamps, so a rerun of the window reports what the window did
+        counts = _counts(conn, params)
+        _log(conn, ctx, counts)
+        _remember(conn, ctx, counts)
+    return counts
+
+
+def sync(conn: Connection, ctx: RunContext) -> dict:
+    """Bring the base's contact accounts, links and rejected list up to date, in one transaction.
+
+    From the previous result when the base's other files are those it was computed from
+    (``core.contact_sync``): nothing to do when the run brought no student or contacts
+    block, else only the persons the run can change (``_SCOPE``); otherwise a full
+    :func:`rebuild`.
+    """
+    params: dict = {"base": ctx.base_id, "wo": ctx.window_order, **REASONS}
+    with conn.transaction():
+        files = run_files(conn, ctx)
+        last = conn.execute(_LAST, {**params, "files": files}).fetchone()
+        if last is None or last[0] != last[2]:
+            return rebuild(conn, ctx)
+        persons, students, touched = one(conn, _SCOPE, {**params, "files": files})
+        if not touched:
             new, updated, disabled, staff_kept = one(conn, _STAMPED, params)
-            counts = {**last, "created": new, "updated": updated, "disabled": disabled,
+            counts = {**last[1], "created": new, "updated": updated, "disabled": disabled,
                       "staff_kept_without_contact_role": staff_kept, "unchanged": True}
             log_stage(conn, ctx, "contacts", counts,
                       f"contacts: no new student or contacts data since the last rebuild; "
                       f"{counts['candidates']} contacts of current students unchanged",
                       level="warning" if counts.get("rejected") else "info")
-            _remember(conn, ctx, last)
+            _found_again(conn, params)
+            _remember(conn, ctx, last[1], _fingerprint_plus(last[0], files))
             return counts
-        # (dropped on commit; dropped here too when the caller's transaction is still open)
-        conn.execute("DROP TABLE IF EXISTS pg_temp.contact_cand, pg_temp.contact_reject")
-        conn.execute(_CANDIDATES, params)
-        candidates = scalar(conn, "SELECT count(*) FROM contact_cand")
-        conn.execute(_REQUIRED, params)
-        # temporary tables are never analysed by autovacuum: without statistics the planner
-        # guesses their size and can pick nested loops over whole tables
-        conn.execute("ANALYZE contact_cand, contact_reject")
-        conn.execute(_USERNAME_IN_USE, params)
-        conn.execute(_UPSERT, params)
-        conn.execute("""DELETE FROM core.contact_link WHERE base_id = %(base)s
-                         AND person_id NOT IN (SELECT person_id FROM contact_reject)""", params)
-        links = conn.execute(_LINKS, params).rowcount
-        conn.execute(_DISABLE, params)
-        # counted from the window stamps, so a rerun of the window reports what the window did
-        new, updated, disabled, staff_kept = one(conn, _STAMPED, params)
-        conn.execute("DELETE FROM results.rejected_contact WHERE base_id = %(base)s", params)
-        conn.execute(_REJECTED, params)
-        by_reason: dict[str, int] = dict(conn.execute("SELECT reason, count(*) FROM contact_reject GROUP BY reason ORDER BY reason"))
-        rejected = scalar(conn, "SELECT count(DISTINCT person_id) FROM contact_reject")
-        counts = {"candidates": candidates, "created": new, "updated": updated, "links": links,
-                  "disabled": disabled, "staff_kept_without_contact_role": staff_kept, "rejected": rejected,
-                  **{f"rejected_{k}": v for k, v in by_reason.items()}}
-        log_stage(conn, ctx, "contacts", counts,
-                  f"contacts: {candidates} contacts of current students; {new} created, {updated} updated, "
-                  f"{disabled} disabled, {staff_kept} staff kept without the contact role; {rejected} rejected "
-                  f"({', '.join(f'{k} {v}' for k, v in by_reason.items()) or 'none'}), see results.rejected_contact",
-                  level="warning" if rejected else "info")
-        _remember(conn, ctx, counts)
-    return counts
+        params |= {"persons": persons, "students": students}
+        _reconcile(conn, ctx, params, scoped=True)
+        counts = _counts(conn, params)
+        _log(conn, ctx, counts)
+        _remember(conn, ctx, counts, _fingerprint_plus(last[0], files))
+    return {**counts, "incremental": {"students": touched, "persons": len(persons)}}
