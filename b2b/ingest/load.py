@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from b2b.blocks import BLOCKS, STAGING_TABLES, load_sql
-from b2b.context import RunContext, log_stage, run_files
+from b2b.context import RunContext, log_stage, scalar
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -22,18 +22,27 @@ def load(conn: Connection, ctx: RunContext, *, fail_after: str | None = None) ->
     """
     counts: dict[str, int] = {}
     with conn.transaction():
-        files = run_files(conn, ctx)
+        # the run's files, and whether an earlier attempt of this stage loaded them (it marks them)
+        status: dict[int, str] = dict(conn.execute(
+            """SELECT file_id, status FROM raw.inbound_file
+                WHERE dag_id = %s AND window_end = %s AND status IN ('parsed', 'loaded')""",
+            (ctx.dag_id, ctx.window_end)).fetchall())
+        files = list(status)
         # one loader per base at a time: the cache of one base is read and written here
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('b2b.load.' || %s))", (ctx.base_id,))
-        # an earlier successful attempt of this stage: undo it, then redo
-        for table in STAGING_TABLES:
-            conn.execute(f"DELETE FROM staging.{table} WHERE file_id = ANY(%s)", (files,))
-        conn.execute("DELETE FROM core.attendance_marks WHERE file_id = ANY(%s)", (files,))
-        conn.execute("DELETE FROM ops.hash_cache WHERE file_id = ANY(%s)", (files,))
-        conn.execute("""UPDATE raw.inbound_block SET disposition = 'pending'
-                        WHERE file_id = ANY(%s) AND disposition = 'loaded'""", (files,))
+        if "loaded" in status.values():  # an earlier successful attempt of this stage: undo it, then redo
+            for table in STAGING_TABLES:
+                conn.execute(f"DELETE FROM staging.{table} WHERE file_id = ANY(%s)", (files,))
+            conn.execute("DELETE FROM core.attendance_marks WHERE file_id = ANY(%s)", (files,))
+            conn.execute("DELETE FROM ops.hash_cache WHERE file_id = ANY(%s)", (files,))
+            conn.execute("""UPDATE raw.inbound_block SET disposition = 'pending'
+                            WHERE file_id = ANY(%s) AND disposition = 'loaded'""", (files,))
+        # the block types the run has to load (a changed-data run brings few of them)
+        pending = set(scalar(conn, """SELECT coalesce(array_agg(DISTINCT block_type), '{}') FROM raw.inbound_block
+                                       WHERE file_id = ANY(%s) AND disposition = 'pending'""", (files,)))
         for block in BLOCKS:  # one INSERT … SELECT per block type, built from the registry
-            counts[block.staging] = conn.execute(load_sql(block), {"files": files}).rowcount
+            counts[block.staging] = (conn.execute(load_sql(block), {"files": files}).rowcount
+                                     if block.name in pending else 0)
             if fail_after == block.staging:
                 raise RuntimeError(f"injected failure after loading staging.{block.staging}")
         conn.execute(

@@ -65,13 +65,14 @@ def apply(conn: Connection, ctx: RunContext) -> dict:
     """
     with conn.transaction():
         files = run_files(conn, ctx)
-        conn.execute("DELETE FROM core.child_applied WHERE file_id = ANY(%s)", (files,))
-        conn.execute("DELETE FROM core.child_applied_address WHERE file_id = ANY(%s)", (files,))
+        # an earlier attempt's rows, in one statement (a new version is compared only with earlier windows')
+        conn.execute("""WITH a AS (DELETE FROM core.child_applied WHERE file_id = ANY(%(files)s)),
+                             d AS (DELETE FROM core.child_applied_address WHERE file_id = ANY(%(files)s)),
+                             s AS (DELETE FROM core.child_sen WHERE file_id = ANY(%(files)s))
+                        DELETE FROM core.child_exclusion WHERE file_id = ANY(%(files)s)""", {"files": files})
         params = {"files": files, "order": ctx.window_order}
         students = conn.execute(_apply_sql("child_applied", "student", APPLIED_FIELDS), params).rowcount
         addresses = conn.execute(_apply_sql("child_applied_address", "address", APPLIED_ADDRESS), params).rowcount
-        conn.execute("DELETE FROM core.child_sen WHERE file_id = ANY(%s)", (files,))
-        conn.execute("DELETE FROM core.child_exclusion WHERE file_id = ANY(%s)", (files,))
         link = _link_as_of("g")
         sen = conn.execute(_GROUP_SQL.format(
             link_g=link, table="child_sen", block="sen", extra_cols=", start_date",

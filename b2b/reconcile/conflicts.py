@@ -7,7 +7,7 @@ if TYPE_CHECKING:
     from psycopg import Connection
 
 from b2b.blocks import ADDRESS_COMPARED, BY_NAME, STUDENT_COMPARED, compare_sql
-from b2b.context import RunContext, log_stage, run_files, scalar
+from b2b.context import RunContext, log_stage, one, run_files
 
 
 def _link_as_of(alias: str) -> str:
@@ -79,15 +79,14 @@ def conflicts(conn: Connection, ctx: RunContext) -> dict:
                          FROM results.match m2
                         WHERE m2.file_id = ANY(%(files)s) AND m2.status IN ('matched', 'matched_with_conflicts')) d
                 WHERE m.file_id = d.file_id AND m.student_guid = d.student_guid""", {"files": files})
-        observed = scalar(conn, "SELECT count(*) FROM results.conflict_observation WHERE file_id = ANY(%s)",
-                                (files,))
-        students = scalar(conn,
-            "SELECT count(DISTINCT (base_id, student_guid)) FROM results.conflict_observation WHERE file_id = ANY(%s)",
-            (files,))
-        open_for_base = scalar(conn,
-            f"""SELECT count(DISTINCT (o.person_id, o.field, o.la_value, o.incoming_value))
-                  FROM results.conflict_observation o WHERE o.base_id = %(base)s AND {_UNRESOLVED} AND {_AS_OF}""",
-            {"base": ctx.base_id, "end": ctx.window_end, "dag": ctx.dag_id})
+        observed, students, open_for_base = one(conn,
+            f"""SELECT (SELECT count(*) FROM results.conflict_observation WHERE file_id = ANY(%(files)s)),
+                       (SELECT count(DISTINCT (base_id, student_guid)) FROM results.conflict_observation
+                         WHERE file_id = ANY(%(files)s)),
+                       (SELECT count(DISTINCT (o.person_id, o.field, o.la_value, o.incoming_value))
+                          FROM results.conflict_observation o
+                         WHERE o.base_id = %(base)s AND {_UNRESOLVED} AND {_AS_OF})""",
+            {"files": files, "base": ctx.base_id, "end": ctx.window_end, "dag": ctx.dag_id})
         counts = {"conflicts": observed, "students_with_conflicts": students, "open_conflicts_base": open_for_base}
         log_stage(conn, ctx, "conflicts", counts,
                   f"conflicts: {observed} field differences for {students} students; "
