@@ -47,7 +47,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from b2b.context import RunContext, log_stage, one, run_files, scalar
+from b2b.context import RunContext, log_stage, one, scalar
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -235,9 +235,19 @@ SELECT count(*) || ':' || coalesce(max(file_id), 0) || ':' || coalesce(sum(file_
   FROM raw.inbound_file WHERE base_id = %(base)s AND status IN ('parsed', 'loaded') AND file_id <> ALL(%(files)s)
 """
 
-# the last rebuild's fingerprint and counts, and the fingerprint of the base's files now, this run's left out
+# the run's parsed (not suspended) files (``b2b.context.run_files``), as a subquery
+_RUN_FILES = """(SELECT file_id FROM raw.inbound_file WHERE dag_id = %(dag)s AND window_end = %(end)s
+                   AND status IN ('parsed', 'loaded'))"""
+
+# the last rebuild's fingerprint and counts, the fingerprint of the base's files now with this
+# run's left out, and this run's files
 _LAST = f"""
-SELECT s.inputs, s.counts, ({_INPUTS}) FROM core.contact_sync s WHERE s.base_id = %(base)s
+SELECT s.inputs, s.counts,
+       (SELECT count(*) || ':' || coalesce(max(file_id), 0) || ':' || coalesce(sum(file_id), 0)
+          FROM raw.inbound_file WHERE base_id = %(base)s AND status IN ('parsed', 'loaded')
+           AND file_id NOT IN {_RUN_FILES}),
+       ARRAY{_RUN_FILES}
+  FROM core.contact_sync s WHERE s.base_id = %(base)s
 """
 
 # The scope of an incremental run: the students the run brought a student or contacts block
@@ -245,10 +255,10 @@ SELECT s.inputs, s.counts, ({_INPUTS}) FROM core.contact_sync s WHERE s.base_id 
 # the run: links, or the rejected list for a rejected contact; in a touched student's latest
 # contacts block; or rejected because their username was in use, as the holder may have let
 # it go since), and every student whose blocks those persons' candidates are read from.
-_SCOPE = """
+_SCOPE = f"""
 WITH touched AS (
     SELECT DISTINCT student_guid FROM raw.inbound_block
-     WHERE file_id = ANY(%(files)s) AND block_type IN ('student', 'contacts') AND disposition IN ('loaded', 'skipped')
+     WHERE file_id IN {_RUN_FILES} AND block_type IN ('student', 'contacts') AND disposition IN ('loaded', 'skipped')
 ), latest_contacts AS (
     SELECT DISTINCT ON (b.student_guid) b.content
       FROM raw.inbound_block b JOIN raw.inbound_file f USING (file_id) JOIN touched USING (student_guid)
@@ -284,7 +294,9 @@ SELECT (SELECT count(*) FROM (SELECT person_id FROM core.contact WHERE base_id =
                                                     WHERE r.base_id = l.base_id AND r.person_id = l.person_id)),
        (SELECT count(DISTINCT person_id) FROM results.rejected_contact WHERE base_id = %(base)s),
        (SELECT coalesce(jsonb_object_agg(reason, n), '{}') FROM (
-            SELECT reason, count(*) AS n FROM results.rejected_contact WHERE base_id = %(base)s GROUP BY reason) r)
+            SELECT reason, count(*) AS n FROM results.rejected_contact WHERE base_id = %(base)s GROUP BY reason) r),
+       s.*
+  FROM (""" + _STAMPED + """) s
 """
 
 
@@ -347,8 +359,7 @@ def _found_again(conn: Connection, params: dict) -> None:
 
 
 def _counts(conn: Connection, params: dict) -> dict:
-    new, updated, disabled, staff_kept = one(conn, _STAMPED, params)
-    candidates, links, rejected, by_reason = one(conn, _COUNTS, params)
+    candidates, links, rejected, by_reason, new, updated, disabled, staff_kept = one(conn, _COUNTS, params)
     return {"candidates": candidates, "created": new, "updated": updated, "links": links,
             "disabled": disabled, "staff_kept_without_contact_role": staff_kept, "rejected": rejected,
             **{f"rejected_{k}": v for k, v in sorted(by_reason.items())}}
@@ -361,7 +372,9 @@ def rebuild(conn: Connection, ctx: RunContext) -> dict:
     a released or deleted file), and what an incremental run must equal (tests).
     """
     params = {"base": ctx.base_id, "wo": ctx.window_order, **REASONS}
-    with conn.transaction():
+    # statements sent in a pipeline: the server runs them back to back (a stage's fixed cost
+    # on a busy machine is mostly the round trips)
+    with conn.transaction(), conn.pipeline():
         _reconcile(conn, ctx, params, scoped=False)
         # counted from the window stamps, so a rerun of the window reports what the window did
         counts = _counts(conn, params)
@@ -378,27 +391,32 @@ def sync(conn: Connection, ctx: RunContext) -> dict:
     block, else only the persons the run can change (``_SCOPE``); otherwise a full
     :func:`rebuild`.
     """
-    params: dict = {"base": ctx.base_id, "wo": ctx.window_order, **REASONS}
+    params: dict = {"base": ctx.base_id, "wo": ctx.window_order, "dag": ctx.dag_id, "end": ctx.window_end,
+                    **REASONS}
     with conn.transaction():
-        files = run_files(conn, ctx)
-        last = conn.execute(_LAST, {**params, "files": files}).fetchone()
+        with conn.pipeline():
+            last_cur = conn.execute(_LAST, params)
+            scope_cur = conn.execute(_SCOPE, params)
+            last = last_cur.fetchone()
+            persons, students, touched = tuple(scope_cur.fetchone() or ((), (), 0))
         if last is None or last[0] != last[2]:
             return rebuild(conn, ctx)
-        persons, students, touched = one(conn, _SCOPE, {**params, "files": files})
-        if not touched:
-            new, updated, disabled, staff_kept = one(conn, _STAMPED, params)
-            counts = {**last[1], "created": new, "updated": updated, "disabled": disabled,
-                      "staff_kept_without_contact_role": staff_kept, "unchanged": True}
-            log_stage(conn, ctx, "contacts", counts,
-                      f"contacts: no new student or contacts data since the last rebuild; "
-                      f"{counts['candidates']} contacts of current students unchanged",
-                      level="warning" if counts.get("rejected") else "info")
-            _found_again(conn, params)
-            _remember(conn, ctx, last[1], _fingerprint_plus(last[0], files))
-            return counts
-        params |= {"persons": persons, "students": students}
-        _reconcile(conn, ctx, params, scoped=True)
-        counts = _counts(conn, params)
-        _log(conn, ctx, counts)
-        _remember(conn, ctx, counts, _fingerprint_plus(last[0], files))
+        files = list(last[3])
+        with conn.pipeline():
+            if not touched:
+                new, updated, disabled, staff_kept = one(conn, _STAMPED, params)
+                counts = {**last[1], "created": new, "updated": updated, "disabled": disabled,
+                          "staff_kept_without_contact_role": staff_kept, "unchanged": True}
+                log_stage(conn, ctx, "contacts", counts,
+                          f"contacts: no new student or contacts data since the last rebuild; "
+                          f"{counts['candidates']} contacts of current students unchanged",
+                          level="warning" if counts.get("rejected") else "info")
+                _found_again(conn, params)
+                _remember(conn, ctx, last[1], _fingerprint_plus(last[0], files))
+                return counts
+            params |= {"persons": persons, "students": students}
+            _reconcile(conn, ctx, params, scoped=True)
+            counts = _counts(conn, params)
+            _log(conn, ctx, counts)
+            _remember(conn, ctx, counts, _fingerprint_plus(last[0], files))
     return {**counts, "incremental": {"students": touched, "persons": len(persons)}}
