@@ -86,18 +86,32 @@ def _candidates_sql(scoped: bool) -> str:
     """SQL: the candidates (see the module docstring) of the whole base, or, ``scoped``, only
     those among ``%(persons)s`` read from the students ``%(students)s`` (which must hold every
     current student related to them)."""
-    students = "AND b.student_guid = ANY(%(students)s)" if scoped else ""
     persons = "WHERE d.person_id = ANY(%(persons)s)" if scoped else ""
-    return f"""
-CREATE TEMP TABLE contact_cand ON COMMIT DROP AS
-WITH f AS (
-    SELECT file_id, window_order, window_end FROM raw.inbound_file
-     WHERE base_id = %(base)s AND status IN ('parsed', 'loaded')
+    if scoped:  # per student, an index lookup of its own blocks (not a scan of the base's)
+        latest = """
+), latest_student AS (
+    SELECT s.student_guid, x.content, x.window_end
+      FROM unnest(%(students)s::text[]) s(student_guid)
+      JOIN LATERAL (SELECT b.content, f.window_end FROM raw.inbound_block b JOIN f USING (file_id)
+                     WHERE b.base_id = %(base)s AND b.student_guid = s.student_guid AND b.block_type = 'student'
+                       AND b.disposition IN ('loaded', 'skipped')
+                     ORDER BY f.window_order DESC, b.file_id DESC LIMIT 1) x ON true
+), current_student AS (
+    SELECT student_guid FROM latest_student
+     WHERE coalesce(staging.try_date(content->>'end_date') > (window_end AT TIME ZONE 'UTC')::date, true)
+), latest_contacts AS (
+    SELECT s.student_guid, x.content, x.window_order
+      FROM current_student s
+      JOIN LATERAL (SELECT b.content, f.window_order FROM raw.inbound_block b JOIN f USING (file_id)
+                     WHERE b.base_id = %(base)s AND b.student_guid = s.student_guid AND b.block_type = 'contacts'
+                       AND b.disposition IN ('loaded', 'skipped')
+                     ORDER BY f.window_order DESC, b.file_id DESC LIMIT 1) x ON true"""
+    else:
+        latest = """
 ), latest_student AS (
     SELECT DISTINCT ON (b.student_guid) b.student_guid, b.content, f.window_end
       FROM raw.inbound_block b JOIN f USING (file_id)
      WHERE b.base_id = %(base)s AND b.block_type = 'student' AND b.disposition IN ('loaded', 'skipped')
-       {students}
      ORDER BY b.student_guid, f.window_order DESC, b.file_id DESC
 ), current_student AS (
     SELECT student_guid FROM latest_student
@@ -106,8 +120,13 @@ WITH f AS (
     SELECT DISTINCT ON (b.student_guid) b.student_guid, b.content, f.window_order
       FROM raw.inbound_block b JOIN f USING (file_id) JOIN current_student USING (student_guid)
      WHERE b.base_id = %(base)s AND b.block_type = 'contacts' AND b.disposition IN ('loaded', 'skipped')
-       {students}
-     ORDER BY b.student_guid, f.window_order DESC, b.file_id DESC
+     ORDER BY b.student_guid, f.window_order DESC, b.file_id DESC"""
+    return f"""
+CREATE TEMP TABLE contact_cand ON COMMIT DROP AS
+WITH f AS (
+    SELECT file_id, window_order, window_end FROM raw.inbound_file
+     WHERE base_id = %(base)s AND status IN ('parsed', 'loaded')
+{latest}
 ), item AS (
     SELECT c.student_guid, c.window_order, e.v, e.v->>'person_id' AS person_id
       FROM latest_contacts c
@@ -260,11 +279,11 @@ WITH touched AS (
     SELECT DISTINCT student_guid FROM raw.inbound_block
      WHERE file_id IN {_RUN_FILES} AND block_type IN ('student', 'contacts') AND disposition IN ('loaded', 'skipped')
 ), latest_contacts AS (
-    SELECT DISTINCT ON (b.student_guid) b.content
-      FROM raw.inbound_block b JOIN raw.inbound_file f USING (file_id) JOIN touched USING (student_guid)
-     WHERE b.base_id = %(base)s AND b.block_type = 'contacts' AND b.disposition IN ('loaded', 'skipped')
-       AND f.status IN ('parsed', 'loaded')
-     ORDER BY b.student_guid, f.window_order DESC, b.file_id DESC
+    SELECT x.content FROM touched t
+      JOIN LATERAL (SELECT b.content FROM raw.inbound_block b JOIN raw.inbound_file f USING (file_id)
+                     WHERE b.base_id = %(base)s AND b.student_guid = t.student_guid AND b.block_type = 'contacts'
+                       AND b.disposition IN ('loaded', 'skipped') AND f.status IN ('parsed', 'loaded')
+                     ORDER BY f.window_order DESC, b.file_id DESC LIMIT 1) x ON true
 ), persons AS (
     SELECT e.v->>'person_id' AS person_id
       FROM latest_contacts c CROSS JOIN LATERAL jsonb_array_elements(core.jsonb_list(c.content->'contacts')) e(v)
