@@ -83,6 +83,11 @@ def _preference(field: str, list_key: str, mapping: dict[str, str], default: str
 
 
 def _candidates_sql(scoped: bool) -> str:
+    """SQL: the candidates as the temporary table ``contact_cand``."""
+    return "CREATE TEMP TABLE contact_cand ON COMMIT DROP AS" + _candidates_select(scoped)
+
+
+def _candidates_select(scoped: bool) -> str:
     """SQL: the candidates (see the module docstring) of the whole base, or, ``scoped``, only
     those among ``%(persons)s`` read from the students ``%(students)s`` (which must hold every
     current student related to them)."""
@@ -122,7 +127,6 @@ def _candidates_sql(scoped: bool) -> str:
      WHERE b.base_id = %(base)s AND b.block_type = 'contacts' AND b.disposition IN ('loaded', 'skipped')
      ORDER BY b.student_guid, f.window_order DESC, b.file_id DESC"""
     return f"""
-CREATE TEMP TABLE contact_cand ON COMMIT DROP AS
 WITH f AS (
     SELECT file_id, window_order, window_end FROM raw.inbound_file
      WHERE base_id = %(base)s AND status IN ('parsed', 'loaded')
@@ -249,6 +253,75 @@ SELECT %(base)s, r.person_id, r.reason, r.detail, c.student_guids, c.forename, c
 """
 
 
+# An incremental run in one statement (no temporary tables): the same steps as ``_reconcile``
+# over the persons in scope. Every part sees the tables as they were before the statement, as
+# the separate statements of a rebuild see them before their own step; a link or rejection
+# that stays is updated in place instead of deleted and inserted again (same rows after).
+_SCOPED = f"""
+WITH cand AS MATERIALIZED ({_candidates_select(True)}
+), req AS MATERIALIZED (
+    SELECT person_id, 'no_forename'::text AS reason, %(no_forename)s::text AS detail FROM cand WHERE forename IS NULL
+    UNION ALL
+    SELECT person_id, 'no_surname', %(no_surname)s FROM cand WHERE surname IS NULL
+    UNION ALL
+    SELECT person_id, 'no_email', %(no_email)s FROM cand WHERE username IS NULL
+), in_use AS MATERIALIZED (
+    SELECT c.person_id, 'username_in_use'::text AS reason,
+           'email already used as the username of contact ' || coalesce(h.person_id, w.person_id) AS detail
+      FROM cand c
+      LEFT JOIN LATERAL (SELECT x.person_id FROM core.contact x
+                          WHERE x.base_id = %(base)s AND lower(x.username) = lower(c.username)
+                            AND x.person_id <> c.person_id LIMIT 1) h ON true
+      LEFT JOIN LATERAL (SELECT o.person_id FROM cand o
+                          WHERE lower(o.username) = lower(c.username) AND o.person_id < c.person_id
+                            AND NOT EXISTS (SELECT 1 FROM req r WHERE r.person_id = o.person_id)
+                            AND NOT EXISTS (SELECT 1 FROM core.contact x WHERE x.base_id = %(base)s
+                                                                          AND lower(x.username) = lower(c.username))
+                          ORDER BY o.person_id LIMIT 1) w ON true
+     WHERE NOT EXISTS (SELECT 1 FROM req r WHERE r.person_id = c.person_id)
+       AND coalesce(h.person_id, w.person_id) IS NOT NULL
+), rej AS MATERIALIZED (
+    SELECT * FROM req UNION ALL SELECT * FROM in_use
+), ok AS MATERIALIZED (
+    SELECT * FROM cand c WHERE NOT EXISTS (SELECT 1 FROM rej r WHERE r.person_id = c.person_id)
+), new_link AS MATERIALIZED (
+    SELECT c.person_id, l->>'student_guid' AS student_guid, l->>'relationship' AS relationship,
+           (l->>'parental_responsibility')::boolean AS parental_responsibility, (l->>'priority')::int AS priority
+      FROM ok c CROSS JOIN LATERAL jsonb_array_elements(c.links) l
+), upserted AS (
+    {_UPSERT.replace("FROM contact_cand c", "FROM ok c").replace(
+        "WHERE NOT EXISTS (SELECT 1 FROM contact_reject r WHERE r.person_id = c.person_id)", "")}
+), unlinked AS (
+    DELETE FROM core.contact_link k
+     WHERE k.base_id = %(base)s AND k.person_id = ANY(%(persons)s) AND k.person_id NOT IN (SELECT person_id FROM rej)
+       AND NOT EXISTS (SELECT 1 FROM new_link n WHERE n.person_id = k.person_id AND n.student_guid = k.student_guid)
+), linked AS (
+    INSERT INTO core.contact_link (base_id, person_id, student_guid, relationship, parental_responsibility, priority)
+    SELECT %(base)s, person_id, student_guid, relationship, parental_responsibility, priority FROM new_link
+    ON CONFLICT (base_id, person_id, student_guid) DO UPDATE
+       SET relationship = EXCLUDED.relationship, parental_responsibility = EXCLUDED.parental_responsibility,
+           priority = EXCLUDED.priority
+     WHERE ROW(core.contact_link.relationship, core.contact_link.parental_responsibility, core.contact_link.priority)
+           IS DISTINCT FROM ROW(EXCLUDED.relationship, EXCLUDED.parental_responsibility, EXCLUDED.priority)
+), disabled AS (
+    {_DISABLE.replace("contact_cand k", "cand k")} AND c.person_id = ANY(%(persons)s)
+), unlisted AS (
+    DELETE FROM results.rejected_contact x
+     WHERE x.base_id = %(base)s AND x.person_id = ANY(%(persons)s)
+       AND NOT EXISTS (SELECT 1 FROM rej r WHERE r.person_id = x.person_id AND r.reason = x.reason)
+), listed AS (
+    {_REJECTED.replace("contact_reject r JOIN contact_cand c", "rej r JOIN cand c")}
+    ON CONFLICT (base_id, person_id, reason) DO UPDATE
+       SET detail = EXCLUDED.detail, student_guids = EXCLUDED.student_guids, forename = EXCLUDED.forename,
+           surname = EXCLUDED.surname, email = EXCLUDED.email, window_order = EXCLUDED.window_order
+), found_again AS (
+    UPDATE results.rejected_contact x SET window_order = %(wo)s
+     WHERE x.base_id = %(base)s AND x.window_order <> %(wo)s AND x.person_id <> ALL(%(persons)s)
+)
+SELECT count(*) FROM cand
+"""
+
+
 _INPUTS = """
 SELECT count(*) || ':' || coalesce(max(file_id), 0) || ':' || coalesce(sum(file_id), 0)
   FROM raw.inbound_file WHERE base_id = %(base)s AND status IN ('parsed', 'loaded') AND file_id <> ALL(%(files)s)
@@ -348,27 +421,23 @@ def _log(conn: Connection, ctx: RunContext, counts: dict) -> None:
               level="warning" if counts["rejected"] else "info")
 
 
-def _reconcile(conn: Connection, ctx: RunContext, params: dict, scoped: bool) -> None:
-    """Candidates (all of the base's, or those of ``params['persons']``) to accounts, links and
-    the rejected list; ``scoped`` leaves every other person's rows as they are."""
-    only = "AND person_id = ANY(%(persons)s)" if scoped else ""
+def _reconcile(conn: Connection, ctx: RunContext, params: dict) -> None:
+    """All of the base's candidates to accounts, links and the rejected list (a full rebuild)."""
     # (dropped on commit; dropped here too when the caller's transaction is still open)
     conn.execute("DROP TABLE IF EXISTS pg_temp.contact_cand, pg_temp.contact_reject")
-    conn.execute(_candidates_sql(scoped), params)
+    conn.execute(_candidates_sql(False), params)
     conn.execute(_REQUIRED, params)
     # temporary tables are never analysed by autovacuum: without statistics the planner
     # guesses their size and can pick nested loops over whole tables
     conn.execute("ANALYZE contact_cand, contact_reject")
     conn.execute(_USERNAME_IN_USE, params)
     conn.execute(_UPSERT, params)
-    conn.execute(f"""DELETE FROM core.contact_link WHERE base_id = %(base)s {only}
-                      AND person_id NOT IN (SELECT person_id FROM contact_reject)""", params)
+    conn.execute("""DELETE FROM core.contact_link WHERE base_id = %(base)s
+                     AND person_id NOT IN (SELECT person_id FROM contact_reject)""", params)
     conn.execute(_LINKS, params)
-    conn.execute(_DISABLE + (" AND c.person_id = ANY(%(persons)s)" if scoped else ""), params)
-    conn.execute(f"DELETE FROM results.rejected_contact WHERE base_id = %(base)s {only}", params)
+    conn.execute(_DISABLE, params)
+    conn.execute("DELETE FROM results.rejected_contact WHERE base_id = %(base)s", params)
     conn.execute(_REJECTED, params)
-    if scoped:
-        _found_again(conn, params)
 
 
 def _found_again(conn: Connection, params: dict) -> None:
@@ -394,7 +463,7 @@ def rebuild(conn: Connection, ctx: RunContext) -> dict:
     # statements sent in a pipeline: the server runs them back to back (a stage's fixed cost
     # on a busy machine is mostly the round trips)
     with conn.transaction(), conn.pipeline():
-        _reconcile(conn, ctx, params, scoped=False)
+        _reconcile(conn, ctx, params)
         # counted from the window stamps, so a rerun of the window reports what the window did
         counts = _counts(conn, params)
         _log(conn, ctx, counts)
@@ -434,7 +503,7 @@ def sync(conn: Connection, ctx: RunContext) -> dict:
                 _remember(conn, ctx, last[1], _fingerprint_plus(last[0], files))
                 return counts
             params |= {"persons": persons, "students": students}
-            _reconcile(conn, ctx, params, scoped=True)
+            conn.execute(_SCOPED, params)
             counts = _counts(conn, params)
             _log(conn, ctx, counts)
             _remember(conn, ctx, counts, _fingerprint_plus(last[0], files))
