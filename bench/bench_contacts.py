@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     guids = [f"s-{i:05d}" for i in range(args.students)]
     start = datetime(2026, 9, 6, 17, 0, tzinfo=UTC)
     print(f"contacts: 1 base, {args.students} students, {args.touched} touched on each changed day")
-    print(f"{'weeks':>5} {'history blocks':>14} {'incremental ms':>14} {'full rebuild ms':>15}")
+    print(f"{'weeks':>5} {'history blocks':>14} {'persons in scope':>16} {'incremental ms':>14} "
+          f"{'full rebuild ms':>15}")
     try:
         with db.connect(make_conninfo(admin_url, dbname=name), autocommit=True) as conn:
             db.upgrade(conn)
@@ -122,8 +123,8 @@ def main(argv=None) -> int:
                 inc = time.perf_counter() - t
                 chain.commit(conn, day)
                 blocks = conn.execute("SELECT count(*) FROM raw.inbound_block").fetchone()[0]
-                mode = "" if "incremental" in out else " (not incremental)"
-                print(f"{week + 1:>5} {blocks:>14} {1000 * inc:>14.1f} {1000 * full:>15.1f}{mode}")
+                scope = out.get("incremental", {}).get("persons", "full")
+                print(f"{week + 1:>5} {blocks:>14} {scope:>16} {1000 * inc:>14.1f} {1000 * full:>15.1f}")
     finally:
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
