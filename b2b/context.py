@@ -67,12 +67,15 @@ def log_stage_file(conn: Any, ctx: RunContext, stage: str, file_id: int | None, 
     ``replace`` (the default) first removes the same stage's row for the same file of an
     earlier attempt; the extract stage, which clears its window's rows itself, passes False.
     """
-    if replace:
-        conn.execute("DELETE FROM ops.task_log WHERE dag_id = %s AND window_end = %s AND stage = %s "
-                     "AND file_id IS NOT DISTINCT FROM %s::bigint", (ctx.dag_id, ctx.window_end, stage, file_id))
+    # one statement: the earlier attempt's row goes and the new one comes in together
+    gone = ("""WITH gone AS (DELETE FROM ops.task_log WHERE dag_id = %(dag)s AND window_end = %(end)s
+                                AND stage = %(stage)s AND file_id IS NOT DISTINCT FROM %(file)s::bigint) """
+            if replace else "")
     conn.execute(
-        """INSERT INTO ops.task_log (base_id, task_key, dag_id, run_id, window_start, window_end,
-                                     file_id, stage, level, message, counts)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-        (ctx.base_id, ctx.task_key, ctx.dag_id, ctx.run_id, ctx.window_start, ctx.window_end,
-         file_id, stage, level, message, json.dumps(counts, default=str)))
+        gone + """INSERT INTO ops.task_log (base_id, task_key, dag_id, run_id, window_start, window_end,
+                                            file_id, stage, level, message, counts)
+                  VALUES (%(base)s, %(task)s, %(dag)s, %(run)s, %(start)s, %(end)s, %(file)s, %(stage)s,
+                          %(level)s, %(message)s, %(counts)s)""",
+        {"base": ctx.base_id, "task": ctx.task_key, "dag": ctx.dag_id, "run": ctx.run_id,
+         "start": ctx.window_start, "end": ctx.window_end, "file": file_id, "stage": stage, "level": level,
+         "message": message, "counts": json.dumps(counts, default=str)})

@@ -229,3 +229,102 @@ def test_contacts_of_a_run_that_stopped_before_the_contacts_stage_are_applied_by
     # day 2 brings only attendance: the contacts stage still sees day 1's data
     out = _attendance_only(db, 2, ["g-1"])
     assert "unchanged" not in out and accounts(db)["C4"]["active"] is True
+
+
+# --- incremental runs equal a full rebuild (issue 15) ---------------------------------------
+
+def _tables(db):
+    return tuple(db.execute(f"SELECT * FROM {t} ORDER BY 1, 2, 3").fetchall()
+                 for t in ("core.contact", "core.contact_link", "results.rejected_contact"))
+
+
+def _day(db, day: int, students: dict, contact_lists: dict):
+    """A changed-data run with student blocks ``{guid: changes}`` and contacts blocks
+    ``{guid: [contact, …]}``, through load; then contacts, compared with a full rebuild of
+    the same state (rolled back), and the run committed (so a resent block is skipped by
+    the hash cache the next time)."""
+    c = ctx(DAY1 + timedelta(days=day))
+    msgs = []
+    if students:
+        msgs.append(page("student", [(g, dict(STUDENT, **ch)) for g, ch in students.items()]))
+    if contact_lists:
+        msgs.append(page("contacts", [(g, {"contacts": cs}) for g, cs in contact_lists.items()]))
+    store_messages(db, c, msgs)
+    chain.hash_filter(db, c, LEGACY)
+    chain.validate(db, c, REPORTS)
+    chain.load(db, c)
+    with db.transaction(force_rollback=True):
+        full = contacts.rebuild(db, c)
+        expected = _tables(db)
+    out = contacts.sync(db, c)
+    assert _tables(db) == expected, f"day {day}: incremental contacts differ from a full rebuild"
+    assert {k: v for k, v in out.items() if k not in ("incremental", "unchanged")} == full, f"day {day}"
+    chain.commit(db, c)
+    return out
+
+
+def test_incremental_contacts_equal_a_full_rebuild_through_moves_collisions_and_leavers(db):
+    def person(pid, email=None, **kw):
+        return contact(pid, emails=[{"type": "H", "address": email or f"{pid.lower()}@example.com",
+                                     "primary": True, "main": False}], **kw)
+
+    g = [f"g-{i}" for i in range(6)]
+    # day 0 (first run: a full rebuild): a shared parent, a staff member, a record without forename
+    _day(db, 0, {x: {} for x in g}, {
+        g[0]: [person("C1"), person("C2")], g[1]: [person("C1"), person("C3", is_staff=True)],
+        g[2]: [person("C4", forename=None)], g[3]: [person("C5")], g[4]: [person("C6")], g[5]: []})
+    # day 1: C2 moves from g-0 to g-2; C4 fixed in SIMS
+    out = _day(db, 1, {}, {g[0]: [person("C1")], g[2]: [person("C4"), person("C2", surname="Moved")]})
+    assert out["incremental"]["students"] == 2
+    assert accounts(db)["C2"]["surname"] == "Moved" and accounts(db)["C4"]["active"] is True
+    # day 2: username collisions: C7 claims C5's username; C8 and C9 claim the same new one
+    _day(db, 2, {}, {g[4]: [person("C6"), person("C7", "c5@example.com"), person("C9", "new@example.com"),
+                            person("C8", "NEW@example.com")]})
+    r = rejected(db)
+    assert set(r) == {("C7", "username_in_use"), ("C9", "username_in_use")}
+    # day 3: C5 leaves its username behind; C7 stays rejected this run (C5 held it when the run began)
+    _day(db, 3, {}, {g[3]: [person("C5", "c5.new@example.com")]})
+    assert ("C7", "username_in_use") in rejected(db)
+    # day 4: a run about other students only: C7 now gets the freed username
+    _day(db, 4, {g[5]: {"forename": "Sam"}}, {})
+    assert "C7" in accounts(db) and ("C7", "username_in_use") not in rejected(db)
+    # day 5: C1 loses all its students (g-1 leaves, g-0 drops it); the staff member keeps the account
+    _day(db, 5, {g[1]: {"end_date": "2026-10-09"}}, {g[0]: []})
+    a = accounts(db)
+    assert (a["C1"]["active"], a["C3"]["roles"]) == (False, ["staff"])
+    # day 6: the same blocks again (skipped by the hash cache) and a returning contact
+    _day(db, 6, {g[1]: {"end_date": "2026-10-09"}}, {g[0]: [person("C1")]})
+    assert accounts(db)["C1"]["active"] is True
+    # day 7: no student or contacts data: left as it is
+    assert _day(db, 7, {}, {}).get("unchanged") is True
+
+
+def test_incremental_contacts_equal_a_full_rebuild_over_random_changed_days(db):
+    import random
+
+    rng = random.Random(15)
+    guids = [f"g-{i}" for i in range(8)]
+    pids = [f"C{i:02d}" for i in range(14)]
+    emails = [f"{p.lower()}@example.com" for p in pids] + ["family@example.com", "shared@example.com"]
+
+    def random_contact(pid):
+        return contact(pid, forename=rng.choice(["Ann", "Bo", None]) if rng.random() < 0.15 else "Ann",
+                       surname=rng.choice(["Bloggs", "Smith", "Jones"]), is_staff=rng.random() < 0.1,
+                       relationship=rng.choice(["PAM", "PAF", "CAR"]), priority=rng.randint(1, 3),
+                       emails=[] if rng.random() < 0.05 else [
+                           {"type": rng.choice("HW"), "address": rng.choice(emails), "primary": rng.random() < 0.5,
+                            "main": False} for _ in range(rng.randint(1, 2))])
+
+    def random_contacts():
+        return [random_contact(p) for p in rng.sample(pids, rng.randint(0, 3))]
+
+    _day(db, 0, {x: {} for x in guids}, {x: random_contacts() for x in guids})
+    modes = set()
+    for day in range(1, 13):
+        touched = rng.sample(guids, rng.randint(1, 3))
+        students = {x: {"end_date": "2026-10-01"} if rng.random() < 0.15 else {}
+                    for x in touched if rng.random() < 0.5}
+        lists = {x: random_contacts() for x in touched if x not in students or rng.random() < 0.5}
+        out = _day(db, day, students, lists)
+        modes.add("incremental" if "incremental" in out else "unchanged" if out.get("unchanged") else "full")
+    assert "incremental" in modes

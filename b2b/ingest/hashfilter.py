@@ -24,8 +24,10 @@ def hash_filter(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
         # index: no join whose plan could flip to a nested loop over every stored block when the
         # statistics lag behind a fast-growing raw.inbound_block (the earlier self-join took 88 s
         # instead of 1 s for 25 schools' snapshots).
-        conn.execute(
-            """UPDATE raw.inbound_block b
+        # (every block of the run is rewritten, so the counts come from the rows it returns)
+        counts: dict[str, int] = dict(conn.execute(
+            """WITH marked AS (
+               UPDATE raw.inbound_block b
                   SET (hash, disposition) = (
                       SELECT x.h, CASE WHEN %(cache)s AND x.h = (
                                            SELECT c.hash FROM ops.hash_cache c
@@ -35,11 +37,10 @@ def hash_filter(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                                             ORDER BY c.window_order DESC LIMIT 1)
                                        THEN 'skipped' ELSE 'pending' END
                         FROM (SELECT encode(sha256(convert_to(b.content::text, 'UTF8')), 'hex') AS h) x)
-                WHERE b.file_id = ANY(%(files)s)""",
-            {"files": files, "order": ctx.window_order, "cache": settings.b2bhcache})
-        counts: dict[str, int] = dict(conn.execute(
-            """SELECT disposition, count(*) FROM raw.inbound_block WHERE file_id = ANY(%s)
-               GROUP BY disposition""", (files,)).fetchall())
+                WHERE b.file_id = ANY(%(files)s)
+            RETURNING b.disposition)
+               SELECT disposition, count(*) FROM marked GROUP BY disposition""",
+            {"files": files, "order": ctx.window_order, "cache": settings.b2bhcache}).fetchall())
         result = {"blocks": sum(counts.values()), "skipped_by_cache": counts.get("skipped", 0),
                   "to_process": counts.get("pending", 0), "cache_enabled": settings.b2bhcache}
         log_stage(conn, ctx, "hash_filter", result,

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from b2b.context import RunContext, run_files
+from b2b.context import RunContext, one, run_files
 from b2b.errors import RunLeaseError
 
 if TYPE_CHECKING:
@@ -160,23 +160,29 @@ def finish_run(conn: Connection, ctx: RunContext) -> dict:
     """The run succeeded: commit its hash-cache entries, move the watermark, release the lease."""
     with conn.transaction():
         files = run_files(conn, ctx)
-        committed = conn.execute("UPDATE ops.hash_cache SET committed = true WHERE file_id = ANY(%s) "
-                                 "AND NOT committed", (files,)).rowcount
-        conn.execute(
-            """INSERT INTO ops.watermark (base_id, task_key, window_end, dag_id, run_id) VALUES (%s, %s, %s, %s, %s)
-               ON CONFLICT (base_id, task_key) DO UPDATE
-                  SET window_end = EXCLUDED.window_end, dag_id = EXCLUDED.dag_id, run_id = EXCLUDED.run_id,
-                      updated_at = now()
-                WHERE ops.watermark.window_end < EXCLUDED.window_end""",
-            (ctx.base_id, ctx.task_key, ctx.window_end, ctx.dag_id, ctx.run_id))
-        conn.execute(
-            """INSERT INTO ops.run (dag_id, window_end, base_id, task_key, run_id, window_start, window_order,
-                                    state, finished_at)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, 'success', now())
-               ON CONFLICT (dag_id, window_end) DO UPDATE SET state = 'success', finished_at = now()""",
-            (ctx.dag_id, ctx.window_end, ctx.base_id, ctx.task_key, ctx.run_id, ctx.window_start, ctx.window_order))
-        _release(conn, ctx.base_id, ctx.dag_id, ctx.window_end)
-        mark = watermark(conn, ctx.base_id, ctx.task_key)
+        # one statement: the cache entries count, the watermark moves (never back), the run succeeds
+        committed, mark = one(conn,
+            """WITH c AS (UPDATE ops.hash_cache SET committed = true WHERE file_id = ANY(%(files)s) AND NOT committed
+                          RETURNING 1),
+                    w AS (INSERT INTO ops.watermark (base_id, task_key, window_end, dag_id, run_id)
+                          VALUES (%(base)s, %(task)s, %(end)s, %(dag)s, %(run)s)
+                          ON CONFLICT (base_id, task_key) DO UPDATE
+                             SET window_end = EXCLUDED.window_end, dag_id = EXCLUDED.dag_id,
+                                 run_id = EXCLUDED.run_id, updated_at = now()
+                           WHERE ops.watermark.window_end < EXCLUDED.window_end
+                          RETURNING window_end),
+                    r AS (INSERT INTO ops.run (dag_id, window_end, base_id, task_key, run_id, window_start,
+                                               window_order, state, finished_at)
+                          VALUES (%(dag)s, %(end)s, %(base)s, %(task)s, %(run)s, %(start)s, %(order)s, 'success',
+                                  now())
+                          ON CONFLICT (dag_id, window_end) DO UPDATE SET state = 'success', finished_at = now()),
+                    l AS (DELETE FROM ops.base_lease WHERE base_id = %(base)s AND dag_id = %(dag)s
+                                                       AND window_end = %(end)s)
+               SELECT (SELECT count(*) FROM c),
+                      coalesce((SELECT window_end FROM w),
+                               (SELECT window_end FROM ops.watermark WHERE base_id = %(base)s AND task_key = %(task)s))""",
+            {"files": files, "base": ctx.base_id, "task": ctx.task_key, "end": ctx.window_end, "dag": ctx.dag_id,
+             "run": ctx.run_id, "start": ctx.window_start, "order": ctx.window_order})
     return {"cache_entries_committed": committed, "watermark": mark.isoformat() if mark else None}
 
 

@@ -65,21 +65,25 @@ def apply(conn: Connection, ctx: RunContext) -> dict:
     """
     with conn.transaction():
         files = run_files(conn, ctx)
-        conn.execute("DELETE FROM core.child_applied WHERE file_id = ANY(%s)", (files,))
-        conn.execute("DELETE FROM core.child_applied_address WHERE file_id = ANY(%s)", (files,))
-        params = {"files": files, "order": ctx.window_order}
-        students = conn.execute(_apply_sql("child_applied", "student", APPLIED_FIELDS), params).rowcount
-        addresses = conn.execute(_apply_sql("child_applied_address", "address", APPLIED_ADDRESS), params).rowcount
-        conn.execute("DELETE FROM core.child_sen WHERE file_id = ANY(%s)", (files,))
-        conn.execute("DELETE FROM core.child_exclusion WHERE file_id = ANY(%s)", (files,))
-        link = _link_as_of("g")
-        sen = conn.execute(_GROUP_SQL.format(
-            link_g=link, table="child_sen", block="sen", extra_cols=", start_date",
-            extra_vals=", (g.content->>'start_date')::date", list_key="needs",
-            order="(n->>'ranking')::int, n->>'type'"), params).rowcount
-        excl = conn.execute(_GROUP_SQL.format(
-            link_g=link, table="child_exclusion", block="exclusions", extra_cols="", extra_vals="",
-            list_key="exclusions", order="n->>'start_date', n->>'category'"), params).rowcount
+        # statements sent in a pipeline: the server runs them back to back
+        with conn.pipeline():
+            # an earlier attempt's rows, in one statement (a new version is compared only with earlier windows')
+            conn.execute("""WITH a AS (DELETE FROM core.child_applied WHERE file_id = ANY(%(files)s)),
+                                 d AS (DELETE FROM core.child_applied_address WHERE file_id = ANY(%(files)s)),
+                                 s AS (DELETE FROM core.child_sen WHERE file_id = ANY(%(files)s))
+                            DELETE FROM core.child_exclusion WHERE file_id = ANY(%(files)s)""", {"files": files})
+            params = {"files": files, "order": ctx.window_order}
+            students_cur = conn.execute(_apply_sql("child_applied", "student", APPLIED_FIELDS), params)
+            addresses_cur = conn.execute(_apply_sql("child_applied_address", "address", APPLIED_ADDRESS), params)
+            link = _link_as_of("g")
+            sen_cur = conn.execute(_GROUP_SQL.format(
+                link_g=link, table="child_sen", block="sen", extra_cols=", start_date",
+                extra_vals=", (g.content->>'start_date')::date", list_key="needs",
+                order="(n->>'ranking')::int, n->>'type'"), params)
+            excl_cur = conn.execute(_GROUP_SQL.format(
+                link_g=link, table="child_exclusion", block="exclusions", extra_cols="", extra_vals="",
+                list_key="exclusions", order="n->>'start_date', n->>'category'"), params)
+        students, addresses, sen, excl = (c.rowcount for c in (students_cur, addresses_cur, sen_cur, excl_cur))
         counts = {"children_updated": students, "addresses_updated": addresses, "sen_groups_updated": sen,
                   "exclusion_groups_updated": excl}
         log_stage(conn, ctx, "apply", counts,

@@ -7,7 +7,7 @@ if TYPE_CHECKING:
     from psycopg import Connection
 
 from b2b.blocks import ADDRESS_COMPARED, BY_NAME, STUDENT_COMPARED, compare_sql
-from b2b.context import RunContext, log_stage, run_files, scalar
+from b2b.context import RunContext, log_stage, one, run_files
 
 
 def _link_as_of(alias: str) -> str:
@@ -41,53 +41,54 @@ def conflicts(conn: Connection, ctx: RunContext) -> dict:
     """
     with conn.transaction():
         files = run_files(conn, ctx)
-        conn.execute("DELETE FROM results.conflict_observation WHERE file_id = ANY(%s)", (files,))
-        params = {"files": files, "end": ctx.window_end, "order": ctx.window_order}
-        # one statement per block that carries compared fields (student, address), from the registry
-        for block, names in (("student", STUDENT_COMPARED), ("address", ADDRESS_COMPARED)):
-            values = ", ".join(compare_sql(f, f"c.{f}", f"s.{f}") for f in names)
+        # statements sent in a pipeline: the server runs them back to back (the counts wait for all)
+        with conn.pipeline():
+            conn.execute("DELETE FROM results.conflict_observation WHERE file_id = ANY(%s)", (files,))
+            params = {"files": files, "end": ctx.window_end, "order": ctx.window_order}
+            # one statement per block that carries compared fields (student, address), from the registry
+            for block, names in (("student", STUDENT_COMPARED), ("address", ADDRESS_COMPARED)):
+                values = ", ".join(compare_sql(f, f"c.{f}", f"s.{f}") for f in names)
+                conn.execute(
+                    f"""INSERT INTO results.conflict_observation (file_id, base_id, student_guid, person_id, field,
+                                                                  la_value, incoming_value, window_end)
+                        SELECT s.file_id, s.base_id, s.student_guid, m.person_id, v.field, v.la_value, v.inc_value,
+                               %(end)s
+                          FROM staging.{BY_NAME[block].staging} s
+                          {_link_as_of('s')}
+                          JOIN core.child c ON c.person_id = m.person_id
+                         CROSS JOIN LATERAL (VALUES {values}) AS v(field, la_value, inc_value, same)
+                         WHERE s.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
+                           AND NOT v.same""", params)
+            # the run's match decisions: conflicts open for the child as of this window -> matched_with_conflicts
             conn.execute(
-                f"""INSERT INTO results.conflict_observation (file_id, base_id, student_guid, person_id, field,
-                                                              la_value, incoming_value, window_end)
-                    SELECT s.file_id, s.base_id, s.student_guid, m.person_id, v.field, v.la_value, v.inc_value,
-                           %(end)s
-                      FROM staging.{BY_NAME[block].staging} s
-                      {_link_as_of('s')}
-                      JOIN core.child c ON c.person_id = m.person_id
-                     CROSS JOIN LATERAL (VALUES {values}) AS v(field, la_value, inc_value, same)
-                     WHERE s.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
-                       AND NOT v.same""", params)
-        # the run's match decisions: conflicts open for the child as of this window -> matched_with_conflicts
-        conn.execute(
-            f"""UPDATE results.match m
-                  SET status = CASE WHEN EXISTS (SELECT 1 FROM results.conflict_observation o
-                                                  WHERE o.person_id = m.person_id AND {_UNRESOLVED}
-                                                    AND {_AS_OF})
-                                    THEN 'matched_with_conflicts' ELSE 'matched' END
-                WHERE m.file_id = ANY(%(files)s) AND m.status IN ('matched', 'matched_with_conflicts')""",
-            {"files": files, "end": ctx.window_end, "dag": ctx.dag_id})
-        # the match explanation names the fields that differ: exactly the run's observations
-        # (one comparison rule, b2b.blocks, for conflicts and explanations)
-        conn.execute(
-            """UPDATE results.match m
-                  SET explanation = CASE WHEN d.fields IS NULL THEN m.explanation - 'differing_fields'
-                                         ELSE jsonb_set(m.explanation, '{differing_fields}', d.fields) END
-                 FROM (SELECT m2.file_id, m2.student_guid,
-                              (SELECT jsonb_agg(DISTINCT o.field ORDER BY o.field) FROM results.conflict_observation o
-                                WHERE o.file_id = ANY(%(files)s) AND o.base_id = m2.base_id
-                                  AND o.student_guid = m2.student_guid) AS fields
-                         FROM results.match m2
-                        WHERE m2.file_id = ANY(%(files)s) AND m2.status IN ('matched', 'matched_with_conflicts')) d
-                WHERE m.file_id = d.file_id AND m.student_guid = d.student_guid""", {"files": files})
-        observed = scalar(conn, "SELECT count(*) FROM results.conflict_observation WHERE file_id = ANY(%s)",
-                                (files,))
-        students = scalar(conn,
-            "SELECT count(DISTINCT (base_id, student_guid)) FROM results.conflict_observation WHERE file_id = ANY(%s)",
-            (files,))
-        open_for_base = scalar(conn,
-            f"""SELECT count(DISTINCT (o.person_id, o.field, o.la_value, o.incoming_value))
-                  FROM results.conflict_observation o WHERE o.base_id = %(base)s AND {_UNRESOLVED} AND {_AS_OF}""",
-            {"base": ctx.base_id, "end": ctx.window_end, "dag": ctx.dag_id})
+                f"""UPDATE results.match m
+                      SET status = CASE WHEN EXISTS (SELECT 1 FROM results.conflict_observation o
+                                                      WHERE o.person_id = m.person_id AND {_UNRESOLVED}
+                                                        AND {_AS_OF})
+                                        THEN 'matched_with_conflicts' ELSE 'matched' END
+                    WHERE m.file_id = ANY(%(files)s) AND m.status IN ('matched', 'matched_with_conflicts')""",
+                {"files": files, "end": ctx.window_end, "dag": ctx.dag_id})
+            # the match explanation names the fields that differ: exactly the run's observations
+            # (one comparison rule, b2b.blocks, for conflicts and explanations)
+            conn.execute(
+                """UPDATE results.match m
+                      SET explanation = CASE WHEN d.fields IS NULL THEN m.explanation - 'differing_fields'
+                                             ELSE jsonb_set(m.explanation, '{differing_fields}', d.fields) END
+                     FROM (SELECT m2.file_id, m2.student_guid,
+                                  (SELECT jsonb_agg(DISTINCT o.field ORDER BY o.field) FROM results.conflict_observation o
+                                    WHERE o.file_id = ANY(%(files)s) AND o.base_id = m2.base_id
+                                      AND o.student_guid = m2.student_guid) AS fields
+                             FROM results.match m2
+                            WHERE m2.file_id = ANY(%(files)s) AND m2.status IN ('matched', 'matched_with_conflicts')) d
+                    WHERE m.file_id = d.file_id AND m.student_guid = d.student_guid""", {"files": files})
+            observed, students, open_for_base = one(conn,
+                f"""SELECT (SELECT count(*) FROM results.conflict_observation WHERE file_id = ANY(%(files)s)),
+                           (SELECT count(DISTINCT (base_id, student_guid)) FROM results.conflict_observation
+                             WHERE file_id = ANY(%(files)s)),
+                           (SELECT count(DISTINCT (o.person_id, o.field, o.la_value, o.incoming_value))
+                              FROM results.conflict_observation o
+                             WHERE o.base_id = %(base)s AND {_UNRESOLVED} AND {_AS_OF})""",
+                {"files": files, "base": ctx.base_id, "end": ctx.window_end, "dag": ctx.dag_id})
         counts = {"conflicts": observed, "students_with_conflicts": students, "open_conflicts_base": open_for_base}
         log_stage(conn, ctx, "conflicts", counts,
                   f"conflicts: {observed} field differences for {students} students; "

@@ -22,19 +22,32 @@ data the LA holds for it (so a backfill of an old window never rolls contacts ba
 * **disabling** (F38): an account no longer related to any current student is disabled,
   never deleted; a staff member's account stays active without the contact role.
 
-The rebuild reads the base's whole history, so a run skips it when it cannot change the
-result: the run brought no student or contacts block that counts (loaded or skipped by the
-hash cache) AND the base's other parsed/loaded files are exactly those the last rebuild (or
-skip) saw (``core.contact_sync``). A run whose predecessor never reached this stage, a
-released or deleted file, or a rerun of a window therefore still rebuilds. The window's own counts (created, updated, disabled) are read from the stamps
-either way.
+A full rebuild (:func:`rebuild`) reads the base's whole history, so :func:`sync` works from
+the previous result whenever the base's other parsed/loaded files are exactly those that
+result was computed from (``core.contact_sync``):
+
+* a run that brought no student or contacts block that counts (loaded, or skipped by the
+  hash cache) changes nothing but the rejected list's "last found" window;
+* otherwise only the persons the run can change are recomputed, from the students they
+  are related to: those related before the run to a student it touched (``core.contact_link``,
+  or the rejected list), those in a touched student's latest contacts block, and every
+  contact rejected because its username was in use (the holder may have given it up since).
+  Everyone else's candidate row, and so their account, links and rejections, are those of
+  the previous result: their students' blocks did not change, and an accepted account's
+  username is its own (unique per base), so no one else's claim can take it away.
+
+A first run, a run whose predecessor never reached this stage, a released or deleted file,
+or a rerun of a window (its own files were part of the last result) rebuilds in full. The
+incremental result equals a full rebuild's (``tests/test_contacts.py`` compares them after
+every run of a sequence of simulated days). The window's own counts (created, updated,
+disabled) are read from the stamps either way.
 """
 from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING
 
-from b2b.context import RunContext, log_stage, one, run_files, scalar
+from b2b.context import RunContext, log_stage, one, scalar
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -69,11 +82,37 @@ def _preference(field: str, list_key: str, mapping: dict[str, str], default: str
                 ORDER BY {_flag('primary')} DESC, n LIMIT 1), '{default}') AS {field}"""
 
 
-_CANDIDATES = f"""
-CREATE TEMP TABLE contact_cand ON COMMIT DROP AS
-WITH f AS (
-    SELECT file_id, window_order, window_end FROM raw.inbound_file
-     WHERE base_id = %(base)s AND status IN ('parsed', 'loaded')
+def _candidates_sql(scoped: bool) -> str:
+    """SQL: the candidates as the temporary table ``contact_cand``."""
+    return "CREATE TEMP TABLE contact_cand ON COMMIT DROP AS" + _candidates_select(scoped)
+
+
+def _candidates_select(scoped: bool) -> str:
+    """SQL: the candidates (see the module docstring) of the whole base, or, ``scoped``, only
+    those among ``%(persons)s`` read from the students ``%(students)s`` (which must hold every
+    current student related to them)."""
+    persons = "WHERE d.person_id = ANY(%(persons)s)" if scoped else ""
+    if scoped:  # per student, an index lookup of its own blocks (not a scan of the base's)
+        latest = """
+), latest_student AS (
+    SELECT s.student_guid, x.content, x.window_end
+      FROM unnest(%(students)s::text[]) s(student_guid)
+      JOIN LATERAL (SELECT b.content, f.window_end FROM raw.inbound_block b JOIN f USING (file_id)
+                     WHERE b.base_id = %(base)s AND b.student_guid = s.student_guid AND b.block_type = 'student'
+                       AND b.disposition IN ('loaded', 'skipped')
+                     ORDER BY f.window_order DESC, b.file_id DESC LIMIT 1) x ON true
+), current_student AS (
+    SELECT student_guid FROM latest_student
+     WHERE coalesce(staging.try_date(content->>'end_date') > (window_end AT TIME ZONE 'UTC')::date, true)
+), latest_contacts AS (
+    SELECT s.student_guid, x.content, x.window_order
+      FROM current_student s
+      JOIN LATERAL (SELECT b.content, f.window_order FROM raw.inbound_block b JOIN f USING (file_id)
+                     WHERE b.base_id = %(base)s AND b.student_guid = s.student_guid AND b.block_type = 'contacts'
+                       AND b.disposition IN ('loaded', 'skipped')
+                     ORDER BY f.window_order DESC, b.file_id DESC LIMIT 1) x ON true"""
+    else:
+        latest = """
 ), latest_student AS (
     SELECT DISTINCT ON (b.student_guid) b.student_guid, b.content, f.window_end
       FROM raw.inbound_block b JOIN f USING (file_id)
@@ -86,7 +125,12 @@ WITH f AS (
     SELECT DISTINCT ON (b.student_guid) b.student_guid, b.content, f.window_order
       FROM raw.inbound_block b JOIN f USING (file_id) JOIN current_student USING (student_guid)
      WHERE b.base_id = %(base)s AND b.block_type = 'contacts' AND b.disposition IN ('loaded', 'skipped')
-     ORDER BY b.student_guid, f.window_order DESC, b.file_id DESC
+     ORDER BY b.student_guid, f.window_order DESC, b.file_id DESC"""
+    return f"""
+WITH f AS (
+    SELECT file_id, window_order, window_end FROM raw.inbound_file
+     WHERE base_id = %(base)s AND status IN ('parsed', 'loaded')
+{latest}
 ), item AS (
     SELECT c.student_guid, c.window_order, e.v, e.v->>'person_id' AS person_id
       FROM latest_contacts c
@@ -122,7 +166,9 @@ SELECT d.person_id, r.student_guids, r.links,
         SELECT x AS home FROM jsonb_array_elements(core.jsonb_list(d.v->'addresses')) WITH ORDINALITY l(x, n)
          WHERE x->>'type' = 'H'
          ORDER BY staging.try_date(x->>'start_date') DESC NULLS LAST, n LIMIT 1) h ON true
+ {persons}
 """
+
 
 _REQUIRED = """
 CREATE TEMP TABLE contact_reject ON COMMIT DROP AS
@@ -207,34 +253,155 @@ SELECT %(base)s, r.person_id, r.reason, r.detail, c.student_guids, c.forename, c
 """
 
 
+# An incremental run in one statement (no temporary tables): the same steps as ``_reconcile``
+# over the persons in scope. Every part sees the tables as they were before the statement, as
+# the separate statements of a rebuild see them before their own step; a link or rejection
+# that stays is updated in place instead of deleted and inserted again (same rows after).
+_SCOPED = f"""
+WITH cand AS MATERIALIZED ({_candidates_select(True)}
+), req AS MATERIALIZED (
+    SELECT person_id, 'no_forename'::text AS reason, %(no_forename)s::text AS detail FROM cand WHERE forename IS NULL
+    UNION ALL
+    SELECT person_id, 'no_surname', %(no_surname)s FROM cand WHERE surname IS NULL
+    UNION ALL
+    SELECT person_id, 'no_email', %(no_email)s FROM cand WHERE username IS NULL
+), in_use AS MATERIALIZED (
+    SELECT c.person_id, 'username_in_use'::text AS reason,
+           'email already used as the username of contact ' || coalesce(h.person_id, w.person_id) AS detail
+      FROM cand c
+      LEFT JOIN LATERAL (SELECT x.person_id FROM core.contact x
+                          WHERE x.base_id = %(base)s AND lower(x.username) = lower(c.username)
+                            AND x.person_id <> c.person_id LIMIT 1) h ON true
+      LEFT JOIN LATERAL (SELECT o.person_id FROM cand o
+                          WHERE lower(o.username) = lower(c.username) AND o.person_id < c.person_id
+                            AND NOT EXISTS (SELECT 1 FROM req r WHERE r.person_id = o.person_id)
+                            AND NOT EXISTS (SELECT 1 FROM core.contact x WHERE x.base_id = %(base)s
+                                                                          AND lower(x.username) = lower(c.username))
+                          ORDER BY o.person_id LIMIT 1) w ON true
+     WHERE NOT EXISTS (SELECT 1 FROM req r WHERE r.person_id = c.person_id)
+       AND coalesce(h.person_id, w.person_id) IS NOT NULL
+), rej AS MATERIALIZED (
+    SELECT * FROM req UNION ALL SELECT * FROM in_use
+), ok AS MATERIALIZED (
+    SELECT * FROM cand c WHERE NOT EXISTS (SELECT 1 FROM rej r WHERE r.person_id = c.person_id)
+), new_link AS MATERIALIZED (
+    SELECT c.person_id, l->>'student_guid' AS student_guid, l->>'relationship' AS relationship,
+           (l->>'parental_responsibility')::boolean AS parental_responsibility, (l->>'priority')::int AS priority
+      FROM ok c CROSS JOIN LATERAL jsonb_array_elements(c.links) l
+), upserted AS (
+    {_UPSERT.replace("FROM contact_cand c", "FROM ok c").replace(
+        "WHERE NOT EXISTS (SELECT 1 FROM contact_reject r WHERE r.person_id = c.person_id)", "")}
+), unlinked AS (
+    DELETE FROM core.contact_link k
+     WHERE k.base_id = %(base)s AND k.person_id = ANY(%(persons)s) AND k.person_id NOT IN (SELECT person_id FROM rej)
+       AND NOT EXISTS (SELECT 1 FROM new_link n WHERE n.person_id = k.person_id AND n.student_guid = k.student_guid)
+), linked AS (
+    INSERT INTO core.contact_link (base_id, person_id, student_guid, relationship, parental_responsibility, priority)
+    SELECT %(base)s, person_id, student_guid, relationship, parental_responsibility, priority FROM new_link
+    ON CONFLICT (base_id, person_id, student_guid) DO UPDATE
+       SET relationship = EXCLUDED.relationship, parental_responsibility = EXCLUDED.parental_responsibility,
+           priority = EXCLUDED.priority
+     WHERE ROW(core.contact_link.relationship, core.contact_link.parental_responsibility, core.contact_link.priority)
+           IS DISTINCT FROM ROW(EXCLUDED.relationship, EXCLUDED.parental_responsibility, EXCLUDED.priority)
+), disabled AS (
+    {_DISABLE.replace("contact_cand k", "cand k")} AND c.person_id = ANY(%(persons)s)
+), unlisted AS (
+    DELETE FROM results.rejected_contact x
+     WHERE x.base_id = %(base)s AND x.person_id = ANY(%(persons)s)
+       AND NOT EXISTS (SELECT 1 FROM rej r WHERE r.person_id = x.person_id AND r.reason = x.reason)
+), listed AS (
+    {_REJECTED.replace("contact_reject r JOIN contact_cand c", "rej r JOIN cand c")}
+    ON CONFLICT (base_id, person_id, reason) DO UPDATE
+       SET detail = EXCLUDED.detail, student_guids = EXCLUDED.student_guids, forename = EXCLUDED.forename,
+           surname = EXCLUDED.surname, email = EXCLUDED.email, window_order = EXCLUDED.window_order
+), found_again AS (
+    UPDATE results.rejected_contact x SET window_order = %(wo)s
+     WHERE x.base_id = %(base)s AND x.window_order <> %(wo)s AND x.person_id <> ALL(%(persons)s)
+)
+SELECT count(*) FROM cand
+"""
+
+
 _INPUTS = """
 SELECT count(*) || ':' || coalesce(max(file_id), 0) || ':' || coalesce(sum(file_id), 0)
   FROM raw.inbound_file WHERE base_id = %(base)s AND status IN ('parsed', 'loaded') AND file_id <> ALL(%(files)s)
 """
 
-_RUN_HAS_CONTACT_INPUT = """
-SELECT EXISTS (SELECT 1 FROM raw.inbound_block
-                WHERE file_id = ANY(%(files)s) AND block_type IN ('student', 'contacts')
-                  AND disposition IN ('loaded', 'skipped'))
+# the run's parsed (not suspended) files (``b2b.context.run_files``), as a subquery
+_RUN_FILES = """(SELECT file_id FROM raw.inbound_file WHERE dag_id = %(dag)s AND window_end = %(end)s
+                   AND status IN ('parsed', 'loaded'))"""
+
+# the last rebuild's fingerprint and counts, the fingerprint of the base's files now with this
+# run's left out, and this run's files
+_LAST = f"""
+SELECT s.inputs, s.counts,
+       (SELECT count(*) || ':' || coalesce(max(file_id), 0) || ':' || coalesce(sum(file_id), 0)
+          FROM raw.inbound_file WHERE base_id = %(base)s AND status IN ('parsed', 'loaded')
+           AND file_id NOT IN {_RUN_FILES}),
+       ARRAY{_RUN_FILES}
+  FROM core.contact_sync s WHERE s.base_id = %(base)s
+"""
+
+# The scope of an incremental run: the students the run brought a student or contacts block
+# for ("touched"), the persons whose result can change (related to a touched student before
+# the run: links, or the rejected list for a rejected contact; in a touched student's latest
+# contacts block; or rejected because their username was in use, as the holder may have let
+# it go since), and every student whose blocks those persons' candidates are read from.
+_SCOPE = f"""
+WITH touched AS (
+    SELECT DISTINCT student_guid FROM raw.inbound_block
+     WHERE file_id IN {_RUN_FILES} AND block_type IN ('student', 'contacts') AND disposition IN ('loaded', 'skipped')
+), latest_contacts AS (
+    SELECT x.content FROM touched t
+      JOIN LATERAL (SELECT b.content FROM raw.inbound_block b JOIN raw.inbound_file f USING (file_id)
+                     WHERE b.base_id = %(base)s AND b.student_guid = t.student_guid AND b.block_type = 'contacts'
+                       AND b.disposition IN ('loaded', 'skipped') AND f.status IN ('parsed', 'loaded')
+                     ORDER BY f.window_order DESC, b.file_id DESC LIMIT 1) x ON true
+), persons AS (
+    SELECT e.v->>'person_id' AS person_id
+      FROM latest_contacts c CROSS JOIN LATERAL jsonb_array_elements(core.jsonb_list(c.content->'contacts')) e(v)
+    UNION
+    SELECT l.person_id FROM core.contact_link l JOIN touched t USING (student_guid) WHERE l.base_id = %(base)s
+    UNION
+    SELECT r.person_id FROM results.rejected_contact r
+     WHERE r.base_id = %(base)s
+       AND (r.reason = 'username_in_use' OR r.student_guids && ARRAY(SELECT student_guid FROM touched))
+)
+SELECT ARRAY(SELECT person_id FROM persons WHERE person_id IS NOT NULL),
+       ARRAY(SELECT student_guid FROM touched
+             UNION SELECT l.student_guid FROM core.contact_link l JOIN persons p USING (person_id)
+                    WHERE l.base_id = %(base)s
+             UNION SELECT unnest(r.student_guids) FROM results.rejected_contact r JOIN persons p USING (person_id)
+                    WHERE r.base_id = %(base)s),
+       (SELECT count(*) FROM touched)
+"""
+
+# the base's counts after the run, from its tables (equal to what a full rebuild counts: its
+# candidates are the accounts with the contact role and the rejected contacts)
+_COUNTS = """
+SELECT (SELECT count(*) FROM (SELECT person_id FROM core.contact WHERE base_id = %(base)s AND 'contact' = ANY(roles)
+                              UNION SELECT person_id FROM results.rejected_contact WHERE base_id = %(base)s) x),
+       (SELECT count(*) FROM core.contact_link l
+         WHERE l.base_id = %(base)s AND NOT EXISTS (SELECT 1 FROM results.rejected_contact r
+                                                    WHERE r.base_id = l.base_id AND r.person_id = l.person_id)),
+       (SELECT count(DISTINCT person_id) FROM results.rejected_contact WHERE base_id = %(base)s),
+       (SELECT coalesce(jsonb_object_agg(reason, n), '{}') FROM (
+            SELECT reason, count(*) AS n FROM results.rejected_contact WHERE base_id = %(base)s GROUP BY reason) r),
+       s.*
+  FROM (""" + _STAMPED + """) s
 """
 
 
-def _unchanged(conn: Connection, ctx: RunContext) -> dict | None:
-    """The last rebuild's counts when this run cannot change the base's contacts, else None."""
-    row = conn.execute("SELECT inputs, counts FROM core.contact_sync WHERE base_id = %s", (ctx.base_id,)).fetchone()
-    if row is None:
-        return None
-    files = run_files(conn, ctx)
-    if scalar(conn, _INPUTS, {"base": ctx.base_id, "files": files}) != row[0]:
-        return None
-    if scalar(conn, _RUN_HAS_CONTACT_INPUT, {"files": files}):
-        return None
-    return row[1]
+def _fingerprint_plus(inputs: str, files: list[int]) -> str:
+    """The fingerprint (``_INPUTS``) of a set of files with ``files`` added to it."""
+    n, top, total = (int(x) for x in inputs.split(":"))
+    return f"{n + len(files)}:{max([top, *files])}:{total + sum(files)}"
 
 
-def _remember(conn: Connection, ctx: RunContext, counts: dict) -> None:
+def _remember(conn: Connection, ctx: RunContext, counts: dict, inputs: str | None = None) -> None:
     """The base's files now (this run's included) and the counts of the contacts they give."""
-    inputs = scalar(conn, _INPUTS, {"base": ctx.base_id, "files": []})
+    if inputs is None:
+        inputs = scalar(conn, _INPUTS, {"base": ctx.base_id, "files": []})
     conn.execute("""INSERT INTO core.contact_sync (base_id, inputs, counts, window_order)
                     VALUES (%s, %s, %s, %s)
                     ON CONFLICT (base_id) DO UPDATE SET inputs = EXCLUDED.inputs, counts = EXCLUDED.counts,
@@ -242,48 +409,102 @@ def _remember(conn: Connection, ctx: RunContext, counts: dict) -> None:
                  (ctx.base_id, inputs, json.dumps(counts), ctx.window_order))
 
 
-def sync(conn: Connection, ctx: RunContext) -> dict:
-    """Rebuild the base's contact accounts, links and rejected list in one transaction."""
+def _log(conn: Connection, ctx: RunContext, counts: dict) -> None:
+    by_reason = {k.removeprefix("rejected_"): v for k, v in counts.items()
+                 if k.startswith("rejected_") and k != "rejected_"}
+    log_stage(conn, ctx, "contacts", counts,
+              f"contacts: {counts['candidates']} contacts of current students; {counts['created']} created, "
+              f"{counts['updated']} updated, {counts['disabled']} disabled, "
+              f"{counts['staff_kept_without_contact_role']} staff kept without the contact role; "
+              f"{counts['rejected']} rejected ({', '.join(f'{k} {v}' for k, v in by_reason.items()) or 'none'}), "
+              f"see results.rejected_contact",
+              level="warning" if counts["rejected"] else "info")
+
+
+def _reconcile(conn: Connection, ctx: RunContext, params: dict) -> None:
+    """All of the base's candidates to accounts, links and the rejected list (a full rebuild)."""
+    # (dropped on commit; dropped here too when the caller's transaction is still open)
+    conn.execute("DROP TABLE IF EXISTS pg_temp.contact_cand, pg_temp.contact_reject")
+    conn.execute(_candidates_sql(False), params)
+    conn.execute(_REQUIRED, params)
+    # temporary tables are never analysed by autovacuum: without statistics the planner
+    # guesses their size and can pick nested loops over whole tables
+    conn.execute("ANALYZE contact_cand, contact_reject")
+    conn.execute(_USERNAME_IN_USE, params)
+    conn.execute(_UPSERT, params)
+    conn.execute("""DELETE FROM core.contact_link WHERE base_id = %(base)s
+                     AND person_id NOT IN (SELECT person_id FROM contact_reject)""", params)
+    conn.execute(_LINKS, params)
+    conn.execute(_DISABLE, params)
+    conn.execute("DELETE FROM results.rejected_contact WHERE base_id = %(base)s", params)
+    conn.execute(_REJECTED, params)
+
+
+def _found_again(conn: Connection, params: dict) -> None:
+    """Every rejected contact of the base was found again by this run, as a full rebuild records."""
+    conn.execute("""UPDATE results.rejected_contact SET window_order = %(wo)s
+                     WHERE base_id = %(base)s AND window_order <> %(wo)s""", params)
+
+
+def _counts(conn: Connection, params: dict) -> dict:
+    candidates, links, rejected, by_reason, new, updated, disabled, staff_kept = one(conn, _COUNTS, params)
+    return {"candidates": candidates, "created": new, "updated": updated, "links": links,
+            "disabled": disabled, "staff_kept_without_contact_role": staff_kept, "rejected": rejected,
+            **{f"rejected_{k}": v for k, v in sorted(by_reason.items())}}
+
+
+def rebuild(conn: Connection, ctx: RunContext) -> dict:
+    """Rebuild the base's contact accounts, links and rejected list from its whole history.
+
+    What :func:`sync` does when it cannot work from the previous result (first run, a rerun,
+    a released or deleted file), and what an incremental run must equal (tests).
+    """
     params = {"base": ctx.base_id, "wo": ctx.window_order, **REASONS}
-    with conn.transaction():
-        last = _unchanged(conn, ctx)
-        if last is not None:
-            new, updated, disabled, staff_kept = one(conn, _STAMPED, params)
-            counts = {**last, "created": new, "updated": updated, "disabled": disabled,
-                      "staff_kept_without_contact_role": staff_kept, "unchanged": True}
-            log_stage(conn, ctx, "contacts", counts,
-                      f"contacts: no new student or contacts data since the last rebuild; "
-                      f"{counts['candidates']} contacts of current students unchanged",
-                      level="warning" if counts.get("rejected") else "info")
-            _remember(conn, ctx, last)
-            return counts
-        # (dropped on commit; dropped here too when the caller's transaction is still open)
-        conn.execute("DROP TABLE IF EXISTS pg_temp.contact_cand, pg_temp.contact_reject")
-        conn.execute(_CANDIDATES, params)
-        candidates = scalar(conn, "SELECT count(*) FROM contact_cand")
-        conn.execute(_REQUIRED, params)
-        # temporary tables are never analysed by autovacuum: without statistics the planner
-        # guesses their size and can pick nested loops over whole tables
-        conn.execute("ANALYZE contact_cand, contact_reject")
-        conn.execute(_USERNAME_IN_USE, params)
-        conn.execute(_UPSERT, params)
-        conn.execute("""DELETE FROM core.contact_link WHERE base_id = %(base)s
-                         AND person_id NOT IN (SELECT person_id FROM contact_reject)""", params)
-        links = conn.execute(_LINKS, params).rowcount
-        conn.execute(_DISABLE, params)
+    # statements sent in a pipeline: the server runs them back to back (a stage's fixed cost
+    # on a busy machine is mostly the round trips)
+    with conn.transaction(), conn.pipeline():
+        _reconcile(conn, ctx, params)
         # counted from the window stamps, so a rerun of the window reports what the window did
-        new, updated, disabled, staff_kept = one(conn, _STAMPED, params)
-        conn.execute("DELETE FROM results.rejected_contact WHERE base_id = %(base)s", params)
-        conn.execute(_REJECTED, params)
-        by_reason: dict[str, int] = dict(conn.execute("SELECT reason, count(*) FROM contact_reject GROUP BY reason ORDER BY reason"))
-        rejected = scalar(conn, "SELECT count(DISTINCT person_id) FROM contact_reject")
-        counts = {"candidates": candidates, "created": new, "updated": updated, "links": links,
-                  "disabled": disabled, "staff_kept_without_contact_role": staff_kept, "rejected": rejected,
-                  **{f"rejected_{k}": v for k, v in by_reason.items()}}
-        log_stage(conn, ctx, "contacts", counts,
-                  f"contacts: {candidates} contacts of current students; {new} created, {updated} updated, "
-                  f"{disabled} disabled, {staff_kept} staff kept without the contact role; {rejected} rejected "
-                  f"({', '.join(f'{k} {v}' for k, v in by_reason.items()) or 'none'}), see results.rejected_contact",
-                  level="warning" if rejected else "info")
+        counts = _counts(conn, params)
+        _log(conn, ctx, counts)
         _remember(conn, ctx, counts)
     return counts
+
+
+def sync(conn: Connection, ctx: RunContext) -> dict:
+    """Bring the base's contact accounts, links and rejected list up to date, in one transaction.
+
+    From the previous result when the base's other files are those it was computed from
+    (``core.contact_sync``): nothing to do when the run brought no student or contacts
+    block, else only the persons the run can change (``_SCOPE``); otherwise a full
+    :func:`rebuild`.
+    """
+    params: dict = {"base": ctx.base_id, "wo": ctx.window_order, "dag": ctx.dag_id, "end": ctx.window_end,
+                    **REASONS}
+    with conn.transaction():
+        with conn.pipeline():
+            last_cur = conn.execute(_LAST, params)
+            scope_cur = conn.execute(_SCOPE, params)
+            last = last_cur.fetchone()
+            persons, students, touched = tuple(scope_cur.fetchone() or ((), (), 0))
+        if last is None or last[0] != last[2]:
+            return rebuild(conn, ctx)
+        files = list(last[3])
+        with conn.pipeline():
+            if not touched:
+                new, updated, disabled, staff_kept = one(conn, _STAMPED, params)
+                counts = {**last[1], "created": new, "updated": updated, "disabled": disabled,
+                          "staff_kept_without_contact_role": staff_kept, "unchanged": True}
+                log_stage(conn, ctx, "contacts", counts,
+                          f"contacts: no new student or contacts data since the last rebuild; "
+                          f"{counts['candidates']} contacts of current students unchanged",
+                          level="warning" if counts.get("rejected") else "info")
+                _found_again(conn, params)
+                _remember(conn, ctx, last[1], _fingerprint_plus(last[0], files))
+                return counts
+            params |= {"persons": persons, "students": students}
+            conn.execute(_SCOPED, params)
+            counts = _counts(conn, params)
+            _log(conn, ctx, counts)
+            _remember(conn, ctx, counts, _fingerprint_plus(last[0], files))
+    return {**counts, "incremental": {"students": touched, "persons": len(persons)}}
