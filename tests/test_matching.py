@@ -477,3 +477,30 @@ def test_a_different_forename_without_an_identifier_is_unmatched_not_proposed_an
     assert e["why_not_possible"] == ["forename_differs"] and e["fields"]["forename"]["level"] == "different"
     # with the UPN agreeing it is an officer's question (a sibling's UPN typed in error, or a name change)
     assert (got["u"]["status"], got["u"]["person_id"]) == ("possible", "P1")
+
+
+def test_unknown_twin_on_another_schools_roll_with_a_name_a_typo_away_is_not_linked():
+    # the LA knows Jayden; his twin Jaden (the LA has never seen him) is on another school's roll,
+    # so no batch holds both: same surname, DOB and home, a forename a typo away (before: linked)
+    core = [la("P1", "Jayden", "Smith", "2015-02-03", gender="M", upn_=UPN_A)]
+    r = decide(core, [school("twin", "Jaden", "Smith", "2015-02-03", gender="M", base="8862005")])["twin"]
+    assert not r["status"].startswith("matched")
+    assert "forename_differs" in json.loads(r["explanation"])["why_not_auto"]
+    # the same typo with the middle name (or the UPN) agreeing is the child's own name mistyped
+    core = [la("P2", "Katherine", "Moore", "2015-02-03", middle="Mary")]
+    r = decide(core, [school("slip", "Kayherine", "Moore", "2015-02-03", middle="Mary")])["slip"]
+    assert (r["status"], r["person_id"]) == ("matched_with_conflicts", "P2")
+
+
+def test_benchmark_dataset_plants_the_new_noise_kinds():
+    from simulator.matching_data import match_dataset
+
+    core, inc, truth, kinds = match_dataset(3000, 3600, seed=5)
+    planted = set(kinds.values())
+    assert {"missing_address", "bad_encoding", "unknown_twin_alone"} <= planted
+    alone = [i for i, k in kinds.items() if k == "unknown_twin_alone"]
+    by_id = inc.set_index("incoming_id")
+    for tid in alone:  # on another school's roll than its twin, unknown to the LA
+        assert truth[tid] is None and by_id.at[tid, "base_id"] != by_id.at[tid.removesuffix("-twin"), "base_id"]
+    enc = next(i for i, k in kinds.items() if k == "bad_encoding")
+    assert "Ã" in by_id.at[enc, "forename"]

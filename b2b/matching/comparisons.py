@@ -205,7 +205,8 @@ COMPARISONS: tuple[Comparison, ...] = (
         _missing("fn"),
         Level("exact", lambda p: p.equal("fn"), "forename_exact", tf="fn"),
         Level("nickname or middle name", lambda p: p.forename_equiv(), "forename_equiv"),
-        Level("typo", lambda p: p.similar("fn", 0.9), "forename_typo"),
+        # compatible only with an identifier or the middle name agreeing (see score_pairs)
+        Level("typo", lambda p: p.similar("fn", 0.9), "forename_typo", False),
         # compatible only with a valid permanent UPN, DOB and surname agreeing (see score_pairs)
         Level("typed error", lambda p: p.typed("fn"), "forename_typed", False),
         Level("initial only", lambda p: p.c["fn1"] == p.i["fn1"], "forename_initial", False),
@@ -340,9 +341,14 @@ def score_pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any = None, tf
     # (or, for a changed surname, with the DOB and the very forename)
     s["upn_strong"] = at(s, "upn", "valid, equal") & at(s, "dob", *DOB_COMPATIBLE) & \
         (at(s, "surname", *SURNAME_COMPATIBLE) | at(s, "forename", "exact"))
-    # a typed forename ("Bne", "Poul", "Jgll") is compatible only with that corroboration
+    # a typed forename ("Bne", "Poul", "Jgll") is compatible only with that corroboration; a
+    # forename a typo away ("Jayden"/"Jaden", "Kayherine") only with a UPN or GUID agreeing, or
+    # the middle name too: such a forename does not tell twins apart, and a twin the LA does not
+    # know, on another school's roll, shares everything else (surname, DOB, home)
+    identifier = at(s, "upn", "valid, equal", "equal, temporary") | at(s, "guid", "linked")
     s["forename_ok"] = np.array([lv.compatible for lv in fcomp.levels])[s["forename_lv"].values] | \
-        (at(s, "forename", "typed error") & s["upn_strong"].values)
+        (at(s, "forename", "typed error") & s["upn_strong"].values) | \
+        (at(s, "forename", "typo") & (identifier | at(s, "middle_names", "equal")))
     s["forename_strong"] = at(s, "forename", *FORENAME_STRONG)
     # the same home (postcode unit and the address line, or its house number with the street
     # retyped): within one home a child is told apart by forename and DOB — a twin by the
