@@ -504,3 +504,18 @@ def test_benchmark_dataset_plants_the_new_noise_kinds():
         assert truth[tid] is None and by_id.at[tid, "base_id"] != by_id.at[tid.removesuffix("-twin"), "base_id"]
     enc = next(i for i, k in kinds.items() if k == "bad_encoding")
     assert "Ã" in by_id.at[enc, "forename"]
+
+
+def test_a_child_claimed_exactly_at_one_school_is_not_linked_to_a_form_of_its_name_at_another():
+    # the LA knows Leo; Leo's school sends Leo, another school sends Leon (a form of Leo), his
+    # twin the LA never knew, with the same surname, DOB and home (before: both linked to Leo)
+    core = [la("P1", "Leo", "Jones", "2016-03-04", gender="M")]
+    got = decide(core, [school("leo", "Leo", "Jones", "2016-03-04", gender="M"),
+                        school("leon", "Leon", "Jones", "2016-03-04", gender="M", base="8862005")])
+    assert (got["leo"]["status"], got["leo"]["person_id"]) == ("matched", "P1")
+    assert got["leon"]["status"] == "possible"
+    assert "claimed_twice" in json.loads(got["leon"]["explanation"])["why_not_auto"]
+    # a dual registration: both schools use the child's own name, both link
+    got = decide(core, [school("a", "Leo", "Jones", "2016-03-04", gender="M"),
+                        school("b", "Leo", "Jones", "2016-03-04", gender="M", base="8862005")])
+    assert [got[k]["person_id"] for k in "ab"] == ["P1", "P1"] and got["b"]["status"] == "matched"

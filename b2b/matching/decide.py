@@ -145,6 +145,12 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     agg = sub.groupby(["base", "ci"])["exact"].agg(["size", "sum"]).reset_index()
     keyed = claim.merge(agg, on=["base", "ci"], how="left")
     twice = safe & (keyed["size"].fillna(0).values > 1) & ~((keyed["sum"].fillna(0).values == 1) & exact_fn)
+    # across schools too: a child claimed with its exact forename by one record is not linked
+    # to another school's record whose forename is only a form or a typo of it (a twin the LA
+    # does not know, on another roll: "Leon" beside the LA's "Leo"); two exact claims are a
+    # dual registration and both link
+    exact_claim = claim[safe & exact_fn]["ci"].unique()
+    twice = twice | (safe & ~exact_fn & np.isin(best_ci, exact_claim))
     safe = safe & ~twice
     in_twins = batch_twins(inc)
     # the possible band holds a candidate one explainable discrepancy from the record; a
