@@ -20,6 +20,12 @@ capitalised surnames, and children the LA has never seen) and adds, deterministi
 * ``unknown_twin``: the school has a twin the LA has never seen: same surname, DOB and
   address, a forename often close to the known twin's ("Jack"/"Jake", "Eva"/"Ava"), carrying
   its own UPN, none, or (typed in error) its twin's. Linking it would be a false link.
+* ``school_dob_swap``: the school's DOB has day and month swapped;
+* ``missing_address``: the school sends no postcode or address line;
+* ``bad_encoding``: the child's name has an accent (the LA holds "Renée"); the school's file was
+  decoded as Windows-1252 ("RenÃ©e");
+* ``unknown_twin_alone``: as ``unknown_twin``, but the twin is on another school's roll, so no
+  batch sees both twins (the known twin's school sends its own record as usual).
 
 The new kinds draw from their own hashes (``_u``), after the earlier ones, so the records the
 earlier kinds picked are unchanged.
@@ -37,7 +43,13 @@ INJECTED = (("sibling_upn", 0.006), ("temp_upn", 0.005), ("namesake", 0.004), ("
             ("double_barrel", 0.004), ("school_dob_typo", 0.004),
             # issue 14: typed forenames, moves and name changes with an agreeing UPN, unknown twins
             ("keyboard_slip", 0.006), ("transposition", 0.005), ("moved_upn", 0.01), ("surname_change", 0.003),
-            ("unknown_twin", 0.004))
+            ("unknown_twin", 0.004),
+            # more of real data's noise: the school's DOB day and month swapped, no address at the
+            # school, a name mangled by a bad encoding, a twin the LA does not know at another school
+            ("school_dob_swap", 0.003), ("missing_address", 0.004), ("bad_encoding", 0.003),
+            ("unknown_twin_alone", 0.002))
+#: a character as a UTF-8 file read as Windows-1252 shows it (the school held "Renée", the LA "Renée")
+MOJIBAKE = {"e": "é", "a": "á", "o": "ö", "i": "ï", "u": "ü"}
 #: letters next to each other on a UK keyboard
 KEYBOARD = {
     "q": "wa", "w": "qeas", "e": "wrds", "r": "etdf", "t": "ryfg", "y": "tugh", "u": "yihj", "i": "uojk",
@@ -86,6 +98,7 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
     kinds: dict[str, str] = {}
 
     core_idx = {p: i for i, p in enumerate(core["person_id"])}
+    bases = set(inc["base_id"])
     family = inc.groupby(["base_id", "surname", "postcode"])["incoming_id"].apply(list).to_dict()
     new_core = []
     extra_inc: list[dict] = []
@@ -156,6 +169,40 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
                                   middle_names=None))
             truth[tid] = None
             kinds[tid] = "unknown_twin"
+            continue
+        elif trap == "school_dob_swap":
+            d = r["dob"]
+            if int(d[8:10]) > 12 or d[8:10] == d[5:7]:
+                continue
+            inc.at[k, "dob"] = f"{d[:4]}-{d[8:10]}-{d[5:7]}"
+        elif trap == "missing_address":
+            inc.at[k, "postcode"] = None
+            inc.at[k, "address_line1"] = None
+        elif trap == "bad_encoding":
+            name = r["forename"] or ""
+            pos = [j for j, ch in enumerate(name) if j and ch in MOJIBAKE]
+            if not pos or core.at[core_idx[pid], "forename"] != name:
+                continue
+            j = pos[int(_u(iid, "enc") * len(pos))]
+            accented = name[:j] + MOJIBAKE[name[j]] + name[j + 1:]
+            core.at[core_idx[pid], "forename"] = accented
+            inc.at[k, "forename"] = accented.encode("utf-8").decode("cp1252")
+        elif trap == "unknown_twin_alone":
+            name = r["forename"] or ""
+            near = TWIN_NAMES.get(name) or {v: k for k, v in TWIN_NAMES.items()}.get(name)
+            if near is None:
+                near = _slip(name, iid, "keyboard_slip") if len(name) >= 4 and _u(iid, "an") < 0.5 else \
+                    OTHER_TWIN[int(_u(iid, "ao") * len(OTHER_TWIN))]
+            others = sorted(set(bases) - {r["base_id"]})
+            household = set(inc.loc[inc["incoming_id"].isin(family[(r["base_id"], r["surname"], r["postcode"])]),
+                                    "forename"])
+            if not others or near in household:  # parents do not give two children one name
+                continue
+            tid = f"{iid}-twin"
+            extra_inc.append(dict(r, incoming_id=tid, base_id=others[int(_u(iid, "ab") * len(others))],
+                                  guid=f"{r['guid']}-twin", forename=near, upn=None, middle_names=None))
+            truth[tid] = None
+            kinds[tid] = "unknown_twin_alone"
             continue
         elif trap == "school_dob_typo":
             d = r["dob"]

@@ -136,3 +136,22 @@ def test_term_frequency_a_rare_surname_agreeing_counts_more_than_a_common_one():
     inc = [school("s", "Amelia", "Quennell", "2015-01-02")]
     e = json.loads(run(core, inc)["s"]["explanation"])
     assert e["fields"]["surname"]["weight"] == Weights().surname_exact + rare
+
+
+def test_surname_typed_error_and_partial_address_levels():
+    core = [la("P1", "Esme", "Lloyd", "2011-03-24", address_line1="24 Janice Field")]
+    inc = [school("s", "Esme", "Llayd", "2011-03-24", address_line1="24 Janise Field", postcode="CT1 2AB")]
+    f = json.loads(run(core, inc)["s"]["explanation"])["fields"]
+    assert f["surname"] == {"level": "typed error", "weight": Weights().surname_typed}
+    assert f["address_line1"] == {"level": "same number, street typed", "weight": Weights().address_street_typo}
+    inc = [school("s", "Esme", "Lloyd", "2011-03-24", address_line1="25 Janice Field")]
+    f = json.loads(run(core, inc)["s"]["explanation"])["fields"]
+    assert f["address_line1"] == {"level": "same street, other number", "weight": Weights().address_street}
+
+
+def test_address_parts_split_the_house_number_from_the_street():
+    from b2b.matching.normalise import address_parts
+
+    assert address_parts("12A Howe Way") == ("12a", "howeway")
+    assert address_parts("Rose Cottage") == ("", "")  # a house name: no partial comparison
+    assert address_parts(None) == ("", "")

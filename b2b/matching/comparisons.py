@@ -37,6 +37,7 @@ class Weights:
     surname_exact: float = 7.0
     surname_variant: float = 5.0     # hyphen / double-barrel part
     surname_typo: float = 4.5
+    surname_typed: float = 2.0       # edit distance 1 (2 from 5 letters): "Llayd"/"Lloyd", "Jnnes"/"Jones"
     surname_disagree: float = -6.0
     dob_exact: float = 8.0
     dob_swap: float = 5.0            # day and month swapped
@@ -50,6 +51,8 @@ class Weights:
     postcode_district: float = 1.0
     postcode_disagree: float = -1.0
     address_agree: float = 2.0
+    address_street_typo: float = 1.5  # the same house number, the street name typed differently
+    address_street: float = 1.0       # the same street, another house number (a neighbour shares it)
     middle_agree: float = 1.5
     middle_disagree: float = -1.0
 
@@ -65,6 +68,22 @@ class Pairs:
     def __init__(self, c: Any, i: Any, cfg: Any, links: Any = None) -> None:
         self.c, self.i, self.cfg, self.links = c, i, cfg, links
         self.n = len(c)
+        self.todo: Any = None  # the pairs still without a level (set by evaluate): the only ones compared
+
+    def distinct(self, col: str, fn: Any, where: Any = None) -> Any:
+        """``fn`` per distinct value pair of ``col``, on the pairs still to be levelled (and
+        ``where``) only: the string comparisons are the costly part."""
+        import numpy as np
+
+        mask = self.todo if where is None else (np.asarray(where, dtype=bool) if self.todo is None
+                                                 else self.todo & np.asarray(where, dtype=bool))
+        if mask is None:
+            return per_distinct(self.c[col], self.i[col], fn)
+        out = np.zeros(self.n, dtype=bool)
+        idx = np.flatnonzero(mask)
+        if len(idx):
+            out[idx] = per_distinct(self.c[col].iloc[idx], self.i[col].iloc[idx], fn)
+        return out
 
     def missing(self, col: str) -> Any:
         return (self.c[col] == "") | (self.i[col] == "")
@@ -106,7 +125,7 @@ class Pairs:
         enough (Theo and Edward are both "Ted"); or one's middle name is the other's forename."""
 
         c, i = self.c, self.i
-        equiv = per_distinct(c["fn"], i["fn"], lambda a, b: bool(a) and bool(b) and a != b
+        equiv = self.distinct("fn", lambda a, b: bool(a) and bool(b) and a != b
                              and (b in forename_forms(a) or a in forename_forms(b)))
         middle_swap = ((c["mn"] != "") & (i["fn"] == c["mn"])) | ((i["mn"] != "") & (c["fn"] == i["mn"]))
         return equiv | middle_swap.values
@@ -118,17 +137,21 @@ class Pairs:
                            dtype=bool, count=self.n)
 
     def similar(self, col: str, threshold: float) -> Any:
-        return per_distinct(self.c[col], self.i[col], lambda a, b: _jaro_winkler(a, b) >= threshold)
+        return self.distinct(col, lambda a, b: _jaro_winkler(a, b) >= threshold)
 
     def typed(self, col: str) -> Any:
-        return per_distinct(self.c[col], self.i[col], _typed)
+        return self.distinct(col, _typed)
+
+    def typed_or_similar(self, col: str, where: Any = None) -> Any:
+        """A typed error or Jaro-Winkler >= 0.9 apart (a street name retyped)."""
+        return self.distinct(col, lambda a, b: _typed(a, b) or _jaro_winkler(a, b) >= 0.9, where)
 
     # -- DOB
     def dob_swap(self) -> Any:
         return (self.i["dob_swap"] != "") & (self.c["dob_s"] == self.i["dob_swap"])
 
     def dob_one_digit(self) -> Any:
-        return per_distinct(self.c["dob_s"], self.i["dob_s"], _one_digit)
+        return self.distinct("dob_s", _one_digit)
 
     def dob_within(self, days: int) -> Any:
         return (self.c["dob"] - self.i["dob"]).abs().dt.days <= days
@@ -182,7 +205,8 @@ COMPARISONS: tuple[Comparison, ...] = (
         _missing("fn"),
         Level("exact", lambda p: p.equal("fn"), "forename_exact", tf="fn"),
         Level("nickname or middle name", lambda p: p.forename_equiv(), "forename_equiv"),
-        Level("typo", lambda p: p.similar("fn", 0.9), "forename_typo"),
+        # compatible only with an identifier or the middle name agreeing (see score_pairs)
+        Level("typo", lambda p: p.similar("fn", 0.9), "forename_typo", False),
         # compatible only with a valid permanent UPN, DOB and surname agreeing (see score_pairs)
         Level("typed error", lambda p: p.typed("fn"), "forename_typed", False),
         Level("initial only", lambda p: p.c["fn1"] == p.i["fn1"], "forename_initial", False),
@@ -193,6 +217,7 @@ COMPARISONS: tuple[Comparison, ...] = (
         Level("exact", lambda p: p.equal("sn"), "surname_exact", tf="sn"),
         Level("part of double-barrel", lambda p: p.surname_part(), "surname_variant"),
         Level("typo", lambda p: p.similar("sn", 0.92), "surname_typo"),
+        Level("typed error", lambda p: p.typed("sn"), "surname_typed"),
         Level("different", None, "surname_disagree", False),
     )),
     Comparison("dob", (
@@ -217,6 +242,9 @@ COMPARISONS: tuple[Comparison, ...] = (
     )),
     Comparison("address_line1", (
         Level("equal", lambda p: p.equal("addr"), "address_agree"),
+        Level("same number, street typed", lambda p: p.typed_or_similar("street", p.equal("addr_no")),
+              "address_street_typo"),
+        Level("same street, other number", lambda p: p.equal("street"), "address_street"),
         Level("not equal or missing", None),
     )),
     Comparison("middle_names", (
@@ -280,8 +308,10 @@ def evaluate(comparison: Comparison, p: Pairs, w: Weights, tf: TermFrequencies |
         todo = level < 0
         if not todo.any():
             break
+        p.todo = todo
         hit = todo if lv.when is None else (todo & np.asarray(lv.when(p), dtype=bool))
         level[hit] = k
+    p.todo = None
     weights = np.array([0.0 if lv.weight is None else getattr(w, lv.weight) for lv in comparison.levels])[level]
     if tf is not None:
         for k, lv in enumerate(comparison.levels):
@@ -310,14 +340,33 @@ def score_pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any = None, tf
     # corroboration that counts: a valid permanent UPN that agrees, with a compatible DOB and surname
     # (or, for a changed surname, with the DOB and the very forename)
     s["upn_strong"] = at(s, "upn", "valid, equal") & at(s, "dob", *DOB_COMPATIBLE) & \
-        (at(s, "surname", "exact", "part of double-barrel", "typo") | at(s, "forename", "exact"))
-    # a typed forename ("Bne", "Poul", "Jgll") is compatible only with that corroboration
+        (at(s, "surname", *SURNAME_COMPATIBLE) | at(s, "forename", "exact"))
+    # a typed forename ("Bne", "Poul", "Jgll") is compatible only with that corroboration; a
+    # forename a typo away ("Jayden"/"Jaden", "Kayherine") only with a UPN or GUID agreeing, or
+    # the middle name too: such a forename does not tell twins apart, and a twin the LA does not
+    # know, on another school's roll, shares everything else (surname, DOB, home)
+    identifier = at(s, "upn", "valid, equal", "equal, temporary") | at(s, "guid", "linked")
     s["forename_ok"] = np.array([lv.compatible for lv in fcomp.levels])[s["forename_lv"].values] | \
-        (at(s, "forename", "typed error") & s["upn_strong"].values)
+        (at(s, "forename", "typed error") & s["upn_strong"].values) | \
+        (at(s, "forename", "typo") & (identifier | at(s, "middle_names", "equal")))
     s["forename_strong"] = at(s, "forename", *FORENAME_STRONG)
-    # a second, independent identifier beyond name + DOB: a namesake elsewhere has none
+    # the same home (postcode unit and the address line, or its house number with the street
+    # retyped): within one home a child is told apart by forename and DOB — a twin by the
+    # forename, a sibling by the DOB (months apart) — so the same home with the very forename
+    # (or a form of it) and a DOB at most a typing error or 31 days away is corroboration that
+    # counts without any identifier, whatever the surname says (a typo, a new surname)
+    s["home"] = at(s, "postcode", "unit") & at(s, "address_line1", *HOME_ADDRESS)
+    s["home_strong"] = s["home"].values & s["forename_strong"].values & \
+        at(s, "dob", *DOB_COMPATIBLE, "within 31 days")
+    # a second, independent identifier beyond name + DOB: a namesake elsewhere has none. The
+    # street name counts too (another house number, another postcode: the LA's address is old or
+    # mistyped): a namesake with the same full name and DOB is already rare (about 1 in 1,000
+    # records of a large LA), and one living on a street of the same name rarer still (well
+    # under 1 in 10,000 even for "High Street"); a twin or sibling on that street has another
+    # forename or DOB, which eligibility checks separately
     s["corroborated"] = at(s, "upn", "valid, equal", "equal, temporary") | at(s, "guid", "linked") | \
-        at(s, "postcode", "unit", "sector") | at(s, "address_line1", "equal") | at(s, "middle_names", "equal")
+        at(s, "postcode", "unit", "sector") | at(s, "address_line1", *HOME_ADDRESS, "same street, other number") | \
+        at(s, "middle_names", "equal")
     return s
 
 
@@ -325,6 +374,10 @@ def score_pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any = None, tf
 DOB_COMPATIBLE = ("exact", "day and month swapped", "one digit")
 #: forename levels that tell twins apart: the same name or one of its forms
 FORENAME_STRONG = ("exact", "nickname or middle name")
+#: surname levels consistent with the same child
+SURNAME_COMPATIBLE = ("exact", "part of double-barrel", "typo", "typed error")
+#: address line levels that name the same home (with the postcode unit)
+HOME_ADDRESS = ("equal", "same number, street typed")
 
 
 def at(s: Any, field: str, *labels: str) -> Any:
@@ -376,5 +429,5 @@ def _one_digit(a: str, b: str) -> bool:
 
 
 _CORE_NEEDED = ["id", "upn", "upn_kind", "guid", "fn", "fn1", "mn", "sn", "sn_parts", "gender", "dob", "dob_s",
-                "pc", "pc_sector", "pc_district", "addr"]
+                "pc", "pc_sector", "pc_district", "addr", "addr_no", "street"]
 _INC_NEEDED = _CORE_NEEDED + ["base_id", "dob_swap"]

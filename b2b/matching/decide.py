@@ -98,7 +98,8 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # the school typed by mistake may score higher on the UPN, but is not the child
     # (a DOB only near the LA's counts when the UPN or GUID also agrees)
     identifier = at(s, "upn", "valid, equal", "equal, temporary") | at(s, "guid", "linked")
-    dob_ok = at(s, "dob", *DOB_COMPATIBLE) | (at(s, "dob", "within 31 days") & identifier)
+    # (or the same home with the very forename: siblings are born months apart)
+    dob_ok = at(s, "dob", *DOB_COMPATIBLE) | (at(s, "dob", "within 31 days") & (identifier | s["home_strong"].values))
     if not cfg.dob_required:
         dob_ok = dob_ok | at(s, "dob", "missing")
     # unknown twins: two records of one school with one surname, DOB and address are twins
@@ -106,8 +107,11 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     twin = batch_twins(inc)[s["ii"].values]
     s["eligible"] = s["forename_ok"].values & dob_ok & ~(twin & ~s["forename_strong"].values)
     # the household guard: another DOB-compatible candidate (a twin, a sibling) whose forename
-    # is exactly the record's stops a link on any other forename level (nickname, typo, typed)
-    s["exact_other"] = at(s, "forename", "exact") & dob_ok
+    # is exactly the record's stops a link on any other forename level (nickname, typo, typed);
+    # only a candidate that could itself be the child (>= the possible band): a twin or sibling
+    # of the household shares surname, DOB and address and scores far above it, a stranger who
+    # only shares the forename and a DOB does not
+    s["exact_other"] = at(s, "forename", "exact") & dob_ok & (s["score"].values >= cfg.possible)
     s = s.sort_values(["ii", "eligible", "score", "person_id"], ascending=[True, False, False, True])
     best = s.groupby("ii", sort=False).head(1).set_index("ii").reindex(range(n))
     el = s[s["eligible"]]
@@ -121,11 +125,12 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     corro = best["corroborated"].fillna(False).astype(bool).values
     # corroboration that counts (a valid permanent UPN with DOB and surname or forename) is
     # enough at the "possible" score: common names (term frequencies) do not hold it back
-    strong = best["upn_strong"].fillna(False).astype(bool).values
+    # the same home with the very forename and DOB (no identifier needed) likewise
+    strong = best["upn_strong"].fillna(False).astype(bool).values | best["home_strong"].fillna(False).astype(bool).values
     below, ambiguous = score < np.where(strong, cfg.possible, cfg.auto), score - runner < cfg.margin
     exact_any = s.groupby("ii")["exact_other"].any().reindex(range(n), fill_value=False).values.astype(bool)
     weak_fn = ~best["forename_strong"].fillna(False).astype(bool).values
-    best_lv = best.fillna({"forename_lv": -1}).astype({"forename_lv": int})
+    best_lv = best.fillna({f + "_lv": -1 for f in PARTS}).astype({f + "_lv": int for f in PARTS})
     exact_fn = at(best_lv, "forename", "exact")
     household = has & ~exact_fn & exact_any
     safe = has & ~below & ~ambiguous & eligible & corro & ~household
@@ -140,9 +145,22 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     agg = sub.groupby(["base", "ci"])["exact"].agg(["size", "sum"]).reset_index()
     keyed = claim.merge(agg, on=["base", "ci"], how="left")
     twice = safe & (keyed["size"].fillna(0).values > 1) & ~((keyed["sum"].fillna(0).values == 1) & exact_fn)
+    # across schools too: a child claimed with its exact forename by one record is not linked
+    # to another school's record whose forename is only a form or a typo of it (a twin the LA
+    # does not know, on another roll: "Leon" beside the LA's "Leo"); two exact claims are a
+    # dual registration and both link
+    exact_claim = claim[safe & exact_fn]["ci"].unique()
+    twice = twice | (safe & ~exact_fn & np.isin(best_ci, exact_claim))
     safe = safe & ~twice
     in_twins = batch_twins(inc)
-    maybe = has & ~safe & (score >= cfg.possible)
+    # the possible band holds a candidate one explainable discrepancy from the record; a
+    # forename that is neither the name, a form of it, a typing error nor its initial weighs
+    # against the child (forename_disagree) and, with no UPN or GUID agreeing, what is left is
+    # what a twin or sibling shares (surname, DOB, address): another child — unmatched, the
+    # nearest candidate still explained (why_not_possible)
+    stranger = has & ~safe & at(best_lv, "forename", "different") & \
+        ~(at(best_lv, "upn", "valid, equal", "equal, temporary") | at(best_lv, "guid", "linked"))
+    maybe = has & ~safe & (score >= cfg.possible) & ~stranger
     # officer links are decisive
     officer_ci = np.full(n, -1)
     if cfg.guidmatch and len(links):
@@ -164,7 +182,7 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     out["explanation"] = _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible,
                                        corro, {"twin_in_batch": in_twins & weak_fn,
                                                "better_forename_elsewhere": household, "claimed_twice": twice},
-                                       np.where(shown, differ, ""))
+                                       np.where(shown, differ, ""), stranger & (score >= cfg.possible))
     return out
 
 
@@ -214,10 +232,11 @@ def differing(core_df: Any, incoming_df: Any, ci: Any, rows: Any) -> Any:
     return names
 
 
-def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any) -> Any:
+def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any, stranger: Any) -> Any:
     """One JSON object per incoming record: per field its level label and weight (``fields``),
     the non-zero weights (``weights``), score, runner-up, the compared fields that differ
-    (``differing_fields``) and, for a possible, ``why_not_auto``."""
+    (``differing_fields``), for a possible ``why_not_auto``, and for an unmatched record whose
+    nearest candidate scores in the possible band ``why_not_possible``."""
     import json
     import math
 
@@ -248,6 +267,8 @@ def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: A
                                                   ("dob_differs", fn_ok[k] and not eligible[k]
                                                    and not guards["twin_in_batch"][k]))
                                 if bad] + [g for g, hit in guards.items() if hit[k]]
+        if stranger[k]:
+            d["why_not_possible"] = ["forename_differs"]
         out.append(json.dumps(d, sort_keys=True))
     return out
 

@@ -129,6 +129,20 @@ def prepare(df: Any, id_col: str) -> Any:
     out["pc_sector"] = out["pc"].str[:-2].where(long_pc, "")
     out["pc_district"] = out["pc"].str[:-3].where(long_pc, "")
     out["addr"] = _by_value(out["address_line1"], lambda s: re.sub(r"[^a-z0-9]", "", _ascii_lower(s)))
+    split = _by_value(out["address_line1"], address_parts)
+    out["addr_no"] = split.str[0]
+    out["street"] = split.str[1]
     return out
+
+
+def address_parts(s: str) -> tuple[str, str]:
+    """(house number, street) of an address line: the leading number (with a letter, "12a")
+    and the rest folded to letters ("12A Howe Way" -> ("12a", "howeway")); ("", "") when the
+    line does not start with a number (a house name: no partial comparison)."""
+    low = _ascii_lower(s)
+    m = re.match(r"\s*(\d+[a-z]?)\b[\s,]*(.*)$", low)
+    if not m:
+        return "", ""
+    return m.group(1), re.sub(r"[^a-z]", "", m.group(2))
 
 
