@@ -39,7 +39,9 @@ class Settings:
     message_deadline_s: float = 300.0      # one message (all its pages) must arrive within this
     max_message_bytes: int = 50 * 1024 * 1024  # a larger body is refused
     max_pages: int = 1000                  # SIMS Primary pages followed per data group
-    task_granularity: str = "stage"        # "stage": one Airflow task per stage; "run": one per export run
+    # issue 15: "run" = one Airflow task per export run (each stage still logged on its own), "stage" =
+    # one task per stage; run by default: Airflow's cost per task is paid once per run (bench_scheduler)
+    task_granularity: str = "run"
 
     def __post_init__(self) -> None:
         if self.matcher not in MATCHERS:
