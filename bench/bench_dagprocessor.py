@@ -86,12 +86,87 @@ def count_dags(env: dict) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
+def live(env: dict, cat: Path, folder: Path, admin: str, dbname: str, quiet_s: float = 60.0) -> None:
+    """A long-running dag-processor on the split files with `make airflow`'s settings
+    (``b2b.cli.airflow_env.DAG_PROCESSOR_SETTINGS``): once it has every DAG, (a) a quiet window
+    with nothing changed: how many DAGs it re-parsed and re-wrote; (b) one base renamed in the
+    catalogue, its file rewritten (``write_dag_files``, as the catalogue watcher does): seconds
+    until the new name is in the metadata DB, i.e. in the UI."""
+    import psycopg
+    import yaml
+    from psycopg.conninfo import make_conninfo
+
+    from b2b.cli.airflow_env import DAG_PROCESSOR_SETTINGS
+    from b2b.config.dag_files import write_dag_files
+
+    env = dict(env, **DAG_PROCESSOR_SETTINGS, AIRFLOW__CORE__DAGS_FOLDER=str(folder))
+    meta = make_conninfo(admin, dbname=dbname)
+    data = yaml.safe_load(cat.read_text())
+
+    log = open(folder.parent / "dag-processor.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([AIRFLOW, "dag-processor"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+    def parsed() -> tuple[int, object]:
+        with psycopg.connect(meta) as c:
+            return c.execute("SELECT count(*), max(last_parsed_time) FROM dag").fetchone()
+
+    try:
+        t = time.perf_counter()
+        last, stable_since = None, time.perf_counter()
+        while time.perf_counter() - t < 1800:  # every file parsed once: the DAG count and times settle
+            now = parsed()
+            if now != last:
+                last, stable_since = now, time.perf_counter()
+            elif time.perf_counter() - stable_since > 20 and now[0] > 0:
+                break
+            time.sleep(2)
+        settled = time.perf_counter() - t - 20
+        print(f"dag-processor live (split, modified_time, min_file_process_interval "
+              f"{DAG_PROCESSOR_SETTINGS['AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL']}s): "
+              f"{last[0]} DAGs parsed and written in about {settled:.0f}s after start")
+        before = parsed()
+        time.sleep(quiet_s)
+        with psycopg.connect(meta) as c:
+            again = c.execute("SELECT count(*) FROM dag WHERE last_parsed_time > %s", (before[1],)).fetchone()[0]
+            stale = c.execute("SELECT count(*) FROM dag WHERE is_stale").fetchone()[0]
+        print(f"dag-processor live: nothing changed for {quiet_s:.0f}s: {again} DAGs re-parsed/re-written, "
+              f"{stale} marked stale (a cycle with nothing changed parses and writes nothing)")
+        base = data["bases"][len(data["bases"]) // 2]
+        base["name"] = f"{base['name']} (renamed)"
+        cat.write_text(yaml.safe_dump(data, sort_keys=False))
+        t = time.perf_counter()
+        counts = write_dag_files(cat, folder)
+        dag_id = next(f"b2b__{base['dfe']}__{tk['key']}" for tk in data["tasks"] if base["dfe"] in tk["bases"])
+        while time.perf_counter() - t < 600:
+            with psycopg.connect(meta) as c:
+                shown = c.execute("SELECT dag_display_name FROM dag WHERE dag_id = %s", (dag_id,)).fetchone()
+            if shown and "(renamed)" in (shown[0] or ""):
+                break
+            time.sleep(0.5)
+        seen = time.perf_counter() - t
+        with psycopg.connect(meta) as c:
+            rewritten = c.execute("SELECT count(*) FROM dag WHERE last_parsed_time > %s", (before[1],)).fetchone()[0]
+        print(f"dag-processor live: one base renamed: {counts['written']} file rewritten, the new name in the "
+              f"metadata DB (the UI) after {seen:.1f}s; {rewritten} DAGs re-parsed/re-written")
+    finally:
+        from b2b.cli.airflow_env import stop_process_tree
+
+        stop_process_tree(proc.pid)  # the processor and its file-parsing children
+        proc.wait(30)
+        log.close()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--bases", type=int, default=600)
     ap.add_argument("--tasks", type=int, default=6)
     ap.add_argument("--postgres", action="store_true", help="metadata DB on PostgreSQL instead of SQLite")
+    ap.add_argument("--live-only", action="store_true",
+                    help="with --postgres: only the long-running dag-processor on the split files")
     args = ap.parse_args(argv)
+    if args.live_only and not args.postgres:
+        ap.error("--live-only needs --postgres")
     import yaml
     from gen_catalogue import generate
 
@@ -123,16 +198,6 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, check=True)
         print(f"dag-processor: {backend} metadata DB migrated in {time.perf_counter() - t:.0f}s (not counted)")
-        first, log1 = cycle(env)
-        second, log2 = cycle(env)
-        dags = count_dags(env)
-        print(f"dag-processor: {args.bases} bases x {args.tasks} tasks, {backend}: {dags} serialized DAGs")
-        print(f"dag-processor: first cycle (all new)      {first:6.1f}s wall  [{file_seconds(log1)}]")
-        print(f"dag-processor: next cycle (nothing changed) {second:6.1f}s wall  [{file_seconds(log2)}]")
-        one = probe(env, ROOT / "dags", ["b2b_generated.py"])
-        print(f"dag-processor: one file, nothing changed: parse {one['parse_s']:.1f}s + write {one['write_s']:.1f}s "
-              f"of {one['dags']} DAGs (each cycle, every min_file_process_interval)")
-        # the split: DAG files per bucket of bases, in a scratch DAG folder
         from b2b.config.dag_files import BUCKETS, write_dag_files
 
         split = tmp / "dags"
@@ -140,15 +205,29 @@ def main(argv=None) -> int:
         env_split = dict(env, AIRFLOW__CORE__DAGS_FOLDER=str(split),
                          AIRFLOW__DAG_PROCESSOR__FILE_PARSING_SORT_MODE="modified_time",
                          AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL="86400")
-        files = sorted(p.name for p in split.glob("*.py"))
-        moved, _log = cycle(env_split)
-        every = probe(env_split, split, files)
-        edit = probe(env_split, split, files[1:2])
-        print(f"dag-processor: split into {len(files)} files ({BUCKETS} buckets): first cycle {moved:.1f}s wall; "
-              f"all files re-parsed (a restart): parse {every['parse_s']:.1f}s + write {every['write_s']:.1f}s")
-        print(f"dag-processor: split, one base edited: its file only, parse {edit['parse_s']:.2f}s + write "
-              f"{edit['write_s']:.2f}s ({edit['dags']} DAGs); nothing changed: no file parsed "
-              "(modified_time sort mode, min_file_process_interval 1 day)")
+        if not args.live_only:
+            first, log1 = cycle(env)
+            second, log2 = cycle(env)
+            dags = count_dags(env)
+            print(f"dag-processor: {args.bases} bases x {args.tasks} tasks, {backend}: {dags} serialized DAGs")
+            print(f"dag-processor: first cycle (all new)      {first:6.1f}s wall  [{file_seconds(log1)}]")
+            print(f"dag-processor: next cycle (nothing changed) {second:6.1f}s wall  [{file_seconds(log2)}]")
+            one = probe(env, ROOT / "dags", ["b2b_generated.py"])
+            print(f"dag-processor: one file, nothing changed: parse {one['parse_s']:.1f}s + write "
+                  f"{one['write_s']:.1f}s of {one['dags']} DAGs (each cycle, every min_file_process_interval)")
+            # the split: DAG files per bucket of bases, in a scratch DAG folder
+            files = sorted(p.name for p in split.glob("*.py"))
+            moved, _log = cycle(env_split)
+            every = probe(env_split, split, files)
+            edit = probe(env_split, split, files[1:2])
+            print(f"dag-processor: split into {len(files)} files ({BUCKETS} buckets): first cycle {moved:.1f}s "
+                  f"wall; all files re-parsed (a restart): parse {every['parse_s']:.1f}s + write "
+                  f"{every['write_s']:.1f}s")
+            print(f"dag-processor: split, one base edited: its file only, parse {edit['parse_s']:.2f}s + write "
+                  f"{edit['write_s']:.2f}s ({edit['dags']} DAGs); nothing changed: no file parsed "
+                  "(modified_time sort mode, min_file_process_interval 1 day)")
+        if args.postgres:
+            live(env_split, cat, split, admin, name)
     finally:
         if name:
             import psycopg

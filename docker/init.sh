@@ -11,7 +11,7 @@ chown -R "${uid}:0" /opt/airflow/b2b /opt/airflow/logs
 airflow db migrate
 b2b db upgrade --url "${B2B_DATABASE_URL}"
 b2b db roles --url "${B2B_DATABASE_URL}"   # F41: b2b_pipeline / analyst / officer / ui with the .env passwords
-b2b config check
+b2b config check --write-dags   # the catalogue's DAG files in ${B2B_DAGS_FOLDER} (one per bucket of bases)
 conns=/opt/airflow/b2b/connections.json
 ( umask 077; b2b-simulator connections --format json --base-url "${SIMULATOR_URL}" > "${conns}" )
 airflow connections import --overwrite "${conns}"

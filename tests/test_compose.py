@@ -34,7 +34,7 @@ def _command(s) -> str:
 def test_has_the_airflow_3_services_postgres_and_the_simulator():
     commands = {name: _command(s) for name, s in SERVICES.items()}
     for cmd in ("api-server", "scheduler", "dag-processor", "triggerer"):
-        assert cmd in commands.values(), cmd
+        assert any(v == cmd or v.endswith(f"exec airflow {cmd}") for v in commands.values()), cmd
     assert "postgres" in SERVICES and "simulator" in SERVICES
     assert "b2b-simulator serve" in commands["simulator"]
 
@@ -136,11 +136,16 @@ def test_services_wait_on_health_and_init():
 
 
 def test_mounted_code_is_the_code_that_runs():
-    """DAGS_FOLDER and PLUGINS_FOLDER are the mounted folders, and PYTHONPATH has no other copy of
-    the plugins ahead of them (the image's copy sits under the same mounts)."""
+    """PLUGINS_FOLDER is the mounted folder, the DAG files are the catalogue's (generated from the
+    mounted catalogue onto the shared b2b-home volume, issue 15), and PYTHONPATH has no other copy
+    of the plugins ahead of them (the image's copy sits under the same mounts)."""
     env = SERVICES["airflow-scheduler"]["environment"]
     mounts = {v.split(":")[1]: v.split(":")[0] for v in SERVICES["airflow-scheduler"]["volumes"]}
-    assert mounts[env["AIRFLOW__CORE__DAGS_FOLDER"]] == "./dags"
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == env["B2B_DAGS_FOLDER"]
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"].startswith(next(m for m, v in mounts.items() if v == "b2b-home"))
+    assert env["AIRFLOW__DAG_PROCESSOR__FILE_PARSING_SORT_MODE"] == "modified_time"
+    assert "--write-dags" in (ROOT / "docker" / "init.sh").read_text()
+    assert "--write-dags --watch" in " ".join(SERVICES["airflow-dag-processor"]["command"])
     assert mounts[env["AIRFLOW__CORE__PLUGINS_FOLDER"]] == "./plugins"
     assert mounts["/opt/b2b/b2b"] == "./b2b" and mounts["/opt/b2b/include"] == "./include"
     pythonpath = re.search(r"PYTHONPATH=(\S+)", DOCKERFILE.read_text()).group(1).split(":")

@@ -364,3 +364,117 @@ def test_a_changed_school_task_raises_an_alert(e2e):
     alerts = q(e2e, "SELECT kind, task_key, details FROM ops.alert WHERE base_id = %s", base)
     assert len(alerts) == 1 and alerts[0][:2] == ("task_changed", "lac_snapshot")
     assert alerts[0][2]["changed"]["ncys"] == {"was": None, "now": ["5", "6"]}
+
+
+# ------------------------------------------------------------------ issue 15: one task per run (TASK_GRANULARITY)
+def granular_dags(granularity: str) -> dict:
+    from dataclasses import replace
+
+    from b2b_operators.factory import build_dags
+
+    cat = load_catalogue()
+    return build_dags(replace(cat, la=replace(cat.la, settings=replace(cat.la.settings,
+                                                                       task_granularity=granularity))))
+
+
+@pytest.fixture
+def fresh_warehouse(e2e, pg_admin_url, pg_template):
+    """A factory of fresh warehouses (the LA's records loaded), each made the DAGs' warehouse
+    (``B2B_DATABASE_URL``) until the next one; the module's warehouse is restored at the end."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from b2b.ops.core_load import load_core
+
+    names: list[str] = []
+
+    def make() -> dict:
+        name = f"e2e_gr_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+        names.append(name)
+        url = make_conninfo(pg_admin_url, dbname=name)
+        with psycopg.connect(url, autocommit=True) as conn:
+            load_core(conn, e2e["world"].la_core())
+        os.environ["B2B_DATABASE_URL"] = url
+        return {"url": url}
+
+    yield make
+    os.environ["B2B_DATABASE_URL"] = e2e["url"]
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        for name in names:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def comparable(wh, base):
+    """The base's tables (``state``), the task log's counts without the validation report's path."""
+    s = state(wh, base)
+    s["stages"] = [(d, w, st, lv, {k: v for k, v in c.items() if k != "report"}) for d, w, st, lv, c in s["stages"]]
+    s["watermark"] = q(wh, "SELECT task_key, window_end FROM ops.watermark WHERE base_id = %s ORDER BY 1", base)
+    s["runs"] = q(wh, "SELECT dag_id, window_start, window_end, state FROM ops.run WHERE base_id = %s ORDER BY 1, 3",
+                  base)
+    s["lease"] = q(wh, "SELECT count(*) FROM ops.base_lease")
+    return s
+
+
+GR_BASE = "8862001"
+GR_DAYS = (SNAP_END, datetime(2026, 10, 6, 18, 0))  # the weekly snapshot, then a changed-data day
+
+
+def run_days(wh, dags):
+    """The base's snapshot, then its changed-data day (cache and watermark from the snapshot)."""
+    for dag, end in zip((dag_id(GR_BASE, "snapshot"), dag_id(GR_BASE, "changed_data")), GR_DAYS):
+        dr = dags[dag].test(logical_date=pendulum.instance(end, tz=TZ))
+        assert str(dr.state).endswith("success"), f"{dag} {end}: {dr.state}"
+    return comparable(wh, GR_BASE)
+
+
+def test_one_task_per_run_gives_the_tables_and_stage_log_of_one_task_per_stage(fresh_warehouse):
+    run_dags = granular_dags("run")
+    assert [t.task_id for t in run_dags[dag_id(GR_BASE, "changed_data")].tasks] == ["run"]
+    by_stage = run_days(fresh_warehouse(), granular_dags("stage"))
+    by_run = run_days(fresh_warehouse(), run_dags)
+    assert by_run == by_stage
+    stages = [r[2] for r in by_run["stages"] if r[0] == dag_id(GR_BASE, "changed_data")]
+    assert sorted(stages) == sorted(["extract", "hash_filter", "validate", "load", "match", "conflicts", "apply",
+                                     "contacts"])  # every stage still has its own ops.task_log row
+    assert by_run["lease"] == [(0,)] and len(by_run["watermark"]) == 2
+    assert any(c.get("skipped_by_cache") for d, _, st, _, c in by_run["stages"]
+               if st == "hash_filter" and d.endswith("changed_data"))
+
+
+def test_a_run_task_failing_in_a_middle_stage_gives_the_lease_back_and_its_retry_the_clean_tables(
+        fresh_warehouse, tmp_path):
+    clean = fresh_warehouse()
+    dag = dag_id(GR_BASE, "snapshot")
+    dr = granular_dags("run")[dag].test(logical_date=pendulum.instance(SNAP_END, tz=TZ))
+    assert str(dr.state).endswith("success")
+    expected = comparable(clean, GR_BASE)
+
+    wh = fresh_warehouse()
+    dags = granular_dags("run")
+    dags[dag].get_task("run").retries = 0  # this attempt fails for good (dag.test does not wait out retries)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "reports").write_text("not a folder")  # validate cannot write its report: a real OSError
+    saved = os.environ.get("B2B_HOME")
+    os.environ["B2B_HOME"] = str(home)
+    try:
+        failed = dags[dag].test(logical_date=pendulum.instance(SNAP_END, tz=TZ))
+    finally:
+        if saved is None:
+            os.environ.pop("B2B_HOME", None)
+        else:
+            os.environ["B2B_HOME"] = saved
+    assert str(failed.state).endswith("failed")
+    logged = {r[0] for r in q(wh, "SELECT stage FROM ops.task_log WHERE dag_id = %s AND file_id IS NULL", dag)}
+    assert {"extract", "hash_filter"} <= logged and "load" not in logged  # it failed in the middle
+    assert q(wh, "SELECT state FROM ops.run WHERE dag_id = %s", dag) == [("failed",)]
+    assert q(wh, "SELECT count(*) FROM ops.base_lease") == [(0,)]  # the failure callback gave it back
+    assert q(wh, "SELECT count(*) FROM ops.watermark") == [(0,)]
+    assert q(wh, "SELECT count(*) FROM ops.hash_cache WHERE committed") == [(0,)]  # nothing counted yet
+
+    retried = granular_dags("run")[dag].test(logical_date=pendulum.instance(SNAP_END, tz=TZ))
+    assert str(retried.state).endswith("success")
+    got = comparable(wh, GR_BASE)
+    assert got == expected

@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from b2b import PROJECT_ROOT
 from b2b.db import b2b_home
@@ -40,6 +41,31 @@ def _path_with_venv() -> str:
     parts = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p]
     first = str(venv_bin())
     return os.pathsep.join([first] + [p for p in parts if p != first])
+
+
+#: the dag-processor with the catalogue split into files per bucket of bases (issue 15,
+#: b2b/config/dag_files.py): a file is re-parsed as soon as its mtime changes (a catalogue edit
+#: rewrites the changed buckets' files only) and otherwise left alone, so a cycle with nothing
+#: changed parses and writes nothing; new files are listed within REFRESH_INTERVAL seconds
+DAG_PROCESSOR_SETTINGS = {
+    "AIRFLOW__DAG_PROCESSOR__FILE_PARSING_SORT_MODE": "modified_time",
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "86400",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+}
+
+
+def split_dags_folder(home: Path | None = None) -> Path:
+    """Where the catalogue's DAG files go: ``$B2B_DAGS_FOLDER`` (docker-compose), else
+    ``$AIRFLOW_HOME/dags`` (``b2b airflow``: one per Airflow home, so two homes with different
+    catalogues never share one)."""
+    if home is None and os.environ.get("B2B_DAGS_FOLDER"):
+        return Path(os.environ["B2B_DAGS_FOLDER"])
+    return Path(home or os.environ.get("AIRFLOW_HOME") or b2b_home() / "airflow") / "dags"
+
+
+def split_dag_settings(home: Path | None = None) -> dict[str, str]:
+    """DAGS_FOLDER on the split files and the dag-processor settings that go with them."""
+    return {"AIRFLOW__CORE__DAGS_FOLDER": str(split_dags_folder(home)), **DAG_PROCESSOR_SETTINGS}
 
 
 def project_airflow_settings(home: Path | None = None, *, metadata_url: str | None = None) -> dict[str, str]:
@@ -105,11 +131,18 @@ def standalone_metadata_url() -> str | None:
     return embedded_metadata_url(db.embedded_url())
 
 
-def prepare_airflow_env(*, quiet: bool = False, metadata_url: str | None = None) -> dict[str, str]:
-    """Set the environment for this process (and its children) and migrate Airflow's metadata DB."""
+def prepare_airflow_env(*, quiet: bool = False, metadata_url: str | None = None,
+                        split_dags: bool = False) -> dict[str, str]:
+    """Set the environment for this process (and its children) and migrate Airflow's metadata DB.
+    With ``split_dags`` (``b2b airflow``, ``b2b airflow-env``) the DAGs are the catalogue's files
+    per bucket of bases in ``$AIRFLOW_HOME/dags`` (written here, rewritten by ``watch_catalogue``
+    or ``b2b config check --write-dags`` when the catalogue changes)."""
     from b2b import db
 
     settings = project_airflow_settings(metadata_url=metadata_url)
+    if split_dags:
+        settings.update(split_dag_settings(Path(settings["AIRFLOW_HOME"])))
+        write_split_dags(Path(settings["AIRFLOW__CORE__DAGS_FOLDER"]))
     os.environ.update(settings)
     Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
     if quiet:
@@ -170,3 +203,96 @@ def ensure_password_file(users: str = STANDALONE_USERS) -> dict[str, str]:
     with os.fdopen(fd, "w") as f:
         json.dump(passwords, f)
     return passwords
+
+
+def write_split_dags(folder: Path | None = None, catalogue: str | Path | None = None) -> dict[str, int]:
+    """(Re)write the catalogue's DAG files in ``folder`` (``b2b.config.dag_files``): only the
+    files whose bases changed; an invalid catalogue raises and leaves the files as they were."""
+    from b2b.config.dag_files import write_dag_files
+
+    return write_dag_files(catalogue, folder or split_dags_folder())
+
+
+def watch_catalogue(folder: Path, every: float = 5.0, catalogue: str | Path | None = None) -> Any:
+    """A daemon thread that rewrites the changed DAG files whenever the catalogue file changes
+    (mtime or size), so an edit shows in the UI at the dag-processor's next loop; an invalid
+    edit is reported once and changes nothing. Returns the thread's stop event."""
+    import threading
+
+    from b2b.config.catalogue import DEFAULT_PATH, CatalogueError
+
+    path = Path(catalogue or os.environ.get("B2B_CATALOGUE") or DEFAULT_PATH)
+    stop = threading.Event()
+
+    def stamp() -> tuple[float, int]:
+        st = path.stat()
+        return st.st_mtime, st.st_size
+
+    def loop() -> None:
+        seen = stamp()
+        while not stop.wait(every):
+            try:
+                now = stamp()
+                if now == seen:
+                    continue
+                seen = now
+                counts = write_split_dags(folder, path)
+                print(f"B2B: catalogue changed: DAG files {counts['written']} rewritten, "
+                      f"{counts['removed']} removed", flush=True)
+            except CatalogueError as exc:
+                print(f"B2B: catalogue not valid, DAG files left as they were: {exc}", file=sys.stderr, flush=True)
+            except OSError as exc:
+                print(f"B2B: catalogue not readable ({exc.strerror})", file=sys.stderr, flush=True)
+
+    threading.Thread(target=loop, name="b2b-catalogue-watch", daemon=True).start()
+    return stop
+
+
+def run_standalone(env: dict[str, str], stop_grace: float = 30.0, argv: list[str] | None = None) -> int:
+    """``airflow standalone`` in a session of its own; SIGINT / SIGTERM to this process stop it
+    and everything under it (scheduler, dag-processor, api-server, triggerer and the task
+    processes, which start sessions of their own): nothing is left running after Ctrl-C."""
+    import signal
+
+    proc = subprocess.Popen(argv or [airflow_cli(), "standalone"], env=env, start_new_session=True)
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        stop_process_tree(proc.pid, stop_grace)
+        proc.wait()
+        return 128 + (stopping[0] if stopping else signal.SIGINT)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            stop_process_tree(proc.pid, stop_grace)
+
+
+def stop_process_tree(pid: int, grace: float = 30.0) -> None:
+    """SIGTERM ``pid`` and all its descendants, then SIGKILL what is left after ``grace`` seconds."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=10)

@@ -11,7 +11,23 @@ from typing import Any
 def _cmd_config_check(args: argparse.Namespace) -> int:
     from b2b.config.catalogue import main_check
 
-    return main_check(args.path)
+    rc = main_check(args.path)
+    if rc == 0 and args.write_dags:  # issue 15: the DAG files of `make airflow` ($AIRFLOW_HOME/dags)
+        from b2b.cli.airflow_env import split_dags_folder, write_split_dags
+
+        folder = split_dags_folder()
+        counts = write_split_dags(folder, args.path)
+        print(f"DAG files in {folder}: {counts['written']} written, {counts['unchanged']} unchanged, "
+              f"{counts['removed']} removed", flush=True)
+        if args.watch:  # docker-compose's dag-processor: rewrite them whenever the catalogue changes
+            import time
+
+            from b2b.cli.airflow_env import watch_catalogue
+
+            watch_catalogue(folder, args.watch, args.path)
+            while True:
+                time.sleep(3600)
+    return rc
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -75,7 +91,6 @@ def _cmd_airflow(args: argparse.Namespace) -> int:
     """Run ``airflow standalone`` on this project: the simulator serving the demo schools, their
     connections and ``b2b_warehouse`` imported into Airflow's metadata DB, the LA's records loaded."""
     import os
-    import subprocess
 
     from b2b import db
     from b2b.cli import airflow_env as af
@@ -84,7 +99,8 @@ def _cmd_airflow(args: argparse.Namespace) -> int:
     from simulator.server import start_server
     from simulator.world import World, WorldConfig
 
-    world = World(WorldConfig.demo())
+    # --schools: a generated LA for bench/bench_scheduler.py (its catalogue in B2B_CATALOGUE)
+    world = World(WorldConfig.generated(args.schools, args.students) if args.schools else WorldConfig.demo())
     server = start_server(world, host="127.0.0.1", port=args.simulator_port)
     try:
         embedded = not os.environ.get("B2B_DATABASE_URL")
@@ -94,7 +110,7 @@ def _cmd_airflow(args: argparse.Namespace) -> int:
         os.environ["AIRFLOW__API__HOST"] = "127.0.0.1"
         os.environ["AIRFLOW__API__BASE_URL"] = f"http://127.0.0.1:{args.port}"
         os.environ["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://127.0.0.1:{args.port}/execution/"
-        env = af.prepare_airflow_env(metadata_url=af.standalone_metadata_url())
+        env = af.prepare_airflow_env(metadata_url=af.standalone_metadata_url(), split_dags=True)
         # the LA's own files, as its systems would drop them, loaded the way `b2b core load` does
         la_files = write_la_files(db.b2b_home() / "la_files", world)
         children_csv, gazetteer_csv, adults_csv = la_files[0], la_files[1], la_files[-1]
@@ -125,7 +141,8 @@ def _cmd_airflow(args: argparse.Namespace) -> int:
         ]), flush=True)
         if args.prepare_only:
             return 0
-        return subprocess.run([af.airflow_cli(), "standalone"], env=env).returncode
+        af.watch_catalogue(Path(env["AIRFLOW__CORE__DAGS_FOLDER"]))  # a catalogue edit rewrites its DAG files
+        return af.run_standalone(env)  # Ctrl-C / SIGTERM stop every Airflow process it started
     finally:
         server.shutdown()
 
@@ -137,7 +154,7 @@ def _cmd_airflow_env(args: argparse.Namespace) -> int:
 
     from b2b.cli import airflow_env as af
 
-    env = af.prepare_airflow_env(metadata_url=af.standalone_metadata_url())
+    env = af.prepare_airflow_env(metadata_url=af.standalone_metadata_url(), split_dags=True)
     for k, v in sorted(env.items()):
         if k.startswith("AIRFLOW__") or k in ("AIRFLOW_HOME", "B2B_DATABASE_URL", "B2B_HOME", "PYTHONPATH", "PATH"):
             print(f"export {k}={shlex.quote(v)}")
@@ -316,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="task catalogue").add_subparsers(dest="config_cmd", required=True)
     check = cfg.add_parser("check", help="validate the task catalogue (schema + rules)")
     check.add_argument("path", nargs="?", default=None, help="catalogue file (default: $B2B_CATALOGUE or the demo)")
+    check.add_argument("--write-dags", action="store_true",
+                       help="then rewrite the changed DAG files in $B2B_DAGS_FOLDER or $AIRFLOW_HOME/dags "
+                            "(what `make airflow` and docker-compose parse)")
+    check.add_argument("--watch", type=float, default=0, metavar="SECONDS",
+                       help="with --write-dags: keep running, rewriting them when the catalogue changes")
     check.set_defaults(func=_cmd_config_check)
 
     dbp = sub.add_parser("db", help="warehouse database").add_subparsers(dest="db_cmd", required=True)
@@ -345,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     af = sub.add_parser("airflow", help="airflow standalone on this project, with the simulator")
     af.add_argument("--simulator-port", type=int, default=8765)
     af.add_argument("--port", type=int, default=8080, help="the UI / API port (127.0.0.1)")
+    af.add_argument("--schools", type=int, default=0, help=argparse.SUPPRESS)  # bench: a generated LA
+    af.add_argument("--students", type=int, default=20000, help=argparse.SUPPRESS)
     af.add_argument("--prepare-only", action="store_true",
                     help="migrate, load and import connections, print the login, but do not start Airflow")
     af.set_defaults(func=_cmd_airflow)

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 MATCHERS = ("weights", "legacy")
+#: issue 15: one Airflow task per stage, or one task per run (every stage still logged on its own)
+GRANULARITIES = ("stage", "run")
 #: F44: one retention (days) per kind of data; see docs/data-protection.md
 RETENTION_FIELDS = ("file_retention_days", "block_retention_days", "staging_retention_days",
                     "outbound_retention_days", "suspense_retention_days", "report_retention_days")
@@ -37,10 +39,16 @@ class Settings:
     message_deadline_s: float = 300.0      # one message (all its pages) must arrive within this
     max_message_bytes: int = 50 * 1024 * 1024  # a larger body is refused
     max_pages: int = 1000                  # SIMS Primary pages followed per data group
+    # issue 15: "run" = one Airflow task per export run (each stage still logged on its own), "stage" =
+    # one task per stage; run by default: Airflow's cost per task is paid once per run (bench_scheduler)
+    task_granularity: str = "run"
 
     def __post_init__(self) -> None:
         if self.matcher not in MATCHERS:
             raise ValueError(f"LA setting MATCHER must be one of {', '.join(MATCHERS)}, not {self.matcher!r}")
+        if self.task_granularity not in GRANULARITIES:
+            raise ValueError(f"LA setting TASK_GRANULARITY must be one of {', '.join(GRANULARITIES)}, "
+                             f"not {self.task_granularity!r}")
         for name in ("b2b_s_age", "carer_min", "max_message_bytes", "max_pages", *RETENTION_FIELDS):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"LA setting {name.upper()} must not be negative")

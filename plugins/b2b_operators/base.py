@@ -1,6 +1,7 @@
 """What every B2B stage operator shares: the run window and a warehouse connection."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -144,9 +145,13 @@ class B2BStageOperator(BaseOperator):
                 ctx = self.run_context(context, conn)
                 if self.run_control:
                     self.take_base(conn, ctx, context)
+                t0 = time.perf_counter()
                 counts = self.run_stage(conn, ctx, context)
-        self.log.info("base %s %s: %s", self.base_id, self.stage, counts)
-        return counts
+                seconds = round(time.perf_counter() - t0, 3)
+        self.log.info("base %s %s: %s (%.2f s)", self.base_id, self.stage, counts, seconds)
+        # the return value (XCom) carries the stage's own seconds: bench/bench_scheduler.py
+        # subtracts them from the run's wall time to get Airflow's cost per task
+        return {**counts, "seconds": seconds} if isinstance(counts, dict) else counts
 
 
 def previous_run_pending(context: Context) -> str:

@@ -78,11 +78,22 @@ def _first_paragraph(obj: Any) -> str:
 def stages_doc(dag: DAG) -> str:
     """The DAG's stages as they run, each described by its operator's own docstring, with the
     assets it updates: generated from the same objects Airflow executes, so it cannot drift."""
+    from b2b_operators.pipeline import STAGE_CLASSES
+
     lines = ["", "#### Stages, in the order they run", ""]
-    for n, task in enumerate(dag.topological_sort(), 1):
-        outs = ", ".join(f"`{a.name}`" for a in getattr(task, "outlets", []) or [])
-        lines.append(f"{n}. **`{task.task_id}`** — {_first_paragraph(type(task))}"
-                     + (f" Updates {outs}." if outs else ""))
+    tasks = dag.topological_sort()
+    one = tasks[0] if len(tasks) == 1 and hasattr(tasks[0], "stages") else None
+    if one is not None:  # TASK_GRANULARITY run: one task, its stages listed as it runs them
+        lines += [f"One task, **`{one.task_id}`**, runs every stage in order (LA setting `TASK_GRANULARITY`); "
+                  "each stage has its own section in the task log and its own row in `ops.task_log`.", ""]
+    by_stage = {cls.stage: cls for cls in STAGE_CLASSES}
+    items = [(s, by_stage[s]) for s in one.stages] if one is not None else [(t.task_id, type(t)) for t in tasks]
+    base_id = getattr(one, "base_id", "")
+    for n, (name, cls) in enumerate(items, 1):
+        task = dag.get_task(name) if one is None else None
+        outlets = getattr(task, "outlets", []) if task is not None else assets.stage_outlets(name, base_id)
+        outs = ", ".join(f"`{a.name}`" for a in outlets or [])
+        lines.append(f"{n}. **`{name}`** — {_first_paragraph(cls)}" + (f" Updates {outs}." if outs else ""))
     lines += ["", "Counts and errors of every stage go to `ops.task_log` (F9). Rerunning a run replaces what "
               "it stored; replay missed windows with `airflow backfill create` (README, *How to backfill*)."]
     return "\n".join(lines)
@@ -136,19 +147,32 @@ def build_dag(spec: DagSpec, la: La) -> DAG:
             return cls(task_id=task_id, task_display_name=task_id.replace("_", " ").capitalize(),
                        outlets=assets.stage_outlets(task_id, b.dfe), **common, **kw)
 
-        extract = stage(ExtractOperator, "extract", conn_id=b.conn_id, group_type=t.group_type, ncys=t.ncys,
-                        hierarchies=t.hierarchies)
-        stages = [stage(HashFilterOperator, "hash_filter"), stage(ValidateOperator, "validate"),
-                  stage(LoadOperator, "load")]
-        # every export can carry student blocks (attendance and attainment messages identify the
-        # student with one), and a loaded block is cached: so every export matches what it loaded
-        stages += [stage(MatchOperator, "match"), stage(ConflictsOperator, "conflicts"), stage(ApplyOperator, "apply")]
-        if t.filter in CONTACT_FILTERS:  # the messages that carry contacts blocks and leavers' end dates
-            stages.append(stage(ContactsOperator, "contacts"))
-        stages.append(stage(CommitOperator, "commit"))  # cache, watermark, lease (issue 9)
-        chain(extract, *stages)
+        extract_kw = dict(conn_id=b.conn_id, group_type=t.group_type, ncys=t.ncys, hierarchies=t.hierarchies)
+        names = run_stages(t.filter)
+        if la.settings.task_granularity == "run":  # one task, every stage logged on its own (issue 15)
+            from b2b_operators.pipeline import PipelineOperator
+
+            PipelineOperator(task_id="run", task_display_name="Run: " + " → ".join(names),
+                             outlets=[a for n in names for a in assets.stage_outlets(n, b.dfe)],
+                             stages=names, **common, **extract_kw)
+        else:
+            classes = {"hash_filter": HashFilterOperator, "validate": ValidateOperator, "load": LoadOperator,
+                       "match": MatchOperator, "conflicts": ConflictsOperator, "apply": ApplyOperator,
+                       "contacts": ContactsOperator, "commit": CommitOperator}
+            chain(stage(ExtractOperator, "extract", **extract_kw), *(stage(classes[n], n) for n in names[1:]))
     dag.doc_md = "\n".join([dag.doc_md or "", stages_doc(dag), settings_doc(la)])
     return dag
+
+
+def run_stages(data_filter: str) -> list[str]:
+    """The stages of an export run, in order. Every export can carry student blocks (attendance
+    and attainment messages identify the student with one), and a loaded block is cached: so
+    every export matches what it loaded; contacts only for the messages that carry contacts
+    blocks and leavers' end dates; commit last (cache, watermark, lease: issue 9)."""
+    names = ["extract", "hash_filter", "validate", "load", "match", "conflicts", "apply"]
+    if data_filter in CONTACT_FILTERS:
+        names.append("contacts")
+    return [*names, "commit"]
 
 
 def build_return_dag(spec: DagSpec, la: La) -> DAG:
