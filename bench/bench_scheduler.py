@@ -207,7 +207,8 @@ def summary(rows: list[dict]) -> dict:
             "stage_mean_s": {k: round(v, 2) for k, v in stages.items()}}
 
 
-def measure(schools: int, students: int, admin: str, keep_log: Path | None) -> list[dict]:
+def measure(schools: int, students: int, admin: str, keep_log: Path | None, modes: tuple[str, ...] = ("run", "stage"),
+            extra_env: dict[str, str] | None = None) -> list[dict]:
     """One `b2b airflow`, both granularities in the same window: the catalogue starts with
     TASK_GRANULARITY run; after its changed-data day the catalogue is edited to ``stage`` (the
     catalogue watcher rewrites the DAG files, the dag-processor re-parses them) and the next
@@ -233,7 +234,7 @@ def measure(schools: int, students: int, admin: str, keep_log: Path | None) -> l
                B2B_CATALOGUE=str(cat_path), AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=meta_url,
                PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "plugins")]),
                # only the triggered runs: unpausing starts no run of the latest cron interval
-               AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False")
+               AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False", **(extra_env or {}))
     for k in ("AIRFLOW__LOGGING__LOGGING_LEVEL", "_AIRFLOW_PARSING_CONTEXT_DAG_ID", "AIRFLOW__CORE__DAGS_FOLDER",
               "B2B_DAGS_FOLDER"):
         env.pop(k, None)
@@ -269,6 +270,8 @@ def measure(schools: int, students: int, admin: str, keep_log: Path | None) -> l
         rest = trigger_and_wait(api, meta, snaps[1:], SNAPSHOT_LOGICAL, "bench_snapshot", log_path, 3600)
         day = trigger_and_wait(api, meta, changed, CHANGED_LOGICAL[0], "bench_changed_run", log_path, 3600)
         results.append(figures("run", started, alone[0], summary(rest), summary(day), warehouse, CHANGED_LOGICAL[0]))
+        if "stage" not in modes:
+            return results
         # the LA switches to one task per stage: the catalogue watcher rewrites the files
         t = time.monotonic()
         cat["la"]["settings"]["TASK_GRANULARITY"] = "stage"
@@ -316,6 +319,8 @@ def figures(mode: str, started: float, one: dict, snapshots: dict | None, day: d
 def report(results: list[dict], schools: int) -> None:
     for r in results:
         a, s, d = r["alone"], r["snapshots"], r["changed_day"]
+        print(f"scheduler [{r['mode']}]: scheduler warm-up {'on' if r.get('warm', True) else 'off'}, "
+              f"parallelism {r.get('parallelism', 'default')}")
         print(f"scheduler [{r['mode']}]: " + (f"Airflow up with {2 * schools} DAGs in {r['startup_s']:.0f}s"
               if r["mode"] == "run" else f"catalogue edited to TASK_GRANULARITY stage: every DAG re-parsed with "
               f"one task per stage {r['startup_s']:.0f}s later") + " (not counted)")
@@ -341,11 +346,21 @@ def main(argv: Any = None) -> int:
     ap.add_argument("--students", type=int, default=10000)
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--keep-log", type=Path, help="copy the standalone log here")
+    ap.add_argument("--run-only", action="store_true", help="only TASK_GRANULARITY run (no stage-mode day)")
+    ap.add_argument("--no-warm", action="store_true",
+                    help="B2B_AIRFLOW_WARM=0: the scheduler does not pre-import the tasks' modules (the before figure)")
+    ap.add_argument("--parallelism", type=int, help="AIRFLOW__CORE__PARALLELISM (default: what `b2b airflow` sets)")
     args = ap.parse_args(argv)
     from b2b import db
 
     t = datetime.now()
-    results = measure(args.schools, args.students, db.database_url(), args.keep_log)
+    extra = {"B2B_AIRFLOW_WARM": "0"} if args.no_warm else {}
+    if args.parallelism:
+        extra["AIRFLOW__CORE__PARALLELISM"] = str(args.parallelism)
+    results = measure(args.schools, args.students, db.database_url(), args.keep_log,
+                      ("run",) if args.run_only else ("run", "stage"), extra)
+    for r in results:
+        r["warm"], r["parallelism"] = not args.no_warm, extra.get("AIRFLOW__CORE__PARALLELISM", "default")
     for r in results:
         r["measured_at"] = t.isoformat(timespec="seconds")
     report(results, args.schools)
