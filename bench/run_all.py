@@ -62,6 +62,7 @@ def main() -> int:
         project(figures, "changed_data")
     rc |= run("bench_dagprocessor.py")
     rc |= run("bench_dagprocessor.py", "--postgres")
+    rc |= run("bench_match_dag.py")
     return rc
 
 
