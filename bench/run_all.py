@@ -65,6 +65,7 @@ def main() -> int:
     rc |= run("bench_dagprocessor.py")
     rc |= run("bench_dagprocessor.py", "--postgres")
     rc |= run("bench_scheduler.py", "--schools", "50")  # the real scheduler: per-task cost, a changed-data day
+    rc |= run("bench_match_dag.py")
     return rc
 
 

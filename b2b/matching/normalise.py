@@ -80,6 +80,7 @@ def forename_forms(name: str) -> frozenset[str]:
     return frozenset(f.lower() for f in forms)
 
 
+@lru_cache(maxsize=1_000_000)  # the DAG path prepares an LA child once per school part (issue 15)
 def _upn_kind(u: str) -> str:
     """'valid', 'temp' (valid temporary UPN), 'invalid' or '' (missing)."""
     from stdnum.gb import upn as upn_mod

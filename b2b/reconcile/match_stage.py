@@ -1,7 +1,16 @@
-"""Match stage: link each student loaded in this run to an LA child with ``b2b.matching``."""
+"""Match stage: link each student loaded in this run to an LA child with ``b2b.matching``.
+
+Set-based around the matcher (issue 15): the run's blocking keys go to temporary tables by
+COPY, and ONE statement finds every school part's candidate LA children (hash joins over
+``core.child``, not one index-probe query per part); each part's candidates are then read by
+the part number. The matcher decides a part (whole schools) at a time, so its frames stay
+bounded however large the run; the decisions are written by one CSV COPY per part, and the
+two GUID guards are one UPDATE each over the run's ``results.match`` rows.
+"""
 from __future__ import annotations
 
-import json
+import csv
+import io
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -33,19 +42,18 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
         conn.execute("DELETE FROM results.anomaly WHERE file_id = ANY(%s) AND rule = %s", (files, GUID_ELSEWHERE))
         incoming = incoming_frame(conn, files, ctx.window_end)
         tf = term_frequencies(conn, incoming) if settings.matcher != "legacy" else None
-        # a school at a time, several schools per part: the candidate query and the matcher's
-        # frames stay bounded however large the run (a school stays whole: its roll is the
-        # evidence for twins the LA does not know)
-        for part in school_parts(incoming):
-            core, links, rejected = core_candidates(conn, part)
+        # a school at a time, several schools per part: the matcher's frames stay bounded however
+        # large the run (a school stays whole: its roll is the evidence for twins the LA does not know)
+        parts = list(school_parts(incoming))
+        for part, (core, links, rejected) in zip(parts, run_candidates(conn, parts)):
             if settings.matcher == "legacy":
                 decided = matching.legacy_match(core, part, guidmatch=settings.guidmatch, links=links)
             else:
                 decided = matching.match(core, part, matching.MatchConfig(guidmatch=settings.guidmatch),
                                          links=links, rejected=rejected, tf=tf)
-            decided = guid_linked_elsewhere(conn, part, decided)
-            decided = child_linked_to_other_guid(conn, part, decided)
             _write_matches(conn, ctx, settings, part, decided)
+        guid_linked_elsewhere(conn, files)
+        child_linked_to_other_guid(conn, files)
         carers = match_carers(conn, ctx, settings, files)
         conn.execute(
             """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
@@ -53,12 +61,15 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                  FROM results.match m
                 WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')
                ON CONFLICT (base_id, student_guid) DO NOTHING""", (files,))
-        by_status: dict[str, int] = dict(conn.execute(
-            "SELECT status, count(*) FROM results.match WHERE file_id = ANY(%s) GROUP BY status", (files,)).fetchall())
-        by_rule: dict[str, int] = dict(conn.execute(
-            "SELECT rule, count(*) FROM results.match WHERE file_id = ANY(%s) GROUP BY rule", (files,)).fetchall())
-        hidden = scalar(conn, "SELECT count(*) FROM results.match WHERE file_id = ANY(%s) AND hidden",
-                              (files,))
+        by_status: dict[str, int] = {}
+        by_rule: dict[str, int] = {}
+        hidden = 0
+        for status, rule, hid, n in conn.execute(
+                "SELECT status, rule, hidden, count(*) FROM results.match WHERE file_id = ANY(%s) GROUP BY 1, 2, 3",
+                (files,)).fetchall():
+            by_status[status] = by_status.get(status, 0) + n
+            by_rule[rule] = by_rule.get(rule, 0) + n
+            hidden += n if hid else 0
         matched = by_status.get("matched", 0) + by_status.get("matched_with_conflicts", 0)
         counts = {"students": sum(by_status.values()), "matched": matched,
                   "possible": by_status.get("possible", 0), "unmatched": by_status.get("unmatched", 0),
@@ -71,92 +82,65 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
 
 
 GUID_ELSEWHERE = "guid_linked_elsewhere"
-#: students matched together (whole schools): bounds the candidate query and the matcher's memory
+#: students matched together (whole schools): bounds the matcher's memory
 PART_STUDENTS = 20_000
 
 
-def guid_linked_elsewhere(conn: Connection, incoming: Any, decided: Any) -> Any:
+def guid_linked_elsewhere(conn: Connection, files: list[int]) -> int:
     """A pupil carrying a GUID that is linked to an LA child under another base (issue 9 item 3).
 
     An MIS GUID belongs to one school's record; the same GUID arriving from a second base is a
     copied or corrupted record. It is never linked a second time: the record goes to review
     (``possible``, rule ``guid_linked_elsewhere``, with the matcher's candidate or else the
-    child linked under the other base), and a ``results.anomaly`` row names the base, the file
-    and the record's position (the other base's id is its value: no personal data)."""
-    import numpy as np
-    import pandas as pd
-
-    if not len(incoming):
-        return decided
-    rows = conn.execute(
-        """SELECT DISTINCT ON (x.iid) x.iid, l.base_id, l.person_id
-             FROM core.child_link l
-             JOIN unnest(%s::text[], %s::text[], %s::text[]) AS x(iid, base_id, guid)
-               ON l.student_guid = x.guid AND l.base_id <> x.base_id
-            ORDER BY x.iid, l.base_id""",
-        (list(incoming["incoming_id"]), list(incoming["base_id"]), list(incoming["guid"]))).fetchall()
-    if not rows:
-        return decided
-    other = pd.DataFrame(rows, columns=["incoming_id", "other_base", "other_person"]).set_index("incoming_id")
-    decided = decided.copy()
-    hit = decided["incoming_id"].isin(other.index).values
-    o = other.reindex(decided["incoming_id"].values[hit])
-    pid = decided["person_id"].values[hit]
-    decided.loc[hit, "person_id"] = np.where(pid == "", o["other_person"].values, pid)
-    decided.loc[hit, "status"] = "possible"
-    decided.loc[hit, "rule"] = GUID_ELSEWHERE
-    expl = []
-    for e, b in zip(decided["explanation"].values[hit], o["other_base"].values):
-        d = json.loads(e or "{}")
-        d[GUID_ELSEWHERE] = {"base_id": b}
-        d["why_not_auto"] = [*d.get("why_not_auto", []), GUID_ELSEWHERE]
-        expl.append(json.dumps(d, sort_keys=True))
-    decided.loc[hit, "explanation"] = expl
-    pos = incoming.drop_duplicates("incoming_id").set_index("incoming_id")
-    with conn.cursor() as cur, cur.copy(
-            "COPY results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field, value) "
-            "FROM STDIN") as copy:
-        for iid, b in zip(o.index, o["other_base"].values):
-            r = pos.loc[iid]
-            copy.write_row((r["file_id"], r["ordinal"], r["base_id"], r["student_guid"], "student", GUID_ELSEWHERE,
-                            "student_guid", b))
-    return decided
+    child linked under the other base, the first base by id), and a ``results.anomaly`` row
+    names the base, the file and the record's position (the other base's id is its value: no
+    personal data). One statement over the run's ``results.match`` rows; returns the hits."""
+    return len(conn.execute(
+        f"""WITH other AS (
+                SELECT DISTINCT ON (m.file_id, m.student_guid) m.file_id, m.student_guid, l.base_id, l.person_id
+                  FROM results.match m
+                  JOIN core.child_link l ON l.student_guid = m.student_guid AND l.base_id <> m.base_id
+                 WHERE m.file_id = ANY(%(files)s)
+                 ORDER BY m.file_id, m.student_guid, l.base_id),
+            hit AS (
+                UPDATE results.match m
+                   SET status = 'possible', rule = '{GUID_ELSEWHERE}', hidden = false,
+                       person_id = coalesce(m.person_id, o.person_id),
+                       explanation = m.explanation || jsonb_build_object(
+                           '{GUID_ELSEWHERE}', jsonb_build_object('base_id', o.base_id),
+                           'why_not_auto', coalesce(m.explanation -> 'why_not_auto', '[]'::jsonb)
+                                           || '["{GUID_ELSEWHERE}"]'::jsonb)
+                  FROM other o
+                 WHERE m.file_id = o.file_id AND m.student_guid = o.student_guid
+                RETURNING m.file_id, m.student_guid, o.base_id AS other_base)
+            INSERT INTO results.anomaly (file_id, ordinal, base_id, student_guid, block_type, rule, field, value)
+            SELECT s.file_id, s.ordinal, s.base_id, s.student_guid, 'student', '{GUID_ELSEWHERE}', 'student_guid',
+                   h.other_base
+              FROM hit h JOIN staging.student s ON s.file_id = h.file_id AND s.student_guid = h.student_guid
+            RETURNING 1""", {"files": files}).fetchall())
 
 
 OTHER_GUID = "child_linked_to_other_guid"
 
 
-def child_linked_to_other_guid(conn: Connection, incoming: Any, decided: Any) -> Any:
+def child_linked_to_other_guid(conn: Connection, files: list[int]) -> int:
     """An automatic link to a child the LA already links, under the same base, to another
     GUID is not made: one school holds one record per child. The record goes to review
     (``possible``, ``why_not_auto`` ``child_linked_to_other_guid``). This is the guard for the
     twin the LA does not know that arrives alone (a changed-data run without the other twin)
-    carrying its twin's UPN: the other twin's GUID link stops it. Officer links stand."""
-    import numpy as np
-
-    auto = decided["status"].isin(["matched", "matched_with_conflicts"]).values & \
-        (decided["rule"].values != "officer_link")
-    if not auto.any():
-        return decided
-    rows = conn.execute(
-        """SELECT DISTINCT x.iid
-             FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS x(iid, base_id, guid, person_id)
-             JOIN core.child_link l ON l.base_id = x.base_id AND l.person_id = x.person_id
-                                   AND l.student_guid <> x.guid""",
-        (list(decided["incoming_id"].values[auto]), list(incoming["base_id"].values[auto]),
-         list(incoming["guid"].values[auto]), list(decided["person_id"].values[auto]))).fetchall()
-    if not rows:
-        return decided
-    decided = decided.copy()
-    hit = decided["incoming_id"].isin({r[0] for r in rows}).values & auto
-    decided.loc[hit, "status"] = "possible"
-    expl = []
-    for e in decided["explanation"].values[hit]:
-        d = json.loads(e or "{}")
-        d["why_not_auto"] = [*d.get("why_not_auto", []), OTHER_GUID]
-        expl.append(json.dumps(d, sort_keys=True))
-    decided.loc[hit, "explanation"] = np.array(expl, dtype=object)
-    return decided
+    carrying its twin's UPN: the other twin's GUID link stops it. Officer links stand.
+    One statement over the run's ``results.match`` rows; returns the hits."""
+    return conn.execute(
+        f"""UPDATE results.match m
+               SET status = 'possible',
+                   explanation = m.explanation || jsonb_build_object(
+                       'why_not_auto', coalesce(m.explanation -> 'why_not_auto', '[]'::jsonb)
+                                       || '["{OTHER_GUID}"]'::jsonb)
+             WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')
+               AND m.rule <> 'officer_link'
+               AND EXISTS (SELECT 1 FROM core.child_link l
+                            WHERE l.base_id = m.base_id AND l.person_id = m.person_id
+                              AND l.student_guid <> m.student_guid)""", (files,)).rowcount
 
 
 def incoming_frame(conn: Connection, files: list[int], window_end: datetime) -> Any:
@@ -180,90 +164,158 @@ def incoming_frame(conn: Connection, files: list[int], window_end: datetime) -> 
     return pd.DataFrame(rows, columns=INCOMING_COLUMNS + ["file_id", "student_guid", "ordinal"])
 
 
-def core_candidates(conn: Connection, incoming: Any) -> Any:
-    """LA children that can be candidates for these students (a superset of every blocking
-    key the matcher uses, normalised the same way), GUID links, and officer-rejected pairs."""
+#: the LA child columns the matcher reads (b2b.matching.CORE_COLUMNS, in order)
+CORE_SELECT = ("c.person_id, c.upn, NULL::text AS guid, c.forename, c.middle_names, c.surname, c.gender, c.dob, "
+               "c.postcode, concat_ws(' ', c.paon, c.street) AS address_line1")
+
+#: every blocking key of b2b.matching as a join of one key table (filled by COPY) with core.child;
+#: each branch pairs a part's students with exactly the LA children that key can pair them with
+#: (no more: a DOB alone or a surname alone would pull in most of a large LA). The m_* columns
+#: are the matcher's own keys, stored on core.child (migration 0010).
+_KEY_TABLES = {
+    "match_k_upn": "upn text",
+    "match_k_dsn": "d date, l text",
+    "match_k_dfn": "d date, l text",
+    "match_k_syf": "s text, y int, l text",
+    "match_k_pyf": "p text, y int, l text",
+    "match_k_py": "p text, y int",
+    "match_k_fs": "f text, s text",
+}
+_CANDIDATES = """
+CREATE TEMP TABLE match_cand ON COMMIT DROP AS
+SELECT u.part, u.person_id FROM (
+          SELECT k.part, c.person_id FROM match_k_upn k JOIN core.child c ON c.m_upn = k.upn
+UNION ALL SELECT x.part, l.person_id FROM match_in x
+            JOIN core.child_link l ON l.base_id = x.base_id AND l.student_guid = x.guid
+UNION ALL SELECT k.part, c.person_id FROM match_k_dsn k JOIN core.child c ON c.dob = k.d AND left(c.m_sn, 1) = k.l
+UNION ALL SELECT k.part, c.person_id FROM match_k_dfn k JOIN core.child c ON c.dob = k.d AND left(c.m_fn, 1) = k.l
+UNION ALL SELECT k.part, c.person_id FROM match_k_syf k
+            JOIN core.child c ON c.m_sn = k.s AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
+UNION ALL SELECT k.part, c.person_id FROM match_k_pyf k
+            JOIN core.child c ON c.m_sn = k.p AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
+UNION ALL SELECT k.part, c.person_id FROM core.child c CROSS JOIN LATERAL unnest(c.m_sn_parts) AS cp(p)
+            JOIN match_k_pyf k ON cp.p = k.p AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
+           WHERE cardinality(c.m_sn_parts) > 1
+UNION ALL SELECT k.part, c.person_id FROM match_k_py k JOIN core.child c ON c.m_pc = k.p AND c.m_year = k.y
+UNION ALL SELECT k.part, c.person_id FROM match_k_fs k JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
+) u"""
+
+
+def run_candidates(conn: Connection, parts: list[Any]) -> Iterator[tuple[Any, Any, Any]]:
+    """Per part (in order): the LA children that can be candidates for its students (every
+    blocking key the matcher uses, normalised the same way; active children only: inactive
+    ones, gone from the LA's full extract, are never candidates), the GUID links, and the
+    officer-rejected pairs. One candidate statement for the whole run; each part is then read
+    by its number. Call inside a transaction (the temporary tables go with it)."""
     import pandas as pd
 
-    from b2b.matching import CORE_COLUMNS, name_key, name_parts, postcode_key
+    from b2b.matching import CORE_COLUMNS
 
-    keys = (list(incoming["base_id"]), list(incoming["guid"]))
+    _stage_keys(conn, parts)
+    # hash joins, each one pass over core.child for the whole run (index probes per key were 7x
+    # slower at 300k x 250k); duplicates stay (a part's read below is a semi-join)
+    nestloop = scalar(conn, "SELECT current_setting('enable_nestloop')")
+    conn.execute("SET LOCAL enable_nestloop = off")
+    conn.execute(_CANDIDATES)
+    conn.execute(f"SET LOCAL enable_nestloop = {'on' if nestloop == 'on' else 'off'}")
+    conn.execute("CREATE INDEX ON match_cand (part)")
+    conn.execute("ANALYZE match_cand")
     links = pd.DataFrame(conn.execute(
-        """SELECT l.base_id, l.student_guid AS guid, l.person_id, l.linked_by
-             FROM core.child_link l
-             JOIN unnest(%s::text[], %s::text[]) AS x(base_id, guid)
-               ON l.base_id = x.base_id AND l.student_guid = x.guid""", keys).fetchall(),
-        columns=["base_id", "guid", "person_id", "linked_by"])
+        """SELECT x.part, l.base_id, l.student_guid AS guid, l.person_id, l.linked_by
+             FROM match_in x JOIN core.child_link l ON l.base_id = x.base_id AND l.student_guid = x.guid""").fetchall(),
+        columns=["part", "base_id", "guid", "person_id", "linked_by"])
     rejected = pd.DataFrame(conn.execute(
-        """SELECT d.base_id, d.student_guid AS guid, d.person_id
-             FROM results.match_decision d
-             JOIN unnest(%s::text[], %s::text[]) AS x(base_id, guid)
-               ON d.base_id = x.base_id AND d.student_guid = x.guid
-            WHERE d.decision = 'reject'""", keys).fetchall(), columns=["base_id", "guid", "person_id"])
-    # the matcher's own keys per student, as tuples: each branch below asks for exactly the LA
-    # children one blocking key of b2b.matching can pair with these students (no more: a
-    # DOB alone or a surname alone would pull in most of a large LA)
-    dob = pd.to_datetime(incoming["dob"], errors="coerce")
-    fn = incoming["forename"].map(lambda v: name_key(v) if isinstance(v, str) else "")
-    sn = incoming["surname"].map(lambda v: name_key(v) if isinstance(v, str) else "")
-    pc = incoming["postcode"].map(lambda v: postcode_key(v) if isinstance(v, str) else "")
-    year = dob.dt.year.fillna(0).astype(int)
-    has = dob.notna()
+        """SELECT x.part, d.base_id, d.student_guid AS guid, d.person_id
+             FROM match_in x JOIN results.match_decision d ON d.base_id = x.base_id AND d.student_guid = x.guid
+            WHERE d.decision = 'reject'""").fetchall(), columns=["part", "base_id", "guid", "person_id"])
+    for k in range(len(parts)):
+        rows = conn.execute(
+            f"""SELECT {CORE_SELECT} FROM core.child c
+                 WHERE c.active AND c.person_id IN (SELECT m.person_id FROM match_cand m WHERE m.part = %s)
+                 ORDER BY c.person_id""", (k,)).fetchall()
+        yield (pd.DataFrame(rows, columns=CORE_COLUMNS),
+               links[links["part"] == k].drop(columns="part").reset_index(drop=True),
+               rejected[rejected["part"] == k].drop(columns="part").reset_index(drop=True))
 
-    def tuples(*cols: Any, keep: Any = None) -> Any:
-        df = pd.DataFrame({f"k{k}": c.values for k, c in enumerate(cols)})
+
+def core_candidates(conn: Connection, incoming: Any) -> Any:
+    """LA children that can be candidates for these students, GUID links, and officer-rejected
+    pairs (:func:`run_candidates` for one part)."""
+    with conn.transaction():
+        return next(run_candidates(conn, [incoming]))
+
+
+def _copy_csv(conn: Connection, sql: str, df: Any) -> None:
+    """COPY a frame in CSV (an empty field is NULL; text is quoted as CSV quotes it)."""
+    buf = io.StringIO()
+    df.to_csv(buf, header=False, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
+    with conn.cursor() as cur, cur.copy(f"{sql} FROM STDIN (FORMAT csv)") as copy:
+        copy.write(buf.getvalue())
+
+
+def _stage_keys(conn: Connection, parts: list[Any]) -> None:
+    """The run's students (part, base, GUID) and their blocking keys in temporary tables."""
+    import numpy as np
+    import pandas as pd
+
+    from b2b.matching import name_key, name_parts, postcode_key
+
+    incoming = pd.concat(parts, ignore_index=True) if len(parts) != 1 else parts[0].reset_index(drop=True)
+    part = pd.Series([k for k, p in enumerate(parts) for _ in range(len(p))], dtype="int64")
+    for name, cols in {"match_in": "base_id text, guid text", **_KEY_TABLES}.items():
+        conn.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
+        conn.execute(f"CREATE TEMP TABLE {name} (part int, {cols}) ON COMMIT DROP")
+    conn.execute("DROP TABLE IF EXISTS pg_temp.match_cand")
+    _copy_csv(conn, "COPY match_in (part, base_id, guid)",
+              pd.DataFrame({"p": part, "b": incoming["base_id"].values, "g": incoming["guid"].values}))
+    if not len(incoming):
+        return
+
+    def by_value(col: Any, fn: Any) -> Any:
+        """``fn`` of each distinct text value ("" for a missing one), mapped back onto the column."""
+        return col.map({v: fn(v) for v in pd.unique(col) if isinstance(v, str)}).fillna("")
+
+    def keys(table: str, cols: dict, rows: Any = None, keep: Any = None) -> None:
+        """COPY the distinct (part, key...) rows whose key columns are all present (not "", not 0);
+        ``rows``: each key row's incoming row (default: one key row per incoming row)."""
+        df = pd.DataFrame({n: c.values for n, c in cols.items()})
         ok = pd.Series(True, index=df.index) if keep is None else pd.Series(keep.values, index=df.index)
         for c in df.columns:
-            ok &= df[c].notna() & (df[c].astype(str) != "") & (df[c].astype(str) != "0")
-        df = df[ok].drop_duplicates()
-        return [df[c].tolist() for c in df.columns]
+            s = df[c]
+            ok &= s.notna() & (s.astype(str) != "") & (s.astype(str) != "0")
+        df.insert(0, "part", part.values if rows is None else part.values[rows])
+        _copy_csv(conn, f"COPY {table} (part, {', '.join(cols)})", df[ok.values].drop_duplicates())
 
-    d = dob.dt.date
+    dob = pd.to_datetime(incoming["dob"], errors="coerce")
+    fn = by_value(incoming["forename"], name_key)
+    sn = by_value(incoming["surname"], name_key)
+    pc = by_value(incoming["postcode"], postcode_key)
+    year = dob.dt.year.fillna(0).astype(int)
+    has = dob.notna()
+    d = dob.dt.strftime("%Y-%m-%d")
     swap_ok = has & (dob.dt.day <= 12) & (dob.dt.day != dob.dt.month)
-    swapped = pd.Series([x.replace(month=x.day, day=x.month) if ok else None for x, ok in zip(dob, swap_ok)],
-                        dtype=object).map(lambda x: x.date() if x is not None else None)
-    dob_sn = [a + b for a, b in zip(tuples(d, sn.str[:1], keep=has), tuples(swapped, sn.str[:1], keep=swap_ok))]
-    parts = incoming["surname"].map(lambda v: [p for p in name_parts(v) if len(p) >= 2] if isinstance(v, str) else [])
-    ex = pd.DataFrame({"p": parts, "y": year, "l": fn.str[:1]}).explode("p")
-    params = {
-        "upns": sorted({str(u).upper().replace(" ", "") for u in incoming["upn"].dropna() if u}),
-        "pids": sorted(set(links["person_id"])),
-        "dsn_d": dob_sn[0], "dsn_l": dob_sn[1],
-        **dict(zip(("dfn_d", "dfn_l"), tuples(d, fn.str[:1], keep=has))),
-        **dict(zip(("syf_s", "syf_y", "syf_l"), tuples(sn, year, fn.str[:1]))),
-        **dict(zip(("pyf_p", "pyf_y", "pyf_l"), tuples(ex["p"], ex["y"], ex["l"]))),
-        **dict(zip(("py_p", "py_y"), tuples(pc, year))),
-        **dict(zip(("fs_f", "fs_s"), tuples(fn, sn))),
-    }
-    # the m_* columns are the matcher's own keys, stored and indexed (migration 0010): every branch
-    # is an index lookup, and together they cover every blocking key of b2b.matching
-    cols = "c.person_id, c.upn, NULL::text AS guid, c.forename, c.middle_names, c.surname, c.gender, c.dob, " \
-           "c.postcode, concat_ws(' ', c.paon, c.street) AS address_line1"
-    # inactive children (gone from the LA's full extract, b2b core load) are never candidates
-    rows = conn.execute(
-        f"""SELECT {cols} FROM core.child c WHERE c.active AND c.person_id IN (
-                  SELECT c.person_id FROM core.child c WHERE c.m_upn = ANY(%(upns)s)
-            UNION SELECT c.person_id FROM core.child c WHERE c.person_id = ANY(%(pids)s)
-            UNION SELECT c.person_id FROM core.child c
-                    JOIN unnest(%(dsn_d)s::date[], %(dsn_l)s::text[]) x(d, l) ON c.dob = x.d AND left(c.m_sn, 1) = x.l
-            UNION SELECT c.person_id FROM core.child c
-                    JOIN unnest(%(dfn_d)s::date[], %(dfn_l)s::text[]) x(d, l) ON c.dob = x.d AND left(c.m_fn, 1) = x.l
-            UNION SELECT c.person_id FROM core.child c
-                    JOIN unnest(%(syf_s)s::text[], %(syf_y)s::int[], %(syf_l)s::text[]) x(s, y, l)
-                      ON c.m_sn = x.s AND c.m_year = x.y AND left(c.m_fn, 1) = x.l
-            UNION SELECT c.person_id FROM core.child c
-                    JOIN unnest(%(pyf_p)s::text[], %(pyf_y)s::int[], %(pyf_l)s::text[]) x(p, y, l)
-                      ON c.m_sn = x.p AND c.m_year = x.y AND left(c.m_fn, 1) = x.l
-            UNION SELECT c.person_id FROM core.child c CROSS JOIN LATERAL unnest(c.m_sn_parts) AS cp(p)
-                    JOIN unnest(%(pyf_p)s::text[], %(pyf_y)s::int[], %(pyf_l)s::text[]) x(p, y, l)
-                      ON cp.p = x.p AND c.m_year = x.y AND left(c.m_fn, 1) = x.l
-                   WHERE cardinality(c.m_sn_parts) > 1
-            UNION SELECT c.person_id FROM core.child c
-                    JOIN unnest(%(py_p)s::text[], %(py_y)s::int[]) x(p, y) ON c.m_pc = x.p AND c.m_year = x.y
-            UNION SELECT c.person_id FROM core.child c
-                    JOIN unnest(%(fs_f)s::text[], %(fs_s)s::text[]) x(f, s) ON c.m_fn = x.f AND c.m_sn = x.s
-            ) ORDER BY 1""", params).fetchall()
-    return pd.DataFrame(rows, columns=CORE_COLUMNS), links, rejected
+    swapped = (dob.dt.year.astype("Int64").astype(str) + "-" + dob.dt.day.astype("Int64").astype(str).str.zfill(2)
+               + "-" + dob.dt.month.astype("Int64").astype(str).str.zfill(2)).where(swap_ok, None)
+    # every UPN given (as the matcher's own key: upper case, no spaces; one of spaces too)
+    upn = incoming["upn"]
+    given = upn.map(lambda u: isinstance(u, str) and u != "").astype(bool).values
+    _copy_csv(conn, "COPY match_k_upn (part, upn)", pd.DataFrame(
+        {"part": part.values[given], "upn": upn[given].astype(str).str.upper().str.replace(" ", "", regex=False).values})
+        .drop_duplicates())
+    n = len(incoming)
+    keys("match_k_dsn", {"d": pd.concat([d.where(has), swapped], ignore_index=True),
+                         "l": pd.concat([sn.str[:1], sn.str[:1]], ignore_index=True)},
+         rows=np.concatenate([np.arange(n), np.arange(n)]))
+    keys("match_k_dfn", {"d": d, "l": fn.str[:1]}, keep=has)
+    keys("match_k_syf", {"s": sn, "y": year, "l": fn.str[:1]})
+    parts_ = by_value(incoming["surname"], lambda v: [p for p in name_parts(v) if len(p) >= 2])
+    ex = pd.DataFrame({"p": parts_.map(lambda v: v if isinstance(v, list) else []), "y": year.values,
+                       "l": fn.str[:1].values}).explode("p")
+    keys("match_k_pyf", {"p": ex["p"], "y": ex["y"], "l": ex["l"]}, rows=ex.index.values)
+    keys("match_k_py", {"p": pc, "y": year})
+    keys("match_k_fs", {"f": fn, "s": sn})
+    for name in ("match_in", *_KEY_TABLES):
+        conn.execute(f"ANALYZE {name}")
 
 
 def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: list[int]) -> dict:
@@ -363,21 +415,27 @@ def school_parts(incoming: Any, size: int = PART_STUDENTS) -> Iterator[Any]:
 
 
 def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incoming: Any, decided: Any) -> None:
-    """COPY one ``results.match`` row per incoming student (``decided`` is row-aligned with it)."""
+    """COPY one ``results.match`` row per incoming student (``decided`` is row-aligned with it),
+    built column-wise and sent as one CSV (the explanation already names the differing fields,
+    b2b.matching.decide)."""
+    import numpy as np
     import pandas as pd
 
     assert len(decided) == len(incoming)
     dob = pd.to_datetime(incoming["dob"], errors="coerce")
     as_of = ctx.window_end.date()
-    ages = [None if pd.isna(b) else as_of.year - b.year - ((as_of.month, as_of.day) < (b.month, b.day)) for b in dob]
-    cols = [incoming[c].tolist() for c in ("file_id", "base_id", "student_guid")] + \
-        [decided[c].tolist() for c in ("person_id", "status", "rule", "score", "conflicting_fields", "explanation")]
-    with conn.cursor() as cur, cur.copy(
-            "COPY results.match (file_id, base_id, student_guid, person_id, status, rule, score, hidden, age_years, "
-            "window_order, explanation) FROM STDIN") as copy:
-        for (file_id, base_id, guid, pid, status, rule, score, _differ, expl), age in zip(zip(*cols), ages):
-            # the explanation already names the differing fields (b2b.matching.decide)
-            hidden = status == "unmatched" and age is not None and age > settings.b2b_s_age
-            copy.write_row((file_id, base_id, guid, pid or None, status, rule,
-                            None if score is None or pd.isna(score) else float(score), hidden, age,
-                            ctx.window_order, expl or "{}"))
+    later = (dob.dt.month > as_of.month) | ((dob.dt.month == as_of.month) & (dob.dt.day > as_of.day))
+    age = (as_of.year - dob.dt.year - later.astype(int)).astype("Int64")  # <NA> without a DOB
+    status = decided["status"].to_numpy(dtype=object)
+    pid = decided["person_id"].to_numpy(dtype=object)
+    score = pd.to_numeric(decided["score"], errors="coerce").astype(float)
+    expl = decided["explanation"].to_numpy(dtype=object)
+    _copy_csv(conn, "COPY results.match (file_id, base_id, student_guid, person_id, status, rule, score, hidden, "
+                    "age_years, window_order, explanation)", pd.DataFrame({
+        "file_id": incoming["file_id"].values, "base_id": incoming["base_id"].values,
+        "student_guid": incoming["student_guid"].values,
+        "person_id": np.where(pd.isna(pid) | (pid == ""), None, pid),
+        "status": status, "rule": decided["rule"].values, "score": score.values,
+        "hidden": (status == "unmatched") & (age > settings.b2b_s_age).fillna(False).to_numpy(dtype=bool),
+        "age_years": age.values, "window_order": ctx.window_order,
+        "explanation": np.where(pd.isna(expl) | (expl == ""), "{}", expl)}))

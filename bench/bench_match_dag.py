@@ -1,0 +1,192 @@
+"""The DAG path's match stage against ``b2b match`` (issue 15): records/s per student and peak memory.
+
+At each size (LA records x school records; default 30k x 15k and 300k x 250k, the sizes
+``bench_matching.py`` uses) the simulator's matching dataset (``simulator/matching_data.py``)
+is decided twice, each in a forked process of its own (its peak memory is its own: the
+process's maximum resident set less what it held before):
+
+* ``cli``: ``b2b.matching.match`` on the whole LA frame and every school record (``b2b match``);
+* ``dag``: ``b2b.reconcile.match_stage.match`` (the DAG path) on the same data loaded into
+  embedded PostgreSQL as one run (``bench_matching.load_dag_db``), then read back.
+
+It prints both rates, the DAG path's rate as a multiple of the CLI's (the goal: >= 1), its peak
+(the goal: <= 1 GB at 300k x 250k), whether both gave the same decisions (status and child per
+record), and the DAG path's time per step (wall time; the SQL statements' server time is in the
+step that waits for them). Wall time on a shared machine measures the neighbours too, so it
+also prints CPU time: the process's own, plus the bench's PostgreSQL server's for the DAG path.
+
+    python bench/bench_match_dag.py                        # both sizes
+    python bench/bench_match_dag.py --sizes 30000x15000    # the small one only
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import inspect
+import resource
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "plugins"), str(HERE)]
+from bench_matching import dag_match, in_child, load_dag_db  # noqa: E402
+
+#: the match stage's steps (functions of b2b.reconcile.match_stage) timed in the DAG run
+STEPS = ("incoming_frame", "term_frequencies", "run_candidates", "matcher", "_write_matches", "guid_linked_elsewhere",
+         "child_linked_to_other_guid", "match_carers")
+PG_DIR = Path("/tmp/b2b-bench-match-dag-pg")
+
+
+def dag_with_steps(url: str, inc) -> tuple:
+    """``bench_matching.dag_match`` with each step of the stage timed: (decisions, {step: s})."""
+    from b2b import matching
+    from b2b.reconcile import match_stage
+
+    spent: dict[str, float] = defaultdict(float)
+
+    def timed(mod, name: str, label: str) -> None:
+        fn = getattr(mod, name)
+
+        @functools.wraps(fn)
+        def run(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[label] += time.perf_counter() - t
+
+        @functools.wraps(fn)
+        def run_gen(*a, **k):  # a generator's time is spent while it is read, part by part
+            it = fn(*a, **k)
+            while True:
+                t = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    spent[label] += time.perf_counter() - t
+                    return
+                spent[label] += time.perf_counter() - t
+                yield item
+
+        setattr(mod, name, run_gen if inspect.isgeneratorfunction(fn) else run)
+
+    for step in STEPS:
+        if step == "matcher":
+            timed(matching, "match", step)
+        elif hasattr(match_stage, step):
+            timed(match_stage, step, step)
+    t = time.perf_counter()
+    out = dag_match(url, inc)
+    spent["stage + read back"] = time.perf_counter() - t
+    return out, dict(spent)
+
+
+def cpu_seconds() -> float:
+    """This process's CPU time (user + system)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def server_cpu(pgdata: Path) -> float:
+    """CPU time of the bench's own PostgreSQL: the postmaster, its live processes and the
+    backends it has reaped (a run's backend exits with its connection)."""
+    import psutil
+
+    pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    p = psutil.Process(pid)
+    t = p.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for c in p.children(recursive=True):
+        try:
+            ct = c.cpu_times()
+            total += ct.user + ct.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def with_cpu(fn):
+    """``fn()`` and the CPU seconds it took in this process."""
+    c = cpu_seconds()
+    out = fn()
+    return out, cpu_seconds() - c
+
+
+def one_size(core_n: int, inc_n: int, seed: int) -> dict:
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from b2b import db as b2bdb
+    from b2b.matching import match
+    from simulator.matching_data import match_dataset
+
+    t = time.perf_counter()
+    core, inc, _truth, _kinds = match_dataset(inc_n, core_n, seed=seed)
+    print(f"match_dag: {len(core):,} LA x {len(inc):,} school records built in {time.perf_counter() - t:.0f}s",
+          flush=True)
+    (cli, cli_cpu), cli_s, cli_peak = in_child(lambda: with_cpu(
+        lambda: match(core, inc)[["incoming_id", "status", "person_id"]]))
+    admin = b2bdb.embedded_url(PG_DIR)
+    dbname = f"b2b_bench_match_dag_{inc_n}_{core_n}"
+    with psycopg.connect(admin, autocommit=True) as a:
+        a.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+        a.execute(f"CREATE DATABASE {dbname}")
+    url = make_conninfo(admin, dbname=dbname)
+    t = time.perf_counter()
+    load_dag_db(core, inc, url)
+    print(f"match_dag: DAG data loaded in {time.perf_counter() - t:.0f}s", flush=True)
+    pg0 = server_cpu(PG_DIR)
+    ((dag, steps), dag_cpu), dag_s, dag_peak = in_child(lambda: with_cpu(lambda: dag_with_steps(url, inc)))
+    dag_pg_cpu = server_cpu(PG_DIR) - pg0
+    with psycopg.connect(admin, autocommit=True) as a:
+        a.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+    a_ = cli.set_index("incoming_id").sort_index()
+    b_ = dag.set_index("incoming_id").sort_index()[["status", "person_id"]]
+    same = bool(len(a_) == len(b_) and (a_.index == b_.index).all() and (a_.values == b_.values).all())
+    return {"core": len(core), "incoming": len(inc), "cli_s": cli_s, "cli_peak": cli_peak, "dag_s": dag_s,
+            "dag_peak": dag_peak, "steps": steps, "same": same, "cli_cpu": cli_cpu, "dag_cpu": dag_cpu + dag_pg_cpu,
+            "dag_pg_cpu": dag_pg_cpu}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="30000x15000,300000x250000",
+                    help="LA records x school records, comma-separated (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=11)
+    args = ap.parse_args(argv)
+    rows = []
+    for size in args.sizes.split(","):
+        core_n, inc_n = (int(x) for x in size.lower().split("x"))
+        r = one_size(core_n, inc_n, args.seed)
+        rows.append(r)
+        n = r["incoming"]
+        print(f"match_dag: {r['core']:,} x {n:,}: cli {r['cli_s']:.1f}s ({n / r['cli_s']:,.0f} rec/s, peak "
+              f"+{r['cli_peak']:,.0f} MB); dag {r['dag_s']:.1f}s ({n / r['dag_s']:,.0f} rec/s, peak "
+              f"+{r['dag_peak']:,.0f} MB); dag rate = {r['cli_s'] / r['dag_s']:.2f} x cli; "
+              f"same decisions: {r['same']}", flush=True)
+        total = r["steps"].get("stage + read back", r["dag_s"])
+        split = ", ".join(f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in r["steps"].items()
+                          if k != "stage + read back")
+        print(f"match_dag: dag steps: {split}; stage + read back {total:.1f}s", flush=True)
+        print(f"match_dag: CPU time (the figure to compare on a shared machine): cli {r['cli_cpu']:.1f}s "
+              f"({n / r['cli_cpu']:,.0f} rec/CPU-s); dag {r['dag_cpu']:.1f}s of which PostgreSQL "
+              f"{r['dag_pg_cpu']:.1f}s ({n / r['dag_cpu']:,.0f} rec/CPU-s); dag = "
+              f"{r['cli_cpu'] / r['dag_cpu']:.2f} x cli", flush=True)
+    print("\n| LA x school records | cli rec/s | cli peak | dag rec/s | dag peak | dag / cli rate | dag / cli per CPU-s "
+          "| same decisions |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        n = r["incoming"]
+        print(f"| {r['core']:,} x {n:,} | {n / r['cli_s']:,.0f} | {r['cli_peak']:,.0f} MB | {n / r['dag_s']:,.0f} "
+              f"| {r['dag_peak']:,.0f} MB | {r['cli_s'] / r['dag_s']:.2f} | {r['cli_cpu'] / r['dag_cpu']:.2f} "
+              f"| {'yes' if r['same'] else 'NO'} |")
+    from b2b import db as b2bdb
+
+    b2bdb.stop_embedded(PG_DIR)
+    return 0 if all(r["same"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

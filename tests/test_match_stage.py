@@ -1,0 +1,102 @@
+"""The DAG path's match stage (b2b.reconcile.match_stage) on simulator data: its set-based
+candidate search and writes decide exactly as the matcher does on the whole LA in one call."""
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+END = datetime(2026, 10, 5, 17, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    from simulator.matching_data import match_dataset
+
+    # several schools, with the simulator's traps (twins, namesakes, a sibling's UPN, typos, ...)
+    return match_dataset(900, 1_800, seed=5, schools=6)
+
+
+@pytest.fixture
+def loaded(db_url, dataset):
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from bench_matching import DAG_ID, load_dag_db
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    core, inc, _, _ = dataset
+    load_dag_db(core, inc, db_url)
+    return db_url, DAG_ID
+
+
+def ctx(dag_id):
+    from b2b.context import RunContext
+
+    return RunContext(base_id="bench", task_key="snapshot", dag_id=dag_id, run_id="bench", source="sims7",
+                      data_filter="snapshot", window_start=END - timedelta(days=7), window_end=END)
+
+
+def stage_rows(url, dag_id, part_students, monkeypatch):
+    """results.match after the stage, with schools matched ``part_students`` at a time."""
+    import psycopg
+
+    from b2b.config.settings import Settings
+    from b2b.reconcile import match_stage
+
+    monkeypatch.setattr(match_stage, "PART_STUDENTS", part_students)
+    with psycopg.connect(url) as conn:
+        counts = match_stage.match(conn, ctx(dag_id), Settings())
+        rows = conn.execute("""SELECT file_id::text || '|' || student_guid, status, coalesce(person_id, ''), rule,
+                                      score, hidden, age_years, explanation
+                                 FROM results.match ORDER BY 1""").fetchall()
+    return counts, {r[0]: r[1:] for r in rows}
+
+
+def test_match_stage_decides_as_the_matcher_does_on_the_whole_la_in_one_call(loaded, dataset, monkeypatch):
+    """Every results.match row (status, child, rule, score, explanation) equals the decision of
+    ``b2b.matching.match`` given the whole LA and every student at once (what ``b2b match``
+    does), whether the run is matched in one part or in many."""
+    import pandas as pd
+    import psycopg
+
+    from b2b import matching
+    from b2b.reconcile.match_stage import CORE_SELECT, incoming_frame, term_frequencies
+
+    url, dag_id = loaded
+    counts, many = stage_rows(url, dag_id, 100, monkeypatch)  # 6 schools of ~150: one part per school
+    _, one = stage_rows(url, dag_id, 100_000, monkeypatch)
+    assert many == one
+    assert counts["students"] == len(one) == len(dataset[1])
+    with psycopg.connect(url) as conn:
+        files = [r[0] for r in conn.execute("SELECT file_id FROM raw.inbound_file")]
+        conn.execute("DELETE FROM core.child_link WHERE file_id = ANY(%s)", (files,))  # as before the stage
+        inc = incoming_frame(conn, files, END)
+        core = pd.DataFrame(conn.execute(f"SELECT {CORE_SELECT} FROM core.child c WHERE c.active ORDER BY 1")
+                            .fetchall(), columns=matching.CORE_COLUMNS)
+        tf = term_frequencies(conn, inc)
+        conn.rollback()
+    want = matching.match(core, inc, matching.MatchConfig(), tf=tf).set_index("incoming_id")
+    assert set(want.index) == set(one)
+    statuses = set()
+    for iid, (status, pid, rule, score, _hidden, _age, expl) in one.items():
+        w = want.loc[iid]
+        assert (status, pid, rule) == (w["status"], w["person_id"], w["rule"]), iid
+        assert (score is None and pd.isna(w["score"])) or float(score) == pytest.approx(float(w["score"])), iid
+        assert expl == json.loads(w["explanation"]), iid
+        statuses.add(status)
+    # the data exercises every outcome
+    assert statuses == {"matched", "matched_with_conflicts", "possible", "unmatched"}
+
+
+def test_match_stage_hides_only_unmatched_students_older_than_b2b_s_age(loaded, monkeypatch):
+    from b2b.config.settings import Settings
+
+    url, dag_id = loaded
+    counts, rows = stage_rows(url, dag_id, 100_000, monkeypatch)
+    age_limit = Settings().b2b_s_age
+    for status, _pid, _rule, _score, hidden, age, _expl in rows.values():
+        assert hidden == (status == "unmatched" and age is not None and age > age_limit)
+    assert counts["unmatched_hidden"] == sum(1 for r in rows.values() if r[4])
+    assert counts["matched"] + counts["possible"] + counts["unmatched"] == counts["students"] == len(rows)
