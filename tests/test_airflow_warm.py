@@ -47,3 +47,12 @@ def test_warm_imports_reports_each_module():
 
     took = warm_imports(("json", "no_such_module_b2b"))
     assert set(took) == {"json"} and "great_expectations" in WARM_MODULES
+
+
+def test_b2b_airflow_gives_localexecutor_two_slots_per_core_unless_told(monkeypatch):
+    from b2b.cli import airflow_env as af
+
+    monkeypatch.delenv("AIRFLOW__CORE__PARALLELISM", raising=False)
+    assert af.default_parallelism() == str(max(4, 2 * (os.cpu_count() or 2)))
+    monkeypatch.setenv("AIRFLOW__CORE__PARALLELISM", "12")
+    assert af.default_parallelism() == "12"
