@@ -275,6 +275,8 @@ def _none_if_nan(v: Any) -> Any:
 # once (``_Column``): verdicts are looked up per distinct value and mapped back to rows by code,
 # and only a column with some failing value is walked row by row to build anomalies. The
 # anomalies are exactly those of one GX pass over every row (tests/test_validation*.py).
+# A value GX raises on (text where a between-expectation compares numbers, a JSON object in a
+# regex or set column) fails its expectation, for that value only: see ``_gx_judge``.
 # The validate stage also keeps the verdicts in ``ops.gx_verdict`` (digests only, no values):
 # a new task process (each Airflow task is one) then imports GX only for values never judged.
 ROW_WISE = frozenset({"expect_column_values_to_not_be_null", "expect_column_values_to_be_in_set",
@@ -383,36 +385,31 @@ def _gx() -> Any:
 
 
 def _gx_judge(pending: list[tuple[str, str, dict, list]]) -> None:
-    """Ask GX, in one batch, about values not judged yet; remember each verdict.
+    """Ask GX about values not judged yet; remember each verdict.
 
     ``pending``: (block_type, expectation key, expectation, [(value key, value), ...]).
+
+    All expectations go in one batch. When GX raises on an expectation (at the top of its
+    result, or nested under one of its metrics, where GX reports an error inside a metric),
+    it has judged none of that batch's values: the batch is split in halves and each half
+    judged again (all such halves together, in one batch per level), down to single values.
+    A value on which GX raises on its own is one GX cannot evaluate: the expectation FAILS
+    for that value only, and the others get their own verdicts, whatever the rows' order.
     """
     global _verdict_count
-    import great_expectations as gx
-    import pandas as pd
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
-
-    length = max(len(vals) for *_, vals in pending)
-    data: dict[str, list] = {}
-    suite = gx.ExpectationSuite(name="b2b_novel_values")
-    for i, (_bt, _key, e, vals) in enumerate(pending):
-        col = f"e{i}"
-        # padded with its own first value: a repeated value gets the same verdict
-        data[col] = [v for _, v in vals] + [vals[0][1]] * (length - len(vals))
-        suite.add_expectation_configuration(ExpectationConfiguration(
-            type=e["type"], kwargs=dict(e["kwargs"], column=col), meta={"i": i}))
-    df = pd.DataFrame(data, dtype=object)
-    df["_row"] = range(length)
-    res = _gx().get_batch(batch_parameters={"dataframe": df}).validate(
-        suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]})
-    failed: dict[int, set[int]] = {}
-    for er in res.results:
-        cfg = er.expectation_config
-        bt, _key, e, _vals = pending[cfg.meta["i"]]
-        if er.exception_info and er.exception_info.get("raised_exception"):
-            raise StructuralError(f"suite {load_suite(bt)['name']}: {cfg.type} on {e['kwargs']['column']} raised "
-                                  f"{er.exception_info.get('exception_message')}")
-        failed[cfg.meta["i"]] = {int(r["_row"]) for r in (er.result.get("unexpected_index_list") or [])}
+    failed: dict[int, set[int]] = {i: set() for i in range(len(pending))}
+    groups = [(i, list(range(len(vals)))) for i, (*_, vals) in enumerate(pending)]
+    while groups:
+        split = []
+        for i, idx in _gx_batch(pending, groups, failed):
+            if len(idx) == 1:
+                failed[i].add(idx[0])  # GX raises on this value alone: it cannot pass the expectation
+                log.info("validate: %s on %s raised on a value; counted as failing", pending[i][2]["type"],
+                         pending[i][2]["kwargs"]["column"])
+            else:
+                half = len(idx) // 2
+                split += [(i, idx[:half]), (i, idx[half:])]
+        groups = split
     if _verdict_count > VERDICT_CACHE_MAX:
         _verdicts.clear()
         _verdict_count = 0
@@ -422,6 +419,52 @@ def _gx_judge(pending: list[tuple[str, str, dict, list]]) -> None:
         for r, (vk, _v) in enumerate(vals):
             memo[vk] = r in bad
         _verdict_count += len(vals)
+
+
+def _gx_batch(pending: list, groups: list[tuple[int, list[int]]], failed: dict[int, set[int]]) -> list:
+    """One GX validation: each group (pending index, value indexes) as a column; failing values
+    are added to ``failed``. Returns the groups on which GX raised (none of their values judged)."""
+    import great_expectations as gx
+    import pandas as pd
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    length = max(len(idx) for _i, idx in groups)
+    data: dict[str, list] = {}
+    suite = gx.ExpectationSuite(name="b2b_novel_values")
+    for g, (i, idx) in enumerate(groups):
+        e, vals = pending[i][2], pending[i][3]
+        col = f"e{g}"
+        # padded with its own first value: a repeated value gets the same verdict
+        data[col] = [vals[j][1] for j in idx] + [vals[idx[0]][1]] * (length - len(idx))
+        suite.add_expectation_configuration(ExpectationConfiguration(
+            type=e["type"], kwargs=dict(e["kwargs"], column=col), meta={"g": g}))
+    df = pd.DataFrame(data, dtype=object)
+    df["_row"] = range(length)
+    res = _gx().get_batch(batch_parameters={"dataframe": df}).validate(
+        suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]})
+    raised = []
+    judged = set()
+    for er in res.results:
+        g = er.expectation_config.meta["g"]
+        judged.add(g)
+        i, idx = groups[g]
+        if _raised(er.exception_info):
+            raised.append(groups[g])
+            continue
+        for r in er.result.get("unexpected_index_list") or []:
+            if int(r["_row"]) < len(idx):
+                failed[i].add(idx[int(r["_row"])])
+    if len(judged) != len(groups):
+        raise StructuralError(f"Great Expectations returned {len(judged)} results for {len(groups)} expectations")
+    return raised
+
+
+def _raised(info: Any) -> bool:
+    """Whether GX raised while judging an expectation: at the top of ``exception_info``, or nested
+    under a metric's id (how GX reports an error inside a metric, with the top level looking clean)."""
+    if not info:
+        return False
+    return any(isinstance(x, dict) and x.get("raised_exception") for x in (info, *info.values()))
 
 
 def validate_blocks(blocks: Iterable[dict], *, run_label: str, report_dir: Path | None = None,
