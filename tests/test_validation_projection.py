@@ -63,8 +63,8 @@ def test_projected_blocks_validate_as_the_whole_blocks(db):
             copy.write_row((b["file_id"], b["ordinal"], b["base_id"], b["block_type"], b["student_guid"],
                             json.dumps(b["content"]), "pending"))
     rows = db.execute(query, (sorted({b["file_id"] for b in blocks}),)).fetchall()
-    projected = [dict(file_id=r[0], ordinal=r[1], base_id=r[2], block_type=r[3], student_guid=r[4], content=r[5])
-                 for r in rows]
+    projected = [dict(file_id=r[0], ordinal=r[1], base_id=r[2], block_type=r[3], student_guid=r[4],
+                      content=validation._json_decoder()(r[5])) for r in rows]
     assert len(projected) == len(blocks)
     contacts = next(p for p in projected if p["block_type"] == "contacts" and p["file_id"] >= 100)
     assert contacts["content"] == {"contacts": [{"relationship": "PAM"}, "PAF"]}  # only what the suite reads
