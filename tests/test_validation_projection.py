@@ -52,7 +52,7 @@ def outcome(r):
 def test_projected_blocks_validate_as_the_whole_blocks(db):
     blocks = stored_blocks()
     db.execute("CREATE TEMP TABLE inbound_block (LIKE raw.inbound_block INCLUDING DEFAULTS)")
-    query = _pending_blocks_sql().as_string(db).replace("raw.inbound_block", "inbound_block")
+    query = _pending_blocks_sql().replace("raw.inbound_block", "inbound_block")
     cols = db.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' "
                       "AND table_name = 'inbound_block' AND is_nullable = 'NO' AND column_default IS NULL").fetchall()
     assert {c[0] for c in cols} <= {"file_id", "ordinal", "base_id", "block_type", "student_guid", "content",

@@ -754,7 +754,7 @@ def _json_decoder() -> Any:
 
 
 @cache
-def _pending_blocks_sql() -> Any:
+def _pending_blocks_sql() -> str:
     """The run's pending blocks, each block's content projected IN SQL to what the suites read.
 
     Decoding whole blocks in Python cost a fifth of the stage (a contacts block carries names,
@@ -803,7 +803,7 @@ def _pending_blocks_sql() -> Any:
                   (CASE WHEN jsonb_typeof(content) <> 'object' THEN content
                         ELSE CASE block_type {} ELSE content END END)::text
              FROM raw.inbound_block WHERE file_id = ANY(%s) AND disposition = 'pending'
-            ORDER BY file_id, ordinal""").format(sql.SQL(" ").join(cases))
+            ORDER BY file_id, ordinal""").format(sql.SQL(" ").join(cases)).as_string()  # rendered once
 
 
 def _missing_core(conn: Connection, ctx: RunContext, files: list[int]) -> dict[int, str]:
