@@ -87,3 +87,14 @@ def test_objects_in_set_columns_fail_without_hiding_the_other_failures():
                                                (4, "relationship_code", "relationship", "{'r': 1}")]
     assert [a[1] for a in rules if a[0] == 3] == ["attendance_code"]
     assert r.invalid_blocks == {(1, 1), (1, 2), (1, 3)}  # contacts' relationship is a warning
+
+
+def test_many_distinct_rankings_gx_cannot_compare_all_fail_and_the_numbers_keep_their_verdicts(db):
+    texts = [f"R{i}" for i in range(40)]  # more than a probe's threshold, all of one type
+    blocks = sen_blocks(("X", 21, 3)) + [blk("sen", {"needs": [{"type": "ASD", "ranking": t}]}, 10 + n,
+                                              guid=f"t{n}") for n, t in enumerate(texts)]
+    r = validate_blocks(blocks[::-1], run_label="t", as_of=AS_OF, verdicts=db)
+    assert found(r) == sorted([(1, "sen_ranking", "ranking", "X"), (2, "sen_ranking", "ranking", "21")]
+                              + [(10 + n, "sen_ranking", "ranking", t) for n, t in enumerate(texts)])
+    validation._verdicts.clear()
+    assert found(validate_blocks(blocks, run_label="t", as_of=AS_OF, verdicts=db)) == found(r)  # as stored

@@ -318,7 +318,8 @@ ROW_WISE = frozenset({"expect_column_values_to_not_be_null", "expect_column_valu
 # expectations whose verdict depends only on whether the value is missing (after the None
 # normalisation above): one representative of each class is enough
 NULLNESS = frozenset({"expect_column_values_to_not_be_null", "expect_column_values_to_be_null"})
-VERDICT_CACHE_MAX = 1_000_000  # remembered values per process, all expectations together
+VERDICT_CACHE_MAX = 1_000_000
+PROBE_OVER = 4  # a raising group of one type larger than this is probed with one value first (_gx_judge)  # remembered values per process, all expectations together
 
 _verdicts: dict[str, dict] = {}  # expectation key -> {value key: failed}
 _verdict_count = 0
@@ -423,25 +424,52 @@ def _gx_judge(pending: list[tuple[str, str, dict, list]]) -> None:
 
     All expectations go in one batch. When GX raises on an expectation (at the top of its
     result, or nested under one of its metrics, where GX reports an error inside a metric),
-    it has judged none of that batch's values: the batch is split in halves and each half
-    judged again (all such halves together, in one batch per level), down to single values.
-    A value on which GX raises on its own is one GX cannot evaluate: the expectation FAILS
-    for that value only, and the others get their own verdicts, whatever the rows' order.
+    it has judged none of that batch's values, which are then judged again in smaller groups
+    (all of a round's groups in one batch): first one group per Python type; a group of one
+    type that still raises is split in halves, down to single values. A value on which GX
+    raises on its own is one GX cannot evaluate: the expectation FAILS for that value only,
+    and the others get their own verdicts, whatever the rows' order.
+
+    GX costs tens of milliseconds per expectation, and halving costs about two expectations
+    per raising value per level: so a group of more than ``PROBE_OVER`` values of one type
+    that raises is first probed with one of its values (the least by value key, so not by
+    row order) alone. When that one raises too, GX cannot take values of that type for this
+    expectation (text where a between compares numbers, an object in a set or regex column:
+    GX's raising depends on the type), and the whole group fails; when it does not, the group
+    is halved as before.
     """
     global _verdict_count
     failed: dict[int, set[int]] = {i: set() for i in range(len(pending))}
-    groups = [(i, list(range(len(vals)))) for i, (*_, vals) in enumerate(pending)]
+    # a group: (pending index, value indexes, state: "mixed" | "typed" | "halve" | ("probe", the group probed))
+    groups: list[tuple[int, list[int], Any]] = [(i, list(range(len(vals))), "mixed")
+                                                for i, (*_, vals) in enumerate(pending)]
     while groups:
-        split = []
-        for i, idx in _gx_batch(pending, groups, failed):
-            if len(idx) == 1:
+        again: list[tuple[int, list[int], Any]] = []
+        raised = _gx_batch(pending, [(i, idx) for i, idx, _state in groups], failed)
+        for g, (i, idx, state) in enumerate(groups):
+            vals = pending[i][3]
+            if isinstance(state, tuple):  # a probe: one value of a group of one type that raised
+                if g in raised:  # it raised alone too: GX cannot take values of that type here
+                    failed[i].update(state[1])
+                    _log_raised(pending[i][2], len(state[1]))
+                else:
+                    half = len(state[1]) // 2
+                    again += [(i, state[1][:half], "halve"), (i, state[1][half:], "halve")]
+            elif g not in raised:
+                continue
+            elif len(idx) == 1:
                 failed[i].add(idx[0])  # GX raises on this value alone: it cannot pass the expectation
-                log.info("validate: %s on %s raised on a value; counted as failing", pending[i][2]["type"],
-                         pending[i][2]["kwargs"]["column"])
+                _log_raised(pending[i][2], 1)
+            elif state == "mixed" and len(types := {type(vals[j][1]) for j in idx}) > 1:
+                again += [(i, [j for j in idx if type(vals[j][1]) is t], "typed")
+                          for t in sorted(types, key=lambda t: t.__name__)]
+            elif state != "halve" and len(idx) > PROBE_OVER:
+                probe = min(idx, key=lambda j: repr(vals[j][0]))
+                again.append((i, [probe], ("probe", idx)))
             else:
                 half = len(idx) // 2
-                split += [(i, idx[:half]), (i, idx[half:])]
-        groups = split
+                again += [(i, idx[:half], "halve"), (i, idx[half:], "halve")]
+        groups = again
     if _verdict_count > VERDICT_CACHE_MAX:
         _verdicts.clear()
         _verdict_count = 0
@@ -453,9 +481,10 @@ def _gx_judge(pending: list[tuple[str, str, dict, list]]) -> None:
         _verdict_count += len(vals)
 
 
-def _gx_batch(pending: list, groups: list[tuple[int, list[int]]], failed: dict[int, set[int]]) -> list:
+def _gx_batch(pending: list, groups: list[tuple[int, list[int]]], failed: dict[int, set[int]]) -> set[int]:
     """One GX validation: each group (pending index, value indexes) as a column; failing values
-    are added to ``failed``. Returns the groups on which GX raised (none of their values judged)."""
+    are added to ``failed``. Returns the indexes of the groups on which GX raised (none of their
+    values judged)."""
     import great_expectations as gx
     import pandas as pd
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
@@ -474,14 +503,14 @@ def _gx_batch(pending: list, groups: list[tuple[int, list[int]]], failed: dict[i
     df["_row"] = range(length)
     res = _gx().get_batch(batch_parameters={"dataframe": df}).validate(
         suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]})
-    raised = []
+    raised = set()
     judged = set()
     for er in res.results:
         g = er.expectation_config.meta["g"]
         judged.add(g)
         i, idx = groups[g]
         if _raised(er.exception_info):
-            raised.append(groups[g])
+            raised.add(g)
             continue
         for r in er.result.get("unexpected_index_list") or []:
             if int(r["_row"]) < len(idx):
@@ -489,6 +518,11 @@ def _gx_batch(pending: list, groups: list[tuple[int, list[int]]], failed: dict[i
     if len(judged) != len(groups):
         raise StructuralError(f"Great Expectations returned {len(judged)} results for {len(groups)} expectations")
     return raised
+
+
+def _log_raised(e: dict, n: int) -> None:
+    log.info("validate: %s on %s raised on %d value(s) alone; counted as failing", e["type"],
+             e["kwargs"]["column"], n)
 
 
 def _raised(info: Any) -> bool:
