@@ -8,8 +8,12 @@ about, and a ``severity``: ``error`` makes the block invalid (not loaded; the
 student's other blocks go on), ``warning`` only records the anomaly.
 
 A few checks need more than GX's built-ins (the UPN check letter, age at the window
-end); they are computed here as derived columns with a well-kept library
-(python-stdnum) and checked by GX like any other column.
+end); they are computed here as derived columns (the UPN check letter with the DfE's
+arithmetic, python-stdnum for anything unusual and as the reference in a test) and
+checked by GX like any other column.
+
+A value GX cannot evaluate (GX raises on it) fails its expectation: an anomaly like any
+other failing value, never a pass and never a stop of the run (``_gx_judge``).
 
 A structural problem (a block that is not the shape its type requires, an unknown
 block type) puts its whole file in suspense: :attr:`ValidationResult.suspended`.
