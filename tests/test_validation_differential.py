@@ -1,5 +1,6 @@
 """validate_blocks (GX on each distinct value once, verdicts remembered) against the plain way:
-one Great Expectations pass over every row of every block type, on blocks with hostile values."""
+one Great Expectations pass over every row of every block type (each row alone where GX raises on
+the column: a value GX raises on alone fails), on blocks with hostile values, JSON objects included."""
 import json
 import os
 import random
@@ -20,16 +21,19 @@ ROOT = Path(__file__).resolve().parent.parent
 HOSTILE = ["", " ", "NaN", "nan", "None", "null", "N/A", "0", "1", "-1", "Zoë", "名前", "x" * 5000, "M\u0000",
            "ct1 2ab", "CT1 2AB", "GIR 0AA", "2026-02-30", "2016-01-26", "26/01/2016", "F886200326001",
            "A886200326001", "//LL/", "//%/", None, None, 0, 1, 25, 26, -1, 1.0, 2.5, -0.0, float("nan"), True,
-           False, ["M"], []]
-# not JSON objects: GX's match_regex raises on a column whose FIRST value is one (so one GX pass over
-# every row fails or not by row order; validate turns GX raising into a StructuralError either way)
-NUMERIC = [None, 0, 1, 2, 20, 21, -1, 1.0, 1.5, -0.0, float("nan"), True, False]
+           False, ["M"], [], {"M": 1}, {}, {"code": None}]
+# numbers for between-expectations, and now and then a value GX cannot compare with them (text, a JSON
+# object): GX raises for the whole column then, and each value it raises on alone fails its expectation
+NUMERIC = [None, 0, 1, 2, 20, 21, -1, 1.0, 1.5, -0.0, float("nan"), True, False, None, 3, 7, 20, 1]
+UNCOMPARABLE = ["X", "5", "", {"r": 1}, ["1"]]
 
 
 def hostile(rng, good, numeric=False):
     if rng.random() < 0.5:
         return rng.choice(good)
-    return rng.choice(NUMERIC if numeric else HOSTILE)
+    if numeric:
+        return rng.choice(UNCOMPARABLE) if rng.random() < 0.1 else rng.choice(NUMERIC)
+    return rng.choice(HOSTILE)
 
 
 def item(rng, suite, numeric_cols):
@@ -51,7 +55,6 @@ def hostile_blocks(seed, n=300):
     for i in range(n):
         bt = rng.choice(BLOCK_TYPES)
         suite = load_suite(bt)
-        # between-expectations compare numbers: a string there makes GX raise for the whole column
         numeric = {e["kwargs"]["column"] for e in suite["expectations"]
                    if e["type"] == "expect_column_values_to_be_between"}
         if suite["rows"] == "block":
@@ -77,7 +80,7 @@ def reference(blocks, as_of):
 
     context = gx.get_context(mode="ephemeral")
     batch = context.data_sources.add_pandas("ref").add_dataframe_asset("rows").add_batch_definition_whole_dataframe("b")
-    anomalies, invalid = [], set()
+    anomalies, invalid, alone = [], set(), []
     by_type = {}
     for b in blocks:
         by_type.setdefault(b["block_type"], []).append(b)
@@ -107,12 +110,31 @@ def reference(blocks, as_of):
                                                                           meta={"i": i}))
         res = batch.get_batch(batch_parameters={"dataframe": df}).validate(
             gsuite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]})
-        failed = {}
+        failed, raised = {}, []
         for er in res.results:
-            info = er.exception_info or {}
-            assert not any(i.get("raised_exception") for i in [info, *info.values()] if isinstance(i, dict)), info
-            failed[er.expectation_config.meta["i"]] = sorted(int(r["_row"])
-                                                            for r in er.result.get("unexpected_index_list") or [])
+            i = er.expectation_config.meta["i"]
+            if validation._raised(er.exception_info):
+                raised.append(i)
+                continue
+            failed[i] = sorted(int(r["_row"]) for r in er.result.get("unexpected_index_list") or [])
+        alone += [(bt, suite["expectations"][i]["type"]) for i in raised]
+        if raised:  # GX raised on the whole column: each row judged alone, raising alone is failing
+            wide, gsuite = {}, gx.ExpectationSuite(name=f"ref_{bt}_alone")
+            for i in raised:
+                e = suite["expectations"][i]
+                failed[i] = []
+                for r, row in enumerate(rows):
+                    wide[f"c{i}_{r}"] = [row[e["kwargs"]["column"]]]
+                    gsuite.add_expectation_configuration(ExpectationConfiguration(
+                        type=e["type"], kwargs=dict(e["kwargs"], column=f"c{i}_{r}"), meta={"i": i, "r": r}))
+            df = pd.DataFrame(wide, dtype=object)
+            res = batch.get_batch(batch_parameters={"dataframe": df}).validate(gsuite, result_format="COMPLETE")
+            for er in res.results:
+                m = er.expectation_config.meta
+                if validation._raised(er.exception_info) or not er.success:
+                    failed[m["i"]].append(m["r"])
+            for i in raised:
+                failed[i].sort()
         for i, e in enumerate(suite["expectations"]):
             meta = e["meta"]
             seen = set()
@@ -131,7 +153,7 @@ def reference(blocks, as_of):
                                   None if v is None else str(v), meta["severity"]))
                 if meta["severity"] == "error":
                     invalid.add((b["file_id"], b["ordinal"]))
-    return anomalies, invalid
+    return anomalies, invalid, alone
 
 
 def outcome(r):
@@ -142,8 +164,10 @@ def outcome(r):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_hostile_values_give_the_anomalies_of_one_gx_pass_over_every_row(seed):
     blocks = hostile_blocks(seed)
-    expected = reference(blocks, AS_OF)
+    *expected, alone = reference(blocks, AS_OF)
+    expected = tuple(expected)
     assert expected[0], "the hostile blocks should fail some rules"
+    assert alone, "GX should raise on some column of the hostile blocks"
     validation._verdicts.clear()
     cold = validate_blocks(blocks, run_label="t", as_of=AS_OF)
     assert not cold.suspended

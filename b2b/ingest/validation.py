@@ -8,8 +8,12 @@ about, and a ``severity``: ``error`` makes the block invalid (not loaded; the
 student's other blocks go on), ``warning`` only records the anomaly.
 
 A few checks need more than GX's built-ins (the UPN check letter, age at the window
-end); they are computed here as derived columns with a well-kept library
-(python-stdnum) and checked by GX like any other column.
+end); they are computed here as derived columns (the UPN check letter with the DfE's
+arithmetic, python-stdnum for anything unusual and as the reference in a test) and
+checked by GX like any other column.
+
+A value GX cannot evaluate (GX raises on it) fails its expectation: an anomaly like any
+other failing value, never a pass and never a stop of the run (``_gx_judge``).
 
 A structural problem (a block that is not the shape its type requires, an unknown
 block type) puts its whole file in suspense: :attr:`ValidationResult.suspended`.
@@ -30,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cache
+from operator import mul
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -246,10 +251,41 @@ def _frame(block_type: str, blocks: Sequence[dict], suite: dict, as_of: date,
     return columns, owner
 
 
+#: the DfE's UPN check-letter alphabet (value = position) and the LA numbers UPNs are issued under,
+#: as python-stdnum has them (tests/test_validation_upn.py compares ``_upn_ok`` with stdnum's over many UPNs)
+_UPN_ALPHABET = "ABCDEFGHJKLMNPQRTUVWXYZ0123456789"
+_UPN_VALUE = {c: i for i, c in enumerate(_UPN_ALPHABET)}
+_UPN_WEIGHTS = tuple(range(2, 14))
+_UPN_LA = frozenset((
+    201, 202, 203, 204, 205, 206, 207, 208, 209, 210, 211, 212, 213, 301, 302, 303, 304, 305, 306, 307, 308, 309,
+    310, 311, 312, 313, 314, 315, 316, 317, 318, 319, 320, 330, 331, 332, 333, 334, 335, 336, 340, 341, 342, 343,
+    344, 350, 351, 352, 353, 354, 355, 356, 357, 358, 359, 370, 371, 372, 373, 380, 381, 382, 383, 384, 390, 391,
+    392, 393, 394, 420, 800, 801, 802, 803, 805, 806, 807, 808, 810, 811, 812, 813, 815, 816, 821, 822, 823, 825,
+    826, 830, 831, 835, 836, 837, 840, 841, 845, 846, 850, 851, 852, 855, 856, 857, 860, 861, 865, 866, 867, 868,
+    869, 870, 871, 872, 873, 874, 876, 877, 878, 879, 880, 881, 882, 883, 884, 885, 886, 887, 888, 889, 890, 891,
+    892, 893, 894, 895, 896, 908, 909, 916, 919, 921, 925, 926, 928, 929, 931, 933, 935, 936, 937, 938))
+
+
 def _upn_ok(u: Any, _as_of: date) -> bool | None:
+    """Whether a UPN is well formed with the right check letter (python-stdnum's ``gb.upn.is_valid``).
+
+    A plain 13-character ASCII UPN (all of them, in practice) is checked here with the DfE's
+    arithmetic: the weighted sum of characters 2-13 (weights 2..13, letters by their place in the
+    alphabet) mod 23 names the check letter. Anything else (spaces, other characters, other lengths)
+    goes to stdnum, which normalises it first.
+    """
+    if u is None or u == "":
+        return None
+    s = str(u)
+    if len(s) == 13 and s.isascii() and s.isalnum():
+        n = s.upper()
+        body = n[1:12]
+        if not body.isdigit() or n[12] not in _UPN_VALUE or int(n[1:4]) not in _UPN_LA:
+            return False
+        return _UPN_ALPHABET[sum(map(mul, _UPN_WEIGHTS, map(_UPN_VALUE.__getitem__, n[1:]))) % 23] == n[0]
     from stdnum.gb import upn as upn_mod
 
-    return None if u in (None, "") else upn_mod.is_valid(str(u))
+    return upn_mod.is_valid(s)
 
 
 #: derived columns: name -> (source column, function of (value, as_of)), computed per distinct value
@@ -275,6 +311,8 @@ def _none_if_nan(v: Any) -> Any:
 # once (``_Column``): verdicts are looked up per distinct value and mapped back to rows by code,
 # and only a column with some failing value is walked row by row to build anomalies. The
 # anomalies are exactly those of one GX pass over every row (tests/test_validation*.py).
+# A value GX raises on (text where a between-expectation compares numbers, a JSON object in a
+# regex or set column) fails its expectation, for that value only: see ``_gx_judge``.
 # The validate stage also keeps the verdicts in ``ops.gx_verdict`` (digests only, no values):
 # a new task process (each Airflow task is one) then imports GX only for values never judged.
 ROW_WISE = frozenset({"expect_column_values_to_not_be_null", "expect_column_values_to_be_in_set",
@@ -284,7 +322,8 @@ ROW_WISE = frozenset({"expect_column_values_to_not_be_null", "expect_column_valu
 # expectations whose verdict depends only on whether the value is missing (after the None
 # normalisation above): one representative of each class is enough
 NULLNESS = frozenset({"expect_column_values_to_not_be_null", "expect_column_values_to_be_null"})
-VERDICT_CACHE_MAX = 1_000_000  # remembered values per process, all expectations together
+VERDICT_CACHE_MAX = 1_000_000
+PROBE_OVER = 4  # a raising group of one type larger than this is probed with one value first (_gx_judge)  # remembered values per process, all expectations together
 
 _verdicts: dict[str, dict] = {}  # expectation key -> {value key: failed}
 _verdict_count = 0
@@ -383,36 +422,58 @@ def _gx() -> Any:
 
 
 def _gx_judge(pending: list[tuple[str, str, dict, list]]) -> None:
-    """Ask GX, in one batch, about values not judged yet; remember each verdict.
+    """Ask GX about values not judged yet; remember each verdict.
 
     ``pending``: (block_type, expectation key, expectation, [(value key, value), ...]).
+
+    All expectations go in one batch. When GX raises on an expectation (at the top of its
+    result, or nested under one of its metrics, where GX reports an error inside a metric),
+    it has judged none of that batch's values, which are then judged again in smaller groups
+    (all of a round's groups in one batch): first one group per Python type; a group of one
+    type that still raises is split in halves, down to single values. A value on which GX
+    raises on its own is one GX cannot evaluate: the expectation FAILS for that value only,
+    and the others get their own verdicts, whatever the rows' order.
+
+    GX costs tens of milliseconds per expectation, and halving costs about two expectations
+    per raising value per level: so a group of more than ``PROBE_OVER`` values of one type
+    that raises is first probed with one of its values (the least by value key, so not by
+    row order) alone. When that one raises too, GX cannot take values of that type for this
+    expectation (text where a between compares numbers, an object in a set or regex column:
+    GX's raising depends on the type), and the whole group fails; when it does not, the group
+    is halved as before.
     """
     global _verdict_count
-    import great_expectations as gx
-    import pandas as pd
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
-
-    length = max(len(vals) for *_, vals in pending)
-    data: dict[str, list] = {}
-    suite = gx.ExpectationSuite(name="b2b_novel_values")
-    for i, (_bt, _key, e, vals) in enumerate(pending):
-        col = f"e{i}"
-        # padded with its own first value: a repeated value gets the same verdict
-        data[col] = [v for _, v in vals] + [vals[0][1]] * (length - len(vals))
-        suite.add_expectation_configuration(ExpectationConfiguration(
-            type=e["type"], kwargs=dict(e["kwargs"], column=col), meta={"i": i}))
-    df = pd.DataFrame(data, dtype=object)
-    df["_row"] = range(length)
-    res = _gx().get_batch(batch_parameters={"dataframe": df}).validate(
-        suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]})
-    failed: dict[int, set[int]] = {}
-    for er in res.results:
-        cfg = er.expectation_config
-        bt, _key, e, _vals = pending[cfg.meta["i"]]
-        if er.exception_info and er.exception_info.get("raised_exception"):
-            raise StructuralError(f"suite {load_suite(bt)['name']}: {cfg.type} on {e['kwargs']['column']} raised "
-                                  f"{er.exception_info.get('exception_message')}")
-        failed[cfg.meta["i"]] = {int(r["_row"]) for r in (er.result.get("unexpected_index_list") or [])}
+    failed: dict[int, set[int]] = {i: set() for i in range(len(pending))}
+    # a group: (pending index, value indexes, state: "mixed" | "typed" | "halve" | ("probe", the group probed))
+    groups: list[tuple[int, list[int], Any]] = [(i, list(range(len(vals))), "mixed")
+                                                for i, (*_, vals) in enumerate(pending)]
+    while groups:
+        again: list[tuple[int, list[int], Any]] = []
+        raised = _gx_batch(pending, [(i, idx) for i, idx, _state in groups], failed)
+        for g, (i, idx, state) in enumerate(groups):
+            vals = pending[i][3]
+            if isinstance(state, tuple):  # a probe: one value of a group of one type that raised
+                if g in raised:  # it raised alone too: GX cannot take values of that type here
+                    failed[i].update(state[1])
+                    _log_raised(pending[i][2], len(state[1]))
+                else:
+                    half = len(state[1]) // 2
+                    again += [(i, state[1][:half], "halve"), (i, state[1][half:], "halve")]
+            elif g not in raised:
+                continue
+            elif len(idx) == 1:
+                failed[i].add(idx[0])  # GX raises on this value alone: it cannot pass the expectation
+                _log_raised(pending[i][2], 1)
+            elif state == "mixed" and len(types := {type(vals[j][1]) for j in idx}) > 1:
+                again += [(i, [j for j in idx if type(vals[j][1]) is t], "typed")
+                          for t in sorted(types, key=lambda t: t.__name__)]
+            elif state != "halve" and len(idx) > PROBE_OVER:
+                probe = min(idx, key=lambda j: repr(vals[j][0]))
+                again.append((i, [probe], ("probe", idx)))
+            else:
+                half = len(idx) // 2
+                again += [(i, idx[:half], "halve"), (i, idx[half:], "halve")]
+        groups = again
     if _verdict_count > VERDICT_CACHE_MAX:
         _verdicts.clear()
         _verdict_count = 0
@@ -422,6 +483,58 @@ def _gx_judge(pending: list[tuple[str, str, dict, list]]) -> None:
         for r, (vk, _v) in enumerate(vals):
             memo[vk] = r in bad
         _verdict_count += len(vals)
+
+
+def _gx_batch(pending: list, groups: list[tuple[int, list[int]]], failed: dict[int, set[int]]) -> set[int]:
+    """One GX validation: each group (pending index, value indexes) as a column; failing values
+    are added to ``failed``. Returns the indexes of the groups on which GX raised (none of their
+    values judged)."""
+    import great_expectations as gx
+    import pandas as pd
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    length = max(len(idx) for _i, idx in groups)
+    data: dict[str, list] = {}
+    suite = gx.ExpectationSuite(name="b2b_novel_values")
+    for g, (i, idx) in enumerate(groups):
+        e, vals = pending[i][2], pending[i][3]
+        col = f"e{g}"
+        # padded with its own first value: a repeated value gets the same verdict
+        data[col] = [vals[j][1] for j in idx] + [vals[idx[0]][1]] * (length - len(idx))
+        suite.add_expectation_configuration(ExpectationConfiguration(
+            type=e["type"], kwargs=dict(e["kwargs"], column=col), meta={"g": g}))
+    df = pd.DataFrame(data, dtype=object)
+    df["_row"] = range(length)
+    res = _gx().get_batch(batch_parameters={"dataframe": df}).validate(
+        suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]})
+    raised = set()
+    judged = set()
+    for er in res.results:
+        g = er.expectation_config.meta["g"]
+        judged.add(g)
+        i, idx = groups[g]
+        if _raised(er.exception_info):
+            raised.add(g)
+            continue
+        for r in er.result.get("unexpected_index_list") or []:
+            if int(r["_row"]) < len(idx):
+                failed[i].add(idx[int(r["_row"])])
+    if len(judged) != len(groups):
+        raise StructuralError(f"Great Expectations returned {len(judged)} results for {len(groups)} expectations")
+    return raised
+
+
+def _log_raised(e: dict, n: int) -> None:
+    log.info("validate: %s on %s raised on %d value(s) alone; counted as failing", e["type"],
+             e["kwargs"]["column"], n)
+
+
+def _raised(info: Any) -> bool:
+    """Whether GX raised while judging an expectation: at the top of ``exception_info``, or nested
+    under a metric's id (how GX reports an error inside a metric, with the top level looking clean)."""
+    if not info:
+        return False
+    return any(isinstance(x, dict) and x.get("raised_exception") for x in (info, *info.values()))
 
 
 def validate_blocks(blocks: Iterable[dict], *, run_label: str, report_dir: Path | None = None,
@@ -621,13 +734,11 @@ def _validate_run(conn: Connection, ctx: RunContext, report_dir: Any) -> dict:
         from b2b.ingest.extract import reject_flagged  # pupils sent twice / failing the XSD (issue 9)
 
         reject_flagged(conn, files)
-        pending = conn.execute(
-            """SELECT file_id, ordinal, base_id, block_type, student_guid, content
-                 FROM raw.inbound_block WHERE file_id = ANY(%s) AND disposition = 'pending'
-                ORDER BY file_id, ordinal""", (files,))
+        pending = conn.execute(_pending_blocks_sql(), (files,))
         missing = _missing_core(conn, ctx, files)
+        decode = _json_decoder()
         blocks = [dict(file_id=r[0], ordinal=r[1], base_id=r[2], block_type=r[3], student_guid=r[4],
-                       content=r[5]) for r in pending.fetchall() if r[0] not in missing]
+                       content=decode(r[5])) for r in pending.fetchall() if r[0] not in missing]
         label = f"{ctx.dag_id}__{ctx.window_end:%Y%m%dT%H%M%S}"
         result = validate_blocks(blocks, run_label=label, report_dir=Path(report_dir), as_of=ctx.window_end.date(),
                                  verdicts=conn)
@@ -661,6 +772,76 @@ def _validate_run(conn: Connection, ctx: RunContext, report_dir: Any) -> dict:
                   f"report {result.report_path}",
                   level="error" if result.suspended else "warning" if result.anomalies else "info")
     return counts
+
+
+@cache
+def _json_decoder() -> Any:
+    """msgspec's JSON decoder (to the same dicts, lists and scalars as ``json.loads``, three times
+    faster); ``json.loads`` for what msgspec refuses (a number beyond a float's range)."""
+    import msgspec
+
+    fast, refused = msgspec.json.Decoder().decode, msgspec.MsgspecError
+
+    def decode(text: str) -> Any:
+        try:
+            return fast(text)
+        except refused:
+            return json.loads(text)
+
+    return decode
+
+
+@cache
+def _pending_blocks_sql() -> str:
+    """The run's pending blocks, each block's content projected IN SQL to what the suites read.
+
+    Decoding whole blocks in Python cost a fifth of the stage (a contacts block carries names,
+    e-mails, telephones and addresses; only each contact's relationship is validated). Postgres
+    sends, per block type, an object with the suite's columns only (a missing key and JSON null
+    are the same to validation), keeping what :func:`_structure_problem` looks at: content that
+    is not an object, a row list that is not a list (or is absent), items that are not objects,
+    and attendance ``changes``. The content comes as text, decoded by :func:`_json_decoder`.
+    tests/test_validation_projection.py checks validate_blocks gives
+    the same result on projected and whole blocks.
+    """
+    from psycopg import sql
+
+    def obj(src: sql.Composable, keys: Iterable[str]) -> sql.Composable:
+        return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
+            sql.SQL("{}, {}->{}").format(sql.Literal(k), src, sql.Literal(k)) for k in sorted(keys)))
+
+    def items(src: sql.Composable, key: str, keys: Iterable[str]) -> sql.Composable:
+        """``src`` with only ``key``, whose list items keep only ``keys`` (anything else kept as is)."""
+        lst = sql.SQL("{}->{}").format(src, sql.Literal(key))
+        return sql.SQL(
+            "CASE WHEN NOT {src} ? {key} THEN '{{}}'::jsonb WHEN jsonb_typeof({lst}) <> 'array' "
+            "THEN jsonb_build_object({key}, {lst}) ELSE jsonb_build_object({key}, (SELECT coalesce(jsonb_agg("
+            "CASE WHEN jsonb_typeof(x) = 'object' THEN {item} ELSE x END ORDER BY o), '[]'::jsonb) "
+            "FROM jsonb_array_elements({lst}) WITH ORDINALITY AS t(x, o))) END").format(
+            src=src, key=sql.Literal(key), lst=lst, item=obj(sql.SQL("x"), keys))
+
+    content = sql.SQL("content")
+    cases = []
+    for bt in BLOCK_TYPES:
+        suite, derived = load_suite(bt), DERIVED.get(bt, {})
+        keys = set(_plan(bt)["wanted"])
+        keys |= {derived[k][0] for k in keys if k in derived}
+        keys -= set(derived)
+        projected: sql.Composable
+        if bt == "attendance":  # change_codes is made from the changes' codes
+            keys.discard("change_codes")
+            projected = sql.SQL("{} || {}").format(obj(content, keys), items(content, "changes", ["code"]))
+        elif suite["rows"] == "block":
+            projected = obj(content, keys)
+        else:
+            projected = items(content, suite["rows"], keys)
+        cases.append(sql.SQL("WHEN {} THEN {}").format(sql.Literal(bt), projected))
+    return sql.SQL(
+        """SELECT file_id, ordinal, base_id, block_type, student_guid,
+                  (CASE WHEN jsonb_typeof(content) <> 'object' THEN content
+                        ELSE CASE block_type {} ELSE content END END)::text
+             FROM raw.inbound_block WHERE file_id = ANY(%s) AND disposition = 'pending'
+            ORDER BY file_id, ordinal""").format(sql.SQL(" ").join(cases)).as_string()  # rendered once
 
 
 def _missing_core(conn: Connection, ctx: RunContext, files: list[int]) -> dict[int, str]:

@@ -1,0 +1,28 @@
+"""The UPN check (validate's derived ``upn_check_ok``) agrees with python-stdnum's ``gb.upn.is_valid``."""
+import random
+import string
+from datetime import date
+
+from stdnum.gb import upn
+
+from b2b.ingest.validation import _upn_ok
+
+AS_OF = date(2026, 10, 5)
+
+
+def test_the_upn_check_agrees_with_stdnum_over_many_upns():
+    rng = random.Random(15)
+    samples = ["F886200326001", "A886200326001", "B886200126231", "f886200326001", " F886200326001",
+               "F886 200326001", "F8862003260012", "F88620032600", "F88620032600A", "F88620032600I",
+               "F88620032600a", "F８86200326001", "F886200326001\n", "F886-200326001", "1886200326001", "0" * 13]
+    for la in range(1000):  # every LA number, each with its right check letter and a wrong one
+        body = f"{la:03d}{rng.randrange(10 ** 8):08d}" + rng.choice("0123456789ABCDEFGHJKLMNPQRTUVWXYZ")
+        right = upn.calc_check_digit(body)
+        samples += [right + body, rng.choice("ABCDEFGHJKLMNPQRTUVWXYZ") + body, right.lower() + body.lower()]
+    alphabet = string.ascii_uppercase + string.digits + " -"
+    samples += ["".join(rng.choice(alphabet) for _ in range(rng.choice((12, 13, 13, 14)))) for _ in range(5000)]
+    samples += [5, 8862003260011, 1.5, True]
+    assert sum(upn.is_valid(s) for s in samples if isinstance(s, str)) > 250  # the sample holds many valid UPNs
+    for s in samples:
+        assert _upn_ok(s, AS_OF) == upn.is_valid(str(s)), s
+    assert _upn_ok(None, AS_OF) is None and _upn_ok("", AS_OF) is None
