@@ -33,7 +33,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable
+import queue
+import threading
+from collections.abc import Generator, Iterable
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -149,17 +152,29 @@ def _json_text(source: str | None) -> Any:
     return lambda content: json.dumps(content, separators=(",", ":"))
 
 
-def _copy_blocks(conn: Connection, file_id: int, base_id: str, blocks: list[Block], source: str | None = None) -> None:
-    """COPY the blocks of one file, as one text-format buffer (no per-row adaptation)."""
+def _copy_body(base_id: str, blocks: list[Block], source: str | None, encoding: str, start: int = 1) -> bytes:
+    """The COPY text of one file's blocks, every line without its leading ``file_id`` (not known
+    until the file row is written: :func:`_copy_blocks` puts it in). Built where the message is
+    parsed, off the connection's thread (:func:`_prepared`)."""
     to_json = _json_text(source)
-    head = f"{file_id}\t"
     base = _copy_text(base_id)
-    # JSON text holds no raw tab or newline (JSON escapes them): only its backslashes need doubling
-    data = "".join(f"{head}{i}\t{base}\t{_copy_text(b.block_type)}\t{_copy_text(b.student_guid)}\t"
-                   f"{to_json(b.content).replace(BACKSLASH, BACKSLASH * 2)}\n" for i, b in enumerate(blocks, start=1))
+    # JSON text holds no raw tab or newline (JSON escapes them): only its backslashes need doubling;
+    # so every raw newline of the body ends a line
+    return "".join(f"\t{i}\t{base}\t{_copy_text(b.block_type)}\t{_copy_text(b.student_guid)}\t"
+                   f"{to_json(b.content).replace(BACKSLASH, BACKSLASH * 2)}\n"
+                   for i, b in enumerate(blocks, start=start)).encode(encoding)
+
+
+def _copy_blocks(conn: Connection, file_id: int, body: bytes) -> None:
+    """COPY the blocks of one file: its :func:`_copy_body` with ``file_id`` at the head of each
+    line, as one text-format buffer (no per-row adaptation)."""
+    if not body:
+        return
+    head = str(file_id).encode("ascii")
+    data = head + body[:-1].replace(b"\n", b"\n" + head) + b"\n"
     with conn.cursor() as cur, cur.copy(
             "COPY raw.inbound_block (file_id, ordinal, base_id, block_type, student_guid, content) FROM STDIN") as copy:
-        copy.write(data.encode(conn.info.encoding))
+        copy.write(data)
 
 
 def _with_anchors(parsed: ParsedMessage) -> list[Block]:
@@ -251,6 +266,187 @@ def store_messages(conn: Connection, ctx: RunContext, messages: Iterable[Receive
     return summary
 
 
+#: blocks handed to the connection's thread at a time while a SIMS 7 message is parsed. A school
+#: is ~1,300 blocks: smaller chunks overlap more, each costs a COPY round trip (500 beat 250 and 1,000)
+CHUNK_BLOCKS = 500
+
+
+@dataclass
+class _Prepared:
+    """One message made ready for the database, off the connection's thread: parsed (or its
+    error), its blocks with the rejected pupils' anchors, its hash and its COPY body (empty
+    when its blocks were all handed on in :class:`_Chunk` s: ``streamed``)."""
+
+    seq: int
+    msg: ReceivedMessage
+    parsed: ParsedMessage | None
+    error: MessageError | None
+    blocks: list[Block]
+    sha256: str
+    body: bytes
+    streamed: bool = False
+
+
+@dataclass
+class _Chunk:
+    """Blocks of a message still being parsed (the valid-message fast path), to COPY now.
+    They stand only if the message's :class:`_Prepared` says ``streamed``."""
+
+    seq: int
+    msg: ReceivedMessage
+    sha256: str
+    body: bytes
+
+
+class _Stop(BaseException):
+    """The caller stopped reading (an error writing): the worker drops what it is doing.
+    (Not an Exception, so that no parser's "anything unusual" handler takes it for bad input.)"""
+
+
+_END = object()
+
+
+class _Worker:
+    """The thread that parses the messages the caller hands it, in order, and puts chunks and
+    prepared messages on a bounded queue (at most two items waiting)."""
+
+    def __init__(self, ctx: RunContext, validate: bool, encoding: str) -> None:
+        self.ctx, self.validate, self.encoding = ctx, validate, encoding
+        self.inbox: queue.Queue = queue.Queue()
+        self.out: queue.Queue = queue.Queue(maxsize=2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"extract-{ctx.base_id}", daemon=True)
+        self.thread.start()
+
+    def _put(self, item: Any) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stop
+            try:
+                self.out.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self.inbox.get()
+                if item is _END or self.stop.is_set():
+                    self._put(_END)
+                    return
+                seq, msg = item
+                try:
+                    prepared = self._prepare(seq, msg)
+                except _Stop:
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread, at its message
+                    self._put(exc)
+                    return
+                self._put(prepared)
+                del prepared, item, msg
+        except _Stop:
+            return
+
+    def _prepare(self, seq: int, msg: ReceivedMessage) -> _Prepared:
+        ctx = self.ctx
+        sha = hashlib.sha256(msg.content).hexdigest()
+        state = {"sent": 0, "void": False}
+
+        def on_pupil(blocks: list[Block] | None) -> None:
+            if self.stop.is_set():
+                raise _Stop
+            if blocks is None:
+                state["void"] = True
+            elif len(blocks) - state["sent"] >= CHUNK_BLOCKS:
+                self._chunk(seq, msg, sha, blocks, state)
+
+        try:
+            if (ctx.source == "sims7" and self.validate
+                    and not (ctx.data_filter == "attainment" and len(msg.content) > ATTAINMENT_MAX_BYTES)):
+                parsed: ParsedMessage | None = parse_sims7(msg.content, expected_base=ctx.base_id,
+                                                           validate=True, on_pupil=on_pupil)
+            else:
+                parsed = parse_message(ctx, msg, validate=self.validate)
+            error = None
+        except MessageError as exc:
+            parsed, error = None, exc
+        blocks = _with_anchors(parsed) if parsed is not None else []
+        if parsed is not None and state["sent"] and not state["void"] and not parsed.rejected:
+            if len(blocks) > state["sent"]:
+                self._chunk(seq, msg, sha, blocks, state)
+            return _Prepared(seq, msg, parsed, None, blocks, sha, b"", streamed=True)
+        return _Prepared(seq, msg, parsed, error, blocks, sha,
+                         _copy_body(ctx.base_id, blocks, ctx.source, self.encoding) if blocks else b"")
+
+    def _chunk(self, seq: int, msg: ReceivedMessage, sha: str, blocks: list[Block], state: dict) -> None:
+        sent = state["sent"]
+        body = _copy_body(self.ctx.base_id, blocks[sent:], self.ctx.source, self.encoding, start=sent + 1)
+        state["sent"] = len(blocks)
+        self._put(_Chunk(seq, msg, sha, body))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.inbox.put(_END)
+        self.thread.join()
+
+
+def _prepared(ctx: RunContext, messages: Iterable[ReceivedMessage], validate: bool,
+              encoding: str) -> Generator[_Chunk | _Prepared, None, None]:
+    """The messages prepared ahead (issue 15), by a worker thread, while the caller writes.
+
+    While the caller writes message N (its file row, the COPY of its blocks, its log row, all
+    waiting on Postgres), the worker parses message N+1; and a big valid SIMS 7 message (a
+    whole school in one message) comes in :class:`_Chunk` s of ``CHUNK_BLOCKS`` blocks or more,
+    the worker parsing the next chunk while Postgres takes the last. On two cores the sum of
+    parsing and Postgres' work becomes about their maximum. Memory stays bounded: the
+    messages are fetched from ``messages`` in the caller's thread, in order, one ahead of the
+    worker, and at most two chunks or messages wait. An error parsing that is not a
+    :class:`MessageError` is raised here, at its message, as before; when the caller stops
+    (an error writing), the worker stops too."""
+    worker = _Worker(ctx, validate, encoding)
+    try:
+        it = enumerate(messages, start=1)
+        pending = 0
+        fed_all = False
+        while True:
+            while not fed_all and pending < 2:  # the message being parsed and the next one
+                nxt = next(it, None)
+                if nxt is None:
+                    fed_all = True
+                    worker.inbox.put(_END)
+                else:
+                    worker.inbox.put(nxt)
+                    pending += 1
+                del nxt
+            item = worker.out.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, _Prepared):
+                pending -= 1
+            yield item
+            del item
+    finally:
+        worker.close()
+
+
+_INSERT_FILE = """INSERT INTO raw.inbound_file (base_id, task_key, dag_id, run_id, window_start,
+                      window_end, window_order, seq, source, data_filter, label, content_type, payload,
+                      size_bytes, sha256, status, error, pupils, blocks)
+                  VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %s, %s, %s, %s, %s, %s)
+                  RETURNING file_id"""
+
+
+def _insert_file(conn: Connection, ctx: RunContext, seq: int, msg: ReceivedMessage, sha256: str, status: str,
+                 error: MessageError | None, pupils: int | None, blocks: int | None) -> int:
+    return scalar(conn, _INSERT_FILE, (
+        ctx.base_id, ctx.task_key, ctx.dag_id, ctx.run_id, ctx.window_start, ctx.window_end, ctx.window_order, seq,
+        ctx.source, ctx.data_filter, msg.label, msg.content_type, msg.content, len(msg.content), sha256, status,
+        None if error is None else str(error), pupils, blocks))
+
+
 def _store(conn: Connection, ctx: RunContext, messages: Iterable[ReceivedMessage], summary: ExtractSummary, *,
            validate: bool) -> None:
     seen: dict[tuple, list[_Copy]] = {}
@@ -259,55 +455,62 @@ def _store(conn: Connection, ctx: RunContext, messages: Iterable[ReceivedMessage
         replaced = _forget_previous(conn, ctx)
         if replaced:
             log.info("replacing %d file(s) from an earlier attempt at this window", replaced)
-        for seq, msg in enumerate(messages, start=1):
-            # parsed first, so the file row is written once, with its outcome (no UPDATE per file)
-            try:
-                parsed: ParsedMessage | None = parse_message(ctx, msg, validate=validate)
-                error = None
-            except MessageError as exc:
-                parsed, error = None, exc
-            blocks = _with_anchors(parsed) if parsed is not None else []
-            file_id = scalar(conn,
-                """INSERT INTO raw.inbound_file (base_id, task_key, dag_id, run_id, window_start,
-                       window_end, window_order, seq, source, data_filter, label, content_type, payload,
-                       size_bytes, sha256, status, error, pupils, blocks)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %s, %s, %s, %s, %s, %s)
-                   RETURNING file_id""",
-                (ctx.base_id, ctx.task_key, ctx.dag_id, ctx.run_id, ctx.window_start, ctx.window_end,
-                 ctx.window_order, seq, ctx.source, ctx.data_filter, msg.label, msg.content_type, msg.content,
-                 len(msg.content), hashlib.sha256(msg.content).hexdigest(),
-                 "suspense" if parsed is None else "parsed", None if error is None else str(error),
-                 None if parsed is None else parsed.pupils, None if parsed is None else len(blocks)),
-            )
-            summary.files += 1
-            summary.bytes += len(msg.content)
-            summary.file_ids.append(file_id)
-            if parsed is None:
-                summary.failed += 1
-                summary.errors.append((file_id, msg.label, str(error)))
-                log_stage_file(conn, ctx, "extract", file_id, {"bytes": len(msg.content)},
-                               f"{msg.label}: put in suspense: {error}", "error", replace=False)
-                log.error("base %s file %s (%s) put in suspense: %s", ctx.base_id, file_id, msg.label, error)
-                continue
-            _copy_blocks(conn, file_id, ctx.base_id, blocks, ctx.source)
-            _copies(file_id, msg.label, msg.group, blocks, seen)
-            parsed_by_file[file_id] = parsed
-            by_type: dict[str, int] = {}
-            for b in parsed.blocks:
-                by_type[b.block_type] = by_type.get(b.block_type, 0) + 1
-                summary.blocks_by_type[b.block_type] = summary.blocks_by_type.get(b.block_type, 0) + 1
-            summary.pupils += parsed.pupils
-            summary.blocks += len(blocks)
-            summary.rejected_pupils += len(parsed.rejected)
-            counts = {"pupils": parsed.pupils, "blocks": len(blocks), "bytes": len(msg.content),
-                      "blocks_by_type": by_type}
-            text = f"{msg.label}: {parsed.pupils} pupils, {len(blocks)} blocks"
-            if parsed.rejected:
-                counts["rejected_pupils"] = len(parsed.rejected)
-                text += (f"; {len(parsed.rejected)} pupil(s) not imported, failing the schema "
-                         f"(first: {parsed.rejected[0].detail})")
-            log_stage_file(conn, ctx, "extract", file_id, counts, text,
-                           "warning" if parsed.rejected else "info", replace=False)
+        streaming: int | None = None  # the file row its chunks went to, under a savepoint
+        # closed (its worker stopped) on the way out, even on an error
+        with closing(_prepared(ctx, messages, validate, conn.info.encoding)) as prepared:
+            for prep in prepared:
+                if isinstance(prep, _Chunk):
+                    if streaming is None:  # its outcome is known at its end: written then
+                        conn.execute("SAVEPOINT extract_stream")
+                        streaming = _insert_file(conn, ctx, prep.seq, prep.msg, prep.sha256, "received",
+                                                 None, None, None)
+                    _copy_blocks(conn, streaming, prep.body)
+                    continue
+                msg, parsed, error, blocks = prep.msg, prep.parsed, prep.error, prep.blocks
+                if prep.streamed and streaming is not None and parsed is not None:
+                    file_id = streaming
+                    conn.execute("UPDATE raw.inbound_file SET status = 'parsed', pupils = %s, blocks = %s "
+                                 "WHERE file_id = %s", (parsed.pupils, len(blocks), file_id))
+                    conn.execute("RELEASE SAVEPOINT extract_stream")
+                else:
+                    if streaming is not None:  # the fast path gave up: what it wrote is void
+                        conn.execute("ROLLBACK TO SAVEPOINT extract_stream")
+                        conn.execute("RELEASE SAVEPOINT extract_stream")
+                    # parsed first, so the file row is written once, with its outcome (no UPDATE per file)
+                    file_id = _insert_file(conn, ctx, prep.seq, msg, prep.sha256,
+                                           "suspense" if parsed is None else "parsed", error,
+                                           None if parsed is None else parsed.pupils,
+                                           None if parsed is None else len(blocks))
+                streaming = None
+                summary.files += 1
+                summary.bytes += len(msg.content)
+                summary.file_ids.append(file_id)
+                if parsed is None:
+                    summary.failed += 1
+                    summary.errors.append((file_id, msg.label, str(error)))
+                    log_stage_file(conn, ctx, "extract", file_id, {"bytes": len(msg.content)},
+                                   f"{msg.label}: put in suspense: {error}", "error", replace=False)
+                    log.error("base %s file %s (%s) put in suspense: %s", ctx.base_id, file_id, msg.label, error)
+                    continue
+                _copy_blocks(conn, file_id, prep.body)  # (empty when streamed)
+                _copies(file_id, msg.label, msg.group, blocks, seen)
+                parsed_by_file[file_id] = parsed
+                by_type: dict[str, int] = {}
+                for b in parsed.blocks:
+                    by_type[b.block_type] = by_type.get(b.block_type, 0) + 1
+                    summary.blocks_by_type[b.block_type] = summary.blocks_by_type.get(b.block_type, 0) + 1
+                summary.pupils += parsed.pupils
+                summary.blocks += len(blocks)
+                summary.rejected_pupils += len(parsed.rejected)
+                counts = {"pupils": parsed.pupils, "blocks": len(blocks), "bytes": len(msg.content),
+                          "blocks_by_type": by_type}
+                text = f"{msg.label}: {parsed.pupils} pupils, {len(blocks)} blocks"
+                if parsed.rejected:
+                    counts["rejected_pupils"] = len(parsed.rejected)
+                    text += (f"; {len(parsed.rejected)} pupil(s) not imported, failing the schema "
+                             f"(first: {parsed.rejected[0].detail})")
+                log_stage_file(conn, ctx, "extract", file_id, counts, text,
+                               "warning" if parsed.rejected else "info", replace=False)
         rows, summary.duplicate_pupils = _rejected_rows(parsed_by_file, seen)
         if rows:
             with conn.cursor() as cur, cur.copy(

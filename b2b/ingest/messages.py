@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -214,7 +215,8 @@ def _xml_syntax(exc: BaseException, pupil: int | None) -> MessageError:
     return MessageError(f"message {kind}: {_scrub(msg)}", pupil=pupil, line=line)
 
 
-def parse_sims7(content: bytes, *, expected_base: str | None = None, validate: bool = True) -> ParsedMessage:
+def parse_sims7(content: bytes, *, expected_base: str | None = None, validate: bool = True,
+                on_pupil: Callable[[list[Block] | None], None] | None = None) -> ParsedMessage:
     """Parse one SIMS 7 XML message into blocks. Raises MessageError; never partial.
 
     A message that is valid as a whole (nearly every one) takes the fast path
@@ -223,12 +225,18 @@ def parse_sims7(content: bytes, *, expected_base: str | None = None, validate: b
     well-formed, not valid, a DTD, a pupil without id, a value a type refuses) sends the
     message through the streaming parser below, which gives the exact error, or rejects
     exactly the bad pupil(s) by element and line; both give the same blocks.
+
+    ``on_pupil``, if given, is called with the blocks so far after each pupil of the fast path
+    (so that they can be written while the rest is parsed), and with None if the fast path
+    gives up: the blocks it was shown are then void (the careful path's result stands).
     """
     if not content or not content.strip():
         raise MessageError("empty message")
     _check_prolog(content)
-    parsed = _parse_valid(content) if validate else None
+    parsed = _parse_valid(content, on_pupil) if validate else None
     if parsed is None:
+        if on_pupil is not None:
+            on_pupil(None)
         parsed = _parse_streaming(content, validate=validate)
     if expected_base:
         school = parsed.header.get("source_school") or {}
@@ -398,7 +406,7 @@ def _fast_block(el: Any) -> dict:
     return {}
 
 
-def _parse_valid(content: bytes) -> ParsedMessage | None:
+def _parse_valid(content: bytes, on_pupil: Callable[[list[Block]], None] | None = None) -> ParsedMessage | None:
     """The fast path (issue 15): the whole message validated once in libxml2 as it streams,
     only ``<Header>`` and ``<Pupil>`` elements handed to Python. None when the message is not
     valid as a whole or anything else is unusual: the streaming parser then judges it (the
@@ -431,6 +439,8 @@ def _parse_valid(content: bytes) -> ParsedMessage | None:
                 el.clear()
                 while el.getprevious() is not None:  # constant memory on big schools
                     del parent[0]
+                if on_pupil is not None:
+                    on_pupil(parsed.blocks)
             elif parent is root and not parsed.header and not parsed.pupils:
                 parsed.header = _convert(el)
                 el.clear()
