@@ -51,6 +51,7 @@ def main() -> int:
     rc = run("bench_parse.py")
     rc |= run("bench_extract.py")
     rc |= run("bench_validate.py")
+    rc |= run("bench_contacts.py")  # an incremental contacts run vs a full rebuild as history grows
     figures = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in SIZES:
