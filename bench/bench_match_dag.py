@@ -17,6 +17,7 @@ also prints CPU time: the process's own, plus the bench's PostgreSQL server's fo
 
     python bench/bench_match_dag.py                        # both sizes
     python bench/bench_match_dag.py --sizes 30000x15000    # the small one only
+    python bench/bench_match_dag.py --sizes 30000x15000 --part-students 2000  # several parts at the small size
 """
 from __future__ import annotations
 
@@ -155,7 +156,13 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="30000x15000,300000x250000",
                     help="LA records x school records, comma-separated (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--part-students", type=int, default=None,
+                    help="students matched together on the DAG path (default: match_stage.PART_STUDENTS)")
     args = ap.parse_args(argv)
+    if args.part_students:
+        from b2b.reconcile import match_stage
+
+        match_stage.PART_STUDENTS = args.part_students
     rows = []
     for size in args.sizes.split(","):
         core_n, inc_n = (int(x) for x in size.lower().split("x"))

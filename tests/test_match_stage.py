@@ -46,11 +46,22 @@ def stage_rows(url, dag_id, part_students, monkeypatch):
     from b2b.reconcile import match_stage
 
     monkeypatch.setattr(match_stage, "PART_STUDENTS", part_students)
+    parts: list[int] = []
+    school_parts = getattr(match_stage.school_parts, "original", match_stage.school_parts)
+
+    def counted(incoming):
+        for p in school_parts(incoming):
+            parts.append(len(p))
+            yield p
+
+    counted.original = school_parts
+    monkeypatch.setattr(match_stage, "school_parts", counted)
     with psycopg.connect(url) as conn:
         counts = match_stage.match(conn, ctx(dag_id), Settings())
         rows = conn.execute("""SELECT file_id::text || '|' || student_guid, status, coalesce(person_id, ''), rule,
                                       score, hidden, age_years, explanation
                                  FROM results.match ORDER BY 1""").fetchall()
+    counts["parts"] = len(parts)
     return counts, {r[0]: r[1:] for r in rows}
 
 
@@ -66,7 +77,9 @@ def test_match_stage_decides_as_the_matcher_does_on_the_whole_la_in_one_call(loa
 
     url, dag_id = loaded
     counts, many = stage_rows(url, dag_id, 100, monkeypatch)  # 6 schools of ~150: one part per school
-    _, one = stage_rows(url, dag_id, 100_000, monkeypatch)
+    assert counts["parts"] == 6
+    single, one = stage_rows(url, dag_id, 100_000, monkeypatch)
+    assert single["parts"] == 1
     assert many == one
     assert counts["students"] == len(one) == len(dataset[1])
     with psycopg.connect(url) as conn:
@@ -100,3 +113,26 @@ def test_match_stage_hides_only_unmatched_students_older_than_b2b_s_age(loaded, 
         assert hidden == (status == "unmatched" and age is not None and age > age_limit)
     assert counts["unmatched_hidden"] == sum(1 for r in rows.values() if r[4])
     assert counts["matched"] + counts["possible"] + counts["unmatched"] == counts["students"] == len(rows)
+
+
+def test_a_prepared_la_subset_decides_as_the_same_rows_prepared_afresh(dataset):
+    """``prepare_core`` once, ``take`` a part's rows: the matcher's decisions (every column,
+    explanation included) are those of the same LA rows given as a frame (issue 15)."""
+    import numpy as np
+    import pandas as pd
+
+    from b2b import matching
+    from b2b.matching.comparisons import TermFrequencies
+
+    core, inc, _, _ = dataset
+    core = core[matching.CORE_COLUMNS].reset_index(drop=True)
+    whole = matching.prepare_core(core)
+    tf = TermFrequencies.from_frame(whole.prep)
+    rows = np.flatnonzero(np.random.default_rng(3).random(len(core)) < 0.7)  # a part's candidates
+    part = inc[matching.INCOMING_COLUMNS].iloc[: len(inc) // 2]
+    got = matching.match(whole.take(rows), part, tf=tf)
+    want = matching.match(core.iloc[rows], part, tf=tf)
+    pd.testing.assert_frame_equal(got, want)
+    assert set(got["status"]) == {"matched", "matched_with_conflicts", "possible", "unmatched"}
+    assert got.equals(matching.match(whole.take(np.isin(np.arange(len(core)), rows)), part, tf=tf))
+    assert matching.match(whole, part, tf=tf).equals(matching.match(core, part, tf=tf))
