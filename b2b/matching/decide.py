@@ -77,7 +77,13 @@ def prepare_core(core_df: Any) -> PreparedCore:
     preparation of ``df.iloc[rows]`` — a run matching many parts against one LA prepares it once."""
     core_df = core_df.reset_index(drop=True)
     raw = core_df[[f for f in FRAME_COMPARED if f in core_df.columns]]
-    return PreparedCore(raw, prepare(core_df, "person_id"))
+    prep = prepare(core_df, "person_id")
+    # only what blocking, scoring and deciding read (not the stripped raw text columns)
+    return PreparedCore(raw, prep.drop(columns=[c for c in _PREP_UNREAD if c in prep.columns]))
+
+
+#: prepared columns nothing after :func:`prepare` reads (their normalised forms are read instead)
+_PREP_UNREAD = ("forename", "middle_names", "surname", "postcode", "address_line1")
 
 
 def _core_sides(core_df: Any) -> tuple[Any, Any]:
