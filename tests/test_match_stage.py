@@ -136,3 +136,35 @@ def test_a_prepared_la_subset_decides_as_the_same_rows_prepared_afresh(dataset):
     assert set(got["status"]) == {"matched", "matched_with_conflicts", "possible", "unmatched"}
     assert got.equals(matching.match(whole.take(np.isin(np.arange(len(core)), rows)), part, tf=tf))
     assert matching.match(whole, part, tf=tf).equals(matching.match(core, part, tf=tf))
+
+
+def test_a_child_claimed_exactly_in_another_part_is_not_linked_to_a_form_of_its_name(db_url, monkeypatch):
+    """The matcher's cross-school guard holds across parts: the LA knows Leo; Leo's school sends
+    Leo, another school (matched in another part) sends Leon, his twin the LA never knew. Leon
+    goes to review as ``b2b.matching.match`` on everything at once decides (before: linked)."""
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from bench_matching import DAG_ID, load_dag_db
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from b2b import matching
+
+    core = pd.DataFrame([("P1", None, "Leo", None, "Jones", "M", "2016-03-04", "AB1 2CD", "12 High Street")],
+                        columns=["person_id", "upn", "forename", "middle_names", "surname", "gender", "dob",
+                                 "postcode", "address_line1"])
+    inc = pd.DataFrame([(f"{b}:{g}", b, None, g, fn, None, "Jones", "M", "2016-03-04", "AB1 2CD", "12 High Street")
+                        for b, g, fn in (("8862001", "g-leo", "Leo"), ("8862005", "g-leon", "Leon"))],
+                       columns=matching.INCOMING_COLUMNS)
+    want = matching.match(core, inc).set_index("incoming_id")
+    assert want.loc["8862005:g-leon", "status"] == "possible"
+    load_dag_db(core, inc, db_url)
+    counts, rows = stage_rows(db_url, DAG_ID, 1, monkeypatch)  # a part per school
+    assert counts["parts"] == 2
+    by_guid = {k.split("|")[1]: v for k, v in rows.items()}
+    for g in ("g-leo", "g-leon"):
+        w = want.loc[[i for i in want.index if i.endswith(g)][0]]
+        assert by_guid[g][:2] == (w["status"], w["person_id"]), g
+        assert by_guid[g][6] == json.loads(w["explanation"]), g
+    assert by_guid["g-leon"][6]["why_not_auto"] == ["claimed_twice"]

@@ -54,6 +54,8 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                 decided = matching.match(core, part, matching.MatchConfig(guidmatch=settings.guidmatch),
                                          links=links, rejected=rejected, tf=tf)
             _write_matches(conn, ctx, settings, part, decided)
+        if settings.matcher != "legacy" and len(parts) > 1:
+            claimed_exactly_in_another_part(conn, files)
         guid_linked_elsewhere(conn, files)
         child_linked_to_other_guid(conn, files)
         carers = match_carers(conn, ctx, settings, files)
@@ -120,6 +122,30 @@ def guid_linked_elsewhere(conn: Connection, files: list[int]) -> int:
                    h.other_base
               FROM hit h JOIN staging.student s ON s.file_id = h.file_id AND s.student_guid = h.student_guid
             RETURNING 1""", {"files": files}).fetchall())
+
+
+def claimed_exactly_in_another_part(conn: Connection, files: list[int]) -> int:
+    """The matcher's cross-school guard across parts: a child one school's record claims with
+    its exact forename is not auto-linked to another school's record whose forename is only a
+    form or a typo of it (``b2b.matching.decide``: ``claimed_twice``). Within a part the
+    matcher applied it; a part holds whole schools, so only claims from other parts are left:
+    such a link goes to review (``possible``, ``why_not_auto`` ``["claimed_twice"]``, as the
+    matcher writes it for a record that was otherwise safe). The claims are the matcher's
+    (rule ``weights``, forename level ``exact``), whether kept or themselves claimed twice."""
+    return conn.execute(
+        """WITH claim AS (
+               SELECT DISTINCT m.person_id FROM results.match m
+                WHERE m.file_id = ANY(%(files)s) AND m.rule = 'weights'
+                  AND m.explanation #>> '{fields,forename,level}' = 'exact'
+                  AND (m.status IN ('matched', 'matched_with_conflicts')
+                       OR m.explanation -> 'why_not_auto' ? 'claimed_twice'))
+           UPDATE results.match m
+              SET status = 'possible',
+                  explanation = m.explanation || '{"why_not_auto": ["claimed_twice"]}'::jsonb
+             FROM claim c
+            WHERE m.file_id = ANY(%(files)s) AND m.person_id = c.person_id AND m.rule = 'weights'
+              AND m.status IN ('matched', 'matched_with_conflicts')
+              AND m.explanation #>> '{fields,forename,level}' <> 'exact'""", {"files": files}).rowcount
 
 
 OTHER_GUID = "child_linked_to_other_guid"
