@@ -17,6 +17,7 @@ also prints CPU time: the process's own, plus the bench's PostgreSQL server's fo
 
     python bench/bench_match_dag.py                        # both sizes
     python bench/bench_match_dag.py --sizes 30000x15000    # the small one only
+    python bench/bench_match_dag.py --sizes 30000x15000 --part-students 2000  # several parts at the small size
 """
 from __future__ import annotations
 
@@ -114,7 +115,19 @@ def with_cpu(fn):
     return out, cpu_seconds() - c
 
 
-def one_size(core_n: int, inc_n: int, seed: int) -> dict:
+def dump_matches(url: str, path: Path) -> None:
+    """The run's ``results.match`` rows (every column but ids and times), sorted, to a CSV file:
+    two runs' dumps compare with ``cmp`` (the same decisions, scores and explanations)."""
+    import psycopg
+
+    with psycopg.connect(url) as conn, path.open("wb") as f, conn.cursor() as cur, cur.copy(
+            """COPY (SELECT base_id, student_guid, status, person_id, rule, score, hidden, age_years, explanation
+                       FROM results.match ORDER BY base_id, student_guid) TO STDOUT (FORMAT csv)""") as copy:
+        for chunk in copy:
+            f.write(chunk)
+
+
+def one_size(core_n: int, inc_n: int, seed: int, dump: Path | None = None) -> dict:
     import psycopg
     from psycopg.conninfo import make_conninfo
 
@@ -140,6 +153,8 @@ def one_size(core_n: int, inc_n: int, seed: int) -> dict:
     pg0 = server_cpu(PG_DIR)
     ((dag, steps), dag_cpu), dag_s, dag_peak = in_child(lambda: with_cpu(lambda: dag_with_steps(url, inc)))
     dag_pg_cpu = server_cpu(PG_DIR) - pg0
+    if dump:
+        dump_matches(url, dump.with_name(f"{dump.stem}_{core_n}x{inc_n}{dump.suffix}"))
     with psycopg.connect(admin, autocommit=True) as a:
         a.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
     a_ = cli.set_index("incoming_id").sort_index()
@@ -155,11 +170,19 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="30000x15000,300000x250000",
                     help="LA records x school records, comma-separated (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--part-students", type=int, default=None,
+                    help="students matched together on the DAG path (default: match_stage.PART_STUDENTS)")
+    ap.add_argument("--dump", type=Path, default=None,
+                    help="write the DAG path's results.match rows to this CSV (the size appended to its name)")
     args = ap.parse_args(argv)
+    if args.part_students:
+        from b2b.reconcile import match_stage
+
+        match_stage.PART_STUDENTS = args.part_students
     rows = []
     for size in args.sizes.split(","):
         core_n, inc_n = (int(x) for x in size.lower().split("x"))
-        r = one_size(core_n, inc_n, args.seed)
+        r = one_size(core_n, inc_n, args.seed, args.dump)
         rows.append(r)
         n = r["incoming"]
         print(f"match_dag: {r['core']:,} x {n:,}: cli {r['cli_s']:.1f}s ({n / r['cli_s']:,.0f} rec/s, peak "

@@ -46,11 +46,22 @@ def stage_rows(url, dag_id, part_students, monkeypatch):
     from b2b.reconcile import match_stage
 
     monkeypatch.setattr(match_stage, "PART_STUDENTS", part_students)
+    parts: list[int] = []
+    school_parts = getattr(match_stage.school_parts, "original", match_stage.school_parts)
+
+    def counted(incoming):
+        for p in school_parts(incoming):
+            parts.append(len(p))
+            yield p
+
+    counted.original = school_parts
+    monkeypatch.setattr(match_stage, "school_parts", counted)
     with psycopg.connect(url) as conn:
         counts = match_stage.match(conn, ctx(dag_id), Settings())
         rows = conn.execute("""SELECT file_id::text || '|' || student_guid, status, coalesce(person_id, ''), rule,
                                       score, hidden, age_years, explanation
                                  FROM results.match ORDER BY 1""").fetchall()
+    counts["parts"] = len(parts)
     return counts, {r[0]: r[1:] for r in rows}
 
 
@@ -66,7 +77,9 @@ def test_match_stage_decides_as_the_matcher_does_on_the_whole_la_in_one_call(loa
 
     url, dag_id = loaded
     counts, many = stage_rows(url, dag_id, 100, monkeypatch)  # 6 schools of ~150: one part per school
-    _, one = stage_rows(url, dag_id, 100_000, monkeypatch)
+    assert counts["parts"] == 6
+    single, one = stage_rows(url, dag_id, 100_000, monkeypatch)
+    assert single["parts"] == 1
     assert many == one
     assert counts["students"] == len(one) == len(dataset[1])
     with psycopg.connect(url) as conn:
@@ -100,3 +113,58 @@ def test_match_stage_hides_only_unmatched_students_older_than_b2b_s_age(loaded, 
         assert hidden == (status == "unmatched" and age is not None and age > age_limit)
     assert counts["unmatched_hidden"] == sum(1 for r in rows.values() if r[4])
     assert counts["matched"] + counts["possible"] + counts["unmatched"] == counts["students"] == len(rows)
+
+
+def test_a_prepared_la_subset_decides_as_the_same_rows_prepared_afresh(dataset):
+    """``prepare_core`` once, ``take`` a part's rows: the matcher's decisions (every column,
+    explanation included) are those of the same LA rows given as a frame (issue 15)."""
+    import numpy as np
+    import pandas as pd
+
+    from b2b import matching
+    from b2b.matching.comparisons import TermFrequencies
+
+    core, inc, _, _ = dataset
+    core = core[matching.CORE_COLUMNS].reset_index(drop=True)
+    whole = matching.prepare_core(core)
+    tf = TermFrequencies.from_frame(whole.prep)
+    rows = np.flatnonzero(np.random.default_rng(3).random(len(core)) < 0.7)  # a part's candidates
+    part = inc[matching.INCOMING_COLUMNS].iloc[: len(inc) // 2]
+    got = matching.match(whole.take(rows), part, tf=tf)
+    want = matching.match(core.iloc[rows], part, tf=tf)
+    pd.testing.assert_frame_equal(got, want)
+    assert set(got["status"]) == {"matched", "matched_with_conflicts", "possible", "unmatched"}
+    assert got.equals(matching.match(whole.take(np.isin(np.arange(len(core)), rows)), part, tf=tf))
+    assert matching.match(whole, part, tf=tf).equals(matching.match(core, part, tf=tf))
+
+
+def test_a_child_claimed_exactly_in_another_part_is_not_linked_to_a_form_of_its_name(db_url, monkeypatch):
+    """The matcher's cross-school guard holds across parts: the LA knows Leo; Leo's school sends
+    Leo, another school (matched in another part) sends Leon, his twin the LA never knew. Leon
+    goes to review as ``b2b.matching.match`` on everything at once decides (before: linked)."""
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from bench_matching import DAG_ID, load_dag_db
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from b2b import matching
+
+    core = pd.DataFrame([("P1", None, "Leo", None, "Jones", "M", "2016-03-04", "AB1 2CD", "12 High Street")],
+                        columns=["person_id", "upn", "forename", "middle_names", "surname", "gender", "dob",
+                                 "postcode", "address_line1"])
+    inc = pd.DataFrame([(f"{b}:{g}", b, None, g, fn, None, "Jones", "M", "2016-03-04", "AB1 2CD", "12 High Street")
+                        for b, g, fn in (("8862001", "g-leo", "Leo"), ("8862005", "g-leon", "Leon"))],
+                       columns=matching.INCOMING_COLUMNS)
+    want = matching.match(core, inc).set_index("incoming_id")
+    assert want.loc["8862005:g-leon", "status"] == "possible"
+    load_dag_db(core, inc, db_url)
+    counts, rows = stage_rows(db_url, DAG_ID, 1, monkeypatch)  # a part per school
+    assert counts["parts"] == 2
+    by_guid = {k.split("|")[1]: v for k, v in rows.items()}
+    for g in ("g-leo", "g-leon"):
+        w = want.loc[[i for i in want.index if i.endswith(g)][0]]
+        assert by_guid[g][:2] == (w["status"], w["person_id"]), g
+        assert by_guid[g][6] == json.loads(w["explanation"]), g
+    assert by_guid["g-leon"][6]["why_not_auto"] == ["claimed_twice"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from b2b.matching.blocking import candidate_pairs
 from b2b.matching.comparisons import BY_FIELD, COMPARISONS, PARTS, Comparison, Level, Weights, score_pairs
-from b2b.matching.decide import CHUNK, STATUSES, MatchConfig, candidates, differing, match
+from b2b.matching.decide import CHUNK, STATUSES, MatchConfig, PreparedCore, candidates, differing, match, prepare_core
 from b2b.matching.legacy import legacy_match
 from b2b.matching.normalise import (
            ACCENTS_FROM,
@@ -34,6 +34,6 @@ from b2b.matching.normalise import (
 )
 
 __all__ = ["ACCENTS_FROM", "ACCENTS_TO", "BY_FIELD", "CHUNK", "COMPARISONS", "CORE_COLUMNS", "INCOMING_COLUMNS", "PARTS",
-           "STATUSES", "UK_DIMINUTIVES", "Comparison", "Level", "MatchConfig", "Weights", "candidate_pairs",
+           "STATUSES", "UK_DIMINUTIVES", "Comparison", "Level", "MatchConfig", "PreparedCore", "Weights", "candidate_pairs",
            "candidates", "differing", "forename_forms", "legacy_match", "match", "name_key", "name_parts",
-           "postcode_key", "prepare", "score_pairs"]
+           "postcode_key", "prepare", "prepare_core", "score_pairs"]

@@ -48,6 +48,52 @@ class MatchConfig:
     dob_required: bool = True  # False for carers (F14): a school contact has no DOB; a missing one does not stop a link
 
 
+@dataclass(frozen=True)
+class PreparedCore:
+    """LA records prepared once (:func:`prepare_core`): the comparison columns (``prep``) and the
+    raw compared fields the differing-fields rule reads (``raw``), row-aligned. Pass it to
+    :func:`match` / :func:`candidates` in place of the LA frame; :meth:`take` selects a subset
+    (the DAG path's candidates of one school part) without normalising anything again."""
+
+    raw: Any
+    prep: Any
+
+    def __len__(self) -> int:
+        return len(self.prep)
+
+    def take(self, rows: Any) -> PreparedCore:
+        """The records at these positions (an int array or a boolean mask), in that order."""
+        import numpy as np
+
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        return PreparedCore(self.raw.iloc[rows].reset_index(drop=True), self.prep.iloc[rows].reset_index(drop=True))
+
+
+def prepare_core(core_df: Any) -> PreparedCore:
+    """The LA side of :func:`match` prepared once (normalised names, UPN kinds, DOB forms,
+    postcode keys): preparing is row by row, so ``prepare_core(df).take(rows)`` is exactly the
+    preparation of ``df.iloc[rows]`` — a run matching many parts against one LA prepares it once."""
+    core_df = core_df.reset_index(drop=True)
+    raw = core_df[[f for f in FRAME_COMPARED if f in core_df.columns]]
+    prep = prepare(core_df, "person_id")
+    # only what blocking, scoring and deciding read (not the stripped raw text columns)
+    return PreparedCore(raw, prep.drop(columns=[c for c in _PREP_UNREAD if c in prep.columns]))
+
+
+#: prepared columns nothing after :func:`prepare` reads (their normalised forms are read instead)
+_PREP_UNREAD = ("forename", "middle_names", "surname", "postcode", "address_line1")
+
+
+def _core_sides(core_df: Any) -> tuple[Any, Any]:
+    """(raw LA frame, prepared LA frame) of a DataFrame or a :class:`PreparedCore`."""
+    if isinstance(core_df, PreparedCore):
+        return core_df.raw, core_df.prep
+    core_df = core_df.reset_index(drop=True)
+    return core_df, prepare(core_df, "person_id")
+
+
 def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, links: Any = None, rejected: Any = None,
           min_age: int | None = None, as_of: Any = None, tf: TermFrequencies | None = None) -> Any:
     """Decide every incoming record. Returns a DataFrame with one row per incoming record:
@@ -60,14 +106,15 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     ``linked_by = 'officer'`` ones are decisive. ``rejected``: DataFrame (base_id, guid,
     person_id) of pairs an officer rejected (never proposed again). ``tf``: the LA's name
     frequencies (default: counted on ``core_df``, which must then be the whole LA).
+    ``core_df`` may be a :class:`PreparedCore` (:func:`prepare_core`): the same decisions,
+    without preparing the LA records again.
     """
     import numpy as np
     import pandas as pd
 
     cfg = cfg or MatchConfig()
-    core_df = core_df.reset_index(drop=True)
+    core_df, core = _core_sides(core_df)
     incoming_df = incoming_df.reset_index(drop=True)
-    core = prepare(core_df, "person_id")
     inc = prepare(incoming_df, "incoming_id")
     empty_links = pd.DataFrame(columns=["base_id", "guid", "person_id", "linked_by"])
     links = empty_links if links is None or not len(links) else links.astype(str)
@@ -277,7 +324,7 @@ def candidates(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *
                tf: TermFrequencies | None = None) -> Any:
     """The best ``top`` candidates per incoming record with their per-field weights (officer view)."""
     cfg = cfg or MatchConfig()
-    core = prepare(core_df.reset_index(drop=True), "person_id")
+    _, core = _core_sides(core_df)
     inc = prepare(incoming_df.reset_index(drop=True), "incoming_id")
     pairs = candidate_pairs(core, inc, cfg, links)
     s = score_pairs(core, inc, pairs, cfg, links, tf or TermFrequencies.from_frame(core))

@@ -45,13 +45,17 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
         # a school at a time, several schools per part: the matcher's frames stay bounded however
         # large the run (a school stays whole: its roll is the evidence for twins the LA does not know)
         parts = list(school_parts(incoming))
-        for part, (core, links, rejected) in zip(parts, run_candidates(conn, parts)):
+        # the matcher prepares the run's candidate LA children once; each part takes its own
+        prepared = settings.matcher != "legacy"
+        for part, (core, links, rejected) in zip(parts, run_candidates(conn, parts, prepared=prepared)):
             if settings.matcher == "legacy":
                 decided = matching.legacy_match(core, part, guidmatch=settings.guidmatch, links=links)
             else:
                 decided = matching.match(core, part, matching.MatchConfig(guidmatch=settings.guidmatch),
                                          links=links, rejected=rejected, tf=tf)
             _write_matches(conn, ctx, settings, part, decided)
+        if settings.matcher != "legacy" and len(parts) > 1:
+            claimed_exactly_in_another_part(conn, files)
         guid_linked_elsewhere(conn, files)
         child_linked_to_other_guid(conn, files)
         carers = match_carers(conn, ctx, settings, files)
@@ -118,6 +122,30 @@ def guid_linked_elsewhere(conn: Connection, files: list[int]) -> int:
                    h.other_base
               FROM hit h JOIN staging.student s ON s.file_id = h.file_id AND s.student_guid = h.student_guid
             RETURNING 1""", {"files": files}).fetchall())
+
+
+def claimed_exactly_in_another_part(conn: Connection, files: list[int]) -> int:
+    """The matcher's cross-school guard across parts: a child one school's record claims with
+    its exact forename is not auto-linked to another school's record whose forename is only a
+    form or a typo of it (``b2b.matching.decide``: ``claimed_twice``). Within a part the
+    matcher applied it; a part holds whole schools, so only claims from other parts are left:
+    such a link goes to review (``possible``, ``why_not_auto`` ``["claimed_twice"]``, as the
+    matcher writes it for a record that was otherwise safe). The claims are the matcher's
+    (rule ``weights``, forename level ``exact``), whether kept or themselves claimed twice."""
+    return conn.execute(
+        """WITH claim AS (
+               SELECT DISTINCT m.person_id FROM results.match m
+                WHERE m.file_id = ANY(%(files)s) AND m.rule = 'weights'
+                  AND m.explanation #>> '{fields,forename,level}' = 'exact'
+                  AND (m.status IN ('matched', 'matched_with_conflicts')
+                       OR m.explanation -> 'why_not_auto' ? 'claimed_twice'))
+           UPDATE results.match m
+              SET status = 'possible',
+                  explanation = m.explanation || '{"why_not_auto": ["claimed_twice"]}'::jsonb
+             FROM claim c
+            WHERE m.file_id = ANY(%(files)s) AND m.person_id = c.person_id AND m.rule = 'weights'
+              AND m.status IN ('matched', 'matched_with_conflicts')
+              AND m.explanation #>> '{fields,forename,level}' <> 'exact'""", {"files": files}).rowcount
 
 
 OTHER_GUID = "child_linked_to_other_guid"
@@ -201,12 +229,17 @@ UNION ALL SELECT k.part, c.person_id FROM match_k_fs k JOIN core.child c ON c.m_
 ) u"""
 
 
-def run_candidates(conn: Connection, parts: list[Any]) -> Iterator[tuple[Any, Any, Any]]:
+def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False) -> Iterator[tuple[Any, Any, Any]]:
     """Per part (in order): the LA children that can be candidates for its students (every
     blocking key the matcher uses, normalised the same way; active children only: inactive
     ones, gone from the LA's full extract, are never candidates), the GUID links, and the
     officer-rejected pairs. One candidate statement for the whole run; each part is then read
-    by its number. Call inside a transaction (the temporary tables go with it)."""
+    by its number. Call inside a transaction (the temporary tables go with it).
+
+    ``prepared``: the candidates come as a :class:`b2b.matching.PreparedCore`: the run's
+    candidate children (the union over its parts) are read and prepared ONCE, and each part
+    takes its own rows by position (in ``person_id`` order, as a part's own read gives them),
+    so a child that is a candidate for many parts is normalised once (issue 15)."""
     import pandas as pd
 
     from b2b.matching import CORE_COLUMNS
@@ -228,12 +261,45 @@ def run_candidates(conn: Connection, parts: list[Any]) -> Iterator[tuple[Any, An
         """SELECT x.part, d.base_id, d.student_guid AS guid, d.person_id
              FROM match_in x JOIN results.match_decision d ON d.base_id = x.base_id AND d.student_guid = x.guid
             WHERE d.decision = 'reject'""").fetchall(), columns=["part", "base_id", "guid", "person_id"])
+    if prepared:
+        yield from _prepared_parts(conn, len(parts), links, rejected)
+        return
     for k in range(len(parts)):
         rows = conn.execute(
             f"""SELECT {CORE_SELECT} FROM core.child c
                  WHERE c.active AND c.person_id IN (SELECT m.person_id FROM match_cand m WHERE m.part = %s)
                  ORDER BY c.person_id""", (k,)).fetchall()
         yield (pd.DataFrame(rows, columns=CORE_COLUMNS),
+               links[links["part"] == k].drop(columns="part").reset_index(drop=True),
+               rejected[rejected["part"] == k].drop(columns="part").reset_index(drop=True))
+
+
+def _prepared_parts(conn: Connection, n_parts: int, links: Any, rejected: Any) -> Iterator[tuple[Any, Any, Any]]:
+    """:func:`run_candidates` with the run's candidate children prepared once: their positions
+    in ``person_id`` order (``match_pos``), one read of their columns, then per part the
+    positions of its candidates (integers) select the prepared rows."""
+    import numpy as np
+    import pandas as pd
+
+    from b2b import matching
+
+    conn.execute("DROP TABLE IF EXISTS pg_temp.match_pos")
+    conn.execute(
+        """CREATE TEMP TABLE match_pos ON COMMIT DROP AS
+           SELECT c.person_id, (row_number() OVER (ORDER BY c.person_id) - 1)::int AS pos
+             FROM core.child c
+            WHERE c.active AND c.person_id IN (SELECT m.person_id FROM match_cand m)""")
+    conn.execute("ANALYZE match_pos")
+    rows = conn.execute(f"SELECT {CORE_SELECT} FROM match_pos p JOIN core.child c ON c.person_id = p.person_id "
+                        "ORDER BY p.pos").fetchall()
+    whole = matching.prepare_core(pd.DataFrame(rows, columns=matching.CORE_COLUMNS))
+    del rows
+    for k in range(n_parts):
+        pos = np.fromiter((r[0] for r in conn.execute(
+            """SELECT p.pos FROM match_pos p
+                WHERE p.person_id IN (SELECT m.person_id FROM match_cand m WHERE m.part = %s)
+                ORDER BY p.pos""", (k,))), dtype=np.int64)
+        yield (whole.take(pos),
                links[links["part"] == k].drop(columns="part").reset_index(drop=True),
                rejected[rejected["part"] == k].drop(columns="part").reset_index(drop=True))
 
@@ -397,8 +463,10 @@ def term_frequencies(conn: Connection, incoming: Any) -> Any:
     return TermFrequencies(counts, totals)
 
 
-def school_parts(incoming: Any, size: int = PART_STUDENTS) -> Iterator[Any]:
-    """The run's students in parts of about ``size``, whole schools each."""
+def school_parts(incoming: Any, size: int | None = None) -> Iterator[Any]:
+    """The run's students in parts of about ``size`` (default :data:`PART_STUDENTS`, read at
+    call time), whole schools each."""
+    size = PART_STUDENTS if size is None else size
     if len(incoming) <= size:
         yield incoming
         return
