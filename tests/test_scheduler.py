@@ -121,24 +121,9 @@ def airflow(pg_admin_url, pg_template):
 def stop_tree(proc: subprocess.Popen, grace: float = 30) -> None:
     """Stop `b2b airflow` and everything under it: the standalone components and the task workers
     (which start sessions of their own, so a process-group signal alone misses them)."""
-    import psutil
+    from b2b.cli.airflow_env import stop_process_tree
 
-    try:
-        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        procs = []
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=10)
+    stop_process_tree(proc.pid, grace)
     proc.wait(10)
 
 

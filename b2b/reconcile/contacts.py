@@ -179,25 +179,30 @@ UNION ALL
 SELECT person_id, 'no_email', %(no_email)s FROM contact_cand WHERE username IS NULL
 """
 
-# F37: the email is the username; an account that holds it already keeps it (disabled or
-# not), and of new claimants in one run the lowest person id wins.
-_USERNAME_IN_USE = """
-INSERT INTO contact_reject (person_id, reason, detail)
-SELECT c.person_id, 'username_in_use',
-       'email already used as the username of contact ' || coalesce(h.person_id, w.person_id)
-  FROM contact_cand c
+def _username_in_use(cand: str, rejected: str) -> str:
+    """F37's rule as one SELECT (person_id, reason, detail) over the candidates ``cand`` not yet
+    ``rejected``: the email is the username; an account that holds it already keeps it
+    (disabled or not), and of new claimants in one run the lowest person id wins."""
+    return f"""
+SELECT c.person_id, 'username_in_use'::text AS reason,
+       'email already used as the username of contact ' || coalesce(h.person_id, w.person_id) AS detail
+  FROM {cand} c
   LEFT JOIN LATERAL (SELECT x.person_id FROM core.contact x
                       WHERE x.base_id = %(base)s AND lower(x.username) = lower(c.username)
                         AND x.person_id <> c.person_id LIMIT 1) h ON true
-  LEFT JOIN LATERAL (SELECT o.person_id FROM contact_cand o
+  LEFT JOIN LATERAL (SELECT o.person_id FROM {cand} o
                       WHERE lower(o.username) = lower(c.username) AND o.person_id < c.person_id
-                        AND NOT EXISTS (SELECT 1 FROM contact_reject r WHERE r.person_id = o.person_id)
+                        AND NOT EXISTS (SELECT 1 FROM {rejected} r WHERE r.person_id = o.person_id)
                         AND NOT EXISTS (SELECT 1 FROM core.contact x WHERE x.base_id = %(base)s
                                                                       AND lower(x.username) = lower(c.username))
                       ORDER BY o.person_id LIMIT 1) w ON true
- WHERE NOT EXISTS (SELECT 1 FROM contact_reject r WHERE r.person_id = c.person_id)
+ WHERE NOT EXISTS (SELECT 1 FROM {rejected} r WHERE r.person_id = c.person_id)
    AND coalesce(h.person_id, w.person_id) IS NOT NULL
 """
+
+
+_USERNAME_IN_USE = "INSERT INTO contact_reject (person_id, reason, detail)" + _username_in_use("contact_cand",
+                                                                                            "contact_reject")
 
 _DETAIL_COLS = ("title", "forename", "surname", "gender", "address_paon", "address_street", "address_town",
                 "postcode", "address_start_date", "home_telephone", "mobile_telephone", "work_telephone",
@@ -265,22 +270,7 @@ WITH cand AS MATERIALIZED ({_candidates_select(True)}
     SELECT person_id, 'no_surname', %(no_surname)s FROM cand WHERE surname IS NULL
     UNION ALL
     SELECT person_id, 'no_email', %(no_email)s FROM cand WHERE username IS NULL
-), in_use AS MATERIALIZED (
-    SELECT c.person_id, 'username_in_use'::text AS reason,
-           'email already used as the username of contact ' || coalesce(h.person_id, w.person_id) AS detail
-      FROM cand c
-      LEFT JOIN LATERAL (SELECT x.person_id FROM core.contact x
-                          WHERE x.base_id = %(base)s AND lower(x.username) = lower(c.username)
-                            AND x.person_id <> c.person_id LIMIT 1) h ON true
-      LEFT JOIN LATERAL (SELECT o.person_id FROM cand o
-                          WHERE lower(o.username) = lower(c.username) AND o.person_id < c.person_id
-                            AND NOT EXISTS (SELECT 1 FROM req r WHERE r.person_id = o.person_id)
-                            AND NOT EXISTS (SELECT 1 FROM core.contact x WHERE x.base_id = %(base)s
-                                                                          AND lower(x.username) = lower(c.username))
-                          ORDER BY o.person_id LIMIT 1) w ON true
-     WHERE NOT EXISTS (SELECT 1 FROM req r WHERE r.person_id = c.person_id)
-       AND coalesce(h.person_id, w.person_id) IS NOT NULL
-), rej AS MATERIALIZED (
+), in_use AS MATERIALIZED ({_username_in_use('cand', 'req')}), rej AS MATERIALIZED (
     SELECT * FROM req UNION ALL SELECT * FROM in_use
 ), ok AS MATERIALIZED (
     SELECT * FROM cand c WHERE NOT EXISTS (SELECT 1 FROM rej r WHERE r.person_id = c.person_id)
