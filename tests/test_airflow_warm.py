@@ -21,8 +21,9 @@ def _loaded(argv0: str, args: list[str], **env: str) -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def test_the_scheduler_starts_with_the_tasks_modules_imported():
-    assert _loaded("/venv/bin/airflow", ["scheduler"]) == "['b2b.pipeline', 'great_expectations', 'pandas']"
+@pytest.mark.parametrize("args", [["scheduler"], ["celery", "worker"]])
+def test_the_processes_tasks_are_forked_from_start_with_the_tasks_modules_imported(args):
+    assert _loaded("/venv/bin/airflow", args) == "['b2b.pipeline', 'great_expectations', 'pandas']"
 
 
 @pytest.mark.parametrize("argv0,args,env", [
