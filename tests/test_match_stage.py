@@ -76,11 +76,18 @@ def test_match_stage_decides_as_the_matcher_does_on_the_whole_la_in_one_call(loa
     from b2b.reconcile.match_stage import CORE_SELECT, incoming_frame, term_frequencies
 
     url, dag_id = loaded
+    from b2b.reconcile import match_stage
+
     counts, many = stage_rows(url, dag_id, 100, monkeypatch)  # 6 schools of ~150: one part per school
     assert counts["parts"] == 6
     single, one = stage_rows(url, dag_id, 100_000, monkeypatch)
     assert single["parts"] == 1
     assert many == one
+    # a small run finds candidates by index probes, a large one by hash joins: the same rows
+    assert counts["students"] <= match_stage.SMALL_RUN_STUDENTS
+    monkeypatch.setattr(match_stage, "SMALL_RUN_STUDENTS", 0)
+    _, hashed = stage_rows(url, dag_id, 100, monkeypatch)
+    assert hashed == one
     assert counts["students"] == len(one) == len(dataset[1])
     with psycopg.connect(url) as conn:
         files = [r[0] for r in conn.execute("SELECT file_id FROM raw.inbound_file")]

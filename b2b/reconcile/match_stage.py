@@ -88,6 +88,9 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
 GUID_ELSEWHERE = "guid_linked_elsewhere"
 #: students matched together (whole schools): bounds the matcher's memory
 PART_STUDENTS = 20_000
+#: runs of at most this many students find their candidates by index probes (the planner's
+#: choice), larger ones by hash joins over core.child: the same rows either way
+SMALL_RUN_STUDENTS = 2_000
 
 
 def guid_linked_elsewhere(conn: Connection, files: list[int]) -> int:
@@ -245,12 +248,18 @@ def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False
     from b2b.matching import CORE_COLUMNS
 
     _stage_keys(conn, parts)
-    # hash joins, each one pass over core.child for the whole run (index probes per key were 7x
-    # slower at 300k x 250k); duplicates stay (a part's read below is a semi-join)
-    nestloop = scalar(conn, "SELECT current_setting('enable_nestloop')")
-    conn.execute("SET LOCAL enable_nestloop = off")
-    conn.execute(_CANDIDATES)
-    conn.execute(f"SET LOCAL enable_nestloop = {'on' if nestloop == 'on' else 'off'}")
+    if sum(len(p) for p in parts) <= SMALL_RUN_STUDENTS:
+        # a few students (a changed-data day): index probes per key, not a pass over the whole
+        # LA per key (hash joins cost 36 ms per run at 20k LA children, growing with the LA)
+        conn.execute("ANALYZE " + ", ".join(["match_in", *_KEY_TABLES]))
+        conn.execute(_CANDIDATES)
+    else:
+        # hash joins, each one pass over core.child for the whole run (index probes per key were
+        # 7x slower at 300k x 250k); duplicates stay (a part's read below is a semi-join)
+        nestloop = scalar(conn, "SELECT current_setting('enable_nestloop')")
+        conn.execute("SET LOCAL enable_nestloop = off")
+        conn.execute(_CANDIDATES)
+        conn.execute(f"SET LOCAL enable_nestloop = {'on' if nestloop == 'on' else 'off'}")
     conn.execute("CREATE INDEX ON match_cand (part)")
     conn.execute("ANALYZE match_cand")
     links = pd.DataFrame(conn.execute(
