@@ -13,17 +13,8 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from b2b.config.windows import MAX_LOOKBACK
 from b2b_operators import assets
-from b2b_operators.chain import (
-    ApplyOperator,
-    CommitOperator,
-    ConflictsOperator,
-    ContactsOperator,
-    HashFilterOperator,
-    LoadOperator,
-    MatchOperator,
-    ValidateOperator,
-)
 from b2b_operators.extract import ExtractOperator
+from b2b_operators.pipeline import STAGE_CLASSES, PipelineOperator
 from b2b_operators.report_dags import build_report_dags
 
 if TYPE_CHECKING:
@@ -150,15 +141,12 @@ def build_dag(spec: DagSpec, la: La) -> DAG:
         extract_kw = dict(conn_id=b.conn_id, group_type=t.group_type, ncys=t.ncys, hierarchies=t.hierarchies)
         names = run_stages(t.filter)
         if la.settings.task_granularity == "run":  # one task, every stage logged on its own (issue 15)
-            from b2b_operators.pipeline import PipelineOperator
 
             PipelineOperator(task_id="run", task_display_name="Run: " + " → ".join(names),
                              outlets=[a for n in names for a in assets.stage_outlets(n, b.dfe)],
                              stages=names, **common, **extract_kw)
         else:
-            classes = {"hash_filter": HashFilterOperator, "validate": ValidateOperator, "load": LoadOperator,
-                       "match": MatchOperator, "conflicts": ConflictsOperator, "apply": ApplyOperator,
-                       "contacts": ContactsOperator, "commit": CommitOperator}
+            classes = {cls.stage: cls for cls in STAGE_CLASSES}
             chain(stage(ExtractOperator, "extract", **extract_kw), *(stage(classes[n], n) for n in names[1:]))
     dag.doc_md = "\n".join([dag.doc_md or "", stages_doc(dag), settings_doc(la)])
     return dag
