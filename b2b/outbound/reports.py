@@ -41,7 +41,6 @@ from b2b.blocks import (
     COMPARED,
     COMPARED_BY_NAME,
     STUDENT_COMPARED,
-    compare_sql,
     kind_norm_sql,
     norm_sql,
     same_sql,
@@ -50,7 +49,7 @@ from b2b.blocks import (
 )
 from b2b.context import scalar
 from b2b.errors import OutboundError
-from b2b.outbound.returns import latest_sql
+from b2b.outbound.returns import differences_sql, latest_sql
 
 if TYPE_CHECKING:
 
@@ -119,23 +118,8 @@ _ANSWERED = """NOT EXISTS (SELECT 1 FROM results.school_report_decision d
 
 def differences(conn: Connection, base_id: str) -> list[dict]:
     """Every compared field where a linked student's latest school value differs from the LA's."""
-    student_values = ", ".join(compare_sql(f, f"c.{f}", f"s.{f}") for f in STUDENT_COMPARED)
-    address_values = ", ".join(compare_sql(f, f"c.{f}", f"a.{f}") for f in ADDRESS_COMPARED)
     order = {c.name: i for i, c in enumerate(COMPARED)}
-    rows = conn.execute(
-        f"""WITH s AS ({latest_sql('student')}),
-                 a AS ({latest_sql('address')}),
-                 l AS (SELECT base_id, student_guid, person_id FROM results.current_link WHERE base_id = %(base)s)
-            SELECT s.student_guid, l.person_id, v.field, v.la_value, v.inc_value
-              FROM s JOIN l USING (student_guid) JOIN core.child c ON c.person_id = l.person_id
-             CROSS JOIN LATERAL (VALUES {student_values}) AS v(field, la_value, inc_value, same)
-             WHERE v.la_value IS NOT NULL AND v.inc_value IS NOT NULL AND NOT v.same AND {_ANSWERED}
-            UNION ALL
-            SELECT a.student_guid, l.person_id, v.field, v.la_value, v.inc_value
-              FROM a JOIN l USING (student_guid) JOIN core.child c ON c.person_id = l.person_id
-             CROSS JOIN LATERAL (VALUES {address_values}) AS v(field, la_value, inc_value, same)
-             WHERE v.la_value IS NOT NULL AND v.inc_value IS NOT NULL AND NOT v.same AND {_ANSWERED}""",
-        {"base": base_id}).fetchall()
+    rows = conn.execute(differences_sql(STUDENT_COMPARED, ADDRESS_COMPARED, _ANSWERED), {"base": base_id}).fetchall()
     out = [{"student_guid": g, "person_id": p, "field": f, "la_value": la, "school_value": inc}
            for g, p, f, la, inc in rows]
     return sorted(out, key=lambda d: (d["student_guid"], order[d["field"]]))

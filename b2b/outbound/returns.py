@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from b2b import INCLUDE
@@ -60,31 +61,42 @@ def latest_sql(table: str) -> str:
                 ORDER BY s.student_guid, f.window_order DESC, s.file_id DESC"""
 
 
-def pending(conn: Connection, base_id: str, ncys: list[str] | None) -> list[PendingReturn]:
-    """The corrections the LA holds for the base's students in the NCY group (``None``: all)."""
-    student_values = ", ".join(compare_sql(f, f"c.{f}", f"s.{f}") for f in RETURN_FIELDS)
-    address_values = ", ".join(compare_sql(f, f"c.{f}", f"a.{f}") for f in ADDRESS_FIELDS)
-    kept = """EXISTS (SELECT 1 FROM results.conflict_resolution r
-                       WHERE r.person_id = l.person_id AND r.field = v.field AND r.resolution = 'kept_la'
-                         AND r.la_value IS NOT DISTINCT FROM v.la_value
-                         AND r.incoming_value IS NOT DISTINCT FROM v.inc_value)"""
-    rows = conn.execute(
-        f"""WITH s AS ({latest_sql('student')}),
+def differences_sql(student_fields: Sequence[str], address_fields: Sequence[str], where: str, *,
+                    address_needs_student: bool = False) -> str:
+    """(student_guid, person_id, field, la_value, inc_value) of every compared field where a
+    linked student's latest school value (``s``: student, ``a``: address) and the LA's (``c``)
+    are both known and differ, and ``where`` holds (it sees ``s``, ``l``, ``c`` and ``v``).
+    Returns (F25/F28) and the weekly school reports ask this; ``%(base)s`` is the base."""
+    student_values = ", ".join(compare_sql(f, f"c.{f}", f"s.{f}") for f in student_fields)
+    address_values = ", ".join(compare_sql(f, f"c.{f}", f"a.{f}") for f in address_fields)
+    differ = "v.la_value IS NOT NULL AND v.inc_value IS NOT NULL AND NOT v.same"
+    address_from = "s JOIN l USING (student_guid) JOIN a USING (student_guid)" if address_needs_student \
+        else "a JOIN l USING (student_guid)"
+    return f"""WITH s AS ({latest_sql('student')}),
                  a AS ({latest_sql('address')}),
                  l AS (SELECT base_id, student_guid, person_id FROM results.current_link WHERE base_id = %(base)s)
             SELECT s.student_guid, l.person_id, v.field, v.la_value, v.inc_value
               FROM s JOIN l USING (student_guid) JOIN core.child c ON c.person_id = l.person_id
              CROSS JOIN LATERAL (VALUES {student_values}) AS v(field, la_value, inc_value, same)
-             WHERE (%(ncys)s::text[] IS NULL OR s.ncy = ANY(%(ncys)s::text[]))
-               AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL AND NOT v.same AND {kept}
+             WHERE {differ} AND {where}
             UNION ALL
-            SELECT s.student_guid, l.person_id, v.field, v.la_value, v.inc_value
-              FROM s JOIN l USING (student_guid) JOIN a USING (student_guid)
-              JOIN core.child c ON c.person_id = l.person_id
+            SELECT a.student_guid, l.person_id, v.field, v.la_value, v.inc_value
+              FROM {address_from} JOIN core.child c ON c.person_id = l.person_id
              CROSS JOIN LATERAL (VALUES {address_values}) AS v(field, la_value, inc_value, same)
-             WHERE (%(ncys)s::text[] IS NULL OR s.ncy = ANY(%(ncys)s::text[]))
-               AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL AND NOT v.same AND {kept}
-            ORDER BY 1, 3""", {"base": base_id, "ncys": list(ncys) if ncys else None}).fetchall()
+             WHERE {differ} AND {where}"""
+
+
+def pending(conn: Connection, base_id: str, ncys: list[str] | None) -> list[PendingReturn]:
+    """The corrections the LA holds for the base's students in the NCY group (``None``: all)."""
+    kept = """EXISTS (SELECT 1 FROM results.conflict_resolution r
+                       WHERE r.person_id = l.person_id AND r.field = v.field AND r.resolution = 'kept_la'
+                         AND r.la_value IS NOT DISTINCT FROM v.la_value
+                         AND r.incoming_value IS NOT DISTINCT FROM v.inc_value)"""
+    rows = conn.execute(
+        differences_sql(RETURN_FIELDS, ADDRESS_FIELDS,
+                        f"(%(ncys)s::text[] IS NULL OR s.ncy = ANY(%(ncys)s::text[])) AND {kept}",
+                        address_needs_student=True) + " ORDER BY 1, 3",
+        {"base": base_id, "ncys": list(ncys) if ncys else None}).fetchall()
     out: dict[str, PendingReturn] = {}
     for guid, person_id, field, la_value, school_value in rows:
         p = out.setdefault(guid, PendingReturn(guid, person_id, {}, {}))
