@@ -317,35 +317,37 @@ def create_app() -> FastAPI:
             "No open conflicts.") + pager(request, p.next_after)
         return page("Matched with conflicts", body, screen="conflicts", who=who, request=request)
 
+    def listed(request: Request, conn: Any, who: Any, base: str | None, after: str | None, fetch: Any,
+               headers: list[str], cells: Any, empty: str, title: str, screen: str) -> Any:
+        """A read-only list screen: a school filter, one row per record (``cells`` gives its
+        escaped cells), keyset paging."""
+        base = base or None
+        p = fetch(conn, base, after)
+        rows = ["<tr>" + "".join(f"<td>{c}</td>" for c in cells(r)) + "</tr>" for r in p.rows]
+        body = school_filter(conn, base) + table(headers, rows, empty) + pager(request, p.next_after)
+        return page(title, body, screen=screen, who=who, request=request)
+
     @app.get("/review/contacts", response_class=HTMLResponse)
     def contacts_screen(request: Request, conn: Conn, who: Officer, base: str | None = None,
                         after: str | None = None) -> Any:
         from b2b.ops import review
 
-        base = base or None
-        p = review.rejected_contacts(conn, base, after)
-        rows = [f"<tr><td>{h(r['base_id'])}</td><td>{h(r['person_id'])}</td><td>{h(r['forename'])} "
-                f"{h(r['surname'])}</td><td>{h(r['email'])}</td><td>{h(r['reason'])}</td><td>{h(r['detail'])}</td>"
-                f"<td>{h(r['students'])}</td></tr>" for r in p.rows]
-        body = school_filter(conn, base) + table(
-            ["School", "Contact", "Name", "Email", "Reason", "Detail", "Students"], rows,
-            "No rejected contacts.") + pager(request, p.next_after)
-        return page("Rejected contacts", body, screen="contacts", who=who, request=request)
+        return listed(request, conn, who, base, after, review.rejected_contacts,
+                      ["School", "Contact", "Name", "Email", "Reason", "Detail", "Students"],
+                      lambda r: [h(r["base_id"]), h(r["person_id"]), f"{h(r['forename'])} {h(r['surname'])}",
+                                 h(r["email"]), h(r["reason"]), h(r["detail"]), h(r["students"])],
+                      "No rejected contacts.", "Rejected contacts", "contacts")
 
     @app.get("/review/suspense", response_class=HTMLResponse)
     def suspense_screen(request: Request, conn: Conn, who: Officer, base: str | None = None,
                         after: str | None = None) -> Any:
         from b2b.ops import review
 
-        base = base or None
-        p = review.suspense(conn, base, after)
-        rows = [f"<tr><td>{h(r['file_id'])}</td><td>{h(r['base_id'])}</td><td>{h(r['dag_id'])}</td>"
-                f"<td>{h(r['label'])}</td><td>{h(r['status'])}</td><td>{h(r['error'])}</td>"
-                f"<td>{h(r['received_at']):.19}</td></tr>" for r in p.rows]
-        body = school_filter(conn, base) + table(
-            ["File", "School", "Task", "Message", "Status", "Reason", "Received"], rows,
-            "No files in suspense.") + pager(request, p.next_after)
-        return page("Files in suspense", body, screen="suspense", who=who, request=request)
+        return listed(request, conn, who, base, after, review.suspense,
+                      ["File", "School", "Task", "Message", "Status", "Reason", "Received"],
+                      lambda r: [h(r["file_id"]), h(r["base_id"]), h(r["dag_id"]), h(r["label"]), h(r["status"]),
+                                 h(r["error"]), f"{h(r['received_at']):.19}"],
+                      "No files in suspense.", "Files in suspense", "suspense")
 
     @app.get("/review/returns", response_class=HTMLResponse)
     def returns_screen(request: Request, conn: Conn, who: Officer) -> Any:
