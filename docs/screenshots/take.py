@@ -1,4 +1,4 @@
-"""Retake the README's screenshots: the DAG list, a DAG's docs, a run and the asset graph.
+"""Retake the README's screenshots: the DAG list, a DAG's docs, a run, its task log and the asset graph.
 
     .venv/bin/python docs/screenshots/take.py [--out docs/screenshots]
 
@@ -131,6 +131,8 @@ def shots(base: str, token: str, out: Path, asset_id: int) -> None:
         take(f"{base}/dags", "dag-list.png")
         take(f"{base}/dags/{DAG}", "dag-docs.png", click="Dag Docs")
         take(f"{base}/dags/{DAG}/runs/screenshot", "run.png")
+        # the one task of a run (TASK_GRANULARITY=run): its log has a section per stage
+        take(f"{base}/dags/{DAG}/runs/screenshot/tasks/run", "run-log.png")
         take(f"{base}/assets/{asset_id}", "assets.png")
         browser.close()
 
