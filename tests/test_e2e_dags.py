@@ -7,6 +7,7 @@ import pendulum
 import pytest
 
 from b2b.config.catalogue import load_catalogue
+from tests.support import demo_world_for_dags
 
 TZ = pendulum.timezone("Europe/London")
 
@@ -14,35 +15,7 @@ TZ = pendulum.timezone("Europe/London")
 @pytest.fixture(scope="module")
 def e2e(pg_admin_url, pg_template):
     """A module database, the demo world served on loopback, Airflow pointed at both."""
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    from b2b.cli.airflow_env import connection_env, migrate_airflow_db
-    from b2b.ops.core_load import load_core
-    from simulator.server import start_server
-    from simulator.world import World, WorldConfig
-
-    name = f"e2e_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
-    url = make_conninfo(pg_admin_url, dbname=name)
-    world = World(WorldConfig.demo())
-    server = start_server(world, host="127.0.0.1", port=0)
-    saved = dict(os.environ)
-    os.environ.update(connection_env(world.airflow_connections(server.base_url)))
-    os.environ["B2B_DATABASE_URL"] = url
-    migrate_airflow_db()
-    with psycopg.connect(url, autocommit=True) as conn:
-        load_core(conn, world.la_core())
-    from b2b_operators.factory import build_dags
-
-    dags = build_dags(load_catalogue())
-    yield {"url": url, "dags": dags, "world": world}
-    server.shutdown()
-    os.environ.clear()
-    os.environ.update(saved)
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    yield from demo_world_for_dags(pg_admin_url, pg_template)
 
 
 def dag_id(base: str, filt: str, group: str = "ncy") -> str:

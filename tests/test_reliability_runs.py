@@ -18,6 +18,7 @@ from b2b import pipeline as chain
 from b2b.errors import RunLeaseError
 from b2b.ingest.extract import store_messages
 from b2b.ops import runs
+from tests.support import demo_world_for_dags
 from tests.test_chain import ADDR, DAY1, EMMA, JOE, LEGACY, REPORTS, core, ctx, page, run_chain, snapshot_tables
 
 __all__ = ["core"]  # the fixture, imported for these tests
@@ -190,35 +191,8 @@ def test_a_failed_run_gives_the_lease_back_and_a_held_lease_makes_others_wait(db
 # ------------------------------------------------------------------ items 5 and 6 through real DAG runs
 @pytest.fixture(scope="module")
 def e2e(pg_admin_url, pg_template):
-    import psycopg
-    from psycopg.conninfo import make_conninfo
-
-    from b2b.cli.airflow_env import connection_env, migrate_airflow_db
-    from b2b.config.catalogue import load_catalogue
-    from b2b.ops.core_load import load_core
-    from simulator.server import start_server
-    from simulator.world import World, WorldConfig
-
-    name = f"e2e_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
-    url = make_conninfo(pg_admin_url, dbname=name)
-    world = World(WorldConfig.demo())
-    server = start_server(world, host="127.0.0.1", port=0)
-    saved = dict(os.environ)
-    os.environ.update(connection_env(world.airflow_connections(server.base_url)))
-    os.environ["B2B_DATABASE_URL"] = url
-    migrate_airflow_db()
-    with psycopg.connect(url, autocommit=True) as conn:
-        load_core(conn, world.la_core())
-    from b2b_operators.factory import build_dags
-
-    yield {"url": url, "dags": build_dags(load_catalogue()), "world": world}
-    server.shutdown()
-    os.environ.clear()
-    os.environ.update(saved)
-    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    """A module database, the demo world served on loopback, Airflow pointed at both."""
+    yield from demo_world_for_dags(pg_admin_url, pg_template)
 
 
 def q(e2e, sql, *args):

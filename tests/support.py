@@ -1,0 +1,44 @@
+"""Helpers several test modules share (plain functions; fixtures stay in conftest.py)."""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+
+def demo_world_for_dags(pg_admin_url: str, pg_template: str) -> Iterator[dict[str, Any]]:
+    """Generator for module fixtures that run the generated DAGs: a module database with the
+    demo LA's records, the demo world served on loopback, Airflow's connections and
+    B2B_DATABASE_URL pointed at both. Yields ``{"url", "dags", "world"}``; undoes it all after."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from b2b.cli.airflow_env import connection_env, migrate_airflow_db
+    from b2b.config.catalogue import load_catalogue
+    from b2b.ops.core_load import load_core
+    from simulator.server import start_server
+    from simulator.world import World, WorldConfig
+
+    name = f"e2e_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name} TEMPLATE {pg_template}")
+    url = make_conninfo(pg_admin_url, dbname=name)
+    world = World(WorldConfig.demo())
+    server = start_server(world, host="127.0.0.1", port=0)
+    saved = dict(os.environ)
+    try:
+        os.environ.update(connection_env(world.airflow_connections(server.base_url)))
+        os.environ["B2B_DATABASE_URL"] = url
+        migrate_airflow_db()
+        with psycopg.connect(url, autocommit=True) as conn:
+            load_core(conn, world.la_core())
+        from b2b_operators.factory import build_dags
+
+        yield {"url": url, "dags": build_dags(load_catalogue()), "world": world}
+    finally:
+        server.shutdown()
+        os.environ.clear()
+        os.environ.update(saved)
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
