@@ -11,6 +11,7 @@ from b2b import pipeline as chain
 from b2b.config.settings import Settings
 from b2b.ingest.extract import ReceivedMessage, RunContext, store_messages
 from b2b.matching import CORE_COLUMNS, INCOMING_COLUMNS, MatchConfig, match
+from tests.test_chain import page
 
 END = datetime(2026, 10, 5, 17, tzinfo=UTC)
 HOME = {"type": "H", "paon": "4", "street": "Elm Way", "town": "Canterbury", "postcode": "CT2 7XY",
@@ -55,13 +56,6 @@ def test_contacts_are_matched_to_la_adults_and_children_from_carer_min(db):
     c = RunContext(base_id="8862003", task_key="changed_data", dag_id="b2b__8862003__changed_data", run_id="r1",
                    source="sims_primary", data_filter="changed_data", window_start=END - timedelta(days=1),
                    window_end=END)
-
-    def page(group, items):
-        return ReceivedMessage(f"{group} p1/1", json.dumps({
-            "organisationId": "o", "dataGroup": group, "page": 1, "pageSize": 100, "totalItems": len(items),
-            "totalPages": 1, "next": None,
-            "items": [{"studentId": g, "changed": "2026-10-05T12:00:00+00:00", "data": d} for g, d in items]}).encode(),
-            "application/json", group=group)
 
     oscar = {"upn": None, "forename": "Oscar", "surname": "Hill", "dob": "2016-07-01", "gender": "M", "ncy": "5",
              "enrol_status": "C"}
