@@ -270,3 +270,17 @@ def test_primary_page_with_a_non_finite_number_is_never_stored_as_null(db, numbe
     failures = db.execute("""SELECT message FROM ops.task_log WHERE base_id = '8862002' AND stage = 'extract'
                                AND counts ? 'source_error'""").fetchall()
     assert len(failures) == 1
+
+
+def test_message_over_the_fast_paths_size_streams_through_the_careful_path_with_the_same_blocks(
+        sims7_messages, monkeypatch):
+    from b2b.ingest import messages
+
+    _dfe, content = sims7_messages[0]
+    expected = parse_sims7(content)
+    shown: list = []
+    monkeypatch.setattr(messages, "FAST_PATH_MAX_BYTES", len(content) - 1)
+    monkeypatch.setattr(messages, "_parse_valid", lambda *a, **k: pytest.fail("the fast path took it"))
+    parsed = parse_sims7(content, on_pupil=shown.append)
+    assert shown == [None]  # the caller is told that nothing was streamed
+    assert _typed_equal(_as_tuples(parsed), _as_tuples(expected)) and parsed.pupils == expected.pupils

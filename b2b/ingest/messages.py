@@ -1,8 +1,10 @@
 """Parse inbound messages into canonical data blocks (docs/protocol.md).
 
-* SIMS 7 XML is parsed **streaming** (``lxml.etree.iterparse``, one ``<Pupil>`` at a
-  time, cleared after use), validated against ``include/schemas/b2b_message.xsd`` while
-  it streams, with entity resolution, DTD loading and network access off. A document
+* SIMS 7 XML is validated against ``include/schemas/b2b_message.xsd`` by libxml2, with
+  entity resolution, DTD loading and network access off: a valid message (nearly every one)
+  in one parse of its tree (the fast path, ``_parse_valid``); anything else **streaming**
+  (``lxml.etree.iterparse``, one ``<Pupil>`` at a time, cleared after use), which gives the
+  exact error or rejects exactly the bad pupils. A document
   with a ``<!DOCTYPE`` is refused outright: B2B messages never carry one, and that is
   where external-entity and "billion laughs" attacks live.
 * SIMS Primary JSON pages are checked for shape and turned into the same blocks.
@@ -219,13 +221,18 @@ def _xml_syntax(exc: BaseException, pupil: int | None) -> MessageError:
     return MessageError(f"message {kind}: {_scrub(msg)}", pupil=pupil, line=line)
 
 
+#: the biggest SIMS 7 message the fast path takes (its tree is ~9x the message; a big school's
+#: snapshot is ~1.6 MB): a bigger one streams through the careful path, in bounded memory
+FAST_PATH_MAX_BYTES = 8 * 1024 * 1024
+
+
 def parse_sims7(content: bytes, *, expected_base: str | None = None, validate: bool = True,
                 on_pupil: Callable[[list[Block] | None], None] | None = None) -> ParsedMessage:
     """Parse one SIMS 7 XML message into blocks. Raises MessageError; never partial.
 
     A message that is valid as a whole (nearly every one) takes the fast path
-    (:func:`_parse_valid`): one streaming pass validated against the whole-message schema in
-    libxml2, blocks converted by :func:`_fast_block`. Anything unusual on that path (not
+    (:func:`_parse_valid`): one parse validated against the whole-message schema in libxml2,
+    blocks converted by :func:`_fast_block`. Anything unusual on that path (not
     well-formed, not valid, a DTD, a pupil without id, a value a type refuses) sends the
     message through the streaming parser below, which gives the exact error, or rejects
     exactly the bad pupil(s) by element and line; both give the same blocks.
@@ -233,11 +240,15 @@ def parse_sims7(content: bytes, *, expected_base: str | None = None, validate: b
     ``on_pupil``, if given, is called with the blocks so far after each pupil of the fast path
     (so that they can be written while the rest is parsed), and with None if the fast path
     gives up: the blocks it was shown are then void (the careful path's result stands).
+
+    The fast path holds the message's whole tree (about 9x its size); a message over
+    ``FAST_PATH_MAX_BYTES`` (a school of over ~10,000 pupils) streams through the careful
+    path instead, in bounded memory.
     """
     if not content or not content.strip():
         raise MessageError("empty message")
     _check_prolog(content)
-    parsed = _parse_valid(content, on_pupil) if validate else None
+    parsed = _parse_valid(content, on_pupil) if validate and len(content) <= FAST_PATH_MAX_BYTES else None
     if parsed is None:
         if on_pupil is not None:
             on_pupil(None)
