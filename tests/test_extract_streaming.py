@@ -125,3 +125,26 @@ def test_a_database_error_while_chunks_are_written_stops_the_worker_and_keeps_no
     db.rollback()
     assert db.execute("SELECT count(*) FROM raw.inbound_file WHERE dag_id = %s", (ctx.dag_id,)).fetchone()[0] == 0
     assert not [t for t in threading.enumerate() if t.name.startswith("extract-")]
+
+
+def test_the_gil_changes_hands_often_while_the_worker_parses_and_the_interval_comes_back_after(
+        db, message, monkeypatch):
+    import sys
+
+    dfe, content = message
+    before = sys.getswitchinterval()
+    seen: list[float] = []
+
+    def messages():  # pulled in the connection's thread while the worker parses
+        yield ReceivedMessage("export", content, "application/xml")
+        seen.append(sys.getswitchinterval())
+        yield ReceivedMessage("export 2", content, "application/xml")
+        seen.append(sys.getswitchinterval())
+        raise ConnectionError("school went away")
+
+    with pytest.raises(ConnectionError):
+        store_messages(db, _ctx(dfe), messages())
+    db.rollback()
+    assert seen == [extract.GIL_SWITCH_S] * 2 and sys.getswitchinterval() == before
+    store_messages(db, _ctx(dfe, "r2"), [ReceivedMessage("export", content, "application/xml")])
+    assert sys.getswitchinterval() == before

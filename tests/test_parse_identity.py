@@ -254,3 +254,33 @@ def test_stored_blocks_hash_as_the_old_json_dumps_copy_did(db, sims7_messages):
         stored = _stored(db, summary.file_ids)
         hashes = _hashes_of(db, [old(c) for _t, _g, c, _p in expected])
         assert stored == [(t, g, h) for (t, g, _c, _p), h in zip(expected, hashes, strict=True)]
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"-Infinity", b"1e400"])
+def test_primary_page_with_a_non_finite_number_is_never_stored_as_null(db, number):
+    """msgspec would write a non-finite float as null: such a page keeps json.dumps' text, which
+    Postgres refuses, as before issue 15 (nothing stored, the run's failure recorded)."""
+    page = PRIMARY_PAGE.replace(b'"f": 1.5', b'"f": ' + number)
+    assert parse_primary_page(page).nonfinite and not parse_primary_page(PRIMARY_PAGE).nonfinite
+    ctx = RunContext(base_id="8862002", task_key="snapshot", dag_id="b2b__8862002__snapshot", run_id="r1",
+                     source="sims_primary", data_filter="snapshot", window_start=None, window_end=UNTIL)
+    with pytest.raises(Exception, match="(?i)json"):
+        store_messages(db, ctx, [ReceivedMessage("sen p1/1", page, "application/json", "sen")])
+    assert db.execute("SELECT count(*) FROM raw.inbound_block WHERE base_id = '8862002'").fetchone()[0] == 0
+    failures = db.execute("""SELECT message FROM ops.task_log WHERE base_id = '8862002' AND stage = 'extract'
+                               AND counts ? 'source_error'""").fetchall()
+    assert len(failures) == 1
+
+
+def test_message_over_the_fast_paths_size_streams_through_the_careful_path_with_the_same_blocks(
+        sims7_messages, monkeypatch):
+    from b2b.ingest import messages
+
+    _dfe, content = sims7_messages[0]
+    expected = parse_sims7(content)
+    shown: list = []
+    monkeypatch.setattr(messages, "FAST_PATH_MAX_BYTES", len(content) - 1)
+    monkeypatch.setattr(messages, "_parse_valid", lambda *a, **k: pytest.fail("the fast path took it"))
+    parsed = parse_sims7(content, on_pupil=shown.append)
+    assert shown == [None]  # the caller is told that nothing was streamed
+    assert _typed_equal(_as_tuples(parsed), _as_tuples(expected)) and parsed.pupils == expected.pupils

@@ -30,19 +30,28 @@ error is written *outside* it (F9), then the error is raised.
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import logging
 import queue
+import sys
 import threading
-from collections.abc import Generator, Iterable
-from contextlib import closing
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from b2b.context import RunContext, log_stage_file, scalar
 from b2b.errors import B2BError
-from b2b.ingest.messages import Block, MessageError, ParsedMessage, parse_primary_page, parse_sims7
+from b2b.ingest.messages import (
+    Block,
+    MessageError,
+    ParsedMessage,
+    RejectedPupil,
+    parse_primary_page,
+    parse_sims7,
+)
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -133,30 +142,42 @@ def _copy_text(value: str) -> str:
     return value
 
 
-def _json_text(source: str | None) -> Any:
+def _json_text(source: str | None, nonfinite: bool = False) -> Any:
     """The function writing a block's content as JSON for COPY (issue 15). The stored value is
-    ``jsonb``: key order and spacing do not reach it, nor the block hash computed from it.
+    ``jsonb``: key order, spacing and ``\\u`` escapes do not reach it, nor the block hash
+    computed from it.
 
-    SIMS 7 blocks hold only str, bool, int, None, lists and dicts (``messages._convert``):
-    msgspec writes them 7x faster than ``json.dumps``. SIMS Primary content is the school's
-    JSON as ``json.loads`` read it, which may hold NaN or Infinity (msgspec would write null):
-    ``json.dumps`` keeps today's behaviour for those exactly."""
-    if source == "sims7":
-        import msgspec
+    msgspec writes JSON 4-7x faster than ``json.dumps``. SIMS 7 blocks hold only str, bool, int,
+    None, lists and dicts (``messages._convert``). SIMS Primary content is the school's JSON as
+    ``json.loads`` read it: the same kinds, plus floats; a non-finite one (NaN, Infinity, a float
+    too big; ``ParsedMessage.nonfinite``) would become null in msgspec, so such a page is written
+    by ``json.dumps`` exactly as before (Postgres refuses it), and so is a block msgspec cannot
+    write (a lone surrogate)."""
+    import msgspec
 
-        encode = msgspec.json.Encoder().encode
+    encode = msgspec.json.Encoder().encode
 
-        def write(content: dict) -> str:
+    def dumps(content: dict) -> str:
+        return json.dumps(content, separators=(",", ":"))
+    if source != "sims7" and nonfinite:
+        return dumps
+
+    def write(content: dict) -> str:
+        try:
             return encode(content).decode()
-        return write
-    return lambda content: json.dumps(content, separators=(",", ":"))
+        except (TypeError, ValueError, OverflowError):  # (UnicodeEncodeError is a ValueError)
+            return dumps(content)
+    return write
 
 
-def _copy_body(base_id: str, blocks: list[Block], source: str | None, encoding: str, start: int = 1) -> bytes:
+def _copy_body(base_id: str, blocks: list[Block], source: str | None, encoding: str, start: int = 1,
+               nonfinite: bool = False) -> bytes:
     """The COPY text of one file's blocks, every line without its leading ``file_id`` (not known
     until the file row is written: :func:`_copy_blocks` puts it in). Built where the message is
     parsed, off the connection's thread (:func:`_prepared`)."""
-    to_json = _json_text(source)
+    # (SIMS Primary through json.dumps' ASCII-only text also when the connection's encoding is
+    # not UTF-8, as before: a character it lacks is then escaped, not an encoding error)
+    to_json = _json_text(source, nonfinite or (source != "sims7" and codecs.lookup(encoding).name != "utf-8"))
     base = _copy_text(base_id)
     # JSON text holds no raw tab or newline (JSON escapes them): only its backslashes need doubling;
     # so every raw newline of the body ends a line
@@ -197,7 +218,8 @@ def _copies(file_id: int, label: str, group: str | None, blocks: list[Block],
         copy.ordinals.append(ordinal)
 
 
-def _rejected_rows(parsed_by_file: dict[int, ParsedMessage], seen: dict[tuple, list[_Copy]]) -> Any:
+def _rejected_rows(rejected_by_file: dict[int, tuple[int, list[RejectedPupil]]],
+                   seen: dict[tuple, list[_Copy]]) -> Any:
     """``raw.rejected_block`` rows: rejected pupils' anchors and every block of duplicate copies."""
     rows: dict[tuple[int, int], tuple] = {}
     duplicates = 0
@@ -211,9 +233,9 @@ def _rejected_rows(parsed_by_file: dict[int, ParsedMessage], seen: dict[tuple, l
             for k, ordinal in enumerate(copy.ordinals):
                 rows[(copy.file_id, ordinal)] = (copy.file_id, ordinal, "duplicate_pupil", "student_guid",
                                                  detail, k == 0)
-    for file_id, parsed in parsed_by_file.items():
-        first_anchor = len(parsed.blocks) + 1
-        for k, r in enumerate(parsed.rejected):
+    for file_id, (blocks, rejected) in rejected_by_file.items():
+        first_anchor = blocks + 1
+        for k, r in enumerate(rejected):
             rows.setdefault((file_id, first_anchor + k), (file_id, first_anchor + k, "pupil_schema", r.field,
                                                           r.detail, True))
     return sorted(rows.values()), duplicates
@@ -377,7 +399,8 @@ class _Worker:
                 self._chunk(seq, msg, sha, blocks, state)
             return _Prepared(seq, msg, parsed, None, blocks, sha, b"", streamed=True)
         return _Prepared(seq, msg, parsed, error, blocks, sha,
-                         _copy_body(ctx.base_id, blocks, ctx.source, self.encoding) if blocks else b"")
+                         _copy_body(ctx.base_id, blocks, ctx.source, self.encoding,
+                                    nonfinite=parsed is not None and parsed.nonfinite) if blocks else b"")
 
     def _chunk(self, seq: int, msg: ReceivedMessage, sha: str, blocks: list[Block], state: dict) -> None:
         sent = state["sent"]
@@ -389,6 +412,32 @@ class _Worker:
         self.stop.set()
         self.inbox.put(_END)
         self.thread.join()
+
+
+#: the GIL switch interval while a worker parses (seconds; Python's default is 0.005). Each time
+#: the caller's thread comes back from waiting on Postgres it needs the GIL, which the busy worker
+#: gives up only every switch interval: at 5 ms that is ~5 ms per round trip (a chunk's COPY has
+#: two or three), 0.4 ms at 0.5 ms (measured with a busy thread: 5.9-6.4 -> 0.4-0.8 ms per wait)
+GIL_SWITCH_S = 0.0005
+_switch_lock = threading.Lock()
+_switch_users = [0, 0.0]  # workers running, the interval before the first
+
+
+@contextmanager
+def _responsive_gil() -> Iterator[None]:
+    """A short GIL switch interval while any worker runs (process-wide, restored by the last)."""
+    with _switch_lock:
+        if not _switch_users[0]:
+            _switch_users[1] = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_users[1], GIL_SWITCH_S))
+        _switch_users[0] += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users[0] -= 1
+            if not _switch_users[0]:
+                sys.setswitchinterval(_switch_users[1])
 
 
 def _prepared(ctx: RunContext, messages: Iterable[ReceivedMessage], validate: bool,
@@ -403,7 +452,14 @@ def _prepared(ctx: RunContext, messages: Iterable[ReceivedMessage], validate: bo
     messages are fetched from ``messages`` in the caller's thread, in order, one ahead of the
     worker, and at most two chunks or messages wait. An error parsing that is not a
     :class:`MessageError` is raised here, at its message, as before; when the caller stops
-    (an error writing), the worker stops too."""
+    (an error writing), the worker stops too. While the worker runs, the GIL changes hands
+    every :data:`GIL_SWITCH_S`, so that the caller's thread is not kept waiting for it."""
+    with _responsive_gil():
+        yield from _prepared_by_worker(ctx, messages, validate, encoding)
+
+
+def _prepared_by_worker(ctx: RunContext, messages: Iterable[ReceivedMessage], validate: bool,
+                        encoding: str) -> Generator[_Chunk | _Prepared, None, None]:
     worker = _Worker(ctx, validate, encoding)
     try:
         it = enumerate(messages, start=1)
@@ -450,7 +506,9 @@ def _insert_file(conn: Connection, ctx: RunContext, seq: int, msg: ReceivedMessa
 def _store(conn: Connection, ctx: RunContext, messages: Iterable[ReceivedMessage], summary: ExtractSummary, *,
            validate: bool) -> None:
     seen: dict[tuple, list[_Copy]] = {}
-    parsed_by_file: dict[int, ParsedMessage] = {}
+    # per file: its blocks before the anchors, and its rejected pupils (not the blocks: a run's
+    # blocks are freed as soon as they are written)
+    rejected_by_file: dict[int, tuple[int, list[RejectedPupil]]] = {}
     with conn.transaction():
         replaced = _forget_previous(conn, ctx)
         if replaced:
@@ -494,7 +552,7 @@ def _store(conn: Connection, ctx: RunContext, messages: Iterable[ReceivedMessage
                     continue
                 _copy_blocks(conn, file_id, prep.body)  # (empty when streamed)
                 _copies(file_id, msg.label, msg.group, blocks, seen)
-                parsed_by_file[file_id] = parsed
+                rejected_by_file[file_id] = (len(parsed.blocks), parsed.rejected)
                 by_type: dict[str, int] = {}
                 for b in parsed.blocks:
                     by_type[b.block_type] = by_type.get(b.block_type, 0) + 1
@@ -511,7 +569,7 @@ def _store(conn: Connection, ctx: RunContext, messages: Iterable[ReceivedMessage
                              f"(first: {parsed.rejected[0].detail})")
                 log_stage_file(conn, ctx, "extract", file_id, counts, text,
                                "warning" if parsed.rejected else "info", replace=False)
-        rows, summary.duplicate_pupils = _rejected_rows(parsed_by_file, seen)
+        rows, summary.duplicate_pupils = _rejected_rows(rejected_by_file, seen)
         if rows:
             with conn.cursor() as cur, cur.copy(
                     "COPY raw.rejected_block (file_id, ordinal, rule, field, detail, report) FROM STDIN") as copy:

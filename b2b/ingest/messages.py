@@ -1,8 +1,10 @@
 """Parse inbound messages into canonical data blocks (docs/protocol.md).
 
-* SIMS 7 XML is parsed **streaming** (``lxml.etree.iterparse``, one ``<Pupil>`` at a
-  time, cleared after use), validated against ``include/schemas/b2b_message.xsd`` while
-  it streams, with entity resolution, DTD loading and network access off. A document
+* SIMS 7 XML is validated against ``include/schemas/b2b_message.xsd`` by libxml2, with
+  entity resolution, DTD loading and network access off: a valid message (nearly every one)
+  in one parse of its tree (the fast path, ``_parse_valid``); anything else **streaming**
+  (``lxml.etree.iterparse``, one ``<Pupil>`` at a time, cleared after use), which gives the
+  exact error or rejects exactly the bad pupils. A document
   with a ``<!DOCTYPE`` is refused outright: B2B messages never carry one, and that is
   where external-entity and "billion laughs" attacks live.
 * SIMS Primary JSON pages are checked for shape and turned into the same blocks.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +95,9 @@ class ParsedMessage:
     blocks: list[Block] = field(default_factory=list)
     pupils: int = 0
     rejected: list[RejectedPupil] = field(default_factory=list)
+    #: a SIMS Primary page held a number that is not finite (NaN, ±Infinity, or a float too big):
+    #: its blocks are written as JSON by ``json.dumps``, exactly as before issue 15
+    nonfinite: bool = False
 
 
 @lru_cache(maxsize=4096)  # a small vocabulary of tags, converted on every element (issue 15)
@@ -215,13 +221,18 @@ def _xml_syntax(exc: BaseException, pupil: int | None) -> MessageError:
     return MessageError(f"message {kind}: {_scrub(msg)}", pupil=pupil, line=line)
 
 
+#: the biggest SIMS 7 message the fast path takes (its tree is ~9x the message; a big school's
+#: snapshot is ~1.6 MB): a bigger one streams through the careful path, in bounded memory
+FAST_PATH_MAX_BYTES = 8 * 1024 * 1024
+
+
 def parse_sims7(content: bytes, *, expected_base: str | None = None, validate: bool = True,
                 on_pupil: Callable[[list[Block] | None], None] | None = None) -> ParsedMessage:
     """Parse one SIMS 7 XML message into blocks. Raises MessageError; never partial.
 
     A message that is valid as a whole (nearly every one) takes the fast path
-    (:func:`_parse_valid`): one streaming pass validated against the whole-message schema in
-    libxml2, blocks converted by :func:`_fast_block`. Anything unusual on that path (not
+    (:func:`_parse_valid`): one parse validated against the whole-message schema in libxml2,
+    blocks converted by :func:`_fast_block`. Anything unusual on that path (not
     well-formed, not valid, a DTD, a pupil without id, a value a type refuses) sends the
     message through the streaming parser below, which gives the exact error, or rejects
     exactly the bad pupil(s) by element and line; both give the same blocks.
@@ -229,11 +240,15 @@ def parse_sims7(content: bytes, *, expected_base: str | None = None, validate: b
     ``on_pupil``, if given, is called with the blocks so far after each pupil of the fast path
     (so that they can be written while the rest is parsed), and with None if the fast path
     gives up: the blocks it was shown are then void (the careful path's result stands).
+
+    The fast path holds the message's whole tree (about 9x its size); a message over
+    ``FAST_PATH_MAX_BYTES`` (a school of over ~10,000 pupils) streams through the careful
+    path instead, in bounded memory.
     """
     if not content or not content.strip():
         raise MessageError("empty message")
     _check_prolog(content)
-    parsed = _parse_valid(content, on_pupil) if validate else None
+    parsed = _parse_valid(content, on_pupil) if validate and len(content) <= FAST_PATH_MAX_BYTES else None
     if parsed is None:
         if on_pupil is not None:
             on_pupil(None)
@@ -406,57 +421,70 @@ def _fast_block(el: Any) -> dict:
     return {}
 
 
-def _parse_valid(content: bytes, on_pupil: Callable[[list[Block]], None] | None = None) -> ParsedMessage | None:
-    """The fast path (issue 15): the whole message validated once in libxml2 as it streams,
-    only ``<Header>`` and ``<Pupil>`` elements handed to Python. None when the message is not
-    valid as a whole or anything else is unusual: the streaming parser then judges it (the
-    exact error, or the bad pupils rejected by element and line)."""
+def _valid_tree(content: bytes) -> Any:
+    """The message's tree, validated against the whole-message schema by libxml2 as it parses
+    (hardened as the streaming parser: no entities, DTD or network; comments and PIs dropped)."""
     from lxml import etree
 
-    parsed = ParsedMessage(header={})
-    root = None
+    parser = etree.XMLParser(schema=message_schema(), resolve_entities=False, no_network=True, load_dtd=False,
+                             huge_tree=False, remove_comments=True, remove_pis=True)
+    return etree.fromstring(content, parser)
+
+
+def _parse_valid(content: bytes, on_pupil: Callable[[list[Block]], None] | None = None) -> ParsedMessage | None:
+    """The fast path (issue 15): the whole message parsed and validated in libxml2 (one
+    ``fromstring`` with the schema: half the CPU of a validating ``iterparse``), then each pupil's
+    blocks built by the unrolled converter (:func:`_fast_block`). None when the message
+    is not valid as a whole or anything else is unusual: the streaming parser then judges it (the
+    exact error, or the bad pupils rejected by element and line). A message is a school, about
+    1 MB: its tree is a few MB, freed as soon as its blocks are built."""
     try:
-        for _event, el in etree.iterparse(io.BytesIO(content), events=("end",), tag=("Header", "Pupil"),
-                                          schema=message_schema(), resolve_entities=False, no_network=True,
-                                          load_dtd=False, huge_tree=False, remove_comments=True, remove_pis=True):
-            if root is None:
-                tree = el.getroottree()
-                root = tree.getroot()
-                if tree.docinfo.doctype or root.tag != "B2BMessage":
-                    return None
-            parent = el.getparent()
-            if el.tag == "Pupil":
-                parsed.pupils += 1
-                guid_el = el.find("ApplicationReference")
-                guid = (guid_el.text or "").strip() if guid_el is not None else ""
-                if not guid or parent is None or parent.tag != "Pupils":
-                    return None
-                pos = parsed.pupils
-                for child in el:
-                    btype = XML_BLOCKS.get(child.tag)
-                    if btype is not None:
-                        parsed.blocks.append(Block(btype, guid, _fast_block(child), pos))
-                el.clear()
-                while el.getprevious() is not None:  # constant memory on big schools
-                    del parent[0]
-                if on_pupil is not None:
-                    on_pupil(parsed.blocks)
-            elif parent is root and not parsed.header and not parsed.pupils:
-                parsed.header = _convert(el)
-                el.clear()
-            else:
+        root = _valid_tree(content)
+        if root.getroottree().docinfo.doctype or root.tag != "B2BMessage" or len(root) != 2:
+            return None
+        header_el, pupils = root[0], root[1]
+        if header_el.tag != "Header" or pupils.tag != "Pupils":
+            return None
+        parsed = ParsedMessage(header=_convert(header_el))
+        if not parsed.header:
+            return None
+        blocks = parsed.blocks
+        for pos, el in enumerate(pupils, start=1):
+            parsed.pupils = pos
+            if el.tag != "Pupil":
                 return None
+            guid_el = el.find("ApplicationReference")
+            guid = (guid_el.text or "").strip() if guid_el is not None else ""
+            if not guid:
+                return None
+            for child in el:
+                tag = child.tag
+                btype = XML_BLOCKS.get(tag)
+                if btype is not None:
+                    blocks.append(Block(btype, guid, _fast_block(child), pos))
+            if on_pupil is not None:
+                on_pupil(blocks)
     except Exception:  # noqa: BLE001 - not well-formed, not valid, a value refused: the streaming parser judges
-        return None
-    if root is None or not parsed.header:
         return None
     return parsed
 
 
 def parse_primary_page(content: bytes, *, expected_group: str | None = None) -> ParsedMessage:
     """Parse one SIMS Primary data-group page (JSON) into blocks."""
+    nonfinite: list[str] = []
+
+    def constant(name: str) -> float:  # NaN, Infinity, -Infinity: json.loads' own values
+        nonfinite.append(name)
+        return float(name)
+
+    def number(text: str) -> float:  # json.loads' own float (called only for numbers with . or e)
+        value = float(text)
+        if value in (math.inf, -math.inf):
+            nonfinite.append(text)
+        return value
+
     try:
-        data = json.loads(content)
+        data = json.loads(content, parse_float=number, parse_constant=constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MessageError(f"page is not valid JSON: {type(exc).__name__}") from None
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
@@ -466,7 +494,7 @@ def parse_primary_page(content: bytes, *, expected_group: str | None = None) -> 
         raise MessageError(f"unknown data group {group!r}")
     if expected_group and group != expected_group:
         raise MessageError(f"page is for data group {group}, expected {expected_group}")
-    parsed = ParsedMessage(header={k: v for k, v in data.items() if k != "items"})
+    parsed = ParsedMessage(header={k: v for k, v in data.items() if k != "items"}, nonfinite=bool(nonfinite))
     for i, item in enumerate(data["items"], start=1):
         if not isinstance(item, dict) or not item.get("studentId") or not isinstance(item.get("data"), dict):
             raise MessageError("item without studentId or data", pupil=i)
