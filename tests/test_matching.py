@@ -634,3 +634,15 @@ def test_benchmark_dataset_moves_families_together_and_plants_namesake_families(
     la_names = set(zip(core["forename"], core["surname"], core["dob"].astype(str)))
     for i in fam:  # the LA holds a child of the same name and DOB, not this one
         assert (by_id.at[i, "forename"], by_id.at[i, "surname"], by_id.at[i, "dob"]) in la_names
+
+
+def test_a_forename_mis_decoded_by_the_school_is_the_very_name():
+    # the LA holds "Renée"; the school's UTF-8 file was read as Windows-1252: "RenÃ©e". Repaired,
+    # it is the very name (before: a typo level, "possible" without an identifier)
+    core = [la("P1", "Renée", "Moss", "2016-03-04")]
+    r = decide(core, [school("s", "RenÃ©e", "Moss", "2016-03-04")])["s"]
+    assert (r["status"], r["person_id"]) == ("matched_with_conflicts", "P1") and r["conflicting_fields"] == "forename"
+    assert json.loads(r["explanation"])["fields"]["forename"]["level"] == "exact, mis-decoded"
+    # a twin the LA does not know is still told apart: "ZoÃ«" is Zoë, not Renée
+    r = decide(core, [school("t", "ZoÃ«", "Moss", "2016-03-04")])["t"]
+    assert not r["status"].startswith("matched")
