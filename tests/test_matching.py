@@ -646,3 +646,31 @@ def test_a_forename_mis_decoded_by_the_school_is_the_very_name():
     # a twin the LA does not know is still told apart: "ZoÃ«" is Zoë, not Renée
     r = decide(core, [school("t", "ZoÃ«", "Moss", "2016-03-04")])["t"]
     assert not r["status"].startswith("matched")
+
+
+def test_a_name_only_resembling_a_child_claimed_exactly_at_another_school_is_unmatched():
+    # the LA knows Jayden; his school sends Jayden (linked), another school sends "Jaden", his
+    # twin the LA never knew, with no UPN (before: "possible", forename_differs)
+    core = [la("P1", "Jayden", "Smith", "2015-02-03", gender="M", upn_=UPN_A)]
+    got = decide(core, [school("jay", "Jayden", "Smith", "2015-02-03", gender="M", upn_=UPN_A),
+                        school("twin", "Jaden", "Smith", "2015-02-03", gender="M", base="8862005")])
+    assert (got["jay"]["status"], got["jay"]["person_id"]) == ("matched", "P1")
+    assert (got["twin"]["status"], got["twin"]["person_id"]) == ("unmatched", "")
+    assert json.loads(got["twin"]["explanation"])["why_not_possible"] == ["claimed_elsewhere"]
+    # with the child's UPN the second school's record is the child (a dual registration, a typo): not dropped
+    got = decide(core, [school("jay", "Jayden", "Smith", "2015-02-03", gender="M", upn_=UPN_A),
+                        school("dual", "Jaden", "Smith", "2015-02-03", gender="M", upn_=UPN_A, base="8862005")])
+    assert got["dual"]["person_id"] == "P1" and got["dual"]["status"] != "unmatched"
+
+
+def test_a_upn_typed_from_a_brother_or_sister_does_not_make_the_child_a_stranger():
+    # Harriet moved; the school typed her brother's UPN (which the LA holds, or the school's
+    # roll holds twice): her own valid UPN in the LA differs, but the UPN does not speak for her
+    core = [la("P1", "Harriet", "Owen", "2016-11-10", upn_=UPN_B, postcode="TN23 6XN", addr="27 Leonard Court"),
+            la("P2", "Tom", "Owen", "2014-01-05", gender="M", upn_=UPN_C, postcode="TN23 6XN", addr="27 Leonard Court")]
+    moved = dict(postcode="CT5 1JW", addr="26 Lee Meadows")
+    r = decide(core, [school("h", "Harriet", "Owen", "2016-11-10", upn_=UPN_C, **moved)])["h"]
+    assert (r["status"], r["person_id"]) == ("possible", "P1")
+    got = decide(core[:1], [school("h", "Harriet", "Owen", "2016-11-10", upn_=UPN_A, **moved),
+                            school("t", "Tom", "Owen", "2014-01-05", gender="M", upn_=UPN_A, **moved)])
+    assert (got["h"]["status"], got["h"]["person_id"]) == ("possible", "P1")

@@ -225,8 +225,12 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     not_possible = {"forename_differs": stranger,
                     "claimed_by_twin": has & ~safe & ~stranger & claimed_by_batch_twin(
                         claim["base"].values, best_ci, safe, exact_fn, in_twins),
-                    "upn_differs": has & ~safe & ~stranger & other_upn_only(best_lv, corro)}
-    elsewhere = not_possible["forename_differs"] | not_possible["claimed_by_twin"] | not_possible["upn_differs"]
+                    "upn_differs": has & ~safe & ~stranger & other_upn_only(best_lv, corro) &
+                    ~inc["upn"].isin(set(core["upn"].values) - {""}).values &
+                    ~inc["upn"].where(inc["upn"] != "").duplicated(keep=False).values}
+    not_possible["claimed_elsewhere"] = has & ~safe & ~stranger & ~not_possible["claimed_by_twin"] & \
+        claimed_at_another_school(claim["base"].values, best_ci, safe, exact_fn, resembling_name_only(best_lv))
+    elsewhere = np.logical_or.reduce(list(not_possible.values()))
     maybe = has & ~safe & (score >= cfg.possible) & ~elsewhere
     # officer links are decisive
     officer_ci = np.full(n, -1)
@@ -318,14 +322,43 @@ def claimed_by_batch_twin(base: Any, best_ci: Any, safe: Any, exact_fn: Any, in_
         if len(key) else np.zeros(0, bool)
 
 
+def resembling_name_only(lv: Any) -> Any:
+    """Pairs (``<field>_lv`` columns) whose forename only resembles (a typo, a typed error, the
+    initial: not the name nor a form of it) and that no UPN or GUID ties."""
+    return at(lv, "forename", "typo", "typed error", "initial only") & \
+        ~(at(lv, "upn", "valid, equal", "equal, temporary") | at(lv, "guid", "linked"))
+
+
+def claimed_at_another_school(base: Any, best_ci: Any, safe: Any, exact_fn: Any, resembling: Any) -> Any:
+    """Records whose nearest LA child is linked automatically, under its exact forename, from
+    another school's record, while their own forename only resembles the child's and no
+    identifier ties them (``resembling``, :func:`resembling_name_only`): a twin the LA never
+    knew on another school's roll ("Jaden" beside the LA's Jayden), not the child —
+    ``unmatched``, ``why_not_possible: ["claimed_elsewhere"]``. (A form of the name — the
+    child's own nickname at a second school — stays an officer's question, ``claimed_twice``.)
+    Inputs per incoming record, row-aligned: school, nearest candidate position (-1 none),
+    linked automatically, forename level exact, ``resembling``. Sees only the schools matched
+    together (the DAG path: one part of whole schools)."""
+    import numpy as np
+    import pandas as pd
+
+    if not len(best_ci):
+        return np.zeros(0, bool)
+    claims = pd.DataFrame({"base": pd.Series(base, dtype=object).astype(str), "ci": best_ci})[safe & exact_fn]
+    by_ci = claims.groupby("ci")["base"].agg(set).to_dict()
+    bases = pd.Series(base, dtype=object).astype(str).values
+    return np.fromiter((r and c >= 0 and bool(by_ci.get(c, set()) - {b}) for r, c, b in zip(resembling & ~safe, best_ci, bases)),
+                       dtype=bool, count=len(best_ci))
+
+
 def other_upn_only(best_lv: Any, corro: Any) -> Any:
     """Nearest candidates that share name and DOB only (nothing else corroborates: no
     postcode, address, street or middle name) and whose valid permanent UPN differs from the
     record's valid permanent UPN: a namesake elsewhere, told apart by its identifier — another
     child, ``unmatched`` with ``why_not_possible: ["upn_differs"]``, not a question for an
-    officer. (A UPN typed in error on the right child still has the home, the street or the
-    middle name agreeing and stays in the possible band.) Inputs: the best candidates' levels
-    (``<field>_lv`` columns) and their ``corroborated`` flag."""
+    officer. The caller also requires that no LA child and no other record of the batch holds
+    the record's UPN: a UPN typed in error (a brother's or sister's) does not speak for it. Inputs: the best
+    candidates' levels (``<field>_lv`` columns) and their ``corroborated`` flag."""
     return at(best_lv, "upn", "different valid permanent") & ~corro
 
 
