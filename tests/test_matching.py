@@ -674,3 +674,25 @@ def test_a_upn_typed_from_a_brother_or_sister_does_not_make_the_child_a_stranger
     got = decide(core[:1], [school("h", "Harriet", "Owen", "2016-11-10", upn_=UPN_A, **moved),
                             school("t", "Tom", "Owen", "2014-01-05", gender="M", upn_=UPN_A, **moved)])
     assert (got["h"]["status"], got["h"]["person_id"]) == ("possible", "P1")
+
+
+def test_a_namesake_elsewhere_does_not_make_a_corroborated_child_ambiguous():
+    # the LA holds Jacob at his old number on the same street (and his middle name) and a Jacob
+    # Skinner born the same day across the county who shares name and DOB only (before:
+    # "possible", ambiguous: 2.5 bits apart)
+    core = [la("P1", "Jacob", "Skinner", "2019-01-30", gender="M", middle="Thomas", postcode="CT9 5NF",
+               addr="37 Jackson Pine"),
+            la("P9", "Jacob", "Skinner", "2019-01-30", gender="M", postcode="ME15 6QX", addr="7 Elsewhere Road")]
+    inc = [school("j", "Jacob", "Skinner", "2019-01-30", gender="M", middle="Thomas", postcode="CT16 1BP",
+                  addr="174 Jackson Pine")]
+    r = decide(core, inc)["j"]
+    assert (r["status"], r["person_id"]) == ("matched_with_conflicts", "P1")
+    e = json.loads(r["explanation"])
+    assert e["margin_over"] == "corroborated candidates" and e["runner_up"] is not None
+    # the namesake is the nearer one when nothing but name and DOB agree with either: an officer's question
+    bare = [school("j", "Jacob", "Skinner", "2019-01-30", gender="M", postcode="TN4 8AB", addr="2 Other Street")]
+    assert decide(core, bare)["j"]["status"] == "possible"
+    # a runner-up that is corroborated too (a brother on the street, "Jake" a form of Jacob) still counts
+    core2 = core[:1] + [la("P2", "Jake", "Skinner", "2019-01-30", gender="M", postcode="CT9 5NF", addr="37 Jackson Pine")]
+    r = decide(core2, [dict(inc[0], middle_names=None)])["j"]
+    assert not r["status"].startswith("matched")

@@ -189,7 +189,12 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
                                     & ((inc["upn_kind"].values == "valid") | (cfg.moved_household == "always"))) \
         if cfg.moved_household != "off" else np.zeros(n, bool)
     corro, strong = corro | moved, strong | moved
-    below, ambiguous = score < np.where(strong, cfg.possible, cfg.auto), score - runner < cfg.margin
+    # the margin is over the candidates that are corroborated too: a runner-up sharing name and
+    # DOB only (a namesake elsewhere) does not make a corroborated best ambiguous (issue 14)
+    runner_c = runner_up_corroborated(s, best["ci"].fillna(-1).astype(int).values, n)
+    over_corro = corro & eligible & (runner_c < runner)
+    below, ambiguous = score < np.where(strong, cfg.possible, cfg.auto), \
+        score - np.where(over_corro, runner_c, runner) < cfg.margin
     exact_any = s.groupby("ii")["exact_other"].any().reindex(range(n), fill_value=False).values.astype(bool)
     weak_fn = ~best["forename_strong"].fillna(False).astype(bool).values
     exact_fn = at(best_lv, "forename", "exact")
@@ -254,8 +259,23 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
                                        corro, {"twin_in_batch": in_twins & weak_fn,
                                                "better_forename_elsewhere": household, "claimed_twice": twice},
                                        np.where(shown, differ, ""),
-                                       {k: v & (score >= cfg.possible) for k, v in not_possible.items()}, moved)
+                                       {k: v & (score >= cfg.possible) for k, v in not_possible.items()}, moved,
+                                       over_corro)
     return out
+
+
+def runner_up_corroborated(s: Any, best_ci: Any, n: int) -> Any:
+    """Per incoming record the best score among its *other* eligible candidates that are
+    corroborated beyond name + DOB (-inf when none): the runner-up a corroborated best must beat
+    by the margin. An uncorroborated runner-up shares name and DOB only — the namesake
+    elsewhere; for it to be the child while the best is not, a namesake would have to share the
+    record's home, street, postcode sector or middle name as well. Inputs: the scored pairs
+    (``ii``, ``ci``, ``score``, ``eligible``, ``corroborated``) and each record's best
+    candidate position."""
+    import numpy as np
+
+    ok = s["eligible"].values & s["corroborated"].values & (s["ci"].values != best_ci[s["ii"].values])
+    return s[ok].groupby("ii")["score"].max().reindex(range(n)).fillna(-np.inf).values
 
 
 def name_and_dob_exact(lv: Any) -> Any:
@@ -408,7 +428,7 @@ def differing(core_df: Any, incoming_df: Any, ci: Any, rows: Any) -> Any:
     return names
 
 
-def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any, not_possible: Any, moved: Any) -> Any:
+def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any, not_possible: Any, moved: Any, over_corro: Any) -> Any:
     """One JSON object per incoming record: per field its level label and weight (``fields``),
     the non-zero weights (``weights``), score, runner-up, the compared fields that differ
     (``differing_fields``), for a possible ``why_not_auto``, and for an unmatched record whose
@@ -439,6 +459,8 @@ def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: A
             d["differing_fields"] = differ[k].split(";")
         if moved[k]:
             d["household"] = "moved together"
+        if over_corro[k]:  # the runner-up shares name and DOB only: the margin is over the others
+            d["margin_over"] = "corroborated candidates"
         if maybe[k]:
             d["why_not_auto"] = [r for r, bad in (("below_auto", below[k]), ("ambiguous", ambiguous[k]),
                                                   ("forename_differs", not fn_ok[k]),
