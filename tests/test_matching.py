@@ -689,6 +689,11 @@ def test_a_namesake_elsewhere_does_not_make_a_corroborated_child_ambiguous():
     assert (r["status"], r["person_id"]) == ("matched_with_conflicts", "P1")
     e = json.loads(r["explanation"])
     assert e["margin_over"] == "corroborated candidates" and e["runner_up"] is not None
+    # a best sharing only the postcode sector with the record stays ambiguous (thousands of homes share one)
+    sector = [la("P1", "Emma", "Fisher", "2022-01-09", postcode="TN23 1TB", addr="40 Lynda Burgs"),
+              la("P2", "Emma", "Fisher", "2022-01-09", postcode="CT11 8YL", addr="170 Welch Rapids")]
+    r = decide(sector, [school("e", "Emma", "Fisher", "2022-01-09", postcode="TN23 1AB", addr="90 Newhouse Lane")])["e"]
+    assert r["status"] == "possible" and "ambiguous" in json.loads(r["explanation"])["why_not_auto"]
     # the namesake is the nearer one when nothing but name and DOB agree with either: an officer's question
     bare = [school("j", "Jacob", "Skinner", "2019-01-30", gender="M", postcode="TN4 8AB", addr="2 Other Street")]
     assert decide(core, bare)["j"]["status"] == "possible"

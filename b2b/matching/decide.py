@@ -22,6 +22,7 @@ from b2b.matching.comparisons import (
     COMPARISONS,
     DOB_COMPATIBLE,
     FORENAME_STRONG,
+    HOME_ADDRESS,
     PARTS,
     TermFrequencies,
     Weights,
@@ -192,7 +193,11 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # the margin is over the candidates that are corroborated too: a runner-up sharing name and
     # DOB only (a namesake elsewhere) does not make a corroborated best ambiguous (issue 14)
     runner_c = runner_up_corroborated(s, best["ci"].fillna(-1).astype(int).values, n)
-    over_corro = corro & eligible & (runner_c < runner)
+    # (corroborated by more than the postcode sector: thousands of homes share one)
+    beyond_sector = at(best_lv, "postcode", "unit") | \
+        at(best_lv, "address_line1", *HOME_ADDRESS, "same street, other number") | at(best_lv, "middle_names", "equal") | \
+        at(best_lv, "upn", "valid, equal", "equal, temporary") | at(best_lv, "guid", "linked") | moved
+    over_corro = corro & beyond_sector & eligible & (runner_c < runner)
     below, ambiguous = score < np.where(strong, cfg.possible, cfg.auto), \
         score - np.where(over_corro, runner_c, runner) < cfg.margin
     exact_any = s.groupby("ii")["exact_other"].any().reindex(range(n), fill_value=False).values.astype(bool)
@@ -269,7 +274,8 @@ def runner_up_corroborated(s: Any, best_ci: Any, n: int) -> Any:
     corroborated beyond name + DOB (-inf when none): the runner-up a corroborated best must beat
     by the margin. An uncorroborated runner-up shares name and DOB only — the namesake
     elsewhere; for it to be the child while the best is not, a namesake would have to share the
-    record's home, street, postcode sector or middle name as well. Inputs: the scored pairs
+    record's home, street or middle name as well (the caller asks more of the best than the
+    postcode sector: at 256k records the bench met a namesake in the school's new sector). Inputs: the scored pairs
     (``ii``, ``ci``, ``score``, ``eligible``, ``corroborated``) and each record's best
     candidate position."""
     import numpy as np
