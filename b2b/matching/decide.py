@@ -370,11 +370,12 @@ def claimed_at_another_school(base: Any, best_ci: Any, safe: Any, exact_fn: Any,
 
     if not len(best_ci):
         return np.zeros(0, bool)
-    claims = pd.DataFrame({"base": pd.Series(base, dtype=object).astype(str), "ci": best_ci})[safe & exact_fn]
-    by_ci = claims.groupby("ci")["base"].agg(set).to_dict()
-    bases = pd.Series(base, dtype=object).astype(str).values
-    return np.fromiter((r and c >= 0 and bool(by_ci.get(c, set()) - {b}) for r, c, b in zip(resembling & ~safe, best_ci, bases)),
-                       dtype=bool, count=len(best_ci))
+    rec = pd.DataFrame({"base": pd.Series(base, dtype=object).astype(str).values, "ci": best_ci})
+    claims = rec[safe & exact_fn].drop_duplicates()
+    schools = claims.groupby("ci").size()  # schools claiming each child exactly
+    own = pd.MultiIndex.from_frame(rec).isin(pd.MultiIndex.from_frame(claims))  # this record's school is one of them
+    others = rec["ci"].map(schools).fillna(0).values - own
+    return resembling & ~safe & (best_ci >= 0) & (others > 0)
 
 
 def other_upn_only(best_lv: Any, corro: Any) -> Any:
