@@ -32,7 +32,46 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
-TRAPS = ("twin", "unknown_twin", "unknown_twin_alone", "sibling", "sibling_upn", "namesake", "namesake_unknown")
+TRAPS = ("twin", "unknown_twin", "unknown_twin_alone", "sibling", "sibling_upn", "namesake", "namesake_unknown",
+         "namesake_family")
+
+
+def queue_breakdown(out, core, inc, truth: dict, kinds: dict):
+    """The possible queue by cause (issue 14): each proposal's ``why_not_auto`` reasons against
+    what the proposed LA child is to the record — the true child, a twin (same surname and DOB
+    as the true child or, for a child the LA never knew, the record), a sibling (same surname),
+    a namesake (same forename and DOB; or a planted namesake) or another child — and the
+    noise kind of the record. Two tables (DataFrames): reasons x relation, kind x relation."""
+    import json
+
+    import pandas as pd
+
+    by_pid = core.set_index("person_id")
+    by_iid = inc.set_index("incoming_id")
+    low = lambda v: (v or "").lower() if isinstance(v, str) else ""  # noqa: E731
+
+    def relation(iid, pid):
+        t = truth.get(iid)
+        if pid == t:
+            return "true pair"
+        if pid.startswith("N"):
+            return "namesake"
+        p = by_pid.loc[pid]
+        ref = by_pid.loc[t] if t is not None else by_iid.loc[iid]
+        if low(p["surname"]) == low(ref["surname"]):
+            return "twin" if str(p["dob"]) == str(ref["dob"]) else "sibling"
+        if low(p["forename"]) == low(ref["forename"]) and str(p["dob"]) == str(ref["dob"]):
+            return "namesake"
+        return "other"
+
+    q = out[out["status"] == "possible"]
+    df = pd.DataFrame({"why_not_auto": [",".join(json.loads(e).get("why_not_auto", [])) for e in q["explanation"]],
+                       "relation": [relation(i, p) for i, p in zip(q["incoming_id"], q["person_id"])],
+                       "kind": [kinds.get(i, "?") for i in q["incoming_id"]]})
+    if not len(df):
+        return df, df
+    return (pd.crosstab(df["why_not_auto"], df["relation"], margins=True),
+            pd.crosstab(df["kind"], df["relation"], margins=True))
 
 
 def evaluate(out, truth: dict, kinds: dict) -> dict:
@@ -266,6 +305,10 @@ def main(argv=None) -> int:
     ap.add_argument("--splink-timeout", type=float, default=None,
                     help="stop Splink after this many seconds and report how far it got")
     ap.add_argument("--ids-only", action="store_true", help="leave out the data without identifiers")
+    ap.add_argument("--queue", action="store_true",
+                    help="break our possible queue down by cause (why_not_auto, and noise kind, x relation)")
+    ap.add_argument("--household", action="store_true",
+                    help="also ours with the moved-household rule on without identifiers too (MatchConfig(moved_household='always'))")
     ap.add_argument("--dag", action="store_true",
                     help="also the DAG path's match stage on the same data in embedded PostgreSQL (ids data)")
     args = ap.parse_args(argv)
@@ -277,7 +320,13 @@ def main(argv=None) -> int:
     core, inc, truth, kinds = match_dataset(args.incoming, args.core, seed=args.seed)
     print(f"matching: {len(inc):,} school records vs {len(core):,} LA records built in {time.perf_counter() - t:.0f}s; "
           f"kinds: {dict(Counter(kinds.values()).most_common())}")
-    runs = [("legacy", legacy_match), ("ours", match)] + ([] if args.no_splink else [("splink", splink_match)])
+    def household(c, i):
+        from b2b.matching import MatchConfig
+
+        return match(c, i, MatchConfig(moved_household="always"))
+
+    runs = [("legacy", legacy_match), ("ours", match)] + ([("ours+hh", household)] if args.household else []) + \
+        ([] if args.no_splink else [("splink", splink_match)])
     rows = []
     dag_url = None
     if args.dag:
@@ -317,6 +366,9 @@ def main(argv=None) -> int:
               f"({100 * r['possible_share']:.2f}%)")
         print(f"matching: {data_name:<6} {name:<6} false per 10k by trap: {traps or 'none'}; "
               f"right child not shown (unmatched or another) by kind: {r['missed_by_kind']}")
+        if args.queue and name.startswith("ours"):
+            for table in queue_breakdown(out, c, i, truth, kinds):
+                print(table.to_string())
     print("\n| data | matcher | time | peak | auto recall | false links (per 10k auto) | by trap | possible queue |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -47,7 +47,10 @@ INJECTED = (("sibling_upn", 0.006), ("temp_upn", 0.005), ("namesake", 0.004), ("
             # more of real data's noise: the school's DOB day and month swapped, no address at the
             # school, a name mangled by a bad encoding, a twin the LA does not know at another school
             ("school_dob_swap", 0.003), ("missing_address", 0.004), ("bad_encoding", 0.003),
-            ("unknown_twin_alone", 0.002))
+            ("unknown_twin_alone", 0.002),
+            # issue 14 (the queue): a family unknown to the LA whose namesakes — the same surname,
+            # forenames and DOBs — live together elsewhere in the LA (the household rule's trap)
+            ("namesake_family", 0.0005))
 #: a character as a UTF-8 file read as Windows-1252 shows it (the school held "Renée", the LA "Renée")
 MOJIBAKE = {"e": "é", "a": "á", "o": "ö", "i": "ï", "u": "ü"}
 #: letters next to each other on a UK keyboard
@@ -89,6 +92,7 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
                          "gender": c["gender"], "dob": c["dob"], "postcode": a["postcode"],
                          "address_line1": f"{a['paon']} {a['street']}"})
     inc = pd.DataFrame(rows)
+    _families_move_together(world, inc, seed)
     core = pd.DataFrame(world.la_core())
     core["guid"] = None  # first-time matching: no GUID links yet, demographics and UPN only
     core = core[["person_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob", "postcode",
@@ -114,6 +118,8 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
                 trap = name
                 break
         pid = truth.get(iid)
+        if kinds.get(iid) == "namesake_family":  # a brother or sister of a namesake family already
+            continue
         if trap is None or (pid is None and trap != "namesake_unknown"):
             continue
         if trap == "sibling_upn":
@@ -149,8 +155,34 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
         elif trap == "moved_upn":
             if pid is None or not r["upn"] or core.at[core_idx[pid], "upn"] != r["upn"]:
                 continue
-            inc.at[k, "postcode"] = f"TN{int(_u(iid, 'm') * 30) + 1} {int(_u(iid, 'n') * 9) + 1}AB"
-            inc.at[k, "address_line1"] = f"{int(_u(iid, 'h') * 90) + 1} Newhouse Lane"
+            new_pc = f"TN{int(_u(iid, 'm') * 30) + 1} {int(_u(iid, 'n') * 9) + 1}AB"
+            new_line = f"{int(_u(iid, 'h') * 90) + 1} Newhouse Lane"
+            # the household moves together (its siblings at this school get the new home too)
+            home = inc.index[inc["incoming_id"].isin(family[(r["base_id"], r["surname"], r["postcode"])])]
+            inc.loc[home, "postcode"] = new_pc
+            inc.loc[home, "address_line1"] = new_line
+        elif trap == "namesake_family":
+            # the LA has never seen this family (brothers and sisters at this school, who moved in),
+            # but holds another family with the same surname, forenames and DOBs at one address:
+            # the trap a household rule must survive (a coincidence squared: far rarer in life)
+            members = family[(r["base_id"], r["surname"], r["postcode"])]
+            if len(members) < 2 or any(kinds.get(m) for m in members):
+                continue
+            for m in members:
+                mr = inc.loc[inc["incoming_id"] == m].iloc[0]
+                next_pid += 1
+                la_upn = f"886{int(_u(m, 'fe') * 9000) + 1000:04d}24{int(_u(m, 'fs') * 900) + 100:03d}"
+                new_core.append({"person_id": f"N{next_pid}", "upn": calc_check_digit(la_upn) + la_upn, "guid": None,
+                                 "forename": mr["forename"], "middle_names": None, "surname": mr["surname"],
+                                 "gender": mr["gender"], "dob": mr["dob"], "postcode": "ME16 8ZZ",
+                                 "address_line1": f"{int(_u(iid, 'nf') * 90) + 1} Faraway Close"})
+                mp = truth.get(m)
+                if mp is not None:
+                    core.at[core_idx[mp], "person_id"] = f"GONE{mp}"
+                    core_idx[f"GONE{mp}"] = core_idx.pop(mp)
+                    truth[m] = None
+                kinds[m] = "namesake_family"
+            continue
         elif trap == "surname_change":
             if pid is None or not r["upn"] or core.at[core_idx[pid], "upn"] != r["upn"]:
                 continue
@@ -218,6 +250,32 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
         core = pd.concat([core, pd.DataFrame(new_core)], ignore_index=True)
     _label_kinds(inc, core, truth, kinds)
     return core.reset_index(drop=True), inc, truth, kinds
+
+
+def _families_move_together(world, inc, seed: int) -> None:
+    """A family moves together: the world moves one pupil at a time (a change event), so where
+    a pupil's home changed since the LA took its record, its brothers and sisters at the same
+    school (same surname and first home) move to the new home too — in most households (85%,
+    by a hash of the household; the others stay, as when a child goes to live with the other
+    parent). The LA still holds the first home for all of them."""
+    first = {(dfe, g): (s.blocks["student"]["surname"], s.blocks["address"]["postcode"], s.blocks["address"]["paon"],
+                        s.blocks["address"]["street"])
+             for dfe, roll in world._base_state.students.items() for g, s in roll.items()}
+    homes: dict[tuple, list[int]] = {}
+    for k, (b, g) in enumerate(zip(inc["base_id"], inc["guid"])):
+        if (b, g) in first:  # a pupil who joined later has no first home here
+            homes.setdefault((b, *first[(b, g)]), []).append(k)
+    pcs, lines = inc["postcode"].tolist(), inc["address_line1"].tolist()
+    for key, rows in homes.items():
+        if len(rows) < 2 or _u(seed, *key, "together") >= 0.85:
+            continue
+        home = f"{key[3]} {key[4]}"
+        movers = [k for k in rows if pcs[k] != key[2] or lines[k] != home]
+        if not movers:
+            continue
+        for k in rows:
+            pcs[k], lines[k] = pcs[movers[0]], lines[movers[0]]
+    inc["postcode"], inc["address_line1"] = pcs, lines
 
 
 def _slip(name: str, iid: str, how: str) -> str:

@@ -519,3 +519,185 @@ def test_a_child_claimed_exactly_at_one_school_is_not_linked_to_a_form_of_its_na
     got = decide(core, [school("a", "Leo", "Jones", "2016-03-04", gender="M"),
                         school("b", "Leo", "Jones", "2016-03-04", gender="M", base="8862005")])
     assert [got[k]["person_id"] for k in "ab"] == ["P1", "P1"] and got["b"]["status"] == "matched"
+
+
+# ------------------------------------------------------------------ issue 14: the possible queue
+def test_unknown_twin_whose_twin_takes_the_child_is_unmatched_not_proposed():
+    # the LA knows Leo only; the school sends Leo and his twin "Leon" (same surname, DOB, home):
+    # Leo links under his exact name, so the LA's Leo is taken and Leon is the twin the LA has
+    # never seen (before: "possible" with twin_in_batch / claimed_twice, an officer's time)
+    core = [la("P1", "Leo", "Jones", "2016-03-04", gender="M", upn_=UPN_A)]
+    for twin_upn in (None, UPN_A, UPN_C):
+        got = decide(core, [school("leo", "Leo", "Jones", "2016-03-04", gender="M", upn_=UPN_A),
+                            school("twin", "Leon", "Jones", "2016-03-04", gender="M", upn_=twin_upn)])
+        assert (got["leo"]["status"], got["leo"]["person_id"]) == ("matched", "P1")
+        assert (got["twin"]["status"], got["twin"]["person_id"]) == ("unmatched", ""), twin_upn
+        assert json.loads(got["twin"]["explanation"])["why_not_possible"] == ["claimed_by_twin"]
+    # the LA knows both twins: Leon's nearest child is his own, nothing is taken from him
+    both = core + [la("P2", "Leon", "Jones", "2016-03-04", gender="M")]
+    got = decide(both, [school("leo", "Leo", "Jones", "2016-03-04", gender="M", upn_=UPN_A),
+                        school("twin", "Leon", "Jones", "2016-03-04", gender="M")])
+    assert (got["leo"]["status"], got["leo"]["person_id"]) == ("matched", "P1")
+    assert got["twin"]["person_id"] == "P2" and got["twin"]["status"] != "unmatched"
+    # a twin whose twin is not linked automatically (not claimed) stays an officer's question
+    got = decide([la("P1", "Leo", "Jones", "2016-03-04", gender="M", postcode="ME15 6QX", addr="7 Elsewhere Road")],
+                 [school("leo", "Leo", "Jones", "2016-03-04", gender="M"),
+                  school("twin", "Leon", "Jones", "2016-03-04", gender="M")])
+    assert got["twin"]["status"] != "unmatched" or "claimed_by_twin" not in got["twin"]["explanation"]
+
+
+def test_namesake_with_another_valid_upn_and_nothing_else_in_common_is_unmatched():
+    # the LA never knew this Jack; its Jack Taylor born the same day lives elsewhere and holds
+    # another valid permanent UPN: name and DOB are all they share (before: "possible")
+    core = [la("P9", "Jack", "Taylor", "2015-05-05", gender="M", upn_=UPN_B, postcode="ME15 6QX",
+               addr="7 Elsewhere Road")]
+    r = decide(core, [school("j", "Jack", "Taylor", "2015-05-05", gender="M", upn_=UPN_C)])["j"]
+    assert (r["status"], r["person_id"]) == ("unmatched", "")
+    assert json.loads(r["explanation"])["why_not_possible"] == ["upn_differs"]
+    # a UPN typed in error on the right child still has the home agreeing: linked or proposed, never dropped
+    core = [la("P1", "Jack", "Taylor", "2015-05-05", gender="M", upn_=UPN_B)]
+    r = decide(core, [school("j", "Jack", "Taylor", "2015-05-05", gender="M", upn_=UPN_C)])["j"]
+    assert r["person_id"] == "P1" and r["status"] in ("possible", "matched_with_conflicts")
+
+
+MOVED = dict(postcode="TN4 8AB", addr="12 New Street")
+
+
+def household_cfg():
+    from b2b.matching import MatchConfig
+
+    return MatchConfig(moved_household="always")
+
+
+def test_a_family_that_moved_together_links_without_identifiers():
+    # no UPN, no GUID; the LA holds the Hills at their old home; the school has Amy and Tom Hill
+    # at a new one: each is the very name and DOB of a different LA child of one LA home
+    core = [la("P1", "Amy", "Hill", "2014-02-03", postcode="CT1 2AB", addr="1 Green Road"),
+            la("P2", "Tom", "Hill", "2016-09-30", gender="M", postcode="CT1 2AB", addr="1 Green Road")]
+    inc = [school("amy", "Amy", "Hill", "2014-02-03", **MOVED), school("tom", "Tom", "Hill", "2016-09-30", gender="M",
+                                                                       **MOVED)]
+    before = decide(core, inc)  # by default only with a valid UPN at school: each is name + DOB only
+    assert [before[k]["status"] for k in ("amy", "tom")] == ["possible", "possible"]
+    # (the default: the school holds their UPNs, the LA none — it never had them)
+    got = decide(core, [dict(r, upn=u) for r, u in zip(inc, (UPN_A, UPN_B))])
+    assert [(got[k]["status"], got[k]["person_id"]) for k in ("amy", "tom")] == \
+        [("matched_with_conflicts", "P1"), ("matched_with_conflicts", "P2")]
+    got = decide(core, inc, cfg=household_cfg())
+    for k, pid in (("amy", "P1"), ("tom", "P2")):
+        assert (got[k]["status"], got[k]["person_id"]) == ("matched_with_conflicts", pid)
+        e = json.loads(got[k]["explanation"])
+        assert e["household"] == "moved together" and "why_not_auto" not in e
+    # one child alone (no brother or sister at the new home) is still name + DOB only
+    alone = decide(core, inc[:1], cfg=household_cfg())["amy"]
+    assert alone["status"] == "possible" and "uncorroborated" in json.loads(alone["explanation"])["why_not_auto"]
+
+
+def test_moved_household_rule_does_not_link_a_twin_a_sibling_or_a_namesake_child_elsewhere():
+    cfg = household_cfg()
+    core = [la("P1", "Amy", "Hill", "2014-02-03"), la("P2", "Tom", "Hill", "2016-09-30", gender="M")]
+    # a twin the LA does not know ("Ami", one key from Amy) moved with Amy and Tom: Amy and Tom
+    # link, the twin never links to Amy (the LA's Amy is Amy's; two records on one child count for neither)
+    got = decide(core, [school("amy", "Amy", "Hill", "2014-02-03", **MOVED),
+                        school("tom", "Tom", "Hill", "2016-09-30", gender="M", **MOVED),
+                        school("twin", "Ami", "Hill", "2014-02-03", **MOVED)], cfg=cfg)
+    assert (got["amy"]["person_id"], got["tom"]["person_id"]) == ("P1", "P2")
+    assert not (got["twin"]["status"].startswith("matched") and got["twin"]["person_id"] == "P1")
+    # an unknown twin whose name is a form of Amy's ("Amelia"/"Amy": the very name level) is claimed by Amy
+    got = decide(core, [school("amy", "Amy", "Hill", "2014-02-03", **MOVED),
+                        school("tom", "Tom", "Hill", "2016-09-30", gender="M", **MOVED),
+                        school("twin", "Amelia", "Hill", "2014-02-03", **MOVED)], cfg=cfg)
+    assert not got["twin"]["status"].startswith("matched")
+    # a younger sister the LA does not know ("Amy" again? parents do not; "Anna", born later) is not linked to Amy
+    got = decide(core, [school("tom", "Tom", "Hill", "2016-09-30", gender="M", **MOVED),
+                        school("sis", "Amy", "Hill", "2018-05-01", **MOVED)], cfg=cfg)
+    assert not got["sis"]["status"].startswith("matched")
+    # a namesake elsewhere: the LA's Amy Hill born that day lives with no Tom; the school's Amy
+    # moved in with her brother, whom the LA does not know
+    core = [la("N1", "Amy", "Hill", "2014-02-03", postcode="ME16 8ZZ", addr="9 Faraway Close")]
+    got = decide(core, [school("amy", "Amy", "Hill", "2014-02-03", **MOVED),
+                        school("tom", "Tom", "Hill", "2016-09-30", gender="M", **MOVED)], cfg=cfg)
+    assert got["amy"]["status"] == "possible" and got["tom"]["status"] == "unmatched"
+    # two valid permanent UPNs that differ are two children, household or not
+    core = [la("P1", "Amy", "Hill", "2014-02-03", upn_=UPN_A), la("P2", "Tom", "Hill", "2016-09-30", gender="M")]
+    got = decide(core, [school("amy", "Amy", "Hill", "2014-02-03", upn_=UPN_C, **MOVED),
+                        school("tom", "Tom", "Hill", "2016-09-30", gender="M", **MOVED)], cfg=cfg)
+    assert not got["amy"]["status"].startswith("matched")
+
+
+def test_benchmark_dataset_moves_families_together_and_plants_namesake_families():
+    from simulator.matching_data import match_dataset
+
+    core, inc, truth, kinds = match_dataset(3000, 3600, seed=5)
+    fam = [i for i, k in kinds.items() if k == "namesake_family"]
+    assert len(fam) >= 2 and all(truth[i] is None for i in fam)
+    by_id = inc.set_index("incoming_id")
+    la_names = set(zip(core["forename"], core["surname"], core["dob"].astype(str)))
+    for i in fam:  # the LA holds a child of the same name and DOB, not this one
+        assert (by_id.at[i, "forename"], by_id.at[i, "surname"], by_id.at[i, "dob"]) in la_names
+
+
+def test_a_forename_mis_decoded_by_the_school_is_the_very_name():
+    # the LA holds "Renée"; the school's UTF-8 file was read as Windows-1252: "RenÃ©e". Repaired,
+    # it is the very name (before: a typo level, "possible" without an identifier)
+    core = [la("P1", "Renée", "Moss", "2016-03-04")]
+    r = decide(core, [school("s", "RenÃ©e", "Moss", "2016-03-04")])["s"]
+    assert (r["status"], r["person_id"]) == ("matched_with_conflicts", "P1") and r["conflicting_fields"] == "forename"
+    assert json.loads(r["explanation"])["fields"]["forename"]["level"] == "exact, mis-decoded"
+    # a twin the LA does not know is still told apart: "ZoÃ«" is Zoë, not Renée
+    r = decide(core, [school("t", "ZoÃ«", "Moss", "2016-03-04")])["t"]
+    assert not r["status"].startswith("matched")
+
+
+def test_a_name_only_resembling_a_child_claimed_exactly_at_another_school_is_unmatched():
+    # the LA knows Jayden; his school sends Jayden (linked), another school sends "Jaden", his
+    # twin the LA never knew, with no UPN (before: "possible", forename_differs)
+    core = [la("P1", "Jayden", "Smith", "2015-02-03", gender="M", upn_=UPN_A)]
+    got = decide(core, [school("jay", "Jayden", "Smith", "2015-02-03", gender="M", upn_=UPN_A),
+                        school("twin", "Jaden", "Smith", "2015-02-03", gender="M", base="8862005")])
+    assert (got["jay"]["status"], got["jay"]["person_id"]) == ("matched", "P1")
+    assert (got["twin"]["status"], got["twin"]["person_id"]) == ("unmatched", "")
+    assert json.loads(got["twin"]["explanation"])["why_not_possible"] == ["claimed_elsewhere"]
+    # with the child's UPN the second school's record is the child (a dual registration, a typo): not dropped
+    got = decide(core, [school("jay", "Jayden", "Smith", "2015-02-03", gender="M", upn_=UPN_A),
+                        school("dual", "Jaden", "Smith", "2015-02-03", gender="M", upn_=UPN_A, base="8862005")])
+    assert got["dual"]["person_id"] == "P1" and got["dual"]["status"] != "unmatched"
+
+
+def test_a_upn_typed_from_a_brother_or_sister_does_not_make_the_child_a_stranger():
+    # Harriet moved; the school typed her brother's UPN (which the LA holds, or the school's
+    # roll holds twice): her own valid UPN in the LA differs, but the UPN does not speak for her
+    core = [la("P1", "Harriet", "Owen", "2016-11-10", upn_=UPN_B, postcode="TN23 6XN", addr="27 Leonard Court"),
+            la("P2", "Tom", "Owen", "2014-01-05", gender="M", upn_=UPN_C, postcode="TN23 6XN", addr="27 Leonard Court")]
+    moved = dict(postcode="CT5 1JW", addr="26 Lee Meadows")
+    r = decide(core, [school("h", "Harriet", "Owen", "2016-11-10", upn_=UPN_C, **moved)])["h"]
+    assert (r["status"], r["person_id"]) == ("possible", "P1")
+    got = decide(core[:1], [school("h", "Harriet", "Owen", "2016-11-10", upn_=UPN_A, **moved),
+                            school("t", "Tom", "Owen", "2014-01-05", gender="M", upn_=UPN_A, **moved)])
+    assert (got["h"]["status"], got["h"]["person_id"]) == ("possible", "P1")
+
+
+def test_a_namesake_elsewhere_does_not_make_a_corroborated_child_ambiguous():
+    # the LA holds Jacob at his old number on the same street (and his middle name) and a Jacob
+    # Skinner born the same day across the county who shares name and DOB only (before:
+    # "possible", ambiguous: 2.5 bits apart)
+    core = [la("P1", "Jacob", "Skinner", "2019-01-30", gender="M", middle="Thomas", postcode="CT9 5NF",
+               addr="37 Jackson Pine"),
+            la("P9", "Jacob", "Skinner", "2019-01-30", gender="M", postcode="ME15 6QX", addr="7 Elsewhere Road")]
+    inc = [school("j", "Jacob", "Skinner", "2019-01-30", gender="M", middle="Thomas", postcode="CT16 1BP",
+                  addr="174 Jackson Pine")]
+    r = decide(core, inc)["j"]
+    assert (r["status"], r["person_id"]) == ("matched_with_conflicts", "P1")
+    e = json.loads(r["explanation"])
+    assert e["margin_over"] == "corroborated candidates" and e["runner_up"] is not None
+    # a best sharing only the postcode sector with the record stays ambiguous (thousands of homes share one)
+    sector = [la("P1", "Emma", "Fisher", "2022-01-09", postcode="TN23 1TB", addr="40 Lynda Burgs"),
+              la("P2", "Emma", "Fisher", "2022-01-09", postcode="CT11 8YL", addr="170 Welch Rapids")]
+    r = decide(sector, [school("e", "Emma", "Fisher", "2022-01-09", postcode="TN23 1AB", addr="90 Newhouse Lane")])["e"]
+    assert r["status"] == "possible" and "ambiguous" in json.loads(r["explanation"])["why_not_auto"]
+    # the namesake is the nearer one when nothing but name and DOB agree with either: an officer's question
+    bare = [school("j", "Jacob", "Skinner", "2019-01-30", gender="M", postcode="TN4 8AB", addr="2 Other Street")]
+    assert decide(core, bare)["j"]["status"] == "possible"
+    # a runner-up that is corroborated too (a brother on the street, "Jake" a form of Jacob) still counts
+    core2 = core[:1] + [la("P2", "Jake", "Skinner", "2019-01-30", gender="M", postcode="CT9 5NF", addr="37 Jackson Pine")]
+    r = decide(core2, [dict(inc[0], middle_names=None)])["j"]
+    assert not r["status"].startswith("matched")

@@ -204,6 +204,9 @@ COMPARISONS: tuple[Comparison, ...] = (
     Comparison("forename", (
         _missing("fn"),
         Level("exact", lambda p: p.equal("fn"), "forename_exact", tf="fn"),
+        # the school's file was decoded with the wrong code page ("RenÃ©e"): repaired, the very name
+        Level("exact, mis-decoded", lambda p: (p.i["fn_fixed"] != "") & (p.c["fn"] == p.i["fn_fixed"]),
+              "forename_exact"),
         Level("nickname or middle name", lambda p: p.forename_equiv(), "forename_equiv"),
         # compatible only with an identifier or the middle name agreeing (see score_pairs)
         Level("typo", lambda p: p.similar("fn", 0.9), "forename_typo", False),
@@ -329,6 +332,8 @@ def score_pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any = None, tf
     import numpy as np
     import pandas as pd
 
+    if "fn_fixed" not in inc.columns:
+        inc = inc.assign(fn_fixed=mis_decoded_keys(inc["forename"] if "forename" in inc.columns else inc["fn"]))
     c = core[_CORE_NEEDED].loc[pairs["ci"].values].reset_index(drop=True)
     i = inc[_INC_NEEDED].loc[pairs["ii"].values].reset_index(drop=True)
     s = pd.DataFrame({"ci": pairs["ci"].values, "ii": pairs["ii"].values})
@@ -373,7 +378,7 @@ def score_pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any = None, tf
 #: DOB levels consistent with the same child (typed day/month or one digit included)
 DOB_COMPATIBLE = ("exact", "day and month swapped", "one digit")
 #: forename levels that tell twins apart: the same name or one of its forms
-FORENAME_STRONG = ("exact", "nickname or middle name")
+FORENAME_STRONG = ("exact", "exact, mis-decoded", "nickname or middle name")
 #: surname levels consistent with the same child
 SURNAME_COMPATIBLE = ("exact", "part of double-barrel", "typo", "typed error")
 #: address line levels that name the same home (with the postcode unit)
@@ -430,4 +435,28 @@ def _one_digit(a: str, b: str) -> bool:
 
 _CORE_NEEDED = ["id", "upn", "upn_kind", "guid", "fn", "fn1", "mn", "sn", "sn_parts", "gender", "dob", "dob_s",
                 "pc", "pc_sector", "pc_district", "addr", "addr_no", "street"]
-_INC_NEEDED = _CORE_NEEDED + ["base_id", "dob_swap"]
+_INC_NEEDED = _CORE_NEEDED + ["base_id", "dob_swap", "fn_fixed"]
+
+#: what a UTF-8 accented letter looks like read as Windows-1252 ("Ã©" for "é", "Ã¶" for "ö")
+_MOJIBAKE = ("Ã", "Â", "â€")
+
+
+def repair_mis_decoded(s: str) -> str:
+    """A UTF-8 name read as Windows-1252 ("RenÃ©e"), read back as UTF-8 ("Renée"); "" when
+    the text shows no such sign or does not repair."""
+    if not s or not any(m in s for m in _MOJIBAKE):
+        return ""
+    try:
+        fixed = s.encode("cp1252").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return ""
+    return fixed if fixed != s else ""
+
+
+def mis_decoded_keys(names: Any) -> Any:
+    """Per raw forename the name key (:func:`~b2b.matching.normalise.name_key`) of its repaired
+    form (:func:`repair_mis_decoded`), "" when it needs no repair: the ``fn_fixed`` column."""
+    from b2b.matching.normalise import name_key
+
+    names = names.where(names.notna(), "").astype(str)
+    return names.map({v: name_key(repair_mis_decoded(v)) for v in names.unique()}).values

@@ -21,6 +21,8 @@ from b2b.matching.blocking import candidate_pairs
 from b2b.matching.comparisons import (
     COMPARISONS,
     DOB_COMPATIBLE,
+    FORENAME_STRONG,
+    HOME_ADDRESS,
     PARTS,
     TermFrequencies,
     Weights,
@@ -46,6 +48,10 @@ class MatchConfig:
     weights: Weights = field(default_factory=load_weights)  # the reviewed file include/matching/weights.json
     block_cap: int = 500      # ignore blocking values shared by more LA records than this
     dob_required: bool = True  # False for carers (F14): a school contact has no DOB; a missing one does not stop a link
+    # a household that moved together corroborates name + DOB (moved_together): "with_upn" only for
+    # a record with a valid permanent UPN (an LA namesake family would mostly hold UPNs that
+    # disagree), "always" also without one (a namesake family is then not told apart), or "off"
+    moved_household: str = "with_upn"
 
 
 @dataclass(frozen=True)
@@ -174,10 +180,28 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # enough at the "possible" score: common names (term frequencies) do not hold it back
     # the same home with the very forename and DOB (no identifier needed) likewise
     strong = best["upn_strong"].fillna(False).astype(bool).values | best["home_strong"].fillna(False).astype(bool).values
-    below, ambiguous = score < np.where(strong, cfg.possible, cfg.auto), score - runner < cfg.margin
+    # a household that moved together: two children of one school home, each the very name and
+    # DOB of a different LA child of one (other) LA home — corroboration that counts (issue 14)
+    best_lv = best.fillna({f + "_lv": -1 for f in PARTS}).astype({f + "_lv": int for f in PARTS})
+    # (never against an identifier: two valid permanent UPNs that differ are two children)
+    moved = ~corro & moved_together(inc, core, best["ci"].fillna(-1).astype(int).values,
+                                    best["eligible"].fillna(False).astype(bool).values & name_and_dob_exact(best_lv)
+                                    & ~at(best_lv, "upn", "different valid permanent")
+                                    & ((inc["upn_kind"].values == "valid") | (cfg.moved_household == "always"))) \
+        if cfg.moved_household != "off" else np.zeros(n, bool)
+    corro, strong = corro | moved, strong | moved
+    # the margin is over the candidates that are corroborated too: a runner-up sharing name and
+    # DOB only (a namesake elsewhere) does not make a corroborated best ambiguous (issue 14)
+    runner_c = runner_up_corroborated(s, best["ci"].fillna(-1).astype(int).values, n)
+    # (corroborated by more than the postcode sector: thousands of homes share one)
+    beyond_sector = at(best_lv, "postcode", "unit") | \
+        at(best_lv, "address_line1", *HOME_ADDRESS, "same street, other number") | at(best_lv, "middle_names", "equal") | \
+        at(best_lv, "upn", "valid, equal", "equal, temporary") | at(best_lv, "guid", "linked") | moved
+    over_corro = corro & beyond_sector & eligible & (runner_c < runner)
+    below, ambiguous = score < np.where(strong, cfg.possible, cfg.auto), \
+        score - np.where(over_corro, runner_c, runner) < cfg.margin
     exact_any = s.groupby("ii")["exact_other"].any().reindex(range(n), fill_value=False).values.astype(bool)
     weak_fn = ~best["forename_strong"].fillna(False).astype(bool).values
-    best_lv = best.fillna({f + "_lv": -1 for f in PARTS}).astype({f + "_lv": int for f in PARTS})
     exact_fn = at(best_lv, "forename", "exact")
     household = has & ~exact_fn & exact_any
     safe = has & ~below & ~ambiguous & eligible & corro & ~household
@@ -207,7 +231,17 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # nearest candidate still explained (why_not_possible)
     stranger = has & ~safe & at(best_lv, "forename", "different") & \
         ~(at(best_lv, "upn", "valid, equal", "equal, temporary") | at(best_lv, "guid", "linked"))
-    maybe = has & ~safe & (score >= cfg.possible) & ~stranger
+    # issue 14 (the queue): two more nearest candidates that are another child, not a question
+    not_possible = {"forename_differs": stranger,
+                    "claimed_by_twin": has & ~safe & ~stranger & claimed_by_batch_twin(
+                        claim["base"].values, best_ci, safe, exact_fn, in_twins),
+                    "upn_differs": has & ~safe & ~stranger & other_upn_only(best_lv, corro) &
+                    ~inc["upn"].isin(set(core["upn"].values) - {""}).values &
+                    ~inc["upn"].where(inc["upn"] != "").duplicated(keep=False).values}
+    not_possible["claimed_elsewhere"] = has & ~safe & ~stranger & ~not_possible["claimed_by_twin"] & \
+        claimed_at_another_school(claim["base"].values, best_ci, safe, exact_fn, resembling_name_only(best_lv))
+    elsewhere = np.logical_or.reduce(list(not_possible.values()))
+    maybe = has & ~safe & (score >= cfg.possible) & ~elsewhere
     # officer links are decisive
     officer_ci = np.full(n, -1)
     if cfg.guidmatch and len(links):
@@ -229,8 +263,130 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     out["explanation"] = _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible,
                                        corro, {"twin_in_batch": in_twins & weak_fn,
                                                "better_forename_elsewhere": household, "claimed_twice": twice},
-                                       np.where(shown, differ, ""), stranger & (score >= cfg.possible))
+                                       np.where(shown, differ, ""),
+                                       {k: v & (score >= cfg.possible) for k, v in not_possible.items()}, moved,
+                                       over_corro)
     return out
+
+
+def runner_up_corroborated(s: Any, best_ci: Any, n: int) -> Any:
+    """Per incoming record the best score among its *other* eligible candidates that are
+    corroborated beyond name + DOB (-inf when none): the runner-up a corroborated best must beat
+    by the margin. An uncorroborated runner-up shares name and DOB only — the namesake
+    elsewhere; for it to be the child while the best is not, a namesake would have to share the
+    record's home, street or middle name as well (the caller asks more of the best than the
+    postcode sector: at 256k records the bench met a namesake in the school's new sector). Inputs: the scored pairs
+    (``ii``, ``ci``, ``score``, ``eligible``, ``corroborated``) and each record's best
+    candidate position."""
+    import numpy as np
+
+    ok = s["eligible"].values & s["corroborated"].values & (s["ci"].values != best_ci[s["ii"].values])
+    return s[ok].groupby("ii")["score"].max().reindex(range(n)).fillna(-np.inf).values
+
+
+def name_and_dob_exact(lv: Any) -> Any:
+    """Pairs (``<field>_lv`` columns) whose forename is the name or a form of it, surname and
+    DOB exact, and gender not different: what :func:`moved_together` asks of each child."""
+    return at(lv, "forename", *FORENAME_STRONG) & at(lv, "surname", "exact") & at(lv, "dob", "exact") & \
+        ~at(lv, "gender", "different")
+
+
+def moved_together(inc: Any, core: Any, best_ci: Any, ok: Any) -> Any:
+    """A household that moved together (issue 14): records of one school sharing surname and
+    home (postcode and address line) whose nearest candidates (``best_ci``, positions in
+    ``core``; ``ok``: that pair is eligible with the very name and DOB, :func:`name_and_dob_exact`)
+    are at least two *different* LA children sharing one LA home (postcode and address line)
+    and surname. Each such record is corroborated beyond name + DOB: a namesake elsewhere has no
+    sibling who is also a namesake at its address. A record whose candidate is also another
+    record's nearest (a twin the LA does not know, a duplicate) does not count.
+
+    Inputs, for a fast path: per incoming record the prepared ``base_id``, ``sn``, ``pc``,
+    ``addr``, the best candidate's position (-1 none) and the ``ok`` flag; per LA record its
+    prepared ``sn``, ``pc``, ``addr``. Only one school's records are compared with each other,
+    so it holds part by part (the DAG path matches whole schools)."""
+    import numpy as np
+    import pandas as pd
+
+    n = len(inc)
+    if not n:
+        return np.zeros(0, bool)
+    ci = np.where(ok & (best_ci >= 0), best_ci, -1)
+    take = np.flatnonzero(ci >= 0)
+    if not len(take):
+        return np.zeros(n, bool)
+    c = ci[take]
+    base = inc["base_id"].values[take] if "base_id" in inc else np.full(len(take), "")
+    df = pd.DataFrame({"row": take, "ci": c,
+                       "school": pd.Series(base, dtype=object).astype(str).values + "|" + inc["sn"].values[take] + "|" +
+                       inc["pc"].values[take] + "|" + inc["addr"].values[take],
+                       "la": core["sn"].values[c] + "|" + core["pc"].values[c] + "|" + core["addr"].values[c]})
+    df = df[(inc["pc"].values[take] != "") & (inc["addr"].values[take] != "") &
+            (core["pc"].values[c] != "") & (core["addr"].values[c] != "")]
+    # a candidate claimed by two records of the home counts for neither (an unknown twin, a duplicate)
+    df = df[~df.duplicated(["school", "la", "ci"], keep=False)]
+    size = df.groupby(["school", "la"])["ci"].transform("size")
+    out = np.zeros(n, bool)
+    out[df["row"].values[(size >= 2).values]] = True
+    return out
+
+
+def claimed_by_batch_twin(base: Any, best_ci: Any, safe: Any, exact_fn: Any, in_twins: Any) -> Any:
+    """Records of a batch twin pair (:func:`batch_twins`: one school, surname, DOB and address)
+    whose nearest LA child is linked automatically, under its exact forename, from another
+    record of the same school, while their own forename is not exactly the child's: the school's
+    roll proves two children, the LA knows one and it is taken — this record is the twin the LA
+    does not know (``unmatched``, ``why_not_possible: ["claimed_by_twin"]``), not a question for
+    an officer. Inputs are per incoming record, row-aligned: school (``base``), nearest LA
+    candidate position (``best_ci``, -1 for none), linked automatically (``safe``), forename
+    level exact (``exact_fn``), in a batch twin pair (``in_twins``)."""
+    import numpy as np
+    import pandas as pd
+
+    key = pd.Series(base, dtype=object).astype(str) + "|" + pd.Series(best_ci).astype(str)
+    taken = set(key[safe & exact_fn & in_twins])
+    return (in_twins & ~safe & ~exact_fn & (best_ci >= 0) & key.isin(taken).values).astype(bool) \
+        if len(key) else np.zeros(0, bool)
+
+
+def resembling_name_only(lv: Any) -> Any:
+    """Pairs (``<field>_lv`` columns) whose forename only resembles (a typo, a typed error, the
+    initial: not the name nor a form of it) and that no UPN or GUID ties."""
+    return at(lv, "forename", "typo", "typed error", "initial only") & \
+        ~(at(lv, "upn", "valid, equal", "equal, temporary") | at(lv, "guid", "linked"))
+
+
+def claimed_at_another_school(base: Any, best_ci: Any, safe: Any, exact_fn: Any, resembling: Any) -> Any:
+    """Records whose nearest LA child is linked automatically, under its exact forename, from
+    another school's record, while their own forename only resembles the child's and no
+    identifier ties them (``resembling``, :func:`resembling_name_only`): a twin the LA never
+    knew on another school's roll ("Jaden" beside the LA's Jayden), not the child —
+    ``unmatched``, ``why_not_possible: ["claimed_elsewhere"]``. (A form of the name — the
+    child's own nickname at a second school — stays an officer's question, ``claimed_twice``.)
+    Inputs per incoming record, row-aligned: school, nearest candidate position (-1 none),
+    linked automatically, forename level exact, ``resembling``. Sees only the schools matched
+    together (the DAG path: one part of whole schools)."""
+    import numpy as np
+    import pandas as pd
+
+    if not len(best_ci):
+        return np.zeros(0, bool)
+    rec = pd.DataFrame({"base": pd.Series(base, dtype=object).astype(str).values, "ci": best_ci})
+    claims = rec[safe & exact_fn].drop_duplicates()
+    schools = claims.groupby("ci").size()  # schools claiming each child exactly
+    own = pd.MultiIndex.from_frame(rec).isin(pd.MultiIndex.from_frame(claims))  # this record's school is one of them
+    others = rec["ci"].map(schools).fillna(0).values - own
+    return resembling & ~safe & (best_ci >= 0) & (others > 0)
+
+
+def other_upn_only(best_lv: Any, corro: Any) -> Any:
+    """Nearest candidates that share name and DOB only (nothing else corroborates: no
+    postcode, address, street or middle name) and whose valid permanent UPN differs from the
+    record's valid permanent UPN: a namesake elsewhere, told apart by its identifier — another
+    child, ``unmatched`` with ``why_not_possible: ["upn_differs"]``, not a question for an
+    officer. The caller also requires that no LA child and no other record of the batch holds
+    the record's UPN: a UPN typed in error (a brother's or sister's) does not speak for it. Inputs: the best
+    candidates' levels (``<field>_lv`` columns) and their ``corroborated`` flag."""
+    return at(best_lv, "upn", "different valid permanent") & ~corro
 
 
 def batch_twins(inc: Any) -> Any:
@@ -279,11 +435,12 @@ def differing(core_df: Any, incoming_df: Any, ci: Any, rows: Any) -> Any:
     return names
 
 
-def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any, stranger: Any) -> Any:
+def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any, not_possible: Any, moved: Any, over_corro: Any) -> Any:
     """One JSON object per incoming record: per field its level label and weight (``fields``),
     the non-zero weights (``weights``), score, runner-up, the compared fields that differ
     (``differing_fields``), for a possible ``why_not_auto``, and for an unmatched record whose
-    nearest candidate scores in the possible band ``why_not_possible``."""
+    nearest candidate scores in the possible band ``why_not_possible`` (``not_possible``: reason ->
+    mask)."""
     import json
     import math
 
@@ -307,6 +464,10 @@ def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: A
              "candidates_over_possible": int(n_good[k])}
         if differ[k]:
             d["differing_fields"] = differ[k].split(";")
+        if moved[k]:
+            d["household"] = "moved together"
+        if over_corro[k]:  # the runner-up shares name and DOB only: the margin is over the others
+            d["margin_over"] = "corroborated candidates"
         if maybe[k]:
             d["why_not_auto"] = [r for r, bad in (("below_auto", below[k]), ("ambiguous", ambiguous[k]),
                                                   ("forename_differs", not fn_ok[k]),
@@ -314,8 +475,9 @@ def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: A
                                                   ("dob_differs", fn_ok[k] and not eligible[k]
                                                    and not guards["twin_in_batch"][k]))
                                 if bad] + [g for g, hit in guards.items() if hit[k]]
-        if stranger[k]:
-            d["why_not_possible"] = ["forename_differs"]
+        why_not = [r for r, hit in not_possible.items() if hit[k]]
+        if why_not:
+            d["why_not_possible"] = why_not
         out.append(json.dumps(d, sort_keys=True))
     return out
 
