@@ -63,7 +63,9 @@ def conflicts(conn: Connection, ctx: RunContext) -> dict:
             # matched_with_conflicts; the explanation names the fields that differ: exactly the
             # run's observations (one comparison rule, b2b.blocks, for conflicts and explanations).
             # One statement, and only the decisions that change are written (a snapshot's
-            # students mostly have no conflict: rewriting all of them cost a row version each).
+            # students mostly have no conflict: rewriting all of them cost a row version each);
+            # a student's observations by the primary key (the run's files are its base's), not
+            # by the base's index, which grows with every window's observations.
             conn.execute(
                 f"""UPDATE results.match m
                        SET status = d.status, explanation = d.explanation
@@ -79,8 +81,7 @@ def conflicts(conn: Connection, ctx: RunContext) -> dict:
                              CROSS JOIN LATERAL (
                                    SELECT jsonb_agg(DISTINCT o.field ORDER BY o.field) AS fields
                                      FROM results.conflict_observation o
-                                    WHERE o.file_id = ANY(%(files)s) AND o.base_id = m2.base_id
-                                      AND o.student_guid = m2.student_guid) f
+                                    WHERE o.file_id = ANY(%(files)s) AND o.student_guid = m2.student_guid) f
                              WHERE m2.file_id = ANY(%(files)s)
                                AND m2.status IN ('matched', 'matched_with_conflicts')) d
                      WHERE m.file_id = d.file_id AND m.student_guid = d.student_guid
