@@ -282,3 +282,29 @@ def test_f27_flags_sen_groups_and_exclusions_reach_the_la_view(core):
                                                                                   "needs": []})])], off)
     assert out["apply"]["sen_groups_updated"] == 1
     assert db.execute("SELECT count(*) FROM core.child_sen_need_current WHERE person_id = 'P1'").fetchone()[0] == 0
+
+
+def test_conflicts_rerun_updates_only_the_match_decisions_that_change(core):
+    db = core
+    c = ctx()
+    run_chain(db, c, [page("student", [("g-joe", JOE), ("g-emma", EMMA)]), page("address", [("g-joe", ADDR)])])
+
+    def decisions():
+        return {r[0]: r[1:] for r in db.execute(
+            "SELECT student_guid, status, explanation->'differing_fields', xmin::text FROM results.match")}
+
+    before = decisions()
+    assert before["g-joe"][:2] == ("matched_with_conflicts", ["forename"])
+    assert before["g-emma"][:2] == ("matched", None)
+    # a rerun with nothing changed writes no decision again
+    chain.conflicts(db, c)
+    assert decisions() == before
+    # the officer settles Joe's forename: the rerun marks Joe matched; the explanation still
+    # names the field (the run's observation); Emma's decision is not rewritten
+    db.execute("""INSERT INTO results.conflict_resolution (person_id, field, la_value, incoming_value, resolution,
+                                                           resolved_by)
+                  VALUES ('P1', 'forename', 'Joseph', 'Joe', 'kept_la', 'officer')""")
+    chain.conflicts(db, c)
+    after = decisions()
+    assert after["g-joe"][:2] == ("matched", ["forename"]) and after["g-joe"][2] != before["g-joe"][2]
+    assert after["g-emma"] == before["g-emma"]

@@ -328,3 +328,61 @@ def test_incremental_contacts_equal_a_full_rebuild_over_random_changed_days(db):
         out = _day(db, day, students, lists)
         modes.add("incremental" if "incremental" in out else "unchanged" if out.get("unchanged") else "full")
     assert "incremental" in modes
+
+
+# F37 as first written (issue 15 replaced it): for each claimant, one probe of the accounts and
+# one scan of every other candidate. The rule's set-based form must list the same rejections.
+_IN_USE_AS_FIRST_WRITTEN = """
+SELECT c.person_id, 'username_in_use'::text AS reason,
+       'email already used as the username of contact ' || coalesce(h.person_id, w.person_id) AS detail
+  FROM contact_cand c
+  LEFT JOIN LATERAL (SELECT x.person_id FROM core.contact x
+                      WHERE x.base_id = %(base)s AND lower(x.username) = lower(c.username)
+                        AND x.person_id <> c.person_id LIMIT 1) h ON true
+  LEFT JOIN LATERAL (SELECT o.person_id FROM contact_cand o
+                      WHERE lower(o.username) = lower(c.username) AND o.person_id < c.person_id
+                        AND NOT EXISTS (SELECT 1 FROM contact_reject r WHERE r.person_id = o.person_id)
+                        AND NOT EXISTS (SELECT 1 FROM core.contact x WHERE x.base_id = %(base)s
+                                                                      AND lower(x.username) = lower(c.username))
+                      ORDER BY o.person_id LIMIT 1) w ON true
+ WHERE NOT EXISTS (SELECT 1 FROM contact_reject r WHERE r.person_id = c.person_id)
+   AND coalesce(h.person_id, w.person_id) IS NOT NULL
+"""
+
+
+def test_username_in_use_lists_the_same_rejections_as_the_rule_first_written(db):
+    import random
+
+    rng = random.Random(37)
+    guids = [f"g-{i}" for i in range(10)]
+    pids = [f"C{i:02d}" for i in range(30)]
+    emails = ["a@example.com", "A@example.com", "b@example.com", "c@example.com", "d@example.com"]
+
+    def claimant(pid):
+        return contact(pid, forename=None if rng.random() < 0.1 else "Ann",
+                       emails=[] if rng.random() < 0.1 else [
+                           {"type": "H", "address": rng.choice(emails), "primary": True, "main": False}])
+
+    seen = set()
+    for day in range(8):
+        lists = {g: [claimant(p) for p in rng.sample(pids, rng.randint(0, 4))] for g in rng.sample(guids, 4)}
+        c = ctx(DAY1 + timedelta(days=day))
+        store_messages(db, c, [page("student", [(g, dict(STUDENT)) for g in lists]),
+                               page("contacts", [(g, {"contacts": cs}) for g, cs in lists.items()])])
+        chain.hash_filter(db, c, LEGACY)
+        chain.validate(db, c, REPORTS)
+        chain.load(db, c)
+        params = {"base": c.base_id, "wo": c.window_order, **contacts.REASONS}
+        with db.transaction(force_rollback=True):
+            db.execute("DROP TABLE IF EXISTS pg_temp.contact_cand, pg_temp.contact_reject")
+            db.execute(contacts._candidates_sql(False), params)
+            db.execute(contacts._REQUIRED, params)
+            db.execute("ANALYZE contact_cand, contact_reject")
+            now = set(db.execute(contacts._username_in_use("contact_cand", "contact_reject"), params).fetchall())
+            before = set(db.execute(_IN_USE_AS_FIRST_WRITTEN, params).fetchall())
+        assert now == before, f"day {day}"
+        seen |= {r[2] for r in now}
+        contacts.sync(db, c)
+        chain.commit(db, c)
+    # both kinds of collision happened: with an account, and between new claimants
+    assert len(seen) > 2

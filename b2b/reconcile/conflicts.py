@@ -59,28 +59,34 @@ def conflicts(conn: Connection, ctx: RunContext) -> dict:
                          CROSS JOIN LATERAL (VALUES {values}) AS v(field, la_value, inc_value, same)
                          WHERE s.file_id = ANY(%(files)s) AND v.la_value IS NOT NULL AND v.inc_value IS NOT NULL
                            AND NOT v.same""", params)
-            # the run's match decisions: conflicts open for the child as of this window -> matched_with_conflicts
+            # the run's match decisions: conflicts open for the child as of this window ->
+            # matched_with_conflicts; the explanation names the fields that differ: exactly the
+            # run's observations (one comparison rule, b2b.blocks, for conflicts and explanations).
+            # One statement, and only the decisions that change are written (a snapshot's
+            # students mostly have no conflict: rewriting all of them cost a row version each);
+            # a student's observations by the primary key (the run's files are its base's), not
+            # by the base's index, which grows with every window's observations.
             conn.execute(
                 f"""UPDATE results.match m
-                      SET status = CASE WHEN EXISTS (SELECT 1 FROM results.conflict_observation o
-                                                      WHERE o.person_id = m.person_id AND {_UNRESOLVED}
+                       SET status = d.status, explanation = d.explanation
+                      FROM (SELECT m2.file_id, m2.student_guid,
+                                   CASE WHEN EXISTS (SELECT 1 FROM results.conflict_observation o
+                                                      WHERE o.person_id = m2.person_id AND {_UNRESOLVED}
                                                         AND {_AS_OF})
-                                        THEN 'matched_with_conflicts' ELSE 'matched' END
-                    WHERE m.file_id = ANY(%(files)s) AND m.status IN ('matched', 'matched_with_conflicts')""",
+                                        THEN 'matched_with_conflicts' ELSE 'matched' END AS status,
+                                   CASE WHEN f.fields IS NULL THEN m2.explanation - 'differing_fields'
+                                        ELSE jsonb_set(m2.explanation, '{{differing_fields}}', f.fields)
+                                   END AS explanation
+                              FROM results.match m2
+                             CROSS JOIN LATERAL (
+                                   SELECT jsonb_agg(DISTINCT o.field ORDER BY o.field) AS fields
+                                     FROM results.conflict_observation o
+                                    WHERE o.file_id = ANY(%(files)s) AND o.student_guid = m2.student_guid) f
+                             WHERE m2.file_id = ANY(%(files)s)
+                               AND m2.status IN ('matched', 'matched_with_conflicts')) d
+                     WHERE m.file_id = d.file_id AND m.student_guid = d.student_guid
+                       AND (m.status, m.explanation) IS DISTINCT FROM (d.status, d.explanation)""",
                 {"files": files, "end": ctx.window_end, "dag": ctx.dag_id})
-            # the match explanation names the fields that differ: exactly the run's observations
-            # (one comparison rule, b2b.blocks, for conflicts and explanations)
-            conn.execute(
-                """UPDATE results.match m
-                      SET explanation = CASE WHEN d.fields IS NULL THEN m.explanation - 'differing_fields'
-                                             ELSE jsonb_set(m.explanation, '{differing_fields}', d.fields) END
-                     FROM (SELECT m2.file_id, m2.student_guid,
-                                  (SELECT jsonb_agg(DISTINCT o.field ORDER BY o.field) FROM results.conflict_observation o
-                                    WHERE o.file_id = ANY(%(files)s) AND o.base_id = m2.base_id
-                                      AND o.student_guid = m2.student_guid) AS fields
-                             FROM results.match m2
-                            WHERE m2.file_id = ANY(%(files)s) AND m2.status IN ('matched', 'matched_with_conflicts')) d
-                    WHERE m.file_id = d.file_id AND m.student_guid = d.student_guid""", {"files": files})
             observed, students, open_for_base = one(conn,
                 f"""SELECT (SELECT count(*) FROM results.conflict_observation WHERE file_id = ANY(%(files)s)),
                            (SELECT count(DISTINCT (base_id, student_guid)) FROM results.conflict_observation
