@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from b2b.matching import blocking, normalise
+from b2b.matching import blocking, normalise, small
 from b2b.matching.decide import MatchConfig, match, prepare_core
 
 
@@ -40,6 +40,8 @@ def pandas_only(monkeypatch):
     def use() -> None:
         monkeypatch.setattr(blocking, "SMALL_ROWS", -1)
         monkeypatch.setattr(normalise, "SMALL_ROWS", -1)
+        monkeypatch.setattr(small, "SMALL_PAIRS", -1)
+        monkeypatch.setattr(small, "SMALL_DIFFERING", -1)
 
     return use
 
@@ -54,12 +56,12 @@ def batches(core, inc, n, seed):
 
 def test_small_prepare_gives_the_pandas_frame(data, pandas_only):
     core, inc, _ = data
-    small = [normalise.prepare(core, "person_id"), normalise.prepare(inc, "incoming_id"),
+    fast = [normalise.prepare(core, "person_id"), normalise.prepare(inc, "incoming_id"),
              normalise.prepare(inc.iloc[3:5], "incoming_id")]
     pandas_only()
     big = [normalise.prepare(core, "person_id"), normalise.prepare(inc, "incoming_id"),
            normalise.prepare(inc.iloc[3:5], "incoming_id")]
-    for a, b in zip(small, big):
+    for a, b in zip(fast, big):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
@@ -79,24 +81,51 @@ def test_small_blocking_finds_the_pandas_pairs_in_the_same_order(data):
     for batch in batches(core, inc, 25, 1):
         pinc = normalise.prepare(batch, "incoming_id")
         for c in (cfg, MatchConfig(), MatchConfig(guidmatch=False)):
-            small = blocking._pairs_small(pcore, pinc, c, links)
+            fast = blocking._pairs_small(pcore, pinc, c, links)
             blocking_big = blocking.SMALL_ROWS
             try:
                 blocking.SMALL_ROWS = -1
                 big = blocking.candidate_pairs(pcore, pinc, c, links)
             finally:
                 blocking.SMALL_ROWS = blocking_big
-            pd.testing.assert_frame_equal(small, big)
+            pd.testing.assert_frame_equal(fast, big)
             assert len(big) or len(batch) < 3
 
 
 def decide_both(core, batch, pandas_only, monkeypatch, **kw):
-    small = match(core, batch, **kw)
+    fast = match(core, batch, **kw)
     with monkeypatch.context() as m:
         m.setattr(blocking, "SMALL_ROWS", -1)
         m.setattr(normalise, "SMALL_ROWS", -1)
+        m.setattr(small, "SMALL_PAIRS", -1)
+        m.setattr(small, "SMALL_DIFFERING", -1)
         big = match(core, batch, **kw)
-    return small, big
+    return fast, big
+
+
+def test_array_pairs_give_every_level_and_weight_of_the_series_path(data, monkeypatch):
+    """Each comparison's level and weight per candidate pair (numpy arrays vs pandas Series)."""
+    from b2b.matching.comparisons import TermFrequencies, score_pairs
+
+    core, inc, _ = data
+    pcore = normalise.prepare(core, "person_id")
+    pinc = normalise.prepare(inc, "incoming_id")
+    tf = TermFrequencies.from_frame(pcore)
+    links = pd.DataFrame({"base_id": inc["base_id"][:30], "guid": inc["guid"][:30],
+                          "person_id": pcore["id"].sample(30, random_state=4).values, "linked_by": "match"})
+    # the candidates, and random pairs for the levels candidates seldom reach
+    rng = np.random.default_rng(5)
+    pairs = pd.concat([blocking.candidate_pairs(pcore, pinc, MatchConfig(), links),
+                       pd.DataFrame({"ci": rng.integers(0, len(pcore), 3_000), "ii": rng.integers(0, len(pinc), 3_000)})],
+                      ignore_index=True)
+    assert len(pairs) <= small.SMALL_PAIRS
+    for cfg in (MatchConfig(), MatchConfig(guidmatch=False)):
+        arrays = score_pairs(pcore, pinc, pairs, cfg, links, tf)
+        with monkeypatch.context() as m:
+            m.setattr(small, "SMALL_PAIRS", -1)
+            series = score_pairs(pcore, pinc, pairs, cfg, links, tf)
+        pd.testing.assert_frame_equal(arrays, series, check_exact=True)
+        assert arrays["score"].nunique() > 20
 
 
 def test_small_batches_decide_as_the_pandas_path(data, pandas_only, monkeypatch):
@@ -106,7 +135,8 @@ def test_small_batches_decide_as_the_pandas_path(data, pandas_only, monkeypatch)
     core, inc, truth = data
     whole = prepare_core(core)
     tf = TermFrequencies.from_frame(whole.prep)
-    statuses = set()
+    statuses: set[str] = set()
+    conflicts: set[str] = set()
     for n, batch in enumerate(batches(core, inc, 30, 2)):
         known = [(b, g, truth.get(i)) for b, g, i in zip(batch["base_id"], batch["guid"], batch["incoming_id"])
                  if truth.get(i)]
@@ -116,11 +146,13 @@ def test_small_batches_decide_as_the_pandas_path(data, pandas_only, monkeypatch)
         # a part's candidates: a random slice of the LA around the batch's children
         rows = np.unique(np.concatenate([np.flatnonzero(whole.prep["id"].isin([p for *_, p in known])),
                                          np.random.default_rng(n).choice(len(whole), 200, replace=False)]))
-        small, big = decide_both(whole.take(rows), batch, pandas_only, monkeypatch, links=links, rejected=rejected,
+        fast, big = decide_both(whole.take(rows), batch, pandas_only, monkeypatch, links=links, rejected=rejected,
                                  tf=tf)
-        pd.testing.assert_frame_equal(small, big, check_exact=True)
+        pd.testing.assert_frame_equal(fast, big, check_exact=True)
         statuses |= set(big["status"])
-    assert {"matched", "unmatched"} <= statuses
+        conflicts |= {f for v in big["conflicting_fields"] for f in v.split(";") if f}
+    assert {"matched", "matched_with_conflicts", "possible", "unmatched"} <= statuses
+    assert {"forename", "surname", "postcode", "dob"} <= conflicts
 
 
 def test_small_batches_of_carers_decide_as_the_pandas_path(data, pandas_only, monkeypatch):
@@ -131,6 +163,6 @@ def test_small_batches_of_carers_decide_as_the_pandas_path(data, pandas_only, mo
     cfg = MatchConfig(guidmatch=False, dob_required=False)
     for batch in batches(core, inc, 15, 3):
         batch = batch.assign(dob=None, upn=None, middle_names=None)
-        small, big = decide_both(core.sample(300, random_state=len(batch)), batch, pandas_only, monkeypatch,
+        fast, big = decide_both(core.sample(300, random_state=len(batch)), batch, pandas_only, monkeypatch,
                                  cfg=cfg, min_age=6, as_of=dt.date(2026, 10, 5))
-        pd.testing.assert_frame_equal(small, big, check_exact=True)
+        pd.testing.assert_frame_equal(fast, big, check_exact=True)
