@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from b2b.config.settings import Settings
-from b2b.context import RunContext, log_stage, one, run_files, scalar
+from b2b.context import RunContext, log_stage, run_files, scalar
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -329,68 +329,75 @@ def _copy_csv(conn: Connection, sql: str, df: Any) -> None:
 
 
 def _stage_keys(conn: Connection, parts: list[Any]) -> None:
-    """The run's students (part, base, GUID) and their blocking keys in temporary tables."""
-    import numpy as np
+    """The run's students (part, base, GUID) and their blocking keys in temporary tables: each
+    key the matcher's own normalisation (``name_key``, ``name_parts``, ``postcode_key``) of a
+    distinct value once, the distinct (part, key...) rows whose key columns are all present
+    (not "", not 0), written row by row to COPY (no frames: a per-school run has a few rows)."""
     import pandas as pd
 
     from b2b.matching import name_key, name_parts, postcode_key
 
-    incoming = pd.concat(parts, ignore_index=True) if len(parts) != 1 else parts[0].reset_index(drop=True)
-    part = pd.Series([k for k, p in enumerate(parts) for _ in range(len(p))], dtype="int64")
     for name, cols in {"match_in": "base_id text, guid text", **_KEY_TABLES}.items():
         conn.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
         conn.execute(f"CREATE TEMP TABLE {name} (part int, {cols}) ON COMMIT DROP")
     conn.execute("DROP TABLE IF EXISTS pg_temp.match_cand")
-    _copy_csv(conn, "COPY match_in (part, base_id, guid)",
-              pd.DataFrame({"p": part, "b": incoming["base_id"].values, "g": incoming["guid"].values}))
-    if not len(incoming):
-        return
+    rows: dict[str, dict[tuple, None]] = {name: {} for name in ("match_in", *_KEY_TABLES)}
+    memo: dict[tuple[Any, str], Any] = {}
 
-    def by_value(col: Any, fn: Any) -> Any:
-        """``fn`` of each distinct text value ("" for a missing one), mapped back onto the column."""
-        return col.map({v: fn(v) for v in pd.unique(col) if isinstance(v, str)}).fillna("")
+    def norm(fn: Any, v: Any) -> Any:
+        if not isinstance(v, str):
+            return ""
+        key = (fn, v)
+        if key not in memo:
+            memo[key] = fn(v)
+        return memo[key]
 
-    def keys(table: str, cols: dict, rows: Any = None, keep: Any = None) -> None:
-        """COPY the distinct (part, key...) rows whose key columns are all present (not "", not 0);
-        ``rows``: each key row's incoming row (default: one key row per incoming row)."""
-        df = pd.DataFrame({n: c.values for n, c in cols.items()})
-        ok = pd.Series(True, index=df.index) if keep is None else pd.Series(keep.values, index=df.index)
-        for c in df.columns:
-            s = df[c]
-            ok &= s.notna() & (s.astype(str) != "") & (s.astype(str) != "0")
-        df.insert(0, "part", part.values if rows is None else part.values[rows])
-        _copy_csv(conn, f"COPY {table} (part, {', '.join(cols)})", df[ok.values].drop_duplicates())
+    def add(table: str, part: int, *key: Any) -> None:
+        if all(k is not None and k != "" and k != 0 and k != "0" for k in key):
+            rows[table][(part, *key)] = None
 
-    dob = pd.to_datetime(incoming["dob"], errors="coerce")
-    fn = by_value(incoming["forename"], name_key)
-    sn = by_value(incoming["surname"], name_key)
-    pc = by_value(incoming["postcode"], postcode_key)
-    year = dob.dt.year.fillna(0).astype(int)
-    has = dob.notna()
-    d = dob.dt.strftime("%Y-%m-%d")
-    swap_ok = has & (dob.dt.day <= 12) & (dob.dt.day != dob.dt.month)
-    swapped = (dob.dt.year.astype("Int64").astype(str) + "-" + dob.dt.day.astype("Int64").astype(str).str.zfill(2)
-               + "-" + dob.dt.month.astype("Int64").astype(str).str.zfill(2)).where(swap_ok, None)
-    # every UPN given (as the matcher's own key: upper case, no spaces; one of spaces too)
-    upn = incoming["upn"]
-    given = upn.map(lambda u: isinstance(u, str) and u != "").astype(bool).values
-    _copy_csv(conn, "COPY match_k_upn (part, upn)", pd.DataFrame(
-        {"part": part.values[given], "upn": upn[given].astype(str).str.upper().str.replace(" ", "", regex=False).values})
-        .drop_duplicates())
-    n = len(incoming)
-    keys("match_k_dsn", {"d": pd.concat([d.where(has), swapped], ignore_index=True),
-                         "l": pd.concat([sn.str[:1], sn.str[:1]], ignore_index=True)},
-         rows=np.concatenate([np.arange(n), np.arange(n)]))
-    keys("match_k_dfn", {"d": d, "l": fn.str[:1]}, keep=has)
-    keys("match_k_syf", {"s": sn, "y": year, "l": fn.str[:1]})
-    parts_ = by_value(incoming["surname"], lambda v: [p for p in name_parts(v) if len(p) >= 2])
-    ex = pd.DataFrame({"p": parts_.map(lambda v: v if isinstance(v, list) else []), "y": year.values,
-                       "l": fn.str[:1].values}).explode("p")
-    keys("match_k_pyf", {"p": ex["p"], "y": ex["y"], "l": ex["l"]}, rows=ex.index.values)
-    keys("match_k_py", {"p": pc, "y": year})
-    keys("match_k_fs", {"f": fn, "s": sn})
-    for name in ("match_in", *_KEY_TABLES):
-        conn.execute(f"ANALYZE {name}")
+    def surname_parts(v: str) -> list[str]:
+        return [p for p in name_parts(v) if len(p) >= 2]
+
+    for k, frame in enumerate(parts):
+        if not len(frame):
+            continue
+        dob = pd.to_datetime(frame["dob"], errors="coerce")
+        has = dob.notna().tolist()
+        ys, ms, ds = (dob.dt.year.fillna(0).astype(int).tolist(), dob.dt.month.fillna(0).astype(int).tolist(),
+                      dob.dt.day.fillna(0).astype(int).tolist())
+        for b, g, upn, fore, sur, post, h, y, m, d in zip(
+                frame["base_id"].tolist(), frame["guid"].tolist(), frame["upn"].tolist(), frame["forename"].tolist(),
+                frame["surname"].tolist(), frame["postcode"].tolist(), has, ys, ms, ds):
+            rows["match_in"][(k, b, g)] = None
+            # every UPN given (as the matcher's own key: upper case, no spaces)
+            if isinstance(upn, str) and upn != "":
+                add("match_k_upn", k, upn.upper().replace(" ", ""))
+            fn, sn, pc = norm(name_key, fore), norm(name_key, sur), norm(postcode_key, post)
+            fi, si = fn[:1], sn[:1]
+            year = y if h else 0
+            if h:
+                date = f"{y:04d}-{m:02d}-{d:02d}"
+                add("match_k_dsn", k, date, si)
+                if d <= 12 and d != m:
+                    add("match_k_dsn", k, f"{y:04d}-{d:02d}-{m:02d}", si)
+                add("match_k_dfn", k, date, fi)
+            add("match_k_syf", k, sn, year, fi)
+            for p in norm(surname_parts, sur) or ():
+                add("match_k_pyf", k, p, year, fi)
+            add("match_k_py", k, pc, year)
+            add("match_k_fs", k, fn, sn)
+    columns = {"match_in": "base_id, guid", "match_k_upn": "upn", "match_k_dsn": "d, l", "match_k_dfn": "d, l",
+               "match_k_syf": "s, y, l", "match_k_pyf": "p, y, l", "match_k_py": "p, y", "match_k_fs": "f, s"}
+    for name, keyed in rows.items():
+        if not keyed:
+            continue
+        with conn.cursor() as cur, cur.copy(f"COPY {name} (part, {columns[name]}) FROM STDIN") as copy:
+            for row in keyed:
+                copy.write_row(row)
+    if sum(len(p) for p in parts) > SMALL_RUN_STUDENTS:
+        for name in ("match_in", *_KEY_TABLES):
+            conn.execute(f"ANALYZE {name}")
 
 
 def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: list[int]) -> dict:
@@ -437,18 +444,18 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
     cfg = matching.MatchConfig(guidmatch=False, dob_required=False)
     decided = matching.match(core[matching.CORE_COLUMNS], contacts[matching.INCOMING_COLUMNS], cfg,
                              min_age=settings.carer_min, as_of=ctx.window_end.date())
-    kind = dict(zip(core["person_id"], core["kind"]))
-    d = decided.set_index("incoming_id")
+    kind = dict(zip(core["person_id"].tolist(), core["kind"].tolist()))
+    d = {r[0]: r[1:] for r in zip(*(decided[c].tolist() for c in ("incoming_id", "person_id", "status", "rule",
+                                                                   "score", "explanation")))}
     with conn.cursor() as cur, cur.copy(
             "COPY results.carer_match (file_id, base_id, contact_id, student_guid, person_id, person_kind, status, "
             "rule, score, explanation) FROM STDIN") as copy:
-        for r in contacts.itertuples(index=False):
-            row = d.loc[r.incoming_id]
-            pid = row["person_id"] or None
-            score = row["score"]
-            copy.write_row((r.file_id, r.base_id, r.contact_id, r.student_guid, pid, kind.get(pid) if pid else None,
-                            row["status"], row["rule"], None if pd.isna(score) else float(score),
-                            row["explanation"]))
+        for iid, file_id, base_id, contact_id, guid in zip(*(contacts[c].tolist() for c in (
+                "incoming_id", "file_id", "base_id", "contact_id", "student_guid"))):
+            pid, status, rule, score, expl = d[iid]
+            pid = pid or None
+            copy.write_row((file_id, base_id, contact_id, guid, pid, kind.get(pid) if pid else None, status, rule,
+                            None if pd.isna(score) else float(score), expl))
     counts = decided["status"].value_counts().to_dict()
     return {"contacts": len(contacts), "matched": counts.get("matched", 0) + counts.get("matched_with_conflicts", 0),
             "possible": counts.get("possible", 0)}
@@ -461,14 +468,13 @@ def term_frequencies(conn: Connection, incoming: Any) -> Any:
     from b2b.matching.comparisons import TermFrequencies
 
     counts: dict[str, dict] = {}
-    totals: dict[str, Any] = {}
     for col, key, values in (("fn", "m_fn", incoming["forename"]), ("sn", "m_sn", incoming["surname"])):
         keys = sorted({name_key(v) for v in values.dropna()} - {""})
         counts[col] = dict(conn.execute(f"SELECT {key}, count(*) FROM core.child WHERE {key} = ANY(%s) GROUP BY 1",
                                         (keys,)).fetchall())
-        n, sq = one(conn, f"""SELECT coalesce(sum(c), 0), coalesce(sum(c * c), 0)
-                                   FROM (SELECT count(*) AS c FROM core.child WHERE {key} <> '' GROUP BY {key}) x""")
-        totals[col] = (int(n), int(sq))
+    # the totals over every LA child: cached per state of core.child (migration 0033), not two
+    # full scans per run
+    totals = {col: (int(n), int(sq)) for col, n, sq in conn.execute("SELECT * FROM core.child_name_totals()")}
     return TermFrequencies(counts, totals)
 
 
