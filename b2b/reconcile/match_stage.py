@@ -232,6 +232,14 @@ UNION ALL SELECT k.part, c.person_id FROM match_k_fs k JOIN core.child c ON c.m_
 ) u"""
 
 
+_PARTS_BRANCH = """SELECT k.part, c.person_id FROM core.child c CROSS JOIN LATERAL unnest(c.m_sn_parts) AS cp(p)
+            JOIN match_k_pyf k ON cp.p = k.p AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
+           WHERE cardinality(c.m_sn_parts) > 1"""
+_PARTS_PROBE = """SELECT k.part, c.person_id FROM match_k_pyf k
+            JOIN core.child c ON c.m_sn_parts @> ARRAY[k.p] AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
+           WHERE cardinality(c.m_sn_parts) > 1"""
+
+
 def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False) -> Iterator[tuple[Any, Any, Any]]:
     """Per part (in order): the LA children that can be candidates for its students (every
     blocking key the matcher uses, normalised the same way; active children only: inactive
@@ -247,6 +255,9 @@ def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False
 
     from b2b.matching import CORE_COLUMNS
 
+    if len(parts) == 1 and len(parts[0]) <= SMALL_RUN_STUDENTS:
+        yield _one_small_part(conn, parts[0], prepared=prepared)
+        return
     _stage_keys(conn, parts)
     if sum(len(p) for p in parts) <= SMALL_RUN_STUDENTS:
         # a few students (a changed-data day): index probes per key, not a pass over the whole
@@ -262,14 +273,8 @@ def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False
         conn.execute(f"SET LOCAL enable_nestloop = {'on' if nestloop == 'on' else 'off'}")
     conn.execute("CREATE INDEX ON match_cand (part)")
     conn.execute("ANALYZE match_cand")
-    links = pd.DataFrame(conn.execute(
-        """SELECT x.part, l.base_id, l.student_guid AS guid, l.person_id, l.linked_by
-             FROM match_in x JOIN core.child_link l ON l.base_id = x.base_id AND l.student_guid = x.guid""").fetchall(),
-        columns=["part", "base_id", "guid", "person_id", "linked_by"])
-    rejected = pd.DataFrame(conn.execute(
-        """SELECT x.part, d.base_id, d.student_guid AS guid, d.person_id
-             FROM match_in x JOIN results.match_decision d ON d.base_id = x.base_id AND d.student_guid = x.guid
-            WHERE d.decision = 'reject'""").fetchall(), columns=["part", "base_id", "guid", "person_id"])
+    links = pd.DataFrame(conn.execute(_LINKS).fetchall(), columns=["part", "base_id", "guid", "person_id", "linked_by"])
+    rejected = pd.DataFrame(conn.execute(_REJECTED).fetchall(), columns=["part", "base_id", "guid", "person_id"])
     if prepared:
         yield from _prepared_parts(conn, len(parts), links, rejected)
         return
@@ -281,6 +286,39 @@ def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False
         yield (pd.DataFrame(rows, columns=CORE_COLUMNS),
                links[links["part"] == k].drop(columns="part").reset_index(drop=True),
                rejected[rejected["part"] == k].drop(columns="part").reset_index(drop=True))
+
+
+_LINKS = """SELECT x.part, l.base_id, l.student_guid AS guid, l.person_id, l.linked_by
+              FROM match_in x JOIN core.child_link l ON l.base_id = x.base_id AND l.student_guid = x.guid"""
+_REJECTED = """SELECT x.part, d.base_id, d.student_guid AS guid, d.person_id
+                 FROM match_in x JOIN results.match_decision d ON d.base_id = x.base_id AND d.student_guid = x.guid
+                WHERE d.decision = 'reject'"""
+
+
+def _one_small_part(conn: Connection, part: Any, *, prepared: bool) -> tuple[Any, Any, Any]:
+    """:func:`run_candidates` for a run of one small part (a school's changed-data day or
+    snapshot): the same candidate, link and rejection statements with the keys as array
+    parameters (:func:`_as_arrays`), no temporary tables: three statements, not ~30."""
+    import pandas as pd
+
+    from b2b import matching
+
+    rows = _key_rows([part])
+    # the surname-parts key probes the parts' GIN index (a few keys) instead of unnesting the
+    # parts of every LA child (a pass over core.child per run, growing with the LA)
+    assert _PARTS_BRANCH in _CANDIDATES
+    cand, params = _as_arrays(_CANDIDATES.split(" AS\n", 1)[1].replace(_PARTS_BRANCH, _PARTS_PROBE), rows)
+    core = pd.DataFrame(conn.execute(
+        f"""SELECT {CORE_SELECT} FROM core.child c
+             WHERE c.active AND c.person_id IN (SELECT v.person_id FROM ({cand}) v)
+             ORDER BY c.person_id""", params).fetchall(), columns=matching.CORE_COLUMNS)
+    links_sql, lp = _as_arrays(_LINKS, {"match_in": rows["match_in"]})
+    rejected_sql, rp = _as_arrays(_REJECTED, {"match_in": rows["match_in"]})
+    links = pd.DataFrame(conn.execute(links_sql, lp).fetchall(), columns=["part", "base_id", "guid", "person_id",
+                                                                           "linked_by"])
+    rejected = pd.DataFrame(conn.execute(rejected_sql, rp).fetchall(), columns=["part", "base_id", "guid", "person_id"])
+    return (matching.prepare_core(core) if prepared else core, links.drop(columns="part"),
+            rejected.drop(columns="part"))
 
 
 def _prepared_parts(conn: Connection, n_parts: int, links: Any, rejected: Any) -> Iterator[tuple[Any, Any, Any]]:
@@ -328,19 +366,22 @@ def _copy_csv(conn: Connection, sql: str, df: Any) -> None:
         copy.write(buf.getvalue())
 
 
-def _stage_keys(conn: Connection, parts: list[Any]) -> None:
-    """The run's students (part, base, GUID) and their blocking keys in temporary tables: each
-    key the matcher's own normalisation (``name_key``, ``name_parts``, ``postcode_key``) of a
-    distinct value once, the distinct (part, key...) rows whose key columns are all present
-    (not "", not 0), written row by row to COPY (no frames: a per-school run has a few rows)."""
+#: each key table's columns (after ``part``), as _KEY_TABLES declares them
+_KEY_COLUMNS = {"match_in": ("base_id", "guid"),
+                **{t: tuple(c.split()[0] for c in cols.split(", ")) for t, cols in _KEY_TABLES.items()}}
+_KEY_TYPES = {"match_in": ("text", "text"),
+              **{t: tuple(c.split()[1] for c in cols.split(", ")) for t, cols in _KEY_TABLES.items()}}
+
+
+def _key_rows(parts: list[Any]) -> dict[str, dict[tuple, None]]:
+    """The run's students (part, base, GUID) and their blocking keys: per key table the
+    distinct (part, key...) rows whose key columns are all present (not "", not 0), each key
+    the matcher's own normalisation (``name_key``, ``name_parts``, ``postcode_key``) of a
+    distinct value once (no frames: a per-school run has a few rows)."""
     import pandas as pd
 
     from b2b.matching import name_key, name_parts, postcode_key
 
-    for name, cols in {"match_in": "base_id text, guid text", **_KEY_TABLES}.items():
-        conn.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
-        conn.execute(f"CREATE TEMP TABLE {name} (part int, {cols}) ON COMMIT DROP")
-    conn.execute("DROP TABLE IF EXISTS pg_temp.match_cand")
     rows: dict[str, dict[tuple, None]] = {name: {} for name in ("match_in", *_KEY_TABLES)}
     memo: dict[tuple[Any, str], Any] = {}
 
@@ -387,17 +428,42 @@ def _stage_keys(conn: Connection, parts: list[Any]) -> None:
                 add("match_k_pyf", k, p, year, fi)
             add("match_k_py", k, pc, year)
             add("match_k_fs", k, fn, sn)
-    columns = {"match_in": "base_id, guid", "match_k_upn": "upn", "match_k_dsn": "d, l", "match_k_dfn": "d, l",
-               "match_k_syf": "s, y, l", "match_k_pyf": "p, y, l", "match_k_py": "p, y", "match_k_fs": "f, s"}
-    for name, keyed in rows.items():
+    return rows
+
+
+def _stage_keys(conn: Connection, parts: list[Any]) -> None:
+    """:func:`_key_rows` in temporary tables (COPY)."""
+    for name, cols in {"match_in": "base_id text, guid text", **_KEY_TABLES}.items():
+        conn.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
+        conn.execute(f"CREATE TEMP TABLE {name} (part int, {cols}) ON COMMIT DROP")
+    conn.execute("DROP TABLE IF EXISTS pg_temp.match_cand")
+    for name, keyed in _key_rows(parts).items():
         if not keyed:
             continue
-        with conn.cursor() as cur, cur.copy(f"COPY {name} (part, {columns[name]}) FROM STDIN") as copy:
+        with conn.cursor() as cur, cur.copy(f"COPY {name} (part, {', '.join(_KEY_COLUMNS[name])}) FROM STDIN") as copy:
             for row in keyed:
                 copy.write_row(row)
     if sum(len(p) for p in parts) > SMALL_RUN_STUDENTS:
         for name in ("match_in", *_KEY_TABLES):
             conn.execute(f"ANALYZE {name}")
+
+
+def _as_arrays(sql: str, rows: dict[str, dict[tuple, None]]) -> tuple[str, dict[str, list]]:
+    """``sql`` with each key table read from array parameters (``unnest``) instead of its
+    temporary table: the same statement for one small part, without creating ten tables."""
+    import re
+
+    params: dict[str, list] = {}
+    for name, keyed in rows.items():
+        cols = ("part", *_KEY_COLUMNS[name])
+        types = ("int", *_KEY_TYPES[name])
+        values = list(zip(*keyed)) if keyed else [()] * len(cols)
+        args = []
+        for n, typ in enumerate(types):
+            params[f"{name}_{n}"] = list(values[n])
+            args.append(f"%({name}_{n})s::{typ}[]")
+        sql = re.sub(rf"\b{name}\b", f"(SELECT * FROM unnest({', '.join(args)}) AS t({', '.join(cols)}))", sql)
+    return sql, params
 
 
 def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: list[int]) -> dict:
