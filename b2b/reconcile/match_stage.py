@@ -4,13 +4,12 @@ Set-based around the matcher (issue 15): the run's blocking keys go to temporary
 COPY, and ONE statement finds every school part's candidate LA children (hash joins over
 ``core.child``, not one index-probe query per part); each part's candidates are then read by
 the part number. The matcher decides a part (whole schools) at a time, so its frames stay
-bounded however large the run; the decisions are written by one CSV COPY per part, and the
-two GUID guards are one UPDATE each over the run's ``results.match`` rows.
+bounded however large the run; the decisions are written by one COPY per part, and the
+two GUID guards are one UPDATE each over the run's ``results.match`` rows. A run of one small
+part (a school's run) sends its keys as array parameters instead of temporary tables.
 """
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -358,14 +357,6 @@ def core_candidates(conn: Connection, incoming: Any) -> Any:
         return next(run_candidates(conn, [incoming]))
 
 
-def _copy_csv(conn: Connection, sql: str, df: Any) -> None:
-    """COPY a frame in CSV (an empty field is NULL; text is quoted as CSV quotes it)."""
-    buf = io.StringIO()
-    df.to_csv(buf, header=False, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
-    with conn.cursor() as cur, cur.copy(f"{sql} FROM STDIN (FORMAT csv)") as copy:
-        copy.write(buf.getvalue())
-
-
 #: each key table's columns (after ``part``), as _KEY_TABLES declares them
 _KEY_COLUMNS = {"match_in": ("base_id", "guid"),
                 **{t: tuple(c.split()[0] for c in cols.split(", ")) for t, cols in _KEY_TABLES.items()}}
@@ -565,9 +556,8 @@ def school_parts(incoming: Any, size: int | None = None) -> Iterator[Any]:
 
 def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incoming: Any, decided: Any) -> None:
     """COPY one ``results.match`` row per incoming student (``decided`` is row-aligned with it),
-    built column-wise and sent as one CSV (the explanation already names the differing fields,
-    b2b.matching.decide)."""
-    import numpy as np
+    row by row from plain lists (the explanation already names the differing fields,
+    b2b.matching.decide); an empty text is NULL, as in CSV."""
     import pandas as pd
 
     assert len(decided) == len(incoming)
@@ -575,16 +565,19 @@ def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incomi
     as_of = ctx.window_end.date()
     later = (dob.dt.month > as_of.month) | ((dob.dt.month == as_of.month) & (dob.dt.day > as_of.day))
     age = (as_of.year - dob.dt.year - later.astype(int)).astype("Int64")  # <NA> without a DOB
-    status = decided["status"].to_numpy(dtype=object)
-    pid = decided["person_id"].to_numpy(dtype=object)
     score = pd.to_numeric(decided["score"], errors="coerce").astype(float)
-    expl = decided["explanation"].to_numpy(dtype=object)
-    _copy_csv(conn, "COPY results.match (file_id, base_id, student_guid, person_id, status, rule, score, hidden, "
-                    "age_years, window_order, explanation)", pd.DataFrame({
-        "file_id": incoming["file_id"].values, "base_id": incoming["base_id"].values,
-        "student_guid": incoming["student_guid"].values,
-        "person_id": np.where(pd.isna(pid) | (pid == ""), None, pid),
-        "status": status, "rule": decided["rule"].values, "score": score.values,
-        "hidden": (status == "unmatched") & (age > settings.b2b_s_age).fillna(False).to_numpy(dtype=bool),
-        "age_years": age.values, "window_order": ctx.window_order,
-        "explanation": np.where(pd.isna(expl) | (expl == ""), "{}", expl)}))
+
+    def text(v: Any) -> Any:
+        return None if v is None or v is pd.NA or (isinstance(v, float) and v != v) or v == "" else v
+
+    with conn.cursor() as cur, cur.copy(
+            "COPY results.match (file_id, base_id, student_guid, person_id, status, rule, score, hidden, age_years, "
+            "window_order, explanation) FROM STDIN") as copy:
+        for file_id, base_id, guid, pid, status, rule, sc, a, expl in zip(
+                incoming["file_id"].tolist(), incoming["base_id"].tolist(), incoming["student_guid"].tolist(),
+                decided["person_id"].tolist(), decided["status"].tolist(), decided["rule"].tolist(), score.tolist(),
+                age.tolist(), decided["explanation"].tolist()):
+            a = None if a is pd.NA or a is None else int(a)
+            copy.write_row((file_id, text(base_id), text(guid), text(pid), text(status), text(rule),
+                            None if sc != sc else sc, status == "unmatched" and a is not None and a > settings.b2b_s_age,
+                            a, ctx.window_order, text(expl) or "{}"))
