@@ -124,6 +124,6 @@ def differing_rows(core_df: Any, incoming_df: Any, ci: Any, take: Any, fields: A
         a = norm(f, core_df[f].to_numpy(dtype=object)[ci[take]])
         b = norm(f, incoming_df[f].to_numpy(dtype=object)[take])
         for k, x, y in zip(take.tolist(), a, b):
-            if not _missing(x) and not _missing(y) and x != y:
+            if x is not None and y is not None and x != y:  # a normalised "" is a value, as in pandas
                 names[k] = f if names[k] == "" else names[k] + ";" + f
     return names
