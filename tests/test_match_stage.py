@@ -175,3 +175,47 @@ def test_a_child_claimed_exactly_in_another_part_is_not_linked_to_a_form_of_its_
         assert by_guid[g][:2] == (w["status"], w["person_id"]), g
         assert by_guid[g][6] == json.loads(w["explanation"]), g
     assert by_guid["g-leon"][6]["why_not_auto"] == ["claimed_twice"]
+
+
+def test_name_totals_follow_every_change_of_the_la_children(db):
+    """The term-frequency totals (named children, sum of squared name counts) come from a cache
+    per state of core.child (migration 0033): after every kind of change, and across a rolled
+    back one, they equal a count over the whole table."""
+
+    def direct():
+        out = {}
+        for col, key in (("fn", "m_fn"), ("sn", "m_sn")):
+            out[col] = db.execute(f"""SELECT coalesce(sum(c), 0), coalesce(sum(c * c), 0)
+                                        FROM (SELECT count(*) AS c FROM core.child WHERE {key} <> ''
+                                               GROUP BY {key}) x""").fetchone()
+        return {k: (int(n), int(sq)) for k, (n, sq) in out.items()}
+
+    def cached():
+        return {col: (int(n), int(sq)) for col, n, sq in db.execute("SELECT * FROM core.child_name_totals()")}
+
+    def add(pid, fore, sur):
+        db.execute("INSERT INTO core.child (person_id, forename, surname) VALUES (%s, %s, %s)", (pid, fore, sur))
+
+    assert cached() == direct() == {"fn": (0, 0), "sn": (0, 0)}
+    for pid, fore, sur in (("P1", "Amelia", "Jones"), ("P2", "Amélia", "JONES"), ("P3", "Olivia", "Smith")):
+        add(pid, fore, sur)
+    db.commit()
+    assert cached() == direct() == {"fn": (3, 5), "sn": (3, 5)}
+    assert cached() == direct()  # served from the cache
+    db.execute("UPDATE core.child SET surname = 'Smith' WHERE person_id = 'P1'")
+    db.commit()
+    assert cached() == direct() == {"fn": (3, 5), "sn": (3, 5)}
+    db.execute("UPDATE core.child SET forename = NULL WHERE person_id = 'P3'")
+    db.commit()
+    assert cached() == direct() == {"fn": (2, 4), "sn": (3, 5)}
+    add("P4", "Noah", "Smith")  # seen by its own transaction, gone after the rollback
+    assert cached() == direct() == {"fn": (3, 5), "sn": (4, 10)}
+    db.rollback()
+    assert cached() == direct() == {"fn": (2, 4), "sn": (3, 5)}
+    db.execute("DELETE FROM core.child WHERE person_id = 'P2'")
+    db.commit()
+    assert cached() == direct() == {"fn": (1, 1), "sn": (2, 4)}
+    db.execute("TRUNCATE core.child CASCADE")
+    db.commit()
+    assert cached() == direct() == {"fn": (0, 0), "sn": (0, 0)}
+    assert db.execute("SELECT count(*) FROM core.child_name_totals").fetchone()[0] == 2  # older states pruned

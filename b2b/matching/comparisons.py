@@ -334,10 +334,8 @@ def score_pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any = None, tf
 
     if "fn_fixed" not in inc.columns:
         inc = inc.assign(fn_fixed=mis_decoded_keys(inc["forename"] if "forename" in inc.columns else inc["fn"]))
-    c = core[_CORE_NEEDED].loc[pairs["ci"].values].reset_index(drop=True)
-    i = inc[_INC_NEEDED].loc[pairs["ii"].values].reset_index(drop=True)
     s = pd.DataFrame({"ci": pairs["ci"].values, "ii": pairs["ii"].values})
-    p = Pairs(c, i, cfg, links)
+    p = _pairs(core, inc, pairs, cfg, links)
     for comp in COMPARISONS:
         s[comp.field + "_lv"], s[comp.field] = evaluate(comp, p, cfg.weights, tf)
     s["score"] = s[PARTS].sum(axis=1)
@@ -375,6 +373,18 @@ def score_pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any = None, tf
     return s
 
 
+def _pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any) -> Pairs:
+    """The two sides of the pairs: pandas Series, or numpy arrays for a few pairs (issue 15)."""
+    from b2b.matching import small
+
+    if len(pairs) <= small.SMALL_PAIRS and core.index.is_unique and inc.index.is_unique:
+        return small.array_pairs(core, inc, core.index.get_indexer(pairs["ci"].values),
+                                 inc.index.get_indexer(pairs["ii"].values), _CORE_NEEDED, _INC_NEEDED, cfg, links)
+    c = core[_CORE_NEEDED].loc[pairs["ci"].values].reset_index(drop=True)
+    i = inc[_INC_NEEDED].loc[pairs["ii"].values].reset_index(drop=True)
+    return Pairs(c, i, cfg, links)
+
+
 #: DOB levels consistent with the same child (typed day/month or one digit included)
 DOB_COMPATIBLE = ("exact", "day and month swapped", "one digit")
 #: forename levels that tell twins apart: the same name or one of its forms
@@ -387,8 +397,10 @@ HOME_ADDRESS = ("equal", "same number, street typed")
 
 def at(s: Any, field: str, *labels: str) -> Any:
     """Pairs whose level for ``field`` is one of ``labels``."""
+    import numpy as np
+
     comp = BY_FIELD[field]
-    return s[field + "_lv"].isin([comp.level_of(lb) for lb in labels]).values
+    return np.isin(s[field + "_lv"].to_numpy(), [comp.level_of(lb) for lb in labels])
 
 
 def label_of(field: str, level: int) -> str:

@@ -415,6 +415,10 @@ def differing(core_df: Any, incoming_df: Any, ci: Any, rows: Any) -> Any:
     take = np.flatnonzero(rows)
     if not len(take):
         return names
+    from b2b.matching import small
+
+    if len(take) <= small.SMALL_DIFFERING:  # a few chosen pairs: value by value (issue 15)
+        return small.differing_rows(core_df, incoming_df, ci, take, FRAME_COMPARED)
 
     def norm(f: str, values: Any) -> Any:
         """The registry's normalisation, once per distinct value; None for a missing value."""

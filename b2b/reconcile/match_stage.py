@@ -4,13 +4,12 @@ Set-based around the matcher (issue 15): the run's blocking keys go to temporary
 COPY, and ONE statement finds every school part's candidate LA children (hash joins over
 ``core.child``, not one index-probe query per part); each part's candidates are then read by
 the part number. The matcher decides a part (whole schools) at a time, so its frames stay
-bounded however large the run; the decisions are written by one CSV COPY per part, and the
-two GUID guards are one UPDATE each over the run's ``results.match`` rows.
+bounded however large the run; the decisions are written by one COPY per part, and the
+two GUID guards are one UPDATE each over the run's ``results.match`` rows. A run of one small
+part (a school's run) sends its keys as array parameters instead of temporary tables.
 """
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -232,6 +231,14 @@ UNION ALL SELECT k.part, c.person_id FROM match_k_fs k JOIN core.child c ON c.m_
 ) u"""
 
 
+_PARTS_BRANCH = """SELECT k.part, c.person_id FROM core.child c CROSS JOIN LATERAL unnest(c.m_sn_parts) AS cp(p)
+            JOIN match_k_pyf k ON cp.p = k.p AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
+           WHERE cardinality(c.m_sn_parts) > 1"""
+_PARTS_PROBE = """SELECT k.part, c.person_id FROM match_k_pyf k
+            JOIN core.child c ON c.m_sn_parts @> ARRAY[k.p] AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
+           WHERE cardinality(c.m_sn_parts) > 1"""
+
+
 def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False) -> Iterator[tuple[Any, Any, Any]]:
     """Per part (in order): the LA children that can be candidates for its students (every
     blocking key the matcher uses, normalised the same way; active children only: inactive
@@ -247,6 +254,9 @@ def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False
 
     from b2b.matching import CORE_COLUMNS
 
+    if len(parts) == 1 and len(parts[0]) <= SMALL_RUN_STUDENTS:
+        yield _one_small_part(conn, parts[0], prepared=prepared)
+        return
     _stage_keys(conn, parts)
     if sum(len(p) for p in parts) <= SMALL_RUN_STUDENTS:
         # a few students (a changed-data day): index probes per key, not a pass over the whole
@@ -262,14 +272,8 @@ def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False
         conn.execute(f"SET LOCAL enable_nestloop = {'on' if nestloop == 'on' else 'off'}")
     conn.execute("CREATE INDEX ON match_cand (part)")
     conn.execute("ANALYZE match_cand")
-    links = pd.DataFrame(conn.execute(
-        """SELECT x.part, l.base_id, l.student_guid AS guid, l.person_id, l.linked_by
-             FROM match_in x JOIN core.child_link l ON l.base_id = x.base_id AND l.student_guid = x.guid""").fetchall(),
-        columns=["part", "base_id", "guid", "person_id", "linked_by"])
-    rejected = pd.DataFrame(conn.execute(
-        """SELECT x.part, d.base_id, d.student_guid AS guid, d.person_id
-             FROM match_in x JOIN results.match_decision d ON d.base_id = x.base_id AND d.student_guid = x.guid
-            WHERE d.decision = 'reject'""").fetchall(), columns=["part", "base_id", "guid", "person_id"])
+    links = pd.DataFrame(conn.execute(_LINKS).fetchall(), columns=["part", "base_id", "guid", "person_id", "linked_by"])
+    rejected = pd.DataFrame(conn.execute(_REJECTED).fetchall(), columns=["part", "base_id", "guid", "person_id"])
     if prepared:
         yield from _prepared_parts(conn, len(parts), links, rejected)
         return
@@ -281,6 +285,47 @@ def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False
         yield (pd.DataFrame(rows, columns=CORE_COLUMNS),
                links[links["part"] == k].drop(columns="part").reset_index(drop=True),
                rejected[rejected["part"] == k].drop(columns="part").reset_index(drop=True))
+
+
+_LINKS = """SELECT x.part, l.base_id, l.student_guid AS guid, l.person_id, l.linked_by
+              FROM match_in x JOIN core.child_link l ON l.base_id = x.base_id AND l.student_guid = x.guid"""
+_REJECTED = """SELECT x.part, d.base_id, d.student_guid AS guid, d.person_id
+                 FROM match_in x JOIN results.match_decision d ON d.base_id = x.base_id AND d.student_guid = x.guid
+                WHERE d.decision = 'reject'"""
+
+
+def _one_small_part(conn: Connection, part: Any, *, prepared: bool) -> tuple[Any, Any, Any]:
+    """:func:`run_candidates` for a run of one small part (a school's changed-data day or
+    snapshot): the same candidate, link and rejection statements with the keys as array
+    parameters (:func:`_as_arrays`), no temporary tables: three statements, not ~30."""
+    import pandas as pd
+
+    from b2b import matching
+
+    rows = _key_rows([part])
+    # the surname-parts key probes the parts' GIN index (a few keys) instead of unnesting the
+    # parts of every LA child (a pass over core.child per run, growing with the LA)
+    assert _PARTS_BRANCH in _CANDIDATES
+    cand, params = _as_arrays(_CANDIDATES.split(" AS\n", 1)[1].replace(_PARTS_BRANCH, _PARTS_PROBE), rows)
+    # index probes per key, never a hash join over the whole LA per key (at 80k children, 400
+    # students: 135-180 ms vs 240-290 ms; 3 students: the same); never a generic plan either
+    # (prepare=False: a cached plan for arrays of unknown size took 45 ms for 3 students, not 10)
+    hashjoin, mergejoin = one(conn, "SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')")
+    conn.execute("SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)")
+    core = pd.DataFrame(conn.execute(
+        f"""SELECT {CORE_SELECT} FROM core.child c
+             WHERE c.active AND c.person_id IN (SELECT v.person_id FROM ({cand}) v)
+             ORDER BY c.person_id""", params, prepare=False).fetchall(), columns=matching.CORE_COLUMNS)
+    conn.execute("SELECT set_config('enable_hashjoin', %s, true), set_config('enable_mergejoin', %s, true)",
+                 (hashjoin, mergejoin))
+    links_sql, lp = _as_arrays(_LINKS, {"match_in": rows["match_in"]})
+    rejected_sql, rp = _as_arrays(_REJECTED, {"match_in": rows["match_in"]})
+    links = pd.DataFrame(conn.execute(links_sql, lp, prepare=False).fetchall(),
+                         columns=["part", "base_id", "guid", "person_id", "linked_by"])
+    rejected = pd.DataFrame(conn.execute(rejected_sql, rp, prepare=False).fetchall(),
+                            columns=["part", "base_id", "guid", "person_id"])
+    return (matching.prepare_core(core) if prepared else core, links.drop(columns="part"),
+            rejected.drop(columns="part"))
 
 
 def _prepared_parts(conn: Connection, n_parts: int, links: Any, rejected: Any) -> Iterator[tuple[Any, Any, Any]]:
@@ -320,77 +365,104 @@ def core_candidates(conn: Connection, incoming: Any) -> Any:
         return next(run_candidates(conn, [incoming]))
 
 
-def _copy_csv(conn: Connection, sql: str, df: Any) -> None:
-    """COPY a frame in CSV (an empty field is NULL; text is quoted as CSV quotes it)."""
-    buf = io.StringIO()
-    df.to_csv(buf, header=False, index=False, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
-    with conn.cursor() as cur, cur.copy(f"{sql} FROM STDIN (FORMAT csv)") as copy:
-        copy.write(buf.getvalue())
+#: each key table's columns (after ``part``), as _KEY_TABLES declares them
+_KEY_COLUMNS = {"match_in": ("base_id", "guid"),
+                **{t: tuple(c.split()[0] for c in cols.split(", ")) for t, cols in _KEY_TABLES.items()}}
+_KEY_TYPES = {"match_in": ("text", "text"),
+              **{t: tuple(c.split()[1] for c in cols.split(", ")) for t, cols in _KEY_TABLES.items()}}
 
 
-def _stage_keys(conn: Connection, parts: list[Any]) -> None:
-    """The run's students (part, base, GUID) and their blocking keys in temporary tables."""
-    import numpy as np
+def _key_rows(parts: list[Any]) -> dict[str, dict[tuple, None]]:
+    """The run's students (part, base, GUID) and their blocking keys: per key table the
+    distinct (part, key...) rows whose key columns are all present (not "", not 0), each key
+    the matcher's own normalisation (``name_key``, ``name_parts``, ``postcode_key``) of a
+    distinct value once (no frames: a per-school run has a few rows)."""
     import pandas as pd
 
     from b2b.matching import name_key, name_parts, postcode_key
 
-    incoming = pd.concat(parts, ignore_index=True) if len(parts) != 1 else parts[0].reset_index(drop=True)
-    part = pd.Series([k for k, p in enumerate(parts) for _ in range(len(p))], dtype="int64")
+    rows: dict[str, dict[tuple, None]] = {name: {} for name in ("match_in", *_KEY_TABLES)}
+    memo: dict[tuple[Any, str], Any] = {}
+
+    def norm(fn: Any, v: Any) -> Any:
+        if not isinstance(v, str):
+            return ""
+        key = (fn, v)
+        if key not in memo:
+            memo[key] = fn(v)
+        return memo[key]
+
+    def add(table: str, part: int, *key: Any) -> None:
+        if all(k is not None and k != "" and k != 0 and k != "0" for k in key):
+            rows[table][(part, *key)] = None
+
+    def surname_parts(v: str) -> list[str]:
+        return [p for p in name_parts(v) if len(p) >= 2]
+
+    for k, frame in enumerate(parts):
+        if not len(frame):
+            continue
+        dob = pd.to_datetime(frame["dob"], errors="coerce")
+        has = dob.notna().tolist()
+        ys, ms, ds = (dob.dt.year.fillna(0).astype(int).tolist(), dob.dt.month.fillna(0).astype(int).tolist(),
+                      dob.dt.day.fillna(0).astype(int).tolist())
+        for b, g, upn, fore, sur, post, h, y, m, d in zip(
+                frame["base_id"].tolist(), frame["guid"].tolist(), frame["upn"].tolist(), frame["forename"].tolist(),
+                frame["surname"].tolist(), frame["postcode"].tolist(), has, ys, ms, ds):
+            rows["match_in"][(k, b, g)] = None
+            # every UPN given (as the matcher's own key: upper case, no spaces)
+            if isinstance(upn, str) and upn != "":
+                add("match_k_upn", k, upn.upper().replace(" ", ""))
+            fn, sn, pc = norm(name_key, fore), norm(name_key, sur), norm(postcode_key, post)
+            fi, si = fn[:1], sn[:1]
+            year = y if h else 0
+            if h:
+                date = f"{y:04d}-{m:02d}-{d:02d}"
+                add("match_k_dsn", k, date, si)
+                if d <= 12 and d != m:
+                    add("match_k_dsn", k, f"{y:04d}-{d:02d}-{m:02d}", si)
+                add("match_k_dfn", k, date, fi)
+            add("match_k_syf", k, sn, year, fi)
+            for p in norm(surname_parts, sur) or ():
+                add("match_k_pyf", k, p, year, fi)
+            add("match_k_py", k, pc, year)
+            add("match_k_fs", k, fn, sn)
+    return rows
+
+
+def _stage_keys(conn: Connection, parts: list[Any]) -> None:
+    """:func:`_key_rows` in temporary tables (COPY)."""
     for name, cols in {"match_in": "base_id text, guid text", **_KEY_TABLES}.items():
         conn.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
         conn.execute(f"CREATE TEMP TABLE {name} (part int, {cols}) ON COMMIT DROP")
     conn.execute("DROP TABLE IF EXISTS pg_temp.match_cand")
-    _copy_csv(conn, "COPY match_in (part, base_id, guid)",
-              pd.DataFrame({"p": part, "b": incoming["base_id"].values, "g": incoming["guid"].values}))
-    if not len(incoming):
-        return
+    for name, keyed in _key_rows(parts).items():
+        if not keyed:
+            continue
+        with conn.cursor() as cur, cur.copy(f"COPY {name} (part, {', '.join(_KEY_COLUMNS[name])}) FROM STDIN") as copy:
+            for row in keyed:
+                copy.write_row(row)
+    if sum(len(p) for p in parts) > SMALL_RUN_STUDENTS:
+        for name in ("match_in", *_KEY_TABLES):
+            conn.execute(f"ANALYZE {name}")
 
-    def by_value(col: Any, fn: Any) -> Any:
-        """``fn`` of each distinct text value ("" for a missing one), mapped back onto the column."""
-        return col.map({v: fn(v) for v in pd.unique(col) if isinstance(v, str)}).fillna("")
 
-    def keys(table: str, cols: dict, rows: Any = None, keep: Any = None) -> None:
-        """COPY the distinct (part, key...) rows whose key columns are all present (not "", not 0);
-        ``rows``: each key row's incoming row (default: one key row per incoming row)."""
-        df = pd.DataFrame({n: c.values for n, c in cols.items()})
-        ok = pd.Series(True, index=df.index) if keep is None else pd.Series(keep.values, index=df.index)
-        for c in df.columns:
-            s = df[c]
-            ok &= s.notna() & (s.astype(str) != "") & (s.astype(str) != "0")
-        df.insert(0, "part", part.values if rows is None else part.values[rows])
-        _copy_csv(conn, f"COPY {table} (part, {', '.join(cols)})", df[ok.values].drop_duplicates())
+def _as_arrays(sql: str, rows: dict[str, dict[tuple, None]]) -> tuple[str, dict[str, list]]:
+    """``sql`` with each key table read from array parameters (``unnest``) instead of its
+    temporary table: the same statement for one small part, without creating ten tables."""
+    import re
 
-    dob = pd.to_datetime(incoming["dob"], errors="coerce")
-    fn = by_value(incoming["forename"], name_key)
-    sn = by_value(incoming["surname"], name_key)
-    pc = by_value(incoming["postcode"], postcode_key)
-    year = dob.dt.year.fillna(0).astype(int)
-    has = dob.notna()
-    d = dob.dt.strftime("%Y-%m-%d")
-    swap_ok = has & (dob.dt.day <= 12) & (dob.dt.day != dob.dt.month)
-    swapped = (dob.dt.year.astype("Int64").astype(str) + "-" + dob.dt.day.astype("Int64").astype(str).str.zfill(2)
-               + "-" + dob.dt.month.astype("Int64").astype(str).str.zfill(2)).where(swap_ok, None)
-    # every UPN given (as the matcher's own key: upper case, no spaces; one of spaces too)
-    upn = incoming["upn"]
-    given = upn.map(lambda u: isinstance(u, str) and u != "").astype(bool).values
-    _copy_csv(conn, "COPY match_k_upn (part, upn)", pd.DataFrame(
-        {"part": part.values[given], "upn": upn[given].astype(str).str.upper().str.replace(" ", "", regex=False).values})
-        .drop_duplicates())
-    n = len(incoming)
-    keys("match_k_dsn", {"d": pd.concat([d.where(has), swapped], ignore_index=True),
-                         "l": pd.concat([sn.str[:1], sn.str[:1]], ignore_index=True)},
-         rows=np.concatenate([np.arange(n), np.arange(n)]))
-    keys("match_k_dfn", {"d": d, "l": fn.str[:1]}, keep=has)
-    keys("match_k_syf", {"s": sn, "y": year, "l": fn.str[:1]})
-    parts_ = by_value(incoming["surname"], lambda v: [p for p in name_parts(v) if len(p) >= 2])
-    ex = pd.DataFrame({"p": parts_.map(lambda v: v if isinstance(v, list) else []), "y": year.values,
-                       "l": fn.str[:1].values}).explode("p")
-    keys("match_k_pyf", {"p": ex["p"], "y": ex["y"], "l": ex["l"]}, rows=ex.index.values)
-    keys("match_k_py", {"p": pc, "y": year})
-    keys("match_k_fs", {"f": fn, "s": sn})
-    for name in ("match_in", *_KEY_TABLES):
-        conn.execute(f"ANALYZE {name}")
+    params: dict[str, list] = {}
+    for name, keyed in rows.items():
+        cols = ("part", *_KEY_COLUMNS[name])
+        types = ("int", *_KEY_TYPES[name])
+        values = list(zip(*keyed)) if keyed else [()] * len(cols)
+        args = []
+        for n, typ in enumerate(types):
+            params[f"{name}_{n}"] = list(values[n])
+            args.append(f"%({name}_{n})s::{typ}[]")
+        sql = re.sub(rf"\b{name}\b", f"(SELECT * FROM unnest({', '.join(args)}) AS t({', '.join(cols)}))", sql)
+    return sql, params
 
 
 def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: list[int]) -> dict:
@@ -437,18 +509,18 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
     cfg = matching.MatchConfig(guidmatch=False, dob_required=False)
     decided = matching.match(core[matching.CORE_COLUMNS], contacts[matching.INCOMING_COLUMNS], cfg,
                              min_age=settings.carer_min, as_of=ctx.window_end.date())
-    kind = dict(zip(core["person_id"], core["kind"]))
-    d = decided.set_index("incoming_id")
+    kind = dict(zip(core["person_id"].tolist(), core["kind"].tolist()))
+    d = {r[0]: r[1:] for r in zip(*(decided[c].tolist() for c in ("incoming_id", "person_id", "status", "rule",
+                                                                   "score", "explanation")))}
     with conn.cursor() as cur, cur.copy(
             "COPY results.carer_match (file_id, base_id, contact_id, student_guid, person_id, person_kind, status, "
             "rule, score, explanation) FROM STDIN") as copy:
-        for r in contacts.itertuples(index=False):
-            row = d.loc[r.incoming_id]
-            pid = row["person_id"] or None
-            score = row["score"]
-            copy.write_row((r.file_id, r.base_id, r.contact_id, r.student_guid, pid, kind.get(pid) if pid else None,
-                            row["status"], row["rule"], None if pd.isna(score) else float(score),
-                            row["explanation"]))
+        for iid, file_id, base_id, contact_id, guid in zip(*(contacts[c].tolist() for c in (
+                "incoming_id", "file_id", "base_id", "contact_id", "student_guid"))):
+            pid, status, rule, score, expl = d[iid]
+            pid = pid or None
+            copy.write_row((file_id, base_id, contact_id, guid, pid, kind.get(pid) if pid else None, status, rule,
+                            None if pd.isna(score) else float(score), expl))
     counts = decided["status"].value_counts().to_dict()
     return {"contacts": len(contacts), "matched": counts.get("matched", 0) + counts.get("matched_with_conflicts", 0),
             "possible": counts.get("possible", 0)}
@@ -461,14 +533,13 @@ def term_frequencies(conn: Connection, incoming: Any) -> Any:
     from b2b.matching.comparisons import TermFrequencies
 
     counts: dict[str, dict] = {}
-    totals: dict[str, Any] = {}
     for col, key, values in (("fn", "m_fn", incoming["forename"]), ("sn", "m_sn", incoming["surname"])):
         keys = sorted({name_key(v) for v in values.dropna()} - {""})
         counts[col] = dict(conn.execute(f"SELECT {key}, count(*) FROM core.child WHERE {key} = ANY(%s) GROUP BY 1",
                                         (keys,)).fetchall())
-        n, sq = one(conn, f"""SELECT coalesce(sum(c), 0), coalesce(sum(c * c), 0)
-                                   FROM (SELECT count(*) AS c FROM core.child WHERE {key} <> '' GROUP BY {key}) x""")
-        totals[col] = (int(n), int(sq))
+    # the totals over every LA child: cached per state of core.child (migration 0033), not two
+    # full scans per run
+    totals = {col: (int(n), int(sq)) for col, n, sq in conn.execute("SELECT * FROM core.child_name_totals()")}
     return TermFrequencies(counts, totals)
 
 
@@ -493,9 +564,8 @@ def school_parts(incoming: Any, size: int | None = None) -> Iterator[Any]:
 
 def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incoming: Any, decided: Any) -> None:
     """COPY one ``results.match`` row per incoming student (``decided`` is row-aligned with it),
-    built column-wise and sent as one CSV (the explanation already names the differing fields,
-    b2b.matching.decide)."""
-    import numpy as np
+    row by row from plain lists (the explanation already names the differing fields,
+    b2b.matching.decide); an empty text is NULL, as in CSV."""
     import pandas as pd
 
     assert len(decided) == len(incoming)
@@ -503,16 +573,19 @@ def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incomi
     as_of = ctx.window_end.date()
     later = (dob.dt.month > as_of.month) | ((dob.dt.month == as_of.month) & (dob.dt.day > as_of.day))
     age = (as_of.year - dob.dt.year - later.astype(int)).astype("Int64")  # <NA> without a DOB
-    status = decided["status"].to_numpy(dtype=object)
-    pid = decided["person_id"].to_numpy(dtype=object)
     score = pd.to_numeric(decided["score"], errors="coerce").astype(float)
-    expl = decided["explanation"].to_numpy(dtype=object)
-    _copy_csv(conn, "COPY results.match (file_id, base_id, student_guid, person_id, status, rule, score, hidden, "
-                    "age_years, window_order, explanation)", pd.DataFrame({
-        "file_id": incoming["file_id"].values, "base_id": incoming["base_id"].values,
-        "student_guid": incoming["student_guid"].values,
-        "person_id": np.where(pd.isna(pid) | (pid == ""), None, pid),
-        "status": status, "rule": decided["rule"].values, "score": score.values,
-        "hidden": (status == "unmatched") & (age > settings.b2b_s_age).fillna(False).to_numpy(dtype=bool),
-        "age_years": age.values, "window_order": ctx.window_order,
-        "explanation": np.where(pd.isna(expl) | (expl == ""), "{}", expl)}))
+
+    def text(v: Any) -> Any:
+        return None if v is None or v is pd.NA or (isinstance(v, float) and v != v) or v == "" else v
+
+    with conn.cursor() as cur, cur.copy(
+            "COPY results.match (file_id, base_id, student_guid, person_id, status, rule, score, hidden, age_years, "
+            "window_order, explanation) FROM STDIN") as copy:
+        for file_id, base_id, guid, pid, status, rule, sc, a, expl in zip(
+                incoming["file_id"].tolist(), incoming["base_id"].tolist(), incoming["student_guid"].tolist(),
+                decided["person_id"].tolist(), decided["status"].tolist(), decided["rule"].tolist(), score.tolist(),
+                age.tolist(), decided["explanation"].tolist()):
+            a = None if a is pd.NA or a is None else int(a)
+            copy.write_row((file_id, text(base_id), text(guid), text(pid), text(status), text(rule),
+                            None if sc != sc else sc, status == "unmatched" and a is not None and a > settings.b2b_s_age,
+                            a, ctx.window_order, text(expl) or "{}"))

@@ -1,0 +1,129 @@
+"""The comparison levels of a few candidate pairs on numpy arrays (issue 15).
+
+A per-school run scores tens of pairs; on pandas Series each of the ~40 level predicates costs
+a fixed ~0.1 ms however few the pairs. :class:`ArrayPairs` is :class:`Pairs` over numpy
+arrays: the very :data:`~b2b.matching.comparisons.COMPARISONS` predicates run on it unchanged
+(``p.c[col] == p.i[col]`` compares arrays element by element); only the helpers that use
+pandas-only calls are given here in numpy. ``tests/test_matching_small.py`` checks every
+level, weight and decision against the Series path on many random small batches.
+"""
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from b2b.matching.comparisons import Pairs
+
+#: at most this many candidate pairs are compared on arrays (more: pandas Series)
+SMALL_PAIRS = 5_000
+
+
+class Col(np.ndarray):
+    """A column of one side of the pairs: a numpy array with the ``values`` the predicates read."""
+
+    @property
+    def values(self) -> Any:
+        return self
+
+
+class Side:
+    """The rows of one side of the pairs (``take`` of a prepared frame), column by column."""
+
+    def __init__(self, frame: Any, rows: Any, columns: list[str]) -> None:
+        self.cols: dict[str, Col] = {}
+        for c in columns:
+            v = frame[c].to_numpy()
+            if v.dtype.kind not in "iufbMm":
+                v = frame[c].to_numpy(dtype=object)
+            self.cols[c] = v[rows].view(Col)
+
+    def __getitem__(self, col: str) -> Col:
+        return self.cols[col]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.cols.values()))) if self.cols else 0
+
+
+class ArrayPairs(Pairs):
+    """:class:`Pairs` whose ``c`` and ``i`` are :class:`Side` s (numpy arrays)."""
+
+    def distinct(self, col: str, fn: Any, where: Any = None) -> Any:
+        mask = self.todo if where is None else (np.asarray(where, dtype=bool) if self.todo is None
+                                                 else self.todo & np.asarray(where, dtype=bool))
+        a, b = self.c[col], self.i[col]
+        idx = range(self.n) if mask is None else np.flatnonzero(mask).tolist()
+        out = np.zeros(self.n, dtype=bool)
+        memo: dict[tuple, bool] = {}
+        for k in idx:
+            key = (a[k], b[k])
+            hit = memo.get(key)
+            if hit is None:
+                hit = memo[key] = bool(fn(a[k], b[k]))
+            out[k] = hit
+        return out
+
+    @cached_property
+    def upn_valid_both(self) -> Any:
+        ok = ("valid", "temp")
+        return ~self.missing("upn") & np.isin(self.c["upn_kind"], ok) & np.isin(self.i["upn_kind"], ok)
+
+    def dob_within(self, days: int) -> Any:
+        d = np.asarray(self.c["dob"]) - np.asarray(self.i["dob"])
+        known = ~np.isnat(d)
+        out = np.zeros(self.n, dtype=bool)
+        out[known] = np.abs(d[known]) // np.timedelta64(1, "D") <= days
+        return out
+
+
+def array_pairs(core: Any, inc: Any, ci: Any, ii: Any, core_cols: list[str], inc_cols: list[str], cfg: Any,
+                links: Any) -> ArrayPairs:
+    return ArrayPairs(Side(core, ci, core_cols), Side(inc, ii, inc_cols), cfg, links)
+
+
+#: at most this many chosen pairs get their differing fields value by value
+SMALL_DIFFERING = 2_000
+
+
+def _missing(x: Any) -> bool:
+    import pandas as pd
+
+    return x is None or x is pd.NaT or x is pd.NA or (isinstance(x, float) and x != x) or \
+        (isinstance(x, str) and x == "")
+
+
+def differing_rows(core_df: Any, incoming_df: Any, ci: Any, take: Any, fields: Any) -> Any:
+    """:func:`b2b.matching.decide.differing` for a few chosen pairs (``take``: the incoming
+    rows, ``ci`` their LA rows): each value through the one "same value" normalisation once
+    (:func:`b2b.blocks.normalise`), in Python rather than ~14 Series maps."""
+    import pandas as pd
+
+    from b2b.blocks import normalise
+
+    names = np.array([""] * len(incoming_df), dtype=object)
+
+    def norm(f: str, values: Any) -> list:
+        if f == "dob":
+            values = pd.Series(pd.to_datetime(pd.Series(values, dtype=object), errors="coerce").dt.date,
+                               dtype=object).to_numpy(dtype=object)
+        memo: dict[Any, Any] = {}
+        out: list[Any] = []
+        for x in values:
+            if _missing(x):
+                out.append(None)
+                continue
+            if x not in memo:
+                memo[x] = normalise(f, x)
+            out.append(memo[x])
+        return out
+
+    for f in fields:
+        if f not in core_df.columns or f not in incoming_df.columns:
+            continue
+        a = norm(f, core_df[f].to_numpy(dtype=object)[ci[take]])
+        b = norm(f, incoming_df[f].to_numpy(dtype=object)[take])
+        for k, x, y in zip(take.tolist(), a, b):
+            if x is not None and y is not None and x != y:  # a normalised "" is a value, as in pandas
+                names[k] = f if names[k] == "" else names[k] + ";" + f
+    return names

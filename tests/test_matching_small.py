@@ -1,0 +1,187 @@
+"""The matcher's small-input paths (issue 15) against its pandas paths, on the simulator's
+matching data (twins, namesakes, a sibling's UPN, typos, ...) made messier still: many random
+small batches, as per-school runs give them, decide exactly as the pandas paths do — the
+prepared frames, the candidate pairs (and their order), every decision and explanation."""
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from b2b.matching import blocking, normalise, small
+from b2b.matching.decide import MatchConfig, match, prepare_core
+
+
+@pytest.fixture(scope="module")
+def data():
+    from simulator.matching_data import match_dataset
+
+    core, inc, truth, _ = match_dataset(500, 1_000, seed=9, schools=4)
+    rng = random.Random(3)
+    inc = inc.copy()
+    # what schools and LAs type: padding, accents, lower case, missing values, dates as dates
+    for k in rng.sample(range(len(inc)), 60):
+        col = rng.choice(["forename", "surname", "postcode", "upn", "gender", "middle_names", "address_line1",
+                          "dob"])
+        v = inc.at[k, col]
+        inc.at[k, col] = rng.choice([None, "", "  ", f"  {v} ", str(v).lower() if v else v,
+                                     (str(v) + "é") if col in ("forename", "surname") and v else v])
+    core = core.copy()
+    core.loc[core.sample(40, random_state=1).index, "dob"] = None
+    core.loc[core.sample(20, random_state=2).index, "postcode"] = "  ct1  2ab "
+    core["dob"] = pd.to_datetime(core["dob"], errors="coerce").dt.date  # what the database gives
+    return core.reset_index(drop=True), inc.reset_index(drop=True), truth
+
+
+@pytest.fixture
+def pandas_only(monkeypatch):
+    """Run the matcher's pandas paths only (what large batches take)."""
+
+    def use() -> None:
+        monkeypatch.setattr(blocking, "SMALL_ROWS", -1)
+        monkeypatch.setattr(normalise, "SMALL_ROWS", -1)
+        monkeypatch.setattr(small, "SMALL_PAIRS", -1)
+        monkeypatch.setattr(small, "SMALL_DIFFERING", -1)
+
+    return use
+
+
+def batches(core, inc, n, seed):
+    rng = random.Random(seed)
+    for _ in range(n):
+        size = rng.choice([1, 2, 3, 5, 8, 20, 60])
+        k = rng.randrange(len(inc) - size)
+        yield inc.iloc[k:k + size].reset_index(drop=True)
+
+
+def test_small_prepare_gives_the_pandas_frame(data, pandas_only):
+    core, inc, _ = data
+    fast = [normalise.prepare(core, "person_id"), normalise.prepare(inc, "incoming_id"),
+             normalise.prepare(inc.iloc[3:5], "incoming_id")]
+    pandas_only()
+    big = [normalise.prepare(core, "person_id"), normalise.prepare(inc, "incoming_id"),
+           normalise.prepare(inc.iloc[3:5], "incoming_id")]
+    for a, b in zip(fast, big):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_small_prepare_leaves_non_ascii_upns_to_pandas(data):
+    _, inc, _ = data
+    odd = inc.iloc[:2].copy()
+    odd["upn"] = ["a12ß", None]
+    assert normalise._prepare_rows(odd, "incoming_id") is None
+
+
+def test_small_blocking_finds_the_pandas_pairs_in_the_same_order(data):
+    core, inc, _ = data
+    pcore = normalise.prepare(core, "person_id")
+    cfg = MatchConfig(block_cap=3)  # a low cap: some blocks are skipped on both paths
+    links = pd.DataFrame({"base_id": inc["base_id"][:30], "guid": inc["guid"][:30],
+                          "person_id": pcore["id"].sample(30, random_state=4).values, "linked_by": "match"})
+    for batch in batches(core, inc, 25, 1):
+        pinc = normalise.prepare(batch, "incoming_id")
+        for c in (cfg, MatchConfig(), MatchConfig(guidmatch=False)):
+            fast = blocking._pairs_small(pcore, pinc, c, links)
+            blocking_big = blocking.SMALL_ROWS
+            try:
+                blocking.SMALL_ROWS = -1
+                big = blocking.candidate_pairs(pcore, pinc, c, links)
+            finally:
+                blocking.SMALL_ROWS = blocking_big
+            pd.testing.assert_frame_equal(fast, big)
+            assert len(big) or len(batch) < 3
+
+
+def decide_both(core, batch, pandas_only, monkeypatch, **kw):
+    fast = match(core, batch, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(blocking, "SMALL_ROWS", -1)
+        m.setattr(normalise, "SMALL_ROWS", -1)
+        m.setattr(small, "SMALL_PAIRS", -1)
+        m.setattr(small, "SMALL_DIFFERING", -1)
+        big = match(core, batch, **kw)
+    return fast, big
+
+
+def test_array_pairs_give_every_level_and_weight_of_the_series_path(data, monkeypatch):
+    """Each comparison's level and weight per candidate pair (numpy arrays vs pandas Series)."""
+    from b2b.matching.comparisons import TermFrequencies, score_pairs
+
+    core, inc, _ = data
+    pcore = normalise.prepare(core, "person_id")
+    pinc = normalise.prepare(inc, "incoming_id")
+    tf = TermFrequencies.from_frame(pcore)
+    links = pd.DataFrame({"base_id": inc["base_id"][:30], "guid": inc["guid"][:30],
+                          "person_id": pcore["id"].sample(30, random_state=4).values, "linked_by": "match"})
+    # the candidates, and random pairs for the levels candidates seldom reach
+    rng = np.random.default_rng(5)
+    pairs = pd.concat([blocking.candidate_pairs(pcore, pinc, MatchConfig(), links),
+                       pd.DataFrame({"ci": rng.integers(0, len(pcore), 3_000), "ii": rng.integers(0, len(pinc), 3_000)})],
+                      ignore_index=True)
+    assert len(pairs) <= small.SMALL_PAIRS
+    for cfg in (MatchConfig(), MatchConfig(guidmatch=False)):
+        arrays = score_pairs(pcore, pinc, pairs, cfg, links, tf)
+        with monkeypatch.context() as m:
+            m.setattr(small, "SMALL_PAIRS", -1)
+            series = score_pairs(pcore, pinc, pairs, cfg, links, tf)
+        pd.testing.assert_frame_equal(arrays, series, check_exact=True)
+        assert arrays["score"].nunique() > 20
+
+
+def test_small_batches_decide_as_the_pandas_path(data, pandas_only, monkeypatch):
+    """Students: the whole LA prepared once (the DAG path), officer links and rejections."""
+    from b2b.matching.comparisons import TermFrequencies
+
+    core, inc, truth = data
+    whole = prepare_core(core)
+    tf = TermFrequencies.from_frame(whole.prep)
+    statuses: set[str] = set()
+    conflicts: set[str] = set()
+    for n, batch in enumerate(batches(core, inc, 30, 2)):
+        known = [(b, g, truth.get(i)) for b, g, i in zip(batch["base_id"], batch["guid"], batch["incoming_id"])
+                 if truth.get(i)]
+        links = pd.DataFrame([(b, g, p, "officer" if n % 3 == 0 else "match") for b, g, p in known[:2]],
+                             columns=["base_id", "guid", "person_id", "linked_by"])
+        rejected = pd.DataFrame([(b, g, p) for b, g, p in known[2:3]], columns=["base_id", "guid", "person_id"])
+        # a part's candidates: a random slice of the LA around the batch's children
+        rows = np.unique(np.concatenate([np.flatnonzero(whole.prep["id"].isin([p for *_, p in known])),
+                                         np.random.default_rng(n).choice(len(whole), 200, replace=False)]))
+        fast, big = decide_both(whole.take(rows), batch, pandas_only, monkeypatch, links=links, rejected=rejected,
+                                 tf=tf)
+        pd.testing.assert_frame_equal(fast, big, check_exact=True)
+        statuses |= set(big["status"])
+        conflicts |= {f for v in big["conflicting_fields"] for f in v.split(";") if f}
+    assert {"matched", "matched_with_conflicts", "possible", "unmatched"} <= statuses
+    assert {"forename", "surname", "postcode", "dob"} <= conflicts
+
+
+def test_small_batches_of_carers_decide_as_the_pandas_path(data, pandas_only, monkeypatch):
+    """Carers (F14): no DOB, no GUID matching, a minimum age, the LA frame prepared per call."""
+    import datetime as dt
+
+    core, inc, _ = data
+    cfg = MatchConfig(guidmatch=False, dob_required=False)
+    for batch in batches(core, inc, 15, 3):
+        batch = batch.assign(dob=None, upn=None, middle_names=None)
+        fast, big = decide_both(core.sample(300, random_state=len(batch)), batch, pandas_only, monkeypatch,
+                                 cfg=cfg, min_age=6, as_of=dt.date(2026, 10, 5))
+        pd.testing.assert_frame_equal(fast, big, check_exact=True)
+
+
+def test_small_differing_fields_equal_the_pandas_path(data, monkeypatch):
+    """The compared fields that differ for chosen pairs, value by value vs Series maps, with
+    blank, padded, missing and accented values on both sides."""
+    from b2b.matching.decide import differing
+
+    core, inc, _ = data
+    inc = inc.copy()
+    inc.loc[inc.sample(25, random_state=7).index, "surname"] = "  "
+    inc.loc[inc.sample(25, random_state=8).index, "postcode"] = " "
+    rng = np.random.default_rng(6)
+    ci = rng.integers(0, len(core), len(inc))
+    rows = rng.random(len(inc)) < 0.8
+    fast = differing(core, inc, ci, rows)
+    monkeypatch.setattr(small, "SMALL_DIFFERING", -1)
+    big = differing(core, inc, ci, rows)
+    assert fast.tolist() == big.tolist()
+    assert sum("surname" in v for v in big) > 20
