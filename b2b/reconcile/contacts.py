@@ -87,6 +87,18 @@ def _candidates_sql(scoped: bool) -> str:
     return "CREATE TEMP TABLE contact_cand ON COMMIT DROP AS" + _candidates_select(scoped)
 
 
+def _latest_block(block_type: str, column: str, scoped: bool) -> str:
+    """SQL: a LATERAL join to student ``s``'s latest ``block_type`` block of the base (its
+    ``content`` and its file's ``column``), by an index probe. ``scoped`` joins the CTE ``f`` of
+    the base's files; otherwise ``raw.inbound_file`` directly, so the probe is the plan."""
+    files = "f" if scoped else "raw.inbound_file f"
+    status = "" if scoped else " AND f.status IN ('parsed', 'loaded')"
+    return f"""JOIN LATERAL (SELECT b.content, f.{column} FROM raw.inbound_block b JOIN {files} USING (file_id)
+                     WHERE b.base_id = %(base)s AND b.student_guid = s.student_guid AND b.block_type = '{block_type}'
+                       AND b.disposition IN ('loaded', 'skipped'){status}
+                     ORDER BY f.window_order DESC, b.file_id DESC LIMIT 1) x ON true"""
+
+
 def _candidates_select(scoped: bool) -> str:
     """SQL: the candidates (see the module docstring) of the whole base, or, ``scoped``, only
     those among ``%(persons)s`` read from the students ``%(students)s`` (which must hold every
@@ -99,46 +111,34 @@ def _candidates_select(scoped: bool) -> str:
     block (0.4 s for a 400-student school, growing with the square of the school)."""
     persons = "WHERE d.person_id = ANY(%(persons)s)" if scoped else ""
     if scoped:  # per student, an index lookup of its own blocks (not a scan of the base's)
-        latest = """
+        latest = f"""
 ), latest_student AS (
     SELECT s.student_guid, x.content, x.window_end
       FROM unnest(%(students)s::text[]) s(student_guid)
-      JOIN LATERAL (SELECT b.content, f.window_end FROM raw.inbound_block b JOIN f USING (file_id)
-                     WHERE b.base_id = %(base)s AND b.student_guid = s.student_guid AND b.block_type = 'student'
-                       AND b.disposition IN ('loaded', 'skipped')
-                     ORDER BY f.window_order DESC, b.file_id DESC LIMIT 1) x ON true
+      {_latest_block('student', 'window_end', scoped=True)}
 ), current_student AS (
     SELECT student_guid FROM latest_student
      WHERE coalesce(staging.try_date(content->>'end_date') > (window_end AT TIME ZONE 'UTC')::date, true)
 ), latest_contacts AS (
     SELECT s.student_guid, x.content, x.window_order
       FROM current_student s
-      JOIN LATERAL (SELECT b.content, f.window_order FROM raw.inbound_block b JOIN f USING (file_id)
-                     WHERE b.base_id = %(base)s AND b.student_guid = s.student_guid AND b.block_type = 'contacts'
-                       AND b.disposition IN ('loaded', 'skipped')
-                     ORDER BY f.window_order DESC, b.file_id DESC LIMIT 1) x ON true"""
+      {_latest_block('contacts', 'window_order', scoped=True)}"""
     else:  # per student of the base too: index probes whatever the statistics say (see below)
-        latest = """
+        latest = f"""
 ), base_student AS (
     SELECT DISTINCT b.student_guid FROM raw.inbound_block b
      WHERE b.base_id = %(base)s AND b.block_type = 'student' AND b.disposition IN ('loaded', 'skipped')
 ), latest_student AS (
     SELECT s.student_guid, x.content, x.window_end
       FROM base_student s
-      JOIN LATERAL (SELECT b.content, f.window_end FROM raw.inbound_block b JOIN raw.inbound_file f USING (file_id)
-                     WHERE b.base_id = %(base)s AND b.student_guid = s.student_guid AND b.block_type = 'student'
-                       AND b.disposition IN ('loaded', 'skipped') AND f.status IN ('parsed', 'loaded')
-                     ORDER BY f.window_order DESC, b.file_id DESC LIMIT 1) x ON true
+      {_latest_block('student', 'window_end', scoped=False)}
 ), current_student AS (
     SELECT student_guid FROM latest_student
      WHERE coalesce(staging.try_date(content->>'end_date') > (window_end AT TIME ZONE 'UTC')::date, true)
 ), latest_contacts AS (
     SELECT s.student_guid, x.content, x.window_order
       FROM current_student s
-      JOIN LATERAL (SELECT b.content, f.window_order FROM raw.inbound_block b JOIN raw.inbound_file f USING (file_id)
-                     WHERE b.base_id = %(base)s AND b.student_guid = s.student_guid AND b.block_type = 'contacts'
-                       AND b.disposition IN ('loaded', 'skipped') AND f.status IN ('parsed', 'loaded')
-                     ORDER BY f.window_order DESC, b.file_id DESC LIMIT 1) x ON true"""
+      {_latest_block('contacts', 'window_order', scoped=False)}"""
     return f"""
 WITH f AS (
     SELECT file_id, window_order, window_end FROM raw.inbound_file
