@@ -157,7 +157,8 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
         dob_ok = dob_ok | at(s, "dob", "missing")
     # unknown twins: two records of one school with one surname, DOB and address are twins
     # (whether the LA knows both or not); each must match on its forename, not the shared fields
-    twin = batch_twins(inc)[s["ii"].values]
+    in_twins = batch_twins(inc)
+    twin = in_twins[s["ii"].values]
     s["eligible"] = s["forename_ok"].values & dob_ok & ~(twin & ~s["forename_strong"].values)
     # the household guard: another DOB-compatible candidate (a twin, a sibling) whose forename
     # is exactly the record's stops a link on any other forename level (nickname, typo, typed);
@@ -223,7 +224,6 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     exact_claim = claim[safe & exact_fn]["ci"].unique()
     twice = twice | (safe & ~exact_fn & np.isin(best_ci, exact_claim))
     safe = safe & ~twice
-    in_twins = batch_twins(inc)
     # the possible band holds a candidate one explainable discrepancy from the record; a
     # forename that is neither the name, a form of it, a typing error nor its initial weighs
     # against the child (forename_disagree) and, with no UPN or GUID agreeing, what is left is
