@@ -111,34 +111,24 @@ def _candidates_select(scoped: bool) -> str:
     block (0.4 s for a 400-student school, growing with the square of the school)."""
     persons = "WHERE d.person_id = ANY(%(persons)s)" if scoped else ""
     if scoped:  # per student, an index lookup of its own blocks (not a scan of the base's)
-        latest = f"""
-), latest_student AS (
-    SELECT s.student_guid, x.content, x.window_end
-      FROM unnest(%(students)s::text[]) s(student_guid)
-      {_latest_block('student', 'window_end', scoped=True)}
-), current_student AS (
-    SELECT student_guid FROM latest_student
-     WHERE coalesce(staging.try_date(content->>'end_date') > (window_end AT TIME ZONE 'UTC')::date, true)
-), latest_contacts AS (
-    SELECT s.student_guid, x.content, x.window_order
-      FROM current_student s
-      {_latest_block('contacts', 'window_order', scoped=True)}"""
+        students, first = "unnest(%(students)s::text[]) s(student_guid)", ""
     else:  # per student of the base too: index probes whatever the statistics say (see below)
-        latest = f"""
+        students, first = "base_student s", """
 ), base_student AS (
     SELECT DISTINCT b.student_guid FROM raw.inbound_block b
-     WHERE b.base_id = %(base)s AND b.block_type = 'student' AND b.disposition IN ('loaded', 'skipped')
+     WHERE b.base_id = %(base)s AND b.block_type = 'student' AND b.disposition IN ('loaded', 'skipped')"""
+    latest = f"""{first}
 ), latest_student AS (
     SELECT s.student_guid, x.content, x.window_end
-      FROM base_student s
-      {_latest_block('student', 'window_end', scoped=False)}
+      FROM {students}
+      {_latest_block('student', 'window_end', scoped)}
 ), current_student AS (
     SELECT student_guid FROM latest_student
      WHERE coalesce(staging.try_date(content->>'end_date') > (window_end AT TIME ZONE 'UTC')::date, true)
 ), latest_contacts AS (
     SELECT s.student_guid, x.content, x.window_order
       FROM current_student s
-      {_latest_block('contacts', 'window_order', scoped=False)}"""
+      {_latest_block('contacts', 'window_order', scoped)}"""
     return f"""
 WITH f AS (
     SELECT file_id, window_order, window_end FROM raw.inbound_file
