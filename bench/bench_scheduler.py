@@ -109,23 +109,13 @@ class Api:
         return r.json()
 
 
-def _up(base_url: str) -> bool:
-    import requests
+def _wait(check: Any, timeout: float, what: str, log: Path, every: float = 2.0) -> Any:
+    from b2b.cli.airflow_env import wait_for
 
     try:
-        return requests.get(f"{base_url}/api/v2/version", timeout=5).status_code == 200
-    except requests.RequestException:
-        return False
-
-
-def _wait(check: Any, timeout: float, what: str, log: Path, every: float = 2.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(every)
-    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}\n{log.read_text()[-3000:]}")
+        return wait_for(check, timeout, what, every)
+    except TimeoutError as e:
+        raise SystemExit(f"{e}\n{log.read_text()[-3000:]}") from None
 
 
 def _meta(meta_url: str) -> str:
@@ -217,7 +207,7 @@ def measure(schools: int, students: int, admin: str, keep_log: Path | None, mode
     import yaml
     from psycopg.conninfo import make_conninfo
 
-    from b2b.cli.airflow_env import embedded_metadata_url, stop_process_tree
+    from b2b.cli.airflow_env import api_server_up, embedded_metadata_url, stop_process_tree
 
     tag = uuid.uuid4().hex[:8]
     home = Path(tempfile.mkdtemp(prefix="b2b-bench-sched-"))
@@ -247,7 +237,7 @@ def measure(schools: int, students: int, admin: str, keep_log: Path | None, mode
     meta = _meta(meta_url)
     try:
         base_url = f"http://127.0.0.1:{port}"
-        _wait(lambda: proc.poll() is None and _up(base_url), 600, "the api-server", log_path)
+        _wait(lambda: proc.poll() is None and api_server_up(base_url), 600, "the api-server", log_path)
         api = Api(base_url, home / "airflow" / "simple_auth_manager_passwords.json.generated")
         dfes = [b["dfe"] for b in cat["bases"]]
         snaps = [f"b2b__{d}__snapshot" for d in dfes]

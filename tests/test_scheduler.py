@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from b2b import PROJECT_ROOT
+from b2b.cli.airflow_env import api_server_up, wait_for
 from tests.conftest import TEST_HOME, _with_db
 
 pytestmark = [
@@ -104,7 +105,7 @@ def airflow(pg_admin_url, pg_template):
                             cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         base_url = f"http://127.0.0.1:{port}"
-        _wait(lambda: proc.poll() is None and _up(base_url), 240, "the api-server to answer", home)
+        _wait(lambda: proc.poll() is None and api_server_up(base_url), 240, "the api-server to answer", home)
         api = Api(base_url, home / "airflow" / "simple_auth_manager_passwords.json.generated")
         _wait(lambda: {SNAPSHOT, CHANGED} <= {d["dag_id"] for d in api("GET", "/dags")["dags"]}, 180,
               "the dag-processor to serialise the DAGs", home)
@@ -127,24 +128,12 @@ def stop_tree(proc: subprocess.Popen, grace: float = 30) -> None:
     proc.wait(10)
 
 
-def _up(base_url: str) -> bool:
-    import requests
-
-    try:
-        return requests.get(f"{base_url}/api/v2/version", timeout=5).status_code == 200
-    except requests.RequestException:
-        return False
-
-
 def _wait(check, timeout: float, what: str, home=None, every: float = 2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(every)
-    tail = (home / "standalone.log").read_text()[-4000:] if home else ""
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{tail}")
+    try:
+        return wait_for(check, timeout, what, every)
+    except TimeoutError as e:
+        tail = (home / "standalone.log").read_text()[-4000:] if home else ""
+        pytest.fail(f"{e}\n{tail}")
 
 
 def _runs(api, dag_id: str) -> list[dict]:

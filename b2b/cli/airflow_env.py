@@ -18,6 +18,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +307,25 @@ def stop_process_tree(pid: int, grace: float = 30.0) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=10)
+
+
+def api_server_up(base_url: str) -> bool:
+    """Whether the Airflow api-server at ``base_url`` answers ``/api/v2/version``."""
+    import requests
+
+    try:
+        return requests.get(f"{base_url}/api/v2/version", timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 2.0) -> Any:
+    """Call ``check`` every ``every`` seconds until it returns something true, and return that;
+    :class:`TimeoutError` naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")

@@ -13,11 +13,9 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,40 +29,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
-        time.sleep(2)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
-def stop_tree(proc: subprocess.Popen, grace: float = 30) -> None:
-    """Stop `b2b airflow`, its components and their task workers (own sessions: not in its group)."""
-    import psutil
-
-    try:
-        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    for p in psutil.wait_procs(procs, timeout=grace)[1]:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-
-
 def main(argv=None) -> int:
     import requests
+
+    from b2b.cli.airflow_env import api_server_up, stop_process_tree, wait_for
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
@@ -85,24 +53,24 @@ def main(argv=None) -> int:
                             stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait(lambda: requests.get(f"{base}/api/v2/version", timeout=5).ok, 300, "the api-server")
+        wait_for(lambda: api_server_up(base), 300, "the api-server")
         password = json.loads((home / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
         token = requests.post(f"{base}/auth/token", json={"username": "admin", "password": password},
                               timeout=30).json()["access_token"]
         http = requests.Session()
         http.headers["Authorization"] = f"Bearer {token}"
-        _wait(lambda: http.get(f"{base}/api/v2/dags/{DAG}", timeout=10).ok, 300, "the DAGs to be parsed")
+        wait_for(lambda: http.get(f"{base}/api/v2/dags/{DAG}", timeout=10).ok, 300, "the DAGs to be parsed")
         http.patch(f"{base}/api/v2/dags/{DAG}", json={"is_paused": False}, timeout=30).raise_for_status()
         http.post(f"{base}/api/v2/dags/{DAG}/dagRuns", timeout=30,
                   json={"logical_date": "2026-10-04T17:00:00Z", "dag_run_id": "screenshot"}).raise_for_status()
-        _wait(lambda: http.get(f"{base}/api/v2/dags/{DAG}/dagRuns/screenshot", timeout=10).json()["state"]
+        wait_for(lambda: http.get(f"{base}/api/v2/dags/{DAG}/dagRuns/screenshot", timeout=10).json()["state"]
               == "success", 600, "the snapshot run")
         http.patch(f"{base}/api/v2/dags/{DAG}", json={"is_paused": True}, timeout=30)
         asset = next(a for a in http.get(f"{base}/api/v2/assets", params={"limit": 100}, timeout=30).json()["assets"]
                      if a["name"] == "b2b_conflicts")
         shots(base, token, args.out, asset["id"])
     finally:
-        stop_tree(proc)
+        stop_process_tree(proc.pid)
         log.close()
         subprocess.run([sys.executable, "-m", "b2b.cli", "db", "stop", "--all"], cwd=ROOT, env=env, check=False)
     return 0
