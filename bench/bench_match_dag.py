@@ -32,7 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "plugins"), str(HERE)]
-from bench_matching import dag_match, in_child, load_dag_db  # noqa: E402
+from bench_matching import dag_match, fresh_database, in_child, load_dag_db  # noqa: E402
 
 #: the match stage's steps (functions of b2b.reconcile.match_stage) timed in the DAG run
 STEPS = ("incoming_frame", "term_frequencies", "run_candidates", "matcher", "_write_matches", "guid_linked_elsewhere",
@@ -129,7 +129,6 @@ def dump_matches(url: str, path: Path) -> None:
 
 def one_size(core_n: int, inc_n: int, seed: int, dump: Path | None = None) -> dict:
     import psycopg
-    from psycopg.conninfo import make_conninfo
 
     from b2b import db as b2bdb
     from b2b.matching import match
@@ -143,10 +142,7 @@ def one_size(core_n: int, inc_n: int, seed: int, dump: Path | None = None) -> di
         lambda: match(core, inc)[["incoming_id", "status", "person_id"]]))
     admin = b2bdb.embedded_url(PG_DIR)
     dbname = f"b2b_bench_match_dag_{inc_n}_{core_n}"
-    with psycopg.connect(admin, autocommit=True) as a:
-        a.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
-        a.execute(f"CREATE DATABASE {dbname}")
-    url = make_conninfo(admin, dbname=dbname)
+    url = fresh_database(admin, dbname)
     t = time.perf_counter()
     load_dag_db(core, inc, url)
     print(f"match_dag: DAG data loaded in {time.perf_counter() - t:.0f}s", flush=True)

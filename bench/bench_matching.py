@@ -214,6 +214,17 @@ def splink_match(core, inc, *, seed: int = 1, train_sample: int = 2_000_000, tra
     return out
 
 
+def fresh_database(admin_url: str, name: str) -> str:
+    """An empty database ``name`` on the server of ``admin_url`` (dropped first if it exists); its URL."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    with psycopg.connect(admin_url, autocommit=True) as a:
+        a.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        a.execute(f"CREATE DATABASE {name}")
+    return make_conninfo(admin_url, dbname=name)
+
+
 def load_dag_db(core, inc, url: str) -> None:
     """The same data as the DAG path sees it: LA children in ``core.child``, each school's
     records as one parsed file of one run, with student and address staging rows."""
@@ -330,18 +341,11 @@ def main(argv=None) -> int:
     rows = []
     dag_url = None
     if args.dag:
-        import psycopg
 
         from b2b import db as b2bdb
 
         admin = b2bdb.embedded_url(Path("/tmp/b2b-bench-match-pg"))
-        dbname = f"b2b_bench_match_{args.incoming}_{args.core}"
-        with psycopg.connect(admin, autocommit=True) as a:
-            a.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
-            a.execute(f"CREATE DATABASE {dbname}")
-        from psycopg.conninfo import make_conninfo
-
-        dag_url = make_conninfo(admin, dbname=dbname)
+        dag_url = fresh_database(admin, f"b2b_bench_match_{args.incoming}_{args.core}")
         t = time.perf_counter()
         load_dag_db(core, inc, dag_url)
         print(f"matching: DAG data loaded in {time.perf_counter() - t:.0f}s")
