@@ -112,7 +112,7 @@ def prepare(df: Any, id_col: str) -> Any:
         if small is not None:
             return small
     out = pd.DataFrame({"id": df[id_col].astype(str).values})
-    for c in ("upn", "guid", "forename", "middle_names", "surname", "gender", "postcode", "address_line1"):
+    for c in _TEXT:
         col = df[c] if c in df.columns else pd.Series([None] * len(df))
         out[c] = col.where(col.notna(), "").astype(str).str.strip().values
     if "base_id" in df.columns:
@@ -157,6 +157,11 @@ def address_parts(s: str) -> tuple[str, str]:
     return m.group(1), re.sub(r"[^a-z]", "", m.group(2))
 
 
+def is_missing(x: Any) -> bool:
+    """A scalar pandas counts as missing: None, NaN, NaT, NA."""
+    import pandas as pd
+
+    return x is None or x is pd.NaT or x is pd.NA or (isinstance(x, float) and x != x)
 
 
 def _prepare_rows(df: Any, id_col: str) -> Any:
@@ -172,8 +177,7 @@ def _prepare_rows(df: Any, id_col: str) -> Any:
     text: dict[str, list[str]] = {}
     for c in _TEXT:
         if c in df.columns:
-            text[c] = ["" if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and v != v)
-                       else str(v).strip() for v in df[c].tolist()]
+            text[c] = ["" if is_missing(v) else str(v).strip() for v in df[c].tolist()]
         else:
             text[c] = [""] * n
     if not all(v.isascii() for v in text["upn"]) or not all(v.isascii() for v in text["gender"]):

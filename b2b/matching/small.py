@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from b2b.matching.comparisons import Pairs
+from b2b.matching.normalise import is_missing
 
 #: at most this many candidate pairs are compared on arrays (more: pandas Series)
 SMALL_PAIRS = 5_000
@@ -87,10 +88,8 @@ SMALL_DIFFERING = 2_000
 
 
 def _missing(x: Any) -> bool:
-    import pandas as pd
-
-    return x is None or x is pd.NaT or x is pd.NA or (isinstance(x, float) and x != x) or \
-        (isinstance(x, str) and x == "")
+    """Missing for the differing-fields rule: :func:`~b2b.matching.normalise.is_missing` or ""."""
+    return is_missing(x) or (isinstance(x, str) and x == "")
 
 
 def differing_rows(core_df: Any, incoming_df: Any, ci: Any, take: Any, fields: Any) -> Any:
