@@ -173,6 +173,7 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     runner = el.set_index("ii")["score"].reindex(range(n)).fillna(-np.inf).values
     n_good = s[s["score"] >= cfg.possible].groupby("ii").size().reindex(range(n)).fillna(0).astype(int).values
     has = best["ci"].notna().values
+    best_ci = best["ci"].fillna(-1).astype(int).values  # the best candidate's position, -1 for none
     score = best["score"].fillna(0).values
     eligible = best["eligible"].fillna(False).astype(bool).values
     fn_ok = best["forename_ok"].fillna(False).astype(bool).values
@@ -185,15 +186,14 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # DOB of a different LA child of one (other) LA home — corroboration that counts (issue 14)
     best_lv = best.fillna({f + "_lv": -1 for f in PARTS}).astype({f + "_lv": int for f in PARTS})
     # (never against an identifier: two valid permanent UPNs that differ are two children)
-    moved = ~corro & moved_together(inc, core, best["ci"].fillna(-1).astype(int).values,
-                                    best["eligible"].fillna(False).astype(bool).values & name_and_dob_exact(best_lv)
+    moved = ~corro & moved_together(inc, core, best_ci, eligible & name_and_dob_exact(best_lv)
                                     & ~at(best_lv, "upn", "different valid permanent")
                                     & ((inc["upn_kind"].values == "valid") | (cfg.moved_household == "always"))) \
         if cfg.moved_household != "off" else np.zeros(n, bool)
     corro, strong = corro | moved, strong | moved
     # the margin is over the candidates that are corroborated too: a runner-up sharing name and
     # DOB only (a namesake elsewhere) does not make a corroborated best ambiguous (issue 14)
-    runner_c = runner_up_corroborated(s, best["ci"].fillna(-1).astype(int).values, n)
+    runner_c = runner_up_corroborated(s, best_ci, n)
     # (corroborated by more than the postcode sector: thousands of homes share one)
     beyond_sector = at(best_lv, "postcode", "unit") | \
         at(best_lv, "address_line1", *HOME_ADDRESS, "same street, other number") | at(best_lv, "middle_names", "equal") | \
@@ -210,7 +210,6 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # not know, or the same pupil twice): the one record whose forename is exactly the child's
     # keeps the link when the others' are not; otherwise none does; the others go to an officer.
     # (Two schools may both hold a child: dual registration links each.)
-    best_ci = best["ci"].fillna(-1).astype(int).values
     claim = pd.DataFrame({"base": inc["base_id"].values if "base_id" in inc else "", "ci": best_ci,
                           "exact": exact_fn})
     sub = claim[safe]
@@ -250,7 +249,7 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
         okey = {(b, g): pos[p] for b, g, p in zip(officer["base_id"], officer["guid"], officer["person_id"]) if p in pos}
         officer_ci = np.array([okey.get((b, g), -1) for b, g in zip(inc["base_id"], inc["guid"])])
     by_officer = officer_ci >= 0
-    ci = np.where(by_officer, officer_ci, best["ci"].fillna(-1).astype(int).values)
+    ci = np.where(by_officer, officer_ci, best_ci)
     linked = by_officer | safe
     shown = linked | maybe
     differ = differing(core_df, incoming_df, ci, shown)
