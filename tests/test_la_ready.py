@@ -333,13 +333,16 @@ def test_delete_files_enforces_each_retention_and_keeps_what_analysts_need(db, t
 
     today = enforce_retention(db, Settings(), now=datetime.now(UTC), home=home)
     # nothing in the database is old enough yet; the 400-day-old files go
-    assert {k: v for k, v in today.items() if v} == {"reports": 1, "done_files": 1, "suspense_files": 1}
+    # (core.child's noted changes are no data and always pruned)
+    assert {k: v for k, v in today.items() if v} == {"reports": 1, "done_files": 1, "suspense_files": 1,
+                                                      "child_change_rows": 1}
     assert not any(p.exists() for p in old_files) and fresh.exists()
 
     later = datetime.now(UTC) + timedelta(days=400)
     c = enforce_retention(db, Settings(), now=later, home=home)
     assert c["payloads"] == 3 and c["outbound_payloads"] == 1 and c["anomaly_values"] == 1
     assert c["blocks"] == 1 and c["staging_rows"] == 1 and c["reports"] == 1 and not fresh.exists()
+    assert c["child_change_rows"] == 0  # pruned by the first run; core.child unchanged since
     # the superseded block is emptied, the latest kept (contacts and the hash filter build on it)
     content = dict(db.execute("SELECT file_id, content FROM raw.inbound_block").fetchall())
     assert content[old_file] == {} and content[new_file] != {}

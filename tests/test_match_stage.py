@@ -219,3 +219,18 @@ def test_name_totals_follow_every_change_of_the_la_children(db):
     db.commit()
     assert cached() == direct() == {"fn": (0, 0), "sn": (0, 0)}
     assert db.execute("SELECT count(*) FROM core.child_name_totals").fetchone()[0] == 2  # older states pruned
+
+    # Delete Files prunes the noted changes: the state number is kept (so it is never reused
+    # and a total cached for an old state is never served for a new one), and the totals
+    # still follow every change
+    state, noted = db.execute("SELECT core.child_state(), count(*) FROM core.child_change").fetchone()
+    assert noted >= 5  # five committed writes above
+    assert db.execute("SELECT core.prune_child_change()").fetchone()[0] == noted
+    db.commit()
+    assert db.execute("SELECT core.child_state(), count(*) FROM core.child_change").fetchone() == (state, 0)
+    assert cached() == direct() == {"fn": (0, 0), "sn": (0, 0)}
+    add("P5", "Noah", "Smith")
+    db.commit()
+    assert db.execute("SELECT core.child_state()").fetchone()[0] == state + 1
+    assert cached() == direct() == {"fn": (1, 1), "sn": (1, 1)}
+    assert db.execute("SELECT count(*) FROM core.child_name_totals").fetchone()[0] == 2

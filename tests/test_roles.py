@@ -105,6 +105,7 @@ def test_pipeline_loads_la_records_imports_by_hand_and_enforces_retention(db, ro
         assert ingest_file(conn, tmp_path / "bad.xml", "8862001", report_dir=tmp_path)["status"] == "suspense"
         counts = enforce_retention(conn, Settings(), now=datetime.now(UTC) + timedelta(days=400), home=tmp_path)
         assert counts["payloads"] == 1
+        assert counts["child_change_rows"] >= 1  # the pipeline's own login prunes core.child's noted changes
     assert db.execute("SELECT loaded_by FROM core.load_run ORDER BY load_id").fetchall() == [
         ("b2b_pipeline",), ("b2b_pipeline",)]
 

@@ -90,6 +90,10 @@ def enforce_retention(conn: Connection, settings: Settings, *, now: datetime | N
       and task was taken in), and files left in the inbound ``suspense/`` folders;
     * ``report_retention_days``: validation reports (HTML) and anomalies' offending values.
 
+    The noted changes of ``core.child`` (one row per writing transaction, kept only to name
+    the state the cached name-frequency totals belong to) are pruned: they hold no personal
+    data, but grew with every core load and officer decision.
+
     Row counts, decisions, matches, conflicts and the LA's records (core, results) stay. One
     transaction for the database; the run is recorded in ``ops.retention_run``."""
     from b2b.db import b2b_home
@@ -142,6 +146,7 @@ def enforce_retention(conn: Connection, settings: Settings, *, now: datetime | N
         counts["anomaly_values"] = conn.execute(
             "UPDATE results.anomaly SET value = NULL WHERE value IS NOT NULL AND detected_at < %s",
             (cutoff("report_retention_days"),)).rowcount
+        counts["child_change_rows"] = scalar(conn, "SELECT core.prune_child_change()")
         inbound = home / "inbound"
         counts["reports"] = _delete_old_files([home / "reports" / "validation"], cutoff("report_retention_days"))
         counts["done_files"] = _delete_old_files(
