@@ -155,3 +155,21 @@ def test_address_parts_split_the_house_number_from_the_street():
     assert address_parts("12A Howe Way") == ("12a", "howeway")
     assert address_parts("Rose Cottage") == ("", "")  # a house name: no partial comparison
     assert address_parts(None) == ("", "")
+
+
+def test_forename_and_surname_entered_the_other_way_round_link_but_never_a_twin():
+    twins = [la("P1", "Amelia", "Jones", "2016-03-04", upn=UPN_A), la("P2", "Isla", "Jones", "2016-03-04")]
+    got = run(twins, [school("s", "Jones", "Amelia", "2016-03-04", upn=UPN_A)])["s"]  # was possible (15 bits)
+    f = json.loads(got["explanation"])["fields"]
+    assert f["forename"] == {"level": "swapped with surname", "weight": Weights().forename_swapped}
+    assert f["surname"] == {"level": "swapped with forename", "weight": Weights().surname_swapped}
+    assert (got["status"], got["person_id"]) == ("matched_with_conflicts", "P1")
+    # no identifier: the same home carries it (was unmatched); the twin's forename is not the swapped name
+    got = run(twins, [school("s", "Jones", "Isla", "2016-03-04")])["s"]
+    assert (got["status"], got["person_id"]) == ("matched_with_conflicts", "P2")
+    # one name in both fields, or only one of the two swapped, is no swap
+    f = json.loads(run([la("P1", "Jones", "Jones", "2016-03-04")], [school("s", "Jones", "Jones", "2016-03-04")])["s"]
+                   ["explanation"])["fields"]
+    assert f["forename"]["level"] == "exact"
+    f = json.loads(run(twins, [school("s", "Jones", "Smith", "2016-03-04")])["s"]["explanation"])["fields"]
+    assert f["forename"]["level"] != "swapped with surname"

@@ -30,12 +30,14 @@ class Weights:
     guid_agree: float = 12.0
     forename_exact: float = 6.0
     forename_equiv: float = 4.5      # nickname / diminutive / middle name used as forename
+    forename_swapped: float = 4.5    # forename and surname entered the other way round
     forename_typo: float = 3.5       # Jaro-Winkler >= 0.9
     forename_typed: float = 1.0      # edit distance 1 (2 from 5 letters): a keyboard slip, a transposition
     forename_initial: float = 0.0
     forename_disagree: float = -6.0
     surname_exact: float = 7.0
     surname_variant: float = 5.0     # hyphen / double-barrel part
+    surname_swapped: float = 5.0     # forename and surname entered the other way round
     surname_typo: float = 4.5
     surname_typed: float = 2.0       # edit distance 1 (2 from 5 letters): "Llayd"/"Lloyd", "Jnnes"/"Jones"
     surname_disagree: float = -6.0
@@ -130,6 +132,12 @@ class Pairs:
         middle_swap = ((c["mn"] != "") & (i["fn"] == c["mn"])) | ((i["mn"] != "") & (c["fn"] == i["mn"]))
         return equiv | middle_swap.values
 
+    def names_swapped(self) -> Any:
+        """The forename and surname entered the other way round ("Jones Amelia"): each side's
+        forename is the other's surname (both present, and not one name twice)."""
+        c, i = self.c, self.i
+        return (i["fn"] != "") & (i["sn"] != "") & (i["fn"] != i["sn"]) & (i["fn"] == c["sn"]) & (i["sn"] == c["fn"])
+
     def surname_part(self) -> Any:
         import numpy as np
 
@@ -208,6 +216,8 @@ COMPARISONS: tuple[Comparison, ...] = (
         Level("exact, mis-decoded", lambda p: (p.i["fn_fixed"] != "") & (p.c["fn"] == p.i["fn_fixed"]),
               "forename_exact"),
         Level("nickname or middle name", lambda p: p.forename_equiv(), "forename_equiv"),
+        # "Jones Amelia" for "Amelia Jones": the very name, in the other field (Splink's "columns reversed")
+        Level("swapped with surname", lambda p: p.names_swapped(), "forename_swapped"),
         # compatible only with an identifier or the middle name agreeing (see score_pairs)
         Level("typo", lambda p: p.similar("fn", 0.9), "forename_typo", False),
         # compatible only with a valid permanent UPN, DOB and surname agreeing (see score_pairs)
@@ -219,6 +229,7 @@ COMPARISONS: tuple[Comparison, ...] = (
         _missing("sn"),
         Level("exact", lambda p: p.equal("sn"), "surname_exact", tf="sn"),
         Level("part of double-barrel", lambda p: p.surname_part(), "surname_variant"),
+        Level("swapped with forename", lambda p: p.names_swapped(), "surname_swapped"),
         Level("typo", lambda p: p.similar("sn", 0.92), "surname_typo"),
         Level("typed error", lambda p: p.typed("sn"), "surname_typed"),
         Level("different", None, "surname_disagree", False),
@@ -388,9 +399,9 @@ def _pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any) -> Pairs:
 #: DOB levels consistent with the same child (typed day/month or one digit included)
 DOB_COMPATIBLE = ("exact", "day and month swapped", "one digit")
 #: forename levels that tell twins apart: the same name or one of its forms
-FORENAME_STRONG = ("exact", "exact, mis-decoded", "nickname or middle name")
+FORENAME_STRONG = ("exact", "exact, mis-decoded", "nickname or middle name", "swapped with surname")
 #: surname levels consistent with the same child
-SURNAME_COMPATIBLE = ("exact", "part of double-barrel", "typo", "typed error")
+SURNAME_COMPATIBLE = ("exact", "part of double-barrel", "swapped with forename", "typo", "typed error")
 #: address line levels that name the same home (with the postcode unit)
 HOME_ADDRESS = ("equal", "same number, street typed")
 
