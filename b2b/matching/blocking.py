@@ -26,6 +26,11 @@ KEYS: tuple[tuple[tuple[str, ...], tuple[str, ...] | None], ...] = (
     (("sn", "year", "fn1"), None),
     (("fn", "sn"), None),
     (("pc", "year"), None),
+    # issue 14 (no identifiers): the postcode unit with an initial (a DOB or a name mistyped),
+    # and forename and surname entered the other way round (the DOB with the other initial)
+    (("pc", "sn1"), None),
+    (("pc", "fn1"), None),
+    (("dob_s", "sn1"), ("dob_s", "fn1")),
 )
 #: each part (>= 2 letters) of a double-barrelled / hyphenated surname with birth year and initial
 PART_KEY = ("part", "year", "fn1")

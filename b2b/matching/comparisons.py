@@ -51,6 +51,7 @@ class Weights:
     postcode_unit: float = 4.0
     postcode_sector: float = 2.0
     postcode_district: float = 1.0
+    postcode_typed: float = 1.5      # one character typed or transposed: the same home mistyped
     postcode_disagree: float = -1.0
     address_agree: float = 2.0
     address_street_typo: float = 1.5  # the same house number, the street name typed differently
@@ -133,10 +134,37 @@ class Pairs:
         return equiv | middle_swap.values
 
     def names_swapped(self) -> Any:
-        """The forename and surname entered the other way round ("Jones Amelia"): each side's
-        forename is the other's surname (both present, and not one name twice)."""
+        """The forename and surname entered the other way round ("Jones Amelia", or "Jones
+        Amleia"): each side's forename is the other's surname, one of the two exactly and the
+        other exactly or a typing error away (both present, and not one name twice)."""
+        import numpy as np
+
         c, i = self.c, self.i
-        return (i["fn"] != "") & (i["sn"] != "") & (i["fn"] != i["sn"]) & (i["fn"] == c["sn"]) & (i["sn"] == c["fn"])
+        fs = (i["fn"] != "") & (i["fn"] == c["sn"])
+        sf = (i["sn"] != "") & (i["sn"] == c["fn"])
+        out = np.asarray(fs & sf & (i["fn"] != i["sn"]), dtype=bool)
+        # one exact, the other a typing error (computed only where one is exact)
+        one = np.asarray(fs ^ sf, dtype=bool)
+        if one.any():
+            typed = np.asarray(self.cross_typed(one), dtype=bool)
+            out = out | (one & typed)
+        return out
+
+    def cross_typed(self, where: Any) -> Any:
+        """Where ``where``: the record's forename a typing error (or Jaro-Winkler >= 0.9) from the
+        LA's surname, or its surname from the LA's forename (the non-exact half of a swap)."""
+        import numpy as np
+
+        c, i = self.c, self.i
+        a = np.asarray(i["fn"], dtype=object)
+        b = np.asarray(c["sn"], dtype=object)
+        x = np.asarray(i["sn"], dtype=object)
+        y = np.asarray(c["fn"], dtype=object)
+        out = np.zeros(self.n, dtype=bool)
+        for k in np.flatnonzero(where).tolist():
+            p, q = (x[k], y[k]) if a[k] == b[k] else (a[k], b[k])
+            out[k] = bool(p) and bool(q) and (_typed(p, q) or _jaro_winkler(p, q) >= 0.9)
+        return out
 
     def surname_part(self) -> Any:
         import numpy as np
@@ -149,6 +177,10 @@ class Pairs:
 
     def typed(self, col: str) -> Any:
         return self.distinct(col, _typed)
+
+    def typed_exact(self, col: str) -> Any:
+        """Optimal string alignment distance 1 (a slip or a transposition), whatever the length."""
+        return self.distinct(col, _typed1)
 
     def typed_or_similar(self, col: str, where: Any = None) -> Any:
         """A typed error or Jaro-Winkler >= 0.9 apart (a street name retyped)."""
@@ -252,6 +284,8 @@ COMPARISONS: tuple[Comparison, ...] = (
         Level("unit", lambda p: p.c["pc"] == p.i["pc"], "postcode_unit"),
         Level("sector", lambda p: p.equal("pc_sector"), "postcode_sector"),
         Level("district", lambda p: p.equal("pc_district"), "postcode_district"),
+        # one character typed or two neighbours transposed ("CT1 2AB"/"CT2 1AB", "4223"/"4232")
+        Level("typed error", lambda p: p.typed_exact("pc"), "postcode_typed"),
         Level("different", None, "postcode_disagree"),
     )),
     Comparison("address_line1", (
@@ -450,6 +484,13 @@ def _typed(a: str, b: str) -> bool:
         return False
     limit = 2 if min(len(a), len(b)) >= 5 else 1
     return OSA.distance(a, b, score_cutoff=limit) <= limit
+
+
+def _typed1(a: str, b: str) -> bool:
+    """Optimal string alignment distance exactly 1."""
+    from rapidfuzz.distance import OSA
+
+    return bool(a) and bool(b) and a != b and OSA.distance(a, b, score_cutoff=1) <= 1
 
 
 def _one_digit(a: str, b: str) -> bool:
