@@ -234,3 +234,54 @@ def test_name_totals_follow_every_change_of_the_la_children(db):
     assert db.execute("SELECT core.child_state()").fetchone()[0] == state + 1
     assert cached() == direct() == {"fn": (1, 1), "sn": (1, 1)}
     assert db.execute("SELECT count(*) FROM core.child_name_totals").fetchone()[0] == 2
+
+
+@pytest.mark.parametrize("order", [("8862001", "8862005"), ("8862005", "8862001")])
+def test_a_twin_on_another_roll_is_never_linked_on_overwhelming_evidence_whichever_school_runs_first(
+        db_url, order):
+    """No identifiers. The LA knows Isla; her school (8862001) sends Isla; another school
+    (8862005) sends Islay, her twin the LA never knew: the same surname, DOB and home, and a
+    forename a typing error away that neither the LA's children nor the name lists hold — what
+    a mistyped forename looks like, which overwhelming evidence links when nothing claims the
+    child (``b2b.matching.decide.overwhelming_evidence``). Each school is its own run: whichever
+    runs first, Islay is not linked to Isla's child (before: linked either way), and Isla is."""
+    import pandas as pd
+    import psycopg
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from bench_matching import load_dag_db
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from b2b import matching
+    from b2b.config.settings import Settings
+    from b2b.reconcile import match_stage
+
+    core = pd.DataFrame([("P1", None, "Isla", None, "Jones", "F", "2016-03-04", "AB1 2CD", "12 High Street")],
+                        columns=["person_id", "upn", "forename", "middle_names", "surname", "gender", "dob",
+                                 "postcode", "address_line1"])
+    inc = pd.DataFrame([(f"{b}:{g}", b, None, g, fn, None, "Jones", "F", "2016-03-04", "AB1 2CD", "12 High Street")
+                        for b, g, fn in (("8862001", "g-isla", "Isla"), ("8862005", "g-islay", "Islay"))],
+                       columns=matching.INCOMING_COLUMNS)
+    alone = matching.match(core, inc.iloc[[1]])  # Islay's school alone: overwhelming evidence
+    assert alone["status"].iloc[0] == "matched_with_conflicts" and "overwhelming" in json.loads(alone["explanation"].iloc[0])
+    both = matching.match(core, inc).set_index("incoming_id")  # one batch: Isla claims the child
+    assert both.loc["8862005:g-islay", "status"] == "unmatched"  # claimed elsewhere
+    load_dag_db(core, inc, db_url)
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE raw.inbound_file SET dag_id = 'b2b__' || base_id || '__snapshot'")
+        conn.commit()
+        for base in order:
+            match_stage.match(conn, ctx(f"b2b__{base}__snapshot"), Settings())
+        rows = {g: (st, p, e) for g, st, p, e in conn.execute(
+            "SELECT student_guid, status, person_id, explanation FROM results.match")}
+        links = conn.execute("SELECT student_guid, person_id FROM core.child_link ORDER BY 1").fetchall()
+    assert rows["g-isla"][:2] == ("matched", "P1")  # its forename is the child's
+    if order[0] == "8862001":  # Isla linked first: Islay's run sees the child claimed, and proposes it
+        # (the batch sends Islay to unmatched, claimed_elsewhere, seeing Isla's record itself)
+        assert rows["g-islay"][:2] == ("possible", "P1")
+        assert "overwhelming" not in rows["g-islay"][2]
+    else:  # Islay linked first: Isla's run sends that link to an officer
+        assert rows["g-islay"][:2] == ("possible", "P1")
+        assert rows["g-islay"][2]["why_not_auto"] == ["linked_elsewhere"]
+    assert links == [("g-isla", "P1")]

@@ -324,10 +324,26 @@ def test_typed_forename_links_when_a_valid_upn_dob_and_surname_agree(la_name, sc
     assert json.loads(r["explanation"])["fields"]["forename"]["level"] in ("typed error", "typo")
 
 
-def test_typed_forename_without_a_upn_is_only_proposed():
-    r = decide([la("P1", "Jill", "Jones", "2016-03-04")], [school("s", "Jgll", "Jones", "2016-03-04")])["s"]
+def test_typed_forename_without_a_upn_is_only_proposed_unless_the_evidence_is_overwhelming():
+    # another home: only proposed
+    r = decide([la("P1", "Jill", "Jones", "2016-03-04")],
+               [school("s", "Jgll", "Jones", "2016-03-04", postcode="ME4 4QA", addr="9 Mill Lane")])["s"]
     assert (r["status"], r["person_id"]) == ("possible", "P1")
     assert "forename_differs" in json.loads(r["explanation"])["why_not_auto"]
+    # the same home, surname and DOB, and "Jgll" is no name (no twin carries it): the child's own
+    # name mistyped, overwhelming evidence (issue 14 part 2; before: possible)
+    r = decide([la("P1", "Jill", "Jones", "2016-03-04")], [school("s", "Jgll", "Jones", "2016-03-04")])["s"]
+    assert (r["status"], r["person_id"]) == ("matched_with_conflicts", "P1")
+    assert "overwhelming" in json.loads(r["explanation"])
+    # a real name a typing error away ("Jake" for "Jack") is what a twin the LA does not know carries
+    r = decide([la("P1", "Jack", "Jones", "2016-03-04", gender="M")],
+               [school("s", "Jake", "Jones", "2016-03-04", gender="M")])["s"]
+    assert r["status"] in ("possible", "unmatched")
+    # a name the LA's own children hold is a name too
+    core = [la("P1", "Jayden", "Jones", "2016-03-04", gender="M"),
+            la("P2", "Jaden", "Hill", "2012-01-01", gender="M", postcode="ME4 4QA", addr="9 Mill Lane")]
+    r = decide(core, [school("s", "Jaden", "Jones", "2016-03-04", gender="M")])["s"]
+    assert r["status"] in ("possible", "unmatched")
 
 
 def test_moved_family_and_changed_surname_link_on_an_agreeing_upn():
@@ -431,9 +447,10 @@ def test_same_home_does_not_link_a_twin_or_a_sibling():
     got = decide(core, [school("twin", "Isla", "Jnnes", "2014-11-10"), school("sib", "Charlotte", "Jones", "2015-09-02")])
     assert not got["twin"]["status"].startswith("matched")
     assert not got["sib"]["status"].startswith("matched")
-    # a forename typed one key away without a UPN stays an officer's decision, home or not
-    # (an unknown twin may carry a name one key from the known twin's)
-    r = decide([la("P1", "Jill", "Jones", "2014-11-10")], [school("slip", "Jgll", "Jnnes", "2014-11-10")])["slip"]
+    # a forename typed one key away into another name without a UPN stays an officer's decision,
+    # home or not (an unknown twin may carry a name one key from the known twin's: "Jake"/"Jack")
+    r = decide([la("P1", "Jack", "Jones", "2014-11-10", gender="M")],
+               [school("slip", "Jake", "Jnnes", "2014-11-10", gender="M")])["slip"]
     assert r["status"] == "possible"
 
 
@@ -482,7 +499,9 @@ def test_a_different_forename_without_an_identifier_is_unmatched_not_proposed_an
 def test_unknown_twin_on_another_schools_roll_with_a_name_a_typo_away_is_not_linked():
     # the LA knows Jayden; his twin Jaden (the LA has never seen him) is on another school's roll,
     # so no batch holds both: same surname, DOB and home, a forename a typo away (before: linked)
-    core = [la("P1", "Jayden", "Smith", "2015-02-03", gender="M", upn_=UPN_A)]
+    # ("Jaden" is a name: other children of the LA carry it)
+    core = [la("P1", "Jayden", "Smith", "2015-02-03", gender="M", upn_=UPN_A),
+            la("P9", "Jaden", "Hill", "2012-01-01", gender="M", postcode="ME4 4QA", addr="9 Mill Lane")]
     r = decide(core, [school("twin", "Jaden", "Smith", "2015-02-03", gender="M", base="8862005")])["twin"]
     assert not r["status"].startswith("matched")
     assert "forename_differs" in json.loads(r["explanation"])["why_not_auto"]

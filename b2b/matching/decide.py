@@ -101,7 +101,8 @@ def _core_sides(core_df: Any) -> tuple[Any, Any]:
 
 
 def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, links: Any = None, rejected: Any = None,
-          min_age: int | None = None, as_of: Any = None, tf: TermFrequencies | None = None) -> Any:
+          min_age: int | None = None, as_of: Any = None, tf: TermFrequencies | None = None,
+          claimed: Any = None) -> Any:
     """Decide every incoming record. Returns a DataFrame with one row per incoming record:
     ``incoming_id, status, person_id, rule, score, conflicting_fields, explanation``.
 
@@ -113,7 +114,9 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     person_id) of pairs an officer rejected (never proposed again). ``tf``: the LA's name
     frequencies (default: counted on ``core_df``, which must then be the whole LA).
     ``core_df`` may be a :class:`PreparedCore` (:func:`prepare_core`): the same decisions,
-    without preparing the LA records again.
+    without preparing the LA records again. ``claimed``: LA children (person ids) that
+    records outside this call claim (the DAG path: other schools' runs, other parts): as a
+    record of the batch claiming them, they stop a link on overwhelming evidence alone.
     """
     import numpy as np
     import pandas as pd
@@ -223,6 +226,17 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     exact_claim = claim[safe & exact_fn]["ci"].unique()
     twice = twice | (safe & ~exact_fn & np.isin(best_ci, exact_claim))
     safe = safe & ~twice
+    # issue 14 part 2: with no compatible forename, overwhelming evidence of the same person
+    # (overwhelming_evidence): no twin in the batch or the LA's household, no other record
+    # claiming the child, far ahead of any other candidate
+    runner_any = s[s.groupby("ii", sort=False).cumcount() == 1].set_index("ii")["score"] \
+        .reindex(range(n)).fillna(-np.inf).values
+    over = has & ~safe & ~twice & overwhelming_evidence(best_lv, score, runner_any, cfg,
+                                                       forename_is_name(inc["fn"].values, tf, best_lv)) & \
+        ~in_twins & ~exact_any & ~claimed_by_another_record(best_ci)
+    if claimed is not None and len(claimed) and over.any():
+        over = over & ~np.isin(core["id"].values[np.maximum(best_ci, 0)], list(claimed))
+    safe = safe | over
     # the possible band holds a candidate one explainable discrepancy from the record; a
     # forename that is neither the name, a form of it, a typing error nor its initial weighs
     # against the child (forename_disagree) and, with no UPN or GUID agreeing, what is left is
@@ -260,11 +274,11 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     out["score"] = np.where(by_officer, np.nan, np.round(score, 2))
     out["conflicting_fields"] = np.where(shown, differ, "")
     out["explanation"] = _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible,
-                                       corro, {"twin_in_batch": in_twins & weak_fn,
+                                       corro | over, {"twin_in_batch": in_twins & weak_fn,
                                                "better_forename_elsewhere": household, "claimed_twice": twice},
                                        np.where(shown, differ, ""),
                                        {k: v & (score >= cfg.possible) for k, v in not_possible.items()}, moved,
-                                       over_corro)
+                                       over_corro, over)
     return out
 
 
@@ -281,6 +295,89 @@ def runner_up_corroborated(s: Any, best_ci: Any, n: int) -> Any:
 
     ok = s["eligible"].values & s["corroborated"].values & (s["ci"].values != best_ci[s["ii"].values])
     return s[ok].groupby("ii")["score"].max().reindex(range(n)).fillna(-np.inf).values
+
+
+#: postcode levels that place the record at the LA child's postcode (or one typed character from it)
+_OVER_POSTCODE = ("unit", "typed error")
+#: surname levels that are the child's surname, mistyped or swapped with the forename
+_OVER_SURNAME = ("exact", "part of double-barrel", "swapped with forename", "typo", "typed error")
+
+
+def overwhelming_evidence(lv: Any, score: Any, runner_any: Any, cfg: Any, fn_is_name: Any) -> Any:
+    """Nearest candidates (``<field>_lv`` columns, row-aligned with ``score`` and the best
+    score among the record's other candidates, ``runner_any``) that are not safe by the
+    ordinary rule but whose evidence is overwhelming (issue 14 part 2: no identifiers; a
+    forename mistyped beyond a slip, replaced or missing; a missing or wrong DOB; a moved or
+    retyped address):
+
+    * the place: the postcode unit (or one typed character from it), or the address line
+      (or its house number with the street retyped) whatever the postcode;
+    * the name: the forename (or a form of it, or the names swapped) with the exact DOB, the
+      surname whatever it is (a new surname, a typo); or no forename at all with the surname
+      (mistyped, or swapped) and the exact DOB;
+    * or, for children (``cfg.dob_required``), the very forename and surname at the same home
+      (postcode unit and address) with a DOB missing or wrong: no two children of one home
+      share a full name;
+    * nothing against it: no different gender, no different valid permanent UPN; at least the
+      possible band, and ``margin`` ahead of every other candidate.
+
+    ``fn_is_name``: per record, its forename is a name (the LA's children hold it, or the name
+    lists of :func:`~b2b.matching.normalise.name_list`). A forename that is another name, even
+    one a typo away, is never carried by this rule: within one home the forename is what tells
+    twins apart, and a twin the LA does not know, alone in a run, carries a real name. A
+    forename mistyped into no name at all is the child's own. The caller also only takes this when
+    the batch holds no twin of the record (:func:`batch_twins`), the LA no other candidate with
+    the record's exact forename and a compatible DOB (the household guard), and no other record
+    of the batch the same child (:func:`claimed_by_another_record`); the DAG path adds the same
+    across runs (a child already linked to another school's record)."""
+    import numpy as np
+
+    place = at(lv, "postcode", *_OVER_POSTCODE) | at(lv, "address_line1", *HOME_ADDRESS)
+    home = at(lv, "postcode", *_OVER_POSTCODE) & at(lv, "address_line1", *HOME_ADDRESS)
+    dob = at(lv, "dob", "exact")
+    fn_strong = at(lv, "forename", *FORENAME_STRONG)
+    # the forename is the child's (or a form of it), missing, or mistyped into no name at all
+    # ("Jgll", "Bridegt"): never another name, even one a typo away ("Jaden"), which is what a
+    # twin the LA does not know carries
+    misspelt = at(lv, "forename", "typo", "typed error") & ~np.asarray(fn_is_name, dtype=bool)
+    named = (fn_strong | misspelt | at(lv, "forename", "missing")) & \
+        (at(lv, "surname", *_OVER_SURNAME) | fn_strong) & dob
+    if cfg.dob_required:  # children: a full name is unique within a home
+        named = named | (home & fn_strong & at(lv, "surname", "exact", "swapped with forename")
+                         & at(lv, "dob", "missing", *DOB_COMPATIBLE, "within 31 days", "different"))
+    return (place & named & ~at(lv, "gender", "different") & ~at(lv, "upn", "different valid permanent")
+            & (np.asarray(score) >= cfg.possible) & (np.asarray(score) - np.asarray(runner_any) >= cfg.margin))
+
+
+def forename_is_name(fn: Any, tf: Any, lv: Any) -> Any:
+    """Per record: its (prepared) forename is a name — held by one of the LA's children (the
+    term frequencies count the whole LA) or in :func:`~b2b.matching.normalise.name_list`.
+    Looked up only where the nearest candidate's forename level is a typo or a typing error
+    (the only place :func:`overwhelming_evidence` asks); True elsewhere."""
+    import numpy as np
+
+    out = np.ones(len(fn), dtype=bool)
+    ask = np.flatnonzero(at(lv, "forename", "typo", "typed error"))
+    if len(ask):
+        from b2b.matching.normalise import name_list
+
+        names, counts = name_list(), (tf.counts.get("fn", {}) if tf is not None else {})
+        for k in ask.tolist():
+            v = fn[k]
+            out[k] = bool(v) and (v in names or counts.get(v, 0) > 0)
+    return out
+
+
+def claimed_by_another_record(best_ci: Any) -> Any:
+    """Records whose nearest LA child is also another record's nearest (a twin the LA does not
+    know on another roll, a duplicate): neither is linked on overwhelming evidence alone."""
+    import numpy as np
+
+    ci = np.asarray(best_ci)
+    ok = ci >= 0
+    vals, counts = np.unique(ci[ok], return_counts=True)
+    shared = set(vals[counts > 1].tolist())
+    return ok & np.fromiter((c in shared for c in ci.tolist()), dtype=bool, count=len(ci))
 
 
 def name_and_dob_exact(lv: Any) -> Any:
@@ -438,7 +535,7 @@ def differing(core_df: Any, incoming_df: Any, ci: Any, rows: Any) -> Any:
     return names
 
 
-def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any, not_possible: Any, moved: Any, over_corro: Any) -> Any:
+def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any, not_possible: Any, moved: Any, over_corro: Any, over: Any) -> Any:
     """One JSON object per incoming record: per field its level label and weight (``fields``),
     the non-zero weights (``weights``), score, runner-up, the compared fields that differ
     (``differing_fields``), for a possible ``why_not_auto``, and for an unmatched record whose
@@ -471,6 +568,8 @@ def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: A
             d["household"] = "moved together"
         if over_corro[k]:  # the runner-up shares name and DOB only: the margin is over the others
             d["margin_over"] = "corroborated candidates"
+        if over[k]:  # linked without a compatible forename: what carried it
+            d["overwhelming"] = "no twin in the batch or the household, no other record, far ahead of any other"
         if maybe[k]:
             d["why_not_auto"] = [r for r, bad in (("below_auto", below[k]), ("ambiguous", ambiguous[k]),
                                                   ("forename_differs", not fn_ok[k]),

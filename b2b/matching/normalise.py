@@ -67,6 +67,36 @@ def _nick_namer() -> Any:
     return NickNamer()
 
 
+#: Faker's person providers whose first names are names a child in England may carry
+_NAME_LOCALES = ("en_GB", "en_IE", "en_US", "en_NZ", "en_IN", "fr_FR", "de_DE", "es_ES", "it_IT", "pl_PL", "pt_PT",
+                 "ro_RO", "tr_TR", "ar_AA", "hi_IN", "ur_PK")
+
+
+@lru_cache(maxsize=1)
+def name_list() -> frozenset[str]:
+    """Forenames known to be names (name keys): Faker's first-name lists for the locales above
+    and the ``nicknames`` package's names. Used with the LA's own forenames to tell a forename
+    mistyped ("Jgll", "Bridegt") from another real name ("Jaden", a twin's)."""
+    import importlib
+
+    names: set[str] = set()
+    for loc in _NAME_LOCALES:
+        try:
+            provider = importlib.import_module(f"faker.providers.person.{loc}").Provider
+        except (ImportError, AttributeError):
+            continue
+        for attr in ("first_names", "first_names_male", "first_names_female"):
+            values = getattr(provider, attr, None) or ()
+            names.update(name_key(v) for v in (values.keys() if hasattr(values, "keys") else values))
+    from nicknames import name_triplets
+
+    for t in name_triplets():
+        names.add(name_key(t.name1))
+        names.add(name_key(t.name2))
+    names.discard("")
+    return frozenset(names)
+
+
 @lru_cache(maxsize=200_000)
 def forename_forms(name: str) -> frozenset[str]:
     """The name, its canonical (formal) forms and its diminutives (nicknames + UK list)."""

@@ -46,17 +46,32 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
         parts = list(school_parts(incoming))
         # the matcher prepares the run's candidate LA children once; each part takes its own
         prepared = settings.matcher != "legacy"
+        cfg = matching.MatchConfig(guidmatch=settings.guidmatch)
+        overwhelmed = []  # parts with a link on overwhelming evidence: checked once every part is written
         for part, (core, links, rejected) in zip(parts, run_candidates(conn, parts, prepared=prepared)):
             if settings.matcher == "legacy":
                 decided = matching.legacy_match(core, part, guidmatch=settings.guidmatch, links=links)
             else:
-                decided = matching.match(core, part, matching.MatchConfig(guidmatch=settings.guidmatch),
-                                         links=links, rejected=rejected, tf=tf)
+                decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf)
+                if decided["explanation"].str.contains('"overwhelming"', regex=False).any():
+                    overwhelmed.append((part, core, links, rejected))
             _write_matches(conn, ctx, settings, part, decided)
+        for part, core, links, rejected in overwhelmed:
+            claimed = claimed_outside(conn, files, part)
+            if claimed:  # decided again as the matcher decides with those records in its batch
+                decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, claimed=claimed)
+                conn.execute(
+                    """DELETE FROM results.match m WHERE m.file_id = ANY(%s)
+                          AND (m.base_id, m.student_guid) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
+                    (files, part["base_id"].tolist(), part["student_guid"].tolist()))
+                _write_matches(conn, ctx, settings, part, decided)
+        del overwhelmed
         if settings.matcher != "legacy" and len(parts) > 1:
             claimed_exactly_in_another_part(conn, files)
         guid_linked_elsewhere(conn, files)
         child_linked_to_other_guid(conn, files)
+        if settings.matcher != "legacy":
+            earlier_overwhelming_links(conn, files)
         carers = match_carers(conn, ctx, settings, files)
         conn.execute(
             """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
@@ -151,6 +166,53 @@ def claimed_exactly_in_another_part(conn: Connection, files: list[int]) -> int:
 
 
 OTHER_GUID = "child_linked_to_other_guid"
+LINKED_ELSEWHERE = "linked_elsewhere"
+
+
+def claimed_outside(conn: Connection, files: list[int], part: Any) -> set[str]:
+    """The LA children this part linked on overwhelming evidence that records outside the
+    part claim: linked to another school's record by an earlier run (``core.child_link``), or
+    another part's record of this run (``results.match``). The matcher's own guard
+    (``b2b.matching.decide.claimed_by_another_record``) sees only the records of its call."""
+    return {r[0] for r in conn.execute(
+        """WITH part AS (SELECT * FROM unnest(%(b)s::text[], %(g)s::text[]) AS p (base_id, student_guid)),
+                over AS (SELECT DISTINCT m.person_id FROM results.match m JOIN part p USING (base_id, student_guid)
+                          WHERE m.file_id = ANY(%(files)s) AND m.explanation ? 'overwhelming')
+           SELECT o.person_id FROM over o
+            WHERE EXISTS (SELECT 1 FROM core.child_link l WHERE l.person_id = o.person_id
+                            AND (l.base_id, l.student_guid) NOT IN (SELECT * FROM part))
+               OR EXISTS (SELECT 1 FROM results.match m WHERE m.file_id = ANY(%(files)s) AND m.person_id = o.person_id
+                            AND (m.base_id, m.student_guid) NOT IN (SELECT * FROM part))""",
+        {"b": part["base_id"].tolist(), "g": part["student_guid"].tolist(), "files": files})}
+
+
+def earlier_overwhelming_links(conn: Connection, files: list[int]) -> int:
+    """A link this run makes to a child that an earlier run of another school linked on
+    overwhelming evidence without a compatible forename (the record the earlier run could not
+    know was claimed: a twin the LA never knew, on another roll) sends that earlier link to
+    review (``possible``, ``why_not_auto`` ``linked_elsewhere``) and removes its GUID link.
+    Returns the links sent to review."""
+    reason = f'["{LINKED_ELSEWHERE}"]'
+    return int(scalar(
+        conn,
+        f"""WITH mine AS (
+                SELECT DISTINCT m.person_id FROM results.match m
+                 WHERE m.file_id = ANY(%(files)s) AND m.status IN ('matched', 'matched_with_conflicts')),
+            hit AS (
+                UPDATE results.match o
+                   SET status = 'possible',
+                       explanation = o.explanation || jsonb_build_object(
+                           'why_not_auto', coalesce(o.explanation -> 'why_not_auto', '[]'::jsonb) || '{reason}'::jsonb)
+                  FROM mine
+                 WHERE o.person_id = mine.person_id AND NOT o.file_id = ANY(%(files)s)
+                   AND o.status IN ('matched', 'matched_with_conflicts') AND o.rule = 'weights'
+                   AND o.explanation ? 'overwhelming'
+                RETURNING o.base_id, o.student_guid, o.person_id),
+            gone AS (
+                DELETE FROM core.child_link l USING hit
+                 WHERE l.base_id = hit.base_id AND l.student_guid = hit.student_guid
+                   AND l.person_id = hit.person_id AND l.linked_by = 'match')
+            SELECT count(*) FROM hit""", {"files": files}) or 0)
 
 
 def child_linked_to_other_guid(conn: Connection, files: list[int]) -> int:
@@ -210,6 +272,8 @@ _KEY_TABLES = {
     "match_k_pyf": "p text, y int, l text",
     "match_k_py": "p text, y int",
     "match_k_fs": "f text, s text",
+    "match_k_ps": "p text, l text",
+    "match_k_pf": "p text, l text",
 }
 _CANDIDATES = """
 CREATE TEMP TABLE match_cand ON COMMIT DROP AS
@@ -228,6 +292,8 @@ UNION ALL SELECT k.part, c.person_id FROM core.child c CROSS JOIN LATERAL unnest
            WHERE cardinality(c.m_sn_parts) > 1
 UNION ALL SELECT k.part, c.person_id FROM match_k_py k JOIN core.child c ON c.m_pc = k.p AND c.m_year = k.y
 UNION ALL SELECT k.part, c.person_id FROM match_k_fs k JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
+UNION ALL SELECT k.part, c.person_id FROM match_k_ps k JOIN core.child c ON c.m_pc = k.p AND left(c.m_sn, 1) = k.l
+UNION ALL SELECT k.part, c.person_id FROM match_k_pf k JOIN core.child c ON c.m_pc = k.p AND left(c.m_fn, 1) = k.l
 ) u"""
 
 
@@ -422,11 +488,14 @@ def _key_rows(parts: list[Any]) -> dict[str, dict[tuple, None]]:
                 if d <= 12 and d != m:
                     add("match_k_dsn", k, f"{y:04d}-{d:02d}-{m:02d}", si)
                 add("match_k_dfn", k, date, fi)
+                add("match_k_dsn", k, date, fi)  # forename and surname the other way round
             add("match_k_syf", k, sn, year, fi)
             for p in norm(surname_parts, sur) or ():
                 add("match_k_pyf", k, p, year, fi)
             add("match_k_py", k, pc, year)
             add("match_k_fs", k, fn, sn)
+            add("match_k_ps", k, pc, si)
+            add("match_k_pf", k, pc, fi)
     return rows
 
 
