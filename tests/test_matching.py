@@ -720,3 +720,22 @@ def test_a_namesake_elsewhere_does_not_make_a_corroborated_child_ambiguous():
     core2 = core[:1] + [la("P2", "Jake", "Skinner", "2019-01-30", gender="M", postcode="CT9 5NF", addr="37 Jackson Pine")]
     r = decide(core2, [dict(inc[0], middle_names=None)])["j"]
     assert not r["status"].startswith("matched")
+
+
+def test_overwhelming_evidence_carries_a_missing_or_wrong_dob_but_never_another_childs_forename():
+    # no identifiers, the very full name at the LA child's home, the DOB missing or wrong: no two
+    # children of one home share a full name (before: possible, dob_differs)
+    core = [la("P1", "Amelia", "Jones", "2016-03-04"), la("P2", "Isla", "Jones", "2018-07-01")]
+    for dob in (None, "2016-08-03"):
+        r = decide(core, [school("s", "Amelia", "Jones", dob)])["s"]
+        assert r["status"].startswith("matched") and r["person_id"] == "P1", dob
+        assert "overwhelming" in json.loads(r["explanation"])
+    # the sibling (another forename, another DOB) and a twin the LA does not know (another name,
+    # the same DOB) are never carried by it
+    for fn, dob in (("Isla", "2016-03-04"), ("Grace", "2016-03-04"), ("Grace", None)):
+        r = decide(core, [school("s", fn, "Jones", dob)])["s"]
+        assert not r["status"].startswith("matched") or r["person_id"] == "P2" and fn == "Isla", (fn, dob)
+    # two records of one school at that home on that day are twins: neither is carried
+    got = decide(core, [school("a", "Amelia", "Jones", "2016-03-04", middle=None),
+                        school("b", "Jgll", "Jones", "2016-03-04")])
+    assert got["a"]["person_id"] == "P1" and not got["b"]["status"].startswith("matched")

@@ -173,3 +173,13 @@ def test_forename_and_surname_entered_the_other_way_round_link_but_never_a_twin(
     assert f["forename"]["level"] == "exact"
     f = json.loads(run(twins, [school("s", "Jones", "Smith", "2016-03-04")])["s"]["explanation"])["fields"]
     assert f["forename"]["level"] != "swapped with surname"
+
+
+def test_a_postcode_one_typed_character_away_is_a_level_and_corroborates_as_the_sector_does():
+    core = [la("P1", "Esme", "Lloyd", "2011-03-24", postcode="CT1 2AB", address_line1="24 Janice Field")]
+    r = run(core, [school("s", "Esme", "Lloyd", "2011-03-24", postcode="CT2 1AB", address_line1="Flat 3")])["s"]
+    e = json.loads(r["explanation"])
+    assert e["fields"]["postcode"] == {"level": "typed error", "weight": Weights().postcode_typed}
+    assert r["status"].startswith("matched")  # before: possible, uncorroborated
+    r = run(core, [school("s", "Esme", "Lloyd", "2011-03-24", postcode="ME4 4QA", address_line1="Flat 3")])["s"]
+    assert r["status"] == "possible" and "uncorroborated" in json.loads(r["explanation"])["why_not_auto"]

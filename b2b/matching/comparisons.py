@@ -411,9 +411,11 @@ def score_pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any = None, tf
     # mistyped): a namesake with the same full name and DOB is already rare (about 1 in 1,000
     # records of a large LA), and one living on a street of the same name rarer still (well
     # under 1 in 10,000 even for "High Street"); a twin or sibling on that street has another
-    # forename or DOB, which eligibility checks separately
+    # forename or DOB, which eligibility checks separately. A postcode one typed character from
+    # the LA's ("CT1 2AB"/"CT1 2BA") counts as the sector does
     s["corroborated"] = at(s, "upn", "valid, equal", "equal, temporary") | at(s, "guid", "linked") | \
-        at(s, "postcode", "unit", "sector") | at(s, "address_line1", *HOME_ADDRESS, "same street, other number") | \
+        at(s, "postcode", "unit", "sector", "typed error") | \
+        at(s, "address_line1", *HOME_ADDRESS, "same street, other number") | \
         at(s, "middle_names", "equal")
     return s
 

@@ -232,7 +232,8 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     runner_any = s[s.groupby("ii", sort=False).cumcount() == 1].set_index("ii")["score"] \
         .reindex(range(n)).fillna(-np.inf).values
     over = has & ~safe & ~twice & overwhelming_evidence(best_lv, score, runner_any, cfg,
-                                                       forename_is_name(inc["fn"].values, tf, best_lv)) & \
+                                                       forename_is_name(inc["fn"].values, tf, best_lv),
+                                                       pupils=min_age is None) & \
         ~in_twins & ~exact_any & ~claimed_by_another_record(best_ci)
     if claimed is not None and len(claimed) and over.any():
         over = over & ~np.isin(core["id"].values[np.maximum(best_ci, 0)], list(claimed))
@@ -303,7 +304,8 @@ _OVER_POSTCODE = ("unit", "typed error")
 _OVER_SURNAME = ("exact", "part of double-barrel", "swapped with forename", "typo", "typed error")
 
 
-def overwhelming_evidence(lv: Any, score: Any, runner_any: Any, cfg: Any, fn_is_name: Any) -> Any:
+def overwhelming_evidence(lv: Any, score: Any, runner_any: Any, cfg: Any, fn_is_name: Any,
+                          pupils: bool = True) -> Any:
     """Nearest candidates (``<field>_lv`` columns, row-aligned with ``score`` and the best
     score among the record's other candidates, ``runner_any``) that are not safe by the
     ordinary rule but whose evidence is overwhelming (issue 14 part 2: no identifiers; a
@@ -315,11 +317,13 @@ def overwhelming_evidence(lv: Any, score: Any, runner_any: Any, cfg: Any, fn_is_
     * the name: the forename (or a form of it, or the names swapped) with the exact DOB, the
       surname whatever it is (a new surname, a typo); or no forename at all with the surname
       (mistyped, or swapped) and the exact DOB;
-    * or, for children (``cfg.dob_required``), the very forename and surname at the same home
-      (postcode unit and address) with a DOB missing or wrong: no two children of one home
-      share a full name;
+    * or, matching pupils to the LA's children (``pupils``: not carers, whose namesake at home
+      is a parent or a grown-up child; ``cfg.dob_required``), the very forename and surname at the same home
+      (postcode unit and address) with a DOB wrong, or at the place with no DOB: no two
+      children of one home share a full name;
     * nothing against it: no different gender, no different valid permanent UPN; at least the
-      possible band, and ``margin`` ahead of every other candidate.
+      possible band (but for the full name at home), and ``margin`` ahead of every other
+      candidate.
 
     ``fn_is_name``: per record, its forename is a name (the LA's children hold it, or the name
     lists of :func:`~b2b.matching.normalise.name_list`). A forename that is another name, even
@@ -341,12 +345,13 @@ def overwhelming_evidence(lv: Any, score: Any, runner_any: Any, cfg: Any, fn_is_
     # twin the LA does not know carries
     misspelt = at(lv, "forename", "typo", "typed error") & ~np.asarray(fn_is_name, dtype=bool)
     named = (fn_strong | misspelt | at(lv, "forename", "missing")) & \
-        (at(lv, "surname", *_OVER_SURNAME) | fn_strong) & dob
-    if cfg.dob_required:  # children: a full name is unique within a home
-        named = named | (home & fn_strong & at(lv, "surname", "exact", "swapped with forename")
-                         & at(lv, "dob", "missing", *DOB_COMPATIBLE, "within 31 days", "different"))
+        (at(lv, "surname", *_OVER_SURNAME) | fn_strong) & dob & (np.asarray(score) >= cfg.possible)
+    if pupils and cfg.dob_required:  # children: a full name is unique within a home (whatever score the DOB leaves)
+        full_name = fn_strong & at(lv, "surname", "exact", "swapped with forename")
+        named = named | (home & full_name & at(lv, "dob", *DOB_COMPATIBLE, "within 31 days", "different")) \
+            | (place & full_name & at(lv, "dob", "missing"))
     return (place & named & ~at(lv, "gender", "different") & ~at(lv, "upn", "different valid permanent")
-            & (np.asarray(score) >= cfg.possible) & (np.asarray(score) - np.asarray(runner_any) >= cfg.margin))
+            & (np.asarray(score) - np.asarray(runner_any) >= cfg.margin))
 
 
 def forename_is_name(fn: Any, tf: Any, lv: Any) -> Any:
