@@ -232,7 +232,7 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     runner_any = s[s.groupby("ii", sort=False).cumcount() == 1].set_index("ii")["score"] \
         .reindex(range(n)).fillna(-np.inf).values
     over = has & ~safe & ~twice & overwhelming_evidence(best_lv, score, runner_any, cfg,
-                                                       forename_is_name(inc["fn"].values, tf, best_lv),
+                                                       lambda m: forename_is_name(inc["fn"].values, tf, m),
                                                        pupils=min_age is None) & \
         ~in_twins & ~exact_any & ~claimed_by_another_record(best_ci)
     if claimed is not None and len(claimed) and over.any():
@@ -325,8 +325,9 @@ def overwhelming_evidence(lv: Any, score: Any, runner_any: Any, cfg: Any, fn_is_
       possible band (but for the full name at home), and ``margin`` ahead of every other
       candidate.
 
-    ``fn_is_name``: per record, its forename is a name (the LA's children hold it, or the name
-    lists of :func:`~b2b.matching.normalise.name_list`). A forename that is another name, even
+    ``fn_is_name(mask)``: for the records of ``mask``, their forename is a name (the LA's
+    children hold it, or the name lists of :func:`~b2b.matching.normalise.name_list`; asked
+    only where it decides). A forename that is another name, even
     one a typo away, is never carried by this rule: within one home the forename is what tells
     twins apart, and a twin the LA does not know, alone in a run, carries a real name. A
     forename mistyped into no name at all is the child's own. The caller also only takes this when
@@ -343,26 +344,27 @@ def overwhelming_evidence(lv: Any, score: Any, runner_any: Any, cfg: Any, fn_is_
     # the forename is the child's (or a form of it), missing, or mistyped into no name at all
     # ("Jgll", "Bridegt"): never another name, even one a typo away ("Jaden"), which is what a
     # twin the LA does not know carries
-    misspelt = at(lv, "forename", "typo", "typed error") & ~np.asarray(fn_is_name, dtype=bool)
-    named = (fn_strong | misspelt | at(lv, "forename", "missing")) & \
-        (at(lv, "surname", *_OVER_SURNAME) | fn_strong) & dob & (np.asarray(score) >= cfg.possible)
+    rest = place & ~at(lv, "gender", "different") & ~at(lv, "upn", "different valid permanent") \
+        & (np.asarray(score) - np.asarray(runner_any) >= cfg.margin)
+    by_name = (at(lv, "surname", *_OVER_SURNAME) | fn_strong) & dob & (np.asarray(score) >= cfg.possible) & rest
+    typo = by_name & at(lv, "forename", "typo", "typed error")
+    misspelt = typo & ~fn_is_name(typo) if typo.any() else typo
+    named = (fn_strong | at(lv, "forename", "missing")) & by_name | misspelt
     if pupils and cfg.dob_required:  # children: a full name is unique within a home (whatever score the DOB leaves)
-        full_name = fn_strong & at(lv, "surname", "exact", "swapped with forename")
+        full_name = fn_strong & at(lv, "surname", "exact", "swapped with forename") & rest
         named = named | (home & full_name & at(lv, "dob", *DOB_COMPATIBLE, "within 31 days", "different")) \
-            | (place & full_name & at(lv, "dob", "missing"))
-    return (place & named & ~at(lv, "gender", "different") & ~at(lv, "upn", "different valid permanent")
-            & (np.asarray(score) - np.asarray(runner_any) >= cfg.margin))
+            | (full_name & at(lv, "dob", "missing"))
+    return named
 
 
-def forename_is_name(fn: Any, tf: Any, lv: Any) -> Any:
-    """Per record: its (prepared) forename is a name — held by one of the LA's children (the
-    term frequencies count the whole LA) or in :func:`~b2b.matching.normalise.name_list`.
-    Looked up only where the nearest candidate's forename level is a typo or a typing error
-    (the only place :func:`overwhelming_evidence` asks); True elsewhere."""
+def forename_is_name(fn: Any, tf: Any, mask: Any) -> Any:
+    """For the records of ``mask``: their (prepared) forename is a name — held by one of the
+    LA's children (the term frequencies count the whole LA) or in
+    :func:`~b2b.matching.normalise.name_list`; True elsewhere."""
     import numpy as np
 
     out = np.ones(len(fn), dtype=bool)
-    ask = np.flatnonzero(at(lv, "forename", "typo", "typed error"))
+    ask = np.flatnonzero(mask)
     if len(ask):
         from b2b.matching.normalise import name_list
 
