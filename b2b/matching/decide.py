@@ -440,6 +440,12 @@ def _typed_home_inputs(s: Any, inc: Any, tf: Any) -> tuple[Any, Any, Any, Any]:
     same_school = (school + "|" + inc["sn"] + "|" + inc["dob_s"]).where((inc["sn"] != "") & (inc["dob_s"] != ""))
     shared = ((key.notna() & key.duplicated(keep=False)) |
               (same_school.notna() & same_school.duplicated(keep=False))).values[ii]
+    # another record of the batch (any school, any address) holds the LA child's very name (or
+    # a form of it), surname and DOB: that record is the child's better claim, this one its twin
+    # or a second record to look at (a family that moved with one twin's record updated)
+    very = at(s, "forename", *FORENAME_STRONG) & at(s, "surname", "exact") & at(s, "dob", "exact")
+    claimed = np.isin(s["ci"].values, s["ci"].values[very])
+    shared = shared | claimed
     fn_counts = tf.counts.get("fn", {})
     unseen = np.array([not fn_counts.get(v) for v in inc["fn"].values], dtype=bool)[ii]
     return s, at_home, shared, unseen
@@ -448,18 +454,20 @@ def _typed_home_inputs(s: Any, inc: Any, tf: Any) -> tuple[Any, Any, Any, Any]:
 def middle_name_counts(lv: Any, slip: Any) -> Any:
     """Pairs whose middle name agrees (both hold one, the same) with the very forename (or a
     form of it, or the forename mistyped by a keystroke: ``slip``, :func:`keystroke_slips`), a
-    compatible surname and DOB (exact, one digit, day/month swapped; within 31 days with the very
-    forename), gender not different: corroboration that counts without identifiers, as the UPN
-    does (issue 14: moved children whose LA record holds a surname or DOB typed in error). A twin
-    has a forename of its own (a keystroke slip is not a name parents give), a sibling another
-    DOB (months apart, never within 31 days with the same forename); a namesake elsewhere would
-    also need the same middle name. Input: the pairs' ``<field>_lv`` columns."""
+    compatible surname (exact, part, typo, typed error), the DOB exact or with day and month
+    swapped, gender not different: corroboration that counts without identifiers, as the UPN
+    does (issue 14: moved children whose LA record holds a surname typed in error, whose school
+    swapped day and month). A twin has a forename of its own (a keystroke slip is not a name
+    parents give), a sibling another DOB; a namesake elsewhere would also need the same middle
+    name — and the same DOB: a DOB one digit or a few days out is not accepted here, since each
+    widens the namesake's chance some forty-fold (at 301,638 LA children the bench met five such
+    namesakes, sharing forename, middle name and surname, a year or a few days apart). Input:
+    the pairs' ``<field>_lv`` columns."""
     import numpy as np
 
-    strong_fn = at(lv, "forename", *FORENAME_STRONG)
-    dob = at(lv, "dob", *DOB_COMPATIBLE) | (at(lv, "dob", "within 31 days") & strong_fn)
-    return at(lv, "middle_names", "equal") & (strong_fn | np.asarray(slip, bool)) & dob & \
-        at(lv, "surname", *SURNAME_COMPATIBLE) & ~at(lv, "gender", "different")
+    return at(lv, "middle_names", "equal") & (at(lv, "forename", *FORENAME_STRONG) | np.asarray(slip, bool)) & \
+        at(lv, "dob", "exact", "day and month swapped") & at(lv, "surname", *SURNAME_COMPATIBLE) & \
+        ~at(lv, "gender", "different")
 
 
 def typed_forename_at_home(lv: Any, at_home: Any, shared: Any, unseen: Any, slip: Any) -> Any:
@@ -471,7 +479,8 @@ def typed_forename_at_home(lv: Any, at_home: Any, shared: Any, unseen: Any, slip
     the LA has no other child at that postcode with that surname and a DOB within 31 days
     (``at_home == 1``: no twin the LA knows); and no other record of the batch shares the
     record's surname, DOB and home (at any school) or its school, surname and DOB (at any
-    address): ``~shared``, no twin on a roll. A twin has a
+    address), nor is a candidate of the LA child by its very name, surname and DOB (any school,
+    any address): ``~shared``, no twin on a roll. A twin has a
     name of its own, which parents choose: a real name, not a keystroke from its twin's. Inputs:
     the pairs' ``<field>_lv`` columns and ``home``, and per pair ``at_home``, ``shared``,
     ``unseen`` (:func:`_typed_home_inputs`) and ``slip`` (:func:`keystroke_slips`)."""
