@@ -408,11 +408,13 @@ def keystroke_slip(typed: str, name: str) -> bool:
 
 def keystroke_slips(s: Any, core: Any, inc: Any) -> Any:
     """Per scored pair, whether the school's forename is the LA child's mistyped
-    (:func:`keystroke_slip`); checked only where the forename level is a typo or typed error."""
+    (:func:`keystroke_slip`); checked only where a rule could use it (the forename level a typo
+    or typed error, the DOB exact or day/month swapped, the very home or the middle name agreeing)."""
     import numpy as np
 
     out = np.zeros(len(s), bool)
-    rows = np.flatnonzero(at(s, "forename", "typo", "typed error"))
+    rows = np.flatnonzero(at(s, "forename", "typo", "typed error") & at(s, "dob", "exact", "day and month swapped") &
+                          (s["home"].values | at(s, "middle_names", "equal")))
     if len(rows):
         typed, name = inc["fn"].values[s["ii"].values[rows]], core["fn"].values[s["ci"].values[rows]]
         out[rows] = [keystroke_slip(t, m) for t, m in zip(typed, name)]
