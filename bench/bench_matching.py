@@ -320,6 +320,8 @@ def main(argv=None) -> int:
                     help="break our possible queue down by cause (why_not_auto, and noise kind, x relation)")
     ap.add_argument("--household", action="store_true",
                     help="also ours with the moved-household rule on without identifiers too (MatchConfig(moved_household='always'))")
+    ap.add_argument("--rare-name", action="store_true",
+                    help="also ours with the rare name + DOB rule on (MatchConfig(rare_name=True))")
     ap.add_argument("--dag", action="store_true",
                     help="also the DAG path's match stage on the same data in embedded PostgreSQL (ids data)")
     args = ap.parse_args(argv)
@@ -336,7 +338,13 @@ def main(argv=None) -> int:
 
         return match(c, i, MatchConfig(moved_household="always"))
 
+    def rare_name(c, i):
+        from b2b.matching import MatchConfig
+
+        return match(c, i, MatchConfig(rare_name=True))
+
     runs = [("legacy", legacy_match), ("ours", match)] + ([("ours+hh", household)] if args.household else []) + \
+        ([("ours+rare", rare_name)] if args.rare_name else []) + \
         ([] if args.no_splink else [("splink", splink_match)])
     rows = []
     dag_url = None

@@ -10,6 +10,8 @@ capitalised surnames, and children the LA has never seen) and adds, deterministi
 * ``namesake``: another LA child with the same name and date of birth lives elsewhere;
 * ``namesake_unknown``: the LA has never seen this child, but holds a namesake with the same
   date of birth elsewhere (linking it would be a safeguarding incident);
+  both (and ``namesake_family``) are planted as often as the name is common
+  (:func:`_name_commonness`): common names collide more often, as in real populations;
 * ``double_barrel``: the school uses a double-barrelled surname the LA holds in part;
 * ``school_dob_typo``: the school's DOB has one digit wrong;
 * ``keyboard_slip``: the school's forename has one letter replaced by a neighbouring key
@@ -102,6 +104,7 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
     kinds: dict[str, str] = {}
 
     core_idx = {p: i for i, p in enumerate(core["person_id"])}
+    commonness = _name_commonness(core, inc)
     bases = set(inc["base_id"])
     family = inc.groupby(["base_id", "surname", "postcode"])["incoming_id"].apply(list).to_dict()
     new_core = []
@@ -121,6 +124,9 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
         if kinds.get(iid) == "namesake_family":  # a brother or sister of a namesake family already
             continue
         if trap is None or (pid is None and trap != "namesake_unknown"):
+            continue
+        # a namesake is planted as often as the name is common (see _name_commonness)
+        if trap in ("namesake", "namesake_unknown") and _u(seed, iid, "namesake-freq") >= min(1.0, commonness[iid]):
             continue
         if trap == "sibling_upn":
             sibs = [x for x in family[(r["base_id"], r["surname"], r["postcode"])] if x != iid]
@@ -167,6 +173,12 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
             # the trap a household rule must survive (a coincidence squared: far rarer in life)
             members = family[(r["base_id"], r["surname"], r["postcode"])]
             if len(members) < 2 or any(kinds.get(m) for m in members):
+                continue
+            # each brother's or sister's namesake is a coincidence as likely as the name is common
+            together = 1.0
+            for m in members:
+                together *= min(1.0, commonness[m])
+            if _u(seed, iid, "namesake-family-freq") >= together:
                 continue
             for m in members:
                 mr = inc.loc[inc["incoming_id"] == m].iloc[0]
@@ -250,6 +262,25 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
         core = pd.concat([core, pd.DataFrame(new_core)], ignore_index=True)
     _label_kinds(inc, core, truth, kinds)
     return core.reset_index(drop=True), inc, truth, kinds
+
+
+def _name_commonness(core, inc) -> dict:
+    """Per incoming record how common its full name is, relative to the batch's average: the
+    LA's count of its forename times the LA's count of its surname, divided by the mean of that
+    product over the batch. In a real population the chance that a child has a namesake (the
+    same forename, surname and DOB) among the LA's children is proportional to how common the
+    name is (about births per day x share of the forename x share of the surname): "Oliver
+    Smith" collides far more often than "Zephyr Okonkwo". The namesake traps are planted with
+    this probability (capped at 1) within their share, so the trap still bites (a share of the
+    batch well above real life's rate, about 1 in 1,000 records) but, as in life, mostly on
+    common names: a rule weighing how rare a name is (term frequencies) is measured against
+    namesakes as real data has them, not against rare names colliding as often as common ones."""
+    fn = core["forename"].fillna("").str.lower().value_counts()
+    sn = core["surname"].fillna("").str.lower().value_counts()
+    w = inc["forename"].fillna("").str.lower().map(fn).fillna(1.0).values * \
+        inc["surname"].fillna("").str.lower().map(sn).fillna(1.0).values
+    mean = float(w.mean()) if len(w) else 1.0
+    return dict(zip(inc["incoming_id"], w / (mean or 1.0)))
 
 
 def _families_move_together(world, inc, seed: int) -> None:

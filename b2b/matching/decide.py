@@ -24,6 +24,7 @@ from b2b.matching.comparisons import (
     FORENAME_STRONG,
     HOME_ADDRESS,
     PARTS,
+    SURNAME_COMPATIBLE,
     TermFrequencies,
     Weights,
     at,
@@ -52,6 +53,11 @@ class MatchConfig:
     # a record with a valid permanent UPN (an LA namesake family would mostly hold UPNs that
     # disagree), "always" also without one (a namesake family is then not told apart), or "off"
     moved_household: str = "with_upn"
+    # a name and DOB too rare in the LA for a namesake to be expected, held by one LA child only,
+    # carries a link without identifiers (rare_name_and_dob). Off by default: safe at real
+    # populations' namesake rate (about 0.25 false links per 10,000 records), not at a bench's
+    # that plants namesakes far above it (issue 14; docs/matching.md)
+    rare_name: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,8 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     ``core_df`` may be a :class:`PreparedCore` (:func:`prepare_core`): the same decisions,
     without preparing the LA records again. ``claimed``: LA children (person ids) that
     records outside this call claim (the DAG path: other schools' runs, other parts): as a
-    record of the batch claiming them, they stop a link on overwhelming evidence alone.
+    record of the batch claiming them, they stop a link on overwhelming evidence alone or on
+    a forename typed at home.
     """
     import numpy as np
     import pandas as pd
@@ -163,6 +170,20 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     in_twins = batch_twins(inc)
     twin = in_twins[s["ii"].values]
     s["eligible"] = s["forename_ok"].values & dob_ok & ~(twin & ~s["forename_strong"].values)
+    # issue 14 (the queue without identifiers): a forename one keystroke from the child's, at the
+    # very home, where neither the LA home nor the batch holds a second child born that day
+    slip = keystroke_slips(s, core, inc)
+    _, at_home, shared, unseen = _typed_home_inputs(s, inc, tf)
+    s["typed_home"] = typed_forename_at_home(s, at_home, shared, unseen, slip)
+    if claimed is not None and len(claimed):  # the child claimed outside this call: as a claim in the batch
+        s["typed_home"] = s["typed_home"].values & ~np.isin(core["id"].values[s["ci"].values], list(claimed))
+    s["slip"] = slip
+    # (overwhelming evidence without the very forename asks the same: no LA twin, no twin on a roll)
+    s["other_child_near"] = (np.asarray(at_home) != 1) | np.asarray(shared, bool)
+    # and a name and DOB (or near it) that the middle name confirms: a twin has a forename of its
+    # own, a sibling another DOB, a namesake elsewhere rarely the same middle name
+    s["middle_counts"] = middle_name_counts(s, slip) & ~(twin & ~s["forename_strong"].values)
+    s["eligible"] = s["eligible"].values | s["typed_home"].values | s["middle_counts"].values
     # the household guard: another DOB-compatible candidate (a twin, a sibling) whose forename
     # is exactly the record's stops a link on any other forename level (nickname, typo, typed);
     # only a candidate that could itself be the child (>= the possible band): a twin or sibling
@@ -193,7 +214,14 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
                                     & ~at(best_lv, "upn", "different valid permanent")
                                     & ((inc["upn_kind"].values == "valid") | (cfg.moved_household == "always"))) \
         if cfg.moved_household != "off" else np.zeros(n, bool)
-    corro, strong = corro | moved, strong | moved
+    # issue 14 (the queue without identifiers): a name and DOB so rare in the LA that a namesake
+    # is not to be expected, held by one LA child only; and the typed forename at the very home
+    rare, expected = rare_name_and_dob(*_rare_name_inputs(s, inc, best_lv, best_ci, eligible, in_twins, tf, n)) \
+        if cfg.rare_name else (np.zeros(n, bool), np.full(n, np.nan))
+    typed_home = best["typed_home"].fillna(False).astype(bool).values
+    middle = best["middle_counts"].fillna(False).astype(bool).values
+    best_identifier = at(best_lv, "upn", "valid, equal", "equal, temporary") | at(best_lv, "guid", "linked")
+    corro, strong = corro | moved | rare, strong | moved | rare | typed_home | middle
     # the margin is over the candidates that are corroborated too: a runner-up sharing name and
     # DOB only (a namesake elsewhere) does not make a corroborated best ambiguous (issue 14)
     runner_c = runner_up_corroborated(s, best_ci, n)
@@ -231,8 +259,13 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # claiming the child, far ahead of any other candidate
     runner_any = s[s.groupby("ii", sort=False).cumcount() == 1].set_index("ii")["score"] \
         .reindex(range(n)).fillna(-np.inf).values
-    over = has & ~safe & ~twice & overwhelming_evidence(best_lv, score, runner_any, cfg,
-                                                       lambda m: forename_is_name(inc["fn"].values, tf, m),
+    # a forename that is not the child's own (mistyped, missing) when another child could be
+    # there: a twin the LA knows at the home, or a twin or the child's better claim in the batch
+    near = best["other_child_near"].fillna(True).astype(bool).values & ~at(best_lv, "forename", *FORENAME_STRONG)
+    over = has & ~safe & ~twice & ~near & overwhelming_evidence(best_lv, score, runner_any, cfg,
+                                                       lambda m: forename_is_name(
+                                                           inc["fn"].values, tf, m, core["fn"].values[best_ci],
+                                                           best["slip"].fillna(False).astype(bool).values),
                                                        pupils=min_age is None) & \
         ~in_twins & ~exact_any & ~claimed_by_another_record(best_ci)
     if claimed is not None and len(claimed) and over.any():
@@ -279,7 +312,9 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
                                                "better_forename_elsewhere": household, "claimed_twice": twice},
                                        np.where(shown, differ, ""),
                                        {k: v & (score >= cfg.possible) for k, v in not_possible.items()}, moved,
-                                       over_corro, over)
+                                       over_corro, over, {"rare_name": np.where(rare, expected, np.nan),
+                                                          "typed_forename_at_home": typed_home,
+                                                          "middle_name_counts": middle & ~best_identifier})
     return out
 
 
@@ -357,21 +392,27 @@ def overwhelming_evidence(lv: Any, score: Any, runner_any: Any, cfg: Any, fn_is_
     return named
 
 
-def forename_is_name(fn: Any, tf: Any, mask: Any) -> Any:
-    """For the records of ``mask``: their (prepared) forename is a name — held by one of the
-    LA's children (the term frequencies count the whole LA) or in
-    :func:`~b2b.matching.normalise.name_list`; True elsewhere."""
+def forename_is_name(fn: Any, tf: Any, mask: Any, child_fn: Any, slip: Any) -> Any:
+    """For the records of ``mask``: their (prepared) forename may be a name — held by one of
+    the LA's children (the term frequencies count the whole LA), in
+    :func:`~b2b.matching.normalise.name_list`, or sounding as the LA child's forename does
+    (Metaphone: "Jaden" for "Jayden", a spelling parents choose) unless it is a keystroke slip
+    of it (``slip``: "Bwn", "Mxa"); True elsewhere. ``child_fn``: the nearest LA child's
+    prepared forename, row-aligned."""
     import numpy as np
 
     out = np.ones(len(fn), dtype=bool)
     ask = np.flatnonzero(mask)
     if len(ask):
+        import jellyfish
+
         from b2b.matching.normalise import name_list
 
         names, counts = name_list(), (tf.counts.get("fn", {}) if tf is not None else {})
         for k in ask.tolist():
-            v = fn[k]
-            out[k] = bool(v) and (v in names or counts.get(v, 0) > 0)
+            v, c = fn[k], child_fn[k]
+            out[k] = not v or v in names or counts.get(v, 0) > 0 or \
+                (not slip[k] and bool(c) and jellyfish.metaphone(v) == jellyfish.metaphone(c))
     return out
 
 
@@ -385,6 +426,191 @@ def claimed_by_another_record(best_ci: Any) -> Any:
     vals, counts = np.unique(ci[ok], return_counts=True)
     shared = set(vals[counts > 1].tolist())
     return ok & np.fromiter((c in shared for c in ci.tolist()), dtype=bool, count=len(ci))
+#: birth cohorts the LA's child records are taken to span when the chance of a namesake born the
+#: same day is estimated (:func:`rare_name_and_dob`): fewer than the real span (0 to 18 or more),
+#: so the LA's births per day are over-estimated — the estimate errs towards a namesake
+RARE_NAME_COHORTS = 14
+#: the most expected namesakes (same forename, surname and DOB) of one record among the LA's
+#: children for its name and DOB alone to carry an automatic link (:func:`rare_name_and_dob`)
+RARE_NAME_MAX_EXPECTED = 5e-4
+#: name frequencies counted over fewer LA children than this say nothing about how rare a name is
+RARE_NAME_MIN_LA = 5_000
+
+
+def _rare_name_inputs(s: Any, inc: Any, best_lv: Any, best_ci: Any, eligible: Any, in_twins: Any, tf: Any,
+                      n: int) -> tuple[Any, Any, Any, Any, Any, Any, int]:
+    """The row-aligned arrays :func:`rare_name_and_dob` reads, from the scored pairs ``s`` (every
+    LA child sharing the record's name or its DOB and surname initial is a candidate: the
+    forename + surname and DOB blocking keys) and the LA's name frequencies ``tf``."""
+    import numpy as np
+
+    ii = s["ii"].values
+    # LA children that could be this record's child by name and DOB (the name or a form, typo,
+    # typed error; a compatible surname and DOB): it must be exactly one
+    alike = at(s, "forename", *FORENAME_STRONG, "typo", "typed error") & at(s, "surname", *SURNAME_COMPATIBLE) & \
+        at(s, "dob", *DOB_COMPATIBLE)
+    n_alike = np.bincount(ii[alike], minlength=n)[:n]
+    full = at(s, "forename", "exact") & at(s, "surname", "exact")
+    n_full = np.bincount(ii[full], minlength=n)[:n]
+    fn_counts, sn_counts = tf.counts.get("fn", {}), tf.counts.get("sn", {})
+    c_fn = np.array([fn_counts.get(v, 0) for v in inc["fn"].values], dtype=float)
+    c_sn = np.array([sn_counts.get(v, 0) for v in inc["sn"].values], dtype=float)
+    n_la = tf.totals.get("fn", (0, 0))[0]
+    # the same name and DOB twice in the batch (two schools' records, or two namesakes): not this rule's
+    key = inc["fn"] + "|" + inc["sn"] + "|" + inc["dob_s"]
+    dup = key.duplicated(keep=False).values
+    return best_lv, eligible & ~in_twins & ~dup & (best_ci >= 0), n_alike, n_full, c_fn, c_sn, n_la
+
+
+def rare_name_and_dob(best_lv: Any, ok: Any, n_alike: Any, n_full: Any, c_fn: Any, c_sn: Any,
+                      n_la: int) -> tuple[Any, Any]:
+    """A name and DOB rare enough to carry a link without any other agreement (issue 14, term
+    frequencies as Splink weighs them): ``(mask, expected namesakes)`` per incoming record.
+
+    A record's nearest candidate has exactly its forename, surname and DOB (gender not
+    different, middle name not different, no two valid permanent UPNs that differ), and is the
+    only LA child whose name and DOB resemble the record's (``n_alike == 1``). If the LA did not
+    know the child (the record is a newcomer), that candidate would be a namesake born the same
+    day; the expected number of such namesakes is the LA's holders of the full name — estimated
+    as ``c_fn * c_sn / n_la`` (forename and surname counts over all ``n_la`` LA children), or the
+    LA's actual holders ``n_full`` if more (names of one origin go together) — times the chance
+    one was born that day, 1 / (365.25 x :data:`RARE_NAME_COHORTS`). When that is at most
+    :data:`RARE_NAME_MAX_EXPECTED`, a link is made: with about 1 record in 20 a newcomer, that is
+    at most 0.25 false links per 10,000 records. (Real populations: about 1 child in 1,000 of a
+    large LA shares full name and DOB with another, nearly all of them on common names.) Never
+    from fewer than :data:`RARE_NAME_MIN_LA` LA children.
+
+    A twin shares surname, DOB and home but not the forename; a sibling not the DOB: neither
+    has the very name and DOB. ``ok``: the pair is eligible, the record is in no batch twin pair
+    and no other record of the batch has its name and DOB (:func:`_rare_name_inputs`)."""
+    import numpy as np
+
+    ok = np.asarray(ok, dtype=bool)
+    expected = np.maximum(np.asarray(c_fn, float) * np.asarray(c_sn, float) / max(n_la, 1),
+                          np.asarray(n_full, float)) / (365.25 * RARE_NAME_COHORTS)
+    same = at(best_lv, "forename", "exact") & at(best_lv, "surname", "exact") & at(best_lv, "dob", "exact") & \
+        ~at(best_lv, "gender", "different") & ~at(best_lv, "middle_names", "different") & \
+        ~at(best_lv, "upn", "different valid permanent")
+    rare = ok & same & (np.asarray(n_alike) == 1) & (expected <= RARE_NAME_MAX_EXPECTED) & (n_la >= RARE_NAME_MIN_LA)
+    return rare, expected
+
+
+#: a UK keyboard's letter rows: keys next to each other in a row, or above/below, are neighbours
+_KEY_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+
+
+def _key_neighbours() -> dict[str, set[str]]:
+    """Each letter's neighbouring keys: beside it in its row, and the two touching it in the row
+    above (same column and one right) and below (same column and one left) — the rows are staggered."""
+    pos = {ch: (r, c) for r, row in enumerate(_KEY_ROWS) for c, ch in enumerate(row)}
+    near = {(0, -1), (0, 1), (-1, 0), (-1, 1), (1, -1), (1, 0)}
+    return {a: {b for b, (rb, cb) in pos.items() if (rb - ra, cb - ca) in near} for a, (ra, ca) in pos.items()}
+
+
+KEY_NEIGHBOURS = _key_neighbours()
+
+
+def keystroke_slip(typed: str, name: str) -> bool:
+    """``typed`` is ``name`` mistyped: a letter (not the first) replaced by a neighbouring key
+    ("Ben" -> "Bwn"; two such letters from five letters: "Freya" -> "Fretq", as the typed-error
+    level allows two edits from five letters), or two neighbouring letters swapped ("Ben" ->
+    "Bne"). Names parents give twins are not such pairs ("Jaden"/"Jayden", "Fin"/"Finn",
+    "Amy"/"Ami", "Leo"/"Leon", "Thea"/"Theo")."""
+    if not typed or not name or len(typed) != len(name) or typed == name or typed[0] != name[0]:
+        return False
+    diff = [k for k, (a, b) in enumerate(zip(typed, name)) if a != b]
+    if len(diff) == 2 and diff[1] == diff[0] + 1 and typed[diff[0]] == name[diff[1]] and \
+            typed[diff[1]] == name[diff[0]]:
+        return True  # a transposition
+    return len(diff) <= (2 if len(name) >= 5 else 1) and \
+        all(typed[k] in KEY_NEIGHBOURS.get(name[k], ()) for k in diff)
+
+
+def keystroke_slips(s: Any, core: Any, inc: Any) -> Any:
+    """Per scored pair, whether the school's forename is the LA child's mistyped
+    (:func:`keystroke_slip`); checked only where a rule could use it (the forename level a typo
+    or typed error, the DOB exact or day/month swapped, the very home or the middle name agreeing)."""
+    import numpy as np
+
+    out = np.zeros(len(s), bool)
+    rows = np.flatnonzero(at(s, "forename", "typo", "typed error") & at(s, "dob", "exact", "day and month swapped") &
+                          (s["home"].values | at(s, "middle_names", "equal")))
+    if len(rows):
+        typed, name = inc["fn"].values[s["ii"].values[rows]], core["fn"].values[s["ci"].values[rows]]
+        out[rows] = [keystroke_slip(t, m) for t, m in zip(typed, name)]
+    return out
+
+
+def _typed_home_inputs(s: Any, inc: Any, tf: Any) -> tuple[Any, Any, Any, Any]:
+    """The pair-aligned arrays :func:`typed_forename_at_home` reads, from the scored pairs ``s``."""
+    import numpy as np
+    import pandas as pd
+
+    ii = s["ii"].values
+    n = len(inc)
+    # the record's candidates at its postcode with a surname and DOB like its own: the child, or
+    # a twin the LA knows (a sibling is born months apart)
+    born_here = at(s, "postcode", "unit") & at(s, "surname", "exact", "typo", "typed error") & \
+        at(s, "dob", *DOB_COMPATIBLE, "within 31 days")
+    at_home = np.bincount(ii[born_here], minlength=n)[:n][ii]
+    # two records anywhere in the batch with one surname, DOB and home (any school), or of one
+    # school with one surname and DOB (whatever the addresses: a school may update one twin's
+    # home and not the other's): twins, or one child twice — the typed name is then not the only reading
+    place = inc["pc"] + "|" + inc["addr"]
+    key = (inc["sn"] + "|" + inc["dob_s"] + "|" + place).where((inc["pc"] != "") & (inc["addr"] != ""))
+    school = inc["base_id"].astype(str) if "base_id" in inc else pd.Series("", index=inc.index)
+    same_school = (school + "|" + inc["sn"] + "|" + inc["dob_s"]).where((inc["sn"] != "") & (inc["dob_s"] != ""))
+    shared = ((key.notna() & key.duplicated(keep=False)) |
+              (same_school.notna() & same_school.duplicated(keep=False))).values[ii]
+    # another record of the batch (any school, any address) holds the LA child's very name (or
+    # a form of it), surname and DOB: that record is the child's better claim, this one its twin
+    # or a second record to look at (a family that moved with one twin's record updated)
+    very = at(s, "forename", *FORENAME_STRONG) & at(s, "surname", "exact") & at(s, "dob", "exact")
+    claimed = np.isin(s["ci"].values, s["ci"].values[very])
+    shared = shared | claimed
+    fn_counts = tf.counts.get("fn", {})
+    unseen = np.array([not fn_counts.get(v) for v in inc["fn"].values], dtype=bool)[ii]
+    return s, at_home, shared, unseen
+
+
+def middle_name_counts(lv: Any, slip: Any) -> Any:
+    """Pairs whose middle name agrees (both hold one, the same) with the very forename (or a
+    form of it, or the forename mistyped by a keystroke: ``slip``, :func:`keystroke_slips`), a
+    compatible surname (exact, part, typo, typed error), the DOB exact or with day and month
+    swapped, gender not different: corroboration that counts without identifiers, as the UPN
+    does (issue 14: moved children whose LA record holds a surname typed in error, whose school
+    swapped day and month). A twin has a forename of its own (a keystroke slip is not a name
+    parents give), a sibling another DOB; a namesake elsewhere would also need the same middle
+    name — and the same DOB: a DOB one digit or a few days out is not accepted here, since each
+    widens the namesake's chance some forty-fold (at 301,638 LA children the bench met five such
+    namesakes, sharing forename, middle name and surname, a year or a few days apart). Input:
+    the pairs' ``<field>_lv`` columns."""
+    import numpy as np
+
+    return at(lv, "middle_names", "equal") & (at(lv, "forename", *FORENAME_STRONG) | np.asarray(slip, bool)) & \
+        at(lv, "dob", "exact", "day and month swapped") & at(lv, "surname", *SURNAME_COMPATIBLE) & \
+        ~at(lv, "gender", "different")
+
+
+def typed_forename_at_home(lv: Any, at_home: Any, shared: Any, unseen: Any, slip: Any) -> Any:
+    """Pairs where the school's forename is the LA child's mistyped by one keystroke, at the very
+    home, with nothing else that could be another child (issue 14): the pair's forename level is
+    a typo or typed error and :func:`keystroke_slip` holds; surname and DOB exact, gender and
+    middle name not different; the same home (postcode unit and address line); the record's
+    forename is held by no LA child (``unseen``: a slip, not a name — "Bwn", "Mxa", "Fretq");
+    the LA has no other child at that postcode with that surname and a DOB within 31 days
+    (``at_home == 1``: no twin the LA knows); and no other record of the batch shares the
+    record's surname, DOB and home (at any school) or its school, surname and DOB (at any
+    address), nor is a candidate of the LA child by its very name, surname and DOB (any school,
+    any address): ``~shared``, no twin on a roll. A twin has a
+    name of its own, which parents choose: a real name, not a keystroke from its twin's. Inputs:
+    the pairs' ``<field>_lv`` columns and ``home``, and per pair ``at_home``, ``shared``,
+    ``unseen`` (:func:`_typed_home_inputs`) and ``slip`` (:func:`keystroke_slips`)."""
+    import numpy as np
+
+    return at(lv, "forename", "typo", "typed error") & at(lv, "surname", "exact") & at(lv, "dob", "exact") & \
+        ~at(lv, "gender", "different") & ~at(lv, "middle_names", "different") & np.asarray(lv["home"], bool) & \
+        (np.asarray(at_home) == 1) & ~np.asarray(shared, bool) & np.asarray(unseen, bool) & np.asarray(slip, bool)
 
 
 def name_and_dob_exact(lv: Any) -> Any:
@@ -542,7 +768,7 @@ def differing(core_df: Any, incoming_df: Any, ci: Any, rows: Any) -> Any:
     return names
 
 
-def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any, not_possible: Any, moved: Any, over_corro: Any, over: Any) -> Any:
+def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any, not_possible: Any, moved: Any, over_corro: Any, over: Any, queue_rules: Any = None) -> Any:
     """One JSON object per incoming record: per field its level label and weight (``fields``),
     the non-zero weights (``weights``), score, runner-up, the compared fields that differ
     (``differing_fields``), for a possible ``why_not_auto``, and for an unmatched record whose
@@ -573,6 +799,12 @@ def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: A
             d["differing_fields"] = differ[k].split(";")
         if moved[k]:
             d["household"] = "moved together"
+        if queue_rules is not None:  # issue 14: the evidence that carried a record without identifiers
+            if queue_rules["rare_name"][k] == queue_rules["rare_name"][k]:  # not NaN
+                d["rare_name"] = {"expected_namesakes": float(f"{queue_rules['rare_name'][k]:.2g}")}
+            for rule in ("typed_forename_at_home", "middle_name_counts"):
+                if queue_rules[rule][k]:
+                    d[rule] = True
         if over_corro[k]:  # the runner-up shares name and DOB only: the margin is over the others
             d["margin_over"] = "corroborated candidates"
         if over[k]:  # linked without a compatible forename: what carried it
