@@ -53,7 +53,7 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                 decided = matching.legacy_match(core, part, guidmatch=settings.guidmatch, links=links)
             else:
                 decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf)
-                if decided["explanation"].str.contains('"overwhelming"', regex=False).any():
+                if decided["explanation"].str.contains('"overwhelming"|"typed_forename_at_home"').any():
                     overwhelmed.append((part, core, links, rejected))
             _write_matches(conn, ctx, settings, part, decided)
         for part, core, links, rejected in overwhelmed:
@@ -170,14 +170,15 @@ LINKED_ELSEWHERE = "linked_elsewhere"
 
 
 def claimed_outside(conn: Connection, files: list[int], part: Any) -> set[str]:
-    """The LA children this part linked on overwhelming evidence that records outside the
+    """The LA children this part linked on overwhelming evidence (or a forename typed at home)
+    that records outside the
     part claim: linked to another school's record by an earlier run (``core.child_link``), or
     another part's record of this run (``results.match``). The matcher's own guard
     (``b2b.matching.decide.claimed_by_another_record``) sees only the records of its call."""
     return {r[0] for r in conn.execute(
         """WITH part AS (SELECT * FROM unnest(%(b)s::text[], %(g)s::text[]) AS p (base_id, student_guid)),
                 over AS (SELECT DISTINCT m.person_id FROM results.match m JOIN part p USING (base_id, student_guid)
-                          WHERE m.file_id = ANY(%(files)s) AND m.explanation ? 'overwhelming')
+                          WHERE m.file_id = ANY(%(files)s) AND (m.explanation ? 'overwhelming' OR m.explanation ? 'typed_forename_at_home'))
            SELECT o.person_id FROM over o
             WHERE EXISTS (SELECT 1 FROM core.child_link l WHERE l.person_id = o.person_id
                             AND (l.base_id, l.student_guid) NOT IN (SELECT * FROM part))
@@ -188,7 +189,7 @@ def claimed_outside(conn: Connection, files: list[int], part: Any) -> set[str]:
 
 def earlier_overwhelming_links(conn: Connection, files: list[int]) -> int:
     """A link this run makes to a child that an earlier run of another school linked on
-    overwhelming evidence without a compatible forename (the record the earlier run could not
+    overwhelming evidence without a compatible forename, or on a forename typed at home (the record the earlier run could not
     know was claimed: a twin the LA never knew, on another roll) sends that earlier link to
     review (``possible``, ``why_not_auto`` ``linked_elsewhere``) and removes its GUID link.
     Returns the links sent to review."""
@@ -206,7 +207,7 @@ def earlier_overwhelming_links(conn: Connection, files: list[int]) -> int:
                   FROM mine
                  WHERE o.person_id = mine.person_id AND NOT o.file_id = ANY(%(files)s)
                    AND o.status IN ('matched', 'matched_with_conflicts') AND o.rule = 'weights'
-                   AND o.explanation ? 'overwhelming'
+                   AND (o.explanation ? 'overwhelming' OR o.explanation ? 'typed_forename_at_home')
                 RETURNING o.base_id, o.student_guid, o.person_id),
             gone AS (
                 DELETE FROM core.child_link l USING hit
