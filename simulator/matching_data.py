@@ -28,6 +28,11 @@ capitalised surnames, and children the LA has never seen) and adds, deterministi
   decoded as Windows-1252 ("RenÃ©e");
 * ``unknown_twin_alone``: as ``unknown_twin``, but the twin is on another school's roll, so no
   batch sees both twins (the known twin's school sends its own record as usual).
+* ``names_swapped``: the school entered the forename as the surname and the surname as the
+  forename ("Jones Amelia");
+* ``postcode_typo``: the school's postcode has two neighbouring characters transposed
+  ("CT1 2AB" -> "CT1 2BA");
+* ``school_dob_missing``: the school sends no DOB.
 
 The new kinds draw from their own hashes (``_u``), after the earlier ones, so the records the
 earlier kinds picked are unchanged.
@@ -52,7 +57,10 @@ INJECTED = (("sibling_upn", 0.006), ("temp_upn", 0.005), ("namesake", 0.004), ("
             ("unknown_twin_alone", 0.002),
             # issue 14 (the queue): a family unknown to the LA whose namesakes — the same surname,
             # forenames and DOBs — live together elsewhere in the LA (the household rule's trap)
-            ("namesake_family", 0.0005))
+            ("namesake_family", 0.0005),
+            # data entry slips with no identifier to help: forename and surname in each other's
+            # field, two postcode characters transposed, no DOB at the school
+            ("names_swapped", 0.002), ("postcode_typo", 0.003), ("school_dob_missing", 0.002))
 #: a character as a UTF-8 file read as Windows-1252 shows it (the school held "Renée", the LA "Renée")
 MOJIBAKE = {"e": "é", "a": "á", "o": "ö", "i": "ï", "u": "ü"}
 #: letters next to each other on a UK keyboard
@@ -248,6 +256,17 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
             truth[tid] = None
             kinds[tid] = "unknown_twin_alone"
             continue
+        elif trap == "names_swapped":
+            if not r["forename"] or not r["surname"] or r["forename"] == r["surname"]:
+                continue
+            inc.at[k, "forename"], inc.at[k, "surname"] = r["surname"], r["forename"]
+        elif trap == "postcode_typo":
+            pc = r["postcode"] or ""
+            if len(pc) < 6 or pc[-1] == pc[-2]:
+                continue
+            inc.at[k, "postcode"] = pc[:-2] + pc[-1] + pc[-2]
+        elif trap == "school_dob_missing":
+            inc.at[k, "dob"] = None
         elif trap == "school_dob_typo":
             d = r["dob"]
             digit = str((int(d[-1]) + 3) % 10)

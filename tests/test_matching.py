@@ -523,6 +523,20 @@ def test_benchmark_dataset_plants_the_new_noise_kinds():
         assert truth[tid] is None and by_id.at[tid, "base_id"] != by_id.at[tid.removesuffix("-twin"), "base_id"]
     enc = next(i for i, k in kinds.items() if k == "bad_encoding")
     assert "Ã" in by_id.at[enc, "forename"]
+    # data entry slips: the names the other way round, a postcode transposed, no DOB
+    assert {"names_swapped", "postcode_typo", "school_dob_missing"} <= planted
+    la_by_id = core.set_index("person_id")
+    swapped = typo = 0
+    for i, k in kinds.items():
+        child = la_by_id.loc[truth[i]] if truth.get(i) else None
+        if k == "names_swapped":
+            swapped += (by_id.at[i, "forename"], by_id.at[i, "surname"]) == (child["surname"], child["forename"])
+        elif k == "postcode_typo":
+            pc = by_id.at[i, "postcode"]
+            typo += pc != child["postcode"] and pc[:-2] + pc[-1] + pc[-2] == child["postcode"]
+        elif k == "school_dob_missing":
+            assert pd.isna(by_id.at[i, "dob"])
+    assert swapped and typo
 
 
 def test_a_child_claimed_exactly_at_one_school_is_not_linked_to_a_form_of_its_name_at_another():
