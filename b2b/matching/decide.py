@@ -179,7 +179,7 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
         s["typed_home"] = s["typed_home"].values & ~np.isin(core["id"].values[s["ci"].values], list(claimed))
     s["slip"] = slip
     # (overwhelming evidence without the very forename asks the same: no LA twin, no twin on a roll)
-    s["other_child_near"] = (np.asarray(at_home) != 1) | np.asarray(shared, bool)
+    s["other_child_near"] = (np.asarray(at_home) > 1) | np.asarray(shared, bool)
     # and a name and DOB (or near it) that the middle name confirms: a twin has a forename of its
     # own, a sibling another DOB, a namesake elsewhere rarely the same middle name
     s["middle_counts"] = middle_name_counts(s, slip) & ~(twin & ~s["forename_strong"].values)
