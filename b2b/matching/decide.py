@@ -134,11 +134,14 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     if tf is None:  # a few LA records (the carers' of one run): counted in Python
         tf = small.term_frequencies(core) if len(core) <= small.SMALL_DECIDE else TermFrequencies.from_frame(core)
     pairs = candidate_pairs(core, inc, cfg, use_links)
-    s = pd.concat([score_pairs(core, inc, pairs.iloc[k:k + CHUNK], cfg, use_links, tf)
-                   for k in range(0, max(len(pairs), 1), CHUNK)], ignore_index=True)
+    parts = [score_pairs(core, inc, pairs.iloc[k:k + CHUNK], cfg, use_links, tf, frame=False)
+             for k in range(0, max(len(pairs), 1), CHUNK)]
+    s = parts[0] if len(parts) == 1 else \
+        pd.concat([pd.DataFrame(x.cols) if isinstance(x, small.Frame) else x for x in parts], ignore_index=True)
+    # a few pairs (a school's run) are decided on numpy arrays (issue 15), more on pandas
+    if isinstance(s, small.Frame) != (len(s) <= small.SMALL_DECIDE):
+        s = pd.DataFrame(s.cols) if isinstance(s, small.Frame) else small.Frame.of(s)
     s["person_id"] = core["id"].values[s["ci"].values]
-    if len(s) <= small.SMALL_DECIDE:  # a few pairs (a school's run): decided on numpy arrays (issue 15)
-        s = small.Frame.of(s)
     if min_age is not None:
         import datetime as _dt
 

@@ -38,9 +38,10 @@ class Side:
     def __init__(self, frame: Any, rows: Any, columns: list[str]) -> None:
         self.cols: dict[str, Col] = {}
         for c in columns:
-            v = frame[c].to_numpy()
-            if v.dtype.kind not in "iufbMm":
-                v = frame[c].to_numpy(dtype=object)
+            col = frame[c]
+            # numbers and dates as they are, text as Python objects (converted once: pandas' str
+            # columns are Arrow arrays)
+            v = col.to_numpy() if col.dtype.kind in "iufbMm" else col.to_numpy(dtype=object)
             self.cols[c] = v[rows].view(Col)
 
     def __getitem__(self, col: str) -> Col:
