@@ -81,9 +81,13 @@ def prepare_core(core_df: Any) -> PreparedCore:
     """The LA side of :func:`match` prepared once (normalised names, UPN kinds, DOB forms,
     postcode keys): preparing is row by row, so ``prepare_core(df).take(rows)`` is exactly the
     preparation of ``df.iloc[rows]`` — a run matching many parts against one LA prepares it once."""
+    from b2b.matching import small
+
     core_df = core_df.reset_index(drop=True)
-    raw = core_df[[f for f in FRAME_COMPARED if f in core_df.columns]]
     prep = prepare(core_df, "person_id")
+    if len(core_df) <= small.SMALL_DECIDE:  # a school run's few candidates: no copies (extra columns are not read)
+        return PreparedCore(core_df, prep)
+    raw = core_df[[f for f in FRAME_COMPARED if f in core_df.columns]]
     # only what blocking, scoring and deciding read (not the stripped raw text columns)
     return PreparedCore(raw, prep.drop(columns=[c for c in _PREP_UNREAD if c in prep.columns]))
 
