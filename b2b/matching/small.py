@@ -100,6 +100,8 @@ def differing_rows(core_df: Any, incoming_df: Any, ci: Any, take: Any, fields: A
     """:func:`b2b.matching.decide.differing` for a few chosen pairs (``take``: the incoming
     rows, ``ci`` their LA rows): each value through the one "same value" normalisation once
     (:func:`b2b.blocks.normalise`), in Python rather than ~14 Series maps."""
+    from datetime import date
+
     import pandas as pd
 
     from b2b.blocks import normalise
@@ -107,7 +109,8 @@ def differing_rows(core_df: Any, incoming_df: Any, ci: Any, take: Any, fields: A
     names = np.array([""] * len(incoming_df), dtype=object)
 
     def norm(f: str, values: Any) -> list:
-        if f == "dob":
+        if f == "dob" and not all(x is None or (type(x) is date and 1678 <= x.year <= 2261) for x in values):
+            # (dates as the database gives them are what pd.to_datetime(...).dt.date gives back)
             values = pd.Series(pd.to_datetime(pd.Series(values, dtype=object), errors="coerce").dt.date,
                                dtype=object).to_numpy(dtype=object)
         memo: dict[Any, Any] = {}

@@ -36,9 +36,11 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
 
     with conn.transaction():
         files = run_files(conn, ctx)
-        conn.execute("DELETE FROM results.match WHERE file_id = ANY(%s)", (files,))
-        conn.execute("DELETE FROM core.child_link WHERE file_id = ANY(%s)", (files,))
-        conn.execute("DELETE FROM results.anomaly WHERE file_id = ANY(%s) AND rule = %s", (files, GUID_ELSEWHERE))
+        # a rerun's earlier decisions, links and GUID anomalies: one statement
+        conn.execute("""WITH m AS (DELETE FROM results.match WHERE file_id = ANY(%(files)s)),
+                             l AS (DELETE FROM core.child_link WHERE file_id = ANY(%(files)s))
+                        DELETE FROM results.anomaly WHERE file_id = ANY(%(files)s) AND rule = %(rule)s""",
+                     {"files": files, "rule": GUID_ELSEWHERE})
         incoming = incoming_frame(conn, files, ctx.window_end)
         tf = term_frequencies(conn, incoming) if settings.matcher != "legacy" else None
         # a school at a time, several schools per part: the matcher's frames stay bounded however
