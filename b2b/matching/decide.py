@@ -126,8 +126,7 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     core_df, core = _core_sides(core_df)
     incoming_df = incoming_df.reset_index(drop=True)
     inc = prepare(incoming_df, "incoming_id")
-    empty_links = pd.DataFrame(columns=["base_id", "guid", "person_id", "linked_by"])
-    links = empty_links if links is None or not len(links) else links.astype(str)
+    links = None if links is None or not len(links) else links.astype(str)  # (no links: None, as blocking reads it)
     n = len(inc)
     if not n or not len(core):
         return pd.DataFrame({"incoming_id": inc["id"], "status": "unmatched", "person_id": "", "rule": "none",
@@ -145,7 +144,8 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # a few pairs (a school's run) are decided on numpy arrays (issue 15), more on pandas
     if isinstance(s, small.Frame) != (len(s) <= small.SMALL_DECIDE):
         s = pd.DataFrame(s.cols) if isinstance(s, small.Frame) else small.Frame.of(s)
-    s["person_id"] = core["id"].values[s["ci"].values]
+    ids = core["id"].to_numpy(dtype=object)  # (text as Python objects once: pandas' str columns are Arrow arrays)
+    s["person_id"] = ids[s["ci"].values]
     if min_age is not None:
         import datetime as _dt
 
@@ -241,9 +241,9 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     maybe = has & ~safe & (score >= cfg.possible) & ~elsewhere
     # officer links are decisive
     officer_ci = np.full(n, -1)
-    if cfg.guidmatch and len(links):
+    if cfg.guidmatch and links is not None:
         officer = links[links["linked_by"] == "officer"]
-        pos = {p: k for k, p in enumerate(core["id"])}
+        pos = {p: k for k, p in enumerate(ids.tolist())}
         okey = {(b, g): pos[p] for b, g, p in zip(officer["base_id"], officer["guid"], officer["person_id"]) if p in pos}
         officer_ci = np.array([okey.get((b, g), -1) for b, g in zip(inc["base_id"], inc["guid"])])
     by_officer = officer_ci >= 0
@@ -255,7 +255,7 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
         "incoming_id": inc["id"].values,
         "status": np.select([linked & (differ != ""), linked, maybe], ["matched_with_conflicts", "matched", "possible"],
                             "unmatched"),
-        "person_id": np.where(shown, core["id"].values[np.maximum(ci, 0)], ""),
+        "person_id": np.where(shown, ids[np.maximum(ci, 0)], ""),
         "rule": np.select([by_officer, shown], ["officer_link", "weights"], "none"),
         "score": np.where(by_officer, np.nan, np.round(score, 2)),
         "conflicting_fields": np.where(shown, differ, ""),
