@@ -285,28 +285,29 @@ def _rank_frame(s: Any, n: int, possible: float) -> tuple[Any, Any, Any, Any]:
     return rows, runner, n_good, exact_any
 
 
-#: the scored pairs' columns the decision reads of each record's best pair, with their value for none
-_BEST_FILL = {"ci": -1, "score": 0.0, "eligible": False, "forename_ok": False, "forename_strong": False,
-              "corroborated": False, "upn_strong": False, "home_strong": False,
-              **{f: 0.0 for f in PARTS}, **{f + "_lv": -1 for f in PARTS}}
+#: a record's best-pair value when it has no candidate, by column kind: no level (-1, also the
+#: position ``ci``), no weight or score (0.0), no flag (False)
+_NO_PAIR = {"i": -1, "u": -1, "f": 0.0, "b": False}
 
 
 def best_pairs(s: Any, rows: Any) -> Any:
-    """The columns of the pairs at ``rows`` (one per incoming record, -1 for none: the fill of
-    :data:`_BEST_FILL`), as row-aligned arrays (:class:`b2b.matching.small.Frame`)."""
+    """Every numeric or flag column of the scored pairs ``s`` at ``rows`` (one per incoming
+    record; -1 for none, which gets :data:`_NO_PAIR`), as row-aligned arrays
+    (:class:`b2b.matching.small.Frame`): ``best["eligible"].values`` and ``at(best, ...)`` for
+    a rule; the same on both paths."""
     import numpy as np
 
     from b2b.matching.small import Frame
 
     has = rows >= 0
-    take = np.where(has, rows, 0)
+    take = rows[has]
     cols = {}
-    for col, fill in _BEST_FILL.items():
-        kind = bool if isinstance(fill, bool) else int if isinstance(fill, int) else float
-        out = np.full(len(rows), fill, dtype=kind)
-        if len(s):
-            out[has] = s[col].to_numpy()[take[has]]
-        cols[col] = out
+    for col in s.columns:
+        values = s[col].to_numpy()
+        if values.dtype.kind in _NO_PAIR:
+            out = np.full(len(rows), _NO_PAIR[values.dtype.kind], dtype=values.dtype)
+            out[has] = values[take]
+            cols[col] = out
     return Frame(cols)
 
 

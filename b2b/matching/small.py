@@ -164,6 +164,10 @@ class Frame:
     def __contains__(self, col: str) -> bool:
         return col in self.cols
 
+    @property
+    def columns(self) -> list[str]:
+        return list(self.cols)
+
     def __len__(self) -> int:
         return len(next(iter(self.cols.values()))) if self.cols else 0
 
