@@ -272,8 +272,12 @@ def _rank_frame(s: Any, n: int, possible: float) -> tuple[Any, Any, Any, Any]:
     many pairs): per incoming record its best pair's row position in ``s`` (-1 none), the
     runner-up's score (-inf none), the pairs scoring at least ``possible``, any ``exact_other``."""
     import numpy as np
+    import pandas as pd
 
-    s = s.assign(row_=np.arange(len(s)))
+    # (only the columns ranked and counted: a copy of every column would be the stage's peak memory)
+    s = pd.DataFrame({"ii": s["ii"].values, "eligible": s["eligible"].values, "score": s["score"].values,
+                      "person_id": s["person_id"].values, "exact_other": s["exact_other"].values,
+                      "row_": np.arange(len(s))})
     s = s.sort_values(["ii", "eligible", "score", "person_id"], ascending=[True, False, False, True])
     rows = s.groupby("ii", sort=False).head(1).set_index("ii")["row_"].reindex(range(n)).fillna(-1) \
         .astype(np.int64).values
