@@ -122,6 +122,22 @@ def test_match_stage_hides_only_unmatched_students_older_than_b2b_s_age(loaded, 
     assert counts["matched"] + counts["possible"] + counts["unmatched"] == counts["students"] == len(rows)
 
 
+
+def test_match_stage_records_each_students_age_in_whole_years_on_the_window_end(loaded, monkeypatch):
+    """age_years (what B2B_S_AGE hides by) is the student's age on the window's last day, a
+    birthday that day included: as PostgreSQL's age() counts it, for every student."""
+    import psycopg
+
+    url, dag_id = loaded
+    _, rows = stage_rows(url, dag_id, 100_000, monkeypatch)
+    with psycopg.connect(url) as conn:
+        want = dict(conn.execute("""SELECT file_id::text || '|' || student_guid,
+                                           date_part('year', age(%s::date, dob))::int
+                                      FROM staging.student""", (END.date(),)).fetchall())
+    assert {k: r[5] for k, r in rows.items()} == want
+    assert len(set(want.values())) > 5  # children of many ages
+
+
 def test_a_prepared_la_subset_decides_as_the_same_rows_prepared_afresh(dataset):
     """``prepare_core`` once, ``take`` a part's rows: the matcher's decisions (every column,
     explanation included) are those of the same LA rows given as a frame (issue 15)."""

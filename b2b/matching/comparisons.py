@@ -370,20 +370,28 @@ def evaluate(comparison: Comparison, p: Pairs, w: Weights, tf: TermFrequencies |
     return level, weights
 
 
-def score_pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any = None, tf: TermFrequencies | None = None) -> Any:
+def score_pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any = None, tf: TermFrequencies | None = None,
+                *, frame: bool = True) -> Any:
     """Per-field level and weight and the total for every candidate pair: columns ``<field>``
     (weight), ``<field>_lv`` (level index into :data:`BY_FIELD` [field].levels), ``score``,
-    ``forename_ok`` and ``corroborated``."""
+    ``forename_ok`` and ``corroborated``. A DataFrame; with ``frame=False``, a few pairs
+    come as :class:`b2b.matching.small.Frame` (row-aligned arrays: no DataFrame built)."""
+    import functools
+
     import numpy as np
     import pandas as pd
 
+    from b2b.matching.small import ArrayPairs, Frame
+
     if "fn_fixed" not in inc.columns:
         inc = inc.assign(fn_fixed=mis_decoded_keys(inc["forename"] if "forename" in inc.columns else inc["fn"]))
-    s = pd.DataFrame({"ci": pairs["ci"].values, "ii": pairs["ii"].values})
     p = _pairs(core, inc, pairs, cfg, links)
+    s = (Frame if isinstance(p, ArrayPairs) else pd.DataFrame)({"ci": pairs["ci"].values, "ii": pairs["ii"].values})
     for comp in COMPARISONS:
         s[comp.field + "_lv"], s[comp.field] = evaluate(comp, p, cfg.weights, tf)
-    s["score"] = s[PARTS].sum(axis=1)
+    # (field by field, left to right: pandas' sum(axis=1) over the weights)
+    s["score"] = s[PARTS].sum(axis=1) if isinstance(s, pd.DataFrame) else \
+        functools.reduce(np.add, (s[f].to_numpy().astype(float) for f in PARTS))
     fcomp = BY_FIELD["forename"]
     # corroboration that counts: a valid permanent UPN that agrees, with a compatible DOB and surname
     # (or, for a changed surname, with the DOB and the very forename)
@@ -417,7 +425,7 @@ def score_pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any = None, tf
         at(s, "postcode", "unit", "sector", "typed error") | \
         at(s, "address_line1", *HOME_ADDRESS, "same street, other number") | \
         at(s, "middle_names", "equal")
-    return s
+    return pd.DataFrame(s.cols) if frame and isinstance(s, Frame) else s
 
 
 def _pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any) -> Pairs:

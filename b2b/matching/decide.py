@@ -87,9 +87,13 @@ def prepare_core(core_df: Any) -> PreparedCore:
     """The LA side of :func:`match` prepared once (normalised names, UPN kinds, DOB forms,
     postcode keys): preparing is row by row, so ``prepare_core(df).take(rows)`` is exactly the
     preparation of ``df.iloc[rows]`` — a run matching many parts against one LA prepares it once."""
+    from b2b.matching import small
+
     core_df = core_df.reset_index(drop=True)
-    raw = core_df[[f for f in FRAME_COMPARED if f in core_df.columns]]
     prep = prepare(core_df, "person_id")
+    if len(core_df) <= small.SMALL_DECIDE:  # a school run's few candidates: no copies (extra columns are not read)
+        return PreparedCore(core_df, prep)
+    raw = core_df[[f for f in FRAME_COMPARED if f in core_df.columns]]
     # only what blocking, scoring and deciding read (not the stripped raw text columns)
     return PreparedCore(raw, prep.drop(columns=[c for c in _PREP_UNREAD if c in prep.columns]))
 
@@ -132,19 +136,26 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     core_df, core = _core_sides(core_df)
     incoming_df = incoming_df.reset_index(drop=True)
     inc = prepare(incoming_df, "incoming_id")
-    empty_links = pd.DataFrame(columns=["base_id", "guid", "person_id", "linked_by"])
-    links = empty_links if links is None or not len(links) else links.astype(str)
+    links = None if links is None or not len(links) else links.astype(str)  # (no links: None, as blocking reads it)
     n = len(inc)
-    out = pd.DataFrame({"incoming_id": inc["id"], "status": "unmatched", "person_id": "", "rule": "none",
-                        "score": 0.0, "conflicting_fields": "", "explanation": '{"candidates": 0}'})
     if not n or not len(core):
-        return out
+        return pd.DataFrame({"incoming_id": inc["id"], "status": "unmatched", "person_id": "", "rule": "none",
+                             "score": 0.0, "conflicting_fields": "", "explanation": '{"candidates": 0}'})
     use_links = links if cfg.guidmatch else None
-    tf = tf or TermFrequencies.from_frame(core)
+    from b2b.matching import small
+
+    if tf is None:  # a few LA records (the carers' of one run): counted in Python
+        tf = small.term_frequencies(core) if len(core) <= small.SMALL_DECIDE else TermFrequencies.from_frame(core)
     pairs = candidate_pairs(core, inc, cfg, use_links)
-    s = pd.concat([score_pairs(core, inc, pairs.iloc[k:k + CHUNK], cfg, use_links, tf)
-                   for k in range(0, max(len(pairs), 1), CHUNK)], ignore_index=True)
-    s["person_id"] = core["id"].values[s["ci"].values]
+    parts = [score_pairs(core, inc, pairs.iloc[k:k + CHUNK], cfg, use_links, tf, frame=False)
+             for k in range(0, max(len(pairs), 1), CHUNK)]
+    s = parts[0] if len(parts) == 1 else \
+        pd.concat([pd.DataFrame(x.cols) if isinstance(x, small.Frame) else x for x in parts], ignore_index=True)
+    # a few pairs (a school's run) are decided on numpy arrays (issue 15), more on pandas
+    if isinstance(s, small.Frame) != (len(s) <= small.SMALL_DECIDE):
+        s = pd.DataFrame(s.cols) if isinstance(s, small.Frame) else small.Frame.of(s)
+    ids = core["id"].to_numpy(dtype=object)  # (text as Python objects once: pandas' str columns are Arrow arrays)
+    s["person_id"] = ids[s["ci"].values]
     if min_age is not None:
         import datetime as _dt
 
@@ -190,25 +201,24 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # of the household shares surname, DOB and address and scores far above it, a stranger who
     # only shares the forename and a DOB does not
     s["exact_other"] = at(s, "forename", "exact") & dob_ok & (s["score"].values >= cfg.possible)
-    s = s.sort_values(["ii", "eligible", "score", "person_id"], ascending=[True, False, False, True])
-    best = s.groupby("ii", sort=False).head(1).set_index("ii").reindex(range(n))
-    el = s[s["eligible"]]
-    el = el[el.groupby("ii", sort=False).cumcount() == 1]
-    runner = el.set_index("ii")["score"].reindex(range(n)).fillna(-np.inf).values
-    n_good = s[s["score"] >= cfg.possible].groupby("ii").size().reindex(range(n)).fillna(0).astype(int).values
-    has = best["ci"].notna().values
-    best_ci = best["ci"].fillna(-1).astype(int).values  # the best candidate's position, -1 for none
-    score = best["score"].fillna(0).values
-    eligible = best["eligible"].fillna(False).astype(bool).values
-    fn_ok = best["forename_ok"].fillna(False).astype(bool).values
-    corro = best["corroborated"].fillna(False).astype(bool).values
+    # per record: its best pair (eligible first, then score, then LA id), the runner-up's score
+    # (the second eligible pair), the pairs in the possible band, and the household guard's hit
+    rows, runner, n_good, exact_any = small.rank(s, n, cfg.possible) if isinstance(s, small.Frame) \
+        else _rank_frame(s, n, cfg.possible)
+    best = best_pairs(s, rows)  # the best pair's columns per record (none: ci -1, levels -1, False, 0)
+    has = rows >= 0
+    best_ci = best["ci"].values  # the best candidate's position, -1 for none
+    score = best["score"].values
+    eligible = best["eligible"].values
+    fn_ok = best["forename_ok"].values
+    corro = best["corroborated"].values
     # corroboration that counts (a valid permanent UPN with DOB and surname or forename) is
     # enough at the "possible" score: common names (term frequencies) do not hold it back
     # the same home with the very forename and DOB (no identifier needed) likewise
-    strong = best["upn_strong"].fillna(False).astype(bool).values | best["home_strong"].fillna(False).astype(bool).values
+    strong = best["upn_strong"].values | best["home_strong"].values
     # a household that moved together: two children of one school home, each the very name and
     # DOB of a different LA child of one (other) LA home — corroboration that counts (issue 14)
-    best_lv = best.fillna({f + "_lv": -1 for f in PARTS}).astype({f + "_lv": int for f in PARTS})
+    best_lv = best
     # (never against an identifier: two valid permanent UPNs that differ are two children)
     moved = ~corro & moved_together(inc, core, best_ci, eligible & name_and_dob_exact(best_lv)
                                     & ~at(best_lv, "upn", "different valid permanent")
@@ -218,8 +228,8 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # is not to be expected, held by one LA child only; and the typed forename at the very home
     rare, expected = rare_name_and_dob(*_rare_name_inputs(s, inc, best_lv, best_ci, eligible, in_twins, tf, n)) \
         if cfg.rare_name else (np.zeros(n, bool), np.full(n, np.nan))
-    typed_home = best["typed_home"].fillna(False).astype(bool).values
-    middle = best["middle_counts"].fillna(False).astype(bool).values
+    typed_home = best["typed_home"].values
+    middle = best["middle_counts"].values
     best_identifier = at(best_lv, "upn", "valid, equal", "equal, temporary") | at(best_lv, "guid", "linked")
     corro, strong = corro | moved | rare, strong | moved | rare | typed_home | middle
     # the margin is over the candidates that are corroborated too: a runner-up sharing name and
@@ -232,8 +242,7 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     over_corro = corro & beyond_sector & eligible & (runner_c < runner)
     below, ambiguous = score < np.where(strong, cfg.possible, cfg.auto), \
         score - np.where(over_corro, runner_c, runner) < cfg.margin
-    exact_any = s.groupby("ii")["exact_other"].any().reindex(range(n), fill_value=False).values.astype(bool)
-    weak_fn = ~best["forename_strong"].fillna(False).astype(bool).values
+    weak_fn = ~best["forename_strong"].values
     exact_fn = at(best_lv, "forename", "exact")
     household = has & ~exact_fn & exact_any
     safe = has & ~below & ~ambiguous & eligible & corro & ~household
@@ -241,31 +250,20 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # not know, or the same pupil twice): the one record whose forename is exactly the child's
     # keeps the link when the others' are not; otherwise none does; the others go to an officer.
     # (Two schools may both hold a child: dual registration links each.)
-    claim = pd.DataFrame({"base": inc["base_id"].values if "base_id" in inc else "", "ci": best_ci,
-                          "exact": exact_fn})
-    sub = claim[safe]
-    agg = sub.groupby(["base", "ci"])["exact"].agg(["size", "sum"]).reset_index()
-    keyed = claim.merge(agg, on=["base", "ci"], how="left")
-    twice = safe & (keyed["size"].fillna(0).values > 1) & ~((keyed["sum"].fillna(0).values == 1) & exact_fn)
-    # across schools too: a child claimed with its exact forename by one record is not linked
-    # to another school's record whose forename is only a form or a typo of it (a twin the LA
-    # does not know, on another roll: "Leon" beside the LA's "Leo"); two exact claims are a
-    # dual registration and both link
-    exact_claim = claim[safe & exact_fn]["ci"].unique()
-    twice = twice | (safe & ~exact_fn & np.isin(best_ci, exact_claim))
+    base = inc["base_id"].values if "base_id" in inc else np.full(n, "", dtype=object)
+    twice = claimed_twice(base, best_ci, safe, exact_fn)
     safe = safe & ~twice
     # issue 14 part 2: with no compatible forename, overwhelming evidence of the same person
     # (overwhelming_evidence): no twin in the batch or the LA's household, no other record
     # claiming the child, far ahead of any other candidate
-    runner_any = s[s.groupby("ii", sort=False).cumcount() == 1].set_index("ii")["score"] \
-        .reindex(range(n)).fillna(-np.inf).values
+    runner_any = runner_any_other(s, rows, n)
     # a forename that is not the child's own (mistyped, missing) when another child could be
     # there: a twin the LA knows at the home, or a twin or the child's better claim in the batch
-    near = best["other_child_near"].fillna(True).astype(bool).values & ~at(best_lv, "forename", *FORENAME_STRONG)
+    near = best["other_child_near"].values & ~at(best_lv, "forename", *FORENAME_STRONG)
     over = has & ~safe & ~twice & ~near & overwhelming_evidence(best_lv, score, runner_any, cfg,
                                                        lambda m: forename_is_name(
                                                            inc["fn"].values, tf, m, core["fn"].values[best_ci],
-                                                           best["slip"].fillna(False).astype(bool).values),
+                                                           best["slip"].values),
                                                        pupils=min_age is None) & \
         ~in_twins & ~exact_any & ~claimed_by_another_record(best_ci)
     if claimed is not None and len(claimed) and over.any():
@@ -281,19 +279,18 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # issue 14 (the queue): two more nearest candidates that are another child, not a question
     not_possible = {"forename_differs": stranger,
                     "claimed_by_twin": has & ~safe & ~stranger & claimed_by_batch_twin(
-                        claim["base"].values, best_ci, safe, exact_fn, in_twins),
+                        base, best_ci, safe, exact_fn, in_twins),
                     "upn_differs": has & ~safe & ~stranger & other_upn_only(best_lv, corro) &
-                    ~inc["upn"].isin(set(core["upn"].values) - {""}).values &
-                    ~inc["upn"].where(inc["upn"] != "").duplicated(keep=False).values}
+                    ~upn_held_elsewhere(inc["upn"].values, core["upn"].values)}
     not_possible["claimed_elsewhere"] = has & ~safe & ~stranger & ~not_possible["claimed_by_twin"] & \
-        claimed_at_another_school(claim["base"].values, best_ci, safe, exact_fn, resembling_name_only(best_lv))
+        claimed_at_another_school(base, best_ci, safe, exact_fn, resembling_name_only(best_lv))
     elsewhere = np.logical_or.reduce(list(not_possible.values()))
     maybe = has & ~safe & (score >= cfg.possible) & ~elsewhere
     # officer links are decisive
     officer_ci = np.full(n, -1)
-    if cfg.guidmatch and len(links):
+    if cfg.guidmatch and links is not None:
         officer = links[links["linked_by"] == "officer"]
-        pos = {p: k for k, p in enumerate(core["id"])}
+        pos = {p: k for k, p in enumerate(ids.tolist())}
         okey = {(b, g): pos[p] for b, g, p in zip(officer["base_id"], officer["guid"], officer["person_id"]) if p in pos}
         officer_ci = np.array([okey.get((b, g), -1) for b, g in zip(inc["base_id"], inc["guid"])])
     by_officer = officer_ci >= 0
@@ -301,21 +298,111 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     linked = by_officer | safe
     shown = linked | maybe
     differ = differing(core_df, incoming_df, ci, shown)
-    out["status"] = np.select([linked & (differ != ""), linked, maybe], ["matched_with_conflicts", "matched", "possible"],
-                              "unmatched")
-    out["person_id"] = np.where(shown, core["id"].values[np.maximum(ci, 0)], "")
-    out["rule"] = np.select([by_officer, shown], ["officer_link", "weights"], "none")
-    out["score"] = np.where(by_officer, np.nan, np.round(score, 2))
-    out["conflicting_fields"] = np.where(shown, differ, "")
-    out["explanation"] = _explanations(best, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible,
-                                       corro | over, {"twin_in_batch": in_twins & weak_fn,
-                                               "better_forename_elsewhere": household, "claimed_twice": twice},
-                                       np.where(shown, differ, ""),
-                                       {k: v & (score >= cfg.possible) for k, v in not_possible.items()}, moved,
-                                       over_corro, over, {"rare_name": np.where(rare, expected, np.nan),
-                                                          "typed_forename_at_home": typed_home,
-                                                          "middle_name_counts": middle & ~best_identifier})
-    return out
+    return pd.DataFrame({
+        "incoming_id": inc["id"].values,
+        "status": np.select([linked & (differ != ""), linked, maybe], ["matched_with_conflicts", "matched", "possible"],
+                            "unmatched"),
+        "person_id": np.where(shown, ids[np.maximum(ci, 0)], ""),
+        "rule": np.select([by_officer, shown], ["officer_link", "weights"], "none"),
+        "score": np.where(by_officer, np.nan, np.round(score, 2)),
+        "conflicting_fields": np.where(shown, differ, ""),
+        "explanation": _explanations(best, has, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible,
+                                     corro | over, {"twin_in_batch": in_twins & weak_fn,
+                                                    "better_forename_elsewhere": household, "claimed_twice": twice},
+                                     np.where(shown, differ, ""),
+                                     {k: v & (score >= cfg.possible) for k, v in not_possible.items()}, moved,
+                                     over_corro, over, {"rare_name": np.where(rare, expected, np.nan),
+                                                        "typed_forename_at_home": typed_home,
+                                                        "middle_name_counts": middle & ~best_identifier})})
+
+
+def _rank_frame(s: Any, n: int, possible: float) -> tuple[Any, Any, Any, Any]:
+    """:func:`b2b.matching.small.rank` on a DataFrame of scored pairs (pandas group-bys, for
+    many pairs): per incoming record its best pair's row position in ``s`` (-1 none), the
+    runner-up's score (-inf none), the pairs scoring at least ``possible``, any ``exact_other``."""
+    import numpy as np
+    import pandas as pd
+
+    # (only the columns ranked and counted: a copy of every column would be the stage's peak memory)
+    s = pd.DataFrame({"ii": s["ii"].values, "eligible": s["eligible"].values, "score": s["score"].values,
+                      "person_id": s["person_id"].values, "exact_other": s["exact_other"].values,
+                      "row_": np.arange(len(s))})
+    s = s.sort_values(["ii", "eligible", "score", "person_id"], ascending=[True, False, False, True])
+    rows = s.groupby("ii", sort=False).head(1).set_index("ii")["row_"].reindex(range(n)).fillna(-1) \
+        .astype(np.int64).values
+    el = s[s["eligible"]]
+    el = el[el.groupby("ii", sort=False).cumcount() == 1]
+    runner = el.set_index("ii")["score"].reindex(range(n)).fillna(-np.inf).values
+    n_good = s[s["score"] >= possible].groupby("ii").size().reindex(range(n)).fillna(0).astype(int).values
+    exact_any = s.groupby("ii")["exact_other"].any().reindex(range(n), fill_value=False).values.astype(bool)
+    return rows, runner, n_good, exact_any
+
+
+#: a record's best-pair value when it has no candidate, by column kind: no level (-1, also the
+#: position ``ci``), no weight or score (0.0), no flag (False)
+_NO_PAIR = {"i": -1, "u": -1, "f": 0.0, "b": False}
+
+
+def best_pairs(s: Any, rows: Any) -> Any:
+    """Every numeric or flag column of the scored pairs ``s`` at ``rows`` (one per incoming
+    record; -1 for none, which gets :data:`_NO_PAIR`), as row-aligned arrays
+    (:class:`b2b.matching.small.Frame`): ``best["eligible"].values`` and ``at(best, ...)`` for
+    a rule; the same on both paths."""
+    import numpy as np
+
+    from b2b.matching.small import Frame
+
+    has = rows >= 0
+    take = rows[has]
+    cols = {}
+    for col in s.columns:
+        values = s[col].to_numpy()
+        if values.dtype.kind in _NO_PAIR:
+            out = np.full(len(rows), _NO_PAIR[values.dtype.kind], dtype=values.dtype)
+            out[has] = values[take]
+            cols[col] = out
+    return Frame(cols)
+
+
+def claimed_twice(base: Any, best_ci: Any, safe: Any, exact_fn: Any) -> Any:
+    """One LA child auto-linked (``safe``) from two records of one school in the batch (a twin
+    the LA does not know, or the same pupil twice): the one record whose forename is exactly
+    the child's (``exact_fn``) keeps the link when the others' are not; otherwise none does;
+    the others go to an officer (``claimed_twice``). Across schools too: a child claimed with
+    its exact forename by one record is not linked to another school's record whose forename is
+    only a form or a typo of it (a twin the LA does not know, on another roll: "Leon" beside
+    the LA's "Leo"); two exact claims are a dual registration and both link. Inputs per
+    incoming record, row-aligned: school, nearest candidate position, linked automatically,
+    forename level exact."""
+    from collections import Counter
+
+    import numpy as np
+
+    keys = list(zip(np.asarray(base, dtype=object).tolist(), np.asarray(best_ci).tolist()))
+    safe, exact_fn = np.asarray(safe, dtype=bool), np.asarray(exact_fn, dtype=bool)
+    size: Counter = Counter()
+    exact: Counter = Counter()
+    for k, ok, ex in zip(keys, safe.tolist(), exact_fn.tolist()):
+        if ok:
+            size[k] += 1
+            exact[k] += ex
+    exact_claim = {c for (_, c), ok, ex in zip(keys, safe.tolist(), exact_fn.tolist()) if ok and ex}
+    return np.array([ok and ((size[k] > 1 and not (exact[k] == 1 and ex)) or (not ex and k[1] in exact_claim))
+                     for k, ok, ex in zip(keys, safe.tolist(), exact_fn.tolist())], dtype=bool).reshape(len(keys))
+
+
+def upn_held_elsewhere(upn: Any, core_upn: Any) -> Any:
+    """Records whose UPN an LA candidate or another record of the batch holds (a blank UPN
+    counts as held when two records are blank): their UPN does not speak for them (a brother's
+    or sister's typed in error) — the condition :func:`other_upn_only` is asked with."""
+    from collections import Counter
+
+    import numpy as np
+
+    upn = np.asarray(upn, dtype=object).tolist()
+    held = set(np.asarray(core_upn, dtype=object).tolist()) - {""}
+    seen = Counter(upn)
+    return np.array([u in held or seen[u] > 1 for u in upn], dtype=bool).reshape(len(upn))
 
 
 def runner_up_corroborated(s: Any, best_ci: Any, n: int) -> Any:
@@ -330,7 +417,9 @@ def runner_up_corroborated(s: Any, best_ci: Any, n: int) -> Any:
     import numpy as np
 
     ok = s["eligible"].values & s["corroborated"].values & (s["ci"].values != best_ci[s["ii"].values])
-    return s[ok].groupby("ii")["score"].max().reindex(range(n)).fillna(-np.inf).values
+    out = np.full(n, -np.inf)
+    np.maximum.at(out, s["ii"].values[ok].astype(np.int64), s["score"].values[ok].astype(float))
+    return out
 
 
 #: postcode levels that place the record at the LA child's postcode (or one typed character from it)
@@ -413,6 +502,21 @@ def forename_is_name(fn: Any, tf: Any, mask: Any, child_fn: Any, slip: Any) -> A
             v, c = fn[k], child_fn[k]
             out[k] = not v or v in names or counts.get(v, 0) > 0 or \
                 (not slip[k] and bool(c) and jellyfish.metaphone(v) == jellyfish.metaphone(c))
+    return out
+
+
+def runner_any_other(s: Any, rows: Any, n: int) -> Any:
+    """Per incoming record the best score among its candidates other than its best pair
+    (``rows``: the best pair's row in ``s``, -1 none; -inf when there is no other), on either
+    kind of scored pairs."""
+    import numpy as np
+
+    ii = np.asarray(s["ii"].values, dtype=np.int64)
+    score = np.asarray(s["score"].values, dtype=float)
+    other = np.ones(len(ii), dtype=bool)
+    other[rows[rows >= 0]] = False
+    out = np.full(n, -np.inf)
+    np.maximum.at(out, ii[other], score[other])
     return out
 
 
@@ -633,29 +737,32 @@ def moved_together(inc: Any, core: Any, best_ci: Any, ok: Any) -> Any:
     ``addr``, the best candidate's position (-1 none) and the ``ok`` flag; per LA record its
     prepared ``sn``, ``pc``, ``addr``. Only one school's records are compared with each other,
     so it holds part by part (the DAG path matches whole schools)."""
+    from collections import Counter
+
     import numpy as np
-    import pandas as pd
 
     n = len(inc)
     if not n:
         return np.zeros(0, bool)
     ci = np.where(ok & (best_ci >= 0), best_ci, -1)
     take = np.flatnonzero(ci >= 0)
+    out = np.zeros(n, bool)
     if not len(take):
-        return np.zeros(n, bool)
+        return out
     c = ci[take]
     base = inc["base_id"].values[take] if "base_id" in inc else np.full(len(take), "")
-    df = pd.DataFrame({"row": take, "ci": c,
-                       "school": pd.Series(base, dtype=object).astype(str).values + "|" + inc["sn"].values[take] + "|" +
-                       inc["pc"].values[take] + "|" + inc["addr"].values[take],
-                       "la": core["sn"].values[c] + "|" + core["pc"].values[c] + "|" + core["addr"].values[c]})
-    df = df[(inc["pc"].values[take] != "") & (inc["addr"].values[take] != "") &
-            (core["pc"].values[c] != "") & (core["addr"].values[c] != "")]
+    i_sn, i_pc, i_addr = (inc[k].values[take].tolist() for k in ("sn", "pc", "addr"))
+    c_sn, c_pc, c_addr = (core[k].values[c].tolist() for k in ("sn", "pc", "addr"))
+    # (row, child, the school home, the LA home) of the records with both homes known
+    rec = [(r, k, (str(b), sn, pc, ad), (csn, cpc, cad))
+           for r, k, b, sn, pc, ad, csn, cpc, cad in zip(take.tolist(), c.tolist(), base.tolist(), i_sn, i_pc, i_addr,
+                                                          c_sn, c_pc, c_addr)
+           if pc != "" and ad != "" and cpc != "" and cad != ""]
     # a candidate claimed by two records of the home counts for neither (an unknown twin, a duplicate)
-    df = df[~df.duplicated(["school", "la", "ci"], keep=False)]
-    size = df.groupby(["school", "la"])["ci"].transform("size")
-    out = np.zeros(n, bool)
-    out[df["row"].values[(size >= 2).values]] = True
+    claims = Counter((school, la, k) for _, k, school, la in rec)
+    kept = [(r, school, la) for r, k, school, la in rec if claims[school, la, k] == 1]
+    size = Counter((school, la) for _, school, la in kept)
+    out[[r for r, school, la in kept if size[school, la] >= 2]] = True
     return out
 
 
@@ -669,12 +776,11 @@ def claimed_by_batch_twin(base: Any, best_ci: Any, safe: Any, exact_fn: Any, in_
     candidate position (``best_ci``, -1 for none), linked automatically (``safe``), forename
     level exact (``exact_fn``), in a batch twin pair (``in_twins``)."""
     import numpy as np
-    import pandas as pd
 
-    key = pd.Series(base, dtype=object).astype(str) + "|" + pd.Series(best_ci).astype(str)
-    taken = set(key[safe & exact_fn & in_twins])
-    return (in_twins & ~safe & ~exact_fn & (best_ci >= 0) & key.isin(taken).values).astype(bool) \
-        if len(key) else np.zeros(0, bool)
+    key = list(zip((str(b) for b in np.asarray(base, dtype=object).tolist()), np.asarray(best_ci).tolist()))
+    taken = {k for k, hit in zip(key, (safe & exact_fn & in_twins).tolist()) if hit}
+    return (in_twins & ~safe & ~exact_fn & (best_ci >= 0) & np.array([k in taken for k in key], dtype=bool)
+            .reshape(len(key))).astype(bool) if len(key) else np.zeros(0, bool)
 
 
 def resembling_name_only(lv: Any) -> Any:
@@ -694,16 +800,17 @@ def claimed_at_another_school(base: Any, best_ci: Any, safe: Any, exact_fn: Any,
     Inputs per incoming record, row-aligned: school, nearest candidate position (-1 none),
     linked automatically, forename level exact, ``resembling``. Sees only the schools matched
     together (the DAG path: one part of whole schools)."""
+    from collections import Counter
+
     import numpy as np
-    import pandas as pd
 
     if not len(best_ci):
         return np.zeros(0, bool)
-    rec = pd.DataFrame({"base": pd.Series(base, dtype=object).astype(str).values, "ci": best_ci})
-    claims = rec[safe & exact_fn].drop_duplicates()
-    schools = claims.groupby("ci").size()  # schools claiming each child exactly
-    own = pd.MultiIndex.from_frame(rec).isin(pd.MultiIndex.from_frame(claims))  # this record's school is one of them
-    others = rec["ci"].map(schools).fillna(0).values - own
+    rec = list(zip((str(b) for b in np.asarray(base, dtype=object).tolist()), np.asarray(best_ci).tolist()))
+    claims = {k for k, hit in zip(rec, (safe & exact_fn).tolist()) if hit}
+    schools = Counter(c for _, c in claims)  # schools claiming each child exactly
+    # (less one when this record's school is one of them)
+    others = np.array([schools[c] - ((b, c) in claims) for b, c in rec], dtype=np.int64)
     return resembling & ~safe & (best_ci >= 0) & (others > 0)
 
 
@@ -721,13 +828,16 @@ def other_upn_only(best_lv: Any, corro: Any) -> Any:
 def batch_twins(inc: Any) -> Any:
     """Incoming records that share school, surname, DOB and address (postcode, else address
     line) with another record of the batch: twins, whether the LA knows both or not."""
+    from collections import Counter
+
     import numpy as np
 
-    place = inc["pc"].where(inc["pc"] != "", inc["addr"])
-    ok = (inc["sn"] != "") & (inc["dob_s"] != "") & (place != "")
-    key = inc["base_id"] + "|" + inc["sn"] + "|" + inc["dob_s"] + "|" + place if "base_id" in inc else \
-        inc["sn"] + "|" + inc["dob_s"] + "|" + place
-    return (ok & key.where(ok).duplicated(keep=False) & ok).values.astype(bool) if len(inc) else np.zeros(0, bool)
+    base = inc["base_id"].values.tolist() if "base_id" in inc else None
+    sn, dob, pc, addr = (inc[k].values.tolist() for k in ("sn", "dob_s", "pc", "addr"))
+    key = [(base[r] if base is not None else None, s, d, p if p != "" else a) if s != "" and d != "" and
+           (p != "" or a != "") else None for r, (s, d, p, a) in enumerate(zip(sn, dob, pc, addr))]
+    seen = Counter(k for k in key if k is not None)
+    return np.array([k is not None and seen[k] > 1 for k in key], dtype=bool).reshape(len(key))
 
 
 def differing(core_df: Any, incoming_df: Any, ci: Any, rows: Any) -> Any:
@@ -768,7 +878,7 @@ def differing(core_df: Any, incoming_df: Any, ci: Any, rows: Any) -> Any:
     return names
 
 
-def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any, not_possible: Any, moved: Any, over_corro: Any, over: Any, queue_rules: Any = None) -> Any:
+def _explanations(best: Any, has: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any, not_possible: Any, moved: Any, over_corro: Any, over: Any, queue_rules: Any = None) -> Any:
     """One JSON object per incoming record: per field its level label and weight (``fields``),
     the non-zero weights (``weights``), score, runner-up, the compared fields that differ
     (``differing_fields``), for a possible ``why_not_auto``, and for an unmatched record whose
@@ -777,16 +887,18 @@ def _explanations(best: Any, runner: Any, n_good: Any, by_officer: Any, maybe: A
     import json
     import math
 
+    import numpy as np
+
     out = []
-    vals = best[PARTS].fillna(0).values
-    lvs = best[[f + "_lv" for f in PARTS]].fillna(-1).astype(int).values
+    vals = np.column_stack([best[f].values for f in PARTS])
+    lvs = np.column_stack([best[f + "_lv"].values for f in PARTS])
     scores = best["score"].values
     for k in range(len(best)):
         if by_officer[k]:
             out.append(json.dumps({"officer_link": True, **({"differing_fields": differ[k].split(";")}
                                                              if differ[k] else {})}, sort_keys=True))
             continue
-        if scores[k] != scores[k]:  # no candidate at all
+        if not has[k]:  # no candidate at all
             out.append('{"candidates": 0}')
             continue
         d = {"weights": {p: float(v) for p, v in zip(PARTS, vals[k]) if v},

@@ -36,9 +36,11 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
 
     with conn.transaction():
         files = run_files(conn, ctx)
-        conn.execute("DELETE FROM results.match WHERE file_id = ANY(%s)", (files,))
-        conn.execute("DELETE FROM core.child_link WHERE file_id = ANY(%s)", (files,))
-        conn.execute("DELETE FROM results.anomaly WHERE file_id = ANY(%s) AND rule = %s", (files, GUID_ELSEWHERE))
+        # a rerun's earlier decisions, links and GUID anomalies: one statement
+        conn.execute("""WITH m AS (DELETE FROM results.match WHERE file_id = ANY(%(files)s)),
+                             l AS (DELETE FROM core.child_link WHERE file_id = ANY(%(files)s))
+                        DELETE FROM results.anomaly WHERE file_id = ANY(%(files)s) AND rule = %(rule)s""",
+                     {"files": files, "rule": GUID_ELSEWHERE})
         incoming = incoming_frame(conn, files, ctx.window_end)
         tf = term_frequencies(conn, incoming) if settings.matcher != "legacy" else None
         # a school at a time, several schools per part: the matcher's frames stay bounded however
@@ -602,14 +604,22 @@ def term_frequencies(conn: Connection, incoming: Any) -> Any:
     from b2b.matching import name_key
     from b2b.matching.comparisons import TermFrequencies
 
-    counts: dict[str, dict] = {}
-    for col, key, values in (("fn", "m_fn", incoming["forename"]), ("sn", "m_sn", incoming["surname"])):
-        keys = sorted({name_key(v) for v in values.dropna()} - {""})
-        counts[col] = dict(conn.execute(f"SELECT {key}, count(*) FROM core.child WHERE {key} = ANY(%s) GROUP BY 1",
-                                        (keys,)).fetchall())
-    # the totals over every LA child: cached per state of core.child (migration 0033), not two
-    # full scans per run
-    totals = {col: (int(n), int(sq)) for col, n, sq in conn.execute("SELECT * FROM core.child_name_totals()")}
+    keys = {col: sorted({name_key(v) for v in values.dropna()} - {""})
+            for col, values in (("fn", incoming["forename"]), ("sn", incoming["surname"]))}
+    # one statement: the run's name counts, and the totals over every LA child (cached per state
+    # of core.child, migration 0033, not two full scans per run)
+    counts: dict[str, dict] = {"fn": {}, "sn": {}}
+    totals = {}
+    for kind, col, value, n, sq in conn.execute(
+            """SELECT 'count', 'fn', m_fn, count(*), NULL::bigint FROM core.child WHERE m_fn = ANY(%(fn)s) GROUP BY m_fn
+               UNION ALL
+               SELECT 'count', 'sn', m_sn, count(*), NULL FROM core.child WHERE m_sn = ANY(%(sn)s) GROUP BY m_sn
+               UNION ALL
+               SELECT 'total', col, NULL, n, sq FROM core.child_name_totals()""", keys).fetchall():
+        if kind == "count":
+            counts[col][value] = n
+        else:
+            totals[col] = (int(n), int(sq))
     return TermFrequencies(counts, totals)
 
 
@@ -636,13 +646,20 @@ def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incomi
     """COPY one ``results.match`` row per incoming student (``decided`` is row-aligned with it),
     row by row from plain lists (the explanation already names the differing fields,
     b2b.matching.decide); an empty text is NULL, as in CSV."""
+    from datetime import date
+
     import pandas as pd
 
     assert len(decided) == len(incoming)
-    dob = pd.to_datetime(incoming["dob"], errors="coerce")
     as_of = ctx.window_end.date()
-    later = (dob.dt.month > as_of.month) | ((dob.dt.month == as_of.month) & (dob.dt.day > as_of.day))
-    age = (as_of.year - dob.dt.year - later.astype(int)).astype("Int64")  # <NA> without a DOB
+    ages: list[Any] = incoming["dob"].tolist()
+    if all(v is None or type(v) is date for v in ages):  # what the database gives: no Series maths
+        ages = [None if v is None else as_of.year - v.year - ((v.month, v.day) > (as_of.month, as_of.day))
+                for v in ages]
+    else:
+        dob = pd.to_datetime(incoming["dob"], errors="coerce")
+        later = (dob.dt.month > as_of.month) | ((dob.dt.month == as_of.month) & (dob.dt.day > as_of.day))
+        ages = (as_of.year - dob.dt.year - later.astype(int)).astype("Int64").tolist()  # <NA> without a DOB
     score = pd.to_numeric(decided["score"], errors="coerce").astype(float)
 
     def text(v: Any) -> Any:
@@ -654,7 +671,7 @@ def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incomi
         for file_id, base_id, guid, pid, status, rule, sc, a, expl in zip(
                 incoming["file_id"].tolist(), incoming["base_id"].tolist(), incoming["student_guid"].tolist(),
                 decided["person_id"].tolist(), decided["status"].tolist(), decided["rule"].tolist(), score.tolist(),
-                age.tolist(), decided["explanation"].tolist()):
+                ages, decided["explanation"].tolist()):
             a = None if a is pd.NA or a is None else int(a)
             copy.write_row((file_id, text(base_id), text(guid), text(pid), text(status), text(rule),
                             None if sc != sc else sc, status == "unmatched" and a is not None and a > settings.b2b_s_age,
