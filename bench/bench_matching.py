@@ -277,8 +277,10 @@ DAG_ID = "b2b__bench__snapshot"
 DAG_END = "2026-10-05 17:00:00+00"
 
 
-def dag_match(url: str, inc):
-    """``b2b.reconcile.match_stage.match`` (the DAG path) on the loaded run; decisions as a frame."""
+def dag_match(url: str, inc, per_school: bool = False):
+    """``b2b.reconcile.match_stage.match`` (the DAG path) on the loaded run; decisions as a frame.
+    ``per_school``: as the DAGs run it, one run per school (each school's file its own DAG's),
+    in school order: the cross-school guards then act across runs."""
     from datetime import UTC, datetime, timedelta
 
     import pandas as pd
@@ -292,8 +294,21 @@ def dag_match(url: str, inc):
     ctx = RunContext(base_id="bench", task_key="snapshot", dag_id=DAG_ID, run_id="bench", source="sims7",
                      data_filter="snapshot", window_start=end - timedelta(days=7), window_end=end)
     with psycopg.connect(url) as conn:
-        stage(conn, ctx, Settings())
+        if per_school:
+            conn.execute("UPDATE raw.inbound_file SET dag_id = 'b2b__' || base_id || '__snapshot'")
+            conn.execute("TRUNCATE results.match, core.child_link")
+            conn.commit()
+            for base in sorted(inc["base_id"].unique()):
+                stage(conn, RunContext(base_id=base, task_key="snapshot", dag_id=f"b2b__{base}__snapshot",
+                                       run_id="bench", source="sims7", data_filter="snapshot",
+                                       window_start=ctx.window_start, window_end=end), Settings())
+        else:
+            stage(conn, ctx, Settings())
         rows = conn.execute("SELECT base_id, student_guid, status, coalesce(person_id, '') FROM results.match").fetchall()
+        if per_school:  # as loaded: one run of every school
+            conn.execute("UPDATE raw.inbound_file SET dag_id = %s", (DAG_ID,))
+            conn.execute("TRUNCATE results.match, core.child_link")
+            conn.commit()
     back = dict(zip(zip(inc["base_id"], inc["guid"]), inc["incoming_id"]))
     return pd.DataFrame([(back[(b, g)], st, p) for b, g, st, p in rows], columns=["incoming_id", "status", "person_id"])
 
@@ -323,7 +338,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rare-name", action="store_true",
                     help="also ours with the rare name + DOB rule on (MatchConfig(rare_name=True))")
     ap.add_argument("--dag", action="store_true",
-                    help="also the DAG path's match stage on the same data in embedded PostgreSQL (ids data)")
+                    help="also the DAG path's match stage on the same data in embedded PostgreSQL (ids data): "
+                         "all schools in one run, and one run per school as the DAGs run it")
     args = ap.parse_args(argv)
 
     from b2b.matching import legacy_match, match
@@ -360,7 +376,9 @@ def main(argv=None) -> int:
     datasets = [("ids", (core, inc))] + ([] if args.ids_only else [("no ids", strip_ids(core, inc))])
     # the slowest (Splink) last, so a stopped Splink run leaves every other figure measured
     order = [(d, name, fn) for d in datasets
-             for name, fn in runs + ([("dag", lambda c, i: dag_match(dag_url, i))] if dag_url and d[0] == "ids" else [])
+             for name, fn in runs + ([("dag", lambda c, i: dag_match(dag_url, i)),
+                                      ("dag/school", lambda c, i: dag_match(dag_url, i, per_school=True))]
+                                     if dag_url and d[0] == "ids" else [])
              if name != "splink"] + [(d, name, fn) for d in datasets for name, fn in runs if name == "splink"]
     for (data_name, (c, i)), name, fn in order:
         out, secs, peak = in_child(lambda fn=fn, c=c, i=i: fn(c, i),
