@@ -491,24 +491,10 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
     if not rows:
         return {"contacts": 0, "matched": 0, "possible": 0}
     contacts = pd.DataFrame(rows, columns=matching.INCOMING_COLUMNS + ["file_id", "student_guid", "contact_id"])
-    sns = sorted({matching.name_key(v) for v in contacts["surname"].dropna()} - {""})
-    pcs = sorted({matching.postcode_key(v) for v in contacts["postcode"].dropna()} - {""})
-    norm_sn = "regexp_replace(lower(surname), '[^a-z]', '', 'g')"
-    cols = "person_id, upn, NULL::text, forename, middle_names, surname, gender, dob, postcode, " \
-           "concat_ws(' ', paon, street)"
-    people = conn.execute(
-        f"""SELECT {cols}, 'child' FROM core.child WHERE active AND (m_sn = ANY(%(sns)s) OR m_pc = ANY(%(pcs)s))
-                AND dob <= (%(asof)s::date - make_interval(years => %(min)s))
-            UNION ALL
-            SELECT person_id, NULL, NULL, forename, middle_names, surname, gender, dob, postcode,
-                   concat_ws(' ', paon, street), 'adult'
-              FROM core.adult WHERE {norm_sn} = ANY(%(sns)s) OR upper(replace(postcode, ' ', '')) = ANY(%(pcs)s)
-            ORDER BY 1""",
-        {"sns": sns, "pcs": pcs, "asof": ctx.window_end.date(), "min": settings.carer_min}).fetchall()
-    core = pd.DataFrame(people, columns=matching.CORE_COLUMNS + ["kind"])
+    core, tf = carer_candidates(conn, contacts, ctx.window_end.date(), settings.carer_min)
     cfg = matching.MatchConfig(guidmatch=False, dob_required=False)
     decided = matching.match(core[matching.CORE_COLUMNS], contacts[matching.INCOMING_COLUMNS], cfg,
-                             min_age=settings.carer_min, as_of=ctx.window_end.date())
+                             min_age=settings.carer_min, as_of=ctx.window_end.date(), tf=tf)
     kind = dict(zip(core["person_id"].tolist(), core["kind"].tolist()))
     d = {r[0]: r[1:] for r in zip(*(decided[c].tolist() for c in ("incoming_id", "person_id", "status", "rule",
                                                                    "score", "explanation")))}
@@ -524,6 +510,72 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
     counts = decided["status"].value_counts().to_dict()
     return {"contacts": len(contacts), "matched": counts.get("matched", 0) + counts.get("matched_with_conflicts", 0),
             "possible": counts.get("possible", 0)}
+
+
+#: the LA people a school contact can be matched to (F14): LA children at least CARER_MIN years
+#: old on the day, and LA adults; ``{where_child}`` / ``{where_adult}`` select among them
+_CARER_PEOPLE = """
+    SELECT {child_cols} FROM core.child
+     WHERE active AND dob <= (%(asof)s::date - make_interval(years => %(min)s)) AND {where_child}
+    UNION ALL
+    SELECT {adult_cols} FROM core.adult WHERE {where_adult}"""
+#: the contacts' surnames or home postcodes (the people whose name frequencies the carers' score uses)
+_CARER_NEAR_CHILD = "(m_sn = ANY(%(sns)s) OR m_pc = ANY(%(pcs)s))"
+_CARER_NEAR_ADULT = ("(regexp_replace(lower(surname), '[^a-z]', '', 'g') = ANY(%(sns)s) "
+                     "OR upper(replace(postcode, ' ', '')) = ANY(%(pcs)s))")
+
+
+def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int) -> tuple[Any, Any]:
+    """The LA people the contacts can be paired with, and the name frequencies to score them.
+
+    A contact has no DOB, UPN or GUID, so of the matcher's blocking keys (``blocking.KEYS``) only
+    forename + surname can pair it: the candidates are the people (of those sharing a contact's
+    surname or home postcode) whose normalised forename and surname are a contact's, not every
+    one of them (that set grows with the LA: ~1,000 people per school run at 20k children, all
+    read and prepared for a handful of pairs). The name frequencies stay those of the whole set
+    (the term-frequency adjustment the decisions were made with): counted from its distinct
+    (forename, surname) texts, normalised by the matcher's own ``name_key`` (issue 15)."""
+    import pandas as pd
+
+    from b2b import matching
+    from b2b.matching.comparisons import TermFrequencies
+
+    sns = sorted({matching.name_key(v) for v in contacts["surname"].dropna()} - {""})
+    pcs = sorted({matching.postcode_key(v) for v in contacts["postcode"].dropna()} - {""})
+    params = {"sns": sns, "pcs": pcs, "asof": asof, "min": carer_min}
+    names = conn.execute(
+        "SELECT forename, surname, count(*) FROM (" + _CARER_PEOPLE.format(
+            child_cols="forename, surname", adult_cols="forename, surname",
+            where_child=_CARER_NEAR_CHILD, where_adult=_CARER_NEAR_ADULT) + ") p GROUP BY 1, 2",
+        params).fetchall()
+    keys = {(matching.name_key(f), matching.name_key(s)) for f, s in zip(contacts["forename"], contacts["surname"])}
+    counts: dict[str, dict[str, int]] = {"fn": {}, "sn": {}}
+    memo: dict[Any, str] = {}
+
+    def key(v: Any) -> str:
+        if v not in memo:
+            memo[v] = matching.name_key(v)
+        return memo[v]
+
+    pick_f, pick_s = [], []
+    for f, s, n in names:
+        kf, ks = key(f), key(s)
+        for col, k in (("fn", kf), ("sn", ks)):
+            if k:
+                counts[col][k] = counts[col].get(k, 0) + n
+        if kf and ks and (kf, ks) in keys:  # the forename + surname key (both present)
+            pick_f.append(f)
+            pick_s.append(s)
+    tf = TermFrequencies(counts, {col: (sum(c.values()), sum(v * v for v in c.values())) for col, c in counts.items()})
+    cols = "person_id, upn, NULL::text, forename, middle_names, surname, gender, dob, postcode, concat_ws(' ', paon, street)"
+    picked = "(forename, surname) IN (SELECT * FROM unnest(%(pf)s::text[], %(ps)s::text[]))"
+    people = conn.execute(
+        _CARER_PEOPLE.format(child_cols=cols + ", 'child'",
+                             adult_cols=cols.replace("upn, ", "NULL, ", 1) + ", 'adult'",
+                             where_child=f"{_CARER_NEAR_CHILD} AND {picked}",
+                             where_adult=f"{_CARER_NEAR_ADULT} AND {picked}") + " ORDER BY 1",
+        params | {"pf": pick_f, "ps": pick_s}).fetchall() if pick_f else []
+    return pd.DataFrame(people, columns=matching.CORE_COLUMNS + ["kind"]), tf
 
 
 def term_frequencies(conn: Connection, incoming: Any) -> Any:
