@@ -210,6 +210,9 @@ _KEY_TABLES = {
     "match_k_pyf": "p text, y int, l text",
     "match_k_py": "p text, y int",
     "match_k_fs": "f text, s text",
+    "match_k_fsp": "f text, s text, p text",
+    "match_k_fsd": "f text, s text, md text",
+    "match_k_fs0": "f text, s text",
 }
 _CANDIDATES = """
 CREATE TEMP TABLE match_cand ON COMMIT DROP AS
@@ -227,7 +230,13 @@ UNION ALL SELECT k.part, c.person_id FROM core.child c CROSS JOIN LATERAL unnest
             JOIN match_k_pyf k ON cp.p = k.p AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
            WHERE cardinality(c.m_sn_parts) > 1
 UNION ALL SELECT k.part, c.person_id FROM match_k_py k JOIN core.child c ON c.m_pc = k.p AND c.m_year = k.y
+UNION ALL SELECT k.part, c.person_id FROM match_k_fsp k
+            JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s AND c.m_pc = k.p
+UNION ALL SELECT k.part, c.person_id FROM match_k_fsd k
+            JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s AND to_char(c.dob, 'MMDD') = k.md
 UNION ALL SELECT k.part, c.person_id FROM match_k_fs k JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
+           WHERE c.dob IS NULL
+UNION ALL SELECT k.part, c.person_id FROM match_k_fs0 k JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
 ) u"""
 
 
@@ -426,7 +435,15 @@ def _key_rows(parts: list[Any]) -> dict[str, dict[tuple, None]]:
             for p in norm(surname_parts, sur) or ():
                 add("match_k_pyf", k, p, year, fi)
             add("match_k_py", k, pc, year)
+            # forename + surname with the postcode, with the birthday, or alone when either
+            # record has no DOB (blocking.KEYS): every student's names meet the LA children
+            # without a DOB (match_k_fs); a student without a DOB meets every namesake (match_k_fs0)
             add("match_k_fs", k, fn, sn)
+            add("match_k_fsp", k, fn, sn, pc)
+            if h:
+                add("match_k_fsd", k, fn, sn, f"{m:02d}{d:02d}")
+            else:
+                add("match_k_fs0", k, fn, sn)
     return rows
 
 
