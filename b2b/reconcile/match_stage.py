@@ -211,7 +211,7 @@ _KEY_TABLES = {
     "match_k_py": "p text, y int",
     "match_k_fs": "f text, s text",
     "match_k_fsp": "f text, s text, p text",
-    "match_k_fsd": "f text, s text, md text",
+    "match_k_fsd": "f text, s text, md int",
     "match_k_fs0": "f text, s text",
 }
 _CANDIDATES = """
@@ -233,7 +233,8 @@ UNION ALL SELECT k.part, c.person_id FROM match_k_py k JOIN core.child c ON c.m_
 UNION ALL SELECT k.part, c.person_id FROM match_k_fsp k
             JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s AND c.m_pc = k.p
 UNION ALL SELECT k.part, c.person_id FROM match_k_fsd k
-            JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s AND to_char(c.dob, 'MMDD') = k.md
+            JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
+                             AND extract(month FROM c.dob) * 100 + extract(day FROM c.dob) = k.md
 UNION ALL SELECT k.part, c.person_id FROM match_k_fs k JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
            WHERE c.dob IS NULL
 UNION ALL SELECT k.part, c.person_id FROM match_k_fs0 k JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
@@ -319,14 +320,18 @@ def _one_small_part(conn: Connection, part: Any, *, prepared: bool) -> tuple[Any
     # index probes per key, never a hash join over the whole LA per key (at 80k children, 400
     # students: 135-180 ms vs 240-290 ms; 3 students: the same); never a generic plan either
     # (prepare=False: a cached plan for arrays of unknown size took 45 ms for 3 students, not 10)
-    hashjoin, mergejoin = one(conn, "SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')")
-    conn.execute("SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)")
+    # (and no parallel workers: ~20 ms of their start-up per run at 80k children, 2 cores)
+    hashjoin, mergejoin, workers = one(conn, "SELECT current_setting('enable_hashjoin'), "
+                                       "current_setting('enable_mergejoin'), "
+                                       "current_setting('max_parallel_workers_per_gather')")
+    conn.execute("SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true), "
+                 "set_config('max_parallel_workers_per_gather', '0', true)")
     core = pd.DataFrame(conn.execute(
         f"""SELECT {CORE_SELECT} FROM core.child c
              WHERE c.active AND c.person_id IN (SELECT v.person_id FROM ({cand}) v)
              ORDER BY c.person_id""", params, prepare=False).fetchall(), columns=matching.CORE_COLUMNS)
-    conn.execute("SELECT set_config('enable_hashjoin', %s, true), set_config('enable_mergejoin', %s, true)",
-                 (hashjoin, mergejoin))
+    conn.execute("SELECT set_config('enable_hashjoin', %s, true), set_config('enable_mergejoin', %s, true), "
+                 "set_config('max_parallel_workers_per_gather', %s, true)", (hashjoin, mergejoin, workers))
     links_sql, lp = _as_arrays(_LINKS, {"match_in": rows["match_in"]})
     rejected_sql, rp = _as_arrays(_REJECTED, {"match_in": rows["match_in"]})
     links = pd.DataFrame(conn.execute(links_sql, lp, prepare=False).fetchall(),
@@ -441,7 +446,7 @@ def _key_rows(parts: list[Any]) -> dict[str, dict[tuple, None]]:
             add("match_k_fs", k, fn, sn)
             add("match_k_fsp", k, fn, sn, pc)
             if h:
-                add("match_k_fsd", k, fn, sn, f"{m:02d}{d:02d}")
+                add("match_k_fsd", k, fn, sn, 100 * m + d)
             else:
                 add("match_k_fs0", k, fn, sn)
     return rows
