@@ -140,15 +140,17 @@ def _pairs_small(core: Any, inc: Any, cfg: Any, links: Any) -> Any:
                 by_key.setdefault(k, []).append(r)
         if not by_key:
             return
+        # only the LA rows some incoming row shares its key with matter (their key is present
+        # too): counted for the cap, in LA order; the rest of a large LA side is one lookup a row
         size: dict[tuple, int] = {}
         kept = []
         for k, r in zip(ckeys, crows):
-            if all(_present(v) for v in k):
+            if k in by_key:
                 size[k] = size.get(k, 0) + 1
                 kept.append((k, r))
         for k, r in kept:
-            hits = by_key.get(k)
-            if hits is None or size[k] > cfg.block_cap:
+            hits = by_key[k]
+            if size[k] > cfg.block_cap:
                 continue
             for i in hits:
                 if (r, i) not in seen:
