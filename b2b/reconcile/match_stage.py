@@ -565,9 +565,12 @@ def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int)
     sns = sorted({matching.name_key(v) for v in contacts["surname"].dropna()} - {""})
     pcs = sorted({matching.postcode_key(v) for v in contacts["postcode"].dropna()} - {""})
     params = {"sns": sns, "pcs": pcs, "asof": asof, "min": carer_min}
+    # per distinct (forename, surname): how many, and who (children, adults)
     names = conn.execute(
-        "SELECT forename, surname, count(*) FROM (" + _CARER_PEOPLE.format(
-            child_cols="forename, surname", adult_cols="forename, surname",
+        "SELECT forename, surname, count(*), array_agg(person_id) FILTER (WHERE kind = 'child'), "
+        "array_agg(person_id) FILTER (WHERE kind = 'adult') FROM (" + _CARER_PEOPLE.format(
+            child_cols="forename, surname, person_id, 'child' AS kind",
+            adult_cols="forename, surname, person_id, 'adult'",
             where_child=_CARER_NEAR_CHILD, where_adult=_CARER_NEAR_ADULT) + ") p GROUP BY 1, 2",
         params).fetchall()
     keys = {(matching.name_key(f), matching.name_key(s)) for f, s in zip(contacts["forename"], contacts["surname"])}
@@ -579,24 +582,23 @@ def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int)
             memo[v] = matching.name_key(v)
         return memo[v]
 
-    pick_f, pick_s = [], []
-    for f, s, n in names:
+    children: list[str] = []
+    adults: list[str] = []
+    for f, s, n, cids, aids in names:
         kf, ks = key(f), key(s)
         for col, k in (("fn", kf), ("sn", ks)):
             if k:
                 counts[col][k] = counts[col].get(k, 0) + n
         if kf and ks and (kf, ks) in keys:  # the forename + surname key (both present)
-            pick_f.append(f)
-            pick_s.append(s)
+            children += cids or ()
+            adults += aids or ()
     tf = TermFrequencies(counts, {col: (sum(c.values()), sum(v * v for v in c.values())) for col, c in counts.items()})
     cols = "person_id, upn, NULL::text, forename, middle_names, surname, gender, dob, postcode, concat_ws(' ', paon, street)"
-    picked = "(forename, surname) IN (SELECT * FROM unnest(%(pf)s::text[], %(ps)s::text[]))"
     people = conn.execute(
-        _CARER_PEOPLE.format(child_cols=cols + ", 'child'",
-                             adult_cols=cols.replace("upn, ", "NULL, ", 1) + ", 'adult'",
-                             where_child=f"{_CARER_NEAR_CHILD} AND {picked}",
-                             where_adult=f"{_CARER_NEAR_ADULT} AND {picked}") + " ORDER BY 1",
-        params | {"pf": pick_f, "ps": pick_s}).fetchall() if pick_f else []
+        f"""SELECT {cols}, 'child' FROM core.child WHERE person_id = ANY(%(children)s)
+            UNION ALL
+            SELECT {cols.replace("upn, ", "NULL, ", 1)}, 'adult' FROM core.adult WHERE person_id = ANY(%(adults)s)
+            ORDER BY 1""", {"children": children, "adults": adults}).fetchall() if children or adults else []
     return pd.DataFrame(people, columns=matching.CORE_COLUMNS + ["kind"]), tf
 
 
