@@ -253,3 +253,46 @@ def test_name_totals_follow_every_change_of_the_la_children(db):
     db.commit()
     assert cached() == direct() == {"fn": (0, 0), "sn": (0, 0)}
     assert db.execute("SELECT count(*) FROM core.child_name_totals").fetchone()[0] == 2  # older states pruned
+
+
+def test_name_counts_follow_every_change_of_the_la_children(db):
+    """The term-frequency counts per name come from a cache per state of core.child (migration
+    0037): after every kind of change they equal a count over the whole table, a transaction
+    that changed core.child itself sees its own counts (uncached), and a rollback leaves none."""
+    names = (["amelia", "olivia", "noah", "zed"], ["jones", "smith", "zed"])
+
+    def direct():
+        out = {}
+        for col, key, keys in (("fn", "m_fn", names[0]), ("sn", "m_sn", names[1])):
+            out |= {(col, k): int(n) for k, n in db.execute(
+                f"SELECT {key}, count(*) FROM core.child WHERE {key} = ANY(%s) GROUP BY 1", (keys,))}
+        return out
+
+    def cached():
+        return {(col, k): int(n) for col, k, n in db.execute("SELECT * FROM core.child_name_counts(%s, %s)", names)}
+
+    def add(pid, fore, sur):
+        db.execute("INSERT INTO core.child (person_id, forename, surname) VALUES (%s, %s, %s)", (pid, fore, sur))
+
+    assert cached() == direct() == {}
+    for pid, fore, sur in (("P1", "Amelia", "Jones"), ("P2", "Amélia", "JONES"), ("P3", "Olivia", "Smith")):
+        add(pid, fore, sur)
+    db.commit()
+    assert cached() == direct() == {("fn", "amelia"): 2, ("fn", "olivia"): 1, ("sn", "jones"): 2, ("sn", "smith"): 1}
+    assert cached() == direct()  # served from the cache
+    db.execute("UPDATE core.child SET surname = 'Smith' WHERE person_id = 'P1'")
+    db.commit()
+    assert cached() == direct() == {("fn", "amelia"): 2, ("fn", "olivia"): 1, ("sn", "jones"): 1, ("sn", "smith"): 2}
+    add("P4", "Noah", "Smith")  # seen by its own transaction, gone after the rollback
+    assert cached() == direct() == {("fn", "amelia"): 2, ("fn", "olivia"): 1, ("fn", "noah"): 1, ("sn", "jones"): 1,
+                                    ("sn", "smith"): 3}
+    db.rollback()
+    assert cached() == direct() == {("fn", "amelia"): 2, ("fn", "olivia"): 1, ("sn", "jones"): 1, ("sn", "smith"): 2}
+    db.execute("DELETE FROM core.child WHERE person_id = 'P2'")
+    db.commit()
+    assert cached() == direct() == {("fn", "amelia"): 1, ("fn", "olivia"): 1, ("sn", "smith"): 2}
+    db.execute("TRUNCATE core.child CASCADE")
+    db.commit()
+    assert cached() == direct() == {}
+    states = db.execute("SELECT DISTINCT changes FROM core.child_name_count").fetchall()
+    assert len(states) == 1  # older states pruned

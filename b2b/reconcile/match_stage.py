@@ -608,11 +608,13 @@ def term_frequencies(conn: Connection, incoming: Any) -> Any:
     from b2b.matching import name_key
     from b2b.matching.comparisons import TermFrequencies
 
-    counts: dict[str, dict] = {}
-    for col, key, values in (("fn", "m_fn", incoming["forename"]), ("sn", "m_sn", incoming["surname"])):
-        keys = sorted({name_key(v) for v in values.dropna()} - {""})
-        counts[col] = dict(conn.execute(f"SELECT {key}, count(*) FROM core.child WHERE {key} = ANY(%s) GROUP BY 1",
-                                        (keys,)).fetchall())
+    keys = {col: sorted({name_key(v) for v in incoming[name].dropna()} - {""})
+            for col, name in (("fn", "forename"), ("sn", "surname"))}
+    # the counts per name: cached per state of core.child (migration 0037), not a count over
+    # every child bearing one of the run's names (a share of the LA per run)
+    counts: dict[str, dict] = {"fn": {}, "sn": {}}
+    for col, name, n in conn.execute("SELECT * FROM core.child_name_counts(%s, %s)", (keys["fn"], keys["sn"])):
+        counts[col][name] = n
     # the totals over every LA child: cached per state of core.child (migration 0033), not two
     # full scans per run
     totals = {col: (int(n), int(sq)) for col, n, sq in conn.execute("SELECT * FROM core.child_name_totals()")}
