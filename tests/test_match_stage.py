@@ -77,8 +77,9 @@ def test_match_stage_decides_as_the_matcher_does_on_the_whole_la_in_one_call(loa
 
 def test_match_stage_finds_the_matchers_pairs_when_dobs_are_missing_or_typed_wrong(db_url, dataset, monkeypatch):
     """The forename + surname keys (issue 15): with the postcode, with the birthday (a year
-    typed wrong), alone when either record has no DOB. LA children and students without a
-    DOB, and years typed wrong, decide in the DAG path as the matcher does on the whole LA."""
+    typed wrong), across a new year, alone when either record has no DOB. LA children and
+    students without a DOB, years typed wrong and DOBs days apart across a new year decide in
+    the DAG path as the matcher does on the whole LA."""
     import random
 
     sys.path.insert(0, str(ROOT / "bench"))
@@ -86,14 +87,23 @@ def test_match_stage_finds_the_matchers_pairs_when_dobs_are_missing_or_typed_wro
         from bench_matching import DAG_ID, load_dag_db
     finally:
         sys.path.remove(str(ROOT / "bench"))
-    core, inc, _, _ = dataset
+    core, inc, truth, _ = dataset
     core, inc = core.copy(), inc.copy()
     rng = random.Random(7)
+    # days apart across a new year (the LA's DOB or the school's in December), moved, no UPN
+    row = {p: k for k, p in enumerate(core["person_id"])}
+    for n, k in enumerate(rng.sample([k for k, i in enumerate(inc["incoming_id"]) if truth.get(i) in row], 40)):
+        y = int(str(inc.at[k, "dob"])[:4])
+        dec, jan = f"{y}-12-{rng.randint(20, 31)}", f"{y + 1}-01-0{rng.randint(1, 9)}"
+        core.at[row[truth[inc.at[k, "incoming_id"]]], "dob"], inc.at[k, "dob"] = (dec, jan) if n % 2 else (jan, dec)
+        inc.at[k, "postcode"], inc.at[k, "upn"] = "ZZ9 9ZZ", None
     for k in rng.sample(range(len(core)), 120):
         core.at[k, "dob"] = None
     for k in rng.sample(range(len(inc)), 120):
         d = str(inc.at[k, "dob"])
         dob = rng.choice([None, f"{int(d[:4]) + 1}{d[4:]}", f"{int(d[:4]) - 1}{d[4:]}"])
+        if dob and dob[5:10] == "02-29":
+            dob = None  # no 29 February that year
         inc.at[k, "dob"] = dob
         if dob is None and rng.random() < 0.5:
             inc.at[k, "postcode"] = "ZZ9 9ZZ"  # moved, no UPN: only the names are left to pair it

@@ -3,8 +3,9 @@
 Several keys, each an equi-join of the two prepared frames, so a pair is found when any of
 them agrees: UPN; GUID (and GUID links, F16); DOB with surname or forename initial; DOB with
 day and month swapped; surname with birth year and initial; forename and surname with the
-postcode, or with the birthday (day and month: a year typed wrong), or alone when either
-record has no DOB; postcode with birth year; each part of a double-barrelled surname with
+postcode, or with the birthday (day and month: a year typed wrong), or with a December DOB
+and the next birth year (days apart across a new year), or alone when either record has no
+DOB; postcode with birth year; each part of a double-barrelled surname with
 birth year and initial. A key value shared by more than ``block_cap`` LA records is skipped
 (it says nothing).
 
@@ -13,7 +14,8 @@ every namesake of any age, the largest set of a large LA's pairs (6 of 10 per re
 children) and the one growing fastest with it, and a namesake whose DOB is neither the
 record's, nor a form of it (swapped, a digit, the same birthday) is never a candidate the
 decision can link (an incompatible DOB is not eligible; one within 31 days across a new
-year only with an identifier, itself a key, or the same home, the postcode key above).
+year only with an identifier, itself a key, or the same home, the postcode key above; the
+December key keeps such a record in an officer's queue).
 
 The keys are listed once (:data:`KEYS`); two joins read them: pandas merges for large
 frames (``b2b match``, a snapshot's big parts) and dictionaries for small ones (a per-school
@@ -35,13 +37,19 @@ KEYS: tuple[tuple[tuple[str, ...], tuple[str, ...] | None], ...] = (
     (("sn", "year", "fn1"), None),
     (("fn", "sn", "pc"), None),
     (("fn", "sn", "md"), None),
+    (("fn", "sn", "ny"), ("fn", "sn", "year")),
+    (("fn", "sn", "year"), ("fn", "sn", "ny")),
     (("fn", "sn", "no_dob"), ("fn", "sn", "one")),
     (("fn", "sn", "one"), ("fn", "sn", "no_dob")),
     (("pc", "year"), None),
 )
 #: key columns blocking derives from the prepared ``dob_s`` (``YYYYMMDD`` or ""): the birthday
-#: (``MMDD``), "1" for a record without a DOB, "1" for every record ("" is no key value)
-DERIVED = {"md": lambda dob_s: dob_s[4:], "no_dob": lambda dob_s: "" if dob_s else "1", "one": lambda dob_s: "1"}
+#: (``MMDD``); for a DOB in December the next year (0 otherwise: no key value), paired with the
+#: other record's birth year (a DOB days away across a new year); "1" for a record without a
+#: DOB, "1" for every record ("" is no key value)
+DERIVED = {"md": lambda dob_s: dob_s[4:],
+           "ny": lambda dob_s: int(dob_s[:4]) + 1 if dob_s[4:6] == "12" else 0,
+           "no_dob": lambda dob_s: "" if dob_s else "1", "one": lambda dob_s: "1"}
 #: each part (>= 2 letters) of a double-barrelled / hyphenated surname with birth year and initial
 PART_KEY = ("part", "year", "fn1")
 GUID_KEY = ("guid",)

@@ -213,6 +213,8 @@ _KEY_TABLES = {
     "match_k_fsp": "f text, s text, p text",
     "match_k_fsd": "f text, s text, md int",
     "match_k_fs0": "f text, s text",
+    "match_k_fsy": "f text, s text, y int",
+    "match_k_fsn": "f text, s text, y int",
 }
 _CANDIDATES = """
 CREATE TEMP TABLE match_cand ON COMMIT DROP AS
@@ -235,6 +237,11 @@ UNION ALL SELECT k.part, c.person_id FROM match_k_fsp k
 UNION ALL SELECT k.part, c.person_id FROM match_k_fsd k
             JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
                              AND extract(month FROM c.dob) * 100 + extract(day FROM c.dob) = k.md
+UNION ALL SELECT k.part, c.person_id FROM match_k_fsy k
+            JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s AND c.m_year = k.y - 1
+           WHERE extract(month FROM c.dob) = 12
+UNION ALL SELECT k.part, c.person_id FROM match_k_fsn k
+            JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s AND c.m_year = k.y
 UNION ALL SELECT k.part, c.person_id FROM match_k_fs k JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
            WHERE c.dob IS NULL
 UNION ALL SELECT k.part, c.person_id FROM match_k_fs0 k JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
@@ -440,13 +447,20 @@ def _key_rows(parts: list[Any]) -> dict[str, dict[tuple, None]]:
             for p in norm(surname_parts, sur) or ():
                 add("match_k_pyf", k, p, year, fi)
             add("match_k_py", k, pc, year)
-            # forename + surname with the postcode, with the birthday, or alone when either
-            # record has no DOB (blocking.KEYS): every student's names meet the LA children
-            # without a DOB (match_k_fs); a student without a DOB meets every namesake (match_k_fs0)
+            # forename + surname with the postcode, with the birthday, across a new year, or
+            # alone when either record has no DOB (blocking.KEYS): every student's names meet
+            # the LA children without a DOB (match_k_fs); a student without a DOB meets every
+            # namesake (match_k_fs0)
             add("match_k_fs", k, fn, sn)
             add("match_k_fsp", k, fn, sn, pc)
             if h:
                 add("match_k_fsd", k, fn, sn, 100 * m + d)
+                # a DOB days away across a new year: an LA child born in the December before
+                # the student's birth year (fsy); for a student born in December, LA children
+                # born the next year (fsn)
+                add("match_k_fsy", k, fn, sn, y)
+                if m == 12:
+                    add("match_k_fsn", k, fn, sn, y + 1)
             else:
                 add("match_k_fs0", k, fn, sn)
     return rows
