@@ -150,3 +150,56 @@ def test_school_contacts_match_the_adults_the_la_loaded(db, db_url, tmp_path, mo
               and kind == "adult"]
     assert len(linked) >= 0.5 * sum(1 for cid, *_ in got if truth.get(cid) in held)
     assert all(truth[cid] == pid for cid, pid in linked), "a carer was linked to the wrong adult"
+
+
+def test_carer_candidates_decide_as_every_person_sharing_a_surname_or_postcode(db):
+    """Issue 15: the carers' candidates are only the people a contact's forename + surname can
+    pair (a contact has no DOB, UPN or GUID), not everyone sharing its surname or postcode; the
+    decisions, scores and explanations are those the matcher gives over that whole set (its
+    name frequencies included: a forename common among the neighbours weighs less)."""
+    import random
+
+    from b2b import matching
+    from b2b.reconcile.match_stage import carer_candidates
+
+    rng = random.Random(5)
+    fore = ["Sam", "Jane", "Ann", "Tom", "Zoë", "Lee"]
+    sur = ["Hill", "O'Neil", "Smith", "Hill-Brown", "Ng"]
+    pcs = ["CT2 7XY", "CT1 1AA", "ME4 4QQ"]
+    kids, adults = [], []
+    for k in range(120):
+        row = (f"P{k}", rng.choice(fore), rng.choice(sur), rng.choice("MF"), rng.choice(pcs), str(rng.randint(1, 9)))
+        (kids if k % 2 else adults).append(row)
+    adults.append(("U1", "Rowena", "Hill", "F", "CT2 7XY", "4"))  # a name of her own: matched
+    for pid, f, s, g, pc, paon in kids:
+        db.execute("""INSERT INTO core.child (person_id, forename, surname, gender, dob, paon, street, postcode)
+                      VALUES (%s, %s, %s, %s, %s, %s, 'Elm Way', %s)""",
+                   (pid, f, s, g, rng.choice(["1990-01-02", "2001-05-06", "2020-07-08"]), paon, pc))
+    for pid, f, s, g, pc, paon in adults:
+        db.execute("""INSERT INTO core.adult (person_id, forename, surname, gender, dob, paon, street, postcode)
+                      VALUES (%s, %s, %s, %s, '1980-03-04', %s, 'Elm Way', %s)""", (pid, f, s, g, paon, pc))
+    contacts = pd.DataFrame([dict(incoming_id=f"c{k}", base_id="8862003", forename=rng.choice(fore),
+                                  surname=rng.choice(sur[:3]), gender=rng.choice("MF"), postcode=rng.choice(pcs[:2]),
+                                  address_line1=f"{rng.randint(1, 9)} Elm Way") for k in range(25)]
+                            + [dict(incoming_id="c-rowena", base_id="8862003", forename="Rowena", surname="Hill",
+                                    gender="F", postcode="CT2 7XY", address_line1="4 Elm Way")],
+                            columns=INCOMING_COLUMNS)
+    asof, carer_min = END.date(), 16
+    core, tf = carer_candidates(db, contacts, asof, carer_min)
+    sns = sorted({matching.name_key(v) for v in contacts["surname"]})
+    pcs_k = sorted({matching.postcode_key(v) for v in contacts["postcode"]})
+    cols = "person_id, upn, NULL::text, forename, middle_names, surname, gender, dob, postcode, concat_ws(' ', paon, street)"
+    everyone = pd.DataFrame(db.execute(
+        f"""SELECT {cols} FROM core.child WHERE active AND (m_sn = ANY(%(sns)s) OR m_pc = ANY(%(pcs)s))
+                AND dob <= (%(asof)s::date - make_interval(years => %(min)s))
+            UNION ALL
+            SELECT {cols.replace('upn, ', 'NULL, ', 1)} FROM core.adult
+             WHERE regexp_replace(lower(surname), '[^a-z]', '', 'g') = ANY(%(sns)s)
+                OR upper(replace(postcode, ' ', '')) = ANY(%(pcs)s)
+            ORDER BY 1""", {"sns": sns, "pcs": pcs_k, "asof": asof, "min": carer_min}).fetchall(), columns=CORE_COLUMNS)
+    assert 0 < len(core) < len(everyone)
+    cfg = MatchConfig(guidmatch=False, dob_required=False)
+    got = match(core[CORE_COLUMNS], contacts, cfg, min_age=carer_min, as_of=asof, tf=tf)
+    want = match(everyone, contacts, cfg, min_age=carer_min, as_of=asof)
+    pd.testing.assert_frame_equal(got, want)
+    assert {"matched", "possible"} <= set(got["status"])

@@ -69,14 +69,59 @@ def test_match_stage_decides_as_the_matcher_does_on_the_whole_la_in_one_call(loa
     """Every results.match row (status, child, rule, score, explanation) equals the decision of
     ``b2b.matching.match`` given the whole LA and every student at once (what ``b2b match``
     does), whether the run is matched in one part or in many."""
+    url, dag_id = loaded
+    statuses = stage_decides_as_the_matcher(url, dag_id, len(dataset[1]), monkeypatch)
+    # the data exercises every outcome
+    assert statuses == {"matched", "matched_with_conflicts", "possible", "unmatched"}
+
+
+def test_match_stage_finds_the_matchers_pairs_when_dobs_are_missing_or_typed_wrong(db_url, dataset, monkeypatch):
+    """The forename + surname keys (issue 15): with the postcode, with the birthday (a year
+    typed wrong), across a new year, alone when either record has no DOB. LA children and
+    students without a DOB, years typed wrong and DOBs days apart across a new year decide in
+    the DAG path as the matcher does on the whole LA."""
+    import random
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from bench_matching import DAG_ID, load_dag_db
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    core, inc, truth, _ = dataset
+    core, inc = core.copy(), inc.copy()
+    rng = random.Random(7)
+    # days apart across a new year (the LA's DOB or the school's in December), moved, no UPN
+    row = {p: k for k, p in enumerate(core["person_id"])}
+    for n, k in enumerate(rng.sample([k for k, i in enumerate(inc["incoming_id"]) if truth.get(i) in row], 40)):
+        y = int(str(inc.at[k, "dob"])[:4])
+        dec, jan = f"{y}-12-{rng.randint(20, 31)}", f"{y + 1}-01-0{rng.randint(1, 9)}"
+        core.at[row[truth[inc.at[k, "incoming_id"]]], "dob"], inc.at[k, "dob"] = (dec, jan) if n % 2 else (jan, dec)
+        inc.at[k, "postcode"], inc.at[k, "upn"] = "ZZ9 9ZZ", None
+    for k in rng.sample(range(len(core)), 120):
+        core.at[k, "dob"] = None
+    for k in rng.sample(range(len(inc)), 120):
+        d = str(inc.at[k, "dob"])
+        dob = rng.choice([None, f"{int(d[:4]) + 1}{d[4:]}", f"{int(d[:4]) - 1}{d[4:]}"])
+        if dob and dob[5:10] == "02-29":
+            dob = None  # no 29 February that year
+        inc.at[k, "dob"] = dob
+        if dob is None and rng.random() < 0.5:
+            inc.at[k, "postcode"] = "ZZ9 9ZZ"  # moved, no UPN: only the names are left to pair it
+            inc.at[k, "upn"] = None
+    load_dag_db(core, inc, db_url)
+    statuses = stage_decides_as_the_matcher(db_url, DAG_ID, len(inc), monkeypatch)
+    assert {"matched", "possible", "unmatched"} <= statuses
+
+
+def stage_decides_as_the_matcher(url, dag_id, n_students, monkeypatch) -> set:
+    """Every results.match row of the stage, in one part, in many and by hash joins, equals
+    the decision of ``b2b.matching.match`` on the whole LA; returns the statuses seen."""
     import pandas as pd
     import psycopg
 
     from b2b import matching
-    from b2b.reconcile.match_stage import CORE_SELECT, incoming_frame, term_frequencies
-
-    url, dag_id = loaded
     from b2b.reconcile import match_stage
+    from b2b.reconcile.match_stage import CORE_SELECT, incoming_frame, term_frequencies
 
     counts, many = stage_rows(url, dag_id, 100, monkeypatch)  # 6 schools of ~150: one part per school
     assert counts["parts"] == 6
@@ -88,7 +133,7 @@ def test_match_stage_decides_as_the_matcher_does_on_the_whole_la_in_one_call(loa
     monkeypatch.setattr(match_stage, "SMALL_RUN_STUDENTS", 0)
     _, hashed = stage_rows(url, dag_id, 100, monkeypatch)
     assert hashed == one
-    assert counts["students"] == len(one) == len(dataset[1])
+    assert counts["students"] == len(one) == n_students
     with psycopg.connect(url) as conn:
         files = [r[0] for r in conn.execute("SELECT file_id FROM raw.inbound_file")]
         conn.execute("DELETE FROM core.child_link WHERE file_id = ANY(%s)", (files,))  # as before the stage
@@ -106,8 +151,7 @@ def test_match_stage_decides_as_the_matcher_does_on_the_whole_la_in_one_call(loa
         assert (score is None and pd.isna(w["score"])) or float(score) == pytest.approx(float(w["score"])), iid
         assert expl == json.loads(w["explanation"]), iid
         statuses.add(status)
-    # the data exercises every outcome
-    assert statuses == {"matched", "matched_with_conflicts", "possible", "unmatched"}
+    return statuses
 
 
 def test_match_stage_hides_only_unmatched_students_older_than_b2b_s_age(loaded, monkeypatch):
@@ -303,3 +347,56 @@ def test_a_twin_on_another_roll_is_never_linked_on_overwhelming_evidence_whichev
         assert rows["g-iska"][:2] == ("possible", "P1")
         assert rows["g-iska"][2]["why_not_auto"] == ["linked_elsewhere"]
     assert links == [("g-isla", "P1")]
+
+def test_name_counts_follow_every_change_of_the_la_children(db):
+    """The term-frequency counts per name come from a cache per state of core.child (migration
+    0037): after every kind of change they equal a count over the whole table, a transaction
+    that changed core.child itself sees its own counts (uncached), and a rollback leaves none."""
+    names = (["amelia", "olivia", "noah", "zed"], ["jones", "smith", "zed"])
+
+    def direct():
+        out = {}
+        for col, key, keys in (("fn", "m_fn", names[0]), ("sn", "m_sn", names[1])):
+            out |= {(col, k): int(n) for k, n in db.execute(
+                f"SELECT {key}, count(*) FROM core.child WHERE {key} = ANY(%s) GROUP BY 1", (keys,))}
+        return out
+
+    def cached():
+        return {(col, k): int(n) for col, k, n in db.execute("SELECT * FROM core.child_name_counts(%s, %s)", names)}
+
+    def add(pid, fore, sur):
+        db.execute("INSERT INTO core.child (person_id, forename, surname) VALUES (%s, %s, %s)", (pid, fore, sur))
+
+    assert cached() == direct() == {}
+    for pid, fore, sur in (("P1", "Amelia", "Jones"), ("P2", "Amélia", "JONES"), ("P3", "Olivia", "Smith")):
+        add(pid, fore, sur)
+    db.commit()
+    assert cached() == direct() == {("fn", "amelia"): 2, ("fn", "olivia"): 1, ("sn", "jones"): 2, ("sn", "smith"): 1}
+    assert cached() == direct()  # served from the cache
+    db.execute("UPDATE core.child SET surname = 'Smith' WHERE person_id = 'P1'")
+    db.commit()
+    assert cached() == direct() == {("fn", "amelia"): 2, ("fn", "olivia"): 1, ("sn", "jones"): 1, ("sn", "smith"): 2}
+    add("P4", "Noah", "Smith")  # seen by its own transaction, gone after the rollback
+    assert cached() == direct() == {("fn", "amelia"): 2, ("fn", "olivia"): 1, ("fn", "noah"): 1, ("sn", "jones"): 1,
+                                    ("sn", "smith"): 3}
+    db.rollback()
+    assert cached() == direct() == {("fn", "amelia"): 2, ("fn", "olivia"): 1, ("sn", "jones"): 1, ("sn", "smith"): 2}
+    db.execute("DELETE FROM core.child WHERE person_id = 'P2'")
+    db.commit()
+    assert cached() == direct() == {("fn", "amelia"): 1, ("fn", "olivia"): 1, ("sn", "smith"): 2}
+    db.execute("TRUNCATE core.child CASCADE")
+    db.commit()
+    assert cached() == direct() == {}
+    states = db.execute("SELECT DISTINCT changes FROM core.child_name_count").fetchall()
+    assert len(states) == 1  # older states pruned
+    # Delete Files prunes the noted changes (migration 0041): the state number is kept, the
+    # counts still follow every change (a count cached for an old state is never served)
+    add("P5", "Noah", "Smith")
+    db.commit()
+    assert cached() == direct() == {("fn", "noah"): 1, ("sn", "smith"): 1}
+    assert db.execute("SELECT core.prune_child_change()").fetchone()[0] >= 5
+    db.commit()
+    assert cached() == direct() == {("fn", "noah"): 1, ("sn", "smith"): 1}
+    add("P6", "Zed", "Zed")
+    db.commit()
+    assert cached() == direct() == {("fn", "noah"): 1, ("fn", "zed"): 1, ("sn", "smith"): 1, ("sn", "zed"): 1}

@@ -93,6 +93,41 @@ def test_small_blocking_finds_the_pandas_pairs_in_the_same_order(data):
             assert len(big) or len(batch) < 3
 
 
+def test_namesakes_pair_only_by_postcode_birthday_or_a_missing_dob():
+    """Forename + surname alone is a key only when a record has no DOB (issue 15): a namesake
+    of another age and home is no candidate; the same names at the same postcode, on the same
+    birthday (a year typed wrong), born in the December before the other's birth year (days
+    apart across a new year), or without a DOB on either side are, on both joins."""
+    core = pd.DataFrame([
+        dict(person_id="home", forename="Ava", surname="Hill", dob="2014-02-03", postcode="CT1 2AB"),
+        dict(person_id="birthday", forename="Ava", surname="Hill", dob="2015-03-04", postcode="ME1 1AA"),
+        dict(person_id="other", forename="Ava", surname="Hill", dob="2016-07-08", postcode="ME2 2BB"),
+        dict(person_id="no-dob", forename="Ava", surname="Hill", dob=None, postcode="ME3 3CC"),
+        dict(person_id="december", forename="Ava", surname="Hill", dob="2018-12-28", postcode="ME4 4DD"),
+    ], columns=["person_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob", "postcode",
+                "address_line1"])
+    inc = pd.DataFrame([
+        dict(incoming_id="a", base_id="1", forename="Ava", surname="Hill", dob="2019-03-04", postcode="CT1 2AB"),
+        dict(incoming_id="b", base_id="1", forename="Ava", surname="Hill", dob=None, postcode="TN1 1AA"),
+        dict(incoming_id="c", base_id="1", forename="Ava", surname="Hill", dob="2016-12-30", postcode="TN2 2BB"),
+    ], columns=["incoming_id", "base_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob",
+                "postcode", "address_line1"])
+    pcore, pinc = normalise.prepare(core, "person_id"), normalise.prepare(inc, "incoming_id")
+    fast = blocking._pairs_small(pcore, pinc, MatchConfig(), None)
+    pd.testing.assert_frame_equal(fast, blocking.candidate_pairs(pcore, pinc, MatchConfig()))
+    try:
+        small_rows, blocking.SMALL_ROWS = blocking.SMALL_ROWS, -1
+        big = blocking.candidate_pairs(pcore, pinc, MatchConfig())
+    finally:
+        blocking.SMALL_ROWS = small_rows
+    pd.testing.assert_frame_equal(fast, big)
+    got = {(pinc["id"][i], pcore["id"][c]) for c, i in zip(big["ci"], big["ii"])}
+    # "a" (2019) and the LA's December 2018 child; "c" (December 2016) and the LA's 2017 child
+    assert got == {("a", "home"), ("a", "birthday"), ("a", "no-dob"), ("a", "december"),
+                   ("b", "home"), ("b", "birthday"), ("b", "other"), ("b", "no-dob"), ("b", "december"),
+                   ("c", "no-dob"), ("c", "other")}
+
+
 def decide_both(core, batch, pandas_only, monkeypatch, **kw):
     fast = match(core, batch, **kw)
     with monkeypatch.context() as m:

@@ -2,9 +2,20 @@
 
 Several keys, each an equi-join of the two prepared frames, so a pair is found when any of
 them agrees: UPN; GUID (and GUID links, F16); DOB with surname or forename initial; DOB with
-day and month swapped; surname with birth year and initial; forename with surname; postcode
-with birth year; each part of a double-barrelled surname with birth year and initial. A key
-value shared by more than ``block_cap`` LA records is skipped (it says nothing).
+day and month swapped; surname with birth year and initial; forename and surname with the
+postcode, or with the birthday (day and month: a year typed wrong), or with a December DOB
+and the next birth year (days apart across a new year), or alone when either record has no
+DOB; postcode with birth year; each part of a double-barrelled surname with
+birth year and initial. A key value shared by more than ``block_cap`` LA records is skipped
+(it says nothing).
+
+Forename + surname alone is not a key when both records have a DOB (issue 15): it paired
+every namesake of any age, the largest set of a large LA's pairs (6 of 10 per record at 80k
+children) and the one growing fastest with it, and a namesake whose DOB is neither the
+record's, nor a form of it (swapped, a digit, the same birthday) is never a candidate the
+decision can link (an incompatible DOB is not eligible; one within 31 days across a new
+year only with an identifier, itself a key, or the same home, the postcode key above; the
+December key keeps such a record in an officer's queue).
 
 The keys are listed once (:data:`KEYS`); two joins read them: pandas merges for large
 frames (``b2b match``, a snapshot's big parts) and dictionaries for small ones (a per-school
@@ -24,7 +35,12 @@ KEYS: tuple[tuple[tuple[str, ...], tuple[str, ...] | None], ...] = (
     (("dob_s", "fn1"), None),
     (("dob_s", "sn1"), ("dob_swap", "sn1")),
     (("sn", "year", "fn1"), None),
-    (("fn", "sn"), None),
+    (("fn", "sn", "pc"), None),
+    (("fn", "sn", "md"), None),
+    (("fn", "sn", "ny"), ("fn", "sn", "year")),
+    (("fn", "sn", "year"), ("fn", "sn", "ny")),
+    (("fn", "sn", "no_dob"), ("fn", "sn", "one")),
+    (("fn", "sn", "one"), ("fn", "sn", "no_dob")),
     (("pc", "year"), None),
     # issue 14 (no identifiers): the postcode unit with an initial (a DOB or a name mistyped),
     # and forename and surname entered the other way round (the DOB with the other initial)
@@ -32,6 +48,13 @@ KEYS: tuple[tuple[tuple[str, ...], tuple[str, ...] | None], ...] = (
     (("pc", "fn1"), None),
     (("dob_s", "sn1"), ("dob_s", "fn1")),
 )
+#: key columns blocking derives from the prepared ``dob_s`` (``YYYYMMDD`` or ""): the birthday
+#: (``MMDD``); for a DOB in December the next year (0 otherwise: no key value), paired with the
+#: other record's birth year (a DOB days away across a new year); "1" for a record without a
+#: DOB, "1" for every record ("" is no key value)
+DERIVED = {"md": lambda dob_s: dob_s[4:],
+           "ny": lambda dob_s: int(dob_s[:4]) + 1 if dob_s[4:6] == "12" else 0,
+           "no_dob": lambda dob_s: "" if dob_s else "1", "one": lambda dob_s: "1"}
 #: each part (>= 2 letters) of a double-barrelled / hyphenated surname with birth year and initial
 PART_KEY = ("part", "year", "fn1")
 GUID_KEY = ("guid",)
@@ -49,12 +72,20 @@ def candidate_pairs(core: Any, inc: Any, cfg: Any, links: Any = None) -> Any:
 
     frames = []
 
+    def columns(frame: Any, keys: list[str]) -> Any:
+        """``frame[keys]``, the :data:`DERIVED` columns computed."""
+        out = frame[[k for k in keys if k not in DERIVED]].copy()
+        for k in keys:
+            if k in DERIVED:
+                out[k] = frame["dob_s"].map(DERIVED[k])
+        return out[keys]
+
     def block(keys_core: list[str], keys_inc: list[str] | None = None, core_df: Any = None,
               inc_df: Any = None) -> None:
         keys_inc = keys_inc or keys_core
-        c = (core_df if core_df is not None else core)[keys_core].copy()
+        c = columns(core_df if core_df is not None else core, keys_core)
         c["ci"] = c.index
-        i = (inc_df if inc_df is not None else inc)[keys_inc].copy()
+        i = columns(inc_df if inc_df is not None else inc, keys_inc)
         i["ii"] = i.index
         i.columns = keys_core + ["ii"]
         for k in keys_core:
@@ -102,7 +133,10 @@ def _pairs_small(core: Any, inc: Any, cfg: Any, links: Any) -> Any:
 
     def col(side: str, name: str) -> list:
         if (side, name) not in cols:
-            cols[side, name] = (core if side == "c" else inc)[name].tolist()
+            if name in DERIVED:
+                cols[side, name] = [DERIVED[name](v) for v in col(side, "dob_s")]
+            else:
+                cols[side, name] = (core if side == "c" else inc)[name].tolist()
         return cols[side, name]
 
     ci_idx = core.index.tolist()
@@ -119,15 +153,17 @@ def _pairs_small(core: Any, inc: Any, cfg: Any, links: Any) -> Any:
                 by_key.setdefault(k, []).append(r)
         if not by_key:
             return
+        # only the LA rows some incoming row shares its key with matter (their key is present
+        # too): counted for the cap, in LA order; the rest of a large LA side is one lookup a row
         size: dict[tuple, int] = {}
         kept = []
         for k, r in zip(ckeys, crows):
-            if all(_present(v) for v in k):
+            if k in by_key:
                 size[k] = size.get(k, 0) + 1
                 kept.append((k, r))
         for k, r in kept:
-            hits = by_key.get(k)
-            if hits is None or size[k] > cfg.block_cap:
+            hits = by_key[k]
+            if size[k] > cfg.block_cap:
                 continue
             for i in hits:
                 if (r, i) not in seen:

@@ -277,6 +277,11 @@ _KEY_TABLES = {
     "match_k_fs": "f text, s text",
     "match_k_ps": "p text, l text",
     "match_k_pf": "p text, l text",
+    "match_k_fsp": "f text, s text, p text",
+    "match_k_fsd": "f text, s text, md int",
+    "match_k_fs0": "f text, s text",
+    "match_k_fsy": "f text, s text, y int",
+    "match_k_fsn": "f text, s text, y int",
 }
 _CANDIDATES = """
 CREATE TEMP TABLE match_cand ON COMMIT DROP AS
@@ -294,7 +299,19 @@ UNION ALL SELECT k.part, c.person_id FROM core.child c CROSS JOIN LATERAL unnest
             JOIN match_k_pyf k ON cp.p = k.p AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
            WHERE cardinality(c.m_sn_parts) > 1
 UNION ALL SELECT k.part, c.person_id FROM match_k_py k JOIN core.child c ON c.m_pc = k.p AND c.m_year = k.y
+UNION ALL SELECT k.part, c.person_id FROM match_k_fsp k
+            JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s AND c.m_pc = k.p
+UNION ALL SELECT k.part, c.person_id FROM match_k_fsd k
+            JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
+                             AND extract(month FROM c.dob) * 100 + extract(day FROM c.dob) = k.md
+UNION ALL SELECT k.part, c.person_id FROM match_k_fsy k
+            JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s AND c.m_year = k.y - 1
+           WHERE extract(month FROM c.dob) = 12
+UNION ALL SELECT k.part, c.person_id FROM match_k_fsn k
+            JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s AND c.m_year = k.y
 UNION ALL SELECT k.part, c.person_id FROM match_k_fs k JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
+           WHERE c.dob IS NULL
+UNION ALL SELECT k.part, c.person_id FROM match_k_fs0 k JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
 UNION ALL SELECT k.part, c.person_id FROM match_k_ps k JOIN core.child c ON c.m_pc = k.p AND left(c.m_sn, 1) = k.l
 UNION ALL SELECT k.part, c.person_id FROM match_k_pf k JOIN core.child c ON c.m_pc = k.p AND left(c.m_fn, 1) = k.l
 ) u"""
@@ -379,14 +396,18 @@ def _one_small_part(conn: Connection, part: Any, *, prepared: bool) -> tuple[Any
     # index probes per key, never a hash join over the whole LA per key (at 80k children, 400
     # students: 135-180 ms vs 240-290 ms; 3 students: the same); never a generic plan either
     # (prepare=False: a cached plan for arrays of unknown size took 45 ms for 3 students, not 10)
-    hashjoin, mergejoin = one(conn, "SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')")
-    conn.execute("SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)")
+    # (and no parallel workers: ~20 ms of their start-up per run at 80k children, 2 cores)
+    hashjoin, mergejoin, workers = one(conn, "SELECT current_setting('enable_hashjoin'), "
+                                       "current_setting('enable_mergejoin'), "
+                                       "current_setting('max_parallel_workers_per_gather')")
+    conn.execute("SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true), "
+                 "set_config('max_parallel_workers_per_gather', '0', true)")
     core = pd.DataFrame(conn.execute(
         f"""SELECT {CORE_SELECT} FROM core.child c
              WHERE c.active AND c.person_id IN (SELECT v.person_id FROM ({cand}) v)
              ORDER BY c.person_id""", params, prepare=False).fetchall(), columns=matching.CORE_COLUMNS)
-    conn.execute("SELECT set_config('enable_hashjoin', %s, true), set_config('enable_mergejoin', %s, true)",
-                 (hashjoin, mergejoin))
+    conn.execute("SELECT set_config('enable_hashjoin', %s, true), set_config('enable_mergejoin', %s, true), "
+                 "set_config('max_parallel_workers_per_gather', %s, true)", (hashjoin, mergejoin, workers))
     links_sql, lp = _as_arrays(_LINKS, {"match_in": rows["match_in"]})
     rejected_sql, rp = _as_arrays(_REJECTED, {"match_in": rows["match_in"]})
     links = pd.DataFrame(conn.execute(links_sql, lp, prepare=False).fetchall(),
@@ -496,9 +517,24 @@ def _key_rows(parts: list[Any]) -> dict[str, dict[tuple, None]]:
             for p in norm(surname_parts, sur) or ():
                 add("match_k_pyf", k, p, year, fi)
             add("match_k_py", k, pc, year)
+            # forename + surname with the postcode, with the birthday, across a new year, or
+            # alone when either record has no DOB (blocking.KEYS): every student's names meet
+            # the LA children without a DOB (match_k_fs); a student without a DOB meets every
+            # namesake (match_k_fs0)
             add("match_k_fs", k, fn, sn)
             add("match_k_ps", k, pc, si)
             add("match_k_pf", k, pc, fi)
+            add("match_k_fsp", k, fn, sn, pc)
+            if h:
+                add("match_k_fsd", k, fn, sn, 100 * m + d)
+                # a DOB days away across a new year: an LA child born in the December before
+                # the student's birth year (fsy); for a student born in December, LA children
+                # born the next year (fsn)
+                add("match_k_fsy", k, fn, sn, y)
+                if m == 12:
+                    add("match_k_fsn", k, fn, sn, y + 1)
+            else:
+                add("match_k_fs0", k, fn, sn)
     return rows
 
 
@@ -563,24 +599,10 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
     if not rows:
         return {"contacts": 0, "matched": 0, "possible": 0}
     contacts = pd.DataFrame(rows, columns=matching.INCOMING_COLUMNS + ["file_id", "student_guid", "contact_id"])
-    sns = sorted({matching.name_key(v) for v in contacts["surname"].dropna()} - {""})
-    pcs = sorted({matching.postcode_key(v) for v in contacts["postcode"].dropna()} - {""})
-    norm_sn = "regexp_replace(lower(surname), '[^a-z]', '', 'g')"
-    cols = "person_id, upn, NULL::text, forename, middle_names, surname, gender, dob, postcode, " \
-           "concat_ws(' ', paon, street)"
-    people = conn.execute(
-        f"""SELECT {cols}, 'child' FROM core.child WHERE active AND (m_sn = ANY(%(sns)s) OR m_pc = ANY(%(pcs)s))
-                AND dob <= (%(asof)s::date - make_interval(years => %(min)s))
-            UNION ALL
-            SELECT person_id, NULL, NULL, forename, middle_names, surname, gender, dob, postcode,
-                   concat_ws(' ', paon, street), 'adult'
-              FROM core.adult WHERE {norm_sn} = ANY(%(sns)s) OR upper(replace(postcode, ' ', '')) = ANY(%(pcs)s)
-            ORDER BY 1""",
-        {"sns": sns, "pcs": pcs, "asof": ctx.window_end.date(), "min": settings.carer_min}).fetchall()
-    core = pd.DataFrame(people, columns=matching.CORE_COLUMNS + ["kind"])
+    core, tf = carer_candidates(conn, contacts, ctx.window_end.date(), settings.carer_min)
     cfg = matching.MatchConfig(guidmatch=False, dob_required=False)
     decided = matching.match(core[matching.CORE_COLUMNS], contacts[matching.INCOMING_COLUMNS], cfg,
-                             min_age=settings.carer_min, as_of=ctx.window_end.date())
+                             min_age=settings.carer_min, as_of=ctx.window_end.date(), tf=tf)
     kind = dict(zip(core["person_id"].tolist(), core["kind"].tolist()))
     d = {r[0]: r[1:] for r in zip(*(decided[c].tolist() for c in ("incoming_id", "person_id", "status", "rule",
                                                                    "score", "explanation")))}
@@ -598,22 +620,106 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
             "possible": counts.get("possible", 0)}
 
 
+#: the LA people a school contact can be matched to (F14): LA children at least CARER_MIN years
+#: old on the day, and LA adults; ``{where_child}`` / ``{where_adult}`` select among them
+_CARER_PEOPLE = """
+    SELECT {child_cols} FROM core.child
+     WHERE active AND dob <= (%(asof)s::date - make_interval(years => %(min)s)) AND {where_child}
+    UNION ALL
+    SELECT {adult_cols} FROM core.adult WHERE {where_adult}"""
+#: the contacts' surnames or home postcodes (the people whose name frequencies the carers' score uses)
+_CARER_NEAR_CHILD = "(m_sn = ANY(%(sns)s) OR m_pc = ANY(%(pcs)s))"
+_CARER_NEAR_ADULT = ("(regexp_replace(lower(surname), '[^a-z]', '', 'g') = ANY(%(sns)s) "
+                     "OR upper(replace(postcode, ' ', '')) = ANY(%(pcs)s))")
+
+
+def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int) -> tuple[Any, Any]:
+    """The LA people the contacts can be paired with, and the name frequencies to score them.
+
+    A contact has no DOB, UPN or GUID, so of the matcher's blocking keys (``blocking.KEYS``) only
+    forename + surname and the postcode with either initial can pair it: the candidates are the
+    people (of those sharing a contact's surname or home postcode) whose normalised forename and
+    surname are a contact's, or who live at its postcode with its forename or surname initial, not every
+    one of them (that set grows with the LA: ~1,000 people per school run at 20k children, all
+    read and prepared for a handful of pairs). The name frequencies stay those of the whole set
+    (the term-frequency adjustment the decisions were made with): counted from its distinct
+    (forename, surname) texts, normalised by the matcher's own ``name_key`` (issue 15)."""
+    import pandas as pd
+
+    from b2b import matching
+    from b2b.matching.comparisons import TermFrequencies
+
+    sns = sorted({matching.name_key(v) for v in contacts["surname"].dropna()} - {""})
+    pcs = sorted({matching.postcode_key(v) for v in contacts["postcode"].dropna()} - {""})
+    params = {"sns": sns, "pcs": pcs, "asof": asof, "min": carer_min}
+    # per distinct (forename, surname): how many, and who (children, adults)
+    names = conn.execute(
+        "SELECT forename, surname, count(*), array_agg(person_id) FILTER (WHERE kind = 'child'), "
+        "array_agg(person_id) FILTER (WHERE kind = 'adult') FROM (" + _CARER_PEOPLE.format(
+            child_cols="forename, surname, person_id, 'child' AS kind",
+            adult_cols="forename, surname, person_id, 'adult'",
+            where_child=_CARER_NEAR_CHILD, where_adult=_CARER_NEAR_ADULT) + ") p GROUP BY 1, 2",
+        params).fetchall()
+    keys = {(matching.name_key(f), matching.name_key(s)) for f, s in zip(contacts["forename"], contacts["surname"])}
+    counts: dict[str, dict[str, int]] = {"fn": {}, "sn": {}}
+    memo: dict[Any, str] = {}
+
+    def key(v: Any) -> str:
+        if v not in memo:
+            memo[v] = matching.name_key(v)
+        return memo[v]
+
+    children: list[str] = []
+    adults: list[str] = []
+    for f, s, n, cids, aids in names:
+        kf, ks = key(f), key(s)
+        for col, k in (("fn", kf), ("sn", ks)):
+            if k:
+                counts[col][k] = counts[col].get(k, 0) + n
+        if kf and ks and (kf, ks) in keys:  # the forename + surname key (both present)
+            children += cids or ()
+            adults += aids or ()
+    # the postcode with either initial (blocking.KEYS): the people at a contact's home postcode
+    # whose forename or surname starts as the contact's does
+    near = {(matching.postcode_key(p), key(f)[:1], key(s)[:1])
+            for f, s, p in zip(contacts["forename"], contacts["surname"], contacts["postcode"]) if isinstance(p, str)}
+    initials = {(pc, i) for pc, fi, si in near for i in ((fi, "f"), (si, "s")) if pc and i[0]}
+    if initials:
+        for pid, f, s, pc, kind in conn.execute(
+                "SELECT person_id, forename, surname, postcode, kind FROM (" + _CARER_PEOPLE.format(
+                    child_cols="person_id, forename, surname, postcode, 'child' AS kind",
+                    adult_cols="person_id, forename, surname, postcode, 'adult'",
+                    where_child="m_pc = ANY(%(pcs)s)",
+                    where_adult="upper(replace(postcode, ' ', '')) = ANY(%(pcs)s)") + ") p", params).fetchall():
+            pc = matching.postcode_key(pc)
+            if (pc, (key(f)[:1], "f")) in initials or (pc, (key(s)[:1], "s")) in initials:
+                (children if kind == "child" else adults).append(pid)
+    children, adults = sorted(set(children)), sorted(set(adults))
+    tf = TermFrequencies(counts, {col: (sum(c.values()), sum(v * v for v in c.values())) for col, c in counts.items()})
+    cols = "person_id, upn, NULL::text, forename, middle_names, surname, gender, dob, postcode, concat_ws(' ', paon, street)"
+    people = conn.execute(
+        f"""SELECT {cols}, 'child' FROM core.child WHERE person_id = ANY(%(children)s)
+            UNION ALL
+            SELECT {cols.replace("upn, ", "NULL, ", 1)}, 'adult' FROM core.adult WHERE person_id = ANY(%(adults)s)
+            ORDER BY 1""", {"children": children, "adults": adults}).fetchall() if children or adults else []
+    return pd.DataFrame(people, columns=matching.CORE_COLUMNS + ["kind"]), tf
+
+
 def term_frequencies(conn: Connection, incoming: Any) -> Any:
     """The LA's name frequencies for these students' names (counted over every LA child, as
     ``b2b match`` counts them over the whole CORE.csv), for the term-frequency adjustment."""
     from b2b.matching import name_key
     from b2b.matching.comparisons import TermFrequencies
 
-    keys = {col: sorted({name_key(v) for v in values.dropna()} - {""})
-            for col, values in (("fn", incoming["forename"]), ("sn", incoming["surname"]))}
-    # one statement: the run's name counts, and the totals over every LA child (cached per state
-    # of core.child, migration 0033, not two full scans per run)
+    keys = {col: sorted({name_key(v) for v in incoming[name].dropna()} - {""})
+            for col, name in (("fn", "forename"), ("sn", "surname"))}
+    # one statement: the counts per name, cached per state of core.child (migration 0037), not
+    # a count over every child bearing one of the run's names (a share of the LA per run); and
+    # the totals over every LA child (cached likewise, migration 0033)
     counts: dict[str, dict] = {"fn": {}, "sn": {}}
     totals = {}
     for kind, col, value, n, sq in conn.execute(
-            """SELECT 'count', 'fn', m_fn, count(*), NULL::bigint FROM core.child WHERE m_fn = ANY(%(fn)s) GROUP BY m_fn
-               UNION ALL
-               SELECT 'count', 'sn', m_sn, count(*), NULL FROM core.child WHERE m_sn = ANY(%(sn)s) GROUP BY m_sn
+            """SELECT 'count', col, name, n, NULL::bigint FROM core.child_name_counts(%(fn)s, %(sn)s)
                UNION ALL
                SELECT 'total', col, NULL, n, sq FROM core.child_name_totals()""", keys).fetchall():
         if kind == "count":
