@@ -205,29 +205,39 @@ def test_a_prepared_la_subset_decides_as_the_same_rows_prepared_afresh(dataset):
     assert matching.match(whole, part, tf=tf).equals(matching.match(core, part, tf=tf))
 
 
-def test_a_child_claimed_exactly_in_another_part_is_not_linked_to_a_form_of_its_name(db_url, monkeypatch):
-    """The matcher's cross-school guard holds across parts: the LA knows Leo; Leo's school sends
-    Leo, another school (matched in another part) sends Leon, his twin the LA never knew. Leon
-    goes to review as ``b2b.matching.match`` on everything at once decides (before: linked)."""
+def one_child_two_schools(la_name, gender, records):
+    """The LA knows one child (``la_name`` Jones, born 2016-03-04 at 12 High Street, AB1 2CD);
+    ``records`` (school, GUID, forename) are school records of that surname, DOB and home.
+    Returns (LA frame, school frame, the ``bench_matching`` module: ``load_dag_db``, ``DAG_ID``)."""
     import pandas as pd
 
     sys.path.insert(0, str(ROOT / "bench"))
     try:
-        from bench_matching import DAG_ID, load_dag_db
+        import bench_matching
     finally:
         sys.path.remove(str(ROOT / "bench"))
     from b2b import matching
 
-    core = pd.DataFrame([("P1", None, "Leo", None, "Jones", "M", "2016-03-04", "AB1 2CD", "12 High Street")],
+    core = pd.DataFrame([("P1", None, la_name, None, "Jones", gender, "2016-03-04", "AB1 2CD", "12 High Street")],
                         columns=["person_id", "upn", "forename", "middle_names", "surname", "gender", "dob",
                                  "postcode", "address_line1"])
-    inc = pd.DataFrame([(f"{b}:{g}", b, None, g, fn, None, "Jones", "M", "2016-03-04", "AB1 2CD", "12 High Street")
-                        for b, g, fn in (("8862001", "g-leo", "Leo"), ("8862005", "g-leon", "Leon"))],
-                       columns=matching.INCOMING_COLUMNS)
+    inc = pd.DataFrame([(f"{b}:{g}", b, None, g, fn, None, "Jones", gender, "2016-03-04", "AB1 2CD", "12 High Street")
+                        for b, g, fn in records], columns=matching.INCOMING_COLUMNS)
+    return core, inc, bench_matching
+
+
+def test_a_child_claimed_exactly_in_another_part_is_not_linked_to_a_form_of_its_name(db_url, monkeypatch):
+    """The matcher's cross-school guard holds across parts: the LA knows Leo; Leo's school sends
+    Leo, another school (matched in another part) sends Leon, his twin the LA never knew. Leon
+    goes to review as ``b2b.matching.match`` on everything at once decides (before: linked)."""
+    from b2b import matching
+
+    core, inc, bench = one_child_two_schools("Leo", "M", (("8862001", "g-leo", "Leo"),
+                                                               ("8862005", "g-leon", "Leon")))
     want = matching.match(core, inc).set_index("incoming_id")
     assert want.loc["8862005:g-leon", "status"] == "possible"
-    load_dag_db(core, inc, db_url)
-    counts, rows = stage_rows(db_url, DAG_ID, 1, monkeypatch)  # a part per school
+    bench.load_dag_db(core, inc, db_url)
+    counts, rows = stage_rows(db_url, bench.DAG_ID, 1, monkeypatch)  # a part per school
     assert counts["parts"] == 2
     by_guid = {k.split("|")[1]: v for k, v in rows.items()}
     for g in ("g-leo", "g-leon"):
@@ -306,30 +316,20 @@ def test_a_twin_on_another_roll_is_never_linked_on_overwhelming_evidence_whichev
     mistyped forename looks like, which the matcher links when nothing claims the child (one
     key away: ``typed_forename_at_home``; further: ``overwhelming_evidence``). Each school is its own run: whichever
     runs first, Iska is not linked to Isla's child (before: linked either way), and Isla is."""
-    import pandas as pd
     import psycopg
 
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        from bench_matching import load_dag_db
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
     from b2b import matching
     from b2b.config.settings import Settings
     from b2b.reconcile import match_stage
 
-    core = pd.DataFrame([("P1", None, "Isla", None, "Jones", "F", "2016-03-04", "AB1 2CD", "12 High Street")],
-                        columns=["person_id", "upn", "forename", "middle_names", "surname", "gender", "dob",
-                                 "postcode", "address_line1"])
-    inc = pd.DataFrame([(f"{b}:{g}", b, None, g, fn, None, "Jones", "F", "2016-03-04", "AB1 2CD", "12 High Street")
-                        for b, g, fn in (("8862001", "g-isla", "Isla"), ("8862005", "g-iska", name))],
-                       columns=matching.INCOMING_COLUMNS)
+    core, inc, bench = one_child_two_schools("Isla", "F", (("8862001", "g-isla", "Isla"),
+                                                                ("8862005", "g-iska", name)))
     alone = matching.match(core, inc.iloc[[1]])  # Iska's school alone: overwhelming evidence
     e = json.loads(alone["explanation"].iloc[0])
     assert alone["status"].iloc[0] == "matched_with_conflicts" and e.get(rule)
     both = matching.match(core, inc).set_index("incoming_id")  # one batch: Isla claims the child
     assert both.loc["8862005:g-iska", "status"] == "unmatched"  # claimed elsewhere
-    load_dag_db(core, inc, db_url)
+    bench.load_dag_db(core, inc, db_url)
     with psycopg.connect(db_url) as conn:
         conn.execute("UPDATE raw.inbound_file SET dag_id = 'b2b__' || base_id || '__snapshot'")
         conn.commit()
@@ -350,7 +350,7 @@ def test_a_twin_on_another_roll_is_never_linked_on_overwhelming_evidence_whichev
 
 def test_name_counts_follow_every_change_of_the_la_children(db):
     """The term-frequency counts per name come from a cache per state of core.child (migration
-    0037): after every kind of change they equal a count over the whole table, a transaction
+    0038): after every kind of change they equal a count over the whole table, a transaction
     that changed core.child itself sees its own counts (uncached), and a rollback leaves none."""
     names = (["amelia", "olivia", "noah", "zed"], ["jones", "smith", "zed"])
 
@@ -389,7 +389,7 @@ def test_name_counts_follow_every_change_of_the_la_children(db):
     assert cached() == direct() == {}
     states = db.execute("SELECT DISTINCT changes FROM core.child_name_count").fetchall()
     assert len(states) == 1  # older states pruned
-    # Delete Files prunes the noted changes (migration 0041): the state number is kept, the
+    # Delete Files prunes the noted changes (migration 0037): the state number is kept, the
     # counts still follow every change (a count cached for an old state is never served)
     add("P5", "Noah", "Smith")
     db.commit()

@@ -713,7 +713,7 @@ def term_frequencies(conn: Connection, incoming: Any) -> Any:
 
     keys = {col: sorted({name_key(v) for v in incoming[name].dropna()} - {""})
             for col, name in (("fn", "forename"), ("sn", "surname"))}
-    # one statement: the counts per name, cached per state of core.child (migration 0037), not
+    # one statement: the counts per name, cached per state of core.child (migration 0038), not
     # a count over every child bearing one of the run's names (a share of the LA per run); and
     # the totals over every LA child (cached likewise, migration 0033)
     counts: dict[str, dict] = {"fn": {}, "sn": {}}

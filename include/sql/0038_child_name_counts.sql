@@ -1,9 +1,9 @@
 -- Match stage (issue 15): each run counted its students' names over core.child (two index
 -- scans reading every child who bears one of those names: a share of the whole LA per run,
 -- growing with it). The counts per name are now cached per state of core.child, as the totals
--- are (0033): counted once after each change of the LA's children, then read by name.
+-- are (0033, 0037): counted once after each change of the LA's children, then read by name.
 CREATE TABLE core.child_name_count (
-    changes bigint NOT NULL,           -- the state: the number of core.child_change rows
+    changes bigint NOT NULL,           -- the state: core.child_state() (migration 0037)
     col     text   NOT NULL,           -- 'fn' (m_fn) or 'sn' (m_sn); '' marks a counted state
     name    text   NOT NULL,
     n       bigint NOT NULL,           -- children bearing it
@@ -19,7 +19,7 @@ DECLARE
     k bigint;
     mine boolean;
 BEGIN
-    SELECT count(*), coalesce(bool_or(c.xid = pg_current_xact_id_if_assigned()), false) INTO k, mine
+    SELECT core.child_state(), coalesce(bool_or(c.xid = pg_current_xact_id_if_assigned()), false) INTO k, mine
       FROM core.child_change c;
     IF mine THEN
         RETURN QUERY

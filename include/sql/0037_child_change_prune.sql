@@ -49,34 +49,3 @@ BEGIN
     DELETE FROM core.child_name_totals t WHERE t.changes < core.child_state();
 END $$;
 
--- The name counts of migration 0037 take the same state number. (A transaction that has itself
--- changed core.child still counts directly: its own noted change is never pruned before it
--- commits.)
-CREATE OR REPLACE FUNCTION core.child_name_counts(p_fn text[], p_sn text[]) RETURNS TABLE (col text, name text, n bigint)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    k bigint;
-    mine boolean;
-BEGIN
-    SELECT core.child_state(), coalesce(bool_or(c.xid = pg_current_xact_id_if_assigned()), false) INTO k, mine
-      FROM core.child_change c;
-    IF mine THEN
-        RETURN QUERY
-            SELECT 'fn'::text, c.m_fn, count(*) FROM core.child c WHERE c.m_fn = ANY(p_fn) GROUP BY c.m_fn
-            UNION ALL
-            SELECT 'sn'::text, c.m_sn, count(*) FROM core.child c WHERE c.m_sn = ANY(p_sn) GROUP BY c.m_sn;
-        RETURN;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM core.child_name_count t WHERE t.changes = k AND t.col = '') THEN
-        INSERT INTO core.child_name_count (changes, col, name, n)
-        SELECT k, 'fn', c.m_fn, count(*) FROM core.child c WHERE c.m_fn <> '' GROUP BY c.m_fn
-        UNION ALL
-        SELECT k, 'sn', c.m_sn, count(*) FROM core.child c WHERE c.m_sn <> '' GROUP BY c.m_sn
-        UNION ALL
-        SELECT k, '', '', 0
-        ON CONFLICT DO NOTHING;
-        DELETE FROM core.child_name_count t WHERE t.changes < k;
-    END IF;
-    RETURN QUERY SELECT t.col, t.name, t.n FROM core.child_name_count t
-                  WHERE t.changes = k AND ((t.col = 'fn' AND t.name = ANY(p_fn)) OR (t.col = 'sn' AND t.name = ANY(p_sn)));
-END $$;
