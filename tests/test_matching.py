@@ -753,3 +753,16 @@ def test_overwhelming_evidence_carries_a_missing_or_wrong_dob_but_never_another_
     got = decide(core, [school("a", "Amelia", "Jones", "2016-03-04", middle=None),
                         school("b", "Jgll", "Jones", "2016-03-04")])
     assert got["a"]["person_id"] == "P1" and not got["b"]["status"].startswith("matched")
+
+
+def test_a_typo_forename_with_the_middle_name_is_the_child_only_when_it_is_no_name():
+    # the LA knows Amelia Rose Jones; her twin Amelie Rose (a real name a typo away, a family
+    # middle name) moved away, the LA never knew her: not linked (before: linked at 20 bits)
+    core = [la("P1", "Amelia", "Jones", "2016-03-04", middle="Rose")]
+    r = decide(core, [school("t", "Amelie", "Jones", "2016-03-04", middle="Rose", postcode="TN4 8AB",
+                             addr="12 New Street")])["t"]
+    assert not r["status"].startswith("matched")
+    # "Ameila" is no name: the child's own, mistyped, with her middle name
+    r = decide(core, [school("s", "Ameila", "Jones", "2016-03-04", middle="Rose", postcode="TN4 8AB",
+                             addr="12 New Street")])["s"]
+    assert (r["status"], r["person_id"]) == ("matched_with_conflicts", "P1")

@@ -402,9 +402,20 @@ def score_pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any = None, tf
     # the middle name too: such a forename does not tell twins apart, and a twin the LA does not
     # know, on another school's roll, shares everything else (surname, DOB, home)
     identifier = at(s, "upn", "valid, equal", "equal, temporary") | at(s, "guid", "linked")
+    # (with the middle name but no identifier, only a forename that is no name: a twin the LA
+    # does not know may share a family middle name and carry a real name a typo away, "Amelie"
+    # beside "Amelia", both named Rose)
+    typo_middle = at(s, "forename", "typo") & ~identifier & at(s, "middle_names", "equal")
+    if typo_middle.any():
+        from b2b.matching.normalise import may_be_a_name
+
+        counts = tf.counts.get("fn", {}) if tf is not None else {}
+        fn_i, fn_c = inc["fn"].values, core["fn"].values
+        for k in np.flatnonzero(typo_middle).tolist():
+            typo_middle[k] = not may_be_a_name(fn_i[s["ii"].values[k]], fn_c[s["ci"].values[k]], counts)
     s["forename_ok"] = np.array([lv.compatible for lv in fcomp.levels])[s["forename_lv"].values] | \
         (at(s, "forename", "typed error") & s["upn_strong"].values) | \
-        (at(s, "forename", "typo") & (identifier | at(s, "middle_names", "equal")))
+        (at(s, "forename", "typo") & identifier) | typo_middle
     s["forename_strong"] = at(s, "forename", *FORENAME_STRONG)
     # the same home (postcode unit and the address line, or its house number with the street
     # retyped): within one home a child is told apart by forename and DOB — a twin by the

@@ -482,26 +482,17 @@ def overwhelming_evidence(lv: Any, score: Any, runner_any: Any, cfg: Any, fn_is_
 
 
 def forename_is_name(fn: Any, tf: Any, mask: Any, child_fn: Any, slip: Any) -> Any:
-    """For the records of ``mask``: their (prepared) forename may be a name — held by one of
-    the LA's children (the term frequencies count the whole LA), in
-    :func:`~b2b.matching.normalise.name_list`, or sounding as the LA child's forename does
-    (Metaphone: "Jaden" for "Jayden", a spelling parents choose) unless it is a keystroke slip
-    of it (``slip``: "Bwn", "Mxa"); True elsewhere. ``child_fn``: the nearest LA child's
-    prepared forename, row-aligned."""
+    """For the records of ``mask``: their (prepared) forename may be a name, not the child's
+    (``child_fn``, row-aligned) misspelt (:func:`~b2b.matching.normalise.may_be_a_name`, with the
+    LA's forename counts and the keystroke ``slip`` flags); True elsewhere."""
     import numpy as np
 
+    from b2b.matching.normalise import may_be_a_name
+
     out = np.ones(len(fn), dtype=bool)
-    ask = np.flatnonzero(mask)
-    if len(ask):
-        import jellyfish
-
-        from b2b.matching.normalise import name_list
-
-        names, counts = name_list(), (tf.counts.get("fn", {}) if tf is not None else {})
-        for k in ask.tolist():
-            v, c = fn[k], child_fn[k]
-            out[k] = not v or v in names or counts.get(v, 0) > 0 or \
-                (not slip[k] and bool(c) and jellyfish.metaphone(v) == jellyfish.metaphone(c))
+    counts = tf.counts.get("fn", {}) if tf is not None else {}
+    for k in np.flatnonzero(mask).tolist():
+        out[k] = may_be_a_name(fn[k], child_fn[k], counts, bool(slip[k]))
     return out
 
 

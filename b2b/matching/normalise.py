@@ -97,6 +97,18 @@ def name_list() -> frozenset[str]:
     return frozenset(names)
 
 
+def may_be_a_name(fn: str, child_fn: str, counts: Any, slip: bool = False) -> bool:
+    """The (prepared) forename ``fn`` may be a real name, not ``child_fn`` misspelt: an LA
+    child holds it (``counts``: the LA's forename counts), it is in :func:`name_list`, or it
+    sounds as ``child_fn`` does (Metaphone: "Jaden" for "Jayden", a spelling parents choose)
+    unless it is a keystroke slip of it (``slip``: "Bwn", "Mxa")."""
+    if not fn or fn in name_list() or counts.get(fn, 0) > 0:
+        return True
+    import jellyfish
+
+    return not slip and bool(child_fn) and jellyfish.metaphone(fn) == jellyfish.metaphone(child_fn)
+
+
 @lru_cache(maxsize=200_000)
 def forename_forms(name: str) -> frozenset[str]:
     """The name, its canonical (formal) forms and its diminutives (nicknames + UK list)."""
