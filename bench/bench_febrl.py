@@ -19,7 +19,6 @@ import argparse
 import io
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -89,12 +88,10 @@ def main(argv=None) -> int:
     print("\n| matcher | time | auto recall | false links (per 10k auto) | possible queue |")
     print("|---|---|---|---|---|")
     for name, fn in runs:
-        t = time.perf_counter()
         out, secs, _ = in_child(lambda fn=fn: fn(core, inc))
         r = evaluate(out, truth, kinds)
         print(f"| {name} | {secs:.1f} s | {r['recall']:.4f} | {r['false']} ({r['false_per_10k']:.1f}) "
               f"| {100 * r['possible_share']:.2f}% |", flush=True)
-        del t
     return 0
 
 

@@ -144,8 +144,7 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     use_links = links if cfg.guidmatch else None
     from b2b.matching import small
 
-    if tf is None:  # a few LA records (the carers' of one run): counted in Python
-        tf = small.term_frequencies(core) if len(core) <= small.SMALL_DECIDE else TermFrequencies.from_frame(core)
+    tf = tf or TermFrequencies.from_frame(core)
     pairs = candidate_pairs(core, inc, cfg, use_links)
     parts = [score_pairs(core, inc, pairs.iloc[k:k + CHUNK], cfg, use_links, tf, frame=False)
              for k in range(0, max(len(pairs), 1), CHUNK)]
@@ -155,6 +154,8 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     if isinstance(s, small.Frame) != (len(s) <= small.SMALL_DECIDE):
         s = pd.DataFrame(s.cols) if isinstance(s, small.Frame) else small.Frame.of(s)
     ids = core["id"].to_numpy(dtype=object)  # (text as Python objects once: pandas' str columns are Arrow arrays)
+    # the LA rows claimed outside this call (``claimed``), by position
+    claimed_row = np.isin(ids, list(claimed)) if claimed is not None and len(claimed) else None
     s["person_id"] = ids[s["ci"].values]
     if min_age is not None:
         import datetime as _dt
@@ -186,8 +187,8 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     slip = keystroke_slips(s, core, inc)
     _, at_home, shared, unseen = _typed_home_inputs(s, inc, tf)
     s["typed_home"] = typed_forename_at_home(s, at_home, shared, unseen, slip)
-    if claimed is not None and len(claimed):  # the child claimed outside this call: as a claim in the batch
-        s["typed_home"] = s["typed_home"].values & ~np.isin(core["id"].values[s["ci"].values], list(claimed))
+    if claimed_row is not None:  # the child claimed outside this call: as a claim in the batch
+        s["typed_home"] = s["typed_home"].values & ~claimed_row[s["ci"].values]
     s["slip"] = slip
     # (overwhelming evidence without the very forename asks the same: no LA twin, no twin on a roll)
     s["other_child_near"] = (np.asarray(at_home) > 1) | np.asarray(shared, bool)
@@ -238,7 +239,7 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # (corroborated by more than the postcode sector: thousands of homes share one)
     beyond_sector = at(best_lv, "postcode", "unit") | \
         at(best_lv, "address_line1", *HOME_ADDRESS, "same street, other number") | at(best_lv, "middle_names", "equal") | \
-        at(best_lv, "upn", "valid, equal", "equal, temporary") | at(best_lv, "guid", "linked") | moved
+        best_identifier | moved
     over_corro = corro & beyond_sector & eligible & (runner_c < runner)
     below, ambiguous = score < np.where(strong, cfg.possible, cfg.auto), \
         score - np.where(over_corro, runner_c, runner) < cfg.margin
@@ -266,16 +267,15 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
                                                            best["slip"].values),
                                                        pupils=min_age is None) & \
         ~in_twins & ~exact_any & ~claimed_by_another_record(best_ci)
-    if claimed is not None and len(claimed) and over.any():
-        over = over & ~np.isin(core["id"].values[np.maximum(best_ci, 0)], list(claimed))
+    if claimed_row is not None:
+        over = over & ~claimed_row[np.maximum(best_ci, 0)]
     safe = safe | over
     # the possible band holds a candidate one explainable discrepancy from the record; a
     # forename that is neither the name, a form of it, a typing error nor its initial weighs
     # against the child (forename_disagree) and, with no UPN or GUID agreeing, what is left is
     # what a twin or sibling shares (surname, DOB, address): another child — unmatched, the
     # nearest candidate still explained (why_not_possible)
-    stranger = has & ~safe & at(best_lv, "forename", "different") & \
-        ~(at(best_lv, "upn", "valid, equal", "equal, temporary") | at(best_lv, "guid", "linked"))
+    stranger = has & ~safe & at(best_lv, "forename", "different") & ~best_identifier
     # issue 14 (the queue): two more nearest candidates that are another child, not a question
     not_possible = {"forename_differs": stranger,
                     "claimed_by_twin": has & ~safe & ~stranger & claimed_by_batch_twin(

@@ -202,18 +202,3 @@ def rank(s: Frame, n: int, possible: float) -> tuple[Any, Any, Any, Any]:
     exact_any[ii[s["exact_other"].to_numpy().astype(bool)]] = True
     return best, runner, n_good, exact_any
 
-
-def term_frequencies(prepared: Any, columns: Any = ("fn", "sn")) -> Any:
-    """:meth:`TermFrequencies.from_frame <b2b.matching.comparisons.TermFrequencies.from_frame>`
-    of a few records (the carers' LA side of one run), counted in Python: the same counts and
-    totals."""
-    from collections import Counter
-
-    from b2b.matching.comparisons import TermFrequencies
-
-    counts, totals = {}, {}
-    for col in columns:
-        vc = Counter(v for v in prepared[col].tolist() if v != "")
-        counts[col] = dict(vc)
-        totals[col] = (sum(vc.values()), sum(k * k for k in vc.values()))
-    return TermFrequencies(counts, totals)

@@ -55,7 +55,7 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                 decided = matching.legacy_match(core, part, guidmatch=settings.guidmatch, links=links)
             else:
                 decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf)
-                if decided["explanation"].str.contains('"overwhelming"|"typed_forename_at_home"').any():
+                if decided["explanation"].str.contains("|".join(f'"{r}"' for r in CROSS_RUN_RULES)).any():
                     overwhelmed.append((part, core, links, rejected))
             _write_matches(conn, ctx, settings, part, decided)
         for part, core, links, rejected in overwhelmed:
@@ -169,18 +169,25 @@ def claimed_exactly_in_another_part(conn: Connection, files: list[int]) -> int:
 
 OTHER_GUID = "child_linked_to_other_guid"
 LINKED_ELSEWHERE = "linked_elsewhere"
+#: the matcher's explanation keys of links whose "no other record claims the child" guard sees
+#: only its own call (``b2b.matching.decide``): checked again across runs and parts
+CROSS_RUN_RULES = ("overwhelming", "typed_forename_at_home")
+
+
+def _cross_run(alias: str) -> str:
+    """SQL: the ``results.match`` row ``alias`` is a link of :data:`CROSS_RUN_RULES`."""
+    return f"{alias}.explanation ?| ARRAY[{', '.join(repr(r) for r in CROSS_RUN_RULES)}]"
 
 
 def claimed_outside(conn: Connection, files: list[int], part: Any) -> set[str]:
-    """The LA children this part linked on overwhelming evidence (or a forename typed at home)
-    that records outside the
-    part claim: linked to another school's record by an earlier run (``core.child_link``), or
+    """The LA children this part linked on overwhelming evidence (or a forename typed at home,
+    :data:`CROSS_RUN_RULES`) that records outside the part claim: linked to another school's record by an earlier run (``core.child_link``), or
     another part's record of this run (``results.match``). The matcher's own guard
     (``b2b.matching.decide.claimed_by_another_record``) sees only the records of its call."""
     return {r[0] for r in conn.execute(
-        """WITH part AS (SELECT * FROM unnest(%(b)s::text[], %(g)s::text[]) AS p (base_id, student_guid)),
+        f"""WITH part AS (SELECT * FROM unnest(%(b)s::text[], %(g)s::text[]) AS p (base_id, student_guid)),
                 over AS (SELECT DISTINCT m.person_id FROM results.match m JOIN part p USING (base_id, student_guid)
-                          WHERE m.file_id = ANY(%(files)s) AND (m.explanation ? 'overwhelming' OR m.explanation ? 'typed_forename_at_home'))
+                          WHERE m.file_id = ANY(%(files)s) AND {_cross_run('m')})
            SELECT o.person_id FROM over o
             WHERE EXISTS (SELECT 1 FROM core.child_link l WHERE l.person_id = o.person_id
                             AND (l.base_id, l.student_guid) NOT IN (SELECT * FROM part))
@@ -209,7 +216,7 @@ def earlier_overwhelming_links(conn: Connection, files: list[int]) -> int:
                   FROM mine
                  WHERE o.person_id = mine.person_id AND NOT o.file_id = ANY(%(files)s)
                    AND o.status IN ('matched', 'matched_with_conflicts') AND o.rule = 'weights'
-                   AND (o.explanation ? 'overwhelming' OR o.explanation ? 'typed_forename_at_home')
+                   AND {_cross_run('o')}
                 RETURNING o.base_id, o.student_guid, o.person_id),
             gone AS (
                 DELETE FROM core.child_link l USING hit
@@ -681,10 +688,11 @@ def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int)
             adults += aids or ()
     # the postcode with either initial (blocking.KEYS): the people at a contact's home postcode
     # whose forename or surname starts as the contact's does
-    near = {(matching.postcode_key(p), key(f)[:1], key(s)[:1])
-            for f, s, p in zip(contacts["forename"], contacts["surname"], contacts["postcode"]) if isinstance(p, str)}
-    initials = {(pc, i) for pc, fi, si in near for i in ((fi, "f"), (si, "s")) if pc and i[0]}
-    if initials:
+    homes = [(matching.postcode_key(p), key(f)[:1], key(s)[:1])
+             for f, s, p in zip(contacts["forename"], contacts["surname"], contacts["postcode"]) if isinstance(p, str)]
+    by_fn = {(pc, fi) for pc, fi, _ in homes if pc and fi}
+    by_sn = {(pc, si) for pc, _, si in homes if pc and si}
+    if by_fn or by_sn:
         for pid, f, s, pc, kind in conn.execute(
                 "SELECT person_id, forename, surname, postcode, kind FROM (" + _CARER_PEOPLE.format(
                     child_cols="person_id, forename, surname, postcode, 'child' AS kind",
@@ -692,7 +700,7 @@ def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int)
                     where_child="m_pc = ANY(%(pcs)s)",
                     where_adult="upper(replace(postcode, ' ', '')) = ANY(%(pcs)s)") + ") p", params).fetchall():
             pc = matching.postcode_key(pc)
-            if (pc, (key(f)[:1], "f")) in initials or (pc, (key(s)[:1], "s")) in initials:
+            if (pc, key(f)[:1]) in by_fn or (pc, key(s)[:1]) in by_sn:
                 (children if kind == "child" else adults).append(pid)
     children, adults = sorted(set(children)), sorted(set(adults))
     tf = TermFrequencies(counts, {col: (sum(c.values()), sum(v * v for v in c.values())) for col, c in counts.items()})
