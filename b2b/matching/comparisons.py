@@ -133,10 +133,12 @@ class Pairs:
         middle_swap = ((c["mn"] != "") & (i["fn"] == c["mn"])) | ((i["mn"] != "") & (c["fn"] == i["mn"]))
         return equiv | middle_swap.values
 
+    @cached_property
     def names_swapped(self) -> Any:
         """The forename and surname entered the other way round ("Jones Amelia", or "Jones
         Amleia"): each side's forename is the other's surname, one of the two exactly and the
-        other exactly or a typing error away (both present, and not one name twice)."""
+        other exactly or a typing error away (both present, and not one name twice). Once per
+        batch of pairs: the forename and the surname comparison both read it."""
         import numpy as np
 
         c, i = self.c, self.i
@@ -249,7 +251,7 @@ COMPARISONS: tuple[Comparison, ...] = (
               "forename_exact"),
         Level("nickname or middle name", lambda p: p.forename_equiv(), "forename_equiv"),
         # "Jones Amelia" for "Amelia Jones": the very name, in the other field (Splink's "columns reversed")
-        Level("swapped with surname", lambda p: p.names_swapped(), "forename_swapped"),
+        Level("swapped with surname", lambda p: p.names_swapped, "forename_swapped"),
         # compatible only with an identifier or the middle name agreeing (see score_pairs)
         Level("typo", lambda p: p.similar("fn", 0.9), "forename_typo", False),
         # compatible only with a valid permanent UPN, DOB and surname agreeing (see score_pairs)
@@ -261,7 +263,7 @@ COMPARISONS: tuple[Comparison, ...] = (
         _missing("sn"),
         Level("exact", lambda p: p.equal("sn"), "surname_exact", tf="sn"),
         Level("part of double-barrel", lambda p: p.surname_part(), "surname_variant"),
-        Level("swapped with forename", lambda p: p.names_swapped(), "surname_swapped"),
+        Level("swapped with forename", lambda p: p.names_swapped, "surname_swapped"),
         Level("typo", lambda p: p.similar("sn", 0.92), "surname_typo"),
         Level("typed error", lambda p: p.typed("sn"), "surname_typed"),
         Level("different", None, "surname_disagree", False),
