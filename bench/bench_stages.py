@@ -84,6 +84,10 @@ def profiled_cursor_class():
     return ProfiledCursor
 
 
+#: ``--cprofile STAGE``: one cProfile over that stage's calls in every run of a window
+PROFILER: dict = {}
+
+
 def run_window(conn, world, data_filter: str, start, end, settings, report_dir) -> dict:
     from floors import copy_floor, parse_floor, prerender
 
@@ -116,8 +120,13 @@ def run_window(conn, world, data_filter: str, start, end, settings, report_dir) 
         ]
         for stage, fn in steps:
             TIMES.stage = stage
+            prof = PROFILER.get(stage)
             t = time.perf_counter()
+            if prof is not None:
+                prof.enable()
             out = fn()
+            if prof is not None:
+                prof.disable()
             totals[stage]["seconds"] += time.perf_counter() - t
             if stage == "extract":
                 file_ids += out.file_ids
@@ -129,6 +138,14 @@ def run_window(conn, world, data_filter: str, start, end, settings, report_dir) 
                 blocks += out["blocks"]
                 skipped += out["skipped_by_cache"]
     TIMES.stage = ""
+    for stage, prof in PROFILER.items():
+        import pstats
+
+        print(f"cProfile of {stage}, {data_filter} window ({len(world.config.bases)} runs), by own time:")
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        print(f"cProfile of {stage}, {data_filter} window, by cumulative time:")
+        pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
+        PROFILER[stage] = type(prof)()
     statements = TIMES.take()
     for stage in STAGES:
         stmts = statements.get(stage, {})
@@ -189,7 +206,12 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the scratch database")
     ap.add_argument("--json", help="also write the figures to this JSON file (bench/run_all.py)")
     ap.add_argument("--profile", action="store_true", help="list each stage's slowest SQL statements")
+    ap.add_argument("--cprofile", choices=STAGES, help="print a cProfile of this stage's Python, per window")
     args = ap.parse_args(argv)
+    if args.cprofile:
+        import cProfile
+
+        PROFILER[args.cprofile] = cProfile.Profile()
     import logging
     import warnings
 

@@ -400,3 +400,18 @@ def test_name_counts_follow_every_change_of_the_la_children(db):
     add("P6", "Zed", "Zed")
     db.commit()
     assert cached() == direct() == {("fn", "noah"): 1, ("fn", "zed"): 1, ("sn", "smith"): 1, ("sn", "zed"): 1}
+
+
+def test_earlier_cross_run_links_are_found_through_their_partial_index(db):
+    """After every run, the links earlier runs made on overwhelming evidence (or a forename
+    typed at home) are looked up by child. Migration 0041's partial index holds exactly those
+    links; the statement's predicate must imply the index's, or each run reads the whole of
+    ``results.match`` again (issue 15). Changing ``CROSS_RUN_RULES`` without the index fails here."""
+    from b2b.reconcile import match_stage
+
+    db.execute("SET enable_seqscan = off")
+    plan = "\n".join(r[0] for r in db.execute("EXPLAIN " + match_stage._EARLIER_LINKS, {"files": [1]}))
+    assert "match_cross_run_link_idx" in plan
+    predicate = db.execute("SELECT pg_get_expr(indpred, indrelid) FROM pg_index "
+                           "WHERE indexrelid = 'results.match_cross_run_link_idx'::regclass").fetchone()[0]
+    assert all(f"'{rule}'" in predicate for rule in match_stage.CROSS_RUN_RULES)

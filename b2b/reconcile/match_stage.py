@@ -42,10 +42,11 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                         DELETE FROM results.anomaly WHERE file_id = ANY(%(files)s) AND rule = %(rule)s""",
                      {"files": files, "rule": GUID_ELSEWHERE})
         incoming = incoming_frame(conn, files, ctx.window_end)
-        tf = term_frequencies(conn, incoming) if settings.matcher != "legacy" else None
+        # (a run without students, as many are on a changed-data day: no candidates, no matcher)
+        tf = term_frequencies(conn, incoming) if settings.matcher != "legacy" and len(incoming) else None
         # a school at a time, several schools per part: the matcher's frames stay bounded however
         # large the run (a school stays whole: its roll is the evidence for twins the LA does not know)
-        parts = list(school_parts(incoming))
+        parts = list(school_parts(incoming)) if len(incoming) else []
         # the matcher prepares the run's candidate LA children once; each part takes its own
         prepared = settings.matcher != "legacy"
         cfg = matching.MatchConfig(guidmatch=settings.guidmatch)
@@ -70,17 +71,19 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
         del overwhelmed
         if settings.matcher != "legacy" and len(parts) > 1:
             claimed_exactly_in_another_part(conn, files)
-        guid_linked_elsewhere(conn, files)
-        child_linked_to_other_guid(conn, files)
-        if settings.matcher != "legacy":
-            earlier_overwhelming_links(conn, files)
+        if parts:  # (the guards read this run's decisions: none without students)
+            guid_linked_elsewhere(conn, files)
+            child_linked_to_other_guid(conn, files)
+            if settings.matcher != "legacy":
+                earlier_overwhelming_links(conn, files)
         carers = match_carers(conn, ctx, settings, files)
-        conn.execute(
-            """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
-               SELECT m.base_id, m.student_guid, m.person_id, 'match', m.file_id
-                 FROM results.match m
-                WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')
-               ON CONFLICT (base_id, student_guid) DO NOTHING""", (files,))
+        if parts:
+            conn.execute(
+                """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
+                   SELECT m.base_id, m.student_guid, m.person_id, 'match', m.file_id
+                     FROM results.match m
+                    WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')
+                   ON CONFLICT (base_id, student_guid) DO NOTHING""", (files,))
         by_status: dict[str, int] = {}
         by_rule: dict[str, int] = {}
         hidden = 0
@@ -120,11 +123,15 @@ def guid_linked_elsewhere(conn: Connection, files: list[int]) -> int:
     personal data). One statement over the run's ``results.match`` rows; returns the hits."""
     return len(conn.execute(
         f"""WITH other AS (
-                SELECT DISTINCT ON (m.file_id, m.student_guid) m.file_id, m.student_guid, l.base_id, l.person_id
+                -- per record, probes of the GUID index (child_link_guid_idx): a join let the planner
+                -- hash the whole of core.child_link, ~34 ms a school run at 55k links (issue 15)
+                SELECT m.file_id, m.student_guid, l.base_id, l.person_id
                   FROM results.match m
-                  JOIN core.child_link l ON l.student_guid = m.student_guid AND l.base_id <> m.base_id
-                 WHERE m.file_id = ANY(%(files)s)
-                 ORDER BY m.file_id, m.student_guid, l.base_id),
+                 CROSS JOIN LATERAL (
+                       SELECT l.base_id, l.person_id FROM core.child_link l
+                        WHERE l.student_guid = m.student_guid AND l.base_id <> m.base_id
+                        ORDER BY l.base_id LIMIT 1) l
+                 WHERE m.file_id = ANY(%(files)s)),
             hit AS (
                 UPDATE results.match m
                    SET status = 'possible', rule = '{GUID_ELSEWHERE}', hidden = false,
@@ -202,17 +209,20 @@ def earlier_overwhelming_links(conn: Connection, files: list[int]) -> int:
     know was claimed: a twin the LA never knew, on another roll) sends that earlier link to
     review (``possible``, ``why_not_auto`` ``linked_elsewhere``) and removes its GUID link.
     Returns the links sent to review."""
-    reason = f'["{LINKED_ELSEWHERE}"]'
-    return int(scalar(
-        conn,
-        f"""WITH mine AS (
+    return int(scalar(conn, _EARLIER_LINKS, {"files": files}) or 0)
+
+
+#: :func:`earlier_overwhelming_links`; the earlier links are found through the partial index of
+#: migration 0041, whose predicate is this statement's (a test keeps them in step)
+_EARLIER_LINKS = f"""WITH mine AS (
                 SELECT DISTINCT m.person_id FROM results.match m
                  WHERE m.file_id = ANY(%(files)s) AND m.status IN ('matched', 'matched_with_conflicts')),
             hit AS (
                 UPDATE results.match o
                    SET status = 'possible',
                        explanation = o.explanation || jsonb_build_object(
-                           'why_not_auto', coalesce(o.explanation -> 'why_not_auto', '[]'::jsonb) || '{reason}'::jsonb)
+                           'why_not_auto', coalesce(o.explanation -> 'why_not_auto', '[]'::jsonb)
+                                           || '["{LINKED_ELSEWHERE}"]'::jsonb)
                   FROM mine
                  WHERE o.person_id = mine.person_id AND NOT o.file_id = ANY(%(files)s)
                    AND o.status IN ('matched', 'matched_with_conflicts') AND o.rule = 'weights'
@@ -222,7 +232,7 @@ def earlier_overwhelming_links(conn: Connection, files: list[int]) -> int:
                 DELETE FROM core.child_link l USING hit
                  WHERE l.base_id = hit.base_id AND l.student_guid = hit.student_guid
                    AND l.person_id = hit.person_id AND l.linked_by = 'match')
-            SELECT count(*) FROM hit""", {"files": files}) or 0)
+            SELECT count(*) FROM hit"""
 
 
 def child_linked_to_other_guid(conn: Connection, files: list[int]) -> int:
@@ -347,6 +357,8 @@ def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False
 
     from b2b.matching import CORE_COLUMNS
 
+    if not parts:
+        return
     if len(parts) == 1 and len(parts[0]) <= SMALL_RUN_STUDENTS:
         yield _one_small_part(conn, parts[0], prepared=prepared)
         return
@@ -413,14 +425,16 @@ def _one_small_part(conn: Connection, part: Any, *, prepared: bool) -> tuple[Any
         f"""SELECT {CORE_SELECT} FROM core.child c
              WHERE c.active AND c.person_id IN (SELECT v.person_id FROM ({cand}) v)
              ORDER BY c.person_id""", params, prepare=False).fetchall(), columns=matching.CORE_COLUMNS)
-    conn.execute("SELECT set_config('enable_hashjoin', %s, true), set_config('enable_mergejoin', %s, true), "
-                 "set_config('max_parallel_workers_per_gather', %s, true)", (hashjoin, mergejoin, workers))
+    # the links and rejections likewise by key probes (a hash join read the whole of
+    # core.child_link each run: ~20-50 ms at 55k links, growing with the LA)
     links_sql, lp = _as_arrays(_LINKS, {"match_in": rows["match_in"]})
     rejected_sql, rp = _as_arrays(_REJECTED, {"match_in": rows["match_in"]})
     links = pd.DataFrame(conn.execute(links_sql, lp, prepare=False).fetchall(),
                          columns=["part", "base_id", "guid", "person_id", "linked_by"])
     rejected = pd.DataFrame(conn.execute(rejected_sql, rp, prepare=False).fetchall(),
                             columns=["part", "base_id", "guid", "person_id"])
+    conn.execute("SELECT set_config('enable_hashjoin', %s, true), set_config('enable_mergejoin', %s, true), "
+                 "set_config('max_parallel_workers_per_gather', %s, true)", (hashjoin, mergejoin, workers))
     return (matching.prepare_core(core) if prepared else core, links.drop(columns="part"),
             rejected.drop(columns="part"))
 
