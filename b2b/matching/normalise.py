@@ -125,11 +125,11 @@ def forename_forms(name: str) -> frozenset[str]:
 @lru_cache(maxsize=1_000_000)  # the DAG path prepares an LA child once per school part (issue 15)
 def _upn_kind(u: str) -> str:
     """'valid', 'temp' (valid temporary UPN), 'invalid' or '' (missing)."""
-    from stdnum.gb import upn as upn_mod
+    from b2b.upn import is_valid
 
     if not u:
         return ""
-    if not upn_mod.is_valid(u):
+    if not is_valid(u):
         return "invalid"
     return "temp" if u[-1].isalpha() else "valid"
 
