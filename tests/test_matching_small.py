@@ -295,3 +295,20 @@ def test_whole_schools_decide_on_arrays_as_the_pandas_path(data, schools, pandas
     assert {"ambiguous", "twin_in_batch", "claimed_twice", "below_auto", "uncorroborated", "officer_link",
             "margin_over", "household", "not_possible:forename_differs", "not_possible:claimed_by_twin",
             "not_possible:upn_differs", "not_possible:claimed_elsewhere"} <= seen, seen
+
+
+def test_the_quick_paths_of_name_and_postcode_keys_give_the_general_rule():
+    """``name_key``, ``name_parts`` and ``postcode_key`` answer plain ASCII values without a
+    regular expression (issue 15); over random values (accents, apostrophes, hyphens, spaces,
+    digits, upper case, non-strings) they equal the general rule."""
+    import re
+
+    rng = random.Random(3)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 '-éÖßıİ\t"
+    values = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 9))) for _ in range(20000)]
+    values += ["Smith", "SW1A 1AA", "sw1a1aa", "", None, float("nan"), 12, "Ǆ", "ß"]
+    for v in values:
+        low = normalise._ascii_lower(v)
+        assert normalise.name_key(v) == re.sub(r"[^a-z]", "", low), v
+        assert normalise.name_parts(v) == [p for p in re.split(r"[^a-z]+", low.replace("'", "")) if p], v
+        assert normalise.postcode_key(v) == re.sub(r"[^A-Z0-9]", "", str(v or "").upper()), v

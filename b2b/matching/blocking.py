@@ -116,12 +116,6 @@ def candidate_pairs(core: Any, inc: Any, cfg: Any, links: Any = None) -> Any:
     return pairs.astype({"ci": np.int64, "ii": np.int64}).reset_index(drop=True)
 
 
-def _present(v: Any) -> bool:
-    """A key value that blocks (the merge path's ``astype(str)`` not "" and not "0")."""
-    s = str(v)
-    return s != "" and s != "0"
-
-
 def _pairs_small(core: Any, inc: Any, cfg: Any, links: Any) -> Any:
     """:func:`candidate_pairs` by dictionaries: for each key in order, the LA rows in order
     (those whose key value is present and shared by at most ``block_cap`` LA rows), each with
@@ -149,7 +143,9 @@ def _pairs_small(core: Any, inc: Any, cfg: Any, links: Any) -> Any:
         """``crows[n]`` carries ``ckeys[n]`` (a tuple), likewise the incoming side."""
         by_key: dict[tuple, list[int]] = {}
         for k, r in zip(ikeys, irows):
-            if all(_present(v) for v in k):
+            # every value present: the merge path's ``astype(str)`` neither "" nor "0" (key
+            # values are text and whole numbers)
+            if not ("" in k or "0" in k or 0 in k):
                 by_key.setdefault(k, []).append(r)
         if not by_key:
             return

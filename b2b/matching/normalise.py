@@ -47,17 +47,39 @@ def _ascii_lower(s: Any) -> str:
     return str(s).lower().translate(_FOLD).strip()
 
 
+# (compiled once: the module-level ``re`` functions look each pattern up per call, and the
+# matcher normalises every candidate of every school run; issue 15)
+_NOT_AZ = re.compile(r"[^a-z]")
+_NOT_AZ_RUN = re.compile(r"[^a-z]+")
+_NOT_AZ09 = re.compile(r"[^a-z0-9]")
+_NOT_AZ09_UPPER = re.compile(r"[^A-Z0-9]")
+_HOUSE_NUMBER = re.compile(r"\s*(\d+[a-z]?)\b[\s,]*(.*)$")
+
+
 def name_key(s: Any) -> str:
     """Letters only, lower case: "O'Brien-Smith" -> "obriensmith"."""
-    return re.sub(r"[^a-z]", "", _ascii_lower(s))
+    if type(s) is str and s.isalpha() and s.isascii():  # most names: nothing to fold or drop
+        return s.lower()
+    return _NOT_AZ.sub("", _ascii_lower(s))
 
 
 def name_parts(s: Any) -> list[str]:
-    return [p for p in re.split(r"[^a-z]+", _ascii_lower(s).replace("'", "")) if p]
+    if type(s) is str and s.isalpha() and s.isascii():
+        return [s.lower()]
+    return [p for p in _NOT_AZ_RUN.split(_ascii_lower(s).replace("'", "")) if p]
 
 
 def postcode_key(s: Any) -> str:
-    return re.sub(r"[^A-Z0-9]", "", str(s or "").upper())
+    if type(s) is str and s.isascii():  # most postcodes: letters, digits and a space
+        u = s.upper().replace(" ", "")
+        if u.isalnum():
+            return u
+    return _NOT_AZ09_UPPER.sub("", str(s or "").upper())
+
+
+def address_key(s: Any) -> str:
+    """An address line folded to lower-case letters and digits ("12A Howe Way" -> "12ahoweway")."""
+    return _NOT_AZ09.sub("", _ascii_lower(s))
 
 
 @lru_cache(maxsize=1)
@@ -197,7 +219,7 @@ def _prepare_frame(df: Any, id_col: str) -> Any:
     long_pc = (out["pc"].str.len() >= 5).values
     out["pc_sector"] = out["pc"].str[:-2].where(long_pc, "")
     out["pc_district"] = out["pc"].str[:-3].where(long_pc, "")
-    out["addr"] = _by_value(out["address_line1"], lambda s: re.sub(r"[^a-z0-9]", "", _ascii_lower(s)))
+    out["addr"] = _by_value(out["address_line1"], address_key)
     split = _by_value(out["address_line1"], address_parts)
     out["addr_no"] = split.str[0]
     out["street"] = split.str[1]
@@ -208,11 +230,10 @@ def address_parts(s: str) -> tuple[str, str]:
     """(house number, street) of an address line: the leading number (with a letter, "12a")
     and the rest folded to letters ("12A Howe Way" -> ("12a", "howeway")); ("", "") when the
     line does not start with a number (a house name: no partial comparison)."""
-    low = _ascii_lower(s)
-    m = re.match(r"\s*(\d+[a-z]?)\b[\s,]*(.*)$", low)
+    m = _HOUSE_NUMBER.match(_ascii_lower(s))
     if not m:
         return "", ""
-    return m.group(1), re.sub(r"[^a-z]", "", m.group(2))
+    return m.group(1), _NOT_AZ.sub("", m.group(2))
 
 
 def is_missing(x: Any) -> bool:
@@ -235,7 +256,8 @@ def _prepare_rows(df: Any, id_col: str) -> Any:
     text: dict[str, list[str]] = {}
     for c in _TEXT:
         if c in df.columns:
-            text[c] = ["" if is_missing(v) else str(v).strip() for v in df[c].tolist()]
+            text[c] = [v.strip() if type(v) is str else "" if is_missing(v) else str(v).strip()
+                       for v in df[c].tolist()]
         else:
             text[c] = [""] * n
     if not all(v.isascii() for v in text["upn"]) or not all(v.isascii() for v in text["gender"]):
@@ -287,7 +309,7 @@ def _prepare_rows(df: Any, id_col: str) -> Any:
     cols["pc"] = pc
     cols["pc_sector"] = [v[:-2] if len(v) >= 5 else "" for v in pc]
     cols["pc_district"] = [v[:-3] if len(v) >= 5 else "" for v in pc]
-    cols["addr"] = by_value(text["address_line1"], lambda s: re.sub(r"[^a-z0-9]", "", _ascii_lower(s)))
+    cols["addr"] = by_value(text["address_line1"], address_key)
     cols["addr_no"] = pd.Series([a for a, _ in split], dtype=object)
     cols["street"] = pd.Series([b for _, b in split], dtype=object)
     return pd.DataFrame(cols)
