@@ -543,7 +543,19 @@ def repair_mis_decoded(s: str) -> str:
 def mis_decoded_keys(names: Any) -> Any:
     """Per raw forename the name key (:func:`~b2b.matching.normalise.name_key`) of its repaired
     form (:func:`repair_mis_decoded`), "" when it needs no repair: the ``fn_fixed`` column."""
-    from b2b.matching.normalise import name_key
+    import pandas as pd
 
+    from b2b.matching import normalise
+    from b2b.matching.normalise import is_missing, name_key
+
+    if len(names) <= normalise.SMALL_ROWS:  # a school run's few names: in Python, not three Series operations
+        memo: dict[str, str] = {}
+        out = []
+        for v in names.tolist():
+            v = "" if is_missing(v) else str(v)
+            if v not in memo:
+                memo[v] = name_key(repair_mis_decoded(v))
+            out.append(memo[v])
+        return pd.array(out, dtype="str")  # (the type the Series path gives)
     names = names.where(names.notna(), "").astype(str)
     return names.map({v: name_key(repair_mis_decoded(v)) for v in names.unique()}).values

@@ -638,8 +638,12 @@ def keystroke_slips(s: Any, core: Any, inc: Any) -> Any:
 
 def _typed_home_inputs(s: Any, inc: Any, tf: Any) -> tuple[Any, Any, Any, Any]:
     """The pair-aligned arrays :func:`typed_forename_at_home` reads, from the scored pairs ``s``."""
+    from collections import Counter
+
     import numpy as np
     import pandas as pd
+
+    from b2b.matching import small
 
     ii = s["ii"].values
     n = len(inc)
@@ -651,12 +655,21 @@ def _typed_home_inputs(s: Any, inc: Any, tf: Any) -> tuple[Any, Any, Any, Any]:
     # two records anywhere in the batch with one surname, DOB and home (any school), or of one
     # school with one surname and DOB (whatever the addresses: a school may update one twin's
     # home and not the other's): twins, or one child twice — the typed name is then not the only reading
-    place = inc["pc"] + "|" + inc["addr"]
-    key = (inc["sn"] + "|" + inc["dob_s"] + "|" + place).where((inc["pc"] != "") & (inc["addr"] != ""))
-    school = inc["base_id"].astype(str) if "base_id" in inc else pd.Series("", index=inc.index)
-    same_school = (school + "|" + inc["sn"] + "|" + inc["dob_s"]).where((inc["sn"] != "") & (inc["dob_s"] != ""))
-    shared = ((key.notna() & key.duplicated(keep=False)) |
-              (same_school.notna() & same_school.duplicated(keep=False))).values[ii]
+    if n <= small.SMALL_DECIDE:  # a school run's few records: in Python, not ~15 Series operations
+        sn, dob, pc, addr = (inc[k].values.tolist() for k in ("sn", "dob_s", "pc", "addr"))
+        school = [str(b) for b in inc["base_id"].values.tolist()] if "base_id" in inc else [""] * n
+        home = [(a, b, c, d) if c != "" and d != "" else None for a, b, c, d in zip(sn, dob, pc, addr)]
+        roll = [(a, b, c) if b != "" and c != "" else None for a, b, c in zip(school, sn, dob)]
+        seen = Counter(home) + Counter(roll)  # (the two kinds of key never equal: 4 and 3 parts)
+        shared = np.array([(h is not None and seen[h] > 1) or (r is not None and seen[r] > 1)
+                           for h, r in zip(home, roll)], dtype=bool)[ii]
+    else:
+        place = inc["pc"] + "|" + inc["addr"]
+        key = (inc["sn"] + "|" + inc["dob_s"] + "|" + place).where((inc["pc"] != "") & (inc["addr"] != ""))
+        school = inc["base_id"].astype(str) if "base_id" in inc else pd.Series("", index=inc.index)
+        same_school = (school + "|" + inc["sn"] + "|" + inc["dob_s"]).where((inc["sn"] != "") & (inc["dob_s"] != ""))
+        shared = ((key.notna() & key.duplicated(keep=False)) |
+                  (same_school.notna() & same_school.duplicated(keep=False))).values[ii]
     # another record of the batch (any school, any address) holds the LA child's very name (or
     # a form of it), surname and DOB: that record is the child's better claim, this one its twin
     # or a second record to look at (a family that moved with one twin's record updated)
