@@ -415,3 +415,24 @@ def test_earlier_cross_run_links_are_found_through_their_partial_index(db):
     predicate = db.execute("SELECT pg_get_expr(indpred, indrelid) FROM pg_index "
                            "WHERE indexrelid = 'results.match_cross_run_link_idx'::regclass").fetchone()[0]
     assert all(f"'{rule}'" in predicate for rule in match_stage.CROSS_RUN_RULES)
+
+
+@pytest.mark.parametrize("before", ["on", "off"])
+def test_a_school_runs_candidate_probes_leave_the_planner_settings_as_they_were(db, before):
+    """A school run's candidate, link and rejection statements run with hash and merge joins
+    and parallel workers off (index probes); the statements after them in the stage's
+    transaction (the guards, the carers) run with the settings as they were."""
+    import pandas as pd
+
+    from b2b.matching import INCOMING_COLUMNS
+    from b2b.reconcile import match_stage
+
+    part = pd.DataFrame([("i1", "8862001", "", "g1", "Isla", "", "Hill", "F", "2015-03-04", "CT2 7XY", "4 Elm Way")],
+                        columns=INCOMING_COLUMNS)
+    with db.transaction():
+        db.execute(f"SET LOCAL enable_hashjoin = {before}")
+        db.execute("SET LOCAL max_parallel_workers_per_gather = 1")
+        core, links, rejected = match_stage._one_small_part(db, part, prepared=True)
+        assert db.execute("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin'), "
+                          "current_setting('max_parallel_workers_per_gather')").fetchone() == (before, "on", "1")
+    assert len(core) == 0 and len(links) == 0 and len(rejected) == 0

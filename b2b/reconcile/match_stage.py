@@ -416,11 +416,11 @@ def _one_small_part(conn: Connection, part: Any, *, prepared: bool) -> tuple[Any
     # students: 135-180 ms vs 240-290 ms; 3 students: the same); never a generic plan either
     # (prepare=False: a cached plan for arrays of unknown size took 45 ms for 3 students, not 10)
     # (and no parallel workers: ~20 ms of their start-up per run at 80k children, 2 cores)
-    hashjoin, mergejoin, workers = one(conn, "SELECT current_setting('enable_hashjoin'), "
-                                       "current_setting('enable_mergejoin'), "
-                                       "current_setting('max_parallel_workers_per_gather')")
-    conn.execute("SELECT set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true), "
-                 "set_config('max_parallel_workers_per_gather', '0', true)")
+    # (the settings read, then set, in one round trip: a target list is evaluated in order)
+    hashjoin, mergejoin, workers, *_ = one(
+        conn, "SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin'), "
+              "current_setting('max_parallel_workers_per_gather'), set_config('enable_hashjoin', 'off', true), "
+              "set_config('enable_mergejoin', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)")
     core = pd.DataFrame(conn.execute(
         f"""SELECT {CORE_SELECT} FROM core.child c
              WHERE c.active AND c.person_id IN (SELECT v.person_id FROM ({cand}) v)
