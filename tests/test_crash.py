@@ -112,7 +112,7 @@ def test_the_server_killed_in_the_middle_of_load_then_restarted_and_retried_lose
     except psycopg.Error:
         pass
 
-    server.ensure_postgres_running()  # crash recovery: the half-done load transaction is gone
+    _restart(server, crash_url)  # crash recovery: the half-done load transaction is gone
     with psycopg.connect(crash_url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM staging.student").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM ops.hash_cache").fetchone()[0] == 0
@@ -121,3 +121,21 @@ def test_the_server_killed_in_the_middle_of_load_then_restarted_and_retried_lose
         crashed = _after_load(conn)
     assert crashed == clean
     assert crashed["conflict"] == [("P1", "forename", "Joseph", "Joe", 1), ("P1", "postcode", "CT1 9ZZ", "CT1 2AB", 1)]
+
+
+def _restart(server, url: str, seconds: float = 180) -> None:
+    """Start the killed server and wait until it accepts connections. Crash recovery ends with
+    a checkpoint, which on a busy machine outlasts pgserver's 10-second ``pg_ctl`` wait (the
+    postmaster goes on recovering): wait for it rather than fail."""
+    import subprocess
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            server.ensure_postgres_running()
+            with psycopg.connect(url, connect_timeout=10):
+                return
+        except (subprocess.TimeoutExpired, psycopg.OperationalError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
