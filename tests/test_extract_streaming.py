@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from b2b.ingest import extract
-from b2b.ingest.extract import ReceivedMessage, RunContext, _Chunk, _Prepared, _prepared, store_messages
+from b2b.ingest.extract import ReceivedMessage, RunContext, _Chunk, _Prepared, _prepared, _Start, store_messages
 from tests.test_parse_identity import _simulator_messages
 
 UNTIL = datetime(2026, 10, 5, 17, 0, tzinfo=UTC)
@@ -56,7 +56,10 @@ def _store_both_ways(db, monkeypatch, base: str, msgs: list[ReceivedMessage]) ->
 def test_a_big_message_comes_in_chunks_of_blocks_then_its_outcome(message, monkeypatch):
     dfe, content = message
     monkeypatch.setattr(extract, "CHUNK_BLOCKS", 50)
-    items = list(_prepared(_ctx(dfe), [ReceivedMessage("export", content, "application/xml")], True, "UTF8"))
+    first, start, *items = list(_prepared(_ctx(dfe), [ReceivedMessage("export", content, "application/xml")],
+                                          True, "UTF8"))
+    # the worker has the message (None), starts it on the fast path (its file row can be written now)
+    assert first is None and isinstance(start, _Start) and start.msg.content == content
     *chunks, last = items
     assert len(chunks) >= 3 and all(isinstance(c, _Chunk) for c in chunks)
     assert isinstance(last, _Prepared) and last.streamed and last.body == b""
