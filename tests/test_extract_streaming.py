@@ -151,3 +151,23 @@ def test_the_gil_changes_hands_often_while_the_worker_parses_and_the_interval_co
     assert seen == [extract.GIL_SWITCH_S] * 2 and sys.getswitchinterval() == before
     store_messages(db, _ctx(dfe, "r2"), [ReceivedMessage("export", content, "application/xml")])
     assert sys.getswitchinterval() == before
+
+
+def test_the_cyclic_collector_is_paused_while_a_run_is_written_and_back_after_even_on_failure(db, message):
+    import gc
+
+    dfe, content = message
+    seen: list[bool] = []
+
+    def messages(fail: bool):
+        seen.append(gc.isenabled())  # pulled in the connection's thread, inside the run
+        yield ReceivedMessage("export", content, "application/xml")
+        if fail:
+            raise ConnectionError("school went away")
+
+    store_messages(db, _ctx(dfe), messages(False))
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(ConnectionError):
+        store_messages(db, _ctx(dfe, "r2"), messages(True))
+    db.rollback()
+    assert seen == [False, False] and gc.isenabled()

@@ -282,7 +282,8 @@ def store_messages(conn: Connection, ctx: RunContext, messages: Iterable[Receive
     """
     summary = ExtractSummary()
     try:
-        _store(conn, ctx, messages, summary, validate=validate)
+        with parsers.gc_paused():  # acyclic blocks, freed as they are written: no collector walks them
+            _store(conn, ctx, messages, summary, validate=validate)
     except Exception as exc:
         _record_failure(conn, ctx, exc)
         raise
