@@ -171,3 +171,16 @@ def test_the_cyclic_collector_is_paused_while_a_run_is_written_and_back_after_ev
         store_messages(db, _ctx(dfe, "r2"), messages(True))
     db.rollback()
     assert seen == [False, False] and gc.isenabled()
+
+
+def test_messages_put_in_suspense_leave_no_garbage_cycles_while_the_collector_is_paused(db, message):
+    """The collector is paused for the run: a failed message must not leave cycles holding its
+    partial tree or its error (they would live until the run ends)."""
+    import gc
+
+    dfe, content = message
+    broken = [ReceivedMessage(f"export {i}", content[: 5000 + 1000 * i], "application/xml") for i in range(3)]
+    gc.collect()
+    summary = store_messages(db, _ctx(dfe), broken)
+    assert summary.failed == 3
+    assert gc.collect() == 0  # nothing unreachable was left behind

@@ -31,6 +31,7 @@ error is written *outside* it (F9), then the error is raised.
 from __future__ import annotations
 
 import codecs
+import gc
 import hashlib
 import json
 import logging
@@ -411,7 +412,15 @@ class _Worker:
                 parsed = parse_message(ctx, msg, validate=self.validate)
             error = None
         except MessageError as exc:
+            # kept as its text and place only: its traceback and the parser's error it replaced
+            # hold this frame, which holds it (a cycle keeping the message alive until the
+            # collector, paused for the run, runs again)
+            exc.__traceback__ = exc.__context__ = exc.__cause__ = None
             parsed, error = None, exc
+            # a parser stopped half-way leaves cycles (lxml's iterparse and its partial tree), which
+            # the collector, paused for the run, would keep until its end: collected here, in the
+            # thread that made them, before the next message (young objects only: cheap)
+            gc.collect(0)
         blocks = _with_anchors(parsed) if parsed is not None else []
         if parsed is not None and (started or state["sent"]) and not state["void"] and not parsed.rejected:
             if len(blocks) > state["sent"]:
