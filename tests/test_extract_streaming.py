@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from b2b.ingest import extract
-from b2b.ingest.extract import ReceivedMessage, RunContext, _Chunk, _Prepared, _prepared, store_messages
+from b2b.ingest.extract import ReceivedMessage, RunContext, _Chunk, _Prepared, _prepared, _Start, store_messages
 from tests.test_parse_identity import _simulator_messages
 
 UNTIL = datetime(2026, 10, 5, 17, 0, tzinfo=UTC)
@@ -56,7 +56,10 @@ def _store_both_ways(db, monkeypatch, base: str, msgs: list[ReceivedMessage]) ->
 def test_a_big_message_comes_in_chunks_of_blocks_then_its_outcome(message, monkeypatch):
     dfe, content = message
     monkeypatch.setattr(extract, "CHUNK_BLOCKS", 50)
-    items = list(_prepared(_ctx(dfe), [ReceivedMessage("export", content, "application/xml")], True, "UTF8"))
+    first, start, *items = list(_prepared(_ctx(dfe), [ReceivedMessage("export", content, "application/xml")],
+                                          True, "UTF8"))
+    # the worker has the message (None), starts it on the fast path (its file row can be written now)
+    assert first is None and isinstance(start, _Start) and start.msg.content == content
     *chunks, last = items
     assert len(chunks) >= 3 and all(isinstance(c, _Chunk) for c in chunks)
     assert isinstance(last, _Prepared) and last.streamed and last.body == b""
@@ -148,3 +151,36 @@ def test_the_gil_changes_hands_often_while_the_worker_parses_and_the_interval_co
     assert seen == [extract.GIL_SWITCH_S] * 2 and sys.getswitchinterval() == before
     store_messages(db, _ctx(dfe, "r2"), [ReceivedMessage("export", content, "application/xml")])
     assert sys.getswitchinterval() == before
+
+
+def test_the_cyclic_collector_is_paused_while_a_run_is_written_and_back_after_even_on_failure(db, message):
+    import gc
+
+    dfe, content = message
+    seen: list[bool] = []
+
+    def messages(fail: bool):
+        seen.append(gc.isenabled())  # pulled in the connection's thread, inside the run
+        yield ReceivedMessage("export", content, "application/xml")
+        if fail:
+            raise ConnectionError("school went away")
+
+    store_messages(db, _ctx(dfe), messages(False))
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(ConnectionError):
+        store_messages(db, _ctx(dfe, "r2"), messages(True))
+    db.rollback()
+    assert seen == [False, False] and gc.isenabled()
+
+
+def test_messages_put_in_suspense_leave_no_garbage_cycles_while_the_collector_is_paused(db, message):
+    """The collector is paused for the run: a failed message must not leave cycles holding its
+    partial tree or its error (they would live until the run ends)."""
+    import gc
+
+    dfe, content = message
+    broken = [ReceivedMessage(f"export {i}", content[: 5000 + 1000 * i], "application/xml") for i in range(3)]
+    gc.collect()
+    summary = store_messages(db, _ctx(dfe), broken)
+    assert summary.failed == 3
+    assert gc.collect() == 0  # nothing unreachable was left behind

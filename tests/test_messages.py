@@ -220,3 +220,53 @@ def test_broken_envelope_and_header_still_refuse_the_whole_file():
         parse_sims7(xml.replace(b"</Pupils>", b"</Pupils><Extra/>"))
     with pytest.raises(MessageError, match=r"unexpected element <Student> in <Pupils>"):
         parse_sims7(xml.replace(b"</Pupils>", b"<Student/></Pupils>"))
+
+
+# ------------------------------------------------------------------ issue 15: the collector paused on the fast path
+def test_the_cyclic_collector_is_paused_while_a_valid_message_is_built_and_back_after():
+    import gc
+
+    content = _valid_sims7()
+    seen: list[bool] = []
+    parsed = parse_sims7(content, on_pupil=lambda blocks: seen.append(gc.isenabled()))
+    assert parsed.blocks and seen and not any(seen)  # the fast path ran, without the collector
+    assert gc.isenabled()
+    # a message the fast path gives up on: the careful path's answer, the collector back on
+    bad = content.replace(b"<DOB>", b"<DOB>x", 1)
+    assert parse_sims7(bad).rejected and gc.isenabled()
+
+
+def test_a_collector_the_application_disabled_stays_disabled():
+    import gc
+
+    gc.disable()
+    try:
+        parse_sims7(_valid_sims7())
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_two_threads_building_at_once_leave_the_collector_paused_until_both_are_done():
+    import gc
+    import threading
+
+    content = _valid_sims7()
+    first_done, second_inside = threading.Event(), threading.Event()
+    during: list[bool] = []
+
+    def second(blocks):
+        second_inside.set()
+        if first_done.wait(10) and not during:
+            during.append(gc.isenabled())  # the first thread has finished: still paused for this one
+
+    def run_first():
+        second_inside.wait(10)
+        parse_sims7(content)
+        first_done.set()
+
+    t = threading.Thread(target=run_first)
+    t.start()
+    parse_sims7(content, on_pupil=second)
+    t.join()
+    assert during == [False] and gc.isenabled()

@@ -31,6 +31,7 @@ error is written *outside* it (F9), then the error is raised.
 from __future__ import annotations
 
 import codecs
+import gc
 import hashlib
 import json
 import logging
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from b2b.context import RunContext, log_stage_file, scalar
 from b2b.errors import B2BError
+from b2b.ingest import messages as parsers
 from b2b.ingest.messages import (
     Block,
     MessageError,
@@ -281,7 +283,8 @@ def store_messages(conn: Connection, ctx: RunContext, messages: Iterable[Receive
     """
     summary = ExtractSummary()
     try:
-        _store(conn, ctx, messages, summary, validate=validate)
+        with parsers.gc_paused():  # acyclic blocks, freed as they are written: no collector walks them
+            _store(conn, ctx, messages, summary, validate=validate)
     except Exception as exc:
         _record_failure(conn, ctx, exc)
         raise
@@ -307,6 +310,19 @@ class _Prepared:
     sha256: str
     body: bytes
     streamed: bool = False
+
+
+@dataclass
+class _Start:
+    """A valid-looking SIMS 7 message the worker starts parsing on the fast path: its file row
+    can be written now (status ``received``, under a savepoint) while it is parsed, so that
+    Postgres stores and compresses the payload while the first blocks are built. Its outcome
+    is written at its end (:class:`_Prepared`); if the fast path gives up, the row is rolled
+    back and written again with the careful path's outcome."""
+
+    seq: int
+    msg: ReceivedMessage
+    sha256: str
 
 
 @dataclass
@@ -374,6 +390,11 @@ class _Worker:
         ctx = self.ctx
         sha = hashlib.sha256(msg.content).hexdigest()
         state = {"sent": 0, "void": False}
+        fast = (ctx.source == "sims7" and self.validate
+                and not (ctx.data_filter == "attainment" and len(msg.content) > ATTAINMENT_MAX_BYTES))
+        started = fast and 0 < len(msg.content) <= parsers.FAST_PATH_MAX_BYTES
+        if started:
+            self._put(_Start(seq, msg, sha))
 
         def on_pupil(blocks: list[Block] | None) -> None:
             if self.stop.is_set():
@@ -384,17 +405,24 @@ class _Worker:
                 self._chunk(seq, msg, sha, blocks, state)
 
         try:
-            if (ctx.source == "sims7" and self.validate
-                    and not (ctx.data_filter == "attainment" and len(msg.content) > ATTAINMENT_MAX_BYTES)):
+            if fast:
                 parsed: ParsedMessage | None = parse_sims7(msg.content, expected_base=ctx.base_id,
                                                            validate=True, on_pupil=on_pupil)
             else:
                 parsed = parse_message(ctx, msg, validate=self.validate)
             error = None
         except MessageError as exc:
+            # kept as its text and place only: its traceback and the parser's error it replaced
+            # hold this frame, which holds it (a cycle keeping the message alive until the
+            # collector, paused for the run, runs again)
+            exc.__traceback__ = exc.__context__ = exc.__cause__ = None
             parsed, error = None, exc
+            # a parser stopped half-way leaves cycles (lxml's iterparse and its partial tree), which
+            # the collector, paused for the run, would keep until its end: collected here, in the
+            # thread that made them, before the next message (young objects only: cheap)
+            gc.collect(0)
         blocks = _with_anchors(parsed) if parsed is not None else []
-        if parsed is not None and state["sent"] and not state["void"] and not parsed.rejected:
+        if parsed is not None and (started or state["sent"]) and not state["void"] and not parsed.rejected:
             if len(blocks) > state["sent"]:
                 self._chunk(seq, msg, sha, blocks, state)
             return _Prepared(seq, msg, parsed, None, blocks, sha, b"", streamed=True)
@@ -441,7 +469,7 @@ def _responsive_gil() -> Iterator[None]:
 
 
 def _prepared(ctx: RunContext, messages: Iterable[ReceivedMessage], validate: bool,
-              encoding: str) -> Generator[_Chunk | _Prepared, None, None]:
+              encoding: str) -> Generator[_Start | _Chunk | _Prepared | None, None, None]:
     """The messages prepared ahead (issue 15), by a worker thread, while the caller writes.
 
     While the caller writes message N (its file row, the COPY of its blocks, its log row, all
@@ -453,18 +481,22 @@ def _prepared(ctx: RunContext, messages: Iterable[ReceivedMessage], validate: bo
     worker, and at most two chunks or messages wait. An error parsing that is not a
     :class:`MessageError` is raised here, at its message, as before; when the caller stops
     (an error writing), the worker stops too. While the worker runs, the GIL changes hands
-    every :data:`GIL_SWITCH_S`, so that the caller's thread is not kept waiting for it."""
+    every :data:`GIL_SWITCH_S`, so that the caller's thread is not kept waiting for it.
+
+    The first item is None, once the worker has its first messages: the caller can then do
+    its own work (delete an earlier attempt) while they are parsed."""
     with _responsive_gil():
         yield from _prepared_by_worker(ctx, messages, validate, encoding)
 
 
 def _prepared_by_worker(ctx: RunContext, messages: Iterable[ReceivedMessage], validate: bool,
-                        encoding: str) -> Generator[_Chunk | _Prepared, None, None]:
+                        encoding: str) -> Generator[_Start | _Chunk | _Prepared | None, None, None]:
     worker = _Worker(ctx, validate, encoding)
     try:
         it = enumerate(messages, start=1)
         pending = 0
         fed_all = False
+        started = False
         while True:
             while not fed_all and pending < 2:  # the message being parsed and the next one
                 nxt = next(it, None)
@@ -475,6 +507,10 @@ def _prepared_by_worker(ctx: RunContext, messages: Iterable[ReceivedMessage], va
                     worker.inbox.put(nxt)
                     pending += 1
                 del nxt
+            if not started:
+                started = True
+                yield None
+                continue
             item = worker.out.get()
             if item is _END:
                 return
@@ -510,13 +546,21 @@ def _store(conn: Connection, ctx: RunContext, messages: Iterable[ReceivedMessage
     # blocks are freed as soon as they are written)
     rejected_by_file: dict[int, tuple[int, list[RejectedPupil]]] = {}
     with conn.transaction():
-        replaced = _forget_previous(conn, ctx)
-        if replaced:
-            log.info("replacing %d file(s) from an earlier attempt at this window", replaced)
         streaming: int | None = None  # the file row its chunks went to, under a savepoint
         # closed (its worker stopped) on the way out, even on an error
         with closing(_prepared(ctx, messages, validate, conn.info.encoding)) as prepared:
+            next(prepared)  # the worker parses the first messages while an earlier attempt is deleted
+            replaced = _forget_previous(conn, ctx)
+            if replaced:
+                log.info("replacing %d file(s) from an earlier attempt at this window", replaced)
             for prep in prepared:
+                if prep is None:
+                    continue
+                if isinstance(prep, _Start):  # written while it is parsed; its outcome at its end
+                    conn.execute("SAVEPOINT extract_stream")
+                    streaming = _insert_file(conn, ctx, prep.seq, prep.msg, prep.sha256, "received",
+                                             None, None, None)
+                    continue
                 if isinstance(prep, _Chunk):
                     if streaming is None:  # its outcome is known at its end: written then
                         conn.execute("SAVEPOINT extract_stream")
