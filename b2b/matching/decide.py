@@ -69,6 +69,11 @@ class PreparedCore:
 
     raw: Any
     prep: Any
+    #: a large run's parts (issue 15): the blocking index over every row, built once
+    #: (:class:`b2b.matching.blocking.LAIndex`), and the rows (positions) this call pairs:
+    #: the same decisions as ``take(rows)``, without copying the rows or rebuilding blocking
+    blocks: Any = None
+    rows: Any = None
 
     def __len__(self) -> int:
         return len(self.prep)
@@ -112,7 +117,7 @@ def _core_sides(core_df: Any) -> tuple[Any, Any]:
 
 def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, links: Any = None, rejected: Any = None,
           min_age: int | None = None, as_of: Any = None, tf: TermFrequencies | None = None,
-          claimed: Any = None) -> Any:
+          claimed: Any = None, reuse: dict | None = None) -> Any:
     """Decide every incoming record. Returns a DataFrame with one row per incoming record:
     ``incoming_id, status, person_id, rule, score, conflicting_fields, explanation``.
 
@@ -127,32 +132,41 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     without preparing the LA records again. ``claimed``: LA children (person ids) that
     records outside this call claim (the DAG path: other schools' runs, other parts): as a
     record of the batch claiming them, they stop a link on overwhelming evidence alone or on
-    a forename typed at home.
+    a forename typed at home. ``reuse``: a dict the prepared records and scored pairs are kept
+    in, and read from by a later call with the same arguments but ``claimed`` (the DAG path
+    decides a part again once it knows the other parts' claims).
     """
     import numpy as np
     import pandas as pd
 
     cfg = cfg or MatchConfig()
+    blocks = core_df if isinstance(core_df, PreparedCore) and core_df.blocks is not None else None
     core_df, core = _core_sides(core_df)
     incoming_df = incoming_df.reset_index(drop=True)
-    inc = prepare(incoming_df, "incoming_id")
+    inc = reuse["inc"] if reuse and "inc" in reuse else prepare(incoming_df, "incoming_id")
     links = None if links is None or not len(links) else links.astype(str)  # (no links: None, as blocking reads it)
     n = len(inc)
-    if not n or not len(core):
+    if not n or not len(core) or (blocks is not None and not len(blocks.rows)):
         return pd.DataFrame({"incoming_id": inc["id"], "status": "unmatched", "person_id": "", "rule": "none",
                              "score": 0.0, "conflicting_fields": "", "explanation": '{"candidates": 0}'})
     use_links = links if cfg.guidmatch else None
     from b2b.matching import small
 
     tf = tf or TermFrequencies.from_frame(core)
-    pairs = candidate_pairs(core, inc, cfg, use_links)
-    parts = [score_pairs(core, inc, pairs.iloc[k:k + CHUNK], cfg, use_links, tf, frame=False)
-             for k in range(0, max(len(pairs), 1), CHUNK)]
-    s = parts[0] if len(parts) == 1 else \
-        pd.concat([pd.DataFrame(x.cols) if isinstance(x, small.Frame) else x for x in parts], ignore_index=True)
-    # a few pairs (a school's run) are decided on numpy arrays (issue 15), more on pandas
-    if isinstance(s, small.Frame) != (len(s) <= small.SMALL_DECIDE):
-        s = pd.DataFrame(s.cols) if isinstance(s, small.Frame) else small.Frame.of(s)
+    if reuse and "s" in reuse:
+        s = reuse["s"].copy(deep=False)
+    else:
+        pairs = blocks.blocks.pairs(inc, cfg, use_links, blocks.rows) if blocks is not None else \
+            candidate_pairs(core, inc, cfg, use_links)
+        parts = [score_pairs(core, inc, pairs.iloc[k:k + CHUNK], cfg, use_links, tf, frame=False)
+                 for k in range(0, max(len(pairs), 1), CHUNK)]
+        s = parts[0] if len(parts) == 1 else \
+            pd.concat([pd.DataFrame(x.cols) if isinstance(x, small.Frame) else x for x in parts], ignore_index=True)
+        # a few pairs (a school's run) are decided on numpy arrays (issue 15), more on pandas
+        if isinstance(s, small.Frame) != (len(s) <= small.SMALL_DECIDE):
+            s = pd.DataFrame(s.cols) if isinstance(s, small.Frame) else small.Frame.of(s)
+        if reuse is not None and isinstance(s, pd.DataFrame):  # (columns added below stay out of it)
+            reuse.update(inc=inc, s=s.copy(deep=False))
     ids = core["id"].to_numpy(dtype=object)  # (text as Python objects once: pandas' str columns are Arrow arrays)
     # the LA rows claimed outside this call (``claimed``), by position
     claimed_row = np.isin(ids, list(claimed)) if claimed is not None and len(claimed) else None

@@ -54,14 +54,18 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
             if settings.matcher == "legacy":
                 decided = matching.legacy_match(core, part, guidmatch=settings.guidmatch, links=links)
             else:
-                decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf)
+                # (a large run keeps the part's scored pairs, on disk, for deciding it again below)
+                kept: dict | None = {} if len(parts) > 1 else None
+                decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, reuse=kept)
                 if decided["explanation"].str.contains("|".join(f'"{r}"' for r in CROSS_RUN_RULES)).any():
-                    overwhelmed.append((part, core, links, rejected))
+                    overwhelmed.append((part, core, links, rejected, _spilled(kept)))
+                del kept
             _write_matches(conn, ctx, settings, part, decided)
-        for part, core, links, rejected in overwhelmed:
+        for part, core, links, rejected, spilled in overwhelmed:
             claimed = claimed_outside(conn, files, part)
             if claimed:  # decided again as the matcher decides with those records in its batch
-                decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, claimed=claimed)
+                decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, claimed=claimed,
+                                         reuse=_unspilled(spilled))
                 conn.execute(
                     """DELETE FROM results.match m WHERE m.file_id = ANY(%s)
                           AND (m.base_id, m.student_guid) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
@@ -99,6 +103,31 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                   f"{counts['possible']} possible, {counts['unmatched']} unmatched "
                   f"({hidden} hidden: older than B2B_S_AGE {settings.b2b_s_age})")
     return counts
+
+
+def _spilled(kept: dict | None) -> Any:
+    """The matcher's kept inputs of a part (``reuse``) in a temporary file: a part decided again
+    once the other parts are written reads its scored pairs back instead of blocking and
+    scoring again (issue 15), and the run's memory does not hold every part's pairs."""
+    if not kept:
+        return None
+    import pickle
+    import tempfile
+
+    f = tempfile.TemporaryFile()
+    pickle.dump(kept, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return f
+
+
+def _unspilled(f: Any) -> dict | None:
+    """:func:`_spilled`'s inputs back (the file is closed: gone)."""
+    if f is None:
+        return None
+    import pickle
+
+    with f:
+        f.seek(0)
+        return pickle.load(f)
 
 
 GUID_ELSEWHERE = "guid_linked_elsewhere"
@@ -184,16 +213,26 @@ def claimed_outside(conn: Connection, files: list[int], part: Any) -> set[str]:
     :data:`CROSS_RUN_RULES`) that records outside the part claim: linked to another school's record by an earlier run (``core.child_link``), or
     another part's record of this run (``results.match``). The matcher's own guard
     (``b2b.matching.decide.claimed_by_another_record``) sees only the records of its call."""
+    # in two statements: the part's links first (a few hundred children), then their claims by
+    # array; one statement with the claims as EXISTS under an OR was planned as a subplan per
+    # child, each a pass over the run's results.match rows when the planner misjudged them
+    # (no index on person_id): 5 s per 20k-student part at 100k x 80k, minutes at 300k x 250k
+    params = {"b": part["base_id"].tolist(), "g": part["student_guid"].tolist(), "files": files}
+    part_sql = "WITH part AS (SELECT * FROM unnest(%(b)s::text[], %(g)s::text[]) AS p (base_id, student_guid))"
+    params["over"] = [r[0] for r in conn.execute(
+        f"""{part_sql}
+            SELECT DISTINCT m.person_id FROM results.match m JOIN part p USING (base_id, student_guid)
+             WHERE m.file_id = ANY(%(files)s) AND {_cross_run('m')}""", params)]
+    if not params["over"]:
+        return set()
     return {r[0] for r in conn.execute(
-        f"""WITH part AS (SELECT * FROM unnest(%(b)s::text[], %(g)s::text[]) AS p (base_id, student_guid)),
-                over AS (SELECT DISTINCT m.person_id FROM results.match m JOIN part p USING (base_id, student_guid)
-                          WHERE m.file_id = ANY(%(files)s) AND {_cross_run('m')})
-           SELECT o.person_id FROM over o
-            WHERE EXISTS (SELECT 1 FROM core.child_link l WHERE l.person_id = o.person_id
-                            AND (l.base_id, l.student_guid) NOT IN (SELECT * FROM part))
-               OR EXISTS (SELECT 1 FROM results.match m WHERE m.file_id = ANY(%(files)s) AND m.person_id = o.person_id
-                            AND (m.base_id, m.student_guid) NOT IN (SELECT * FROM part))""",
-        {"b": part["base_id"].tolist(), "g": part["student_guid"].tolist(), "files": files})}
+        f"""{part_sql}
+            SELECT l.person_id FROM core.child_link l
+             WHERE l.person_id = ANY(%(over)s) AND (l.base_id, l.student_guid) NOT IN (SELECT * FROM part)
+            UNION
+            SELECT m.person_id FROM results.match m
+             WHERE m.file_id = ANY(%(files)s) AND m.person_id = ANY(%(over)s)
+               AND (m.base_id, m.student_guid) NOT IN (SELECT * FROM part)""", params)}
 
 
 def earlier_overwhelming_links(conn: Connection, files: list[int]) -> int:
@@ -445,12 +484,17 @@ def _prepared_parts(conn: Connection, n_parts: int, links: Any, rejected: Any) -
                         "ORDER BY p.pos").fetchall()
     whole = matching.prepare_core(pd.DataFrame(rows, columns=matching.CORE_COLUMNS))
     del rows
+    # blocking's LA side built once for the run: each part pairs its own candidates' rows
+    # (the same pairs as blocking on whole.take(pos)), no copy of the rows per part
+    from b2b.matching.blocking import LAIndex
+
+    blocks = LAIndex(whole.prep, matching.MatchConfig().block_cap)
     for k in range(n_parts):
         pos = np.fromiter((r[0] for r in conn.execute(
             """SELECT p.pos FROM match_pos p
                 WHERE p.person_id IN (SELECT m.person_id FROM match_cand m WHERE m.part = %s)
                 ORDER BY p.pos""", (k,))), dtype=np.int64)
-        yield (whole.take(pos),
+        yield (matching.PreparedCore(whole.raw, whole.prep, blocks=blocks, rows=pos),
                links[links["part"] == k].drop(columns="part").reset_index(drop=True),
                rejected[rejected["part"] == k].drop(columns="part").reset_index(drop=True))
 
@@ -779,6 +823,7 @@ def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incomi
     def text(v: Any) -> Any:
         return None if v is None or v is pd.NA or (isinstance(v, float) and v != v) or v == "" else v
 
+    window_order = ctx.window_order  # (a property computed per call: once, not per row)
     with conn.cursor() as cur, cur.copy(
             "COPY results.match (file_id, base_id, student_guid, person_id, status, rule, score, hidden, age_years, "
             "window_order, explanation) FROM STDIN") as copy:
@@ -789,4 +834,4 @@ def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incomi
             a = None if a is pd.NA or a is None else int(a)
             copy.write_row((file_id, text(base_id), text(guid), text(pid), text(status), text(rule),
                             None if sc != sc else sc, status == "unmatched" and a is not None and a > settings.b2b_s_age,
-                            a, ctx.window_order, text(expl) or "{}"))
+                            a, window_order, text(expl) or "{}"))
