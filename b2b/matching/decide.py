@@ -146,7 +146,7 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     inc = reuse["inc"] if reuse and "inc" in reuse else prepare(incoming_df, "incoming_id")
     links = None if links is None or not len(links) else links.astype(str)  # (no links: None, as blocking reads it)
     n = len(inc)
-    if not n or not len(core) or (blocks is not None and not len(blocks.rows)):
+    if not n or not len(core) or (blocks is not None and blocks.rows is not None and not len(blocks.rows)):
         return pd.DataFrame({"incoming_id": inc["id"], "status": "unmatched", "person_id": "", "rule": "none",
                              "score": 0.0, "conflicting_fields": "", "explanation": '{"candidates": 0}'})
     use_links = links if cfg.guidmatch else None
@@ -311,7 +311,31 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     ci = np.where(by_officer, officer_ci, best_ci)
     linked = by_officer | safe
     shown = linked | maybe
-    differ = differing(core_df, incoming_df, ci, shown)
+    # deciding again (``reuse``): the fields that differ only for records whose chosen child or
+    # its showing changed (the rest as the first call found them)
+    if reuse is not None and "ci" in reuse:
+        same_pick = (reuse["ci"] == ci) & (reuse["shown"] == shown)
+        differ = np.where(same_pick, reuse["differ"], differing(core_df, incoming_df, ci, shown & ~same_pick))
+    else:
+        differ = differing(core_df, incoming_df, ci, shown)
+        if reuse is not None:
+            reuse.update(ci=ci, shown=shown, differ=differ)
+    explanation_args = (best, has, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible, corro | over,
+                        {"twin_in_batch": in_twins & weak_fn, "better_forename_elsewhere": household,
+                         "claimed_twice": twice},
+                        np.where(shown, differ, ""),
+                        {k: v & (score >= cfg.possible) for k, v in not_possible.items()}, moved,
+                        over_corro, over, {"rare_name": np.where(rare, expected, np.nan),
+                                           "typed_forename_at_home": typed_home,
+                                           "middle_name_counts": middle & ~best_identifier})
+    if reuse is not None and "explained" in reuse:  # only records whose explanation's inputs changed
+        explained = reuse["explained"]
+        same = _same_rows(explained[0], explanation_args)
+        explanation = _explanations(*explanation_args, only=np.flatnonzero(~same), before=explained[1])
+    else:
+        explanation = _explanations(*explanation_args)
+        if reuse is not None:
+            reuse["explained"] = (explanation_args, explanation)
     return pd.DataFrame({
         "incoming_id": inc["id"].values,
         "status": np.select([linked & (differ != ""), linked, maybe], ["matched_with_conflicts", "matched", "possible"],
@@ -320,14 +344,33 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
         "rule": np.select([by_officer, shown], ["officer_link", "weights"], "none"),
         "score": np.where(by_officer, np.nan, np.round(score, 2)),
         "conflicting_fields": np.where(shown, differ, ""),
-        "explanation": _explanations(best, has, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible,
-                                     corro | over, {"twin_in_batch": in_twins & weak_fn,
-                                                    "better_forename_elsewhere": household, "claimed_twice": twice},
-                                     np.where(shown, differ, ""),
-                                     {k: v & (score >= cfg.possible) for k, v in not_possible.items()}, moved,
-                                     over_corro, over, {"rare_name": np.where(rare, expected, np.nan),
-                                                        "typed_forename_at_home": typed_home,
-                                                        "middle_name_counts": middle & ~best_identifier})})
+        "explanation": explanation})
+
+
+def _same_rows(before: tuple, after: tuple) -> Any:
+    """Per record, whether every per-record input of :func:`_explanations` is the same in two
+    argument tuples (arrays, dicts of arrays, the best pairs' columns; NaN equal to NaN)."""
+    import numpy as np
+
+    def arrays(args: Any) -> list:
+        out = []
+        for a in args:
+            if isinstance(a, dict):
+                out += arrays(a.values())
+            elif hasattr(a, "cols"):  # the best pairs (small.Frame)
+                out += arrays(a.cols.values())
+            else:
+                out.append(np.asarray(a))
+        return out
+
+    first, second = arrays(before), arrays(after)
+    same = np.ones(len(second[0]), bool)
+    for a, b in zip(first, second, strict=True):
+        eq = a == b
+        if a.dtype.kind == "f":
+            eq |= np.isnan(a) & np.isnan(b)
+        same &= eq
+    return same
 
 
 def _rank_frame(s: Any, n: int, possible: float) -> tuple[Any, Any, Any, Any]:
@@ -883,28 +926,28 @@ def differing(core_df: Any, incoming_df: Any, ci: Any, rows: Any) -> Any:
     return names
 
 
-def _explanations(best: Any, has: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any, not_possible: Any, moved: Any, over_corro: Any, over: Any, queue_rules: Any = None) -> Any:
+def _explanations(best: Any, has: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any, not_possible: Any, moved: Any, over_corro: Any, over: Any, queue_rules: Any = None, *, only: Any = None, before: Any = None) -> Any:
     """One JSON object per incoming record: per field its level label and weight (``fields``),
     the non-zero weights (``weights``), score, runner-up, the compared fields that differ
     (``differing_fields``), for a possible ``why_not_auto``, and for an unmatched record whose
     nearest candidate scores in the possible band ``why_not_possible`` (``not_possible``: reason ->
-    mask)."""
+    mask). ``only``: the records to explain (positions), the others' explanations are ``before``'s."""
     import json
     import math
 
     import numpy as np
 
-    out = []
+    out = list(before) if only is not None else [""] * len(best)
     vals = np.column_stack([best[f].values for f in PARTS])
     lvs = np.column_stack([best[f + "_lv"].values for f in PARTS])
     scores = best["score"].values
-    for k in range(len(best)):
+    for k in (range(len(best)) if only is None else only.tolist()):
         if by_officer[k]:
-            out.append(json.dumps({"officer_link": True, **({"differing_fields": differ[k].split(";")}
-                                                             if differ[k] else {})}, sort_keys=True))
+            out[k] = json.dumps({"officer_link": True, **({"differing_fields": differ[k].split(";")}
+                                                          if differ[k] else {})}, sort_keys=True)
             continue
         if not has[k]:  # no candidate at all
-            out.append('{"candidates": 0}')
+            out[k] = '{"candidates": 0}'
             continue
         d = {"weights": {p: float(v) for p, v in zip(PARTS, vals[k]) if v},
              "fields": {c.field: {"level": label_of(c.field, lv), "weight": float(v)}
@@ -936,7 +979,7 @@ def _explanations(best: Any, has: Any, runner: Any, n_good: Any, by_officer: Any
         why_not = [r for r, hit in not_possible.items() if hit[k]]
         if why_not:
             d["why_not_possible"] = why_not
-        out.append(json.dumps(d, sort_keys=True))
+        out[k] = json.dumps(d, sort_keys=True)
     return out
 
 

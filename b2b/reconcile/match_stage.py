@@ -58,14 +58,21 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                 kept: dict | None = {} if len(parts) > 1 else None
                 decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, reuse=kept)
                 if decided["explanation"].str.contains("|".join(f'"{r}"' for r in CROSS_RUN_RULES)).any():
+                    if kept is not None:
+                        kept["decided"] = decided
                     overwhelmed.append((part, core, links, rejected, _spilled(kept)))
                 del kept
             _write_matches(conn, ctx, settings, part, decided)
         for part, core, links, rejected, spilled in overwhelmed:
             claimed = claimed_outside(conn, files, part)
             if claimed:  # decided again as the matcher decides with those records in its batch
+                kept = _unspilled(spilled)
                 decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, claimed=claimed,
-                                         reuse=_unspilled(spilled))
+                                         reuse=kept)
+                if kept is not None:  # only the records whose decision changed are written again
+                    changed = _changed(kept["decided"], decided)
+                    part, decided = part[changed], decided[changed]
+                del kept
                 conn.execute(
                     """DELETE FROM results.match m WHERE m.file_id = ANY(%s)
                           AND (m.base_id, m.student_guid) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
@@ -117,6 +124,18 @@ def _spilled(kept: dict | None) -> Any:
     f = tempfile.TemporaryFile()
     pickle.dump(kept, f, protocol=pickle.HIGHEST_PROTOCOL)
     return f
+
+
+def _changed(before: Any, after: Any) -> Any:
+    """The rows (a boolean array) whose ``results.match`` values differ between two decisions
+    of the same records (row-aligned)."""
+    import numpy as np
+
+    out = np.zeros(len(after), bool)
+    for col in ("status", "person_id", "rule", "score", "explanation"):
+        a, b = before[col].to_numpy(dtype=object), after[col].to_numpy(dtype=object)
+        out |= ~((a == b) | (before[col].isna().to_numpy() & after[col].isna().to_numpy()))
+    return out
 
 
 def _unspilled(f: Any) -> dict | None:
@@ -389,6 +408,9 @@ def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False
     if len(parts) == 1 and len(parts[0]) <= SMALL_RUN_STUDENTS:
         yield _one_small_part(conn, parts[0], prepared=prepared)
         return
+    if prepared and len(parts) > 1:
+        yield from _whole_la_parts(conn, parts)
+        return
     _stage_keys(conn, parts)
     if sum(len(p) for p in parts) <= SMALL_RUN_STUDENTS:
         # a few students (a changed-data day): index probes per key, not a pass over the whole
@@ -495,6 +517,39 @@ def _prepared_parts(conn: Connection, n_parts: int, links: Any, rejected: Any) -
                 WHERE p.person_id IN (SELECT m.person_id FROM match_cand m WHERE m.part = %s)
                 ORDER BY p.pos""", (k,))), dtype=np.int64)
         yield (matching.PreparedCore(whole.raw, whole.prep, blocks=blocks, rows=pos),
+               links[links["part"] == k].drop(columns="part").reset_index(drop=True),
+               rejected[rejected["part"] == k].drop(columns="part").reset_index(drop=True))
+
+
+def _whole_la_parts(conn: Connection, parts: list[Any]) -> Iterator[tuple[Any, Any, Any]]:
+    """:func:`run_candidates` for a run of several parts (more than :data:`PART_STUDENTS`
+    students: an LA's first load, a bench): every active LA child, read and prepared once, and
+    blocking's LA side built once (:class:`b2b.matching.blocking.LAIndex`); each part is paired
+    against all of them, exactly as ``b2b match`` pairs it. The candidate statement is not run:
+    each part's candidates were most of the LA (~70% at 300k x 250k), and its keys (a million
+    rows COPYed at 256k students), hash joins and per-part reads cost more than they saved.
+    The same decisions: the statement finds exactly the LA children blocking pairs (its keys
+    are blocking's, normalised alike), and a key's block size counts the same children."""
+    import pandas as pd
+
+    from b2b import matching
+    from b2b.matching.blocking import LAIndex
+
+    conn.execute("DROP TABLE IF EXISTS pg_temp.match_in")
+    conn.execute("CREATE TEMP TABLE match_in (part int, base_id text, guid text) ON COMMIT DROP")
+    with conn.cursor() as cur, cur.copy("COPY match_in (part, base_id, guid) FROM STDIN") as copy:
+        for k, frame in enumerate(parts):
+            for row in dict.fromkeys(zip([k] * len(frame), frame["base_id"].tolist(), frame["guid"].tolist())):
+                copy.write_row(row)
+    conn.execute("ANALYZE match_in")
+    links = pd.DataFrame(conn.execute(_LINKS).fetchall(), columns=["part", "base_id", "guid", "person_id", "linked_by"])
+    rejected = pd.DataFrame(conn.execute(_REJECTED).fetchall(), columns=["part", "base_id", "guid", "person_id"])
+    rows = conn.execute(f"SELECT {CORE_SELECT} FROM core.child c WHERE c.active ORDER BY c.person_id").fetchall()
+    whole = matching.prepare_core(pd.DataFrame(rows, columns=matching.CORE_COLUMNS))
+    del rows
+    blocks = LAIndex(whole.prep, matching.MatchConfig().block_cap)
+    for k in range(len(parts)):
+        yield (matching.PreparedCore(whole.raw, whole.prep, blocks=blocks),
                links[links["part"] == k].drop(columns="part").reset_index(drop=True),
                rejected[rejected["part"] == k].drop(columns="part").reset_index(drop=True))
 
