@@ -455,9 +455,11 @@ def upn_held_elsewhere(upn: Any, core_upn: Any) -> Any:
     from collections import Counter
 
     import numpy as np
+    import pandas as pd
 
     upn = np.asarray(upn, dtype=object).tolist()
-    held = set(np.asarray(core_upn, dtype=object).tolist()) - {""}
+    core_upn = pd.Series(core_upn)  # (only the LA's UPNs the batch holds: the isin is in C, not a set of the LA)
+    held = set(core_upn[core_upn.isin(set(upn)).to_numpy(dtype=bool)].tolist()) - {""}
     seen = Counter(upn)
     return np.array([u in held or seen[u] > 1 for u in upn], dtype=bool).reshape(len(upn))
 
@@ -918,7 +920,7 @@ def differing(core_df: Any, incoming_df: Any, ci: Any, rows: Any) -> Any:
     for f in FRAME_COMPARED:
         if f not in core_df.columns or f not in incoming_df.columns:
             continue
-        a = norm(f, core_df[f].to_numpy(dtype=object)[ci[take]])
+        a = norm(f, core_df[f].take(ci[take]).to_numpy(dtype=object))  # (the chosen rows: not a whole LA column)
         b = norm(f, incoming_df[f].to_numpy(dtype=object)[take])
         d = pd.notna(a) & pd.notna(b) & (a != b)
         hit = take[d]

@@ -50,7 +50,8 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
         prepared = settings.matcher != "legacy"
         cfg = matching.MatchConfig(guidmatch=settings.guidmatch)
         overwhelmed = []  # parts with a link on overwhelming evidence: checked once every part is written
-        for part, (core, links, rejected) in zip(parts, run_candidates(conn, parts, prepared=prepared)):
+        for part_no, (part, (core, links, rejected)) in enumerate(zip(parts, run_candidates(conn, parts,
+                                                                                            prepared=prepared))):
             if settings.matcher == "legacy":
                 decided = matching.legacy_match(core, part, guidmatch=settings.guidmatch, links=links)
             else:
@@ -60,11 +61,12 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                 if decided["explanation"].str.contains("|".join(f'"{r}"' for r in CROSS_RUN_RULES)).any():
                     if kept is not None:
                         kept["decided"] = decided
-                    overwhelmed.append((part, core, links, rejected, _spilled(kept)))
+                    overwhelmed.append((part_no, part, core, links, rejected, _spilled(kept)))
                 del kept
             _write_matches(conn, ctx, settings, part, decided)
-        for part, core, links, rejected, spilled in overwhelmed:
-            claimed = claimed_outside(conn, files, part)
+        for part_no, part, core, links, rejected, spilled in overwhelmed:
+            # (a run of several parts keeps its records' part numbers in a table: match_in)
+            claimed = claimed_outside(conn, files, part, part_no if len(parts) > 1 else None)
             if claimed:  # decided again as the matcher decides with those records in its batch
                 kept = _unspilled(spilled)
                 decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, claimed=claimed,
@@ -227,7 +229,7 @@ def _cross_run(alias: str) -> str:
     return f"{alias}.explanation ?| ARRAY[{', '.join(repr(r) for r in CROSS_RUN_RULES)}]"
 
 
-def claimed_outside(conn: Connection, files: list[int], part: Any) -> set[str]:
+def claimed_outside(conn: Connection, files: list[int], part: Any, part_no: int | None = None) -> set[str]:
     """The LA children this part linked on overwhelming evidence (or a forename typed at home,
     :data:`CROSS_RUN_RULES`) that records outside the part claim: linked to another school's record by an earlier run (``core.child_link``), or
     another part's record of this run (``results.match``). The matcher's own guard
@@ -236,8 +238,13 @@ def claimed_outside(conn: Connection, files: list[int], part: Any) -> set[str]:
     # array; one statement with the claims as EXISTS under an OR was planned as a subplan per
     # child, each a pass over the run's results.match rows when the planner misjudged them
     # (no index on person_id): 5 s per 20k-student part at 100k x 80k, minutes at 300k x 250k
-    params = {"b": part["base_id"].tolist(), "g": part["student_guid"].tolist(), "files": files}
-    part_sql = "WITH part AS (SELECT * FROM unnest(%(b)s::text[], %(g)s::text[]) AS p (base_id, student_guid))"
+    # (``part_no``: the part's records are in the run's match_in table, :func:`_whole_la_parts`)
+    if part_no is None:
+        params = {"b": part["base_id"].tolist(), "g": part["student_guid"].tolist(), "files": files}
+        part_sql = "WITH part AS (SELECT * FROM unnest(%(b)s::text[], %(g)s::text[]) AS p (base_id, student_guid))"
+    else:
+        params = {"k": part_no, "files": files}
+        part_sql = "WITH part AS (SELECT base_id, guid AS student_guid FROM match_in WHERE part = %(k)s)"
     params["over"] = [r[0] for r in conn.execute(
         f"""{part_sql}
             SELECT DISTINCT m.person_id FROM results.match m JOIN part p USING (base_id, student_guid)
