@@ -268,7 +268,6 @@ class LAIndex:
 
     def _side(self, cols: list[tuple], rows: Any, inc_keys: list[str]) -> tuple:
         import numpy as np
-        import pandas as pd
 
         ok = np.ones(len(rows), bool)
         comb = np.zeros(len(rows), np.int64)
@@ -276,13 +275,13 @@ class LAIndex:
             ok &= present[codes]
             comb = comb * len(uniq) + codes
         rows, comb = rows[ok], comb[ok]
-        codes, values = pd.factorize(comb)
+        values, codes = np.unique(comb, return_inverse=True)  # (sorted: looked up by searchsorted, no hash table)
         size = np.bincount(codes, minlength=len(values))
         keep = size[codes] <= self.block_cap
         rows, codes = rows[keep], codes[keep]
         order = np.argsort(codes, kind="stable")  # a value's rows in frame order
         starts = np.searchsorted(codes[order], np.arange(len(values) + 1))
-        return inc_keys, [uniq for _, uniq, _ in cols], pd.Index(values), rows[order], starts
+        return inc_keys, [uniq for _, uniq, _ in cols], values, rows[order], starts
 
     @staticmethod
     def _join(side: tuple, i: Any) -> tuple[Any, Any]:
@@ -291,16 +290,17 @@ class LAIndex:
         (LA row, then incoming row)."""
         import numpy as np
 
-        _, uniqs, index, la_rows, starts = side
+        _, uniqs, values, la_rows, starts = side
         valid = np.ones(len(i), bool)
         comb = np.zeros(len(i), np.int64)
         for k, uniq in enumerate(uniqs):
             at = uniq.get_indexer(i.iloc[:, k])
             valid &= at >= 0
             comb = comb * len(uniq) + at
-        code = index.get_indexer(comb[valid])
+        comb = comb[valid]
+        code = np.minimum(np.searchsorted(values, comb), max(len(values) - 1, 0))
         ii = i.index.to_numpy(dtype=np.int64)[valid]
-        hit = code >= 0
+        hit = values[code] == comb if len(values) else np.zeros(len(comb), bool)
         ii, code = ii[hit], code[hit]
         n = starts[code + 1] - starts[code]
         total = int(n.sum())

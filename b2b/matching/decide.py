@@ -36,6 +36,10 @@ from b2b.matching.train import load_weights
 
 STATUSES = ("matched", "matched_with_conflicts", "possible", "unmatched")
 CHUNK = 1_000_000
+#: pairs scored together for a large DAG run's part (:class:`PreparedCore` with ``blocks``):
+#: beside the run's prepared LA its memory is the stage's peak (at 300k x 250k, ~450k pairs
+#: per part: 416 MB above the steady state in chunks of 1M, 269 MB in chunks of 200k, no slower)
+PART_CHUNK = 200_000
 #: the compared fields (b2b.blocks.COMPARED) the matcher's frames carry, in the registry's order
 FRAME_COMPARED = tuple(f for f in CONFLICT_FIELDS if f in INCOMING_COLUMNS)
 
@@ -158,8 +162,9 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     else:
         pairs = blocks.blocks.pairs(inc, cfg, use_links, blocks.rows) if blocks is not None else \
             candidate_pairs(core, inc, cfg, use_links)
-        parts = [score_pairs(core, inc, pairs.iloc[k:k + CHUNK], cfg, use_links, tf, frame=False)
-                 for k in range(0, max(len(pairs), 1), CHUNK)]
+        chunk = PART_CHUNK if blocks is not None else CHUNK
+        parts = [score_pairs(core, inc, pairs.iloc[k:k + chunk], cfg, use_links, tf, frame=False)
+                 for k in range(0, max(len(pairs), 1), chunk)]
         s = parts[0] if len(parts) == 1 else \
             pd.concat([pd.DataFrame(x.cols) if isinstance(x, small.Frame) else x for x in parts], ignore_index=True)
         # a few pairs (a school's run) are decided on numpy arrays (issue 15), more on pandas

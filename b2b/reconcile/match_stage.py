@@ -46,6 +46,7 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
         # a school at a time, several schools per part: the matcher's frames stay bounded however
         # large the run (a school stays whole: its roll is the evidence for twins the LA does not know)
         parts = list(school_parts(incoming))
+        del incoming  # (the parts hold its rows: not twice in memory)
         # the matcher prepares the run's candidate LA children once; each part takes its own
         prepared = settings.matcher != "legacy"
         cfg = matching.MatchConfig(guidmatch=settings.guidmatch)
@@ -552,8 +553,10 @@ def _whole_la_parts(conn: Connection, parts: list[Any]) -> Iterator[tuple[Any, A
     links = pd.DataFrame(conn.execute(_LINKS).fetchall(), columns=["part", "base_id", "guid", "person_id", "linked_by"])
     rejected = pd.DataFrame(conn.execute(_REJECTED).fetchall(), columns=["part", "base_id", "guid", "person_id"])
     rows = conn.execute(f"SELECT {CORE_SELECT} FROM core.child c WHERE c.active ORDER BY c.person_id").fetchall()
-    whole = matching.prepare_core(pd.DataFrame(rows, columns=matching.CORE_COLUMNS))
-    del rows
+    frame = pd.DataFrame(rows, columns=matching.CORE_COLUMNS)
+    del rows  # (the rows as Python tuples are the stage's largest transient: gone before preparing)
+    whole = matching.prepare_core(frame)
+    del frame
     blocks = LAIndex(whole.prep, matching.MatchConfig().block_cap)
     for k in range(len(parts)):
         yield (matching.PreparedCore(whole.raw, whole.prep, blocks=blocks),
