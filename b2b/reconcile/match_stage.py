@@ -6,7 +6,10 @@ COPY, and ONE statement finds every school part's candidate LA children (hash jo
 the part number. The matcher decides a part (whole schools) at a time, so its frames stay
 bounded however large the run; the decisions are written by one COPY per part, and the
 two GUID guards are one UPDATE each over the run's ``results.match`` rows. A run of one small
-part (a school's run) sends its keys as array parameters instead of temporary tables.
+part (a school's run) sends its keys as array parameters instead of temporary tables. A run
+of several parts (an LA's first load) reads and prepares every active LA child once and
+builds blocking's LA side once (``blocking.LAIndex``): each part is paired as ``b2b match``
+pairs it, without the candidate statement.
 """
 from __future__ import annotations
 
