@@ -200,3 +200,143 @@ def _pairs_small(core: Any, inc: Any, cfg: Any, links: Any) -> Any:
                             out_c.append(r)
                             out_i.append(i)
     return pd.DataFrame({"ci": np.array(out_c, dtype=np.int64), "ii": np.array(out_i, dtype=np.int64)})
+
+
+def _key_frame(frame: Any, keys: list[str]) -> Any:
+    """``frame[keys]``, the :data:`DERIVED` columns computed (as :func:`candidate_pairs` reads them)."""
+    out = frame[[k for k in keys if k not in DERIVED]].copy()
+    for k in keys:
+        if k in DERIVED:
+            out[k] = frame["dob_s"].map(DERIVED[k])
+    return out[keys]
+
+
+def _exploded_parts(frame: Any) -> Any:
+    """The surname parts key's frame (:data:`PART_KEY`): one row per part of >= 2 letters,
+    indexed by the record's row (as :func:`candidate_pairs` explodes it)."""
+    p = frame[["sn_parts", "year", "fn1"]].explode("sn_parts").rename(columns={"sn_parts": "part"})
+    p["part"] = p["part"].fillna("")
+    return p[p["part"].str.len() >= 2]
+
+
+def _encoded(values: Any) -> tuple[Any, Any, Any]:
+    """An LA key column factorised: (codes, the distinct values as an index, whether each
+    distinct value blocks: as text not "" and not "0", as the merge path filters rows)."""
+    import numpy as np
+    import pandas as pd
+
+    codes, uniq = pd.factorize(values, use_na_sentinel=False)
+    present = np.array([str(v) not in ("", "0") for v in uniq], dtype=bool)
+    return codes.astype(np.int64), pd.Index(uniq), present
+
+
+class LAIndex:
+    """The LA side of :func:`candidate_pairs`'s merge path built ONCE for many calls (issue 15:
+    a large DAG run matches 20,000-student parts, each against most of one prepared set of
+    candidate children; rebuilding every key's LA frame, its filters and its block sizes per
+    part cost more than the CLI's one call). Per key: the LA rows whose key is present and
+    shared by at most ``block_cap`` rows, grouped by key value (each column's values
+    factorised once, a key value one integer), behind a hash index of the values.
+    :meth:`pairs` gives exactly :func:`candidate_pairs` of the rows ``rows`` (positions,
+    ascending) and ``inc``: the same pairs in the same order, ``ci`` counted in the whole
+    frame. A key value's LA rows are all among the candidates of any part holding it (the
+    candidate statement finds them by the same keys), so its block size is the same counted here."""
+
+    def __init__(self, core: Any, block_cap: int) -> None:
+        import numpy as np
+
+        self.n = len(core)
+        self.block_cap = block_cap
+        self.ids = core["id"]
+        cache: dict[str, tuple] = {}
+
+        def column(name: str) -> tuple:
+            if name not in cache:
+                cache[name] = _encoded(core["dob_s"].map(DERIVED[name]) if name in DERIVED else core[name])
+            return cache[name]
+
+        rows = np.arange(self.n, dtype=np.int64)
+        self._keys = [self._side([column(k) for k in kc], rows, list(ki or kc)) for kc, ki in KEYS]
+        parts = _exploded_parts(core)
+        self._parts = self._side([_encoded(parts[k]) for k in PART_KEY], parts.index.to_numpy(dtype=np.int64),
+                                 list(PART_KEY))
+        self._guid = self._side([column(k) for k in GUID_KEY], rows, list(GUID_KEY))
+
+    def _side(self, cols: list[tuple], rows: Any, inc_keys: list[str]) -> tuple:
+        import numpy as np
+
+        ok = np.ones(len(rows), bool)
+        comb = np.zeros(len(rows), np.int64)
+        for codes, uniq, present in cols:
+            ok &= present[codes]
+            comb = comb * len(uniq) + codes
+        rows, comb = rows[ok], comb[ok]
+        values, codes = np.unique(comb, return_inverse=True)  # (sorted: looked up by searchsorted, no hash table)
+        size = np.bincount(codes, minlength=len(values))
+        keep = size[codes] <= self.block_cap
+        rows, codes = rows[keep], codes[keep]
+        order = np.argsort(codes, kind="stable")  # a value's rows in frame order
+        starts = np.searchsorted(codes[order], np.arange(len(values) + 1))
+        return inc_keys, [uniq for _, uniq, _ in cols], values, rows[order], starts
+
+    @staticmethod
+    def _join(side: tuple, i: Any) -> tuple[Any, Any]:
+        """A key's pairs with the incoming key frame ``i`` (its columns in the LA key's order,
+        index: incoming row), sorted as an inner merge of the LA frame with it orders them
+        (LA row, then incoming row)."""
+        import numpy as np
+
+        _, uniqs, values, la_rows, starts = side
+        valid = np.ones(len(i), bool)
+        comb = np.zeros(len(i), np.int64)
+        for k, uniq in enumerate(uniqs):
+            at = uniq.get_indexer(i.iloc[:, k])
+            valid &= at >= 0
+            comb = comb * len(uniq) + at
+        comb = comb[valid]
+        code = np.minimum(np.searchsorted(values, comb), max(len(values) - 1, 0))
+        ii = i.index.to_numpy(dtype=np.int64)[valid]
+        hit = values[code] == comb if len(values) else np.zeros(len(comb), bool)
+        ii, code = ii[hit], code[hit]
+        n = starts[code + 1] - starts[code]
+        total = int(n.sum())
+        first = np.repeat(starts[code] - np.cumsum(n) + n, n)
+        ci = la_rows[first + np.arange(total)]
+        ii = np.repeat(ii, n)
+        order = np.lexsort((ii, ci))
+        return ci[order], ii[order]
+
+    def pairs(self, inc: Any, cfg: Any, links: Any = None, rows: Any = None) -> Any:
+        """:func:`candidate_pairs` (merge path) of the LA rows ``rows`` (None: all) and ``inc``."""
+        import numpy as np
+        import pandas as pd
+
+        assert cfg.block_cap == self.block_cap
+        cis, iis = [], []
+
+        def add(side: tuple, i: Any) -> None:
+            ci, ii = self._join(side, i)
+            cis.append(ci)
+            iis.append(ii)
+
+        for side in self._keys:
+            add(side, _key_frame(inc, side[0]))
+        add(self._parts, _exploded_parts(inc))
+        if cfg.guidmatch:
+            add(self._guid, _key_frame(inc, list(GUID_KEY)))
+            if links is not None and len(links):
+                lk = links.merge(pd.DataFrame({"ci": np.arange(self.n), "person_id": self.ids.values}), on="person_id")
+                ii = inc[["base_id", "guid"]].reset_index().rename(columns={"index": "ii"})
+                m = lk.merge(ii, on=["base_id", "guid"])
+                cis.append(m["ci"].to_numpy(dtype=np.int64))
+                iis.append(m["ii"].to_numpy(dtype=np.int64))
+        ci, ii = np.concatenate(cis), np.concatenate(iis)
+        if rows is not None:  # the call's own rows only
+            allowed = np.zeros(self.n, bool)
+            allowed[np.asarray(rows, dtype=np.int64)] = True
+            keep = allowed[ci]
+            ci, ii = ci[keep], ii[keep]
+        # the first of each pair, in order (drop_duplicates)
+        _, first = np.unique(ci * max(len(inc), 1) + ii, return_index=True)
+        first.sort()
+        return pd.DataFrame({"ci": ci[first], "ii": ii[first]})

@@ -36,6 +36,10 @@ from b2b.matching.train import load_weights
 
 STATUSES = ("matched", "matched_with_conflicts", "possible", "unmatched")
 CHUNK = 1_000_000
+#: pairs scored together for a large DAG run's part (:class:`PreparedCore` with ``blocks``):
+#: beside the run's prepared LA its memory is the stage's peak (at 300k x 250k, ~450k pairs
+#: per part: 416 MB above the steady state in chunks of 1M, 269 MB in chunks of 200k, no slower)
+PART_CHUNK = 200_000
 #: the compared fields (b2b.blocks.COMPARED) the matcher's frames carry, in the registry's order
 FRAME_COMPARED = tuple(f for f in CONFLICT_FIELDS if f in INCOMING_COLUMNS)
 
@@ -69,6 +73,11 @@ class PreparedCore:
 
     raw: Any
     prep: Any
+    #: a large run's parts (issue 15): the blocking index over every row, built once
+    #: (:class:`b2b.matching.blocking.LAIndex`), and the rows (positions) this call pairs:
+    #: the same decisions as ``take(rows)``, without copying the rows or rebuilding blocking
+    blocks: Any = None
+    rows: Any = None
 
     def __len__(self) -> int:
         return len(self.prep)
@@ -112,7 +121,7 @@ def _core_sides(core_df: Any) -> tuple[Any, Any]:
 
 def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, links: Any = None, rejected: Any = None,
           min_age: int | None = None, as_of: Any = None, tf: TermFrequencies | None = None,
-          claimed: Any = None) -> Any:
+          claimed: Any = None, reuse: dict | None = None) -> Any:
     """Decide every incoming record. Returns a DataFrame with one row per incoming record:
     ``incoming_id, status, person_id, rule, score, conflicting_fields, explanation``.
 
@@ -127,32 +136,42 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     without preparing the LA records again. ``claimed``: LA children (person ids) that
     records outside this call claim (the DAG path: other schools' runs, other parts): as a
     record of the batch claiming them, they stop a link on overwhelming evidence alone or on
-    a forename typed at home.
+    a forename typed at home. ``reuse``: a dict the prepared records and scored pairs are kept
+    in, and read from by a later call with the same arguments but ``claimed`` (the DAG path
+    decides a part again once it knows the other parts' claims).
     """
     import numpy as np
     import pandas as pd
 
     cfg = cfg or MatchConfig()
+    blocks = core_df if isinstance(core_df, PreparedCore) and core_df.blocks is not None else None
     core_df, core = _core_sides(core_df)
     incoming_df = incoming_df.reset_index(drop=True)
-    inc = prepare(incoming_df, "incoming_id")
+    inc = reuse["inc"] if reuse and "inc" in reuse else prepare(incoming_df, "incoming_id")
     links = None if links is None or not len(links) else links.astype(str)  # (no links: None, as blocking reads it)
     n = len(inc)
-    if not n or not len(core):
+    if not n or not len(core) or (blocks is not None and blocks.rows is not None and not len(blocks.rows)):
         return pd.DataFrame({"incoming_id": inc["id"], "status": "unmatched", "person_id": "", "rule": "none",
                              "score": 0.0, "conflicting_fields": "", "explanation": '{"candidates": 0}'})
     use_links = links if cfg.guidmatch else None
     from b2b.matching import small
 
     tf = tf or TermFrequencies.from_frame(core)
-    pairs = candidate_pairs(core, inc, cfg, use_links)
-    parts = [score_pairs(core, inc, pairs.iloc[k:k + CHUNK], cfg, use_links, tf, frame=False)
-             for k in range(0, max(len(pairs), 1), CHUNK)]
-    s = parts[0] if len(parts) == 1 else \
-        pd.concat([pd.DataFrame(x.cols) if isinstance(x, small.Frame) else x for x in parts], ignore_index=True)
-    # a few pairs (a school's run) are decided on numpy arrays (issue 15), more on pandas
-    if isinstance(s, small.Frame) != (len(s) <= small.SMALL_DECIDE):
-        s = pd.DataFrame(s.cols) if isinstance(s, small.Frame) else small.Frame.of(s)
+    if reuse and "s" in reuse:
+        s = reuse["s"].copy(deep=False)
+    else:
+        pairs = blocks.blocks.pairs(inc, cfg, use_links, blocks.rows) if blocks is not None else \
+            candidate_pairs(core, inc, cfg, use_links)
+        chunk = PART_CHUNK if blocks is not None else CHUNK
+        parts = [score_pairs(core, inc, pairs.iloc[k:k + chunk], cfg, use_links, tf, frame=False)
+                 for k in range(0, max(len(pairs), 1), chunk)]
+        s = parts[0] if len(parts) == 1 else \
+            pd.concat([pd.DataFrame(x.cols) if isinstance(x, small.Frame) else x for x in parts], ignore_index=True)
+        # a few pairs (a school's run) are decided on numpy arrays (issue 15), more on pandas
+        if isinstance(s, small.Frame) != (len(s) <= small.SMALL_DECIDE):
+            s = pd.DataFrame(s.cols) if isinstance(s, small.Frame) else small.Frame.of(s)
+        if reuse is not None and isinstance(s, pd.DataFrame):  # (columns added below stay out of it)
+            reuse.update(inc=inc, s=s.copy(deep=False))
     ids = core["id"].to_numpy(dtype=object)  # (text as Python objects once: pandas' str columns are Arrow arrays)
     # the LA rows claimed outside this call (``claimed``), by position
     claimed_row = np.isin(ids, list(claimed)) if claimed is not None and len(claimed) else None
@@ -297,7 +316,31 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     ci = np.where(by_officer, officer_ci, best_ci)
     linked = by_officer | safe
     shown = linked | maybe
-    differ = differing(core_df, incoming_df, ci, shown)
+    # deciding again (``reuse``): the fields that differ only for records whose chosen child or
+    # its showing changed (the rest as the first call found them)
+    if reuse is not None and "ci" in reuse:
+        same_pick = (reuse["ci"] == ci) & (reuse["shown"] == shown)
+        differ = np.where(same_pick, reuse["differ"], differing(core_df, incoming_df, ci, shown & ~same_pick))
+    else:
+        differ = differing(core_df, incoming_df, ci, shown)
+        if reuse is not None:
+            reuse.update(ci=ci, shown=shown, differ=differ)
+    explanation_args = (best, has, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible, corro | over,
+                        {"twin_in_batch": in_twins & weak_fn, "better_forename_elsewhere": household,
+                         "claimed_twice": twice},
+                        np.where(shown, differ, ""),
+                        {k: v & (score >= cfg.possible) for k, v in not_possible.items()}, moved,
+                        over_corro, over, {"rare_name": np.where(rare, expected, np.nan),
+                                           "typed_forename_at_home": typed_home,
+                                           "middle_name_counts": middle & ~best_identifier})
+    if reuse is not None and "explained" in reuse:  # only records whose explanation's inputs changed
+        explained = reuse["explained"]
+        same = _same_rows(explained[0], explanation_args)
+        explanation = _explanations(*explanation_args, only=np.flatnonzero(~same), before=explained[1])
+    else:
+        explanation = _explanations(*explanation_args)
+        if reuse is not None:
+            reuse["explained"] = (explanation_args, explanation)
     return pd.DataFrame({
         "incoming_id": inc["id"].values,
         "status": np.select([linked & (differ != ""), linked, maybe], ["matched_with_conflicts", "matched", "possible"],
@@ -306,14 +349,33 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
         "rule": np.select([by_officer, shown], ["officer_link", "weights"], "none"),
         "score": np.where(by_officer, np.nan, np.round(score, 2)),
         "conflicting_fields": np.where(shown, differ, ""),
-        "explanation": _explanations(best, has, runner, n_good, by_officer, maybe, below, ambiguous, fn_ok, eligible,
-                                     corro | over, {"twin_in_batch": in_twins & weak_fn,
-                                                    "better_forename_elsewhere": household, "claimed_twice": twice},
-                                     np.where(shown, differ, ""),
-                                     {k: v & (score >= cfg.possible) for k, v in not_possible.items()}, moved,
-                                     over_corro, over, {"rare_name": np.where(rare, expected, np.nan),
-                                                        "typed_forename_at_home": typed_home,
-                                                        "middle_name_counts": middle & ~best_identifier})})
+        "explanation": explanation})
+
+
+def _same_rows(before: tuple, after: tuple) -> Any:
+    """Per record, whether every per-record input of :func:`_explanations` is the same in two
+    argument tuples (arrays, dicts of arrays, the best pairs' columns; NaN equal to NaN)."""
+    import numpy as np
+
+    def arrays(args: Any) -> list:
+        out = []
+        for a in args:
+            if isinstance(a, dict):
+                out += arrays(a.values())
+            elif hasattr(a, "cols"):  # the best pairs (small.Frame)
+                out += arrays(a.cols.values())
+            else:
+                out.append(np.asarray(a))
+        return out
+
+    first, second = arrays(before), arrays(after)
+    same = np.ones(len(second[0]), bool)
+    for a, b in zip(first, second, strict=True):
+        eq = a == b
+        if a.dtype.kind == "f":
+            eq |= np.isnan(a) & np.isnan(b)
+        same &= eq
+    return same
 
 
 def _rank_frame(s: Any, n: int, possible: float) -> tuple[Any, Any, Any, Any]:
@@ -398,9 +460,11 @@ def upn_held_elsewhere(upn: Any, core_upn: Any) -> Any:
     from collections import Counter
 
     import numpy as np
+    import pandas as pd
 
     upn = np.asarray(upn, dtype=object).tolist()
-    held = set(np.asarray(core_upn, dtype=object).tolist()) - {""}
+    core_upn = pd.Series(core_upn)  # (only the LA's UPNs the batch holds: the isin is in C, not a set of the LA)
+    held = set(core_upn[core_upn.isin(set(upn)).to_numpy(dtype=bool)].tolist()) - {""}
     seen = Counter(upn)
     return np.array([u in held or seen[u] > 1 for u in upn], dtype=bool).reshape(len(upn))
 
@@ -874,7 +938,7 @@ def differing(core_df: Any, incoming_df: Any, ci: Any, rows: Any) -> Any:
     for f in FRAME_COMPARED:
         if f not in core_df.columns or f not in incoming_df.columns:
             continue
-        a = norm(f, core_df[f].to_numpy(dtype=object)[ci[take]])
+        a = norm(f, core_df[f].take(ci[take]).to_numpy(dtype=object))  # (the chosen rows: not a whole LA column)
         b = norm(f, incoming_df[f].to_numpy(dtype=object)[take])
         d = pd.notna(a) & pd.notna(b) & (a != b)
         hit = take[d]
@@ -882,28 +946,28 @@ def differing(core_df: Any, incoming_df: Any, ci: Any, rows: Any) -> Any:
     return names
 
 
-def _explanations(best: Any, has: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any, not_possible: Any, moved: Any, over_corro: Any, over: Any, queue_rules: Any = None) -> Any:
+def _explanations(best: Any, has: Any, runner: Any, n_good: Any, by_officer: Any, maybe: Any, below: Any, ambiguous: Any, fn_ok: Any, eligible: Any, corro: Any, guards: Any, differ: Any, not_possible: Any, moved: Any, over_corro: Any, over: Any, queue_rules: Any = None, *, only: Any = None, before: Any = None) -> Any:
     """One JSON object per incoming record: per field its level label and weight (``fields``),
     the non-zero weights (``weights``), score, runner-up, the compared fields that differ
     (``differing_fields``), for a possible ``why_not_auto``, and for an unmatched record whose
     nearest candidate scores in the possible band ``why_not_possible`` (``not_possible``: reason ->
-    mask)."""
+    mask). ``only``: the records to explain (positions), the others' explanations are ``before``'s."""
     import json
     import math
 
     import numpy as np
 
-    out = []
+    out = list(before) if only is not None else [""] * len(best)
     vals = np.column_stack([best[f].values for f in PARTS])
     lvs = np.column_stack([best[f + "_lv"].values for f in PARTS])
     scores = best["score"].values
-    for k in range(len(best)):
+    for k in (range(len(best)) if only is None else only.tolist()):
         if by_officer[k]:
-            out.append(json.dumps({"officer_link": True, **({"differing_fields": differ[k].split(";")}
-                                                             if differ[k] else {})}, sort_keys=True))
+            out[k] = json.dumps({"officer_link": True, **({"differing_fields": differ[k].split(";")}
+                                                          if differ[k] else {})}, sort_keys=True)
             continue
         if not has[k]:  # no candidate at all
-            out.append('{"candidates": 0}')
+            out[k] = '{"candidates": 0}'
             continue
         d = {"weights": {p: float(v) for p, v in zip(PARTS, vals[k]) if v},
              "fields": {c.field: {"level": label_of(c.field, lv), "weight": float(v)}
@@ -935,7 +999,7 @@ def _explanations(best: Any, has: Any, runner: Any, n_good: Any, by_officer: Any
         why_not = [r for r, hit in not_possible.items() if hit[k]]
         if why_not:
             d["why_not_possible"] = why_not
-        out.append(json.dumps(d, sort_keys=True))
+        out[k] = json.dumps(d, sort_keys=True)
     return out
 
 

@@ -6,7 +6,10 @@ COPY, and ONE statement finds every school part's candidate LA children (hash jo
 the part number. The matcher decides a part (whole schools) at a time, so its frames stay
 bounded however large the run; the decisions are written by one COPY per part, and the
 two GUID guards are one UPDATE each over the run's ``results.match`` rows. A run of one small
-part (a school's run) sends its keys as array parameters instead of temporary tables.
+part (a school's run) sends its keys as array parameters instead of temporary tables. A run
+of several parts (an LA's first load) reads and prepares every active LA child once and
+builds blocking's LA side once (``blocking.LAIndex``): each part is paired as ``b2b match``
+pairs it, without the candidate statement.
 """
 from __future__ import annotations
 
@@ -47,22 +50,36 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
         # a school at a time, several schools per part: the matcher's frames stay bounded however
         # large the run (a school stays whole: its roll is the evidence for twins the LA does not know)
         parts = list(school_parts(incoming)) if len(incoming) else []
+        del incoming  # (the parts hold its rows: not twice in memory)
         # the matcher prepares the run's candidate LA children once; each part takes its own
         prepared = settings.matcher != "legacy"
         cfg = matching.MatchConfig(guidmatch=settings.guidmatch)
         overwhelmed = []  # parts with a link on overwhelming evidence: checked once every part is written
-        for part, (core, links, rejected) in zip(parts, run_candidates(conn, parts, prepared=prepared)):
+        for part_no, (part, (core, links, rejected)) in enumerate(zip(parts, run_candidates(conn, parts,
+                                                                                            prepared=prepared))):
             if settings.matcher == "legacy":
                 decided = matching.legacy_match(core, part, guidmatch=settings.guidmatch, links=links)
             else:
-                decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf)
+                # (a large run keeps the part's scored pairs, on disk, for deciding it again below)
+                kept: dict | None = {} if len(parts) > 1 else None
+                decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, reuse=kept)
                 if decided["explanation"].str.contains("|".join(f'"{r}"' for r in CROSS_RUN_RULES)).any():
-                    overwhelmed.append((part, core, links, rejected))
+                    if kept is not None:
+                        kept["decided"] = decided
+                    overwhelmed.append((part_no, part, core, links, rejected, _spilled(kept)))
+                del kept
             _write_matches(conn, ctx, settings, part, decided)
-        for part, core, links, rejected in overwhelmed:
-            claimed = claimed_outside(conn, files, part)
+        for part_no, part, core, links, rejected, spilled in overwhelmed:
+            # (a run of several parts keeps its records' part numbers in a table: match_in)
+            claimed = claimed_outside(conn, files, part, part_no if len(parts) > 1 else None)
             if claimed:  # decided again as the matcher decides with those records in its batch
-                decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, claimed=claimed)
+                kept = _unspilled(spilled)
+                decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, claimed=claimed,
+                                         reuse=kept)
+                if kept is not None:  # only the records whose decision changed are written again
+                    changed = _changed(kept["decided"], decided)
+                    part, decided = part[changed], decided[changed]
+                del kept
                 conn.execute(
                     """DELETE FROM results.match m WHERE m.file_id = ANY(%s)
                           AND (m.base_id, m.student_guid) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
@@ -102,6 +119,43 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                   f"{counts['possible']} possible, {counts['unmatched']} unmatched "
                   f"({hidden} hidden: older than B2B_S_AGE {settings.b2b_s_age})")
     return counts
+
+
+def _spilled(kept: dict | None) -> Any:
+    """The matcher's kept inputs of a part (``reuse``) in a temporary file: a part decided again
+    once the other parts are written reads its scored pairs back instead of blocking and
+    scoring again (issue 15), and the run's memory does not hold every part's pairs."""
+    if not kept:
+        return None
+    import pickle
+    import tempfile
+
+    f = tempfile.TemporaryFile()
+    pickle.dump(kept, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return f
+
+
+def _changed(before: Any, after: Any) -> Any:
+    """The rows (a boolean array) whose ``results.match`` values differ between two decisions
+    of the same records (row-aligned)."""
+    import numpy as np
+
+    out = np.zeros(len(after), bool)
+    for col in ("status", "person_id", "rule", "score", "explanation"):
+        a, b = before[col].to_numpy(dtype=object), after[col].to_numpy(dtype=object)
+        out |= ~((a == b) | (before[col].isna().to_numpy() & after[col].isna().to_numpy()))
+    return out
+
+
+def _unspilled(f: Any) -> dict | None:
+    """:func:`_spilled`'s inputs back (the file is closed: gone)."""
+    if f is None:
+        return None
+    import pickle
+
+    with f:
+        f.seek(0)
+        return pickle.load(f)
 
 
 GUID_ELSEWHERE = "guid_linked_elsewhere"
@@ -186,21 +240,36 @@ def _cross_run(alias: str) -> str:
     return f"{alias}.explanation ?| ARRAY[{', '.join(repr(r) for r in CROSS_RUN_RULES)}]"
 
 
-def claimed_outside(conn: Connection, files: list[int], part: Any) -> set[str]:
+def claimed_outside(conn: Connection, files: list[int], part: Any, part_no: int | None = None) -> set[str]:
     """The LA children this part linked on overwhelming evidence (or a forename typed at home,
     :data:`CROSS_RUN_RULES`) that records outside the part claim: linked to another school's record by an earlier run (``core.child_link``), or
     another part's record of this run (``results.match``). The matcher's own guard
     (``b2b.matching.decide.claimed_by_another_record``) sees only the records of its call."""
+    # in two statements: the part's links first (a few hundred children), then their claims by
+    # array; one statement with the claims as EXISTS under an OR was planned as a subplan per
+    # child, each a pass over the run's results.match rows when the planner misjudged them
+    # (no index on person_id): 5 s per 20k-student part at 100k x 80k, minutes at 300k x 250k
+    # (``part_no``: the part's records are in the run's match_in table, :func:`_whole_la_parts`)
+    if part_no is None:
+        params = {"b": part["base_id"].tolist(), "g": part["student_guid"].tolist(), "files": files}
+        part_sql = "WITH part AS (SELECT * FROM unnest(%(b)s::text[], %(g)s::text[]) AS p (base_id, student_guid))"
+    else:
+        params = {"k": part_no, "files": files}
+        part_sql = "WITH part AS (SELECT base_id, guid AS student_guid FROM match_in WHERE part = %(k)s)"
+    params["over"] = [r[0] for r in conn.execute(
+        f"""{part_sql}
+            SELECT DISTINCT m.person_id FROM results.match m JOIN part p USING (base_id, student_guid)
+             WHERE m.file_id = ANY(%(files)s) AND {_cross_run('m')}""", params)]
+    if not params["over"]:
+        return set()
     return {r[0] for r in conn.execute(
-        f"""WITH part AS (SELECT * FROM unnest(%(b)s::text[], %(g)s::text[]) AS p (base_id, student_guid)),
-                over AS (SELECT DISTINCT m.person_id FROM results.match m JOIN part p USING (base_id, student_guid)
-                          WHERE m.file_id = ANY(%(files)s) AND {_cross_run('m')})
-           SELECT o.person_id FROM over o
-            WHERE EXISTS (SELECT 1 FROM core.child_link l WHERE l.person_id = o.person_id
-                            AND (l.base_id, l.student_guid) NOT IN (SELECT * FROM part))
-               OR EXISTS (SELECT 1 FROM results.match m WHERE m.file_id = ANY(%(files)s) AND m.person_id = o.person_id
-                            AND (m.base_id, m.student_guid) NOT IN (SELECT * FROM part))""",
-        {"b": part["base_id"].tolist(), "g": part["student_guid"].tolist(), "files": files})}
+        f"""{part_sql}
+            SELECT l.person_id FROM core.child_link l
+             WHERE l.person_id = ANY(%(over)s) AND (l.base_id, l.student_guid) NOT IN (SELECT * FROM part)
+            UNION
+            SELECT m.person_id FROM results.match m
+             WHERE m.file_id = ANY(%(files)s) AND m.person_id = ANY(%(over)s)
+               AND (m.base_id, m.student_guid) NOT IN (SELECT * FROM part)""", params)}
 
 
 def earlier_overwhelming_links(conn: Connection, files: list[int]) -> int:
@@ -362,6 +431,9 @@ def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False
     if len(parts) == 1 and len(parts[0]) <= SMALL_RUN_STUDENTS:
         yield _one_small_part(conn, parts[0], prepared=prepared)
         return
+    if prepared and len(parts) > 1:
+        yield from _whole_la_parts(conn, parts)
+        return
     _stage_keys(conn, parts)
     if sum(len(p) for p in parts) <= SMALL_RUN_STUDENTS:
         # a few students (a changed-data day): index probes per key, not a pass over the whole
@@ -459,12 +531,52 @@ def _prepared_parts(conn: Connection, n_parts: int, links: Any, rejected: Any) -
                         "ORDER BY p.pos").fetchall()
     whole = matching.prepare_core(pd.DataFrame(rows, columns=matching.CORE_COLUMNS))
     del rows
+    # blocking's LA side built once for the run: each part pairs its own candidates' rows
+    # (the same pairs as blocking on whole.take(pos)), no copy of the rows per part
+    from b2b.matching.blocking import LAIndex
+
+    blocks = LAIndex(whole.prep, matching.MatchConfig().block_cap)
     for k in range(n_parts):
         pos = np.fromiter((r[0] for r in conn.execute(
             """SELECT p.pos FROM match_pos p
                 WHERE p.person_id IN (SELECT m.person_id FROM match_cand m WHERE m.part = %s)
                 ORDER BY p.pos""", (k,))), dtype=np.int64)
-        yield (whole.take(pos),
+        yield (matching.PreparedCore(whole.raw, whole.prep, blocks=blocks, rows=pos),
+               links[links["part"] == k].drop(columns="part").reset_index(drop=True),
+               rejected[rejected["part"] == k].drop(columns="part").reset_index(drop=True))
+
+
+def _whole_la_parts(conn: Connection, parts: list[Any]) -> Iterator[tuple[Any, Any, Any]]:
+    """:func:`run_candidates` for a run of several parts (more than :data:`PART_STUDENTS`
+    students: an LA's first load, a bench): every active LA child, read and prepared once, and
+    blocking's LA side built once (:class:`b2b.matching.blocking.LAIndex`); each part is paired
+    against all of them, exactly as ``b2b match`` pairs it. The candidate statement is not run:
+    each part's candidates were most of the LA (~70% at 300k x 250k), and its keys (a million
+    rows COPYed at 256k students), hash joins and per-part reads cost more than they saved.
+    The same decisions: the statement finds exactly the LA children blocking pairs (its keys
+    are blocking's, normalised alike), and a key's block size counts the same children."""
+    import pandas as pd
+
+    from b2b import matching
+    from b2b.matching.blocking import LAIndex
+
+    conn.execute("DROP TABLE IF EXISTS pg_temp.match_in")
+    conn.execute("CREATE TEMP TABLE match_in (part int, base_id text, guid text) ON COMMIT DROP")
+    with conn.cursor() as cur, cur.copy("COPY match_in (part, base_id, guid) FROM STDIN") as copy:
+        for k, frame in enumerate(parts):
+            for row in dict.fromkeys(zip([k] * len(frame), frame["base_id"].tolist(), frame["guid"].tolist())):
+                copy.write_row(row)
+    conn.execute("ANALYZE match_in")
+    links = pd.DataFrame(conn.execute(_LINKS).fetchall(), columns=["part", "base_id", "guid", "person_id", "linked_by"])
+    rejected = pd.DataFrame(conn.execute(_REJECTED).fetchall(), columns=["part", "base_id", "guid", "person_id"])
+    rows = conn.execute(f"SELECT {CORE_SELECT} FROM core.child c WHERE c.active ORDER BY c.person_id").fetchall()
+    frame = pd.DataFrame(rows, columns=matching.CORE_COLUMNS)
+    del rows  # (the rows as Python tuples are the stage's largest transient: gone before preparing)
+    whole = matching.prepare_core(frame)
+    del frame
+    blocks = LAIndex(whole.prep, matching.MatchConfig().block_cap)
+    for k in range(len(parts)):
+        yield (matching.PreparedCore(whole.raw, whole.prep, blocks=blocks),
                links[links["part"] == k].drop(columns="part").reset_index(drop=True),
                rejected[rejected["part"] == k].drop(columns="part").reset_index(drop=True))
 
@@ -793,6 +905,7 @@ def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incomi
     def text(v: Any) -> Any:
         return None if v is None or v is pd.NA or (isinstance(v, float) and v != v) or v == "" else v
 
+    window_order = ctx.window_order  # (a property computed per call: once, not per row)
     with conn.cursor() as cur, cur.copy(
             "COPY results.match (file_id, base_id, student_guid, person_id, status, rule, score, hidden, age_years, "
             "window_order, explanation) FROM STDIN") as copy:
@@ -803,4 +916,4 @@ def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incomi
             a = None if a is pd.NA or a is None else int(a)
             copy.write_row((file_id, text(base_id), text(guid), text(pid), text(status), text(rule),
                             None if sc != sc else sc, status == "unmatched" and a is not None and a > settings.b2b_s_age,
-                            a, ctx.window_order, text(expl) or "{}"))
+                            a, window_order, text(expl) or "{}"))
