@@ -156,6 +156,12 @@ def one_size(core_n: int, inc_n: int, seed: int, dump: Path | None = None) -> di
     a_ = cli.set_index("incoming_id").sort_index()
     b_ = dag.set_index("incoming_id").sort_index()[["status", "person_id"]]
     same = bool(len(a_) == len(b_) and (a_.index == b_.index).all() and (a_.values == b_.values).all())
+    if not same and len(a_) == len(b_) and (a_.index == b_.index).all():
+        # which records differ: (the CLI's status -> the DAG path's), and whether the child differs
+        diff = a_.join(b_, rsuffix="_dag")
+        diff = diff[(diff["status"] != diff["status_dag"]) | (diff["person_id"] != diff["person_id_dag"])]
+        print(f"match_dag: {len(diff)} records decided differently: " + ", ".join(
+            f"{k[0]} -> {k[1]}: {n}" for k, n in diff.groupby(["status", "status_dag"]).size().items()), flush=True)
     return {"core": len(core), "incoming": len(inc), "cli_s": cli_s, "cli_peak": cli_peak, "dag_s": dag_s,
             "dag_peak": dag_peak, "steps": steps, "same": same, "cli_cpu": cli_cpu, "dag_cpu": dag_cpu + dag_pg_cpu,
             "dag_pg_cpu": dag_pg_cpu}
