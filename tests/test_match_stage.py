@@ -247,6 +247,31 @@ def test_a_child_claimed_exactly_in_another_part_is_not_linked_to_a_form_of_its_
     assert by_guid["g-leon"][6]["why_not_auto"] == ["claimed_twice"]
 
 
+@pytest.mark.parametrize("schools", [("8862001", "8862005"), ("8862005", "8862001")])
+def test_a_twin_in_another_part_whose_name_only_resembles_the_childs_is_another_child(db_url, monkeypatch,
+                                                                                         schools):
+    """Across parts, as in one call: the LA knows Isla; her school sends Isla, another school
+    (matched in another part, before or after hers) sends "Isha", her twin the LA never knew.
+    ``b2b.matching.match`` on everything at once calls Isha another child (``unmatched``,
+    ``claimed_elsewhere``: the child is Isla's). Before, the part without Isla's record
+    proposed the child to Isha (``possible``)."""
+    from b2b import matching
+
+    core, inc, bench = one_child_two_schools("Isla", "F", ((schools[0], "g-isla", "Isla"),
+                                                                (schools[1], "g-isha", "Isha")))
+    want = matching.match(core, inc).set_index("incoming_id")
+    isha = want.loc[f"{schools[1]}:g-isha"]
+    assert isha["status"] == "unmatched" and "claimed_elsewhere" in isha["explanation"]
+    bench.load_dag_db(core, inc, db_url)
+    counts, rows = stage_rows(db_url, bench.DAG_ID, 1, monkeypatch)  # a part per school
+    assert counts["parts"] == 2
+    by_guid = {k.split("|")[1]: v for k, v in rows.items()}
+    for g in ("g-isla", "g-isha"):
+        w = want.loc[[i for i in want.index if i.endswith(g)][0]]
+        assert by_guid[g][:2] == (w["status"], w["person_id"]), g
+        assert by_guid[g][6] == json.loads(w["explanation"]), g
+
+
 def test_name_totals_follow_every_change_of_the_la_children(db):
     """The term-frequency totals (named children, sum of squared name counts) come from a cache
     per state of core.child (migration 0033): after every kind of change, and across a rolled

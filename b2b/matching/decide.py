@@ -121,7 +121,7 @@ def _core_sides(core_df: Any) -> tuple[Any, Any]:
 
 def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, links: Any = None, rejected: Any = None,
           min_age: int | None = None, as_of: Any = None, tf: TermFrequencies | None = None,
-          claimed: Any = None, reuse: dict | None = None) -> Any:
+          claimed: Any = None, reuse: dict | None = None, claims_elsewhere: Any = None) -> Any:
     """Decide every incoming record. Returns a DataFrame with one row per incoming record:
     ``incoming_id, status, person_id, rule, score, conflicting_fields, explanation``.
 
@@ -137,8 +137,11 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     records outside this call claim (the DAG path: other schools' runs, other parts): as a
     record of the batch claiming them, they stop a link on overwhelming evidence alone or on
     a forename typed at home. ``reuse``: a dict the prepared records and scored pairs are kept
-    in, and read from by a later call with the same arguments but ``claimed`` (the DAG path
-    decides a part again once it knows the other parts' claims).
+    in, and read from by a later call with the same arguments but ``claimed`` and
+    ``claims_elsewhere`` (the DAG path decides a part again once it knows the other parts'
+    claims). ``claims_elsewhere``: LA children that other schools' records outside this call
+    link automatically under their exact forename: as such a claim in the batch, they make a
+    record whose forename only resembles the child's another child (``claimed_elsewhere``).
     """
     import numpy as np
     import pandas as pd
@@ -271,7 +274,10 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # keeps the link when the others' are not; otherwise none does; the others go to an officer.
     # (Two schools may both hold a child: dual registration links each.)
     base = inc["base_id"].values if "base_id" in inc else np.full(n, "", dtype=object)
-    twice = claimed_twice(base, best_ci, safe, exact_fn)
+    # (``claims_elsewhere``: children other schools' records outside this call claim exactly)
+    outside = np.isin(ids, list(claims_elsewhere))[np.maximum(best_ci, 0)] & (best_ci >= 0) \
+        if claims_elsewhere is not None and len(claims_elsewhere) else None
+    twice = claimed_twice(base, best_ci, safe, exact_fn, outside)
     safe = safe & ~twice
     # issue 14 part 2: with no compatible forename, overwhelming evidence of the same person
     # (overwhelming_evidence): no twin in the batch or the LA's household, no other record
@@ -302,7 +308,7 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
                     "upn_differs": has & ~safe & ~stranger & other_upn_only(best_lv, corro) &
                     ~upn_held_elsewhere(inc["upn"].values, core["upn"].values)}
     not_possible["claimed_elsewhere"] = has & ~safe & ~stranger & ~not_possible["claimed_by_twin"] & \
-        claimed_at_another_school(base, best_ci, safe, exact_fn, resembling_name_only(best_lv))
+        claimed_at_another_school(base, best_ci, safe, exact_fn, resembling_name_only(best_lv), outside)
     elsewhere = np.logical_or.reduce(list(not_possible.values()))
     maybe = has & ~safe & (score >= cfg.possible) & ~elsewhere
     # officer links are decisive
@@ -426,7 +432,7 @@ def best_pairs(s: Any, rows: Any) -> Any:
     return Frame(cols)
 
 
-def claimed_twice(base: Any, best_ci: Any, safe: Any, exact_fn: Any) -> Any:
+def claimed_twice(base: Any, best_ci: Any, safe: Any, exact_fn: Any, outside: Any = None) -> Any:
     """One LA child auto-linked (``safe``) from two records of one school in the batch (a twin
     the LA does not know, or the same pupil twice): the one record whose forename is exactly
     the child's (``exact_fn``) keeps the link when the others' are not; otherwise none does;
@@ -435,7 +441,8 @@ def claimed_twice(base: Any, best_ci: Any, safe: Any, exact_fn: Any) -> Any:
     only a form or a typo of it (a twin the LA does not know, on another roll: "Leon" beside
     the LA's "Leo"); two exact claims are a dual registration and both link. Inputs per
     incoming record, row-aligned: school, nearest candidate position, linked automatically,
-    forename level exact."""
+    forename level exact; ``outside``: per record, its nearest child is so claimed by another
+    school's record outside the batch (the DAG path: a run's other parts)."""
     from collections import Counter
 
     import numpy as np
@@ -449,6 +456,8 @@ def claimed_twice(base: Any, best_ci: Any, safe: Any, exact_fn: Any) -> Any:
             size[k] += 1
             exact[k] += ex
     exact_claim = {c for (_, c), ok, ex in zip(keys, safe.tolist(), exact_fn.tolist()) if ok and ex}
+    if outside is not None:
+        exact_claim |= {c for (_, c), out in zip(keys, np.asarray(outside, dtype=bool).tolist()) if out}
     return np.array([ok and ((size[k] > 1 and not (exact[k] == 1 and ex)) or (not ex and k[1] in exact_claim))
                      for k, ok, ex in zip(keys, safe.tolist(), exact_fn.tolist())], dtype=bool).reshape(len(keys))
 
@@ -858,7 +867,8 @@ def resembling_name_only(lv: Any) -> Any:
         ~(at(lv, "upn", "valid, equal", "equal, temporary") | at(lv, "guid", "linked"))
 
 
-def claimed_at_another_school(base: Any, best_ci: Any, safe: Any, exact_fn: Any, resembling: Any) -> Any:
+def claimed_at_another_school(base: Any, best_ci: Any, safe: Any, exact_fn: Any, resembling: Any,
+                              outside: Any = None) -> Any:
     """Records whose nearest LA child is linked automatically, under its exact forename, from
     another school's record, while their own forename only resembles the child's and no
     identifier ties them (``resembling``, :func:`resembling_name_only`): a twin the LA never
@@ -866,8 +876,9 @@ def claimed_at_another_school(base: Any, best_ci: Any, safe: Any, exact_fn: Any,
     ``unmatched``, ``why_not_possible: ["claimed_elsewhere"]``. (A form of the name — the
     child's own nickname at a second school — stays an officer's question, ``claimed_twice``.)
     Inputs per incoming record, row-aligned: school, nearest candidate position (-1 none),
-    linked automatically, forename level exact, ``resembling``. Sees only the schools matched
-    together (the DAG path: one part of whole schools)."""
+    linked automatically, forename level exact, ``resembling``; ``outside``: the nearest child
+    is so claimed by another school's record outside this call (the DAG path: a run's other
+    parts of whole schools)."""
     from collections import Counter
 
     import numpy as np
@@ -879,6 +890,8 @@ def claimed_at_another_school(base: Any, best_ci: Any, safe: Any, exact_fn: Any,
     schools = Counter(c for _, c in claims)  # schools claiming each child exactly
     # (less one when this record's school is one of them)
     others = np.array([schools[c] - ((b, c) in claims) for b, c in rec], dtype=np.int64)
+    if outside is not None:
+        others = others + np.asarray(outside, dtype=np.int64)
     return resembling & ~safe & (best_ci >= 0) & (others > 0)
 
 

@@ -54,7 +54,10 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
         # the matcher prepares the run's candidate LA children once; each part takes its own
         prepared = settings.matcher != "legacy"
         cfg = matching.MatchConfig(guidmatch=settings.guidmatch)
-        overwhelmed = []  # parts with a link on overwhelming evidence: checked once every part is written
+        overwhelmed = set()  # parts with a link on overwhelming evidence: checked once every part is written
+        # parts that may be decided again once every part is written: those with such a link, and
+        # (several parts) those proposing a child to a record whose forename only resembles it
+        again: dict[int, tuple] = {}
         for part_no, (part, (core, links, rejected)) in enumerate(zip(parts, run_candidates(conn, parts,
                                                                                             prepared=prepared))):
             if settings.matcher == "legacy":
@@ -63,29 +66,42 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                 # (a large run keeps the part's scored pairs, on disk, for deciding it again below)
                 kept: dict | None = {} if len(parts) > 1 else None
                 decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, reuse=kept)
-                if decided["explanation"].str.contains("|".join(f'"{r}"' for r in CROSS_RUN_RULES)).any():
+                over = bool(decided["explanation"].str.contains("|".join(f'"{r}"' for r in CROSS_RUN_RULES)).any())
+                resembling = len(parts) > 1 and bool((decided["status"].ne("unmatched") & decided["explanation"]
+                                                      .str.contains(_RESEMBLING_FORENAME)).any())
+                if over or resembling:
                     if kept is not None:
                         kept["decided"] = decided
-                    overwhelmed.append((part_no, part, core, links, rejected, _spilled(kept)))
+                    if over:
+                        overwhelmed.add(part_no)
+                    again[part_no] = (part, core, links, rejected, _spilled(kept))
                 del kept
             _write_matches(conn, ctx, settings, part, decided)
-        for part_no, part, core, links, rejected, spilled in overwhelmed:
+        # the children each part's records claim exactly from other parts (b2b match sees them in its batch)
+        elsewhere = claims_in_other_parts(conn, files) if again and len(parts) > 1 else {}
+        for part_no, (part, core, links, rejected, spilled) in again.items():
             # (a run of several parts keeps its records' part numbers in a table: match_in)
-            claimed = claimed_outside(conn, files, part, part_no if len(parts) > 1 else None)
-            if claimed:  # decided again as the matcher decides with those records in its batch
-                kept = _unspilled(spilled)
-                decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, claimed=claimed,
-                                         reuse=kept)
-                if kept is not None:  # only the records whose decision changed are written again
-                    changed = _changed(kept["decided"], decided)
-                    part, decided = part[changed], decided[changed]
-                del kept
-                conn.execute(
-                    """DELETE FROM results.match m WHERE m.file_id = ANY(%s)
-                          AND (m.base_id, m.student_guid) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
-                    (files, part["base_id"].tolist(), part["student_guid"].tolist()))
-                _write_matches(conn, ctx, settings, part, decided)
-        del overwhelmed
+            claimed = claimed_outside(conn, files, part, part_no if len(parts) > 1 else None) \
+                if part_no in overwhelmed else set()
+            claims = elsewhere.get(part_no, set())
+            if not claimed and not claims:
+                if spilled is not None:
+                    spilled.close()
+                continue
+            # decided again as the matcher decides with those records in its batch
+            kept = _unspilled(spilled)
+            decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, claimed=claimed or None,
+                                     reuse=kept, claims_elsewhere=claims or None)
+            if kept is not None:  # only the records whose decision changed are written again
+                changed = _changed(kept["decided"], decided)
+                part, decided = part[changed], decided[changed]
+            del kept
+            conn.execute(
+                """DELETE FROM results.match m WHERE m.file_id = ANY(%s)
+                      AND (m.base_id, m.student_guid) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
+                (files, part["base_id"].tolist(), part["student_guid"].tolist()))
+            _write_matches(conn, ctx, settings, part, decided)
+        del again
         if settings.matcher != "legacy" and len(parts) > 1:
             claimed_exactly_in_another_part(conn, files)
         if parts:  # (the guards read this run's decisions: none without students)
@@ -202,6 +218,31 @@ def guid_linked_elsewhere(conn: Connection, files: list[int]) -> int:
                    h.other_base
               FROM hit h JOIN staging.student s ON s.file_id = h.file_id AND s.student_guid = h.student_guid
             RETURNING 1""", {"files": files}).fetchall())
+
+
+#: an explanation whose forename level only resembles the child's (``resembling_name_only``)
+_RESEMBLING_FORENAME = r'"forename": \{"level": "(?:typo|typed error|initial only)"'
+
+
+def claims_in_other_parts(conn: Connection, files: list[int]) -> dict[int, set[str]]:
+    """Per part of a run of several: the LA children linked or proposed to its records on a
+    forename that only resembles theirs which records of another part link automatically under
+    their exact forename. ``b2b.matching.match`` sees such a claim in its batch: the record is
+    not linked (``claimed_twice``) and is another child (``claimed_at_another_school``:
+    ``unmatched``, ``claimed_elsewhere``); a part sees only its own schools, so it is decided
+    again with these claims (``claims_elsewhere``)."""
+    out: dict[int, set[str]] = {}
+    for part, person_id in conn.execute(
+            """WITH r AS (
+                   SELECT x.part, m.person_id, m.status, m.explanation #>> '{fields,forename,level}' AS fl
+                     FROM results.match m JOIN match_in x ON x.base_id = m.base_id AND x.guid = m.student_guid
+                    WHERE m.file_id = ANY(%(files)s) AND m.rule = 'weights' AND m.person_id IS NOT NULL)
+               SELECT DISTINCT q.part, c.person_id FROM r q JOIN r c ON c.person_id = q.person_id AND c.part <> q.part
+                WHERE q.status <> 'unmatched' AND q.fl IN ('typo', 'typed error', 'initial only')
+                  AND c.status IN ('matched', 'matched_with_conflicts') AND c.fl = 'exact'""",
+            {"files": files}).fetchall():
+        out.setdefault(part, set()).add(person_id)
+    return out
 
 
 def claimed_exactly_in_another_part(conn: Connection, files: list[int]) -> int:
