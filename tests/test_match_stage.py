@@ -236,15 +236,22 @@ def test_a_child_claimed_exactly_in_another_part_is_not_linked_to_a_form_of_its_
                                                                ("8862005", "g-leon", "Leon")))
     want = matching.match(core, inc).set_index("incoming_id")
     assert want.loc["8862005:g-leon", "status"] == "possible"
+    by_guid = a_part_per_school_decides_as_one_call(db_url, monkeypatch, core, inc, bench, want)
+    assert by_guid["g-leon"][6]["why_not_auto"] == ["claimed_twice"]
+
+
+def a_part_per_school_decides_as_one_call(db_url, monkeypatch, core, inc, bench, want) -> dict:
+    """The stage with a part per school: every record's status, child and explanation are
+    ``want``'s (``b2b.matching.match`` on everything at once). Returns the rows by GUID."""
     bench.load_dag_db(core, inc, db_url)
-    counts, rows = stage_rows(db_url, bench.DAG_ID, 1, monkeypatch)  # a part per school
-    assert counts["parts"] == 2
+    counts, rows = stage_rows(db_url, bench.DAG_ID, 1, monkeypatch)
+    assert counts["parts"] == len(inc)
     by_guid = {k.split("|")[1]: v for k, v in rows.items()}
-    for g in ("g-leo", "g-leon"):
-        w = want.loc[[i for i in want.index if i.endswith(g)][0]]
+    for iid, w in want.iterrows():
+        g = iid.split(":", 1)[1]
         assert by_guid[g][:2] == (w["status"], w["person_id"]), g
         assert by_guid[g][6] == json.loads(w["explanation"]), g
-    assert by_guid["g-leon"][6]["why_not_auto"] == ["claimed_twice"]
+    return by_guid
 
 
 @pytest.mark.parametrize("schools", [("8862001", "8862005"), ("8862005", "8862001")])
@@ -262,14 +269,7 @@ def test_a_twin_in_another_part_whose_name_only_resembles_the_childs_is_another_
     want = matching.match(core, inc).set_index("incoming_id")
     isha = want.loc[f"{schools[1]}:g-isha"]
     assert isha["status"] == "unmatched" and "claimed_elsewhere" in isha["explanation"]
-    bench.load_dag_db(core, inc, db_url)
-    counts, rows = stage_rows(db_url, bench.DAG_ID, 1, monkeypatch)  # a part per school
-    assert counts["parts"] == 2
-    by_guid = {k.split("|")[1]: v for k, v in rows.items()}
-    for g in ("g-isla", "g-isha"):
-        w = want.loc[[i for i in want.index if i.endswith(g)][0]]
-        assert by_guid[g][:2] == (w["status"], w["person_id"]), g
-        assert by_guid[g][6] == json.loads(w["explanation"]), g
+    a_part_per_school_decides_as_one_call(db_url, monkeypatch, core, inc, bench, want)
 
 
 def test_name_totals_follow_every_change_of_the_la_children(db):
