@@ -158,7 +158,7 @@ def one_size(core_n: int, inc_n: int, seed: int, dump: Path | None = None) -> di
     same = bool(len(a_) == len(b_) and (a_.index == b_.index).all() and (a_.values == b_.values).all())
     if not same and len(a_) == len(b_) and (a_.index == b_.index).all():
         # which records differ: (the CLI's status -> the DAG path's), and whether the child differs
-        diff = a_.join(b_, rsuffix="_dag")
+        diff = a_.merge(b_, left_index=True, right_index=True, suffixes=("", "_dag"))
         diff = diff[(diff["status"] != diff["status_dag"]) | (diff["person_id"] != diff["person_id_dag"])]
         print(f"match_dag: {len(diff)} records decided differently: " + ", ".join(
             f"{k[0]} -> {k[1]}: {n}" for k, n in diff.groupby(["status", "status_dag"]).size().items()), flush=True)
