@@ -72,20 +72,12 @@ def candidate_pairs(core: Any, inc: Any, cfg: Any, links: Any = None) -> Any:
 
     frames = []
 
-    def columns(frame: Any, keys: list[str]) -> Any:
-        """``frame[keys]``, the :data:`DERIVED` columns computed."""
-        out = frame[[k for k in keys if k not in DERIVED]].copy()
-        for k in keys:
-            if k in DERIVED:
-                out[k] = frame["dob_s"].map(DERIVED[k])
-        return out[keys]
-
     def block(keys_core: list[str], keys_inc: list[str] | None = None, core_df: Any = None,
               inc_df: Any = None) -> None:
         keys_inc = keys_inc or keys_core
-        c = columns(core_df if core_df is not None else core, keys_core)
+        c = _key_frame(core_df if core_df is not None else core, keys_core)
         c["ci"] = c.index
-        i = columns(inc_df if inc_df is not None else inc, keys_inc)
+        i = _key_frame(inc_df if inc_df is not None else inc, keys_inc)
         i["ii"] = i.index
         i.columns = keys_core + ["ii"]
         for k in keys_core:
@@ -98,13 +90,7 @@ def candidate_pairs(core: Any, inc: Any, cfg: Any, links: Any = None) -> Any:
     for kc, ki in KEYS:
         block(list(kc), list(ki) if ki else None)
     # surname parts (double-barrelled / hyphenated names) with birth year
-    cp = core[["sn_parts", "year", "fn1"]].explode("sn_parts").rename(columns={"sn_parts": "part"})
-    ip = inc[["sn_parts", "year", "fn1"]].explode("sn_parts").rename(columns={"sn_parts": "part"})
-    cp["part"] = cp["part"].fillna("")
-    ip["part"] = ip["part"].fillna("")
-    cp = cp[cp["part"].str.len() >= 2]
-    ip = ip[ip["part"].str.len() >= 2]
-    block(list(PART_KEY), core_df=cp, inc_df=ip)
+    block(list(PART_KEY), core_df=_exploded_parts(core), inc_df=_exploded_parts(inc))
     if cfg.guidmatch:
         block(list(GUID_KEY))
         if links is not None and len(links):
@@ -203,7 +189,7 @@ def _pairs_small(core: Any, inc: Any, cfg: Any, links: Any) -> Any:
 
 
 def _key_frame(frame: Any, keys: list[str]) -> Any:
-    """``frame[keys]``, the :data:`DERIVED` columns computed (as :func:`candidate_pairs` reads them)."""
+    """``frame[keys]``, the :data:`DERIVED` columns computed (each key's frame of the merge path)."""
     out = frame[[k for k in keys if k not in DERIVED]].copy()
     for k in keys:
         if k in DERIVED:
@@ -213,7 +199,7 @@ def _key_frame(frame: Any, keys: list[str]) -> Any:
 
 def _exploded_parts(frame: Any) -> Any:
     """The surname parts key's frame (:data:`PART_KEY`): one row per part of >= 2 letters,
-    indexed by the record's row (as :func:`candidate_pairs` explodes it)."""
+    indexed by the record's row (the merge path's and :class:`LAIndex`'s)."""
     p = frame[["sn_parts", "year", "fn1"]].explode("sn_parts").rename(columns={"sn_parts": "part"})
     p["part"] = p["part"].fillna("")
     return p[p["part"].str.len() >= 2]
