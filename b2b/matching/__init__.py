@@ -29,11 +29,12 @@ from b2b.matching.normalise import (
            forename_forms,
            name_key,
            name_parts,
+           object_strings,
            postcode_key,
            prepare,
 )
 
 __all__ = ["ACCENTS_FROM", "ACCENTS_TO", "BY_FIELD", "CHUNK", "COMPARISONS", "CORE_COLUMNS", "INCOMING_COLUMNS", "PARTS",
            "STATUSES", "UK_DIMINUTIVES", "Comparison", "Level", "MatchConfig", "PreparedCore", "Weights", "candidate_pairs",
-           "candidates", "differing", "forename_forms", "legacy_match", "match", "name_key", "name_parts",
+           "candidates", "differing", "forename_forms", "legacy_match", "match", "name_key", "name_parts", "object_strings",
            "postcode_key", "prepare", "prepare_core", "score_pairs"]

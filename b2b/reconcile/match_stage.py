@@ -25,6 +25,22 @@ if TYPE_CHECKING:
     from psycopg import Connection
 
 
+def _object_strings(stage: Any) -> Any:
+    """The stage runs with pandas' text as Python objects (``b2b.matching.object_strings``:
+    a school run's many small frames, read back value by value, skip Arrow's conversions)."""
+    import functools
+
+    @functools.wraps(stage)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from b2b.matching import object_strings
+
+        with object_strings():
+            return stage(*args, **kwargs)
+
+    return run
+
+
+@_object_strings
 def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
     """Match every student whose student block was loaded in this run to an LA child.
 
