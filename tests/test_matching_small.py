@@ -312,3 +312,20 @@ def test_the_quick_paths_of_name_and_postcode_keys_give_the_general_rule():
         assert normalise.name_key(v) == re.sub(r"[^a-z]", "", low), v
         assert normalise.name_parts(v) == [p for p in re.split(r"[^a-z]+", low.replace("'", "")) if p], v
         assert normalise.postcode_key(v) == re.sub(r"[^A-Z0-9]", "", str(v or "").upper()), v
+
+
+def test_address_fields_and_the_ascii_fold_give_the_general_rule():
+    """``_ascii_lower`` skips the accent fold for ASCII text, and ``address_fields`` folds an
+    address line once for ``address_key`` and ``address_parts`` (issue 15): over random lines
+    (house numbers with letters, commas, accents, upper case, non-strings) both equal the rule."""
+    rng = random.Random(5)
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,'-éÖßıİ\t"
+    values = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 14))) for _ in range(20000)]
+    values += [f"{rng.randrange(1, 300)}{rng.choice(['', 'a', 'B'])}{rng.choice([' ', ', ', ''])}Howe Wây"
+               for _ in range(2000)]
+    values += ["12A Howe Way", "  7 , Élan Court ", "Rose Cottage", "", None, float("nan"), 12, "Ǆ 3"]
+    for v in values:
+        general = "" if v is None or (isinstance(v, float) and v != v) else \
+            str(v).lower().translate(normalise._FOLD).strip()
+        assert normalise._ascii_lower(v) == general, v
+        assert normalise.address_fields(v) == (normalise.address_key(v), *normalise.address_parts(v)), v

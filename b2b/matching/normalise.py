@@ -45,6 +45,8 @@ _FOLD = str.maketrans(ACCENTS_FROM, ACCENTS_TO)
 
 
 def _ascii_lower(s: Any) -> str:
+    if type(s) is str and s.isascii():  # (the fold maps only accented letters: nothing to fold)
+        return s.lower().strip()
     if s is None or (isinstance(s, float) and s != s):
         return ""
     return str(s).lower().translate(_FOLD).strip()
@@ -272,6 +274,16 @@ def address_parts(s: str) -> tuple[str, str]:
     return m.group(1), _NOT_AZ.sub("", m.group(2))
 
 
+def address_fields(s: Any) -> tuple[str, str, str]:
+    """``address_key`` and ``address_parts`` of one address line, folded once (a school run
+    prepares a few thousand distinct address lines: issue 15)."""
+    low = _ascii_lower(s)
+    m = _HOUSE_NUMBER.match(low)
+    if not m:
+        return _NOT_AZ09.sub("", low), "", ""
+    return _NOT_AZ09.sub("", low), m.group(1), _NOT_AZ.sub("", m.group(2))
+
+
 def is_missing(x: Any) -> bool:
     """A scalar pandas counts as missing: None, NaN, NaT, NA."""
     import pandas as pd
@@ -320,7 +332,7 @@ def _prepare_rows(df: Any, id_col: str) -> Any:
     fn = by_value(text["forename"], name_key)
     sn = by_value(text["surname"], name_key)
     pc = by_value(text["postcode"], postcode_key)
-    split = by_value(text["address_line1"], address_parts)
+    address = by_value(text["address_line1"], address_fields)
     dob_s = ["" if x else f"{y:04d}{m:02d}{d:02d}" for x, y, m, d in zip(nat.tolist(), yy.tolist(), mm.tolist(),
                                                                            dd.tolist())]
     swap = ["" if x or d > 12 or d == m else s[:4] + s[6:8] + s[4:6]
@@ -345,7 +357,7 @@ def _prepare_rows(df: Any, id_col: str) -> Any:
     cols["pc"] = pc
     cols["pc_sector"] = [v[:-2] if len(v) >= 5 else "" for v in pc]
     cols["pc_district"] = [v[:-3] if len(v) >= 5 else "" for v in pc]
-    cols["addr"] = by_value(text["address_line1"], address_key)
-    cols["addr_no"] = pd.Series([a for a, _ in split], dtype=object)
-    cols["street"] = pd.Series([b for _, b in split], dtype=object)
+    cols["addr"] = [a for a, _, _ in address]
+    cols["addr_no"] = pd.Series([b for _, b, _ in address], dtype=object)
+    cols["street"] = pd.Series([c for _, _, c in address], dtype=object)
     return pd.DataFrame(cols)
