@@ -750,17 +750,26 @@ def _as_arrays(sql: str, rows: dict[str, dict[tuple, None]]) -> tuple[str, dict[
     temporary table: the same statement for one small part, without creating ten tables."""
     import re
 
-    params: dict[str, list] = {}
+    params: dict[str, str] = {}
     for name, keyed in rows.items():
         cols = ("part", *_KEY_COLUMNS[name])
         types = ("int", *_KEY_TYPES[name])
         values = list(zip(*keyed)) if keyed else [()] * len(cols)
         args = []
         for n, typ in enumerate(types):
-            params[f"{name}_{n}"] = list(values[n])
+            params[f"{name}_{n}"] = _array_literal(values[n], typ)
             args.append(f"%({name}_{n})s::{typ}[]")
         sql = re.sub(rf"\b{name}\b", f"(SELECT * FROM unnest({', '.join(args)}) AS t({', '.join(cols)}))", sql)
     return sql, params
+
+
+def _array_literal(values: Any, typ: str) -> str:
+    """A Postgres array literal of key values (whole numbers, or text: each element quoted,
+    backslash and double quote escaped): psycopg's list dumper handles each element in
+    Python, ~10 ms of a 400-student school run's ~70 key arrays (issue 15)."""
+    if typ == "int":
+        return "{" + ",".join(str(int(v)) for v in values) + "}"
+    return "{" + ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
 
 
 def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: list[int]) -> dict:
