@@ -745,7 +745,7 @@ def _stage_keys(conn: Connection, parts: list[Any]) -> None:
             conn.execute(f"ANALYZE {name}")
 
 
-def _as_arrays(sql: str, rows: dict[str, dict[tuple, None]]) -> tuple[str, dict[str, list]]:
+def _as_arrays(sql: str, rows: dict[str, dict[tuple, None]]) -> tuple[str, dict[str, str]]:
     """``sql`` with each key table read from array parameters (``unnest``) instead of its
     temporary table: the same statement for one small part, without creating ten tables."""
     import re
