@@ -58,15 +58,28 @@ class ArrayPairs(Pairs):
         mask = self.todo if where is None else (np.asarray(where, dtype=bool) if self.todo is None
                                                  else self.todo & np.asarray(where, dtype=bool))
         a, b = self.c[col], self.i[col]
-        idx = range(self.n) if mask is None else np.flatnonzero(mask).tolist()
         out = np.zeros(self.n, dtype=bool)
+        idx = None if mask is None else np.flatnonzero(mask)
+        if idx is not None and not len(idx):
+            return out
+        if a.dtype != object or b.dtype != object:  # (numbers, dates: numpy's scalars, as before)
+            for k in range(self.n) if idx is None else idx.tolist():
+                out[k] = bool(fn(a[k], b[k]))
+            return out
+        # text: the values as Python lists (an element of a numpy array subclass costs ~10x a
+        # list's), each distinct pair judged once
         memo: dict[tuple, bool] = {}
-        for k in idx:
-            key = (a[k], b[k])
+        hits = []
+        av, bv = (a, b) if idx is None else (a[idx], b[idx])
+        for key in zip(av.tolist(), bv.tolist()):
             hit = memo.get(key)
             if hit is None:
-                hit = memo[key] = bool(fn(a[k], b[k]))
-            out[k] = hit
+                hit = memo[key] = bool(fn(*key))
+            hits.append(hit)
+        if idx is None:
+            out[:] = hits
+        else:
+            out[idx] = hits
         return out
 
     @cached_property
