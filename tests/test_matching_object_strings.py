@@ -78,3 +78,21 @@ def test_the_matcher_decides_the_same_with_objects_or_arrow_strings(data, size):
         for col in arrow.columns:
             assert objects[col].tolist() == arrow[col].tolist() or \
                 pd.Series(objects[col].tolist()).equals(pd.Series(arrow[col].tolist())), col
+
+
+def test_no_records_are_prepared_and_decided_with_objects_too(data):
+    """A run's carers without LA candidates, a school without students: nothing to prepare.
+    With text kept as objects pandas types an empty column's map float64 (no ``.str``): the
+    frame of no records is still built, with the columns the Arrow path gives, and deciding
+    against no LA records leaves every record unmatched."""
+    from b2b.matching import normalise
+
+    core, inc = data
+    normalise._EMPTY.clear()  # (a frame of no records built earlier in this process would hide it)
+    with object_strings():
+        for df, id_col in ((core.iloc[:0], "person_id"), (inc.iloc[:0], "incoming_id")):
+            empty = normalise.prepare(pd.DataFrame({c: pd.Series([], dtype=object) for c in df.columns}), id_col)
+            assert len(empty) == 0
+            assert list(empty.columns) == list(normalise._prepare_frame(df, id_col).columns)
+        out = match(core.iloc[:0], inc.iloc[:5], MatchConfig(guidmatch=False, dob_required=False))
+    assert out["status"].tolist() == ["unmatched"] * 5

@@ -196,7 +196,10 @@ def object_strings() -> Iterator[None]:
 
 def _by_value(col: Any, fn: Any) -> Any:
     """``fn`` once per distinct value (names repeat a lot), mapped back onto the column."""
-    return col.map({v: fn(v) for v in col.unique()})
+    out = col.map({v: fn(v) for v in col.unique()})
+    # (no values: pandas types an empty map's result float64, which has no ``.str``, when text
+    # is kept as objects: :func:`object_strings`)
+    return out.astype(object) if not len(col) and out.dtype.kind == "f" else out
 
 
 #: frames of at most this many rows are prepared value by value (:func:`_prepare_rows`): a
