@@ -11,11 +11,13 @@ def test_key_arrays_come_back_exactly_whatever_they_hold(db):
     alphabet = 'ab "\\{},\'NULL\té∅ ;$'
     texts = ["", "NULL", "null", '"', "\\", "\\\\\"", "{a,b}", " padded ", "a,b", "Ǆé", "O'Brien", "12A", "x" * 300]
     texts += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12))) for _ in range(3000)]
-    ints = [0, 1, -1, 2026, 1231, 10 ** 9]
-    dates = ["2016-02-29", "2019-12-31", "2020-01-02"]
-    for values, typ in ((texts, "text"), (ints, "int"), (dates, "date"), ([], "text"), ([], "int")):
+    texts += [None, "x", None]
+    ints = [0, 1, -1, 2026, 1231, 10 ** 9, None]
+    dates = ["2016-02-29", "2019-12-31", None, "2020-01-02"]
+    bools = [True, False, None, True]
+    for values, typ in ((texts, "text"), (ints, "int"), (dates, "date"), (bools, "bool"), ([], "text"), ([], "int")):
         got = db.execute(f"SELECT %s::{typ}[]", (match_stage._array_literal(values, typ),)).fetchone()[0]
-        expected = [date.fromisoformat(v) for v in values] if typ == "date" else list(values)
+        expected = [v and date.fromisoformat(v) for v in values] if typ == "date" else list(values)
         assert got == expected, typ
 
 

@@ -417,14 +417,11 @@ _KEY_TABLES = {
     "match_k_syf": "s text, y int, l text",
     "match_k_pyf": "p text, y int, l text",
     "match_k_py": "p text, y int",
-    "match_k_fs": "f text, s text",
     "match_k_ps": "p text, l text",
     "match_k_pf": "p text, l text",
-    "match_k_fsp": "f text, s text, p text",
-    "match_k_fsd": "f text, s text, md int",
-    "match_k_fs0": "f text, s text",
-    "match_k_fsy": "f text, s text, y int",
-    "match_k_fsn": "f text, s text, y int",
+    # forename + surname (blocking.KEYS' five such keys): one probe of the names per student,
+    # the key's other part a condition on each namesake (was five probes of the same index)
+    "match_k_fs": "f text, s text, p text, md int, y int, ny int, nd bool",
 }
 _CANDIDATES = """
 CREATE TEMP TABLE match_cand ON COMMIT DROP AS
@@ -442,19 +439,10 @@ UNION ALL SELECT k.part, c.person_id FROM core.child c CROSS JOIN LATERAL unnest
             JOIN match_k_pyf k ON cp.p = k.p AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
            WHERE cardinality(c.m_sn_parts) > 1
 UNION ALL SELECT k.part, c.person_id FROM match_k_py k JOIN core.child c ON c.m_pc = k.p AND c.m_year = k.y
-UNION ALL SELECT k.part, c.person_id FROM match_k_fsp k
-            JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s AND c.m_pc = k.p
-UNION ALL SELECT k.part, c.person_id FROM match_k_fsd k
-            JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
-                             AND extract(month FROM c.dob) * 100 + extract(day FROM c.dob) = k.md
-UNION ALL SELECT k.part, c.person_id FROM match_k_fsy k
-            JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s AND c.m_year = k.y - 1
-           WHERE extract(month FROM c.dob) = 12
-UNION ALL SELECT k.part, c.person_id FROM match_k_fsn k
-            JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s AND c.m_year = k.y
 UNION ALL SELECT k.part, c.person_id FROM match_k_fs k JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
-           WHERE c.dob IS NULL
-UNION ALL SELECT k.part, c.person_id FROM match_k_fs0 k JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
+           WHERE k.nd OR c.dob IS NULL OR c.m_pc = k.p
+              OR extract(month FROM c.dob) * 100 + extract(day FROM c.dob) = k.md
+              OR (c.m_year = k.y - 1 AND extract(month FROM c.dob) = 12) OR c.m_year = k.ny
 UNION ALL SELECT k.part, c.person_id FROM match_k_ps k JOIN core.child c ON c.m_pc = k.p AND left(c.m_sn, 1) = k.l
 UNION ALL SELECT k.part, c.person_id FROM match_k_pf k JOIN core.child c ON c.m_pc = k.p AND left(c.m_fn, 1) = k.l
 ) u"""
@@ -708,23 +696,15 @@ def _key_rows(parts: list[Any]) -> dict[str, dict[tuple, None]]:
                 add("match_k_pyf", k, p, year, fi)
             add("match_k_py", k, pc, year)
             # forename + surname with the postcode, with the birthday, across a new year, or
-            # alone when either record has no DOB (blocking.KEYS): every student's names meet
-            # the LA children without a DOB (match_k_fs); a student without a DOB meets every
-            # namesake (match_k_fs0)
-            add("match_k_fs", k, fn, sn)
+            # alone when either record has no DOB (blocking.KEYS), one row per student: the LA
+            # namesakes at the postcode (p), on the birthday (md), born in the December before
+            # the student's birth year (y), in the year after a December birth (ny), without a
+            # DOB (always), or every namesake for a student without a DOB (nd)
+            if fn and sn:
+                rows["match_k_fs"][(k, fn, sn, pc if pc not in ("", "0") else None, 100 * m + d if h else None,
+                                    y if h else None, y + 1 if h and m == 12 else None, not h)] = None
             add("match_k_ps", k, pc, si)
             add("match_k_pf", k, pc, fi)
-            add("match_k_fsp", k, fn, sn, pc)
-            if h:
-                add("match_k_fsd", k, fn, sn, 100 * m + d)
-                # a DOB days away across a new year: an LA child born in the December before
-                # the student's birth year (fsy); for a student born in December, LA children
-                # born the next year (fsn)
-                add("match_k_fsy", k, fn, sn, y)
-                if m == 12:
-                    add("match_k_fsn", k, fn, sn, y + 1)
-            else:
-                add("match_k_fs0", k, fn, sn)
     return rows
 
 
@@ -764,12 +744,16 @@ def _as_arrays(sql: str, rows: dict[str, dict[tuple, None]]) -> tuple[str, dict[
 
 
 def _array_literal(values: Any, typ: str) -> str:
-    """A Postgres array literal of key values (whole numbers, or text: each element quoted,
-    backslash and double quote escaped): psycopg's list dumper handles each element in
-    Python, ~10 ms of a 400-student school run's ~70 key arrays (issue 15)."""
+    """A Postgres array literal of key values (whole numbers, booleans, or text: each element
+    quoted, backslash and double quote escaped; ``None`` is NULL): psycopg's list dumper
+    handles each element in Python, ~10 ms of a 400-student school run's ~70 key arrays
+    (issue 15)."""
     if typ == "int":
-        return "{" + ",".join(str(int(v)) for v in values) + "}"
-    return "{" + ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+        return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
+    if typ == "bool":
+        return "{" + ",".join("NULL" if v is None else "t" if v else "f" for v in values) + "}"
+    return "{" + ",".join("NULL" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+                          for v in values) + "}"
 
 
 def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: list[int]) -> dict:
