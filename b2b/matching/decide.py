@@ -238,7 +238,10 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # (PreparedRows), as blocking's dictionaries and the array paths read them (issue 15)
     arrays = blocks is None and not (reuse and "inc" in reuse) and \
         len(core_df) + len(incoming_df) <= blocking.SMALL_ROWS
-    core_df, core = _core_sides(core_df, arrays)
+    if isinstance(core_df, PreparedCore) or len(core_df):
+        core_df, core = _core_sides(core_df, arrays)
+    else:  # no LA records (a run's contacts without candidates): nothing to prepare, every record unmatched
+        core = PreparedRows({"id": np.empty(0, dtype=object)})
     inc = reuse["inc"] if reuse and "inc" in reuse else \
         (prepare_arrays if arrays else prepare)(incoming_df, "incoming_id")
     links = None if links is None or not len(links) else links.astype(str)  # (no links: None, as blocking reads it)
