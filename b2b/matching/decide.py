@@ -32,6 +32,7 @@ from b2b.matching.comparisons import (
     score_pairs,
 )
 from b2b.matching.normalise import INCOMING_COLUMNS, prepare
+from b2b.matching.small import Frame
 from b2b.matching.train import load_weights
 
 STATUSES = ("matched", "matched_with_conflicts", "possible", "unmatched")
@@ -64,23 +65,99 @@ class MatchConfig:
     rare_name: bool = False
 
 
-@dataclass(frozen=True)
+class PreparedRows(Frame):
+    """A few records prepared (:func:`prepare_arrays`) as row-aligned numpy columns: the
+    columns :func:`b2b.matching.normalise.prepare` gives, without a DataFrame (issue 15: a
+    school run's handful of records paid ~20k pandas calls per 200 runs building and reading
+    frames). It reads as the prepared frame does where the small paths read it (blocking's
+    dictionaries, :class:`b2b.matching.small.ArrayPairs`, the decision rules): ``f[col]``
+    (``.values``, ``.to_numpy()``, ``.tolist()``), ``in``, ``len``, ``columns``, ``index``
+    (positions), ``assign``, ``take``. ``tests/test_matching_arrays.py`` checks every decision
+    against the DataFrame path."""
+
+    @property
+    def index(self) -> _Positions:
+        return _Positions(len(self))
+
+    def assign(self, **cols: Any) -> PreparedRows:
+        import numpy as np
+
+        return PreparedRows({**self.cols, **{c: np.asarray(v) for c, v in cols.items()}})
+
+    def take(self, rows: Any) -> PreparedRows:
+        return PreparedRows({c: v[rows] for c, v in self.cols.items()})
+
+
+class _Positions:
+    """The index of a :class:`PreparedRows`: its row positions (a RangeIndex's reads)."""
+
+    is_unique = True
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def tolist(self) -> list[int]:
+        return list(range(self.n))
+
+    def get_indexer(self, labels: Any) -> Any:
+        import numpy as np
+
+        return np.asarray(labels, dtype=np.intp)
+
+
+def prepare_arrays(df: Any, id_col: str) -> Any:
+    """:func:`b2b.matching.normalise.prepare` of a few records as :class:`PreparedRows` (the
+    same columns and values, numpy arrays); the prepared DataFrame where the small path does not
+    apply (no records, more than ``normalise.SMALL_ROWS``, a value it leaves to pandas)."""
+    import numpy as np
+
+    from b2b.matching import normalise
+
+    cols = normalise._prepare_rows(df, id_col, columns=True) if 0 < len(df) <= normalise.SMALL_ROWS else None
+    if cols is None:
+        return prepare(df, id_col)
+    out = {}
+    for c, v in cols.items():
+        if isinstance(v, list):  # (text: lists of str)
+            a = np.array(v, dtype=object)
+            if a.ndim != 1:  # (a list of sequences: one object each)
+                a = np.empty(len(v), dtype=object)
+                for k, x in enumerate(v):
+                    a[k] = x
+            out[c] = a
+        else:  # numpy arrays, a DatetimeIndex, Series and pandas' string arrays: as DataFrame.to_numpy gives them
+            a = np.asarray(v)
+            out[c] = a if a.dtype.kind != "U" else a.astype(object)
+    return PreparedRows(out)
+
+
 class PreparedCore:
     """LA records prepared once (:func:`prepare_core`): the comparison columns (``prep``) and the
     raw compared fields the differing-fields rule reads (``raw``), row-aligned. Pass it to
     :func:`match` / :func:`candidates` in place of the LA frame; :meth:`take` selects a subset
-    (the DAG path's candidates of one school part) without normalising anything again."""
+    (the DAG path's candidates of one school part) without normalising anything again.
 
-    raw: Any
-    prep: Any
-    #: a large run's parts (issue 15): the blocking index over every row, built once
-    #: (:class:`b2b.matching.blocking.LAIndex`), and the rows (positions) this call pairs:
-    #: the same decisions as ``take(rows)``, without copying the rows or rebuilding blocking
-    blocks: Any = None
-    rows: Any = None
+    A few records (a school run's candidates) are prepared as :class:`PreparedRows`
+    (``arrays``), which :func:`match` reads; ``prep``, the DataFrame, is then built only when
+    read (the same frame: ``prepare`` of ``raw``)."""
+
+    def __init__(self, raw: Any, prep: Any = None, blocks: Any = None, rows: Any = None, *,
+                 arrays: PreparedRows | None = None) -> None:
+        assert prep is not None or arrays is not None
+        self.raw, self._prep, self.arrays = raw, prep, arrays
+        #: a large run's parts (issue 15): the blocking index over every row, built once
+        #: (:class:`b2b.matching.blocking.LAIndex`), and the rows (positions) this call pairs:
+        #: the same decisions as ``take(rows)``, without copying the rows or rebuilding blocking
+        self.blocks, self.rows = blocks, rows
+
+    @property
+    def prep(self) -> Any:
+        if self._prep is None:
+            self._prep = prepare(self.raw, "person_id")
+        return self._prep
 
     def __len__(self) -> int:
-        return len(self.prep)
+        return len(self.arrays) if self.arrays is not None else len(self._prep)
 
     def take(self, rows: Any) -> PreparedCore:
         """The records at these positions (an int array or a boolean mask), in that order."""
@@ -89,7 +166,10 @@ class PreparedCore:
         rows = np.asarray(rows)
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
-        return PreparedCore(self.raw.iloc[rows].reset_index(drop=True), self.prep.iloc[rows].reset_index(drop=True))
+        raw = self.raw.iloc[rows].reset_index(drop=True)
+        if self._prep is None:
+            return PreparedCore(raw, arrays=self.arrays.take(rows) if self.arrays is not None else None)
+        return PreparedCore(raw, self._prep.iloc[rows].reset_index(drop=True))
 
 
 def prepare_core(core_df: Any) -> PreparedCore:
@@ -99,9 +179,10 @@ def prepare_core(core_df: Any) -> PreparedCore:
     from b2b.matching import small
 
     core_df = core_df.reset_index(drop=True)
-    prep = prepare(core_df, "person_id")
     if len(core_df) <= small.SMALL_DECIDE:  # a school run's few candidates: no copies (extra columns are not read)
-        return PreparedCore(core_df, prep)
+        prep = prepare_arrays(core_df, "person_id")
+        return PreparedCore(core_df, arrays=prep) if isinstance(prep, PreparedRows) else PreparedCore(core_df, prep)
+    prep = prepare(core_df, "person_id")
     raw = core_df[[f for f in FRAME_COMPARED if f in core_df.columns]]
     # only what blocking, scoring and deciding read (not the stripped raw text columns)
     return PreparedCore(raw, prep.drop(columns=[c for c in _PREP_UNREAD if c in prep.columns]))
@@ -111,12 +192,13 @@ def prepare_core(core_df: Any) -> PreparedCore:
 _PREP_UNREAD = ("forename", "middle_names", "surname", "postcode", "address_line1")
 
 
-def _core_sides(core_df: Any) -> tuple[Any, Any]:
-    """(raw LA frame, prepared LA frame) of a DataFrame or a :class:`PreparedCore`."""
+def _core_sides(core_df: Any, arrays: bool = False) -> tuple[Any, Any]:
+    """(raw LA frame, prepared LA frame) of a DataFrame or a :class:`PreparedCore`; with
+    ``arrays``, the prepared records as :class:`PreparedRows` where they can be."""
     if isinstance(core_df, PreparedCore):
-        return core_df.raw, core_df.prep
+        return core_df.raw, core_df.arrays if arrays and core_df.arrays is not None else core_df.prep
     core_df = core_df.reset_index(drop=True)
-    return core_df, prepare(core_df, "person_id")
+    return core_df, (prepare_arrays if arrays else prepare)(core_df, "person_id")
 
 
 def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, links: Any = None, rejected: Any = None,
@@ -146,11 +228,22 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     import numpy as np
     import pandas as pd
 
+    from b2b.matching import blocking
+
     cfg = cfg or MatchConfig()
     blocks = core_df if isinstance(core_df, PreparedCore) and core_df.blocks is not None else None
-    core_df, core = _core_sides(core_df)
+    given = core_df
     incoming_df = incoming_df.reset_index(drop=True)
-    inc = reuse["inc"] if reuse and "inc" in reuse else prepare(incoming_df, "incoming_id")
+    # a few records on both sides (a school run, its carers): both prepared as numpy columns
+    # (PreparedRows), as blocking's dictionaries and the array paths read them (issue 15)
+    arrays = blocks is None and not (reuse and "inc" in reuse) and \
+        len(core_df) + len(incoming_df) <= blocking.SMALL_ROWS
+    if isinstance(core_df, PreparedCore) or len(core_df):
+        core_df, core = _core_sides(core_df, arrays)
+    else:  # no LA records (a run's contacts without candidates): nothing to prepare, every record unmatched
+        core = PreparedRows({"id": np.empty(0, dtype=object)})
+    inc = reuse["inc"] if reuse and "inc" in reuse else \
+        (prepare_arrays if arrays else prepare)(incoming_df, "incoming_id")
     links = None if links is None or not len(links) else links.astype(str)  # (no links: None, as blocking reads it)
     n = len(inc)
     if not n or not len(core) or (blocks is not None and blocks.rows is not None and not len(blocks.rows)):
@@ -159,12 +252,17 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     use_links = links if cfg.guidmatch else None
     from b2b.matching import small
 
-    tf = tf or TermFrequencies.from_frame(core)
+    tf = tf or TermFrequencies.from_frame(
+        pd.DataFrame({c: core[c] for c in ("fn", "sn")}) if isinstance(core, PreparedRows) else core)
     if reuse and "s" in reuse:
         s = reuse["s"].copy(deep=False)
     else:
         pairs = blocks.blocks.pairs(inc, cfg, use_links, blocks.rows) if blocks is not None else \
             candidate_pairs(core, inc, cfg, use_links)
+        if len(pairs) > small.SMALL_PAIRS and (isinstance(core, PreparedRows) or isinstance(inc, PreparedRows)):
+            # (so many pairs are scored on pandas Series: the prepared DataFrames, the same pairs)
+            core = given.prep if isinstance(given, PreparedCore) else prepare(core_df, "person_id")
+            inc = prepare(incoming_df, "incoming_id")
         chunk = PART_CHUNK if blocks is not None else CHUNK
         parts = [score_pairs(core, inc, pairs.iloc[k:k + chunk], cfg, use_links, tf, frame=False)
                  for k in range(0, max(len(pairs), 1), chunk)]
@@ -625,8 +723,15 @@ def _rare_name_inputs(s: Any, inc: Any, best_lv: Any, best_ci: Any, eligible: An
     c_sn = np.array([sn_counts.get(v, 0) for v in inc["sn"].values], dtype=float)
     n_la = tf.totals.get("fn", (0, 0))[0]
     # the same name and DOB twice in the batch (two schools' records, or two namesakes): not this rule's
-    key = inc["fn"] + "|" + inc["sn"] + "|" + inc["dob_s"]
-    dup = key.duplicated(keep=False).values
+    if isinstance(inc, PreparedRows):
+        from collections import Counter
+
+        keys = list(zip(inc["fn"].tolist(), inc["sn"].tolist(), inc["dob_s"].tolist()))
+        seen = Counter(keys)
+        dup = np.array([seen[k] > 1 for k in keys], dtype=bool).reshape(len(keys))
+    else:
+        key = inc["fn"] + "|" + inc["sn"] + "|" + inc["dob_s"]
+        dup = key.duplicated(keep=False).values
     return best_lv, eligible & ~in_twins & ~dup & (best_ci >= 0), n_alike, n_full, c_fn, c_sn, n_la
 
 

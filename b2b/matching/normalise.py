@@ -294,12 +294,13 @@ def is_missing(x: Any) -> bool:
     return x is None or x is pd.NaT or x is pd.NA or (isinstance(x, float) and x != x)
 
 
-def _prepare_rows(df: Any, id_col: str) -> Any:
+def _prepare_rows(df: Any, id_col: str, *, columns: bool = False) -> Any:
     """:func:`prepare` for a few records: the same frame (columns, order, dtypes, values;
     ``tests/test_matching_small.py``), each column computed in Python from the same scalar
     functions, and one DataFrame built at the end. ``None`` (use :func:`prepare`'s pandas
     path) for what Python and pandas' string type might treat differently: a non-ASCII UPN or
-    gender (``upper``), a DOB outside years 1000-9999 (``strftime``)."""
+    gender (``upper``), a DOB outside years 1000-9999 (``strftime``). ``columns``: the frame's
+    columns (name -> list or array), no DataFrame built (:func:`b2b.matching.decide.prepare_arrays`)."""
     import numpy as np
     import pandas as pd
 
@@ -363,4 +364,4 @@ def _prepare_rows(df: Any, id_col: str) -> Any:
     cols["addr"] = [a for a, _, _ in address]
     cols["addr_no"] = pd.Series([b for _, b, _ in address], dtype=object)
     cols["street"] = pd.Series([c for _, _, c in address], dtype=object)
-    return pd.DataFrame(cols)
+    return cols if columns else pd.DataFrame(cols)

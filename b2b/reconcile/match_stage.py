@@ -55,12 +55,14 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
 
     with conn.transaction():
         files = run_files(conn, ctx)
-        # a rerun's earlier decisions, links and GUID anomalies: one statement
-        conn.execute("""WITH m AS (DELETE FROM results.match WHERE file_id = ANY(%(files)s)),
-                             l AS (DELETE FROM core.child_link WHERE file_id = ANY(%(files)s))
-                        DELETE FROM results.anomaly WHERE file_id = ANY(%(files)s) AND rule = %(rule)s""",
-                     {"files": files, "rule": GUID_ELSEWHERE})
-        incoming = incoming_frame(conn, files, ctx.window_end)
+        # a rerun's earlier decisions, links and GUID anomalies: one statement, sent with the
+        # students' read (a pipeline: one round trip; issue 15)
+        with conn.pipeline():
+            conn.execute("""WITH m AS (DELETE FROM results.match WHERE file_id = ANY(%(files)s)),
+                                 l AS (DELETE FROM core.child_link WHERE file_id = ANY(%(files)s))
+                            DELETE FROM results.anomaly WHERE file_id = ANY(%(files)s) AND rule = %(rule)s""",
+                         {"files": files, "rule": GUID_ELSEWHERE})
+            incoming = incoming_frame(conn, files, ctx.window_end)
         # (a run without students, as many are on a changed-data day: no candidates, no matcher)
         tf = term_frequencies(conn, incoming) if settings.matcher != "legacy" and len(incoming) else None
         # a school at a time, several schools per part: the matcher's frames stay bounded however
@@ -120,25 +122,31 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
         del again
         if settings.matcher != "legacy" and len(parts) > 1:
             claimed_exactly_in_another_part(conn, files)
-        if parts:  # (the guards read this run's decisions: none without students)
-            guid_linked_elsewhere(conn, files)
-            child_linked_to_other_guid(conn, files)
-            if settings.matcher != "legacy":
-                earlier_overwhelming_links(conn, files)
-        carers = match_carers(conn, ctx, settings, files)
-        if parts:
-            conn.execute(
-                """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
-                   SELECT m.base_id, m.student_guid, m.person_id, 'match', m.file_id
-                     FROM results.match m
-                    WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')
-                   ON CONFLICT (base_id, student_guid) DO NOTHING""", (files,))
+        # the guards, in order (each reads the changes of the one before), then the carers' rerun
+        # rows and contacts: statements sent together (a pipeline), one round trip (issue 15)
+        with conn.pipeline():
+            if parts:  # (the guards read this run's decisions: none without students)
+                conn.execute(_GUID_ELSEWHERE_SQL, {"files": files})  # guid_linked_elsewhere
+                conn.execute(_OTHER_GUID_SQL, (files,))  # child_linked_to_other_guid
+                if settings.matcher != "legacy":
+                    conn.execute(_EARLIER_LINKS, {"files": files})  # earlier_overwhelming_links
+            contacts = carer_contacts(conn, files)
+        carers = match_carers(conn, ctx, settings, files, contacts)
+        with conn.pipeline():  # (the links and the counts: one round trip)
+            if parts:
+                conn.execute(
+                    """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
+                       SELECT m.base_id, m.student_guid, m.person_id, 'match', m.file_id
+                         FROM results.match m
+                        WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')
+                       ON CONFLICT (base_id, student_guid) DO NOTHING""", (files,))
+            counted = conn.execute(
+                "SELECT status, rule, hidden, count(*) FROM results.match WHERE file_id = ANY(%s) GROUP BY 1, 2, 3",
+                (files,)).fetchall()
         by_status: dict[str, int] = {}
         by_rule: dict[str, int] = {}
         hidden = 0
-        for status, rule, hid, n in conn.execute(
-                "SELECT status, rule, hidden, count(*) FROM results.match WHERE file_id = ANY(%s) GROUP BY 1, 2, 3",
-                (files,)).fetchall():
+        for status, rule, hid, n in counted:
             by_status[status] = by_status.get(status, 0) + n
             by_rule[rule] = by_rule.get(rule, 0) + n
             hidden += n if hid else 0
@@ -207,8 +215,11 @@ def guid_linked_elsewhere(conn: Connection, files: list[int]) -> int:
     child linked under the other base, the first base by id), and a ``results.anomaly`` row
     names the base, the file and the record's position (the other base's id is its value: no
     personal data). One statement over the run's ``results.match`` rows; returns the hits."""
-    return len(conn.execute(
-        f"""WITH other AS (
+    return len(conn.execute(_GUID_ELSEWHERE_SQL, {"files": files}).fetchall())
+
+
+#: :func:`guid_linked_elsewhere`
+_GUID_ELSEWHERE_SQL = f"""WITH other AS (
                 -- per record, probes of the GUID index (child_link_guid_idx): a join let the planner
                 -- hash the whole of core.child_link, ~34 ms a school run at 55k links (issue 15)
                 SELECT m.file_id, m.student_guid, l.base_id, l.person_id
@@ -233,7 +244,7 @@ def guid_linked_elsewhere(conn: Connection, files: list[int]) -> int:
             SELECT s.file_id, s.ordinal, s.base_id, s.student_guid, 'student', '{GUID_ELSEWHERE}', 'student_guid',
                    h.other_base
               FROM hit h JOIN staging.student s ON s.file_id = h.file_id AND s.student_guid = h.student_guid
-            RETURNING 1""", {"files": files}).fetchall())
+            RETURNING 1"""
 
 
 #: an explanation whose forename level only resembles the child's (``resembling_name_only``)
@@ -368,8 +379,11 @@ def child_linked_to_other_guid(conn: Connection, files: list[int]) -> int:
     twin the LA does not know that arrives alone (a changed-data run without the other twin)
     carrying its twin's UPN: the other twin's GUID link stops it. Officer links stand.
     One statement over the run's ``results.match`` rows; returns the hits."""
-    return conn.execute(
-        f"""UPDATE results.match m
+    return conn.execute(_OTHER_GUID_SQL, (files,)).rowcount
+
+
+#: :func:`child_linked_to_other_guid`
+_OTHER_GUID_SQL = f"""UPDATE results.match m
                SET status = 'possible',
                    explanation = m.explanation || jsonb_build_object(
                        'why_not_auto', coalesce(m.explanation -> 'why_not_auto', '[]'::jsonb)
@@ -378,7 +392,7 @@ def child_linked_to_other_guid(conn: Connection, files: list[int]) -> int:
                AND m.rule <> 'officer_link'
                AND EXISTS (SELECT 1 FROM core.child_link l
                             WHERE l.base_id = m.base_id AND l.person_id = m.person_id
-                              AND l.student_guid <> m.student_guid)""", (files,)).rowcount
+                              AND l.student_guid <> m.student_guid)"""
 
 
 def incoming_frame(conn: Connection, files: list[int], window_end: datetime) -> Any:
@@ -756,19 +770,11 @@ def _array_literal(values: Any, typ: str) -> str:
                           for v in values) + "}"
 
 
-def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: list[int]) -> dict:
-    """F14: the run's school contacts matched to the LA's person records, with the student
-    matcher: LA adults (``core.adult``) and LA children at least ``settings.carer_min`` years
-    old on the window's date. A contact has no DOB, so a missing DOB does not stop a link;
-    name, gender, home postcode and address carry it, with the same margin and corroboration
-    (a son of the same name at the same address makes it ambiguous: an officer decides).
-    Decisions go to ``results.carer_match``, one row per contact per file."""
-    import pandas as pd
-
-    from b2b import matching
-
+def carer_contacts(conn: Connection, files: list[int]) -> list[tuple]:
+    """The run's school contacts as :func:`match_carers` reads them (matcher input columns, then
+    file, student GUID, contact id), a rerun's carer decisions removed first."""
     conn.execute("DELETE FROM results.carer_match WHERE file_id = ANY(%s)", (files,))
-    rows = conn.execute(
+    return conn.execute(
         """SELECT DISTINCT ON (c.file_id, c.person_id)
                   c.file_id::text || '|' || c.person_id, c.base_id, NULL, c.person_id, c.forename, NULL, c.surname,
                   c.gender, NULL::date, h.postcode, h.line, c.file_id, c.student_guid, c.person_id
@@ -779,6 +785,23 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
                    WHERE a->>'type' = 'H' ORDER BY a->>'start_date' DESC NULLS LAST LIMIT 1) h ON true
             WHERE c.file_id = ANY(%s) AND c.person_id IS NOT NULL
             ORDER BY c.file_id, c.person_id, c.student_guid""", (files,)).fetchall()
+
+
+def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: list[int],
+                 rows: list[tuple] | None = None) -> dict:
+    """F14: the run's school contacts matched to the LA's person records, with the student
+    matcher: LA adults (``core.adult``) and LA children at least ``settings.carer_min`` years
+    old on the window's date. A contact has no DOB, so a missing DOB does not stop a link;
+    name, gender, home postcode and address carry it, with the same margin and corroboration
+    (a son of the same name at the same address makes it ambiguous: an officer decides).
+    Decisions go to ``results.carer_match``, one row per contact per file. ``rows``: the
+    contacts as :func:`carer_contacts` read them (which also removes a rerun's decisions)."""
+    import pandas as pd
+
+    from b2b import matching
+
+    if rows is None:
+        rows = carer_contacts(conn, files)
     if not rows:
         return {"contacts": 0, "matched": 0, "possible": 0}
     contacts = pd.DataFrame(rows, columns=matching.INCOMING_COLUMNS + ["file_id", "student_guid", "contact_id"])
