@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from b2b.config.settings import Settings
-from b2b.context import RunContext, log_stage, one, run_files, scalar
+from b2b.context import RunContext, log_stage, run_files, scalar
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -530,6 +530,19 @@ _REJECTED = """SELECT x.part, d.base_id, d.student_guid AS guid, d.person_id
                 WHERE d.decision = 'reject'"""
 
 
+#: the planner settings of a school run's candidate reads (:func:`_one_small_part`), each
+#: setting's value first kept in a variable of the transaction's own (``b2b.kept_*``) ...
+_PROBE_SETTINGS = ", ".join(
+    ["SELECT " + ", ".join(f"set_config('b2b.kept_{n}', current_setting('{n}'), true)" for n in (
+        "enable_hashjoin", "enable_mergejoin", "max_parallel_workers_per_gather"))]
+    + [f"set_config('{n}', '{v}', true)" for n, v in (("enable_hashjoin", "off"), ("enable_mergejoin", "off"),
+                                                       ("max_parallel_workers_per_gather", "0"))])
+#: ... and put back from it after them (the statements after the reads plan as before)
+_PLANNER_SETTINGS_BACK = "SELECT " + ", ".join(
+    f"set_config('{n}', current_setting('b2b.kept_{n}'), true)"
+    for n in ("enable_hashjoin", "enable_mergejoin", "max_parallel_workers_per_gather"))
+
+
 def _one_small_part(conn: Connection, part: Any, *, prepared: bool) -> tuple[Any, Any, Any]:
     """:func:`run_candidates` for a run of one small part (a school's changed-data day or
     snapshot): the same candidate, link and rejection statements with the keys as array
@@ -543,29 +556,28 @@ def _one_small_part(conn: Connection, part: Any, *, prepared: bool) -> tuple[Any
     # parts of every LA child (a pass over core.child per run, growing with the LA)
     assert _PARTS_BRANCH in _CANDIDATES
     cand, params = _as_arrays(_CANDIDATES.split(" AS\n", 1)[1].replace(_PARTS_BRANCH, _PARTS_PROBE), rows)
-    # index probes per key, never a hash join over the whole LA per key (at 80k children, 400
-    # students: 135-180 ms vs 240-290 ms; 3 students: the same); never a generic plan either
-    # (prepare=False: a cached plan for arrays of unknown size took 45 ms for 3 students, not 10)
-    # (and no parallel workers: ~20 ms of their start-up per run at 80k children, 2 cores)
-    # (the settings read, then set, in one round trip: a target list is evaluated in order)
-    hashjoin, mergejoin, workers, *_ = one(
-        conn, "SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin'), "
-              "current_setting('max_parallel_workers_per_gather'), set_config('enable_hashjoin', 'off', true), "
-              "set_config('enable_mergejoin', 'off', true), set_config('max_parallel_workers_per_gather', '0', true)")
-    core = pd.DataFrame(conn.execute(
-        f"""SELECT {CORE_SELECT} FROM core.child c
-             WHERE c.active AND c.person_id IN (SELECT v.person_id FROM ({cand}) v)
-             ORDER BY c.person_id""", params, prepare=False).fetchall(), columns=matching.CORE_COLUMNS)
     # the links and rejections likewise by key probes (a hash join read the whole of
     # core.child_link each run: ~20-50 ms at 55k links, growing with the LA)
     links_sql, lp = _as_arrays(_LINKS, {"match_in": rows["match_in"]})
     rejected_sql, rp = _as_arrays(_REJECTED, {"match_in": rows["match_in"]})
-    links = pd.DataFrame(conn.execute(links_sql, lp, prepare=False).fetchall(),
-                         columns=["part", "base_id", "guid", "person_id", "linked_by"])
-    rejected = pd.DataFrame(conn.execute(rejected_sql, rp, prepare=False).fetchall(),
-                            columns=["part", "base_id", "guid", "person_id"])
-    conn.execute("SELECT set_config('enable_hashjoin', %s, true), set_config('enable_mergejoin', %s, true), "
-                 "set_config('max_parallel_workers_per_gather', %s, true)", (hashjoin, mergejoin, workers))
+    # index probes per key, never a hash join over the whole LA per key (at 80k children, 400
+    # students: 135-180 ms vs 240-290 ms; 3 students: the same); never a generic plan either
+    # (prepare=False: a cached plan for arrays of unknown size took 45 ms for 3 students, not 10)
+    # (and no parallel workers: ~20 ms of their start-up per run at 80k children, 2 cores)
+    # one round trip (a pipeline): the settings kept in the transaction's own variables and
+    # set (a target list is evaluated in order), the three reads, the settings put back
+    with conn.pipeline():
+        conn.execute(_PROBE_SETTINGS)
+        core_cur = conn.execute(
+            f"""SELECT {CORE_SELECT} FROM core.child c
+                 WHERE c.active AND c.person_id IN (SELECT v.person_id FROM ({cand}) v)
+                 ORDER BY c.person_id""", params, prepare=False)
+        links_cur = conn.execute(links_sql, lp, prepare=False)
+        rejected_cur = conn.execute(rejected_sql, rp, prepare=False)
+        conn.execute(_PLANNER_SETTINGS_BACK)
+        core = pd.DataFrame(core_cur.fetchall(), columns=matching.CORE_COLUMNS)
+        links = pd.DataFrame(links_cur.fetchall(), columns=["part", "base_id", "guid", "person_id", "linked_by"])
+        rejected = pd.DataFrame(rejected_cur.fetchall(), columns=["part", "base_id", "guid", "person_id"])
     return (matching.prepare_core(core) if prepared else core, links.drop(columns="part"),
             rejected.drop(columns="part"))
 
