@@ -812,8 +812,10 @@ def carer_paired(contacts: Any, core: Any) -> list[bool]:
     contact has no DOB, UPN or GUID, so of the matcher's keys (``blocking.KEYS`` and the
     surname parts, each with a DOB part but these) only forename + surname and the postcode
     with the forename or surname initial can pair it. A contact sharing none has no candidate
-    pair, and no other record's decision reads it (the batch's twins and namesakes are
-    records with a DOB)."""
+    pair, and no other record's decision reads it: the matcher's batch rules read records with
+    a DOB (twins on a roll; a name and DOB twice in the batch, for a link on a rare name and
+    DOB) or with a candidate (one LA person claimed by two records). The 200-school bench's
+    88,295 contacts decide the same with and without the others (issue 15)."""
     from b2b import matching
 
     memo: dict[Any, str] = {}
