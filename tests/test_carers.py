@@ -152,15 +152,19 @@ def test_school_contacts_match_the_adults_the_la_loaded(db, db_url, tmp_path, mo
     assert all(truth[cid] == pid for cid, pid in linked), "a carer was linked to the wrong adult"
 
 
-def test_carer_candidates_decide_as_every_person_sharing_a_surname_or_postcode(db):
-    """Issue 15: the carers' candidates are only the people a contact's forename + surname can
-    pair (a contact has no DOB, UPN or GUID), not everyone sharing its surname or postcode; the
-    decisions, scores and explanations are those the matcher gives over that whole set (its
-    name frequencies included: a forename common among the neighbours weighs less)."""
+def test_carer_candidates_decide_as_the_whole_carer_population(db):
+    """Issue 15: the carers' candidates are only the people a contact's forename + surname or
+    postcode and initial can pair (a contact has no DOB, UPN or GUID), not the whole carer
+    population; the decisions, scores and explanations are those the matcher gives over that
+    whole population (every LA adult, and every active LA child at least CARER_MIN years old),
+    its name frequencies included: a forename common in the LA weighs less. (Before migration
+    0042 the frequencies were those of the people sharing a contact's surname or postcode.)"""
     import random
 
     from b2b import matching
-    from b2b.reconcile.match_stage import carer_candidates
+    from b2b.matching.comparisons import TermFrequencies
+    from b2b.matching.normalise import prepare
+    from b2b.reconcile.match_stage import NO_CANDIDATE, carer_candidates, carer_paired
 
     rng = random.Random(5)
     fore = ["Sam", "Jane", "Ann", "Tom", "Zoë", "Lee"]
@@ -182,24 +186,174 @@ def test_carer_candidates_decide_as_every_person_sharing_a_surname_or_postcode(d
                                   surname=rng.choice(sur[:3]), gender=rng.choice("MF"), postcode=rng.choice(pcs[:2]),
                                   address_line1=f"{rng.randint(1, 9)} Elm Way") for k in range(25)]
                             + [dict(incoming_id="c-rowena", base_id="8862003", forename="Rowena", surname="Hill",
-                                    gender="F", postcode="CT2 7XY", address_line1="4 Elm Way")],
+                                    gender="F", postcode="CT2 7XY", address_line1="4 Elm Way")]
+                            # nobody shares their names or homes: no candidate at all
+                            + [dict(incoming_id="c-far", base_id="8862003", forename="Quentin", surname="Zed",
+                                    gender="M", postcode="ZZ9 9ZZ", address_line1="1 Far Lane"),
+                               dict(incoming_id="c-nohome", base_id="8862003", forename="Una", surname="Hill-Brown",
+                                    gender="F", postcode=None, address_line1=None)],
                             columns=INCOMING_COLUMNS)
     asof, carer_min = END.date(), 16
-    core, tf = carer_candidates(db, contacts, asof, carer_min)
-    sns = sorted({matching.name_key(v) for v in contacts["surname"]})
-    pcs_k = sorted({matching.postcode_key(v) for v in contacts["postcode"]})
+    mine = carer_candidates(db, contacts, asof, carer_min)  # (this transaction changed them: counted directly)
+    db.commit()
+    core, tf = carer_candidates(db, contacts, asof, carer_min)  # counted and cached
+    again = carer_candidates(db, contacts, asof, carer_min)  # read from the cache
+    for other in (mine, again):
+        pd.testing.assert_frame_equal(other[0], core)
+        assert (other[1].counts, other[1].totals) == (tf.counts, tf.totals)
     cols = "person_id, upn, NULL::text, forename, middle_names, surname, gender, dob, postcode, concat_ws(' ', paon, street)"
     everyone = pd.DataFrame(db.execute(
-        f"""SELECT {cols} FROM core.child WHERE active AND (m_sn = ANY(%(sns)s) OR m_pc = ANY(%(pcs)s))
-                AND dob <= (%(asof)s::date - make_interval(years => %(min)s))
+        f"""SELECT {cols} FROM core.child WHERE active AND dob <= (%(asof)s::date - make_interval(years => %(min)s))
             UNION ALL
             SELECT {cols.replace('upn, ', 'NULL, ', 1)} FROM core.adult
-             WHERE regexp_replace(lower(surname), '[^a-z]', '', 'g') = ANY(%(sns)s)
-                OR upper(replace(postcode, ' ', '')) = ANY(%(pcs)s)
-            ORDER BY 1""", {"sns": sns, "pcs": pcs_k, "asof": asof, "min": carer_min}).fetchall(), columns=CORE_COLUMNS)
+            ORDER BY 1""", {"asof": asof, "min": carer_min}).fetchall(), columns=CORE_COLUMNS)
     assert 0 < len(core) < len(everyone)
     cfg = MatchConfig(guidmatch=False, dob_required=False)
     got = match(core[CORE_COLUMNS], contacts, cfg, min_age=carer_min, as_of=asof, tf=tf)
     want = match(everyone, contacts, cfg, min_age=carer_min, as_of=asof)
     pd.testing.assert_frame_equal(got, want)
     assert {"matched", "possible"} <= set(got["status"])
+    # the contacts sharing no blocking key with a candidate are left out of the matcher
+    # (match_carers): the others decide as in the whole batch, and those are the matcher's
+    # own "no candidate" decision
+    paired = carer_paired(contacts, core)
+    assert 0 < sum(paired) < len(contacts)
+    some = match(core[CORE_COLUMNS], contacts[paired], cfg, min_age=carer_min, as_of=asof, tf=tf)
+    pd.testing.assert_frame_equal(some.reset_index(drop=True), want[paired].reset_index(drop=True))
+    cols_out = ["person_id", "status", "rule", "score", "explanation"]
+    assert {tuple(r) for r in want[[not p for p in paired]][cols_out].itertuples(index=False)} == {NO_CANDIDATE}
+    # the frequencies read by name are the population's (the matcher's own count over it)
+    whole = TermFrequencies.from_frame(prepare(everyone, "person_id"))
+    assert tf.totals == whole.totals
+    for col, name in (("fn", "forename"), ("sn", "surname")):
+        assert tf.counts[col] == {k: whole.counts[col][k] for k in {matching.name_key(v) for v in contacts[name]}
+                                  if k in whole.counts[col]}
+
+
+# ------------------------------------------------------------------ the carers' name frequencies, cached
+def _carer_counts_direct(conn, asof, carer_min):
+    """Every carer's name counted here: active LA children at least CARER_MIN years old on the
+    day, and every LA adult, normalised by the matcher's own name_key."""
+    from collections import Counter
+
+    from b2b.matching import name_key
+
+    rows = conn.execute(
+        """SELECT forename, surname FROM core.child WHERE active AND dob <= (%s::date - make_interval(years => %s))
+           UNION ALL SELECT forename, surname FROM core.adult""", (asof, carer_min)).fetchall()
+    counts = {col: Counter(k for k in (name_key(r[i]) for r in rows) if k) for i, col in enumerate(("fn", "sn"))}
+    return ({col: dict(c) for col, c in counts.items()},
+            {col: (sum(c.values()), sum(v * v for v in c.values())) for col, c in counts.items()})
+
+
+def _carer_counts_cached(conn, asof, carer_min, fns, sns):
+    counts, totals = {"fn": {}, "sn": {}}, {}
+    for col, name, n, sq in conn.execute("SELECT col, name, n, sq FROM core.carer_name_counts(%s, %s, %s, %s)",
+                                         (asof, carer_min, fns, sns)).fetchall():
+        if name is None:
+            totals[col] = (n, sq)
+        else:
+            counts[col][name] = n
+    return counts, totals
+
+
+def test_carers_name_counts_follow_every_change_of_children_and_adults(db, db_url):
+    """Issue 15: the carers' name frequencies, cached per state of core.child and core.adult
+    and per day, equal a direct count over the carer population after inserts, updates,
+    deletes, a truncate and an adults load, inside the transaction that made a change, after
+    a rollback, and seen from another connection while a change is uncommitted."""
+    import psycopg
+
+    from b2b.ops.core_load import load_adults
+
+    asof, carer_min = END.date(), 16
+    names = {"fn": ["sam", "jane", "zoe", "tom", "ann", "nobody"], "sn": ["hill", "oneil", "smith", "ng", "nobody"]}
+    cached_states = "SELECT count(DISTINCT (child_state, adult_state, born_by)) FROM core.carer_name_totals"
+
+    def check(conn=db, day=asof):
+        counts, totals = _carer_counts_direct(conn, day, carer_min)
+        want = ({col: {k: n for k, n in counts[col].items() if k in names[col]} for col in counts}, totals)
+        got = _carer_counts_cached(conn, day, carer_min, names["fn"], names["sn"])
+        assert got == want
+        assert _carer_counts_cached(conn, day, carer_min, names["fn"], names["sn"]) == want  # the cached read
+        return want
+
+    def child(pid, fn, sn, dob="1990-01-02", active=True):
+        db.execute("""INSERT INTO core.child (person_id, forename, surname, dob, active, postcode)
+                      VALUES (%s, %s, %s, %s, %s, 'CT2 7XY')""", (pid, fn, sn, dob, active))
+
+    check()  # nobody yet
+    child("C1", "Sam", "Hill")
+    child("C2", "Zoë", "O'Neil")
+    child("C3", "Sam", "Smith", dob="2020-07-08")  # too young to be a carer
+    child("C4", "Sam", "Hill", active=False)  # left the LA's roll
+    db.execute("""INSERT INTO core.adult (person_id, forename, surname, dob) VALUES
+                  ('A1', 'Jane', 'Hill', '1980-01-01'), ('A2', 'SAM', 'hill', NULL), ('A3', 'Ann', 'Ng', NULL)""")
+    got = check()  # inside the transaction that made the change: its own state, never cached
+    assert got[0]["fn"]["sam"] == 2 and got[0]["sn"]["hill"] == 3 and got[1]["fn"] == (5, 7)
+    assert db.execute("""SELECT count(*) FROM core.carer_name_totals t, core.adult_version v
+                          WHERE t.child_state = core.child_state() OR t.adult_state = v.changes""").fetchone()[0] == 0
+    db.commit()
+    check()
+    assert db.execute(cached_states).fetchone()[0] == 1  # the new state cached, the older pruned
+    db.execute("UPDATE core.child SET surname = 'Ng' WHERE person_id = 'C1'")
+    db.commit()
+    check()
+    db.execute("UPDATE core.adult SET forename = 'Tom' WHERE person_id = 'A2'")
+    db.commit()
+    assert check()[0]["fn"] == {"sam": 1, "zoe": 1, "jane": 1, "tom": 1, "ann": 1}
+    db.execute("DELETE FROM core.adult WHERE person_id = 'A1'")
+    db.execute("DELETE FROM core.child WHERE person_id = 'C2'")
+    db.commit()
+    before = check()
+
+    # an uncommitted change: its transaction counts it, another connection does not see it
+    # (and caches the committed state meanwhile); a rollback leaves the committed counts
+    child("C5", "Ann", "Smith")
+    db.execute("INSERT INTO core.adult (person_id, forename, surname) VALUES ('A9', 'Ann', 'Hill')")
+    inside = check()
+    assert inside != before and inside[0]["fn"]["ann"] == 3
+    with psycopg.connect(db_url) as other:
+        assert check(other) == before
+        other.commit()
+    db.rollback()
+    assert check() == before
+    # a change made in a savepoint that is rolled back: the committed state again
+    with db.transaction():
+        with db.transaction():
+            db.execute("UPDATE core.adult SET surname = 'Smith'")
+            assert check() != before
+            raise psycopg.Rollback()
+        assert check() == before
+    # a change made by a function with its own settings (as the officers' functions, 0015)
+    db.execute("""CREATE FUNCTION pg_temp.rename() RETURNS void LANGUAGE sql SET search_path = pg_catalog
+                  AS $$ UPDATE core.child SET forename = 'Jane' $$""")
+    db.execute("SELECT pg_temp.rename()")
+    assert check()[0]["fn"] == {"jane": 1, "ann": 1, "tom": 1}
+    db.rollback()
+    assert check() == before
+
+    # the LA's adults load (the real writer of core.adult), then a truncate
+    load_adults(db, [{"person_id": "A7", "forename": "Jane", "surname": "Smith", "dob": "1979-05-06"}], full=True)
+    assert check()[0]["sn"] == {"ng": 1, "smith": 1}
+    db.execute("TRUNCATE core.adult")
+    db.commit()
+    assert check()[0]["fn"] == {"sam": 1}
+
+
+def test_carers_name_counts_count_a_child_from_carer_min_on_the_day(db):
+    """CARER_MIN (F14): a child turning CARER_MIN years old on the day counts among the carers'
+    names; the day before, not; each day's cut is its own count (and a different CARER_MIN
+    another)."""
+    asof = END.date()
+    db.execute("""INSERT INTO core.child (person_id, forename, surname, dob) VALUES
+                  ('C1', 'Sam', 'Hill', %s), ('C2', 'Tom', 'Hill', %s)""",
+               (asof.replace(year=asof.year - 16), asof.replace(year=asof.year - 16) + timedelta(days=1)))
+    db.commit()
+    for day, carer_min, sam, tom in ((asof, 16, 1, None), (asof - timedelta(days=1), 16, None, None),
+                                     (asof + timedelta(days=1), 16, 1, 1), (asof, 17, None, None),
+                                     (asof, 15, 1, 1), (asof, 16, 1, None)):
+        counts, totals = _carer_counts_cached(db, day, carer_min, ["sam", "tom"], ["hill"])
+        assert (counts["fn"].get("sam"), counts["fn"].get("tom")) == (sam, tom), (day, carer_min)
+        assert totals["sn"] == (_carer_counts_direct(db, day, carer_min)[1]["sn"]), (day, carer_min)
+        db.commit()

@@ -818,68 +818,50 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
         return {"contacts": 0, "matched": 0, "possible": 0}
     contacts = pd.DataFrame(rows, columns=matching.INCOMING_COLUMNS + ["file_id", "student_guid", "contact_id"])
     core, tf = carer_candidates(conn, contacts, ctx.window_end.date(), settings.carer_min)
-    cfg = matching.MatchConfig(guidmatch=False, dob_required=False)
-    decided = matching.match(core[matching.CORE_COLUMNS], contacts[matching.INCOMING_COLUMNS], cfg,
-                             min_age=settings.carer_min, as_of=ctx.window_end.date(), tf=tf)
+    # only the contacts that share a blocking key with a candidate go to the matcher (most share
+    # none: preparing and deciding them gave "no candidate" at a cost per contact); the others
+    # are written as the matcher decides a record without candidates
+    paired = carer_paired(contacts, core)
+    some = contacts[paired] if len(core) else contacts.iloc[:0]
+    d: dict[str, tuple] = {}
+    counts: dict[str, int] = {}
+    if len(some):
+        cfg = matching.MatchConfig(guidmatch=False, dob_required=False)
+        decided = matching.match(core[matching.CORE_COLUMNS], some[matching.INCOMING_COLUMNS], cfg,
+                                 min_age=settings.carer_min, as_of=ctx.window_end.date(), tf=tf)
+        d = {r[0]: r[1:] for r in zip(*(decided[c].tolist() for c in ("incoming_id", "person_id", "status", "rule",
+                                                                       "score", "explanation")))}
+        counts = decided["status"].value_counts().to_dict()
     kind = dict(zip(core["person_id"].tolist(), core["kind"].tolist()))
-    d = {r[0]: r[1:] for r in zip(*(decided[c].tolist() for c in ("incoming_id", "person_id", "status", "rule",
-                                                                   "score", "explanation")))}
     with conn.cursor() as cur, cur.copy(
             "COPY results.carer_match (file_id, base_id, contact_id, student_guid, person_id, person_kind, status, "
             "rule, score, explanation) FROM STDIN") as copy:
         for iid, file_id, base_id, contact_id, guid in zip(*(contacts[c].tolist() for c in (
                 "incoming_id", "file_id", "base_id", "contact_id", "student_guid"))):
-            pid, status, rule, score, expl = d[iid]
+            pid, status, rule, score, expl = d.get(iid, NO_CANDIDATE)
             pid = pid or None
             copy.write_row((file_id, base_id, contact_id, guid, pid, kind.get(pid) if pid else None, status, rule,
                             None if pd.isna(score) else float(score), expl))
-    counts = decided["status"].value_counts().to_dict()
     return {"contacts": len(contacts), "matched": counts.get("matched", 0) + counts.get("matched_with_conflicts", 0),
             "possible": counts.get("possible", 0)}
 
 
-#: the LA people a school contact can be matched to (F14): LA children at least CARER_MIN years
-#: old on the day, and LA adults; ``{where_child}`` / ``{where_adult}`` select among them
-_CARER_PEOPLE = """
-    SELECT {child_cols} FROM core.child
-     WHERE active AND dob <= (%(asof)s::date - make_interval(years => %(min)s)) AND {where_child}
-    UNION ALL
-    SELECT {adult_cols} FROM core.adult WHERE {where_adult}"""
-#: the contacts' surnames or home postcodes (the people whose name frequencies the carers' score uses)
-_CARER_NEAR_CHILD = "(m_sn = ANY(%(sns)s) OR m_pc = ANY(%(pcs)s))"
-_CARER_NEAR_ADULT = ("(regexp_replace(lower(surname), '[^a-z]', '', 'g') = ANY(%(sns)s) "
-                     "OR upper(replace(postcode, ' ', '')) = ANY(%(pcs)s))")
+#: the matcher's decision for a record without any candidate pair (b2b.matching.match: person,
+#: status, rule, score, explanation; a test holds them equal)
+NO_CANDIDATE = ("", "unmatched", "none", 0.0, '{"candidates": 0}')
 
 
-def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int) -> tuple[Any, Any]:
-    """The LA people the contacts can be paired with, and the name frequencies to score them.
-
-    A contact has no DOB, UPN or GUID, so of the matcher's blocking keys (``blocking.KEYS``) only
-    forename + surname and the postcode with either initial can pair it: the candidates are the
-    people (of those sharing a contact's surname or home postcode) whose normalised forename and
-    surname are a contact's, or who live at its postcode with its forename or surname initial, not every
-    one of them (that set grows with the LA: ~1,000 people per school run at 20k children, all
-    read and prepared for a handful of pairs). The name frequencies stay those of the whole set
-    (the term-frequency adjustment the decisions were made with): counted from its distinct
-    (forename, surname) texts, normalised by the matcher's own ``name_key`` (issue 15)."""
-    import pandas as pd
-
+def carer_paired(contacts: Any, core: Any) -> list[bool]:
+    """The contacts that share a blocking key with one of the candidate people ``core``: a
+    contact has no DOB, UPN or GUID, so of the matcher's keys (``blocking.KEYS`` and the
+    surname parts, each with a DOB part but these) only forename + surname and the postcode
+    with the forename or surname initial can pair it. A contact sharing none has no candidate
+    pair, and no other record's decision reads it: the matcher's batch rules read records with
+    a DOB (twins on a roll; a name and DOB twice in the batch, for a link on a rare name and
+    DOB) or with a candidate (one LA person claimed by two records). The 200-school bench's
+    88,295 contacts decide the same with and without the others (issue 15)."""
     from b2b import matching
-    from b2b.matching.comparisons import TermFrequencies
 
-    sns = sorted({matching.name_key(v) for v in contacts["surname"].dropna()} - {""})
-    pcs = sorted({matching.postcode_key(v) for v in contacts["postcode"].dropna()} - {""})
-    params = {"sns": sns, "pcs": pcs, "asof": asof, "min": carer_min}
-    # per distinct (forename, surname): how many, and who (children, adults)
-    names = conn.execute(
-        "SELECT forename, surname, count(*), array_agg(person_id) FILTER (WHERE kind = 'child'), "
-        "array_agg(person_id) FILTER (WHERE kind = 'adult') FROM (" + _CARER_PEOPLE.format(
-            child_cols="forename, surname, person_id, 'child' AS kind",
-            adult_cols="forename, surname, person_id, 'adult'",
-            where_child=_CARER_NEAR_CHILD, where_adult=_CARER_NEAR_ADULT) + ") p GROUP BY 1, 2",
-        params).fetchall()
-    keys = {(matching.name_key(f), matching.name_key(s)) for f, s in zip(contacts["forename"], contacts["surname"])}
-    counts: dict[str, dict[str, int]] = {"fn": {}, "sn": {}}
     memo: dict[Any, str] = {}
 
     def key(v: Any) -> str:
@@ -887,40 +869,91 @@ def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int)
             memo[v] = matching.name_key(v)
         return memo[v]
 
-    children: list[str] = []
-    adults: list[str] = []
-    for f, s, n, cids, aids in names:
-        kf, ks = key(f), key(s)
-        for col, k in (("fn", kf), ("sn", ks)):
-            if k:
-                counts[col][k] = counts[col].get(k, 0) + n
-        if kf and ks and (kf, ks) in keys:  # the forename + surname key (both present)
-            children += cids or ()
-            adults += aids or ()
-    # the postcode with either initial (blocking.KEYS): the people at a contact's home postcode
-    # whose forename or surname starts as the contact's does
-    homes = [(matching.postcode_key(p), key(f)[:1], key(s)[:1])
-             for f, s, p in zip(contacts["forename"], contacts["surname"], contacts["postcode"]) if isinstance(p, str)]
-    by_fn = {(pc, fi) for pc, fi, _ in homes if pc and fi}
-    by_sn = {(pc, si) for pc, _, si in homes if pc and si}
-    if by_fn or by_sn:
-        for pid, f, s, pc, kind in conn.execute(
-                "SELECT person_id, forename, surname, postcode, kind FROM (" + _CARER_PEOPLE.format(
-                    child_cols="person_id, forename, surname, postcode, 'child' AS kind",
-                    adult_cols="person_id, forename, surname, postcode, 'adult'",
-                    where_child="m_pc = ANY(%(pcs)s)",
-                    where_adult="upper(replace(postcode, ' ', '')) = ANY(%(pcs)s)") + ") p", params).fetchall():
-            pc = matching.postcode_key(pc)
-            if (pc, key(f)[:1]) in by_fn or (pc, key(s)[:1]) in by_sn:
-                (children if kind == "child" else adults).append(pid)
-    children, adults = sorted(set(children)), sorted(set(adults))
-    tf = TermFrequencies(counts, {col: (sum(c.values()), sum(v * v for v in c.values())) for col, c in counts.items()})
-    cols = "person_id, upn, NULL::text, forename, middle_names, surname, gender, dob, postcode, concat_ws(' ', paon, street)"
-    people = conn.execute(
-        f"""SELECT {cols}, 'child' FROM core.child WHERE person_id = ANY(%(children)s)
-            UNION ALL
-            SELECT {cols.replace("upn, ", "NULL, ", 1)}, 'adult' FROM core.adult WHERE person_id = ANY(%(adults)s)
-            ORDER BY 1""", {"children": children, "adults": adults}).fetchall() if children or adults else []
+    def pc(v: Any) -> str:
+        return matching.postcode_key(v) if isinstance(v, str) else ""
+
+    names: set[tuple[str, str]] = set()
+    homes: set[tuple[str, str, str]] = set()
+    for f, s, p in zip(core["forename"].tolist(), core["surname"].tolist(), core["postcode"].tolist()):
+        f, s, p = key(f), key(s), pc(p)
+        names.add((f, s))
+        if p:
+            homes.update(((p, "f", f[:1]), (p, "s", s[:1])))
+    out = []
+    for f, s, p in zip(contacts["forename"].tolist(), contacts["surname"].tolist(), contacts["postcode"].tolist()):
+        f, s, p = key(f), key(s), pc(p)
+        out.append(bool(f and s and (f, s) in names)
+                   or bool(p and ((f and (p, "f", f[:1]) in homes) or (s and (p, "s", s[:1]) in homes))))
+    return out
+
+
+#: the LA people a contact can be paired with (F14): LA children at least CARER_MIN years old on
+#: the day and LA adults, whose forename + surname keys are a contact's (``kf``/``ks``), or who
+#: live at a contact's postcode (``pcs``) with its forename (``hf_*``) or surname (``hs_*``)
+#: initial; each branch an index read (the matching keys of core.child and core.adult)
+_CARER_CHILD = """SELECT c.person_id, c.upn, NULL::text, c.forename, c.middle_names, c.surname, c.gender, c.dob,
+           c.postcode, concat_ws(' ', c.paon, c.street), 'child'
+      FROM core.child c WHERE c.active AND c.dob <= (%(asof)s::date - make_interval(years => %(min)s)) AND """
+_CARER_ADULT = """SELECT a.person_id, NULL, NULL, a.forename, a.middle_names, a.surname, a.gender, a.dob, a.postcode,
+           concat_ws(' ', a.paon, a.street), 'adult'
+      FROM core.adult a WHERE """
+_CARER_BY_NAME = "({t}.m_fn, {t}.m_sn) IN (SELECT * FROM unnest(%(kf)s::text[], %(ks)s::text[]))"
+_CARER_BY_HOME = """{t}.m_pc = ANY(%(pcs)s)
+       AND (({t}.m_pc, left({t}.m_fn, 1)) IN (SELECT * FROM unnest(%(hf_pc)s::text[], %(hf_i)s::text[]))
+            OR ({t}.m_pc, left({t}.m_sn, 1)) IN (SELECT * FROM unnest(%(hs_pc)s::text[], %(hs_i)s::text[])))"""
+_CARER_CANDIDATES = "\n    UNION\n    ".join(
+    [_CARER_CHILD + _CARER_BY_NAME.format(t="c"), _CARER_CHILD + _CARER_BY_HOME.format(t="c"),
+     _CARER_ADULT + _CARER_BY_NAME.format(t="a"), _CARER_ADULT + _CARER_BY_HOME.format(t="a")]) + "\n    ORDER BY 1"
+
+
+def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int) -> tuple[Any, Any]:
+    """The LA people the contacts can be paired with, and the name frequencies to score them.
+
+    A contact has no DOB, UPN or GUID, so of the matcher's blocking keys (``blocking.KEYS``) only
+    forename + surname and the postcode with either initial can pair it: the candidates are the
+    people whose normalised forename and surname are a contact's, or who live at its postcode
+    with its forename or surname initial (read by the matching keys of core.child and
+    core.adult, migrations 0010 and 0042).
+
+    The name frequencies are those of the whole carer population (every LA adult and every
+    active LA child at least ``carer_min`` years old on ``asof``), as the students' are those
+    of every LA child: a rare name agreeing is worth more than a common one in the LA, not
+    among the neighbours a run happens to read. They are counted once per state of core.child
+    and core.adult and the day's cut, cached in Postgres, and read for the contacts' names only
+    (``core.carer_name_counts``, migration 0042; issue 15)."""
+    import pandas as pd
+
+    from b2b import matching
+    from b2b.matching.comparisons import TermFrequencies
+
+    memo: dict[Any, str] = {}
+
+    def key(v: Any) -> str:
+        if v not in memo:
+            memo[v] = matching.name_key(v)
+        return memo[v]
+
+    fns = [key(v) for v in contacts["forename"].tolist()]
+    sns = [key(v) for v in contacts["surname"].tolist()]
+    pcs = [matching.postcode_key(v) if isinstance(v, str) else "" for v in contacts["postcode"].tolist()]
+    counts: dict[str, dict[str, int]] = {"fn": {}, "sn": {}}
+    totals: dict[str, tuple[int, int]] = {}
+    for col, name, n, sq in conn.execute(
+            "SELECT col, name, n, sq FROM core.carer_name_counts(%s, %s, %s, %s)",
+            (asof, carer_min, sorted(set(fns) - {""}), sorted(set(sns) - {""}))).fetchall():
+        if name is None:
+            totals[col] = (int(n), int(sq))
+        else:
+            counts[col][name] = int(n)
+    tf = TermFrequencies(counts, totals)
+    # the forename + surname key (both present), and the postcode with either initial
+    k = sorted({(f, s) for f, s in zip(fns, sns) if f and s})
+    hf = sorted({(p, f[:1]) for f, p in zip(fns, pcs) if p and f})
+    hs = sorted({(p, s[:1]) for s, p in zip(sns, pcs) if p and s})
+    people = conn.execute(_CARER_CANDIDATES, {
+        "kf": [f for f, _ in k], "ks": [s for _, s in k], "hf_pc": [p for p, _ in hf], "hf_i": [i for _, i in hf],
+        "hs_pc": [p for p, _ in hs], "hs_i": [i for _, i in hs], "pcs": sorted({p for p, _ in hf + hs}),
+        "asof": asof, "min": carer_min}).fetchall() if k or hf or hs else []
     return pd.DataFrame(people, columns=matching.CORE_COLUMNS + ["kind"]), tf
 
 
