@@ -337,6 +337,13 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # enough at the "possible" score: common names (term frequencies) do not hold it back
     # the same home with the very forename and DOB (no identifier needed) likewise
     strong = best["upn_strong"].values | best["home_strong"].values
+    if min_age is not None:
+        # carers (F14): a contact has no DOB, UPN or GUID; its very forename and surname at the
+        # very home (postcode unit and address line), the gender not against it, count likewise
+        # (a same-named LA person of the household scores alike: the margin sends it to an
+        # officer; the contact's own student is never its candidate: match_stage.match_carers)
+        strong = strong | (best["home"].values & at(best, "forename", "exact") & at(best, "surname", "exact")
+                           & ~at(best, "gender", "different"))
     # a household that moved together: two children of one school home, each the very name and
     # DOB of a different LA child of one (other) LA home — corroboration that counts (issue 14)
     best_lv = best

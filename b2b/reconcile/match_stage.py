@@ -828,7 +828,8 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
     if len(some):
         cfg = matching.MatchConfig(guidmatch=False, dob_required=False)
         decided = matching.match(core[matching.CORE_COLUMNS], some[matching.INCOMING_COLUMNS], cfg,
-                                 min_age=settings.carer_min, as_of=ctx.window_end.date(), tf=tf)
+                                 min_age=settings.carer_min, as_of=ctx.window_end.date(), tf=tf,
+                                 rejected=own_students(conn, files))
         d = {r[0]: r[1:] for r in zip(*(decided[c].tolist() for c in ("incoming_id", "person_id", "status", "rule",
                                                                        "score", "explanation")))}
         counts = decided["status"].value_counts().to_dict()
@@ -844,6 +845,28 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
                             None if pd.isna(score) else float(score), expl))
     return {"contacts": len(contacts), "matched": counts.get("matched", 0) + counts.get("matched_with_conflicts", 0),
             "possible": counts.get("possible", 0)}
+
+
+def own_students(conn: Connection, files: list[int]) -> Any:
+    """Per contact (base, contact id as the carers' ``guid``), the LA children its own students
+    are linked to: a contact is never its own student, so these pairs are never proposed (the
+    matcher's ``rejected``). A parent with the very name of their teenage child at the same
+    home is otherwise a link to the child (F14). This run's automatic links (``results.match``:
+    a student's record and its contacts may come in different files of the run) and every
+    earlier or officer link (``core.child_link``), by each one's primary key."""
+    import pandas as pd
+
+    return pd.DataFrame(conn.execute(
+        """SELECT c.base_id, c.person_id, m.person_id
+             FROM staging.contact c
+             JOIN results.match m ON m.file_id = ANY(%(files)s) AND m.student_guid = c.student_guid
+                                 AND m.base_id = c.base_id
+            WHERE c.file_id = ANY(%(files)s) AND m.status IN ('matched', 'matched_with_conflicts')
+           UNION
+           SELECT c.base_id, c.person_id, l.person_id
+             FROM staging.contact c
+             JOIN core.child_link l ON l.base_id = c.base_id AND l.student_guid = c.student_guid
+            WHERE c.file_id = ANY(%(files)s)""", {"files": files}).fetchall(), columns=["base_id", "guid", "person_id"])
 
 
 #: the matcher's decision for a record without any candidate pair (b2b.matching.match: person,
