@@ -96,3 +96,56 @@ def test_no_records_are_prepared_and_decided_with_objects_too(data):
             assert list(empty.columns) == list(normalise._prepare_frame(df, id_col).columns)
         out = match(core.iloc[:0], inc.iloc[:5], MatchConfig(guidmatch=False, dob_required=False))
     assert out["status"].tolist() == ["unmatched"] * 5
+
+
+def test_arrow_strings_inside_object_strings_and_back():
+    """A run of several parts (an LA's first load) decides its parts with pandas' Arrow strings
+    (``arrow_strings``, inside the stage's ``object_strings``); each switch is undone on the way out."""
+    from b2b.matching import arrow_strings
+
+    with object_strings():
+        assert _infers_objects()
+        with arrow_strings():
+            assert not _infers_objects()
+        assert _infers_objects()
+        with pytest.raises(RuntimeError), arrow_strings():
+            raise RuntimeError("a failing part")
+        assert _infers_objects()
+    assert not _infers_objects()
+
+
+def test_a_run_of_several_parts_decides_them_with_arrow_strings(monkeypatch):
+    from b2b.config.settings import Settings
+
+    seen = []
+    monkeypatch.setattr(match_stage, "_decide_parts", lambda *a, **k: seen.append(_infers_objects()))
+    monkeypatch.setattr(match_stage, "run_files", lambda conn, ctx: [1])
+    monkeypatch.setattr(match_stage, "term_frequencies", lambda conn, incoming: None)
+    monkeypatch.setattr(match_stage, "carer_contacts", lambda conn, files: [])
+
+    class Stop(Exception):
+        pass
+
+    def carers(*a, **k):
+        raise Stop
+
+    monkeypatch.setattr(match_stage, "match_carers", carers)
+
+    class Conn:
+        def transaction(self):
+            from contextlib import nullcontext
+
+            return nullcontext()
+
+        pipeline = transaction
+
+        def execute(self, *a, **k):
+            return None
+
+    for students, objects in ((3, True), (45, False)):
+        frame = pd.DataFrame({"base_id": [f"b{k % 3}" for k in range(students)]})
+        monkeypatch.setattr(match_stage, "incoming_frame", lambda conn, files, end, frame=frame: frame)
+        monkeypatch.setattr(match_stage, "PART_STUDENTS", 10)
+        with pytest.raises(Stop):
+            match_stage.match(Conn(), type("Ctx", (), {"window_end": None})(), Settings())
+        assert seen.pop() is objects

@@ -26,6 +26,7 @@ from b2b.matching.normalise import (
            CORE_COLUMNS,
            INCOMING_COLUMNS,
            UK_DIMINUTIVES,
+           arrow_strings,
            forename_forms,
            name_key,
            name_parts,
@@ -35,6 +36,6 @@ from b2b.matching.normalise import (
 )
 
 __all__ = ["ACCENTS_FROM", "ACCENTS_TO", "BY_FIELD", "CHUNK", "COMPARISONS", "CORE_COLUMNS", "INCOMING_COLUMNS", "PARTS",
-           "STATUSES", "UK_DIMINUTIVES", "Comparison", "Level", "MatchConfig", "PreparedCore", "Weights", "candidate_pairs",
+           "STATUSES", "UK_DIMINUTIVES", "Comparison", "arrow_strings", "Level", "MatchConfig", "PreparedCore", "Weights", "candidate_pairs",
            "candidates", "differing", "forename_forms", "legacy_match", "match", "name_key", "name_parts", "object_strings",
            "postcode_key", "prepare", "prepare_core", "score_pairs"]

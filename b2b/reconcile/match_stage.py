@@ -14,6 +14,7 @@ pairs it, without the candidate statement.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from b2b.config.settings import Settings
@@ -69,59 +70,9 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
         # large the run (a school stays whole: its roll is the evidence for twins the LA does not know)
         parts = list(school_parts(incoming)) if len(incoming) else []
         del incoming  # (the parts hold its rows: not twice in memory)
-        # the matcher prepares the run's candidate LA children once; each part takes its own
-        prepared = settings.matcher != "legacy"
-        cfg = matching.MatchConfig(guidmatch=settings.guidmatch)
-        overwhelmed = set()  # parts with a link on overwhelming evidence: checked once every part is written
-        # parts that may be decided again once every part is written: those with such a link, and
-        # (several parts) those proposing a child to a record whose forename only resembles it
-        again: dict[int, tuple] = {}
-        for part_no, (part, (core, links, rejected)) in enumerate(zip(parts, run_candidates(conn, parts,
-                                                                                            prepared=prepared))):
-            if settings.matcher == "legacy":
-                decided = matching.legacy_match(core, part, guidmatch=settings.guidmatch, links=links)
-            else:
-                # (a large run keeps the part's scored pairs, on disk, for deciding it again below)
-                kept: dict | None = {} if len(parts) > 1 else None
-                decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, reuse=kept)
-                over = bool(decided["explanation"].str.contains("|".join(f'"{r}"' for r in CROSS_RUN_RULES)).any())
-                resembling = len(parts) > 1 and bool((decided["status"].ne("unmatched") & decided["explanation"]
-                                                      .str.contains(_RESEMBLING_FORENAME)).any())
-                if over or resembling:
-                    if kept is not None:
-                        kept["decided"] = decided
-                    if over:
-                        overwhelmed.add(part_no)
-                    again[part_no] = (part, core, links, rejected, _spilled(kept))
-                del kept
-            _write_matches(conn, ctx, settings, part, decided)
-        # the children each part's records claim exactly from other parts (b2b match sees them in its batch)
-        elsewhere = claims_in_other_parts(conn, files) if again and len(parts) > 1 else {}
-        for part_no, (part, core, links, rejected, spilled) in again.items():
-            # (a run of several parts keeps its records' part numbers in a table: match_in)
-            claimed = claimed_outside(conn, files, part, part_no if len(parts) > 1 else None) \
-                if part_no in overwhelmed else set()
-            claims = elsewhere.get(part_no, set())
-            if not claimed and not claims:
-                if spilled is not None:
-                    spilled.close()
-                continue
-            # decided again as the matcher decides with those records in its batch
-            kept = _unspilled(spilled)
-            decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, claimed=claimed or None,
-                                     reuse=kept, claims_elsewhere=claims or None)
-            if kept is not None:  # only the records whose decision changed are written again
-                changed = _changed(kept["decided"], decided)
-                part, decided = part[changed], decided[changed]
-            del kept
-            conn.execute(
-                """DELETE FROM results.match m WHERE m.file_id = ANY(%s)
-                      AND (m.base_id, m.student_guid) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
-                (files, part["base_id"].tolist(), part["student_guid"].tolist()))
-            _write_matches(conn, ctx, settings, part, decided)
-        del again
-        if settings.matcher != "legacy" and len(parts) > 1:
-            claimed_exactly_in_another_part(conn, files)
+        # several parts (an LA's first load): pandas' Arrow strings for their large frames
+        with matching.arrow_strings() if len(parts) > 1 else nullcontext():
+            _decide_parts(conn, ctx, settings, files, parts, tf)
         # the guards, in order (each reads the changes of the one before), then the carers' rerun
         # rows and contacts: statements sent together (a pipeline), one round trip (issue 15)
         with conn.pipeline():
@@ -159,6 +110,67 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                   f"{counts['possible']} possible, {counts['unmatched']} unmatched "
                   f"({hidden} hidden: older than B2B_S_AGE {settings.b2b_s_age})")
     return counts
+
+
+def _decide_parts(conn: Connection, ctx: RunContext, settings: Settings, files: list[int], parts: list[Any],
+                  tf: Any) -> None:
+    """:func:`match`'s decisions, part by part, written to ``results.match``: each part decided
+    by the matcher, then the parts whose decisions depend on other parts decided again."""
+    from b2b import matching
+
+    # the matcher prepares the run's candidate LA children once; each part takes its own
+    prepared = settings.matcher != "legacy"
+    cfg = matching.MatchConfig(guidmatch=settings.guidmatch)
+    overwhelmed = set()  # parts with a link on overwhelming evidence: checked once every part is written
+    # parts that may be decided again once every part is written: those with such a link, and
+    # (several parts) those proposing a child to a record whose forename only resembles it
+    again: dict[int, tuple] = {}
+    for part_no, (part, (core, links, rejected)) in enumerate(zip(parts, run_candidates(conn, parts,
+                                                                                        prepared=prepared))):
+        if settings.matcher == "legacy":
+            decided = matching.legacy_match(core, part, guidmatch=settings.guidmatch, links=links)
+        else:
+            # (a large run keeps the part's scored pairs, on disk, for deciding it again below)
+            kept: dict | None = {} if len(parts) > 1 else None
+            decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, reuse=kept)
+            over = bool(decided["explanation"].str.contains("|".join(f'"{r}"' for r in CROSS_RUN_RULES)).any())
+            resembling = len(parts) > 1 and bool((decided["status"].ne("unmatched") & decided["explanation"]
+                                                  .str.contains(_RESEMBLING_FORENAME)).any())
+            if over or resembling:
+                if kept is not None:
+                    kept["decided"] = decided
+                if over:
+                    overwhelmed.add(part_no)
+                again[part_no] = (part, core, links, rejected, _spilled(kept))
+            del kept
+        _write_matches(conn, ctx, settings, part, decided)
+    # the children each part's records claim exactly from other parts (b2b match sees them in its batch)
+    elsewhere = claims_in_other_parts(conn, files) if again and len(parts) > 1 else {}
+    for part_no, (part, core, links, rejected, spilled) in again.items():
+        # (a run of several parts keeps its records' part numbers in a table: match_in)
+        claimed = claimed_outside(conn, files, part, part_no if len(parts) > 1 else None) \
+            if part_no in overwhelmed else set()
+        claims = elsewhere.get(part_no, set())
+        if not claimed and not claims:
+            if spilled is not None:
+                spilled.close()
+            continue
+        # decided again as the matcher decides with those records in its batch
+        kept = _unspilled(spilled)
+        decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, claimed=claimed or None,
+                                 reuse=kept, claims_elsewhere=claims or None)
+        if kept is not None:  # only the records whose decision changed are written again
+            changed = _changed(kept["decided"], decided)
+            part, decided = part[changed], decided[changed]
+        del kept
+        conn.execute(
+            """DELETE FROM results.match m WHERE m.file_id = ANY(%s)
+                  AND (m.base_id, m.student_guid) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
+            (files, part["base_id"].tolist(), part["student_guid"].tolist()))
+        _write_matches(conn, ctx, settings, part, decided)
+    del again
+    if settings.matcher != "legacy" and len(parts) > 1:
+        claimed_exactly_in_another_part(conn, files)
 
 
 def _spilled(kept: dict | None) -> Any:
