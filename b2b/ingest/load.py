@@ -50,20 +50,22 @@ def load(conn: Connection, ctx: RunContext, *, fail_after: str | None = None) ->
                     inserted[block.staging] = conn.execute(load_sql(block), {"files": files})
                 if fail_after == block.staging:
                     raise RuntimeError(f"injected failure after loading staging.{block.staging}")
-            conn.execute(
-                """INSERT INTO ops.hash_cache (file_id, ordinal, base_id, student_guid, block_type, hash,
-                                               window_order)
-                   SELECT b.file_id, b.ordinal, b.base_id, b.student_guid, b.block_type, b.hash, %s
-                     FROM raw.inbound_block b WHERE b.file_id = ANY(%s) AND b.disposition = 'pending'""",
-                (ctx.window_order, files))
         counts = {block.staging: inserted[block.staging].rowcount if block.staging in inserted else 0
                   for block in BLOCKS}
         from b2b.reconcile.attendance import store_marks
 
         counts["attendance_marks"] = store_marks(conn, ctx, files, months=ctx.months)
         with conn.pipeline():
-            marked = conn.execute("""UPDATE raw.inbound_block SET disposition = 'loaded'
-                                     WHERE file_id = ANY(%s) AND disposition = 'pending'""", (files,))
+            # the loaded blocks marked and entered in the hash cache in one pass over the run's blocks
+            marked = conn.execute(
+                """WITH marked AS (
+                       UPDATE raw.inbound_block SET disposition = 'loaded'
+                        WHERE file_id = ANY(%s) AND disposition = 'pending'
+                    RETURNING file_id, ordinal, base_id, student_guid, block_type, hash)
+                   INSERT INTO ops.hash_cache (file_id, ordinal, base_id, student_guid, block_type, hash,
+                                               window_order)
+                   SELECT file_id, ordinal, base_id, student_guid, block_type, hash, %s FROM marked""",
+                (files, ctx.window_order))
             conn.execute("UPDATE raw.inbound_file SET status = 'loaded' WHERE file_id = ANY(%s)", (files,))
         loaded = marked.rowcount
         result = {"loaded": loaded, "rows": counts}

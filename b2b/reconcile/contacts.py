@@ -422,8 +422,10 @@ def _reconcile(conn: Connection, ctx: RunContext, params: dict) -> None:
     conn.execute(_candidates_sql(False), params)
     conn.execute(_REQUIRED, params)
     # temporary tables are never analysed by autovacuum: without statistics the planner
-    # guesses their size and can pick nested loops over whole tables
-    conn.execute("ANALYZE contact_cand, contact_reject")
+    # guesses their size and can pick nested loops over whole tables. Their sizes and the
+    # columns the next statements join or filter on are what it needs; the wide columns
+    # (links, student GUIDs, the contact's details) are only copied, so are not sampled.
+    conn.execute("ANALYZE contact_cand (person_id, username), contact_reject (person_id)")
     conn.execute(_USERNAME_IN_USE, params)
     conn.execute(_UPSERT, params)
     conn.execute("""DELETE FROM core.contact_link WHERE base_id = %(base)s
