@@ -14,25 +14,13 @@ import pytest
 from b2b.matching import decide, normalise
 from b2b.matching.comparisons import TermFrequencies
 from b2b.matching.decide import MatchConfig, PreparedCore, PreparedRows, match, prepare_core
+from tests.test_matching_small import messy_match_data
 
 
 @pytest.fixture(scope="module")
 def data():
-    from simulator.matching_data import match_dataset
-
-    core, inc, truth, _ = match_dataset(400, 800, seed=21, schools=4)
-    rng = random.Random(8)
-    inc = inc.copy()
-    for k in rng.sample(range(len(inc)), 80):  # what schools type: blanks, padding, case, accents
-        col = rng.choice(["forename", "surname", "postcode", "upn", "gender", "middle_names", "address_line1", "dob"])
-        v = inc.at[k, col]
-        inc.at[k, col] = rng.choice([None, "", "  ", f" {v}  ", str(v).lower() if v else v,
-                                     (str(v) + "é") if col in ("forename", "surname") and v else v])
-    core = core.copy()
-    core.loc[core.sample(30, random_state=3).index, "dob"] = None
-    core.loc[core.sample(15, random_state=4).index, "address_line1"] = "  "
-    core["dob"] = pd.to_datetime(core["dob"], errors="coerce").dt.date  # what the database gives
-    return core.reset_index(drop=True), inc.reset_index(drop=True), truth
+    return messy_match_data(400, 800, seed=21, typed=80, rng_seed=8, no_dob=(30, 3),
+                            odd=("address_line1", "  ", 15, 4))
 
 
 def on_frames(monkeypatch, fn):

@@ -12,25 +12,33 @@ from b2b.matching import blocking, normalise, small
 from b2b.matching.decide import MatchConfig, match, prepare_core
 
 
-@pytest.fixture(scope="module")
-def data():
+def messy_match_data(core_n: int = 500, inc_n: int = 1_000, seed: int = 9, *, typed: int = 60, rng_seed: int = 3,
+                     no_dob: tuple[int, int] = (40, 1), odd: tuple[str, str, int, int] = ("postcode", "  ct1  2ab ", 20, 2)):
+    """The simulator's matching data made messier, as schools and LAs type it: ``typed`` school
+    values padded, accented, lower-cased or missing; ``no_dob`` (how many, sample seed) LA
+    records without a DOB and ``odd`` (column, value, how many, sample seed) LA values typed
+    oddly; dates as the database gives them (the matcher's small-path tests share it)."""
     from simulator.matching_data import match_dataset
 
-    core, inc, truth, _ = match_dataset(500, 1_000, seed=9, schools=4)
-    rng = random.Random(3)
+    core, inc, truth, _ = match_dataset(core_n, inc_n, seed=seed, schools=4)
+    rng = random.Random(rng_seed)
     inc = inc.copy()
-    # what schools and LAs type: padding, accents, lower case, missing values, dates as dates
-    for k in rng.sample(range(len(inc)), 60):
+    for k in rng.sample(range(len(inc)), typed):
         col = rng.choice(["forename", "surname", "postcode", "upn", "gender", "middle_names", "address_line1",
                           "dob"])
         v = inc.at[k, col]
         inc.at[k, col] = rng.choice([None, "", "  ", f"  {v} ", str(v).lower() if v else v,
                                      (str(v) + "é") if col in ("forename", "surname") and v else v])
     core = core.copy()
-    core.loc[core.sample(40, random_state=1).index, "dob"] = None
-    core.loc[core.sample(20, random_state=2).index, "postcode"] = "  ct1  2ab "
+    core.loc[core.sample(no_dob[0], random_state=no_dob[1]).index, "dob"] = None
+    core.loc[core.sample(odd[2], random_state=odd[3]).index, odd[0]] = odd[1]
     core["dob"] = pd.to_datetime(core["dob"], errors="coerce").dt.date  # what the database gives
     return core.reset_index(drop=True), inc.reset_index(drop=True), truth
+
+
+@pytest.fixture(scope="module")
+def data():
+    return messy_match_data()
 
 
 @pytest.fixture
