@@ -35,8 +35,8 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parent / "plugins"), str(HERE)]
 from bench_matching import dag_match, fresh_database, in_child, load_dag_db  # noqa: E402
 
 #: the match stage's steps (functions of b2b.reconcile.match_stage) timed in the DAG run
-STEPS = ("incoming_frame", "term_frequencies", "run_candidates", "matcher", "_write_matches", "guid_linked_elsewhere",
-         "child_linked_to_other_guid", "match_carers")
+STEPS = ("incoming_frame", "term_frequencies", "run_candidates", "matcher", "_write_matches", "claims_in_other_parts",
+         "claimed_outside", "claimed_exactly_in_another_part", "match_carers")
 PG_DIR = Path("/tmp/b2b-bench-match-dag-pg")
 
 

@@ -218,19 +218,13 @@ PART_STUDENTS = 20_000
 SMALL_RUN_STUDENTS = 2_000
 
 
-def guid_linked_elsewhere(conn: Connection, files: list[int]) -> int:
-    """A pupil carrying a GUID that is linked to an LA child under another base (issue 9 item 3).
-
-    An MIS GUID belongs to one school's record; the same GUID arriving from a second base is a
-    copied or corrupted record. It is never linked a second time: the record goes to review
-    (``possible``, rule ``guid_linked_elsewhere``, with the matcher's candidate or else the
-    child linked under the other base, the first base by id), and a ``results.anomaly`` row
-    names the base, the file and the record's position (the other base's id is its value: no
-    personal data). One statement over the run's ``results.match`` rows; returns the hits."""
-    return len(conn.execute(_GUID_ELSEWHERE_SQL, {"files": files}).fetchall())
-
-
-#: :func:`guid_linked_elsewhere`
+#: A pupil carrying a GUID that is linked to an LA child under another base (issue 9 item 3). An
+#: MIS GUID belongs to one school's record; the same GUID arriving from a second base is a copied
+#: or corrupted record. It is never linked a second time: the record goes to review (``possible``,
+#: rule ``guid_linked_elsewhere``, with the matcher's candidate or else the child linked under the
+#: other base, the first base by id), and a ``results.anomaly`` row names the base, the file and
+#: the record's position (the other base's id is its value: no personal data). One statement over
+#: the run's ``results.match`` rows (:func:`match` sends the guards together, in a pipeline).
 _GUID_ELSEWHERE_SQL = f"""WITH other AS (
                 -- per record, probes of the GUID index (child_link_guid_idx): a join let the planner
                 -- hash the whole of core.child_link, ~34 ms a school run at 55k links (issue 15)
@@ -360,17 +354,12 @@ def claimed_outside(conn: Connection, files: list[int], part: Any, part_no: int 
                AND (m.base_id, m.student_guid) NOT IN (SELECT * FROM part)""", params)}
 
 
-def earlier_overwhelming_links(conn: Connection, files: list[int]) -> int:
-    """A link this run makes to a child that an earlier run of another school linked on
-    overwhelming evidence without a compatible forename, or on a forename typed at home (the record the earlier run could not
-    know was claimed: a twin the LA never knew, on another roll) sends that earlier link to
-    review (``possible``, ``why_not_auto`` ``linked_elsewhere``) and removes its GUID link.
-    Returns the links sent to review."""
-    return int(scalar(conn, _EARLIER_LINKS, {"files": files}) or 0)
-
-
-#: :func:`earlier_overwhelming_links`; the earlier links are found through the partial index of
-#: migration 0041, whose predicate is this statement's (a test keeps them in step)
+#: A link this run makes to a child that an earlier run of another school linked on overwhelming
+#: evidence without a compatible forename, or on a forename typed at home (the record the earlier
+#: run could not know was claimed: a twin the LA never knew, on another roll) sends that earlier
+#: link to review (``possible``, ``why_not_auto`` ``linked_elsewhere``) and removes its GUID link.
+#: The earlier links are found through the partial index of migration 0041, whose predicate is
+#: this statement's (a test keeps them in step).
 _EARLIER_LINKS = f"""WITH mine AS (
                 SELECT DISTINCT m.person_id FROM results.match m
                  WHERE m.file_id = ANY(%(files)s) AND m.status IN ('matched', 'matched_with_conflicts')),
@@ -392,17 +381,12 @@ _EARLIER_LINKS = f"""WITH mine AS (
             SELECT count(*) FROM hit"""
 
 
-def child_linked_to_other_guid(conn: Connection, files: list[int]) -> int:
-    """An automatic link to a child the LA already links, under the same base, to another
-    GUID is not made: one school holds one record per child. The record goes to review
-    (``possible``, ``why_not_auto`` ``child_linked_to_other_guid``). This is the guard for the
-    twin the LA does not know that arrives alone (a changed-data run without the other twin)
-    carrying its twin's UPN: the other twin's GUID link stops it. Officer links stand.
-    One statement over the run's ``results.match`` rows; returns the hits."""
-    return conn.execute(_OTHER_GUID_SQL, (files,)).rowcount
-
-
-#: :func:`child_linked_to_other_guid`
+#: An automatic link to a child the LA already links, under the same base, to another GUID is not
+#: made: one school holds one record per child. The record goes to review (``possible``,
+#: ``why_not_auto`` ``child_linked_to_other_guid``). This is the guard for the twin the LA does
+#: not know that arrives alone (a changed-data run without the other twin) carrying its twin's
+#: UPN: the other twin's GUID link stops it. Officer links stand. One statement over the run's
+#: ``results.match`` rows.
 _OTHER_GUID_SQL = f"""UPDATE results.match m
                SET status = 'possible',
                    explanation = m.explanation || jsonb_build_object(
