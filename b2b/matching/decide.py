@@ -396,7 +396,8 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
                                                            inc["fn"].values, tf, m, core["fn"].values[best_ci],
                                                            best["slip"].values),
                                                        pupils=min_age is None) & \
-        ~in_twins & ~exact_any & ~claimed_by_another_record(best_ci)
+        ~in_twins & ~exact_name_elsewhere(s, best_ci, n) & \
+        ~claimed_by_another_record(best_ci, ~(at(best_lv, "dob", "different") & (score < cfg.possible)))
     if claimed_row is not None:
         over = over & ~claimed_row[np.maximum(best_ci, 0)]
     safe = safe | over
@@ -600,6 +601,22 @@ def runner_up_corroborated(s: Any, best_ci: Any, n: int) -> Any:
     return out
 
 
+def exact_name_elsewhere(s: Any, best_ci: Any, n: int) -> Any:
+    """Per incoming record: an LA child *other than its best candidate* holds exactly the
+    record's forename with a compatible DOB and scores in the possible band (``exact_other``):
+    a twin or sibling of that name (the guard :func:`overwhelming_evidence` is taken with). The
+    best candidate itself holding the record's very forename is no other child: counting it (as
+    the household guard's ``exact_any`` does, which only asks it of a best whose forename is
+    weaker) kept overwhelming evidence from ever carrying the very forename with its DOB at the
+    child's place (issue 14: a changed surname at the same postcode)."""
+    import numpy as np
+
+    ok = np.asarray(s["exact_other"].values, bool) & (s["ci"].values != best_ci[s["ii"].values])
+    out = np.zeros(n, dtype=bool)
+    out[np.asarray(s["ii"].values)[ok].astype(np.int64)] = True
+    return out
+
+
 #: postcode levels that place the record at the LA child's postcode (or one typed character from it)
 _OVER_POSTCODE = ("unit", "typed error")
 #: surname levels that are the child's surname, mistyped or swapped with the forename
@@ -652,10 +669,22 @@ def overwhelming_evidence(lv: Any, score: Any, runner_any: Any, cfg: Any, fn_is_
     typo = by_name & at(lv, "forename", "typo", "typed error")
     misspelt = typo & ~fn_is_name(typo) if typo.any() else typo
     named = (fn_strong | at(lv, "forename", "missing")) & by_name | misspelt
+    # the very forename and the exact DOB at the child's very home (postcode and address line)
+    # whatever the surname and the score (a new surname and a retyped postcode can leave it below
+    # the possible band): a twin has another forename, a sibling another DOB
+    named = named | (home & at(lv, "forename", "exact", "exact, mis-decoded") & dob & rest)
     if pupils and cfg.dob_required:  # children: a full name is unique within a home (whatever score the DOB leaves)
         full_name = fn_strong & at(lv, "surname", "exact", "swapped with forename") & rest
         named = named | (home & full_name & at(lv, "dob", *DOB_COMPATIBLE, "within 31 days", "different")) \
             | (full_name & at(lv, "dob", "missing"))
+        # no DOB, at the very home: the very forename with the surname mistyped, or the surname with
+        # the forename misspelt into no name (issue 14, FEBRL 4): with no DOB only the forename
+        # tells the children of one home apart, and neither is another child's name
+        no_dob = home & at(lv, "dob", "missing") & rest
+        typo_nd = no_dob & at(lv, "forename", "typo", "typed error") & at(lv, "surname", "exact")
+        named = named | (no_dob & at(lv, "forename", "exact", "exact, mis-decoded")
+                         & at(lv, "surname", *SURNAME_COMPATIBLE)) | \
+            ((typo_nd & ~fn_is_name(typo_nd)) if typo_nd.any() else typo_nd)
     return named
 
 
@@ -665,12 +694,19 @@ def forename_is_name(fn: Any, tf: Any, mask: Any, child_fn: Any, slip: Any) -> A
     LA's forename counts and the keystroke ``slip`` flags); True elsewhere."""
     import numpy as np
 
-    from b2b.matching.normalise import may_be_a_name
+    from b2b.matching.normalise import letter_runs, may_be_a_name, spelt_as_no_name
 
     out = np.ones(len(fn), dtype=bool)
     counts = tf.counts.get("fn", {}) if tf is not None else {}
+    la_runs = None
     for k in np.flatnonzero(mask).tolist():
         out[k] = may_be_a_name(fn[k], child_fn[k], counts, bool(slip[k]))
+        # sounding as the child's forename does is no name either when it is spelt as no name is
+        # ("Lachln" for "Lachlan": issue 14, FEBRL 4); held by an LA child or listed: a name
+        if out[k] and fn[k] and counts.get(fn[k], 0) == 0:
+            if la_runs is None:  # (the LA's forenames' letter runs, once a call, only when asked)
+                la_runs = letter_runs(counts)
+            out[k] = not spelt_as_no_name(fn[k], la_runs)
     return out
 
 
@@ -689,16 +725,28 @@ def runner_any_other(s: Any, rows: Any, n: int) -> Any:
     return out
 
 
-def claimed_by_another_record(best_ci: Any) -> Any:
+def claimed_by_another_record(best_ci: Any, claims: Any = None) -> Any:
     """Records whose nearest LA child is also another record's nearest (a twin the LA does not
-    know on another roll, a duplicate): neither is linked on overwhelming evidence alone."""
+    know on another roll, a duplicate): neither is linked on overwhelming evidence alone.
+
+    ``claims`` (per record; default all): the records whose nearest child counts as a claim. The
+    caller leaves out a record whose DOB is *different* from its nearest child's and that scores
+    below the possible band (issue 14): it is neither a twin (twins share the DOB) nor the child
+    with its DOB mistyped (that shares the name and home and scores in the band); it is a third
+    person whose nearest LA record happens to be this child, and counting it kept the child's own
+    record in review (FEBRL 4: claimers at -17 to -3 bits). The DAG path counts alike: another
+    part's or run's record claims a child only when it is shown (possible or linked)."""
     import numpy as np
 
     ci = np.asarray(best_ci)
     ok = ci >= 0
-    vals, counts = np.unique(ci[ok], return_counts=True)
-    shared = set(vals[counts > 1].tolist())
-    return ok & np.fromiter((c in shared for c in ci.tolist()), dtype=bool, count=len(ci))
+    counted = ok if claims is None else ok & np.asarray(claims, dtype=bool)
+    vals, counts = np.unique(ci[counted], return_counts=True)
+    # (a record is claimed by another when the child's counted claims, less its own, are one or more)
+    n_claims = dict(zip(vals.tolist(), counts.tolist()))
+    own = counted.tolist()
+    return ok & np.fromiter((n_claims.get(c, 0) - own[k] > 0 for k, c in enumerate(ci.tolist())), dtype=bool,
+                            count=len(ci))
 #: birth cohorts the LA's child records are taken to span when the chance of a namesake born the
 #: same day is estimated (:func:`rare_name_and_dob`): fewer than the real span (0 to 18 or more),
 #: so the LA's births per day are over-estimated — the estimate errs towards a namesake

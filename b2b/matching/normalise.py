@@ -124,6 +124,33 @@ def name_list() -> frozenset[str]:
     return frozenset(names)
 
 
+@lru_cache(maxsize=1)
+def _name_trigrams() -> frozenset[str]:
+    """Every run of three letters, with ``^`` and ``$`` for the ends, in the names of :func:`name_list`."""
+    return letter_runs(name_list())
+
+
+def spelt_as_no_name(fn: str, more: Any = frozenset()) -> bool:
+    """The (prepared) forename ``fn`` holds a run of three letters (its ends included) that no
+    name of :func:`name_list` holds, nor ``more`` (runs of other names: :func:`letter_runs` of
+    the LA's forenames): "Lachln" ("hln"), "Lucyw" ("yw$"), "Isabeola" ("beo"). A spelling no
+    name has is a slip of the hand, whatever it sounds like; a name parents chose, however rare,
+    is spelt as names are ("Jaden", "Fin", "Olly", "Ami": every run in the list). Missing or under
+    two letters: False."""
+    if len(fn) < 2:
+        return False
+    return bool(letter_runs((fn,)) - _name_trigrams() - more)
+
+
+def letter_runs(names: Any) -> frozenset[str]:
+    """The runs of three letters (``^`` and ``$`` for the ends) of these names."""
+    out: set[str] = set()
+    for n in names:
+        w = f"^{n}$"
+        out.update(w[k:k + 3] for k in range(len(w) - 2))
+    return frozenset(out)
+
+
 def may_be_a_name(fn: str, child_fn: str, counts: Any, slip: bool = False) -> bool:
     """The (prepared) forename ``fn`` may be a real name, not ``child_fn`` misspelt: an LA
     child holds it (``counts``: the LA's forename counts), it is in :func:`name_list`, or it
