@@ -148,3 +148,23 @@ def test_no_dob_at_the_very_home_never_links_a_twin_or_a_sibling():
     r = decide([la("P1", "Jayden", "Murton", "2016-05-27", gender="M")],
                [school("t", "Jaden", "Murton", None, gender="M")])["t"]
     assert not linked(r)
+
+
+def test_the_dag_path_decides_the_sound_alike_misspelling_and_the_twins_name_as_the_matcher(db_url, monkeypatch):
+    """The match stage (a part per school) decides as ``b2b.matching.match`` on the batch: the
+    LA knows Jayden; one school sends "Jaydn" (sounds as Jayden does, spelt as no name is:
+    linked on overwhelming evidence), another school's run, alone, "Jaden" — a twin's real name
+    (review)."""
+    from test_match_stage import a_part_per_school_decides_as_one_call, one_child_two_schools
+
+    from b2b import matching
+
+    core, inc, bench = one_child_two_schools("Jayden", "M", (("8862001", "g-slip", "Jaydn"),))
+    want = matching.match(core, inc).set_index("incoming_id")
+    assert want.loc["8862001:g-slip", "status"] == "matched_with_conflicts"
+    assert "overwhelming" in json.loads(want.loc["8862001:g-slip", "explanation"])
+    a_part_per_school_decides_as_one_call(db_url, monkeypatch, core, inc, bench, want)
+    core, inc, bench = one_child_two_schools("Jayden", "M", (("8862005", "g-twin", "Jaden"),))
+    want = matching.match(core, inc).set_index("incoming_id")
+    assert not want.loc["8862005:g-twin", "status"].startswith("matched")
+    a_part_per_school_decides_as_one_call(db_url, monkeypatch, core, inc, bench, want)
