@@ -105,9 +105,9 @@ def test_spelt_as_no_name_spells():
     # names parents give, however rare or close to a twin's, are spelt as names are
     for name in ("jaden", "fin", "olly", "ami", "aron", "maxi", "emmy", "siobhan", "aoife", "saoirse", ""):
         assert not spelt_as_no_name(name), name
-    # (rare names can hold a run no listed name has — "Tadhg", "Ffion", "Dafydd" — which is why the
-    # rule also asks that no LA child hold those runs and that the name sound as the child's does)
-    # a run of letters an LA child's forename holds is a name's run
+    # (rare names can hold a run no listed name has — "Tadhg", "Ffion", "Dafydd", "Haydn" — which is
+    # why the rule also asks that no LA child hold the very name and that it sound as the child's does)
+    # the function takes runs of other names too; the matcher passes none (see below)
     assert not spelt_as_no_name("lachln", frozenset({"hln"}))
 
 
@@ -167,4 +167,23 @@ def test_the_dag_path_decides_the_sound_alike_misspelling_and_the_twins_name_as_
     core, inc, bench = one_child_two_schools("Jayden", "M", (("8862005", "g-twin", "Jaden"),))
     want = matching.match(core, inc).set_index("incoming_id")
     assert not want.loc["8862005:g-twin", "status"].startswith("matched")
+    a_part_per_school_decides_as_one_call(db_url, monkeypatch, core, inc, bench, want)
+
+
+def test_the_dag_path_spells_as_the_matcher_whatever_other_names_the_la_holds(db_url, monkeypatch):
+    """The spelling test reads the shipped name list only, never the runs of the LA's forenames:
+    the DAG path knows the counts of its run's names, not every LA forename, and the LA holding a
+    "Haydn" (the only "dn$" among the names) elsewhere made b2b match send "Jaydn" to review while
+    the DAG path linked it (before the fix). Both now link it on overwhelming evidence."""
+    import pandas as pd
+    from test_match_stage import a_part_per_school_decides_as_one_call, one_child_two_schools
+
+    from b2b import matching
+
+    core, inc, bench = one_child_two_schools("Jayden", "M", (("8862001", "g-slip", "Jaydn"),))
+    core = pd.concat([core, pd.DataFrame([("P9", None, "Haydn", None, "Price", "M", "2012-09-01", "ZZ9 9ZZ",
+                                           "3 Far Lane")], columns=core.columns)], ignore_index=True)
+    want = matching.match(core, inc).set_index("incoming_id")
+    assert want.loc["8862001:g-slip", "status"] == "matched_with_conflicts"
+    assert want.loc["8862001:g-slip", "person_id"] == "P1"
     a_part_per_school_decides_as_one_call(db_url, monkeypatch, core, inc, bench, want)

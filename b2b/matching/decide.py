@@ -694,19 +694,18 @@ def forename_is_name(fn: Any, tf: Any, mask: Any, child_fn: Any, slip: Any) -> A
     LA's forename counts and the keystroke ``slip`` flags); True elsewhere."""
     import numpy as np
 
-    from b2b.matching.normalise import letter_runs, may_be_a_name, spelt_as_no_name
+    from b2b.matching.normalise import may_be_a_name, spelt_as_no_name
 
     out = np.ones(len(fn), dtype=bool)
     counts = tf.counts.get("fn", {}) if tf is not None else {}
-    la_runs = None
     for k in np.flatnonzero(mask).tolist():
         out[k] = may_be_a_name(fn[k], child_fn[k], counts, bool(slip[k]))
         # sounding as the child's forename does is no name either when it is spelt as no name is
-        # ("Lachln" for "Lachlan": issue 14, FEBRL 4); held by an LA child or listed: a name
+        # ("Lachln" for "Lachlan": issue 14, FEBRL 4); held by an LA child or listed: a name.
+        # (Spelt against the shipped name list only: the DAG path's counts hold the run's names,
+        # not the LA's, so runs of the LA's forenames would decide otherwise than b2b match.)
         if out[k] and fn[k] and counts.get(fn[k], 0) == 0:
-            if la_runs is None:  # (the LA's forenames' letter runs, once a call, only when asked)
-                la_runs = letter_runs(counts)
-            out[k] = not spelt_as_no_name(fn[k], la_runs)
+            out[k] = not spelt_as_no_name(fn[k])
     return out
 
 
