@@ -130,16 +130,17 @@ def _name_trigrams() -> frozenset[str]:
     return letter_runs(name_list())
 
 
-def spelt_as_no_name(fn: str, more: Any = frozenset()) -> bool:
+def spelt_as_no_name(fn: str) -> bool:
     """The (prepared) forename ``fn`` holds a run of three letters (its ends included) that no
-    name of :func:`name_list` holds, nor ``more`` (runs of other names: :func:`letter_runs` of
-    the LA's forenames): "Lachln" ("hln"), "Lucyw" ("yw$"), "Isabeola" ("beo"). A spelling no
-    name has is a slip of the hand, whatever it sounds like; a name parents chose, however rare,
-    is spelt as names are ("Jaden", "Fin", "Olly", "Ami": every run in the list). Missing or under
+    name of :func:`name_list` holds: "Lachln" ("hln"), "Lucyw" ("yw$"), "Isabeola" ("beo"). A
+    spelling no name has is a slip of the hand, whatever it sounds like; a name parents chose,
+    however rare, is spelt as names are ("Jaden", "Fin", "Olly", "Ami": every run in the list).
+    The shipped list only, never the LA's own forenames: the DAG path reads the counts of its
+    run's names, not every LA forename, and must spell as ``b2b match`` does. Missing or under
     two letters: False."""
     if len(fn) < 2:
         return False
-    return bool(letter_runs((fn,)) - _name_trigrams() - more)
+    return bool(letter_runs((fn,)) - _name_trigrams())
 
 
 def letter_runs(names: Any) -> frozenset[str]:
