@@ -194,10 +194,10 @@ def test_carer_candidates_decide_as_the_whole_carer_population(db):
                                     gender="F", postcode=None, address_line1=None)],
                             columns=INCOMING_COLUMNS)
     asof, carer_min = END.date(), 16
-    mine = carer_candidates(db, contacts, asof, carer_min)  # (this transaction changed them: counted directly)
+    mine = carer_candidates(db, contacts, asof, carer_min)  # (counted and kept in the transaction that changed them)
     db.commit()
-    core, tf = carer_candidates(db, contacts, asof, carer_min)  # counted and cached
-    again = carer_candidates(db, contacts, asof, carer_min)  # read from the cache
+    core, tf = carer_candidates(db, contacts, asof, carer_min)  # the kept counts
+    again = carer_candidates(db, contacts, asof, carer_min)
     for other in (mine, again):
         pd.testing.assert_frame_equal(other[0], core)
         assert (other[1].counts, other[1].totals) == (tf.counts, tf.totals)
@@ -248,7 +248,7 @@ def _carer_counts_direct(conn, asof, carer_min):
 
 def _carer_counts_cached(conn, asof, carer_min, fns, sns):
     counts, totals = {"fn": {}, "sn": {}}, {}
-    for col, name, n, sq in conn.execute("SELECT col, name, n, sq FROM core.carer_name_counts(%s, %s, %s, %s)",
+    for col, name, n, sq in conn.execute("SELECT col, name, n, sq FROM core.carer_name_probe(%s, %s, %s, %s)",
                                          (asof, carer_min, fns, sns)).fetchall():
         if name is None:
             totals[col] = (n, sq)
@@ -258,24 +258,26 @@ def _carer_counts_cached(conn, asof, carer_min, fns, sns):
 
 
 def test_carers_name_counts_follow_every_change_of_children_and_adults(db, db_url):
-    """Issue 15: the carers' name frequencies, cached per state of core.child and core.adult
-    and per day, equal a direct count over the carer population after inserts, updates,
-    deletes, a truncate and an adults load, inside the transaction that made a change, after
-    a rollback, and seen from another connection while a change is uncommitted."""
+    """Issue 15: the carers' name frequencies, kept per day and moved by each change of
+    core.child and core.adult (migration 0046), equal a direct count over the carer population
+    after inserts, updates, deletes, a truncate and an adults load, inside the transaction that
+    made a change, after a rollback or a rolled-back savepoint, and seen from another
+    connection while a change is uncommitted."""
     import psycopg
 
     from b2b.ops.core_load import load_adults
 
     asof, carer_min = END.date(), 16
     names = {"fn": ["sam", "jane", "zoe", "tom", "ann", "nobody"], "sn": ["hill", "oneil", "smith", "ng", "nobody"]}
-    cached_states = "SELECT count(DISTINCT (child_state, adult_state, born_by)) FROM core.carer_name_totals"
+    kept_cuts = "SELECT count(DISTINCT born_by) FROM core.carer_name_kept_totals"
+    notes = "SELECT count(*) FROM core.person_name_delta"
 
     def check(conn=db, day=asof):
         counts, totals = _carer_counts_direct(conn, day, carer_min)
         want = ({col: {k: n for k, n in counts[col].items() if k in names[col]} for col in counts}, totals)
         got = _carer_counts_cached(conn, day, carer_min, names["fn"], names["sn"])
         assert got == want
-        assert _carer_counts_cached(conn, day, carer_min, names["fn"], names["sn"]) == want  # the cached read
+        assert _carer_counts_cached(conn, day, carer_min, names["fn"], names["sn"]) == want  # the kept read
         return want
 
     def child(pid, fn, sn, dob="1990-01-02", active=True):
@@ -289,26 +291,39 @@ def test_carers_name_counts_follow_every_change_of_children_and_adults(db, db_ur
     child("C4", "Sam", "Hill", active=False)  # left the LA's roll
     db.execute("""INSERT INTO core.adult (person_id, forename, surname, dob) VALUES
                   ('A1', 'Jane', 'Hill', '1980-01-01'), ('A2', 'SAM', 'hill', NULL), ('A3', 'Ann', 'Ng', NULL)""")
-    got = check()  # inside the transaction that made the change: its own state, never cached
+    got = check()  # inside the transaction that made the change: its own state
     assert got[0]["fn"]["sam"] == 2 and got[0]["sn"]["hill"] == 3 and got[1]["fn"] == (5, 7)
-    assert db.execute("""SELECT count(*) FROM core.carer_name_totals t, core.adult_version v
-                          WHERE t.child_state = core.child_state() OR t.adult_state = v.changes""").fetchone()[0] == 0
     db.commit()
     check()
-    assert db.execute(cached_states).fetchone()[0] == 1  # the new state cached, the older pruned
+    assert db.execute(kept_cuts).fetchone()[0] == 1
+    # an apply's change of a name moves a few counts (two notes), no recount; a change of
+    # anything but a name, birth date or "active" notes nothing
+    from collections import Counter
+
+    def noted():
+        return Counter(db.execute("SELECT kind, col, name, n FROM core.person_name_delta").fetchall())
+
+    waiting = noted()
+    db.execute("UPDATE core.child SET postcode = 'ME4 4QQ', paon = '9'")
+    assert noted() == waiting
     db.execute("UPDATE core.child SET surname = 'Ng' WHERE person_id = 'C1'")
+    assert noted() - waiting == Counter([("c", "sn", "hill", -1), ("c", "sn", "ng", 1)])
     db.commit()
-    check()
+    assert check()[0]["sn"] == {"hill": 2, "oneil": 1, "ng": 2}
     db.execute("UPDATE core.adult SET forename = 'Tom' WHERE person_id = 'A2'")
     db.commit()
     assert check()[0]["fn"] == {"sam": 1, "zoe": 1, "jane": 1, "tom": 1, "ann": 1}
     db.execute("DELETE FROM core.adult WHERE person_id = 'A1'")
     db.execute("DELETE FROM core.child WHERE person_id = 'C2'")
+    db.execute("UPDATE core.child SET active = true WHERE person_id = 'C4'")  # back on the roll
+    db.execute("UPDATE core.child SET dob = '2000-01-01' WHERE person_id = 'C3'")  # a birth date mended
     db.commit()
     before = check()
+    assert before[0]["fn"]["sam"] == 3
+    assert db.execute(kept_cuts).fetchone()[0] == 1 and db.execute(notes).fetchone()[0] > 0
 
-    # an uncommitted change: its transaction counts it, another connection does not see it
-    # (and caches the committed state meanwhile); a rollback leaves the committed counts
+    # an uncommitted change: its transaction counts it, another connection does not see it;
+    # a rollback leaves the committed counts
     child("C5", "Ann", "Smith")
     db.execute("INSERT INTO core.adult (person_id, forename, surname) VALUES ('A9', 'Ann', 'Hill')")
     inside = check()
@@ -329,16 +344,52 @@ def test_carers_name_counts_follow_every_change_of_children_and_adults(db, db_ur
     db.execute("""CREATE FUNCTION pg_temp.rename() RETURNS void LANGUAGE sql SET search_path = pg_catalog
                   AS $$ UPDATE core.child SET forename = 'Jane' $$""")
     db.execute("SELECT pg_temp.rename()")
-    assert check()[0]["fn"] == {"jane": 1, "ann": 1, "tom": 1}
+    assert check()[0]["fn"] == {"jane": 3, "ann": 1, "tom": 1}
     db.rollback()
     assert check() == before
 
+    # many notes are folded into the kept counts by a read (one transaction at a time): the
+    # same counts, in the folding transaction, after a rollback of it, and after its commit
+    db.execute("""INSERT INTO core.child (person_id, forename, surname, dob)
+                  SELECT 'M' || k, 'Fn' || chr(97 + k % 26) || chr(97 + k / 26), 'Hill', '1995-01-01'
+                    FROM generate_series(0, 599) k""")
+    db.commit()
+    assert db.execute(notes).fetchone()[0] > 500
+    many = check()
+    assert db.execute(notes).fetchone()[0] == 0  # folded
+    db.rollback()
+    assert db.execute(notes).fetchone()[0] > 500 and check(day=asof) == many
+    db.commit()
+    assert db.execute(notes).fetchone()[0] == 0 and check() == many
+    # while another transaction folds (holds the lock), a cut not kept yet is counted directly
+    with psycopg.connect(db_url) as other:
+        other.execute("SELECT pg_advisory_xact_lock(hashtext('core.fold_carer_names'))")
+        check(day=asof + timedelta(days=1))
+        assert db.execute(kept_cuts).fetchone()[0] == 1
+        other.rollback()
+    db.rollback()
+    check(day=asof + timedelta(days=1))
+    db.commit()
+    assert db.execute(kept_cuts).fetchone()[0] == 2  # each day's cut kept, moved by the same notes
+    db.execute("UPDATE core.child SET forename = 'Tom' WHERE person_id = 'C1'")
+    db.commit()
+    for day in (asof, asof + timedelta(days=1)):
+        check(day=day)
+    db.execute("DELETE FROM core.child WHERE person_id LIKE 'M%'")
+    db.commit()
+    check()  # (folded into both cuts)
+    check(day=asof + timedelta(days=1))
+
     # the LA's adults load (the real writer of core.adult), then a truncate
     load_adults(db, [{"person_id": "A7", "forename": "Jane", "surname": "Smith", "dob": "1979-05-06"}], full=True)
-    assert check()[0]["sn"] == {"ng": 1, "smith": 1}
+    assert check()[0]["sn"] == {"ng": 1, "smith": 2, "hill": 1}
     db.execute("TRUNCATE core.adult")
     db.commit()
-    assert check()[0]["fn"] == {"sam": 1}
+    assert check()[0]["fn"] == {"sam": 2, "tom": 1}
+    db.execute("TRUNCATE core.child CASCADE")
+    assert check()[1] == {"fn": (0, 0), "sn": (0, 0)}
+    db.rollback()
+    assert check()[0]["fn"] == {"sam": 2, "tom": 1}
 
 
 def test_carers_name_counts_count_a_child_from_carer_min_on_the_day(db):
