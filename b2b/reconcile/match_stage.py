@@ -906,7 +906,7 @@ _CARER_ADULT = """SELECT a.person_id, NULL, NULL, a.forename, a.middle_names, a.
            concat_ws(' ', a.paon, a.street), 'adult'
       FROM core.adult a WHERE """
 _CARER_BY_NAME = "({t}.m_fn, {t}.m_sn) IN (SELECT * FROM unnest(%(kf)s::text[], %(ks)s::text[]))"
-_CARER_BY_HOME = """{t}.m_pc = ANY(%(pcs)s)
+_CARER_BY_HOME = """{t}.m_pc = ANY(%(pcs)s::text[])
        AND (({t}.m_pc, left({t}.m_fn, 1)) IN (SELECT * FROM unnest(%(hf_pc)s::text[], %(hf_i)s::text[]))
             OR ({t}.m_pc, left({t}.m_sn, 1)) IN (SELECT * FROM unnest(%(hs_pc)s::text[], %(hs_i)s::text[])))"""
 _CARER_CANDIDATES = "\n    UNION\n    ".join(
@@ -974,15 +974,18 @@ def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int,
     hf = sorted({(p, f[:1]) for f, p in zip(fns, pcs) if p and f})
     hs = sorted({(p, s[:1]) for s, p in zip(sns, pcs) if p and s})
     # the counts and the candidates: one round trip (a pipeline)
+    # (the key arrays as array literals: psycopg's list dumper takes each element in Python)
     with conn.pipeline():
         counted = conn.execute(
-            "SELECT col, name, n, sq FROM core.carer_name_probe(%s, %s, %s, %s)",
-            (asof, carer_min, sorted(set(fns) - {""}), sorted(set(sns) - {""})))
+            "SELECT col, name, n, sq FROM core.carer_name_probe(%s, %s, %s::text[], %s::text[])",
+            (asof, carer_min, _array_literal(sorted(set(fns) - {""}), "text"),
+             _array_literal(sorted(set(sns) - {""}), "text")))
         found = conn.execute(_CARER_CANDIDATES if files is None else _CARER_CANDIDATES_OWN, {
-            "kf": [f for f, _ in k], "ks": [s for _, s in k], "hf_pc": [p for p, _ in hf],
-            "hf_i": [i for _, i in hf], "hs_pc": [p for p, _ in hs], "hs_i": [i for _, i in hs],
-            "pcs": sorted({p for p, _ in hf + hs}), "asof": asof, "min": carer_min,
-            "files": files}) if k or hf or hs else None
+            **{name: _array_literal(values, "text") for name, values in (
+                ("kf", [f for f, _ in k]), ("ks", [s for _, s in k]), ("hf_pc", [p for p, _ in hf]),
+                ("hf_i", [i for _, i in hf]), ("hs_pc", [p for p, _ in hs]), ("hs_i", [i for _, i in hs]),
+                ("pcs", sorted({p for p, _ in hf + hs})))},
+            "asof": asof, "min": carer_min, "files": files}) if k or hf or hs else None
         counts: dict[str, dict[str, int]] = {"fn": {}, "sn": {}}
         totals: dict[str, tuple[int, int]] = {}
         for col, name, n, sq in counted.fetchall():
