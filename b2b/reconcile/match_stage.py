@@ -790,17 +790,20 @@ def carer_contacts(conn: Connection, files: list[int]) -> list[tuple]:
     """The run's school contacts as :func:`match_carers` reads them (matcher input columns, then
     file, student GUID, contact id), a rerun's carer decisions removed first."""
     conn.execute("DELETE FROM results.carer_match WHERE file_id = ANY(%s)", (files,))
+    # (one row per contact, the lowest student's, before its home address is read: a contact of
+    # several students is read once)
     return conn.execute(
-        """SELECT DISTINCT ON (c.file_id, c.person_id)
-                  c.file_id::text || '|' || c.person_id, c.base_id, NULL, c.person_id, c.forename, NULL, c.surname,
+        """SELECT c.file_id::text || '|' || c.person_id, c.base_id, NULL, c.person_id, c.forename, NULL, c.surname,
                   c.gender, NULL::date, h.postcode, h.line, c.file_id, c.student_guid, c.person_id
-             FROM staging.contact c
+             FROM (SELECT DISTINCT ON (c.file_id, c.person_id) c.*
+                     FROM staging.contact c
+                    WHERE c.file_id = ANY(%s) AND c.person_id IS NOT NULL
+                    ORDER BY c.file_id, c.person_id, c.student_guid) c
              LEFT JOIN LATERAL (
                   SELECT a->>'postcode' AS postcode, concat_ws(' ', a->>'paon', a->>'street') AS line
                     FROM jsonb_array_elements(coalesce(c.addresses, '[]')) a
                    WHERE a->>'type' = 'H' ORDER BY a->>'start_date' DESC NULLS LAST LIMIT 1) h ON true
-            WHERE c.file_id = ANY(%s) AND c.person_id IS NOT NULL
-            ORDER BY c.file_id, c.person_id, c.student_guid""", (files,)).fetchall()
+            ORDER BY c.file_id, c.person_id""", (files,)).fetchall()
 
 
 def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: list[int],
