@@ -392,6 +392,48 @@ def test_carers_name_counts_follow_every_change_of_children_and_adults(db, db_ur
     assert check()[0]["fn"] == {"sam": 2, "tom": 1}
 
 
+def test_carers_name_counts_folded_while_another_transaction_changes_names(db, db_url):
+    """Issue 15 (migration 0046): a read that folds the notes into the kept counts while
+    another transaction's change of names is uncommitted leaves that change's notes alone:
+    once it commits, the counts are a direct count's, and again after the next fold."""
+    import psycopg
+
+    asof, carer_min = END.date(), 16
+    fns, sns = ["sam", "ann", "fna"], ["hill", "ng"]
+
+    def same(conn):
+        counts, totals = _carer_counts_direct(conn, asof, carer_min)
+        want = ({col: {k: n for k, n in counts[col].items() if k in names} for col, names in
+                 (("fn", fns), ("sn", sns))}, totals)
+        assert _carer_counts_cached(conn, asof, carer_min, fns, sns) == want
+
+    db.execute("""INSERT INTO core.child (person_id, forename, surname, dob) VALUES
+                  ('C1', 'Sam', 'Hill', '1990-01-02'), ('C2', 'Ann', 'Ng', '1991-01-02')""")
+    db.commit()
+    same(db)  # counted and kept
+    db.commit()
+    with psycopg.connect(db_url) as other:
+        other.execute("UPDATE core.child SET surname = 'Ng' WHERE person_id = 'C1'")
+        other.execute("INSERT INTO core.adult (person_id, forename, surname) VALUES ('A1', 'Ann', 'Hill')")
+        # many notes committed meanwhile: the next read folds them (not the uncommitted ones)
+        db.execute("""INSERT INTO core.child (person_id, forename, surname, dob)
+                      SELECT 'M' || k, 'Fn' || chr(97 + k % 26) || chr(97 + k / 26), 'Hill', '1995-01-01'
+                        FROM generate_series(0, 599) k""")
+        db.commit()
+        same(db)
+        db.commit()
+        assert db.execute("SELECT count(*) FROM core.person_name_delta").fetchone()[0] == 0
+        same(other)  # (its own change on the kept counts it sees)
+        other.commit()
+    same(db)
+    db.execute("UPDATE core.child SET forename = 'Sam' WHERE person_id LIKE 'M%'")  # (another fold)
+    db.commit()
+    same(db)
+    db.commit()
+    assert db.execute("SELECT count(*) FROM core.person_name_delta").fetchone()[0] < 500
+    same(db)
+
+
 def test_carers_name_counts_count_a_child_from_carer_min_on_the_day(db):
     """CARER_MIN (F14): a child turning CARER_MIN years old on the day counts among the carers'
     names; the day before, not; each day's cut is its own count (and a different CARER_MIN
