@@ -826,11 +826,12 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
     if not rows:
         return {"contacts": 0, "matched": 0, "possible": 0}
     contacts = pd.DataFrame(rows, columns=matching.INCOMING_COLUMNS + ["file_id", "student_guid", "contact_id"])
-    core, tf = carer_candidates(conn, contacts, ctx.window_end.date(), settings.carer_min, files)
+    keyed: dict[Any, str] = {}  # (the names keyed once for both)
+    core, tf = carer_candidates(conn, contacts, ctx.window_end.date(), settings.carer_min, files, keyed)
     # only the contacts that share a blocking key with a candidate go to the matcher (most share
     # none: preparing and deciding them gave "no candidate" at a cost per contact); the others
     # are written as the matcher decides a record without candidates
-    paired = carer_paired(contacts, core)
+    paired = carer_paired(contacts, core, keyed)
     some = contacts[paired] if len(core) else contacts.iloc[:0]
     d: dict[str, tuple] = {}
     counts: dict[str, int] = {}
@@ -862,7 +863,7 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
 NO_CANDIDATE = ("", "unmatched", "none", 0.0, '{"candidates": 0}')
 
 
-def carer_paired(contacts: Any, core: Any) -> list[bool]:
+def carer_paired(contacts: Any, core: Any, memo: dict[Any, str] | None = None) -> list[bool]:
     """The contacts that share a blocking key with one of the candidate people ``core``: a
     contact has no DOB, UPN or GUID, so of the matcher's keys (``blocking.KEYS`` and the
     surname parts, each with a DOB part but these) only forename + surname and the postcode
@@ -870,10 +871,11 @@ def carer_paired(contacts: Any, core: Any) -> list[bool]:
     pair, and no other record's decision reads it: the matcher's batch rules read records with
     a DOB (twins on a roll; a name and DOB twice in the batch, for a link on a rare name and
     DOB) or with a candidate (one LA person claimed by two records). The 200-school bench's
-    88,295 contacts decide the same with and without the others (issue 15)."""
+    88,295 contacts decide the same with and without the others (issue 15). ``memo``: names
+    already keyed (:func:`carer_candidates` keys the contacts' names first)."""
     from b2b import matching
 
-    memo: dict[Any, str] = {}
+    memo = {} if memo is None else memo
 
     def key(v: Any) -> str:
         if v not in memo:
@@ -940,7 +942,7 @@ _CARER_CANDIDATES_OWN = (
 
 
 def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int,
-                     files: list[int] | None = None) -> tuple[Any, Any]:
+                     files: list[int] | None = None, memo: dict[Any, str] | None = None) -> tuple[Any, Any]:
     """The LA people the contacts can be paired with, and the name frequencies to score them.
 
     A contact has no DOB, UPN or GUID, so of the matcher's blocking keys (``blocking.KEYS``) only
@@ -956,13 +958,14 @@ def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int,
     by each change of core.child and core.adult (its names noted), and read for the contacts'
     names only (``core.carer_name_probe``, migration 0046; issue 15), with the candidates in
     one round trip. With the run's ``files``, each candidate child comes with the contacts
-    whose own students it is linked to (column ``own``: :data:`_CARER_CANDIDATES_OWN`)."""
+    whose own students it is linked to (column ``own``: :data:`_CARER_CANDIDATES_OWN`).
+    ``memo``: the names keyed (``name_key``), kept for :func:`carer_paired`."""
     import pandas as pd
 
     from b2b import matching
     from b2b.matching.comparisons import TermFrequencies
 
-    memo: dict[Any, str] = {}
+    memo = {} if memo is None else memo
 
     def key(v: Any) -> str:
         if v not in memo:
