@@ -430,3 +430,19 @@ def test_a_contact_is_never_matched_to_its_own_student(db):
     got = {r[0]: r[1:] for r in db.execute("SELECT contact_id, status, person_id FROM results.carer_match").fetchall()}
     assert got["k-sam"][1] != "C1" and got["k-sam"][0] != "matched"
     assert got["k-alex"] == ("matched", "C2")
+    # the next day's run brings the contacts alone: the son's link is an earlier one now
+    # (core.child_link), and still the contact is not its own student
+    nxt = RunContext(base_id="8862003", task_key="changed_data", dag_id="b2b__8862003__changed_data", run_id="r2",
+                     source="sims_primary", data_filter="changed_data", window_start=END,
+                     window_end=END + timedelta(days=1))
+    contacts[1]["priority"] = 2
+    store_messages(db, nxt, [page("contacts", [("g-sam", {"contacts": contacts})])])
+    chain.hash_filter(db, nxt, settings)
+    chain.validate(db, nxt, Path(tempfile.gettempdir()) / "b2b-test-reports")
+    chain.load(db, nxt)
+    assert chain.match(db, nxt, settings)["carers"]["contacts"] == 2
+    files = db.execute("SELECT max(file_id) FROM results.carer_match").fetchone()[0]
+    got = {r[0]: r[1:] for r in db.execute("SELECT contact_id, status, person_id FROM results.carer_match "
+                                           "WHERE file_id = %s", (files,)).fetchall()}
+    assert got["k-sam"][1] != "C1" and got["k-sam"][0] != "matched"
+    assert got["k-alex"] == ("matched", "C2")

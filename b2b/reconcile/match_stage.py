@@ -790,17 +790,20 @@ def carer_contacts(conn: Connection, files: list[int]) -> list[tuple]:
     """The run's school contacts as :func:`match_carers` reads them (matcher input columns, then
     file, student GUID, contact id), a rerun's carer decisions removed first."""
     conn.execute("DELETE FROM results.carer_match WHERE file_id = ANY(%s)", (files,))
+    # (one row per contact, the lowest student's, before its home address is read: a contact of
+    # several students is read once)
     return conn.execute(
-        """SELECT DISTINCT ON (c.file_id, c.person_id)
-                  c.file_id::text || '|' || c.person_id, c.base_id, NULL, c.person_id, c.forename, NULL, c.surname,
+        """SELECT c.file_id::text || '|' || c.person_id, c.base_id, NULL, c.person_id, c.forename, NULL, c.surname,
                   c.gender, NULL::date, h.postcode, h.line, c.file_id, c.student_guid, c.person_id
-             FROM staging.contact c
+             FROM (SELECT DISTINCT ON (c.file_id, c.person_id) c.*
+                     FROM staging.contact c
+                    WHERE c.file_id = ANY(%s) AND c.person_id IS NOT NULL
+                    ORDER BY c.file_id, c.person_id, c.student_guid) c
              LEFT JOIN LATERAL (
                   SELECT a->>'postcode' AS postcode, concat_ws(' ', a->>'paon', a->>'street') AS line
                     FROM jsonb_array_elements(coalesce(c.addresses, '[]')) a
                    WHERE a->>'type' = 'H' ORDER BY a->>'start_date' DESC NULLS LAST LIMIT 1) h ON true
-            WHERE c.file_id = ANY(%s) AND c.person_id IS NOT NULL
-            ORDER BY c.file_id, c.person_id, c.student_guid""", (files,)).fetchall()
+            ORDER BY c.file_id, c.person_id""", (files,)).fetchall()
 
 
 def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: list[int],
@@ -810,8 +813,10 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
     old on the window's date. A contact has no DOB, so a missing DOB does not stop a link;
     name, gender, home postcode and address carry it, with the same margin and corroboration
     (a son of the same name at the same address makes it ambiguous: an officer decides).
-    Decisions go to ``results.carer_match``, one row per contact per file. ``rows``: the
-    contacts as :func:`carer_contacts` read them (which also removes a rerun's decisions)."""
+    A contact is never its own student (:func:`carer_candidates`' ``own`` pairs, the
+    matcher's ``rejected``). Decisions go to ``results.carer_match``, one row per contact per
+    file. ``rows``: the contacts as :func:`carer_contacts` read them (which also removes a
+    rerun's decisions)."""
     import pandas as pd
 
     from b2b import matching
@@ -821,19 +826,21 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
     if not rows:
         return {"contacts": 0, "matched": 0, "possible": 0}
     contacts = pd.DataFrame(rows, columns=matching.INCOMING_COLUMNS + ["file_id", "student_guid", "contact_id"])
-    core, tf = carer_candidates(conn, contacts, ctx.window_end.date(), settings.carer_min)
+    keyed: dict[Any, str] = {}  # (the names keyed once for both)
+    core, tf = carer_candidates(conn, contacts, ctx.window_end.date(), settings.carer_min, files, keyed)
     # only the contacts that share a blocking key with a candidate go to the matcher (most share
     # none: preparing and deciding them gave "no candidate" at a cost per contact); the others
     # are written as the matcher decides a record without candidates
-    paired = carer_paired(contacts, core)
+    paired = carer_paired(contacts, core, keyed)
     some = contacts[paired] if len(core) else contacts.iloc[:0]
     d: dict[str, tuple] = {}
     counts: dict[str, int] = {}
     if len(some):
         cfg = matching.MatchConfig(guidmatch=False, dob_required=False)
+        own = pd.DataFrame([(b, c, p) for p, pairs in zip(core["person_id"].tolist(), core["own"].tolist())
+                            for b, c in (pairs or ())], columns=["base_id", "guid", "person_id"])
         decided = matching.match(core[matching.CORE_COLUMNS], some[matching.INCOMING_COLUMNS], cfg,
-                                 min_age=settings.carer_min, as_of=ctx.window_end.date(), tf=tf,
-                                 rejected=own_students(conn, files))
+                                 min_age=settings.carer_min, as_of=ctx.window_end.date(), tf=tf, rejected=own)
         d = {r[0]: r[1:] for r in zip(*(decided[c].tolist() for c in ("incoming_id", "person_id", "status", "rule",
                                                                        "score", "explanation")))}
         counts = decided["status"].value_counts().to_dict()
@@ -851,36 +858,12 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
             "possible": counts.get("possible", 0)}
 
 
-def own_students(conn: Connection, files: list[int]) -> Any:
-    """Per contact (base, contact id as the carers' ``guid``), the LA children its own students
-    are linked to: a contact is never its own student, so these pairs are never proposed (the
-    matcher's ``rejected``). A parent with the very name of their teenage child at the same
-    home is otherwise a link to the child (F14). This run's automatic links (``results.match``:
-    a student's record and its contacts may come in different files of the run) and every
-    earlier or officer link (``core.child_link``), by each one's primary key."""
-    import pandas as pd
-
-    # (per contact row, probes of the two primary keys: a join hashed all of core.child_link,
-    # ~30 ms a school run at 80k children, growing with the LA)
-    return pd.DataFrame(conn.execute(
-        """SELECT DISTINCT c.base_id, c.person_id, x.person_id
-             FROM staging.contact c
-            CROSS JOIN LATERAL (
-                  SELECT m.person_id FROM results.match m
-                   WHERE m.file_id = ANY(%(files)s) AND m.student_guid = c.student_guid AND m.base_id = c.base_id
-                     AND m.status IN ('matched', 'matched_with_conflicts')
-                  UNION ALL
-                  SELECT l.person_id FROM core.child_link l
-                   WHERE l.base_id = c.base_id AND l.student_guid = c.student_guid) x
-            WHERE c.file_id = ANY(%(files)s)""", {"files": files}).fetchall(), columns=["base_id", "guid", "person_id"])
-
-
 #: the matcher's decision for a record without any candidate pair (b2b.matching.match: person,
 #: status, rule, score, explanation; a test holds them equal)
 NO_CANDIDATE = ("", "unmatched", "none", 0.0, '{"candidates": 0}')
 
 
-def carer_paired(contacts: Any, core: Any) -> list[bool]:
+def carer_paired(contacts: Any, core: Any, memo: dict[Any, str] | None = None) -> list[bool]:
     """The contacts that share a blocking key with one of the candidate people ``core``: a
     contact has no DOB, UPN or GUID, so of the matcher's keys (``blocking.KEYS`` and the
     surname parts, each with a DOB part but these) only forename + surname and the postcode
@@ -888,10 +871,11 @@ def carer_paired(contacts: Any, core: Any) -> list[bool]:
     pair, and no other record's decision reads it: the matcher's batch rules read records with
     a DOB (twins on a roll; a name and DOB twice in the batch, for a link on a rare name and
     DOB) or with a candidate (one LA person claimed by two records). The 200-school bench's
-    88,295 contacts decide the same with and without the others (issue 15)."""
+    88,295 contacts decide the same with and without the others (issue 15). ``memo``: names
+    already keyed (:func:`carer_candidates` keys the contacts' names first)."""
     from b2b import matching
 
-    memo: dict[Any, str] = {}
+    memo = {} if memo is None else memo
 
     def key(v: Any) -> str:
         if v not in memo:
@@ -921,21 +905,44 @@ def carer_paired(contacts: Any, core: Any) -> list[bool]:
 #: live at a contact's postcode (``pcs``) with its forename (``hf_*``) or surname (``hs_*``)
 #: initial; each branch an index read (the matching keys of core.child and core.adult)
 _CARER_CHILD = """SELECT c.person_id, c.upn, NULL::text, c.forename, c.middle_names, c.surname, c.gender, c.dob,
-           c.postcode, concat_ws(' ', c.paon, c.street), 'child'
+           c.postcode, concat_ws(' ', c.paon, c.street), 'child' AS kind
       FROM core.child c WHERE c.active AND c.dob <= (%(asof)s::date - make_interval(years => %(min)s)) AND """
 _CARER_ADULT = """SELECT a.person_id, NULL, NULL, a.forename, a.middle_names, a.surname, a.gender, a.dob, a.postcode,
            concat_ws(' ', a.paon, a.street), 'adult'
       FROM core.adult a WHERE """
 _CARER_BY_NAME = "({t}.m_fn, {t}.m_sn) IN (SELECT * FROM unnest(%(kf)s::text[], %(ks)s::text[]))"
-_CARER_BY_HOME = """{t}.m_pc = ANY(%(pcs)s)
+_CARER_BY_HOME = """{t}.m_pc = ANY(%(pcs)s::text[])
        AND (({t}.m_pc, left({t}.m_fn, 1)) IN (SELECT * FROM unnest(%(hf_pc)s::text[], %(hf_i)s::text[]))
             OR ({t}.m_pc, left({t}.m_sn, 1)) IN (SELECT * FROM unnest(%(hs_pc)s::text[], %(hs_i)s::text[])))"""
 _CARER_CANDIDATES = "\n    UNION\n    ".join(
     [_CARER_CHILD + _CARER_BY_NAME.format(t="c"), _CARER_CHILD + _CARER_BY_HOME.format(t="c"),
      _CARER_ADULT + _CARER_BY_NAME.format(t="a"), _CARER_ADULT + _CARER_BY_HOME.format(t="a")]) + "\n    ORDER BY 1"
+#: the candidates, each LA child among them with the run's contacts whose own students it is
+#: linked to (``own``: base and contact id pairs): a contact is never its own student, so these
+#: pairs are never proposed (the matcher's ``rejected``; F14: a parent with the very name of
+#: their teenage child at the same home is otherwise a link to the child). The links are this
+#: run's automatic ones (``results.match``: a student's record and its contacts may come in
+#: different files of the run) and every earlier or officer link (``core.child_link``), read by
+#: the candidate children (a few), not by the run's contacts (index probes per contact: ~5 ms a
+#: school run; a join hashing all of core.child_link: ~30 ms at 80k children)
+_CARER_CANDIDATES_OWN = (
+    "WITH cand AS (\n    " + _CARER_CANDIDATES.removesuffix("\n    ORDER BY 1") + """),
+    kids AS (SELECT k.person_id FROM cand k WHERE k.kind = 'child'),
+    x AS (SELECT m.base_id, m.student_guid, m.person_id FROM results.match m
+           WHERE m.file_id = ANY(%(files)s) AND m.status IN ('matched', 'matched_with_conflicts')
+             AND m.person_id IN (SELECT person_id FROM kids)
+          UNION ALL
+          SELECT l.base_id, l.student_guid, l.person_id FROM core.child_link l
+           WHERE l.person_id IN (SELECT person_id FROM kids)),
+    own AS (SELECT x.person_id, array_agg(DISTINCT ARRAY[c.base_id, c.person_id]) AS own
+              FROM x JOIN staging.contact c
+                ON c.file_id = ANY(%(files)s) AND c.base_id = x.base_id AND c.student_guid = x.student_guid
+             GROUP BY x.person_id)
+    SELECT cand.*, own.own FROM cand LEFT JOIN own ON own.person_id = cand.person_id ORDER BY 1""")
 
 
-def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int) -> tuple[Any, Any]:
+def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int,
+                     files: list[int] | None = None, memo: dict[Any, str] | None = None) -> tuple[Any, Any]:
     """The LA people the contacts can be paired with, and the name frequencies to score them.
 
     A contact has no DOB, UPN or GUID, so of the matcher's blocking keys (``blocking.KEYS``) only
@@ -947,15 +954,18 @@ def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int)
     The name frequencies are those of the whole carer population (every LA adult and every
     active LA child at least ``carer_min`` years old on ``asof``), as the students' are those
     of every LA child: a rare name agreeing is worth more than a common one in the LA, not
-    among the neighbours a run happens to read. They are counted once per state of core.child
-    and core.adult and the day's cut, cached in Postgres, and read for the contacts' names only
-    (``core.carer_name_counts``, migration 0042; issue 15)."""
+    among the neighbours a run happens to read. They are cached in Postgres per state of
+    core.child and core.adult and per day (no school stage writes either: a snapshot's runs all
+    read one cache), and read for the contacts' names only (``core.carer_name_counts``,
+    migration 0042; issue 15), with the candidates in one round trip. With the run's ``files``, each candidate child comes with the contacts
+    whose own students it is linked to (column ``own``: :data:`_CARER_CANDIDATES_OWN`).
+    ``memo``: the names keyed (``name_key``), kept for :func:`carer_paired`."""
     import pandas as pd
 
     from b2b import matching
     from b2b.matching.comparisons import TermFrequencies
 
-    memo: dict[Any, str] = {}
+    memo = {} if memo is None else memo
 
     def key(v: Any) -> str:
         if v not in memo:
@@ -965,25 +975,33 @@ def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int)
     fns = [key(v) for v in contacts["forename"].tolist()]
     sns = [key(v) for v in contacts["surname"].tolist()]
     pcs = [matching.postcode_key(v) if isinstance(v, str) else "" for v in contacts["postcode"].tolist()]
-    counts: dict[str, dict[str, int]] = {"fn": {}, "sn": {}}
-    totals: dict[str, tuple[int, int]] = {}
-    for col, name, n, sq in conn.execute(
-            "SELECT col, name, n, sq FROM core.carer_name_counts(%s, %s, %s, %s)",
-            (asof, carer_min, sorted(set(fns) - {""}), sorted(set(sns) - {""}))).fetchall():
-        if name is None:
-            totals[col] = (int(n), int(sq))
-        else:
-            counts[col][name] = int(n)
-    tf = TermFrequencies(counts, totals)
     # the forename + surname key (both present), and the postcode with either initial
     k = sorted({(f, s) for f, s in zip(fns, sns) if f and s})
     hf = sorted({(p, f[:1]) for f, p in zip(fns, pcs) if p and f})
     hs = sorted({(p, s[:1]) for s, p in zip(sns, pcs) if p and s})
-    people = conn.execute(_CARER_CANDIDATES, {
-        "kf": [f for f, _ in k], "ks": [s for _, s in k], "hf_pc": [p for p, _ in hf], "hf_i": [i for _, i in hf],
-        "hs_pc": [p for p, _ in hs], "hs_i": [i for _, i in hs], "pcs": sorted({p for p, _ in hf + hs}),
-        "asof": asof, "min": carer_min}).fetchall() if k or hf or hs else []
-    return pd.DataFrame(people, columns=matching.CORE_COLUMNS + ["kind"]), tf
+    # the counts and the candidates: one round trip (a pipeline)
+    # (the key arrays as array literals: psycopg's list dumper takes each element in Python)
+    with conn.pipeline():
+        counted = conn.execute(
+            "SELECT col, name, n, sq FROM core.carer_name_counts(%s, %s, %s::text[], %s::text[])",
+            (asof, carer_min, _array_literal(sorted(set(fns) - {""}), "text"),
+             _array_literal(sorted(set(sns) - {""}), "text")))
+        found = conn.execute(_CARER_CANDIDATES if files is None else _CARER_CANDIDATES_OWN, {
+            **{name: _array_literal(values, "text") for name, values in (
+                ("kf", [f for f, _ in k]), ("ks", [s for _, s in k]), ("hf_pc", [p for p, _ in hf]),
+                ("hf_i", [i for _, i in hf]), ("hs_pc", [p for p, _ in hs]), ("hs_i", [i for _, i in hs]),
+                ("pcs", sorted({p for p, _ in hf + hs})))},
+            "asof": asof, "min": carer_min, "files": files}) if k or hf or hs else None
+        counts: dict[str, dict[str, int]] = {"fn": {}, "sn": {}}
+        totals: dict[str, tuple[int, int]] = {}
+        for col, name, n, sq in counted.fetchall():
+            if name is None:
+                totals[col] = (int(n), int(sq))
+            else:
+                counts[col][name] = int(n)
+        people = found.fetchall() if found is not None else []
+    columns = matching.CORE_COLUMNS + ["kind"] + ([] if files is None else ["own"])
+    return pd.DataFrame(people, columns=columns), TermFrequencies(counts, totals)
 
 
 def term_frequencies(conn: Connection, incoming: Any) -> Any:
