@@ -340,13 +340,9 @@ def _prepare_rows(df: Any, id_col: str, *, columns: bool = False) -> Any:
     dd = (day - day.astype("datetime64[M]")).astype(np.int64) + 1
 
     def by_value(values: list[str], fn: Any) -> list:
-        memo: dict[str, Any] = {}
-        out = []
-        for v in values:
-            if v not in memo:
-                memo[v] = fn(v)
-            out.append(memo[v])
-        return out
+        # (each distinct value once, in order of first sight; then one C-level lookup a row)
+        memo = {v: fn(v) for v in dict.fromkeys(values)}
+        return list(map(memo.__getitem__, values))
 
     upn = [u.upper().replace(" ", "") for u in text["upn"]]
     fn = by_value(text["forename"], name_key)
