@@ -324,7 +324,7 @@ def _prepare_rows(df: Any, id_col: str, *, columns: bool = False) -> Any:
     text: dict[str, list[str]] = {}
     for c in _TEXT:
         if c in df.columns:
-            text[c] = [v.strip() if type(v) is str else "" if is_missing(v) else str(v).strip()
+            text[c] = [v.strip() if type(v) is str else "" if v is None or is_missing(v) else str(v).strip()
                        for v in df[c].tolist()]
         else:
             text[c] = [""] * n
@@ -349,10 +349,12 @@ def _prepare_rows(df: Any, id_col: str, *, columns: bool = False) -> Any:
     sn = by_value(text["surname"], name_key)
     pc = by_value(text["postcode"], postcode_key)
     address = by_value(text["address_line1"], address_fields)
-    dob_s = ["" if x else f"{y:04d}{m:02d}{d:02d}" for x, y, m, d in zip(nat.tolist(), yy.tolist(), mm.tolist(),
-                                                                           dd.tolist())]
-    swap = ["" if x or d > 12 or d == m else s[:4] + s[6:8] + s[4:6]
-            for x, m, d, s in zip(nat.tolist(), mm.tolist(), dd.tolist(), dob_s)]
+    # YYYYMMDD (a year of four digits: checked above) and, where the day could be a month, the
+    # day and month swapped (YYYYDDMM); "" otherwise: numpy's text of whole numbers, not a
+    # format per row
+    y0, m0, d0 = np.where(nat, 0, yy), np.where(nat, 0, mm), np.where(nat, 0, dd)
+    dob_s = np.where(nat, "", (y0 * 10000 + m0 * 100 + d0).astype(str)).tolist()
+    swap = np.where(~nat & (d0 <= 12) & (d0 != m0), (y0 * 10000 + d0 * 100 + m0).astype(str), "").tolist()
     cols: dict[str, Any] = {"id": df[id_col].astype(str).values}
     cols.update(text)
     if "base_id" in df.columns:
