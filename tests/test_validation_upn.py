@@ -42,3 +42,16 @@ def test_the_matchers_upn_kinds_agree_with_stdnum_over_many_upns():
         u = str(s).upper().replace(" ", "")
         want = "" if not u else "invalid" if not upn.is_valid(u) else "temp" if u[-1].isalpha() else "valid"
         assert _upn_kind(u) == want, s
+
+
+def test_the_matchers_upn_kinds_of_many_upns_at_once_are_each_ones_kind():
+    """``upn_kinds`` checks the plain UPNs of a list together (numpy): each kind is the kind of
+    the UPN alone, whatever the list holds (valid, temporary, wrong check letters, other LA
+    numbers, other lengths and characters, lower case, missing)."""
+    from b2b.matching.normalise import _upn_kind, upn_kinds
+
+    upns = [str(s).upper().replace(" ", "") for s in _samples()] + ["", "f886200326001", "F886200326001"]
+    kinds = upn_kinds(upns)
+    assert kinds == [_upn_kind(u) for u in upns]
+    assert {"valid", "temp", "invalid", ""} <= set(kinds)
+    assert upn_kinds([]) == [] and upn_kinds(["", "x"]) == ["", "invalid"]

@@ -24,6 +24,7 @@ same order (``tests/test_matching_small.py``).
 """
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 #: (LA columns, incoming columns or None for the same) of each blocking key, in order; then
@@ -55,6 +56,12 @@ KEYS: tuple[tuple[tuple[str, ...], tuple[str, ...] | None], ...] = (
 DERIVED = {"md": lambda dob_s: dob_s[4:],
            "ny": lambda dob_s: int(dob_s[:4]) + 1 if dob_s[4:6] == "12" else 0,
            "no_dob": lambda dob_s: "" if dob_s else "1", "one": lambda dob_s: "1"}
+#: :data:`DERIVED` of a whole column (a list), as one comprehension (the dictionaries' path:
+#: ~2,500 LA rows a school run, four columns; the same values as mapping :data:`DERIVED`)
+_DERIVED_LISTS = {"md": lambda dob_s: [v[4:] for v in dob_s],
+                  "ny": lambda dob_s: [int(v[:4]) + 1 if v[4:6] == "12" else 0 for v in dob_s],
+                  "no_dob": lambda dob_s: ["" if v else "1" for v in dob_s],
+                  "one": lambda dob_s: ["1"] * len(dob_s)}
 #: each part (>= 2 letters) of a double-barrelled / hyphenated surname with birth year and initial
 PART_KEY = ("part", "year", "fn1")
 GUID_KEY = ("guid",)
@@ -114,7 +121,7 @@ def _pairs_small(core: Any, inc: Any, cfg: Any, links: Any) -> Any:
     def col(side: str, name: str) -> list:
         if (side, name) not in cols:
             if name in DERIVED:
-                cols[side, name] = [DERIVED[name](v) for v in col(side, "dob_s")]
+                cols[side, name] = _DERIVED_LISTS[name](col(side, "dob_s"))
             else:
                 cols[side, name] = (core if side == "c" else inc)[name].tolist()
         return cols[side, name]
@@ -137,19 +144,18 @@ def _pairs_small(core: Any, inc: Any, cfg: Any, links: Any) -> Any:
             return
         # only the LA rows some incoming row shares its key with matter (their key is present
         # too): counted for the cap, in LA order; the rest of a large LA side is one lookup a row
-        size: dict[tuple, int] = {}
-        kept = []
-        for k, r in zip(ckeys, crows):
-            if k in by_key:
-                size[k] = size.get(k, 0) + 1
-                kept.append((k, r))
+        kept = [(k, r) for k, r in zip(ckeys, crows) if k in by_key]
+        if not kept:
+            return
+        size = Counter(k for k, _ in kept)
+        cap = cfg.block_cap
         for k, r in kept:
-            hits = by_key[k]
-            if size[k] > cfg.block_cap:
+            if size[k] > cap:
                 continue
-            for i in hits:
-                if (r, i) not in seen:
-                    seen.add((r, i))
+            for i in by_key[k]:
+                pair = (r, i)
+                if pair not in seen:
+                    seen.add(pair)
                     out_c.append(r)
                     out_i.append(i)
 

@@ -13,6 +13,8 @@ pairs it, without the candidate statement.
 """
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
@@ -41,6 +43,48 @@ def _object_strings(stage: Any) -> Any:
     return run
 
 
+#: the cyclic garbage collector's youngest-generation threshold while the stage runs (Python's
+#: default 700): a school run allocates ~25k tracked objects (key tuples, candidate rows, pairs),
+#: few in cycles; at 700 the collector ran ~37 times a run, and a full collection (every
+#: ~10 runs, over every object of the process) cost ~47 ms at 86k tracked objects: ~8.5 ms of
+#: a run's ~100 ms of CPU in the bench, more in a task process holding Airflow's objects (issue 15)
+GC_YOUNG_THRESHOLD = 50_000
+_gc_lock = threading.Lock()
+
+
+class _Collections:
+    """The stages running under :func:`_fewer_collections` and the thresholds before the first."""
+    running = 0
+    before: tuple[int, ...] = ()
+
+
+def _fewer_collections(stage: Any) -> Any:
+    """The stage runs with the collector's youngest threshold at least :data:`GC_YOUNG_THRESHOLD`
+    (the older generations' as they were), put back as it was when the last running stage ends
+    (whichever thread: the setting is the process's)."""
+    import gc
+
+    @functools.wraps(stage)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with _gc_lock:
+            if not _Collections.running:
+                _Collections.before = gc.get_threshold()
+                young, *older = _Collections.before
+                if young:  # (0: collection off, left so)
+                    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
+            _Collections.running += 1
+        try:
+            return stage(*args, **kwargs)
+        finally:
+            with _gc_lock:
+                _Collections.running -= 1
+                if not _Collections.running:
+                    gc.set_threshold(*_Collections.before)
+
+    return run
+
+
+@_fewer_collections
 @_object_strings
 def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
     """Match every student whose student block was loaded in this run to an LA child.
@@ -433,7 +477,8 @@ _KEY_TABLES = {
     "match_k_dsn": "d date, l text",
     "match_k_dfn": "d date, l text",
     "match_k_syf": "s text, y int, l text",
-    "match_k_pyf": "p text, y int, l text",
+    # (w: the part is the student's whole surname key, whose whole-surname probe is syf's own)
+    "match_k_pyf": "p text, y int, l text, w bool",
     "match_k_py": "p text, y int",
     "match_k_ps": "p text, l text",
     "match_k_pf": "p text, l text",
@@ -453,6 +498,7 @@ UNION ALL SELECT k.part, c.person_id FROM match_k_syf k
             JOIN core.child c ON c.m_sn = k.s AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
 UNION ALL SELECT k.part, c.person_id FROM match_k_pyf k
             JOIN core.child c ON c.m_sn = k.p AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
+           WHERE NOT k.w
 UNION ALL SELECT k.part, c.person_id FROM core.child c CROSS JOIN LATERAL unnest(c.m_sn_parts) AS cp(p)
             JOIN match_k_pyf k ON cp.p = k.p AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
            WHERE cardinality(c.m_sn_parts) > 1
@@ -472,6 +518,38 @@ _PARTS_BRANCH = """SELECT k.part, c.person_id FROM core.child c CROSS JOIN LATER
 _PARTS_PROBE = """SELECT k.part, c.person_id FROM match_k_pyf k
             JOIN core.child c ON c.m_sn_parts @> ARRAY[k.p] AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
            WHERE cardinality(c.m_sn_parts) > 1"""
+
+
+#: the names of :data:`CORE_SELECT`'s columns (b2b.matching.CORE_COLUMNS)
+_CORE_NAMES = ("person_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob", "postcode",
+               "address_line1")
+
+
+def _small_candidates() -> str:
+    """The candidate statement of one small part (:func:`_one_small_part`): the branches of
+    :data:`_CANDIDATES` (the surname-parts branch as :data:`_PARTS_PROBE`: the parts' GIN index
+    for a few keys, not the parts of every LA child unnested, a pass over core.child per run),
+    each returning its children's :data:`CORE_SELECT` columns from the row its index probe
+    already reached, then one row per active child in ``person_id`` order. The same rows as
+    reading ``core.child`` for the union's person ids, without that read's second probe of
+    every candidate (~2,650 primary-key probes, a third of the statement's buffers, at 80k
+    children; issue 15)."""
+    assert _PARTS_BRANCH in _CANDIDATES
+    sql = _CANDIDATES.split(" AS\n", 1)[1].replace(_PARTS_BRANCH, _PARTS_PROBE)
+    link = """SELECT x.part, l.person_id FROM match_in x
+            JOIN core.child_link l ON l.base_id = x.base_id AND l.student_guid = x.guid"""
+    assert link in sql
+    cols = f"SELECT {CORE_SELECT}, c.active FROM"
+    sql = sql.replace(link, link.replace("SELECT x.part, l.person_id FROM", cols)
+                      + " JOIN core.child c ON c.person_id = l.person_id")
+    sql = sql.replace("SELECT k.part, c.person_id FROM", cols)
+    head = "SELECT u.part, u.person_id FROM ("
+    assert sql.startswith(head) and "k.part" not in sql and "x.part" not in sql
+    return (f"SELECT DISTINCT ON (u.person_id) {', '.join('u.' + c for c in _CORE_NAMES)} FROM ("
+            + sql[len(head):] + "\n WHERE u.active ORDER BY u.person_id")
+
+
+_SMALL_CANDIDATES = _small_candidates()
 
 
 def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False) -> Iterator[tuple[Any, Any, Any]]:
@@ -556,10 +634,8 @@ def _one_small_part(conn: Connection, part: Any, *, prepared: bool) -> tuple[Any
     from b2b import matching
 
     rows = _key_rows([part])
-    # the surname-parts key probes the parts' GIN index (a few keys) instead of unnesting the
-    # parts of every LA child (a pass over core.child per run, growing with the LA)
-    assert _PARTS_BRANCH in _CANDIDATES
-    cand, params = _as_arrays(_CANDIDATES.split(" AS\n", 1)[1].replace(_PARTS_BRANCH, _PARTS_PROBE), rows)
+    # (the candidates' columns straight from the branches' probes: _small_candidates)
+    cand, params = _as_arrays(_SMALL_CANDIDATES, rows)
     # the links and rejections likewise by key probes (a hash join read the whole of
     # core.child_link each run: ~20-50 ms at 55k links, growing with the LA)
     links_sql, lp = _as_arrays(_LINKS, {"match_in": rows["match_in"]})
@@ -572,10 +648,7 @@ def _one_small_part(conn: Connection, part: Any, *, prepared: bool) -> tuple[Any
     # set (a target list is evaluated in order), the three reads, the settings put back
     with conn.pipeline():
         conn.execute(_PROBE_SETTINGS)
-        core_cur = conn.execute(
-            f"""SELECT {CORE_SELECT} FROM core.child c
-                 WHERE c.active AND c.person_id IN (SELECT v.person_id FROM ({cand}) v)
-                 ORDER BY c.person_id""", params, prepare=False)
+        core_cur = conn.execute(cand, params, prepare=False)
         links_cur = conn.execute(links_sql, lp, prepare=False)
         rejected_cur = conn.execute(rejected_sql, rp, prepare=False)
         conn.execute(_PLANNER_SETTINGS_BACK)
@@ -675,11 +748,18 @@ def _key_rows(parts: list[Any]) -> dict[str, dict[tuple, None]]:
     distinct (part, key...) rows whose key columns are all present (not "", not 0), each key
     the matcher's own normalisation (``name_key``, ``name_parts``, ``postcode_key``) of a
     distinct value once (no frames: a per-school run has a few rows)."""
+    from datetime import date
+
     import pandas as pd
 
     from b2b.matching import name_key, name_parts, postcode_key
 
     rows: dict[str, dict[tuple, None]] = {name: {} for name in ("match_in", *_KEY_TABLES)}
+    # (each table's dict bound once; a key is present when no part of it is None, "", 0 or "0":
+    # tested inline per column, the hot loop of a school run's ~3,000 key rows)
+    r_in, r_upn, r_dsn, r_dfn, r_syf, r_pyf, r_py, r_fs, r_ps, r_pf = (rows[t] for t in (
+        "match_in", "match_k_upn", "match_k_dsn", "match_k_dfn", "match_k_syf", "match_k_pyf", "match_k_py",
+        "match_k_fs", "match_k_ps", "match_k_pf"))
     memo: dict[tuple[Any, str], Any] = {}
 
     def norm(fn: Any, v: Any) -> Any:
@@ -690,51 +770,69 @@ def _key_rows(parts: list[Any]) -> dict[str, dict[tuple, None]]:
             memo[key] = fn(v)
         return memo[key]
 
-    def add(table: str, part: int, *key: Any) -> None:
-        if all(k is not None and k != "" and k != 0 and k != "0" for k in key):
-            rows[table][(part, *key)] = None
-
     def surname_parts(v: str) -> list[str]:
         return [p for p in name_parts(v) if len(p) >= 2]
 
+    absent = ("", "0")  # (a text key part that is no key value)
     for k, frame in enumerate(parts):
         if not len(frame):
             continue
-        dob = pd.to_datetime(frame["dob"], errors="coerce")
-        has = dob.notna().tolist()
-        ys, ms, ds = (dob.dt.year.fillna(0).astype(int).tolist(), dob.dt.month.fillna(0).astype(int).tolist(),
-                      dob.dt.day.fillna(0).astype(int).tolist())
+        dobs = frame["dob"].tolist()
+        if all(v is None or (type(v) is date and 1678 <= v.year <= 2261) for v in dobs):
+            # what the database gives (dates within pandas' range): the parts read, no Series maths
+            has = [v is not None for v in dobs]
+            ys, ms, ds = ([0 if v is None else v.year for v in dobs], [0 if v is None else v.month for v in dobs],
+                          [0 if v is None else v.day for v in dobs])
+        else:
+            dob = pd.to_datetime(frame["dob"], errors="coerce")
+            has = dob.notna().tolist()
+            ys, ms, ds = (dob.dt.year.fillna(0).astype(int).tolist(), dob.dt.month.fillna(0).astype(int).tolist(),
+                          dob.dt.day.fillna(0).astype(int).tolist())
         for b, g, upn, fore, sur, post, h, y, m, d in zip(
                 frame["base_id"].tolist(), frame["guid"].tolist(), frame["upn"].tolist(), frame["forename"].tolist(),
                 frame["surname"].tolist(), frame["postcode"].tolist(), has, ys, ms, ds):
-            rows["match_in"][(k, b, g)] = None
+            r_in[(k, b, g)] = None
             # every UPN given (as the matcher's own key: upper case, no spaces)
             if isinstance(upn, str) and upn != "":
-                add("match_k_upn", k, upn.upper().replace(" ", ""))
+                u = upn.upper().replace(" ", "")
+                if u not in absent:
+                    r_upn[(k, u)] = None
             fn, sn, pc = norm(name_key, fore), norm(name_key, sur), norm(postcode_key, post)
             fi, si = fn[:1], sn[:1]
+            fi_ok, si_ok, pc_ok = fi not in absent, si not in absent, pc not in absent
             year = y if h else 0
             if h:
-                date = f"{y:04d}-{m:02d}-{d:02d}"
-                add("match_k_dsn", k, date, si)
-                if d <= 12 and d != m:
-                    add("match_k_dsn", k, f"{y:04d}-{d:02d}-{m:02d}", si)
-                add("match_k_dfn", k, date, fi)
-                add("match_k_dsn", k, date, fi)  # forename and surname the other way round
-            add("match_k_syf", k, sn, year, fi)
-            for p in norm(surname_parts, sur) or ():
-                add("match_k_pyf", k, p, year, fi)
-            add("match_k_py", k, pc, year)
+                iso = f"{y:04d}-{m:02d}-{d:02d}"
+                if si_ok:
+                    r_dsn[(k, iso, si)] = None
+                    if d <= 12 and d != m:
+                        r_dsn[(k, f"{y:04d}-{d:02d}-{m:02d}", si)] = None
+                if fi_ok:
+                    r_dfn[(k, iso, fi)] = None
+                    r_dsn[(k, iso, fi)] = None  # forename and surname the other way round
+            if year and fi_ok:
+                if sn not in absent:
+                    r_syf[(k, sn, year, fi)] = None
+                for p in norm(surname_parts, sur) or ():
+                    if p not in absent:
+                        # (a part that is the whole surname key: its LA namesakes are syf's, the
+                        # same three conditions; only the double-barrelled LA children's probe reads it)
+                        r_pyf[(k, p, year, fi, p == sn)] = None
+            if pc_ok and year:
+                r_py[(k, pc, year)] = None
             # forename + surname with the postcode, with the birthday, across a new year, or
             # alone when either record has no DOB (blocking.KEYS), one row per student: the LA
             # namesakes at the postcode (p), on the birthday (md), born in the December before
             # the student's birth year (y), in the year after a December birth (ny), without a
             # DOB (always), or every namesake for a student without a DOB (nd)
             if fn and sn:
-                rows["match_k_fs"][(k, fn, sn, pc if pc not in ("", "0") else None, 100 * m + d if h else None,
-                                    y if h else None, y + 1 if h and m == 12 else None, not h)] = None
-            add("match_k_ps", k, pc, si)
-            add("match_k_pf", k, pc, fi)
+                r_fs[(k, fn, sn, pc if pc_ok else None, 100 * m + d if h else None,
+                      y if h else None, y + 1 if h and m == 12 else None, not h)] = None
+            if pc_ok:
+                if si_ok:
+                    r_ps[(k, pc, si)] = None
+                if fi_ok:
+                    r_pf[(k, pc, fi)] = None
     return rows
 
 
@@ -758,30 +856,45 @@ def _stage_keys(conn: Connection, parts: list[Any]) -> None:
 def _as_arrays(sql: str, rows: dict[str, dict[tuple, None]]) -> tuple[str, dict[str, str]]:
     """``sql`` with each key table read from array parameters (``unnest``) instead of its
     temporary table: the same statement for one small part, without creating ten tables."""
-    import re
-
     params: dict[str, str] = {}
     for name, keyed in rows.items():
-        cols = ("part", *_KEY_COLUMNS[name])
         types = ("int", *_KEY_TYPES[name])
-        values = list(zip(*keyed)) if keyed else [()] * len(cols)
-        args = []
+        values = list(zip(*keyed)) if keyed else [()] * len(types)
         for n, typ in enumerate(types):
             params[f"{name}_{n}"] = _array_literal(values[n], typ)
-            args.append(f"%({name}_{n})s::{typ}[]")
+    return _arrays_sql(sql, tuple(rows)), params
+
+
+@functools.lru_cache(maxsize=32)
+def _arrays_sql(sql: str, names: tuple[str, ...]) -> str:
+    """:func:`_as_arrays`' statement text: each key table of ``names`` an ``unnest`` of its
+    parameters (the same text every run: made once, not ~12 regular expressions a call)."""
+    import re
+
+    for name in names:
+        cols = ("part", *_KEY_COLUMNS[name])
+        types = ("int", *_KEY_TYPES[name])
+        args = [f"%({name}_{n})s::{typ}[]" for n, typ in enumerate(types)]
         sql = re.sub(rf"\b{name}\b", f"(SELECT * FROM unnest({', '.join(args)}) AS t({', '.join(cols)}))", sql)
-    return sql, params
+    return sql
 
 
 def _array_literal(values: Any, typ: str) -> str:
     """A Postgres array literal of key values (whole numbers, booleans, or text: each element
     quoted, backslash and double quote escaped; ``None`` is NULL): psycopg's list dumper
     handles each element in Python, ~10 ms of a 400-student school run's ~70 key arrays
-    (issue 15)."""
+    (issue 15). The common case (every value a Python ``int``, or every value a ``str`` with
+    no backslash or double quote) is one ``join`` (~0.1 us a value, not ~0.6)."""
     if typ == "int":
+        if all(type(v) is int for v in values):
+            return "{" + ",".join(map(str, values)) + "}"
         return "{" + ",".join("NULL" if v is None else str(int(v)) for v in values) + "}"
     if typ == "bool":
         return "{" + ",".join("NULL" if v is None else "t" if v else "f" for v in values) + "}"
+    if all(type(v) is str for v in values):
+        raw = "".join(values)
+        if "\\" not in raw and '"' not in raw:
+            return '{"' + '","'.join(values) + '"}' if values else "{}"
     return "{" + ",".join("NULL" if v is None else '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
                           for v in values) + "}"
 
