@@ -1030,28 +1030,25 @@ _CARER_BY_HOME = """{t}.m_pc = ANY(%(pcs)s::text[])
 _CARER_CANDIDATES = "\n    UNION\n    ".join(
     [_CARER_CHILD + _CARER_BY_NAME.format(t="c"), _CARER_CHILD + _CARER_BY_HOME.format(t="c"),
      _CARER_ADULT + _CARER_BY_NAME.format(t="a"), _CARER_ADULT + _CARER_BY_HOME.format(t="a")]) + "\n    ORDER BY 1"
-#: the candidates, each LA child among them with the run's contacts whose own students it is
-#: linked to (``own``: base and contact id pairs): a contact is never its own student, so these
-#: pairs are never proposed (the matcher's ``rejected``; F14: a parent with the very name of
-#: their teenage child at the same home is otherwise a link to the child). The links are this
-#: run's automatic ones (``results.match``: a student's record and its contacts may come in
-#: different files of the run) and every earlier or officer link (``core.child_link``), read by
-#: the candidate children (a few), not by the run's contacts (index probes per contact: ~5 ms a
-#: school run; a join hashing all of core.child_link: ~30 ms at 80k children)
-_CARER_CANDIDATES_OWN = (
-    "WITH cand AS (\n    " + _CARER_CANDIDATES.removesuffix("\n    ORDER BY 1") + """),
-    kids AS (SELECT k.person_id FROM cand k WHERE k.kind = 'child'),
-    x AS (SELECT m.base_id, m.student_guid, m.person_id FROM results.match m
-           WHERE m.file_id = ANY(%(files)s) AND m.status IN ('matched', 'matched_with_conflicts')
-             AND m.person_id IN (SELECT person_id FROM kids)
-          UNION ALL
-          SELECT l.base_id, l.student_guid, l.person_id FROM core.child_link l
-           WHERE l.person_id IN (SELECT person_id FROM kids)),
-    own AS (SELECT x.person_id, array_agg(DISTINCT ARRAY[c.base_id, c.person_id]) AS own
-              FROM x JOIN staging.contact c
-                ON c.file_id = ANY(%(files)s) AND c.base_id = x.base_id AND c.student_guid = x.student_guid
-             GROUP BY x.person_id)
-    SELECT cand.*, own.own FROM cand LEFT JOIN own ON own.person_id = cand.person_id ORDER BY 1""")
+#: per run contact (base, contact id), the LA children its own students are linked to: a contact
+#: is never its own student, so these pairs are never proposed (the matcher's ``rejected``;
+#: F14: a parent with the very name of their teenage child at the same home is otherwise a link
+#: to the child). This run's automatic links (``results.match``: a student's record and its
+#: contacts may come in different files of the run) and every earlier or officer link
+#: (``core.child_link``), by each one's primary key, per contact row: no join the planner could
+#: turn into a hash of core.child_link (~30 ms at 80k children) or a nested loop over a table
+#: whose statistics lag behind a snapshot's growth (a candidate statement that joined them took
+#: 0.2-7 s a run in the 200-school bench)
+_OWN_STUDENTS = """SELECT DISTINCT c.base_id, c.person_id, x.person_id
+             FROM staging.contact c
+            CROSS JOIN LATERAL (
+                  SELECT m.person_id FROM results.match m
+                   WHERE m.file_id = ANY(%(files)s) AND m.student_guid = c.student_guid AND m.base_id = c.base_id
+                     AND m.status IN ('matched', 'matched_with_conflicts')
+                  UNION ALL
+                  SELECT l.person_id FROM core.child_link l
+                   WHERE l.base_id = c.base_id AND l.student_guid = c.student_guid) x
+            WHERE c.file_id = ANY(%(files)s) AND c.person_id IS NOT NULL"""
 
 
 def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int,
@@ -1071,7 +1068,7 @@ def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int,
     core.child and core.adult and per day (no school stage writes either: a snapshot's runs all
     read one cache), and read for the contacts' names only (``core.carer_name_counts``,
     migration 0042; issue 15), with the candidates in one round trip. With the run's ``files``, each candidate child comes with the contacts
-    whose own students it is linked to (column ``own``: :data:`_CARER_CANDIDATES_OWN`).
+    whose own students it is linked to (column ``own``: :data:`_OWN_STUDENTS`, in the same pipeline).
     ``memo``: the names keyed (``name_key``), kept for :func:`carer_paired`."""
     import pandas as pd
 
@@ -1099,12 +1096,13 @@ def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int,
             "SELECT col, name, n, sq FROM core.carer_name_counts(%s, %s, %s::text[], %s::text[])",
             (asof, carer_min, _array_literal(sorted(set(fns) - {""}), "text"),
              _array_literal(sorted(set(sns) - {""}), "text")))
-        found = conn.execute(_CARER_CANDIDATES if files is None else _CARER_CANDIDATES_OWN, {
+        found = conn.execute(_CARER_CANDIDATES, {
             **{name: _array_literal(values, "text") for name, values in (
                 ("kf", [f for f, _ in k]), ("ks", [s for _, s in k]), ("hf_pc", [p for p, _ in hf]),
                 ("hf_i", [i for _, i in hf]), ("hs_pc", [p for p, _ in hs]), ("hs_i", [i for _, i in hs]),
                 ("pcs", sorted({p for p, _ in hf + hs})))},
-            "asof": asof, "min": carer_min, "files": files}) if k or hf or hs else None
+            "asof": asof, "min": carer_min}) if k or hf or hs else None
+        own_cur = conn.execute(_OWN_STUDENTS, {"files": files}) if files is not None and found is not None else None
         counts: dict[str, dict[str, int]] = {"fn": {}, "sn": {}}
         totals: dict[str, tuple[int, int]] = {}
         for col, name, n, sq in counted.fetchall():
@@ -1113,8 +1111,16 @@ def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int,
             else:
                 counts[col][name] = int(n)
         people = found.fetchall() if found is not None else []
-    columns = matching.CORE_COLUMNS + ["kind"] + ([] if files is None else ["own"])
-    return pd.DataFrame(people, columns=columns), TermFrequencies(counts, totals)
+        own_rows = own_cur.fetchall() if own_cur is not None else []
+    core = pd.DataFrame(people, columns=matching.CORE_COLUMNS + ["kind"])
+    if files is not None:
+        # (each candidate child with the run's contacts whose own students it is linked to)
+        own: dict[str, list[tuple[str, str]]] = {}
+        for base_id, contact, child in own_rows:
+            own.setdefault(child, []).append((base_id, contact))
+        kinds = core["kind"].tolist()
+        core["own"] = [own.get(p) if kind == "child" else None for p, kind in zip(core["person_id"].tolist(), kinds)]
+    return core, TermFrequencies(counts, totals)
 
 
 def term_frequencies(conn: Connection, incoming: Any) -> Any:
