@@ -76,6 +76,8 @@ def dag_with_steps(url: str, inc) -> tuple:
     for step in STEPS:
         if step == "matcher":
             timed(matching, "match", step)
+        elif step == "term_frequencies":  # (read by the stage through PendingFrequencies)
+            timed(match_stage.PendingFrequencies, "result", step)
         elif hasattr(match_stage, step):
             timed(match_stage, step, step)
     t = time.perf_counter()

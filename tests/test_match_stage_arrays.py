@@ -82,6 +82,14 @@ def test_a_school_runs_candidates_are_the_children_the_run_wide_statement_finds(
     assert small["person_id"].tolist() == ["P1", "P2", "P4", "P5"]
     assert small.astype(str).values.tolist() == wide.astype(str).values.tolist()
     assert links["person_id"].tolist() == ["P5"]
+    # the run's name frequencies, read in the same round trip, are term_frequencies' own
+    pending = match_stage.PendingFrequencies(part)
+    with db.transaction():
+        again, _, _ = match_stage._one_small_part(db, part, prepared=False, frequencies=pending)
+        assert pending.rows is not None
+        got, want = pending.result(db), match_stage.term_frequencies(db, part)
+    assert (got.counts, got.totals) == (want.counts, want.totals) and got.counts["sn"]["smith"] == 2
+    assert again.astype(str).values.tolist() == small.astype(str).values.tolist()
 
 
 def test_a_part_that_is_the_whole_surname_is_kept_for_the_double_barrel_probe_only():

@@ -109,7 +109,8 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                          {"files": files, "rule": GUID_ELSEWHERE})
             incoming = incoming_frame(conn, files, ctx.window_end)
         # (a run without students, as many are on a changed-data day: no candidates, no matcher)
-        tf = term_frequencies(conn, incoming) if settings.matcher != "legacy" and len(incoming) else None
+        # (the name frequencies: read with a small run's candidates, in one round trip)
+        tf = PendingFrequencies(incoming) if settings.matcher != "legacy" and len(incoming) else None
         # a school at a time, several schools per part: the matcher's frames stay bounded however
         # large the run (a school stays whole: its roll is the evidence for twins the LA does not know)
         parts = list(school_parts(incoming)) if len(incoming) else []
@@ -169,8 +170,11 @@ def _decide_parts(conn: Connection, ctx: RunContext, settings: Settings, files: 
     # parts that may be decided again once every part is written: those with such a link, and
     # (several parts) those proposing a child to a record whose forename only resembles it
     again: dict[int, tuple] = {}
-    for part_no, (part, (core, links, rejected)) in enumerate(zip(parts, run_candidates(conn, parts,
-                                                                                        prepared=prepared))):
+    pending = tf if isinstance(tf, PendingFrequencies) else None
+    for part_no, (part, (core, links, rejected)) in enumerate(zip(parts, run_candidates(
+            conn, parts, prepared=prepared, frequencies=pending))):
+        if pending is not None:  # (read with the first part's candidates, or now)
+            tf, pending = pending.result(conn), None
         if settings.matcher == "legacy":
             decided = matching.legacy_match(core, part, guidmatch=settings.guidmatch, links=links)
         else:
@@ -552,7 +556,8 @@ def _small_candidates() -> str:
 _SMALL_CANDIDATES = _small_candidates()
 
 
-def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False) -> Iterator[tuple[Any, Any, Any]]:
+def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False,
+                   frequencies: PendingFrequencies | None = None) -> Iterator[tuple[Any, Any, Any]]:
     """Per part (in order): the LA children that can be candidates for its students (every
     blocking key the matcher uses, normalised the same way; active children only: inactive
     ones, gone from the LA's full extract, are never candidates), the GUID links, and the
@@ -562,7 +567,8 @@ def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False
     ``prepared``: the candidates come as a :class:`b2b.matching.PreparedCore`: the run's
     candidate children (the union over its parts) are read and prepared ONCE, and each part
     takes its own rows by position (in ``person_id`` order, as a part's own read gives them),
-    so a child that is a candidate for many parts is normalised once (issue 15)."""
+    so a child that is a candidate for many parts is normalised once (issue 15).
+    ``frequencies``: a small run reads them in its candidates' round trip (else left unread)."""
     import pandas as pd
 
     from b2b.matching import CORE_COLUMNS
@@ -570,7 +576,7 @@ def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False
     if not parts:
         return
     if len(parts) == 1 and len(parts[0]) <= SMALL_RUN_STUDENTS:
-        yield _one_small_part(conn, parts[0], prepared=prepared)
+        yield _one_small_part(conn, parts[0], prepared=prepared, frequencies=frequencies)
         return
     if prepared and len(parts) > 1:
         yield from _whole_la_parts(conn, parts)
@@ -625,10 +631,13 @@ _PLANNER_SETTINGS_BACK = "SELECT " + ", ".join(
     for n in ("enable_hashjoin", "enable_mergejoin", "max_parallel_workers_per_gather"))
 
 
-def _one_small_part(conn: Connection, part: Any, *, prepared: bool) -> tuple[Any, Any, Any]:
+def _one_small_part(conn: Connection, part: Any, *, prepared: bool,
+                    frequencies: PendingFrequencies | None = None) -> tuple[Any, Any, Any]:
     """:func:`run_candidates` for a run of one small part (a school's changed-data day or
     snapshot): the same candidate, link and rejection statements with the keys as array
-    parameters (:func:`_as_arrays`), no temporary tables: three statements, not ~30."""
+    parameters (:func:`_as_arrays`), no temporary tables: three statements, not ~30; with
+    ``frequencies``, the run's name-frequency read goes in the same round trip (its rows set
+    on it: issue 15, a changed-data run's match)."""
     import pandas as pd
 
     from b2b import matching
@@ -647,6 +656,7 @@ def _one_small_part(conn: Connection, part: Any, *, prepared: bool) -> tuple[Any
     # one round trip (a pipeline): the settings kept in the transaction's own variables and
     # set (a target list is evaluated in order), the three reads, the settings put back
     with conn.pipeline():
+        freq_cur = conn.execute(frequencies.SQL, frequencies.params) if frequencies is not None else None
         conn.execute(_PROBE_SETTINGS)
         core_cur = conn.execute(cand, params, prepare=False)
         links_cur = conn.execute(links_sql, lp, prepare=False)
@@ -655,6 +665,8 @@ def _one_small_part(conn: Connection, part: Any, *, prepared: bool) -> tuple[Any
         core = pd.DataFrame(core_cur.fetchall(), columns=matching.CORE_COLUMNS)
         links = pd.DataFrame(links_cur.fetchall(), columns=["part", "base_id", "guid", "person_id", "linked_by"])
         rejected = pd.DataFrame(rejected_cur.fetchall(), columns=["part", "base_id", "guid", "person_id"])
+        if frequencies is not None and freq_cur is not None:
+            frequencies.rows = freq_cur.fetchall()
     return (matching.prepare_core(core) if prepared else core, links.drop(columns="part"),
             rejected.drop(columns="part"))
 
@@ -1126,25 +1138,41 @@ def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int,
 def term_frequencies(conn: Connection, incoming: Any) -> Any:
     """The LA's name frequencies for these students' names (counted over every LA child, as
     ``b2b match`` counts them over the whole CORE.csv), for the term-frequency adjustment."""
-    from b2b.matching import name_key
-    from b2b.matching.comparisons import TermFrequencies
+    pending = PendingFrequencies(incoming)
+    return pending.result(conn)
 
-    keys = {col: sorted({name_key(v) for v in incoming[name].dropna()} - {""})
-            for col, name in (("fn", "forename"), ("sn", "surname"))}
-    # one statement: the counts per name, cached per state of core.child (migration 0038), not
-    # a count over every child bearing one of the run's names (a share of the LA per run); and
-    # the totals over every LA child (cached likewise, migration 0033)
-    counts: dict[str, dict] = {"fn": {}, "sn": {}}
-    totals = {}
-    for kind, col, value, n, sq in conn.execute(
-            """SELECT 'count', col, name, n, NULL::bigint FROM core.child_name_counts(%(fn)s, %(sn)s)
+
+class PendingFrequencies:
+    """:func:`term_frequencies`' statement, to be sent in a round trip of the caller's (a small
+    run sends it with its candidate reads: :func:`_one_small_part`) or on its own
+    (:meth:`result`). One statement: the counts per name, cached per state of core.child
+    (migration 0038), not a count over every child bearing one of the run's names (a share of
+    the LA per run); and the totals over every LA child (cached likewise, migration 0033)."""
+
+    SQL = """SELECT 'count', col, name, n, NULL::bigint FROM core.child_name_counts(%(fn)s, %(sn)s)
                UNION ALL
-               SELECT 'total', col, NULL, n, sq FROM core.child_name_totals()""", keys).fetchall():
-        if kind == "count":
-            counts[col][value] = n
-        else:
-            totals[col] = (int(n), int(sq))
-    return TermFrequencies(counts, totals)
+               SELECT 'total', col, NULL, n, sq FROM core.child_name_totals()"""
+
+    def __init__(self, incoming: Any) -> None:
+        from b2b.matching import name_key
+
+        self.params = {col: sorted({name_key(v) for v in incoming[name].dropna()} - {""})
+                       for col, name in (("fn", "forename"), ("sn", "surname"))}
+        self.rows: list[tuple] | None = None  # (set by whoever sent the statement)
+
+    def result(self, conn: Connection) -> Any:
+        """The frequencies: from the rows already read, else read now."""
+        from b2b.matching.comparisons import TermFrequencies
+
+        rows = self.rows if self.rows is not None else conn.execute(self.SQL, self.params).fetchall()
+        counts: dict[str, dict] = {"fn": {}, "sn": {}}
+        totals = {}
+        for kind, col, value, n, sq in rows:
+            if kind == "count":
+                counts[col][value] = n
+            else:
+                totals[col] = (int(n), int(sq))
+        return TermFrequencies(counts, totals)
 
 
 def school_parts(incoming: Any, size: int | None = None) -> Iterator[Any]:
