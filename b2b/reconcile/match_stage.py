@@ -107,7 +107,12 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                                  l AS (DELETE FROM core.child_link WHERE file_id = ANY(%(files)s))
                             DELETE FROM results.anomaly WHERE file_id = ANY(%(files)s) AND rule = %(rule)s""",
                          {"files": files, "rule": GUID_ELSEWHERE})
+            stale = conn.execute(_STALE_STATISTICS, (list(GROWING_TABLES),))
             incoming = incoming_frame(conn, files, ctx.window_end)
+        row = stale.fetchone()
+        outgrown = row[0] if row else None
+        if outgrown:  # (one run at a time: the others go on with the statistics there are)
+            conn.execute(f"ANALYZE {outgrown}")
         # (a run without students, as many are on a changed-data day: no candidates, no matcher)
         # (the name frequencies: read with a small run's candidates, in one round trip)
         tf = PendingFrequencies(incoming) if settings.matcher != "legacy" and len(incoming) else None
@@ -155,6 +160,22 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                   f"{counts['possible']} possible, {counts['unmatched']} unmatched "
                   f"({hidden} hidden: older than B2B_S_AGE {settings.b2b_s_age})")
     return counts
+
+
+#: the run tables the stage reads by key, which an LA's first snapshot fills far faster than
+#: autovacuum analyses them: planned on statistics taken when they were nearly empty, a key
+#: probe becomes a scan of the whole table per record (the GUID guard's self-join of
+#: results.match took 0.2-0.35 s a school run at 50 schools, growing every run; the carers'
+#: read joined to core.child_link and staging.contact up to 7 s). Issue 15.
+GROWING_TABLES = ("results.match", "core.child_link", "staging.student", "staging.address", "staging.contact")
+#: those of :data:`GROWING_TABLES` changed by more than half their rows (at least 1,000) since
+#: they were last analysed, as one ``ANALYZE`` list, when this transaction is the one to analyse
+#: them (a try-lock: concurrent runs do not queue on it); NULL otherwise
+_STALE_STATISTICS = """SELECT CASE WHEN count(*) > 0 AND pg_try_advisory_xact_lock(hashtext('b2b.match_analyze'))
+                              THEN string_agg(quote_ident(s.schemaname) || '.' || quote_ident(s.relname), ', ') END
+                         FROM pg_stat_user_tables s
+                        WHERE s.schemaname || '.' || s.relname = ANY(%s)
+                          AND s.n_mod_since_analyze > greatest(1000, s.n_live_tup / 2)"""
 
 
 def _decide_parts(conn: Connection, ctx: RunContext, settings: Settings, files: list[int], parts: list[Any],
