@@ -107,7 +107,7 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                                  l AS (DELETE FROM core.child_link WHERE file_id = ANY(%(files)s))
                             DELETE FROM results.anomaly WHERE file_id = ANY(%(files)s) AND rule = %(rule)s""",
                          {"files": files, "rule": GUID_ELSEWHERE})
-            stale = conn.execute(_STALE_STATISTICS, (list(GROWING_TABLES),))
+            stale = conn.execute(_STALE_STATISTICS, (list(GROWING_TABLES), list(GROWING_TABLES.values())))
             incoming = incoming_frame(conn, files, ctx.window_end)
         row = stale.fetchone()
         outgrown = row[0] if row else None
@@ -167,15 +167,21 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
 #: probe becomes a scan of the whole table per record (the GUID guard's self-join of
 #: results.match took 0.2-0.35 s a school run at 50 schools, growing every run; the carers'
 #: read joined to core.child_link and staging.contact up to 7 s). Issue 15.
-GROWING_TABLES = ("results.match", "core.child_link", "staging.student", "staging.address", "staging.contact")
-#: those of :data:`GROWING_TABLES` changed by more than half their rows (at least 1,000) since
-#: they were last analysed, as one ``ANALYZE`` list, when this transaction is the one to analyse
+#: (each with the key columns analysed: the row count and their statistics are what the plans
+#: need; results.match's explanations would make each analysis several times dearer, and the
+#: staging tables' wide rows cost up to 1 s an analysis for plans now made of key probes)
+GROWING_TABLES = {"results.match": "(file_id, base_id, student_guid, person_id, status, rule)",
+                  "core.child_link": "(base_id, student_guid, person_id, file_id)"}
+#: those of :data:`GROWING_TABLES` holding over half as many rows again (and at least 1,000) as
+#: the planner believes (``pg_class.reltuples``, -1 when never analysed; an analysis of some
+#: columns sets it, though it leaves ``n_mod_since_analyze`` as it was), as one ``ANALYZE`` list, when this transaction is the one to analyse
 #: them (a try-lock: concurrent runs do not queue on it); NULL otherwise
 _STALE_STATISTICS = """SELECT CASE WHEN count(*) > 0 AND pg_try_advisory_xact_lock(hashtext('b2b.match_analyze'))
-                              THEN string_agg(quote_ident(s.schemaname) || '.' || quote_ident(s.relname), ', ') END
+                              THEN string_agg(t.name || ' ' || t.cols, ', ') END
                          FROM pg_stat_user_tables s
-                        WHERE s.schemaname || '.' || s.relname = ANY(%s)
-                          AND s.n_mod_since_analyze > greatest(1000, s.n_live_tup / 2)"""
+                         JOIN pg_class c ON c.oid = s.relid
+                         JOIN unnest(%s::text[], %s::text[]) AS t(name, cols) ON t.name = s.schemaname || '.' || s.relname
+                        WHERE s.n_live_tup > greatest(1000, 1.5 * c.reltuples)"""
 
 
 def _decide_parts(conn: Connection, ctx: RunContext, settings: Settings, files: list[int], parts: list[Any],
