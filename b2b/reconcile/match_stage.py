@@ -1015,6 +1015,19 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
 NO_CANDIDATE = ("", "unmatched", "none", 0.0, '{"candidates": 0}')
 
 
+def _name_keyer(memo: dict[Any, str]) -> Any:
+    """``name_key`` remembered in ``memo``: the carers key a run's contact names once, for
+    the candidates and for the pairing."""
+    from b2b.matching import name_key
+
+    def key(v: Any) -> str:
+        if v not in memo:
+            memo[v] = name_key(v)
+        return memo[v]
+
+    return key
+
+
 def carer_paired(contacts: Any, core: Any, memo: dict[Any, str] | None = None) -> list[bool]:
     """The contacts that share a blocking key with one of the candidate people ``core``: a
     contact has no DOB, UPN or GUID, so of the matcher's keys (``blocking.KEYS`` and the
@@ -1029,10 +1042,7 @@ def carer_paired(contacts: Any, core: Any, memo: dict[Any, str] | None = None) -
 
     memo = {} if memo is None else memo
 
-    def key(v: Any) -> str:
-        if v not in memo:
-            memo[v] = matching.name_key(v)
-        return memo[v]
+    key = _name_keyer(memo)
 
     def pc(v: Any) -> str:
         return matching.postcode_key(v) if isinstance(v, str) else ""
@@ -1116,10 +1126,7 @@ def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int,
 
     memo = {} if memo is None else memo
 
-    def key(v: Any) -> str:
-        if v not in memo:
-            memo[v] = matching.name_key(v)
-        return memo[v]
+    key = _name_keyer(memo)
 
     fns = [key(v) for v in contacts["forename"].tolist()]
     sns = [key(v) for v in contacts["surname"].tolist()]
