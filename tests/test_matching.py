@@ -346,6 +346,25 @@ def test_typed_forename_without_a_upn_is_only_proposed_unless_the_evidence_is_ov
     assert r["status"] in ("possible", "unmatched")
 
 
+def test_typed_forename_with_a_changed_surname_links_at_the_very_home_on_an_agreeing_upn():
+    # a slip and a new family name in one record: the valid UPN, exact DOB and the very home agree
+    core = [la("P1", "Theo", "Harrison", "2009-04-22", gender="M", upn_=UPN_A)]
+    r = decide(core, [school("s", "Tjeo", "Walker", "2009-04-22", gender="M", upn_=UPN_A)])["s"]
+    assert (r["status"], r["person_id"], r["conflicting_fields"]) == ("matched_with_conflicts", "P1",
+                                                                       "forename;surname")
+    assert json.loads(r["explanation"])["fields"]["forename"]["level"] == "typed error"
+    # moved as well, or a DOB a digit away: three fields against the child, an officer decides
+    moved = decide(core, [school("s", "Tjeo", "Walker", "2009-04-22", gender="M", upn_=UPN_A, postcode="TN4 8AB",
+                                 addr="9 New Lane")])["s"]
+    assert moved["status"] == "possible"
+    digit = decide(core, [school("s", "Tjeo", "Walker", "2009-04-21", gender="M", upn_=UPN_A)])["s"]
+    assert digit["status"] == "possible"
+    # the twin the LA knows holds that name: the record is hers, or an officer decides; never Theo's
+    twins = core + [la("P2", "Thea", "Harrison", "2009-04-22", upn_=UPN_B)]
+    r = decide(twins, [school("s", "Thea", "Walker", "2009-04-22", upn_=UPN_A)])["s"]
+    assert not (r["status"].startswith("matched") and r["person_id"] == "P1")
+
+
 def test_moved_family_and_changed_surname_link_on_an_agreeing_upn():
     core = [la("P1", "Amelia", "Jones", "2016-03-04", upn_=UPN_A), la("P2", "Oscar", "Hill", "2015-07-01", upn_=UPN_B,
                                                                       gender="M")]

@@ -415,8 +415,15 @@ def score_pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any = None, tf
         fn_i, fn_c = inc["fn"].values, core["fn"].values
         for k in np.flatnonzero(typo_middle).tolist():
             typo_middle[k] = not may_be_a_name(fn_i[s["ii"].values[k]], fn_c[s["ci"].values[k]], counts)
+    # a typed forename with a changed surname (a slip and a new family name in one record): the
+    # agreeing valid permanent UPN and exact DOB at the very home stand where the surname stood.
+    # A wrong link would need a twin of the child who carries the child's UPN (a sibling's UPN
+    # entered in error), whose real name is one typing error from the child's, and whose surname
+    # changed while the child's did not; the twin guards still see the twin the LA knows
+    typed_renamed = at(s, "forename", "typed error") & at(s, "upn", "valid, equal") & at(s, "dob", "exact") & \
+        at(s, "postcode", "unit") & at(s, "address_line1", *HOME_ADDRESS)
     s["forename_ok"] = np.array([lv.compatible for lv in fcomp.levels])[s["forename_lv"].values] | \
-        (at(s, "forename", "typed error") & s["upn_strong"].values) | \
+        (at(s, "forename", "typed error") & (s["upn_strong"].values | typed_renamed)) | \
         (at(s, "forename", "typo") & identifier) | typo_middle
     s["forename_strong"] = at(s, "forename", *FORENAME_STRONG)
     # the same home (postcode unit and the address line, or its house number with the street
