@@ -11,7 +11,11 @@ a noise kind or a pair of kinds on different fields:
   (``deletion``), a nickname or the full name (``nickname``, the ``nicknames`` package);
 * DOB: one digit (``dob_digit``), day and month swapped (``dob_swap``);
 * surname: another family name (``surname_change``), double-barrelled (``hyphenated``);
-* address: another LA home (``moved``), none (``no_address``); the GUID: none (``no_guid``).
+* address: another LA home (``moved``), none (``no_address``); the GUID: none (``no_guid``);
+* how values are typed: capitals and stray spaces (``shouting``), apostrophes and hyphens
+  (``punctuation``), a surname decoded with the wrong code page (``mojibake``), a postcode
+  without its space (``postcode_format``), a street abbreviated (``street_abbreviated``), no
+  DOB (``no_dob``).
 
 Every other record of the dataset (its twins, siblings and namesakes) stays as the simulator
 made it, so a noisy record still meets the traps. Prints, with and without identifiers, the
@@ -34,6 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins"), str(ROOT / "bench")]
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
+#: the record's columns each noise field touches (two kinds combine only on different columns)
+FIELDS = {"forename": {"forename"}, "surname": {"surname"}, "forename2": {"forename", "surname"}, "dob": {"dob"},
+          "address": {"postcode", "address_line1"}, "postcode": {"postcode"}, "address_line1": {"address_line1"},
+          "guid": {"guid"}}
 SURNAMES = ("Smith", "Patel", "Khan", "Walker", "Hughes", "Wood", "Begum", "Turner", "Okafor", "Nowak")
 
 
@@ -124,6 +132,20 @@ def noise_kinds(rng: random.Random, core) -> dict:
         "hyphenated": ("surname", on("surname", lambda s: f"{s}-{rng.choice(SURNAMES)}" if rng.random() < 0.5
                                      else f"{rng.choice(SURNAMES)}-{s}")),
         "moved": ("address", moved), "no_address": ("address", no_address), "no_guid": ("guid", no_guid)})
+    # data-entry forms of the same values: capitals and stray spaces, punctuation in names, a
+    # name decoded with the wrong code page, a postcode without its space, a street abbreviated
+    kinds.update({
+        "shouting": ("forename2", lambda r: r.update(forename=f"  {r['forename'].upper()} ",
+                                                     surname=(r["surname"] or "").upper() + " ")),
+        "punctuation": ("surname", on("surname", lambda s: s.replace("'", "").replace("-", " ") if ("'" in s or "-" in s)
+                                      else (f"O'{s}" if rng.random() < 0.5 else s[:len(s) // 2] + "-" + s[len(s) // 2:]))),
+        "mojibake": ("surname", on("surname", lambda s: s[:1] + s[1:].replace("e", "Ã©", 1).replace("o", "Ã¶", 1))),
+        "postcode_format": ("postcode", on("postcode", lambda p: p.replace(" ", "").lower())),
+        "street_abbreviated": ("address_line1", on("address_line1", lambda a: a.replace(" Road", " Rd")
+                                                   .replace(" Street", " St").replace(" Avenue", " Ave")
+                                                   .replace(" Lane", " Ln") if any(w in a for w in (" Road", " Street", " Avenue", " Lane"))
+                                                   else a.upper())),
+        "no_dob": ("dob", lambda r: r.update(dob=None))})
     return kinds
 
 
@@ -135,7 +157,8 @@ def noisy_dataset(n_incoming: int, n_core: int, seed: int, per: int):
     core, inc, truth, kinds = match_dataset(n_incoming, n_core, seed=seed)
     rng = random.Random(seed)
     noise = noise_kinds(rng, core)
-    combos = [(k,) for k in noise] + [c for c in itertools.combinations(noise, 2) if noise[c[0]][0] != noise[c[1]][0]]
+    combos = [(k,) for k in noise] + [(a, b) for a, b in itertools.combinations(noise, 2)
+                                      if FIELDS[noise[a][0]].isdisjoint(FIELDS[noise[b][0]])]
     la_upn = dict(zip(core["person_id"], core["upn"]))
     pool = [k for k, (iid, u) in enumerate(zip(inc["incoming_id"], inc["upn"]))
             if kinds.get(iid) in ("clean", "sibling") and truth.get(iid) and u and is_valid(u)

@@ -365,6 +365,23 @@ def test_typed_forename_with_a_changed_surname_links_at_the_very_home_on_an_agre
     assert not (r["status"].startswith("matched") and r["person_id"] == "P1")
 
 
+def test_no_dob_on_one_side_links_a_moved_child_on_an_agreeing_upn_and_the_very_name():
+    # the LA's old record has no DOB; the family moved: the valid UPN and the very name carry it
+    core = [la("P1", "Amelia", "Jones", None, upn_=UPN_A, middle="Rose"),
+            la("P2", "Oscar", "Jones", "2014-03-04", upn_=UPN_B, gender="M")]
+    moved = dict(postcode="TN4 8AB", addr="9 New Lane")
+    r = decide(core, [school("s", "Amelia", "Jones", "2016-03-04", upn_=UPN_A, **moved)])["s"]
+    assert (r["status"], r["person_id"]) == ("matched_with_conflicts", "P1")
+    # a brother or sister whose record carries her UPN by mistake is not her: another forename,
+    # even one that is her middle name
+    for name in ("Isla", "Rose"):
+        r = decide(core, [school("s", name, "Jones", "2012-05-06", upn_=UPN_A, **moved)])["s"]
+        assert not (r["status"].startswith("matched") and r["person_id"] == "P1"), name
+    # no DOB and a typed forename: an officer decides
+    r = decide(core, [school("s", "Amwlia", "Jones", "2016-03-04", upn_=UPN_A, **moved)])["s"]
+    assert r["status"] == "possible"
+
+
 def test_moved_family_and_changed_surname_link_on_an_agreeing_upn():
     core = [la("P1", "Amelia", "Jones", "2016-03-04", upn_=UPN_A), la("P2", "Oscar", "Hill", "2015-07-01", upn_=UPN_B,
                                                                       gender="M")]

@@ -30,7 +30,12 @@ def messy_match_data(core_n: int = 500, inc_n: int = 1_000, seed: int = 9, *, ty
         inc.at[k, col] = rng.choice([None, "", "  ", f"  {v} ", str(v).lower() if v else v,
                                      (str(v) + "é") if col in ("forename", "surname") and v else v])
     core = core.copy()
-    core.loc[core.sample(no_dob[0], random_state=no_dob[1]).index, "dob"] = None
+    no_dob_ids = core.sample(no_dob[0], random_state=no_dob[1])["person_id"]
+    core.loc[core["person_id"].isin(no_dob_ids), "dob"] = None
+    # half of those children's school records without a UPN, in a home the LA does not know: the
+    # name alone, the possible band (with a valid UPN agreeing, no DOB does not stop a link)
+    without = [k for k, i in enumerate(inc["incoming_id"]) if truth.get(i) in set(no_dob_ids)][::2]
+    inc.loc[without, ["upn", "postcode", "address_line1"]] = [None, "TN4 8AB", "9 New Lane"]
     core.loc[core.sample(odd[2], random_state=odd[3]).index, odd[0]] = odd[1]
     core["dob"] = pd.to_datetime(core["dob"], errors="coerce").dt.date  # what the database gives
     return core.reset_index(drop=True), inc.reset_index(drop=True), truth

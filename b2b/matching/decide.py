@@ -297,6 +297,14 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     dob_ok = at(s, "dob", *DOB_COMPATIBLE) | (at(s, "dob", "within 31 days") & (identifier | s["home_strong"].values))
     if not cfg.dob_required:
         dob_ok = dob_ok | at(s, "dob", "missing")
+    else:
+        # no DOB on one side (an old LA record, a school's missing field) with a valid permanent
+        # UPN that agrees and the child's own forename and surname: the UPN is the child's alone;
+        # a brother or sister whose UPN the school typed by mistake has a forename of their own
+        # (the very forename: a sibling may be named after the child's middle name)
+        dob_ok = dob_ok | (at(s, "dob", "missing") & at(s, "upn", "valid, equal")
+                           & at(s, "forename", "exact", "exact, mis-decoded", "swapped with surname")
+                           & at(s, "surname", *SURNAME_COMPATIBLE))
     # unknown twins: two records of one school with one surname, DOB and address are twins
     # (whether the LA knows both or not); each must match on its forename, not the shared fields
     in_twins = batch_twins(inc)
