@@ -14,11 +14,11 @@ pairs it, without the candidate statement.
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
+from b2b import gc_control
 from b2b.config.settings import Settings
 from b2b.context import RunContext, log_stage, run_files, scalar
 
@@ -47,44 +47,10 @@ def _object_strings(stage: Any) -> Any:
 #: default 700): a school run allocates ~25k tracked objects (key tuples, candidate rows, pairs),
 #: few in cycles; at 700 the collector ran ~37 times a run, and a full collection (every
 #: ~10 runs, over every object of the process) cost ~47 ms at 86k tracked objects: ~8.5 ms of
-#: a run's ~100 ms of CPU in the bench, more in a task process holding Airflow's objects (issue 15)
+#: a run's ~100 ms of CPU in the bench, more in a task process holding Airflow's objects (issue 15;
+#: ``b2b.gc_control``: the threshold back as it was when nothing runs under it)
 GC_YOUNG_THRESHOLD = 50_000
-_gc_lock = threading.Lock()
-
-
-class _Collections:
-    """The stages running under :func:`_fewer_collections` and the thresholds before the first."""
-    running = 0
-    before: tuple[int, ...] = ()
-
-
-def _fewer_collections(stage: Any) -> Any:
-    """The stage runs with the collector's youngest threshold at least :data:`GC_YOUNG_THRESHOLD`
-    (the older generations' as they were), put back as it was when the last running stage ends
-    (whichever thread: the setting is the process's)."""
-    import gc
-
-    @functools.wraps(stage)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        with _gc_lock:
-            if not _Collections.running:
-                _Collections.before = gc.get_threshold()
-                young, *older = _Collections.before
-                if young:  # (0: collection off, left so)
-                    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
-            _Collections.running += 1
-        try:
-            return stage(*args, **kwargs)
-        finally:
-            with _gc_lock:
-                _Collections.running -= 1
-                if not _Collections.running:
-                    gc.set_threshold(*_Collections.before)
-
-    return run
-
-
-@_fewer_collections
+@gc_control.young_threshold(GC_YOUNG_THRESHOLD)
 @_object_strings
 def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
     """Match every student whose student block was loaded in this run to an LA child.
