@@ -14,11 +14,11 @@ from b2b.reconcile.conflicts import _link_as_of
 APPLIED_FIELDS = STUDENT_COMPARED + SCHOOL_FIELDS
 
 #: the run tables the stage's statements join, which an LA's first snapshot outgrows
-#: (``stale_stats``): the staging rows and list blocks of the run's files, their students'
-#: decisions as of the window, and each child's latest earlier applied version
-GROWING_TABLES = stale_stats.growing("staging.student", "staging.address", "raw.inbound_block", "results.match",
-                                     "core.child_applied", "core.child_applied_address", "core.child_sen",
-                                     "core.child_exclusion")
+#: (``stale_stats``): the staging rows of the run's files, their students' decisions as of the
+#: window, and each child's latest earlier applied version (the list blocks are read from
+#: raw.inbound_block, which is not analysed here: see ``stale_stats``)
+GROWING_TABLES = stale_stats.growing("staging.student", "staging.address", "results.match", "core.child_applied",
+                                     "core.child_applied_address", "core.child_sen", "core.child_exclusion")
 
 
 # A whole list group (SEN needs, exclusions) of a matched child, as one jsonb value; a new
