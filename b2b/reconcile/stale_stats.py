@@ -5,8 +5,9 @@ derived per run) far faster than autovacuum analyses them: statements planned on
 taken when a table was nearly empty (one file, one base) turned key probes into scans of the
 whole table per record (the match stage's GUID guard's self-join of ``results.match``
 0.2-0.35 s a school run at 50 schools, growing every run; the carers' read joined to
-``core.child_link`` and ``staging.contact`` up to 7 s). So each stage after load sends, in its
-first round trip, :func:`check` of the run tables its heavy statements join, and analyses
+``core.child_link`` and ``staging.contact`` up to 7 s). So each stage from load on (load for
+its attendance statements; match, conflicts, apply, contacts) sends, in its first round trip,
+:func:`check` of the run tables its heavy statements join, and analyses
 (:meth:`Outgrown.analyse`) those the planner no longer knows, before those statements.
 
 A table is outgrown when it holds over half as many rows again (and at least 1,000) as the
