@@ -1,36 +1,32 @@
 """The match stage runs with fewer cyclic garbage collections (issue 15): the collector's
-youngest threshold raised while it runs, every threshold put back as it was afterwards."""
+youngest threshold raised while it runs (``b2b.gc_control``), every threshold put back as it
+was afterwards. (The nesting and error cases of the control: tests/test_gc_control.py.)"""
 import gc
-
-import pytest
-
-from b2b.reconcile import match_stage
+from datetime import UTC, datetime
 
 
-def test_the_stage_raises_the_young_threshold_and_puts_every_threshold_back_even_on_error():
+def test_the_match_stage_runs_with_the_young_threshold_raised_and_puts_it_back(db):
+    from b2b.config.settings import Settings
+    from b2b.context import RunContext
+    from b2b.reconcile import match_stage
+
+    # the server tells the client when the stage writes its task-log row: the client's
+    # collector settings are read then, while the stage runs
+    db.execute("""CREATE FUNCTION public.tell() RETURNS trigger LANGUAGE plpgsql
+                  AS $$BEGIN RAISE NOTICE 'stage running'; RETURN NULL; END$$""")
+    db.execute("""CREATE TRIGGER tell AFTER INSERT ON ops.task_log
+                  FOR EACH STATEMENT EXECUTE FUNCTION public.tell()""")
+    db.commit()
+    seen: list[tuple[int, ...]] = []
+    db.add_notice_handler(lambda diag: seen.append(gc.get_threshold()))
+    ctx = RunContext(base_id="8862001", task_key="snapshot", dag_id="b2b__8862001__snapshot", run_id="r",
+                     source="sims7", data_filter="snapshot", window_start=None,
+                     window_end=datetime(2026, 10, 4, 17, tzinfo=UTC))
     before = gc.get_threshold()
-    seen = []
-
-    @match_stage._fewer_collections
-    def stage(fail: bool, inner: bool = False) -> None:
-        seen.append(gc.get_threshold())
-        if inner:
-            stage(False)  # a stage within a stage: the thresholds back only when the outer one ends
-            seen.append(gc.get_threshold())
-        if fail:
-            raise RuntimeError("boom")
-
     try:
         gc.set_threshold(700, 11, 12)
-        stage(False, inner=True)
-        assert seen == [(match_stage.GC_YOUNG_THRESHOLD, 11, 12)] * 3
+        match_stage.match(db, ctx, Settings())
+        assert seen == [(match_stage.GC_YOUNG_THRESHOLD, 11, 12)]
         assert gc.get_threshold() == (700, 11, 12)
-        with pytest.raises(RuntimeError):
-            stage(True)
-        assert gc.get_threshold() == (700, 11, 12)
-        gc.set_threshold(0, 11, 12)  # collection switched off by the process: left off
-        stage(False)
-        assert seen[-1] == (0, 11, 12) and gc.get_threshold() == (0, 11, 12)
     finally:
         gc.set_threshold(*before)
-

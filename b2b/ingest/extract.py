@@ -43,6 +43,7 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from b2b import gc_control
 from b2b.context import RunContext, log_stage_file, scalar
 from b2b.errors import B2BError
 from b2b.ingest import messages as parsers
@@ -283,7 +284,7 @@ def store_messages(conn: Connection, ctx: RunContext, messages: Iterable[Receive
     """
     summary = ExtractSummary()
     try:
-        with parsers.gc_paused():  # acyclic blocks, freed as they are written: no collector walks them
+        with gc_control.paused():  # acyclic blocks, freed as they are written: no collector walks them
             _store(conn, ctx, messages, summary, validate=validate)
     except Exception as exc:
         _record_failure(conn, ctx, exc)

@@ -20,12 +20,19 @@ def load(conn: Connection, ctx: RunContext, *, fail_after: str | None = None) ->
     retry processes the same blocks. ``fail_after`` (a staging table name) makes the load
     raise after that table: tests use it to prove the rollback.
     """
+    from b2b.reconcile import attendance, stale_stats
+
     with conn.transaction():
-        # the run's files, and whether an earlier attempt of this stage loaded them (it marks them)
-        status: dict[int, str] = dict(conn.execute(
-            """SELECT file_id, status FROM raw.inbound_file
-                WHERE dag_id = %s AND window_end = %s AND status IN ('parsed', 'loaded')""",
-            (ctx.dag_id, ctx.window_end)).fetchall())
+        # the run's files, and whether an earlier attempt of this stage loaded them (it marks them);
+        # with the check of the attendance tables' statistics (one round trip: they are analysed,
+        # when outgrown, before the attendance statements plan on them)
+        with conn.pipeline():
+            outgrown = stale_stats.check(conn, attendance.GROWING_TABLES)
+            status: dict[int, str] = dict(conn.execute(
+                """SELECT file_id, status FROM raw.inbound_file
+                    WHERE dag_id = %s AND window_end = %s AND status IN ('parsed', 'loaded')""",
+                (ctx.dag_id, ctx.window_end)).fetchall())
+        outgrown.analyse()
         files = list(status)
         # statements sent in pipelines: the server runs them back to back (a changed-data run's
         # cost is mostly round trips); a result is waited for only where the next step needs it
@@ -52,9 +59,7 @@ def load(conn: Connection, ctx: RunContext, *, fail_after: str | None = None) ->
                     raise RuntimeError(f"injected failure after loading staging.{block.staging}")
         counts = {block.staging: inserted[block.staging].rowcount if block.staging in inserted else 0
                   for block in BLOCKS}
-        from b2b.reconcile.attendance import store_marks
-
-        counts["attendance_marks"] = store_marks(conn, ctx, files, months=ctx.months)
+        counts["attendance_marks"] = attendance.store_marks(conn, ctx, files, months=ctx.months)
         with conn.pipeline():
             # the loaded blocks marked and entered in the hash cache in one pass over the run's blocks
             marked = conn.execute(

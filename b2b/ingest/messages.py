@@ -14,19 +14,16 @@ pupil ordinal but never personal data.
 """
 from __future__ import annotations
 
-import gc
 import io
 import json
 import math
 import re
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from b2b import INCLUDE
+from b2b import INCLUDE, gc_control
 from b2b.blocks import PRIMARY_GROUPS, XML_BLOCKS
 from b2b.errors import IngestError
 
@@ -434,47 +431,18 @@ def _valid_tree(content: bytes) -> Any:
     return etree.fromstring(content, parser)
 
 
-_gc_lock = threading.Lock()
-_gc_pause = [0, False]  # pauses under way, whether the collector was enabled before the first
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a valid message's blocks are built, and while the
-    extract stage writes a run (issue 15).
-
-    Blocks are acyclic JSON data (dicts, lists, strings), and so is the tree; yet every 700
-    allocations the collector walks the young ones (12-25 % of the conversion's CPU), and a
-    school's blocks, alive until written, were promoted and so counted towards a full
-    collection, which walks everything the process keeps alive (Airflow's, the world's): one
-    of ~0.45 s landed in nearly every 50-school extract bench. Paused, the blocks are freed by
-    reference counting as they are written, before any collection sees them. A pause lasts
-    one message (at most ``FAST_PATH_MAX_BYTES``) or one run; it is process-wide, so it is
-    counted (threads may parse at once) and the collector is enabled again by the last one
-    out, only if it was enabled before the first."""
-    with _gc_lock:
-        if not _gc_pause[0]:
-            _gc_pause[1] = gc.isenabled()
-            gc.disable()
-        _gc_pause[0] += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pause[0] -= 1
-            if not _gc_pause[0] and _gc_pause[1]:
-                gc.enable()
-
-
 def _parse_valid(content: bytes, on_pupil: Callable[[list[Block]], None] | None = None) -> ParsedMessage | None:
     """The fast path (issue 15): the whole message parsed and validated in libxml2 (one
     ``fromstring`` with the schema: half the CPU of a validating ``iterparse``), then each pupil's
     blocks built by the unrolled converter (:func:`_fast_block`), with the cyclic collector
-    paused (:func:`gc_paused`). None when the message
+    paused (``b2b.gc_control.paused``: blocks are acyclic JSON data, and so is the tree, yet
+    every 700 allocations the collector walked the young ones, 12-25 % of the conversion's CPU;
+    a school's blocks, promoted while alive, counted towards full collections over everything
+    the process keeps alive). None when the message
     is not valid as a whole or anything else is unusual: the streaming parser then judges it (the
     exact error, or the bad pupils rejected by element and line). A message is a school, about
     1 MB: its tree is a few MB, freed as soon as its blocks are built."""
-    with gc_paused():
+    with gc_control.paused():
         return _build_valid(content, on_pupil)
 
 

@@ -23,21 +23,19 @@ imported by operators at run time only, never while Airflow parses DAG files.
 """
 from __future__ import annotations
 
-import gc
 import hashlib
 import html
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from b2b import INCLUDE
+from b2b import INCLUDE, gc_control
 from b2b.blocks import BLOCK_TYPES
 from b2b.context import RunContext, log_stage, log_stage_file, run_files
 from b2b.errors import ValidationSetupError
@@ -513,7 +511,7 @@ def validate_blocks(blocks: Iterable[dict], *, run_label: str, report_dir: Path 
     suspend for structural problems, and the path of an HTML report (no personal values).
     ``verdicts``: a connection whose ``ops.gx_verdict`` keeps GX's verdicts across processes.
     """
-    with _gc_paused():
+    with gc_control.paused():  # (acyclic JSON data: see b2b.gc_control)
         return _validate_blocks(blocks, run_label=run_label, report_dir=report_dir, as_of=as_of, verdicts=verdicts)
 
 
@@ -626,23 +624,6 @@ def _hashable(v: Any) -> Any:
         return ("json", json.dumps(v, sort_keys=True, default=str))
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a run's values are shaped and judged.
-
-    The blocks are acyclic JSON data, yet every few thousand allocations the collector would
-    walk them, and each full collection everything GX and Airflow keep alive (a third of the
-    stage's time). Callers leave the pause only after the run's own objects are gone.
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
 # ------------------------------------------------------------------ report
 def write_report(result: ValidationResult, run_label: str, report_dir: Path) -> Path:
     """A self-contained HTML page: per expectation, rows checked and failed; no personal values."""
@@ -687,7 +668,7 @@ def validate(conn: Connection, ctx: RunContext, report_dir: Any) -> dict:
     A structural failure (unknown block type, missing mandatory section) puts the file(s)
     in suspense with the reason in the task log. Writes an HTML report; its path is logged.
     """
-    with _gc_paused():  # the run's blocks are freed (by reference counting) before collection resumes
+    with gc_control.paused():  # the run's blocks are freed (by reference counting) before collection resumes
         return _validate_run(conn, ctx, report_dir)
 
 

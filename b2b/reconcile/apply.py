@@ -8,9 +8,17 @@ if TYPE_CHECKING:
 
 from b2b.blocks import APPLIED_ADDRESS, SCHOOL_FIELDS, STUDENT_COMPARED
 from b2b.context import RunContext, log_stage, run_files
+from b2b.reconcile import stale_stats
 from b2b.reconcile.conflicts import _link_as_of
 
 APPLIED_FIELDS = STUDENT_COMPARED + SCHOOL_FIELDS
+
+#: the run tables the stage's statements join, which an LA's first snapshot outgrows
+#: (``stale_stats``): the staging rows of the run's files, their students' decisions as of the
+#: window, and each child's latest earlier applied version (the list blocks are read from
+#: raw.inbound_block, which is not analysed here: see ``stale_stats``)
+GROWING_TABLES = stale_stats.growing("staging.student", "staging.address", "results.match", "core.child_applied",
+                                     "core.child_applied_address", "core.child_sen", "core.child_exclusion")
 
 
 # A whole list group (SEN needs, exclusions) of a matched child, as one jsonb value; a new
@@ -64,7 +72,10 @@ def apply(conn: Connection, ctx: RunContext) -> dict:
     a rerun rebuilds them exactly.
     """
     with conn.transaction():
-        files = run_files(conn, ctx)
+        with conn.pipeline():  # (the run tables' statistics checked with the files' read: one round trip)
+            outgrown = stale_stats.check(conn, GROWING_TABLES)
+            files = run_files(conn, ctx)
+        outgrown.analyse()
         # statements sent in a pipeline: the server runs them back to back
         with conn.pipeline():
             # an earlier attempt's rows, in one statement (a new version is compared only with earlier windows')

@@ -24,10 +24,16 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from b2b.reconcile import stale_stats
+
 if TYPE_CHECKING:
     from psycopg import Connection
 
     from b2b.context import RunContext
+
+#: the run tables :func:`store_marks` joins, which an LA's first snapshot outgrows
+#: (``b2b.reconcile.stale_stats``; checked in the load stage's first round trip)
+GROWING_TABLES = stale_stats.growing("staging.attendance", "core.attendance_marks")
 
 PRESENT = "/\\LBDJPVWK"
 AUTHORISED = "CEIMRSTQH"

@@ -8,6 +8,13 @@ if TYPE_CHECKING:
 
 from b2b.blocks import ADDRESS_COMPARED, BY_NAME, STUDENT_COMPARED, compare_sql
 from b2b.context import RunContext, log_stage, one, run_files
+from b2b.reconcile import stale_stats
+
+#: the run tables the stage's statements join, which an LA's first snapshot outgrows
+#: (``stale_stats``): the staging rows of the run's files, their students' decisions as of the
+#: window (``results.match``), and the observations (by file, by person for the open ones)
+GROWING_TABLES = stale_stats.growing("staging.student", "staging.address", "results.match",
+                                     "results.conflict_observation")
 
 
 def _link_as_of(alias: str) -> str:
@@ -40,7 +47,10 @@ def conflicts(conn: Connection, ctx: RunContext) -> dict:
     imports into one row with first/last seen and times seen (F20).
     """
     with conn.transaction():
-        files = run_files(conn, ctx)
+        with conn.pipeline():  # (the run tables' statistics checked with the files' read: one round trip)
+            outgrown = stale_stats.check(conn, GROWING_TABLES)
+            files = run_files(conn, ctx)
+        outgrown.analyse()
         # statements sent in a pipeline: the server runs them back to back (the counts wait for all)
         with conn.pipeline():
             conn.execute("DELETE FROM results.conflict_observation WHERE file_id = ANY(%s)", (files,))

@@ -48,9 +48,17 @@ import json
 from typing import TYPE_CHECKING
 
 from b2b.context import RunContext, log_stage, one, scalar
+from b2b.reconcile import stale_stats
 
 if TYPE_CHECKING:
     from psycopg import Connection
+
+#: the run tables the stage's statements join, which an LA's first snapshot outgrows
+#: (``stale_stats``): the base's files and the contacts' links to students (a student's latest
+#: blocks are read by index probes whatever the statistics; raw.inbound_block and core.contact
+#: are not analysed here: see ``stale_stats``). Checked with the stage's first round trip (the
+#: scope), analysed before the rebuild or the incremental statement
+GROWING_TABLES = stale_stats.growing("raw.inbound_file", "core.contact_link")
 
 REASONS = {
     "no_forename": "no forename: required in all cases",
@@ -478,11 +486,13 @@ def sync(conn: Connection, ctx: RunContext) -> dict:
     params: dict = {"base": ctx.base_id, "wo": ctx.window_order, "dag": ctx.dag_id, "end": ctx.window_end,
                     **REASONS}
     with conn.transaction():
-        with conn.pipeline():
+        with conn.pipeline():  # (the run tables' statistics checked in the same round trip)
+            outgrown = stale_stats.check(conn, GROWING_TABLES)
             last_cur = conn.execute(_LAST, params)
             scope_cur = conn.execute(_SCOPE, params)
             last = last_cur.fetchone()
             scope = scope_cur.fetchone()
+        outgrown.analyse()
         if last is None or scope is None or last[0] != last[2]:
             return rebuild(conn, ctx)
         persons, students, touched = scope

@@ -14,13 +14,14 @@ pairs it, without the candidate statement.
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
+from b2b import gc_control
 from b2b.config.settings import Settings
 from b2b.context import RunContext, log_stage, run_files, scalar
+from b2b.reconcile import stale_stats
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -47,44 +48,10 @@ def _object_strings(stage: Any) -> Any:
 #: default 700): a school run allocates ~25k tracked objects (key tuples, candidate rows, pairs),
 #: few in cycles; at 700 the collector ran ~37 times a run, and a full collection (every
 #: ~10 runs, over every object of the process) cost ~47 ms at 86k tracked objects: ~8.5 ms of
-#: a run's ~100 ms of CPU in the bench, more in a task process holding Airflow's objects (issue 15)
+#: a run's ~100 ms of CPU in the bench, more in a task process holding Airflow's objects (issue 15;
+#: ``b2b.gc_control``: the threshold back as it was when nothing runs under it)
 GC_YOUNG_THRESHOLD = 50_000
-_gc_lock = threading.Lock()
-
-
-class _Collections:
-    """The stages running under :func:`_fewer_collections` and the thresholds before the first."""
-    running = 0
-    before: tuple[int, ...] = ()
-
-
-def _fewer_collections(stage: Any) -> Any:
-    """The stage runs with the collector's youngest threshold at least :data:`GC_YOUNG_THRESHOLD`
-    (the older generations' as they were), put back as it was when the last running stage ends
-    (whichever thread: the setting is the process's)."""
-    import gc
-
-    @functools.wraps(stage)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        with _gc_lock:
-            if not _Collections.running:
-                _Collections.before = gc.get_threshold()
-                young, *older = _Collections.before
-                if young:  # (0: collection off, left so)
-                    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), *older)
-            _Collections.running += 1
-        try:
-            return stage(*args, **kwargs)
-        finally:
-            with _gc_lock:
-                _Collections.running -= 1
-                if not _Collections.running:
-                    gc.set_threshold(*_Collections.before)
-
-    return run
-
-
-@_fewer_collections
+@gc_control.young_threshold(GC_YOUNG_THRESHOLD)
 @_object_strings
 def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
     """Match every student whose student block was loaded in this run to an LA child.
@@ -107,12 +74,9 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                                  l AS (DELETE FROM core.child_link WHERE file_id = ANY(%(files)s))
                             DELETE FROM results.anomaly WHERE file_id = ANY(%(files)s) AND rule = %(rule)s""",
                          {"files": files, "rule": GUID_ELSEWHERE})
-            stale = conn.execute(_STALE_STATISTICS, (list(GROWING_TABLES), list(GROWING_TABLES.values())))
+            outgrown = stale_stats.check(conn, GROWING_TABLES)
             incoming = incoming_frame(conn, files, ctx.window_end)
-        row = stale.fetchone()
-        outgrown = row[0] if row else None
-        if outgrown:  # (one run at a time: the others go on with the statistics there are)
-            conn.execute(f"ANALYZE {outgrown}")
+        outgrown.analyse()  # (one run at a time: the others go on with the statistics there are)
         # (a run without students, as many are on a changed-data day: no candidates, no matcher)
         # (the name frequencies: read with a small run's candidates, in one round trip)
         tf = PendingFrequencies(incoming) if settings.matcher != "legacy" and len(incoming) else None
@@ -162,26 +126,9 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
     return counts
 
 
-#: the run tables the stage reads by key, which an LA's first snapshot fills far faster than
-#: autovacuum analyses them: planned on statistics taken when they were nearly empty, a key
-#: probe becomes a scan of the whole table per record (the GUID guard's self-join of
-#: results.match took 0.2-0.35 s a school run at 50 schools, growing every run; the carers'
-#: read joined to core.child_link and staging.contact up to 7 s). Issue 15.
-#: (each with the key columns analysed: the row count and their statistics are what the plans
-#: need; results.match's explanations would make each analysis several times dearer, and the
-#: staging tables' wide rows cost up to 1 s an analysis for plans now made of key probes)
-GROWING_TABLES = {"results.match": "(file_id, base_id, student_guid, person_id, status, rule)",
-                  "core.child_link": "(base_id, student_guid, person_id, file_id)"}
-#: those of :data:`GROWING_TABLES` holding over half as many rows again (and at least 1,000) as
-#: the planner believes (``pg_class.reltuples``, -1 when never analysed; an analysis of some
-#: columns sets it, though it leaves ``n_mod_since_analyze`` as it was), as one ``ANALYZE`` list, when this transaction is the one to analyse
-#: them (a try-lock: concurrent runs do not queue on it); NULL otherwise
-_STALE_STATISTICS = """SELECT CASE WHEN count(*) > 0 AND pg_try_advisory_xact_lock(hashtext('b2b.match_analyze'))
-                              THEN string_agg(t.name || ' ' || t.cols, ', ') END
-                         FROM pg_stat_user_tables s
-                         JOIN pg_class c ON c.oid = s.relid
-                         JOIN unnest(%s::text[], %s::text[]) AS t(name, cols) ON t.name = s.schemaname || '.' || s.relname
-                        WHERE s.n_live_tup > greatest(1000, 1.5 * c.reltuples)"""
+#: the run tables the stage reads by key, which an LA's first snapshot outgrows (``stale_stats``):
+#: the GUID guard's self-join of results.match, the carers' read joined to core.child_link
+GROWING_TABLES = stale_stats.growing("results.match", "core.child_link")
 
 
 def _decide_parts(conn: Connection, ctx: RunContext, settings: Settings, files: list[int], parts: list[Any],

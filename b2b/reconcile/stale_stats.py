@@ -1,0 +1,104 @@
+"""The run tables' outgrown statistics, analysed by the stages that read them (issue 15).
+
+An LA's first snapshot fills the run tables (``staging.*``, ``results.*``, the ``core`` rows
+derived per run) far faster than autovacuum analyses them: statements planned on statistics
+taken when a table was nearly empty (one file, one base) turned key probes into scans of the
+whole table per record (the match stage's GUID guard's self-join of ``results.match``
+0.2-0.35 s a school run at 50 schools, growing every run; the carers' read joined to
+``core.child_link`` and ``staging.contact`` up to 7 s). So each stage from load on (load for
+its attendance statements; match, conflicts, apply, contacts) sends, in its first round trip,
+:func:`check` of the run tables its heavy statements join, and analyses
+(:meth:`Outgrown.analyse`) those the planner no longer knows, before those statements.
+
+A table is outgrown when it holds over half as many rows again (and at least 1,000) as the
+planner believes (``pg_class.reltuples``, -1 when never analysed; an analysis of some columns
+sets it, though it leaves ``n_mod_since_analyze`` as it was, so that counter cannot be the
+test). Only the key and join columns (:data:`KEY_COLUMNS`) are analysed: the row count and
+their statistics are what the plans need; wide columns (explanations, a block's content, the
+staging tables' values) would make each analysis several times dearer (up to 1 s).
+
+One transaction at a time analyses (a try-lock: the others go on with the statistics there
+are, never queueing). Every stage takes the same lock by default: an ``ANALYZE`` inside a
+transaction holds its table's lock until the transaction ends, so two stages analysing the
+same table at once (``results.match`` is read by match, conflicts and apply) would queue on
+each other. An analysis changes plans only, never what a statement writes.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+
+#: every transaction that analyses outgrown run tables holds this try-lock (see the module doc)
+LOCK = "b2b.analyse_outgrown"
+
+#: the run tables an LA's first snapshot outgrows, and the columns their readers probe, join
+#: or filter on (what is analysed)
+KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "results.match": ("file_id", "base_id", "student_guid", "person_id", "status", "rule", "window_order"),
+    "core.child_link": ("base_id", "student_guid", "person_id", "file_id"),
+    "staging.student": ("file_id", "base_id", "student_guid"),
+    "staging.address": ("file_id", "base_id", "student_guid"),
+    "staging.attendance": ("file_id", "base_id", "student_guid"),
+    "results.conflict_observation": ("file_id", "base_id", "student_guid", "person_id", "field"),
+    "raw.inbound_file": ("file_id", "base_id", "dag_id", "status", "window_order"),
+    "core.child_applied": ("file_id", "person_id", "window_order"),
+    "core.child_applied_address": ("file_id", "person_id", "window_order"),
+    "core.child_sen": ("file_id", "person_id", "window_order"),
+    "core.child_exclusion": ("file_id", "person_id", "window_order"),
+    "core.attendance_marks": ("file_id", "base_id", "student_guid", "academic_year", "window_order"),
+    "core.contact_link": ("base_id", "person_id", "student_guid"),
+}
+
+
+#: (Not listed, and so never analysed here: the tables a composite foreign key references,
+#: ``raw.inbound_block`` (file_id, ordinal) from staging and the hash cache, ``core.contact``
+#: (base_id, person_id) from its links. Statistics taken while every file (base) is one of the
+#: common values estimate a new file's rows at one, and each foreign-key check of a row of it
+#: then probes the (file_id, block_type) index and filters on ordinal, reading the whole file:
+#: the load stage 6x slower in the stage bench after raw.inbound_block was analysed. Their
+#: readers here do not need it: the load's and apply's statements read the run's blocks by
+#: (file_id, block_type) whatever the statistics, and contacts reads a student's latest blocks
+#: by index probes, written so that their plans do not depend on statistics.)
+
+
+def growing(*tables: str) -> dict[str, str]:
+    """A stage's map of run tables to the column list analysed (``"(a, b)"``), from :data:`KEY_COLUMNS`."""
+    return {t: "(" + ", ".join(KEY_COLUMNS[t]) + ")" for t in tables}
+
+
+#: the outgrown tables of a map (names, column lists) as one ``ANALYZE`` list, when this
+#: transaction is the one to analyse them (the try-lock); NULL otherwise. (The live-row count
+#: of ``pg_stat_user_tables.n_live_tup``, read for the listed tables only: the view reads every
+#: table's counters and takes ~0.4 ms to plan; this, ~0.2 ms to plan and run.)
+STALE_STATISTICS = """SELECT CASE WHEN count(*) > 0 AND pg_try_advisory_xact_lock(hashtext(%s))
+                              THEN string_agg(t.name || ' ' || t.cols, ', ') END
+                         FROM unnest(%s::text[], %s::text[]) AS t(name, cols)
+                         JOIN pg_class c ON c.oid = to_regclass(t.name)
+                        WHERE pg_stat_get_live_tuples(c.oid) > greatest(1000, 1.5 * c.reltuples)"""
+
+
+class Outgrown:
+    """The check of one map of run tables, sent (:func:`check`), and its analysis."""
+
+    def __init__(self, conn: Connection, cursor: Any) -> None:
+        self.conn, self.cursor = conn, cursor
+
+    def analyse(self) -> str | None:
+        """Analyse the outgrown tables' key columns (reads the check's answer: call it once the
+        check's round trip is done, before the statements it is for). The ``ANALYZE`` list, or
+        None when none are outgrown or another transaction is analysing."""
+        row = self.cursor.fetchone()
+        outgrown = row[0] if row else None
+        if outgrown:
+            self.conn.execute(f"ANALYZE {outgrown}")
+        return outgrown
+
+
+def check(conn: Connection, tables: Mapping[str, str], lock: str = LOCK) -> Outgrown:
+    """Send the check of ``tables`` (:func:`growing`) on ``conn`` and return it unread: in a
+    pipeline it goes out with the stage's next statement whose result is read (no round trip of
+    its own; ~0.2 ms of the server's time)."""
+    return Outgrown(conn, conn.execute(STALE_STATISTICS, (lock, list(tables), list(tables.values()))))
