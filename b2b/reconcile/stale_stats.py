@@ -57,11 +57,13 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
 #: ``raw.inbound_block`` (file_id, ordinal) from staging and the hash cache, ``core.contact``
 #: (base_id, person_id) from its links. Statistics taken while every file (base) is one of the
 #: common values estimate a new file's rows at one, and each foreign-key check of a row of it
-#: then probes the (file_id, block_type) index and filters on ordinal, reading the whole file:
-#: the load stage 6x slower in the stage bench after raw.inbound_block was analysed. Their
-#: readers here do not need it: the load's and apply's statements read the run's blocks by
-#: (file_id, block_type) whatever the statistics, and contacts reads a student's latest blocks
-#: by index probes, written so that their plans do not depend on statistics.)
+#: then probed the (file_id, block_type) index and filtered on ordinal, reading the whole file:
+#: the load stage 6x slower in the stage bench after raw.inbound_block was analysed. Autovacuum
+#: analyses it too, so migration 0048 leads that index with block_type and the checks keep
+#: the primary key (tests/test_inbound_block_plans.py); an analysis here would still buy
+#: nothing: the load's and apply's statements read the run's blocks by (block_type, file_id)
+#: whatever the statistics, and contacts reads a student's latest blocks by index probes,
+#: written so that their plans do not depend on statistics.)
 
 
 def growing(*tables: str) -> dict[str, str]:
