@@ -59,9 +59,10 @@ KEY_COLUMNS: dict[str, tuple[str, ...]] = {
 #: common values estimate a new file's rows at one, and each foreign-key check of a row of it
 #: then probed the (file_id, block_type) index and filtered on ordinal, reading the whole file:
 #: the load stage 6x slower in the stage bench after raw.inbound_block was analysed. Autovacuum
-#: analyses it too, so migration 0048 leads that index with block_type and the checks keep
-#: the primary key (tests/test_inbound_block_plans.py); an analysis here would still buy
-#: nothing: the load's and apply's statements read the run's blocks by (block_type, file_id)
+#: analyses it too, so migration 0048 leads that index with block_type, 0049 leads
+#: core.contact's username index with the username, and the checks keep the primary keys
+#: (tests/test_foreign_key_plans.py). An analysis here would still buy nothing: the
+#: load's and apply's statements read the run's blocks by (block_type, file_id)
 #: whatever the statistics, and contacts reads a student's latest blocks by index probes,
 #: written so that their plans do not depend on statistics.)
 

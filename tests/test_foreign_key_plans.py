@@ -1,4 +1,4 @@
-"""The plans on raw.inbound_block once it is analysed mid-snapshot (issue 15, migration 0048).
+"""Foreign-key checks once their referenced table is analysed mid-snapshot (issue 15, 0048, 0049).
 
 Autovacuum analyses raw.inbound_block early in an LA's first snapshot, while each file is a
 common value: the planner then estimates a new file at one row. The foreign-key checks of the
@@ -6,7 +6,7 @@ tables that reference a block by (file_id, ordinal) (staging.*, the hash cache) 
 probe the primary key, not an index led by file_id alone with the ordinal as a filter (which
 read every block of the file for each referencing row: a school's load grew with the square of
 its size). Load's statements, which name a block type, must still read only that type's
-blocks."""
+blocks. core.contact likewise for its links' checks, with a base it has not seen yet."""
 FILES = 5
 BLOCKS_PER_FILE = 3000
 TYPES = ("student", "address", "contacts", "sen")
@@ -51,3 +51,20 @@ def test_loading_one_block_type_reads_only_that_types_blocks(db):
     student = next(b for b in BLOCKS if b.name == "student")
     plan = _plan(db, load_sql(student), {"files": [new]})
     assert "inbound_block_type_file_idx" in plan, plan
+
+
+def test_contact_link_checks_of_a_new_base_probe_the_primary_key_after_analyse(db):
+    db.execute("""INSERT INTO core.contact (base_id, person_id, forename, surname, username, email_preference,
+                                            telephone_preference, roles, active, created_window, updated_window)
+                  SELECT 'b' || (k % 5), 'p' || k, 'F', 'S', 'u' || k || '@example.org', 'Personal', 'None',
+                         '{contact}', true, 'w', 'w'
+                    FROM generate_series(1, 15000) k""")
+    db.commit()
+    db.execute("ANALYZE core.contact")
+    check = "SELECT 1 FROM ONLY core.contact x WHERE base_id = 'b9' AND person_id = 'p7' FOR KEY SHARE OF x"
+    plan = _plan(db, check)
+    assert "contact_pkey" in plan and "Filter" not in plan, plan
+    # the contacts stage's look-up of an account name in a base still probes the username index
+    db.execute("SET enable_seqscan = off")
+    plan = _plan(db, "SELECT person_id FROM core.contact WHERE base_id = 'b9' AND lower(username) = 'u7@example.org'")
+    assert "contact_username_key" in plan, plan
