@@ -42,3 +42,13 @@ def demo_world_for_dags(pg_admin_url: str, pg_template: str) -> Iterator[dict[st
         os.environ.update(saved)
         with psycopg.connect(pg_admin_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def linked_children(db: Any, base_id: str, n: int) -> None:
+    """``n`` LA children P1..Pn, each linked to the school's student g1..gn of ``base_id``, and
+    the statistics collector told (a run table grown past what its statistics say)."""
+    db.execute("""INSERT INTO core.child (person_id, forename, surname, dob)
+                  SELECT 'P' || k, 'Fn', 'Sn', '2010-01-01' FROM generate_series(1, %s) k""", (n,))
+    db.execute("""INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by)
+                  SELECT %s, 'g' || k, 'P' || k, 'la' FROM generate_series(1, %s) k""", (base_id, n))
+    db.execute("SELECT pg_stat_force_next_flush()")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import linked_children
+
 ROOT = Path(__file__).resolve().parent.parent
 END = datetime(2026, 10, 5, 17, tzinfo=UTC)
 
@@ -483,11 +485,7 @@ def test_the_match_stage_analyses_the_run_tables_a_snapshot_has_outgrown(db):
                           (table,)).fetchone()
 
     db.execute("ANALYZE core.child_link, results.match")  # (both empty)
-    db.execute("""INSERT INTO core.child (person_id, forename, surname, dob)
-                  SELECT 'P' || k, 'Fn', 'Sn', '2010-01-01' FROM generate_series(1, 3000) k""")
-    db.execute("""INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by)
-                  SELECT '8862001', 'g' || k, 'P' || k, 'la' FROM generate_series(1, 3000) k""")
-    db.execute("SELECT pg_stat_force_next_flush()")
+    linked_children(db, "8862001", 3000)
     db.commit()
     assert stats("core.child_link")[0] >= 3000 and stats("core.child_link")[2] <= 0
     before = stats("results.match")[1]

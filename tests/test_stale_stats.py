@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tests.support import linked_children
+
 ROWS = 3000
 OTHER_FILE = """INSERT INTO raw.inbound_file (base_id, task_key, dag_id, run_id, window_end, window_order, seq, source,
                                               data_filter, label, content_type, size_bytes, sha256, status)
@@ -92,11 +94,7 @@ def test_the_check_names_only_outgrown_tables_and_one_transaction_at_a_time_anal
 
     tables = stale_stats.growing("results.match", "core.child_link", "core.child_applied")
     db.execute("ANALYZE core.child_applied, core.child_link")
-    db.execute("""INSERT INTO core.child (person_id, forename, surname, dob)
-                  SELECT 'P' || k, 'Fn', 'Sn', '2010-01-01' FROM generate_series(1, 1500) k""")
-    db.execute("""INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by)
-                  SELECT '9990001', 'g' || k, 'P' || k, 'la' FROM generate_series(1, 1500) k""")
-    db.execute("SELECT pg_stat_force_next_flush()")
+    linked_children(db, "9990001", 1500)
     db.commit()
     with psycopg.connect(db_url) as other:
         with other.transaction():
