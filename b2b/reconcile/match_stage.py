@@ -543,44 +543,45 @@ UNION ALL SELECT k.part, c.person_id FROM match_k_pf k JOIN core.child c ON c.m_
 ) u"""
 
 
-_PARTS_BRANCH = """SELECT k.part, c.person_id FROM core.child c CROSS JOIN LATERAL unnest(c.m_sn_parts) AS cp(p)
-            JOIN match_k_pyf k ON cp.p = k.p AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
-           WHERE cardinality(c.m_sn_parts) > 1"""
-_PARTS_PROBE = """SELECT k.part, c.person_id FROM match_k_pyf k
-            JOIN core.child c ON c.m_sn_parts @> ARRAY[k.p] AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
-           WHERE cardinality(c.m_sn_parts) > 1"""
-
-
 #: the names of :data:`CORE_SELECT`'s columns (b2b.matching.CORE_COLUMNS)
 _CORE_NAMES = ("person_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob", "postcode",
                "address_line1")
+#: each branch of :data:`_SMALL_CANDIDATES`: the child's :data:`CORE_SELECT` columns and ``active``
+_PROBED = f"SELECT {CORE_SELECT}, c.active FROM"
 
-
-def _small_candidates() -> str:
-    """The candidate statement of one small part (:func:`_one_small_part`): the branches of
-    :data:`_CANDIDATES` (the surname-parts branch as :data:`_PARTS_PROBE`: the parts' GIN index
-    for a few keys, not the parts of every LA child unnested, a pass over core.child per run),
-    each returning its children's :data:`CORE_SELECT` columns from the row its index probe
-    already reached, then one row per active child in ``person_id`` order. The same rows as
-    reading ``core.child`` for the union's person ids, without that read's second probe of
-    every candidate (~2,650 primary-key probes, a third of the statement's buffers, at 80k
-    children; issue 15)."""
-    assert _PARTS_BRANCH in _CANDIDATES
-    sql = _CANDIDATES.split(" AS\n", 1)[1].replace(_PARTS_BRANCH, _PARTS_PROBE)
-    link = """SELECT x.part, l.person_id FROM match_in x
-            JOIN core.child_link l ON l.base_id = x.base_id AND l.student_guid = x.guid"""
-    assert link in sql
-    cols = f"SELECT {CORE_SELECT}, c.active FROM"
-    sql = sql.replace(link, link.replace("SELECT x.part, l.person_id FROM", cols)
-                      + " JOIN core.child c ON c.person_id = l.person_id")
-    sql = sql.replace("SELECT k.part, c.person_id FROM", cols)
-    head = "SELECT u.part, u.person_id FROM ("
-    assert sql.startswith(head) and "k.part" not in sql and "x.part" not in sql
-    return (f"SELECT DISTINCT ON (u.person_id) {', '.join('u.' + c for c in _CORE_NAMES)} FROM ("
-            + sql[len(head):] + "\n WHERE u.active ORDER BY u.person_id")
-
-
-_SMALL_CANDIDATES = _small_candidates()
+#: The candidate statement of one small part (:func:`_one_small_part`): :data:`_CANDIDATES`'
+#: branches (the same keys and conditions; a test holds their rows equal), each returning its
+#: children's :data:`CORE_SELECT` columns from the row its index probe already reached, then
+#: one row per active child in ``person_id`` order: not the union's person ids read from
+#: ``core.child`` again (~2,650 primary-key probes, a third of the statement's buffers, at 80k
+#: children; issue 15). The surname-parts branch probes the parts' GIN index for a few keys
+#: (``@>``), not the parts of every LA child unnested (a pass over core.child per run). The key
+#: tables are read from array parameters (:func:`_as_arrays`).
+_SMALL_CANDIDATES = f"""
+SELECT DISTINCT ON (u.person_id) {', '.join('u.' + c for c in _CORE_NAMES)} FROM (
+          {_PROBED} match_k_upn k JOIN core.child c ON c.m_upn = k.upn
+UNION ALL {_PROBED} match_in x
+            JOIN core.child_link l ON l.base_id = x.base_id AND l.student_guid = x.guid
+            JOIN core.child c ON c.person_id = l.person_id
+UNION ALL {_PROBED} match_k_dsn k JOIN core.child c ON c.dob = k.d AND left(c.m_sn, 1) = k.l
+UNION ALL {_PROBED} match_k_dfn k JOIN core.child c ON c.dob = k.d AND left(c.m_fn, 1) = k.l
+UNION ALL {_PROBED} match_k_syf k
+            JOIN core.child c ON c.m_sn = k.s AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
+UNION ALL {_PROBED} match_k_pyf k
+            JOIN core.child c ON c.m_sn = k.p AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
+           WHERE NOT k.w
+UNION ALL {_PROBED} match_k_pyf k
+            JOIN core.child c ON c.m_sn_parts @> ARRAY[k.p] AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
+           WHERE cardinality(c.m_sn_parts) > 1
+UNION ALL {_PROBED} match_k_py k JOIN core.child c ON c.m_pc = k.p AND c.m_year = k.y
+UNION ALL {_PROBED} match_k_fs k JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
+           WHERE k.nd OR c.dob IS NULL OR c.m_pc = k.p
+              OR extract(month FROM c.dob) * 100 + extract(day FROM c.dob) = k.md
+              OR (c.m_year = k.y - 1 AND extract(month FROM c.dob) = 12) OR c.m_year = k.ny
+UNION ALL {_PROBED} match_k_ps k JOIN core.child c ON c.m_pc = k.p AND left(c.m_sn, 1) = k.l
+UNION ALL {_PROBED} match_k_pf k JOIN core.child c ON c.m_pc = k.p AND left(c.m_fn, 1) = k.l
+) u
+ WHERE u.active ORDER BY u.person_id"""
 
 
 def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False,
@@ -670,7 +671,7 @@ def _one_small_part(conn: Connection, part: Any, *, prepared: bool,
     from b2b import matching
 
     rows = _key_rows([part])
-    # (the candidates' columns straight from the branches' probes: _small_candidates)
+    # (the candidates' columns straight from the branches' probes: _SMALL_CANDIDATES)
     cand, params = _as_arrays(_SMALL_CANDIDATES, rows)
     # the links and rejections likewise by key probes (a hash join read the whole of
     # core.child_link each run: ~20-50 ms at 55k links, growing with the LA)
