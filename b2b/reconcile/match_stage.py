@@ -100,15 +100,20 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
 
     with conn.transaction():
         files = run_files(conn, ctx)
-        # a rerun's earlier decisions, links and GUID anomalies: one statement, sent with the
-        # students' read (a pipeline: one round trip; issue 15)
+        # a rerun's earlier decisions, links and GUID anomalies (one statement), the students and
+        # the school contacts (a rerun's carer decisions removed first): one round trip, the
+        # rows read once the pipeline is synced (a read inside it is a round trip of its own)
         with conn.pipeline():
             conn.execute("""WITH m AS (DELETE FROM results.match WHERE file_id = ANY(%(files)s)),
                                  l AS (DELETE FROM core.child_link WHERE file_id = ANY(%(files)s))
                             DELETE FROM results.anomaly WHERE file_id = ANY(%(files)s) AND rule = %(rule)s""",
                          {"files": files, "rule": GUID_ELSEWHERE})
             stale = conn.execute(_STALE_STATISTICS, (list(GROWING_TABLES), list(GROWING_TABLES.values())))
-            incoming = incoming_frame(conn, files, ctx.window_end)
+            students = conn.execute(_INCOMING, (ctx.window_end, files))
+            school_contacts = _send_carer_contacts(conn, files)
+        incoming = _incoming(students.fetchall())
+        contacts = school_contacts.fetchall()
+        del students, school_contacts
         row = stale.fetchone()
         outgrown = row[0] if row else None
         if outgrown:  # (one run at a time: the others go on with the statistics there are)
@@ -120,45 +125,53 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
         # large the run (a school stays whole: its roll is the evidence for twins the LA does not know)
         parts = list(school_parts(incoming)) if len(incoming) else []
         del incoming  # (the parts hold its rows: not twice in memory)
-        # several parts (an LA's first load): pandas' Arrow strings for their large frames
-        with matching.arrow_strings() if len(parts) > 1 else nullcontext():
-            _decide_parts(conn, ctx, settings, files, parts, tf)
-        # the guards, in order (each reads the changes of the one before), then the carers' rerun
-        # rows and contacts: statements sent together (a pipeline), one round trip (issue 15)
-        with conn.pipeline():
-            if parts:  # (the guards read this run's decisions: none without students)
-                conn.execute(_GUID_ELSEWHERE_SQL, {"files": files})  # guid_linked_elsewhere
-                conn.execute(_OTHER_GUID_SQL, (files,))  # child_linked_to_other_guid
-                if settings.matcher != "legacy":
-                    conn.execute(_EARLIER_LINKS, {"files": files})  # earlier_overwhelming_links
-            contacts = carer_contacts(conn, files)
-        carers = match_carers(conn, ctx, settings, files, contacts)
-        with conn.pipeline():  # (the links and the counts: one round trip)
-            if parts:
-                conn.execute(
-                    """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
-                       SELECT m.base_id, m.student_guid, m.person_id, 'match', m.file_id
-                         FROM results.match m
-                        WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')
-                       ON CONFLICT (base_id, student_guid) DO NOTHING""", (files,))
-            counted = conn.execute(
-                "SELECT status, rule, hidden, count(*) FROM results.match WHERE file_id = ANY(%s) GROUP BY 1, 2, 3",
-                (files,)).fetchall()
-        by_status: dict[str, int] = {}
-        by_rule: dict[str, int] = {}
-        hidden = 0
-        for status, rule, hid, n in counted:
-            by_status[status] = by_status.get(status, 0) + n
-            by_rule[rule] = by_rule.get(rule, 0) + n
-            hidden += n if hid else 0
-        matched = by_status.get("matched", 0) + by_status.get("matched_with_conflicts", 0)
-        counts = {"students": sum(by_status.values()), "matched": matched,
-                  "possible": by_status.get("possible", 0), "unmatched": by_status.get("unmatched", 0),
-                  "unmatched_hidden": hidden, "by_rule": by_rule, "matcher": settings.matcher, "carers": carers}
-        log_stage(conn, ctx, "match", counts,
-                  f"match ({settings.matcher}): {counts['students']} students, {matched} matched, "
-                  f"{counts['possible']} possible, {counts['unmatched']} unmatched "
-                  f"({hidden} hidden: older than B2B_S_AGE {settings.b2b_s_age})")
+        # a run of one small part (a school's run) sends its statements in pipelines: its
+        # candidates' reads one round trip; its decisions (INSERTed, not COPYed), the guards,
+        # the links, the counts and the carers' reads the next (issue 15)
+        small = len(parts) <= 1 and sum(len(p) for p in parts) <= SMALL_RUN_STUDENTS
+        with conn.pipeline() if small else nullcontext():
+            # several parts (an LA's first load): pandas' Arrow strings for their large frames
+            with matching.arrow_strings() if len(parts) > 1 else nullcontext():
+                _decide_parts(conn, ctx, settings, files, parts, tf)
+            # the guards, in order (each reads the changes of the one before), the links, the
+            # counts and the carers' reads (the own students' read: after the decisions and
+            # the guards): statements sent together (a pipeline), one round trip (issue 15)
+            with nullcontext() if small else conn.pipeline():
+                if parts:  # (the guards read this run's decisions: none without students)
+                    conn.execute(_GUID_ELSEWHERE_SQL, {"files": files})  # guid_linked_elsewhere
+                    conn.execute(_OTHER_GUID_SQL, (files,))  # child_linked_to_other_guid
+                    if settings.matcher != "legacy":
+                        conn.execute(_EARLIER_LINKS, {"files": files})  # earlier_overwhelming_links
+                    conn.execute(
+                        """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
+                           SELECT m.base_id, m.student_guid, m.person_id, 'match', m.file_id
+                             FROM results.match m
+                            WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')
+                           ON CONFLICT (base_id, student_guid) DO NOTHING""", (files,))
+                counted_cur = conn.execute(
+                    "SELECT status, rule, hidden, count(*) FROM results.match WHERE file_id = ANY(%s) "
+                    "GROUP BY 1, 2, 3", (files,))
+                reads = CarerReads(conn, contacts, ctx.window_end.date(), settings.carer_min, files) \
+                    if contacts else None
+        counted = counted_cur.fetchall()
+        # the carers' decisions and the stage's log row: one round trip (a few contacts: INSERTed)
+        with conn.pipeline() if len(contacts) <= SMALL_WRITE_ROWS else nullcontext():
+            carers = match_carers(conn, ctx, settings, files, contacts, reads)
+            by_status: dict[str, int] = {}
+            by_rule: dict[str, int] = {}
+            hidden = 0
+            for status, rule, hid, n in counted:
+                by_status[status] = by_status.get(status, 0) + n
+                by_rule[rule] = by_rule.get(rule, 0) + n
+                hidden += n if hid else 0
+            matched = by_status.get("matched", 0) + by_status.get("matched_with_conflicts", 0)
+            counts = {"students": sum(by_status.values()), "matched": matched,
+                      "possible": by_status.get("possible", 0), "unmatched": by_status.get("unmatched", 0),
+                      "unmatched_hidden": hidden, "by_rule": by_rule, "matcher": settings.matcher, "carers": carers}
+            log_stage(conn, ctx, "match", counts,
+                      f"match ({settings.matcher}): {counts['students']} students, {matched} matched, "
+                      f"{counts['possible']} possible, {counts['unmatched']} unmatched "
+                      f"({hidden} hidden: older than B2B_S_AGE {settings.b2b_s_age})")
     return counts
 
 
@@ -474,14 +487,9 @@ _OTHER_GUID_SQL = f"""UPDATE results.match m
                               AND l.student_guid <> m.student_guid)"""
 
 
-def incoming_frame(conn: Connection, files: list[int], window_end: datetime) -> Any:
-    """The run's students as matcher input, with their latest address as of the window."""
-    import pandas as pd
-
-    from b2b.matching import INCOMING_COLUMNS
-
-    rows = conn.execute(
-        """SELECT s.file_id::text || '|' || s.student_guid, s.base_id, s.upn, s.student_guid, s.forename,
+#: the run's students as matcher input (:func:`incoming_frame`), with their latest address as of
+#: the window: parameters (window end, files)
+_INCOMING = """SELECT s.file_id::text || '|' || s.student_guid, s.base_id, s.upn, s.student_guid, s.forename,
                   s.middle_names, s.surname, s.gender, s.dob, a.postcode, a.address_line1, s.file_id, s.student_guid,
                   s.ordinal
              FROM staging.student s
@@ -491,7 +499,20 @@ def incoming_frame(conn: Connection, files: list[int], window_end: datetime) -> 
                    WHERE sa.base_id = s.base_id AND sa.student_guid = s.student_guid AND f.window_end <= %s
                    ORDER BY f.window_end DESC, sa.file_id DESC LIMIT 1) a ON true
             WHERE s.file_id = ANY(%s)
-            ORDER BY s.file_id, s.student_guid""", (window_end, files)).fetchall()
+            ORDER BY s.file_id, s.student_guid"""
+
+
+def incoming_frame(conn: Connection, files: list[int], window_end: datetime) -> Any:
+    """The run's students as matcher input, with their latest address as of the window."""
+    return _incoming(conn.execute(_INCOMING, (window_end, files)).fetchall())
+
+
+def _incoming(rows: list[tuple]) -> Any:
+    """:data:`_INCOMING`'s rows as the matcher's incoming frame."""
+    import pandas as pd
+
+    from b2b.matching import INCOMING_COLUMNS
+
     return pd.DataFrame(rows, columns=INCOMING_COLUMNS + ["file_id", "student_guid", "ordinal"])
 
 
@@ -690,11 +711,12 @@ def _one_small_part(conn: Connection, part: Any, *, prepared: bool,
         links_cur = conn.execute(links_sql, lp, prepare=False)
         rejected_cur = conn.execute(rejected_sql, rp, prepare=False)
         conn.execute(_PLANNER_SETTINGS_BACK)
-        core = pd.DataFrame(core_cur.fetchall(), columns=matching.CORE_COLUMNS)
-        links = pd.DataFrame(links_cur.fetchall(), columns=["part", "base_id", "guid", "person_id", "linked_by"])
-        rejected = pd.DataFrame(rejected_cur.fetchall(), columns=["part", "base_id", "guid", "person_id"])
-        if frequencies is not None and freq_cur is not None:
-            frequencies.rows = freq_cur.fetchall()
+    # (read once the pipeline is synced: a read inside it would be a round trip of its own)
+    core = pd.DataFrame(core_cur.fetchall(), columns=matching.CORE_COLUMNS)
+    links = pd.DataFrame(links_cur.fetchall(), columns=["part", "base_id", "guid", "person_id", "linked_by"])
+    rejected = pd.DataFrame(rejected_cur.fetchall(), columns=["part", "base_id", "guid", "person_id"])
+    if frequencies is not None and freq_cur is not None:
+        frequencies.rows = freq_cur.fetchall()
     return (matching.prepare_core(core) if prepared else core, links.drop(columns="part"),
             rejected.drop(columns="part"))
 
@@ -942,6 +964,12 @@ def _array_literal(values: Any, typ: str) -> str:
 def carer_contacts(conn: Connection, files: list[int]) -> list[tuple]:
     """The run's school contacts as :func:`match_carers` reads them (matcher input columns, then
     file, student GUID, contact id), a rerun's carer decisions removed first."""
+    return _send_carer_contacts(conn, files).fetchall()
+
+
+def _send_carer_contacts(conn: Connection, files: list[int]) -> Any:
+    """:func:`carer_contacts`' statements, sent (in a pipeline: in the caller's round trip): the
+    cursor of the contacts' read."""
     conn.execute("DELETE FROM results.carer_match WHERE file_id = ANY(%s)", (files,))
     # (one row per contact, the lowest student's, before its home address is read: a contact of
     # several students is read once)
@@ -956,11 +984,11 @@ def carer_contacts(conn: Connection, files: list[int]) -> list[tuple]:
                   SELECT a->>'postcode' AS postcode, concat_ws(' ', a->>'paon', a->>'street') AS line
                     FROM jsonb_array_elements(coalesce(c.addresses, '[]')) a
                    WHERE a->>'type' = 'H' ORDER BY a->>'start_date' DESC NULLS LAST LIMIT 1) h ON true
-            ORDER BY c.file_id, c.person_id""", (files,)).fetchall()
+            ORDER BY c.file_id, c.person_id""", (files,))
 
 
 def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: list[int],
-                 rows: list[tuple] | None = None) -> dict:
+                 rows: list[tuple] | None = None, reads: CarerReads | None = None) -> dict:
     """F14: the run's school contacts matched to the LA's person records, with the student
     matcher: LA adults (``core.adult``) and LA children at least ``settings.carer_min`` years
     old on the window's date. A contact has no DOB, so a missing DOB does not stop a link;
@@ -968,8 +996,10 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
     (a son of the same name at the same address makes it ambiguous: an officer decides).
     A contact is never its own student (:func:`carer_candidates`' ``own`` pairs, the
     matcher's ``rejected``). Decisions go to ``results.carer_match``, one row per contact per
-    file. ``rows``: the contacts as :func:`carer_contacts` read them (which also removes a
-    rerun's decisions)."""
+    file (a few: one INSERT, which a caller's pipeline sends in its round trip). ``rows``: the
+    contacts as :func:`carer_contacts` read them (which also removes a rerun's decisions);
+    ``reads``: their candidates' reads, already sent (:class:`CarerReads` of these ``rows``
+    and ``files``, after this run's decisions and links)."""
     import pandas as pd
 
     from b2b import matching
@@ -978,9 +1008,11 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
         rows = carer_contacts(conn, files)
     if not rows:
         return {"contacts": 0, "matched": 0, "possible": 0}
-    contacts = pd.DataFrame(rows, columns=matching.INCOMING_COLUMNS + ["file_id", "student_guid", "contact_id"])
-    keyed: dict[Any, str] = {}  # (the names keyed once for both)
-    core, tf = carer_candidates(conn, contacts, ctx.window_end.date(), settings.carer_min, files, keyed)
+    if reads is None:
+        with conn.pipeline():
+            reads = CarerReads(conn, rows, ctx.window_end.date(), settings.carer_min, files)
+    contacts, keyed = reads.contacts, reads.memo  # (the names keyed once for both)
+    core, tf = reads.result()
     # only the contacts that share a blocking key with a candidate go to the matcher (most share
     # none: preparing and deciding them gave "no candidate" at a cost per contact); the others
     # are written as the matcher decides a record without candidates
@@ -998,17 +1030,61 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
                                                                        "score", "explanation")))}
         counts = decided["status"].value_counts().to_dict()
     kind = dict(zip(core["person_id"].tolist(), core["kind"].tolist()))
-    with conn.cursor() as cur, cur.copy(
-            "COPY results.carer_match (file_id, base_id, contact_id, student_guid, person_id, person_kind, status, "
-            "rule, score, explanation) FROM STDIN") as copy:
-        for iid, file_id, base_id, contact_id, guid in zip(*(contacts[c].tolist() for c in (
-                "incoming_id", "file_id", "base_id", "contact_id", "student_guid"))):
-            pid, status, rule, score, expl = d.get(iid, NO_CANDIDATE)
-            pid = pid or None
-            copy.write_row((file_id, base_id, contact_id, guid, pid, kind.get(pid) if pid else None, status, rule,
-                            None if pd.isna(score) else float(score), expl))
+    out = []
+    for iid, file_id, base_id, contact_id, guid in zip(*(contacts[c].tolist() for c in (
+            "incoming_id", "file_id", "base_id", "contact_id", "student_guid"))):
+        pid, status, rule, score, expl = d.get(iid, NO_CANDIDATE)
+        pid = pid or None
+        out.append((file_id, base_id, contact_id, guid, pid, kind.get(pid) if pid else None, status, rule,
+                    None if pd.isna(score) else float(score), expl))
+    _write_rows(conn, "results.carer_match", _CARER_MATCH_COLUMNS, out)
     return {"contacts": len(contacts), "matched": counts.get("matched", 0) + counts.get("matched_with_conflicts", 0),
             "possible": counts.get("possible", 0)}
+
+
+#: results.carer_match's columns as :func:`match_carers` writes them, with their types
+_CARER_MATCH_COLUMNS = (("file_id", "bigint"), ("base_id", "text"), ("contact_id", "text"), ("student_guid", "text"),
+                        ("person_id", "text"), ("person_kind", "text"), ("status", "text"), ("rule", "text"),
+                        ("score", "numeric"), ("explanation", "jsonb"))
+#: results.match's columns as :func:`_write_matches` writes them, with their types
+_MATCH_COLUMNS = (("file_id", "bigint"), ("base_id", "text"), ("student_guid", "text"), ("person_id", "text"),
+                  ("status", "text"), ("rule", "text"), ("score", "numeric"), ("hidden", "bool"),
+                  ("age_years", "int"), ("window_order", "text"), ("explanation", "jsonb"))
+#: at most this many rows are written by one INSERT of array literals (a statement a pipeline
+#: sends with others: one round trip, where a COPY is two of its own and cannot be pipelined);
+#: more by COPY
+SMALL_WRITE_ROWS = 2_000
+
+
+def _write_rows(conn: Connection, table: str, columns: tuple[tuple[str, str], ...], rows: list[tuple]) -> None:
+    """``rows`` into ``table`` (``columns``: name and type of each value): a few by one INSERT
+    of unnested array literals (numbers and JSON as their text, cast as COPY's text reads
+    them), more by COPY; the same values either way (a test holds them equal)."""
+    if not rows:
+        return
+    names = ", ".join(c for c, _ in columns)
+    if len(rows) > SMALL_WRITE_ROWS:
+        with conn.cursor() as cur, cur.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    params, args, cols = [], [], []
+    for k, ((_, typ), values) in enumerate(zip(columns, zip(*rows))):
+        if typ in ("bigint", "int"):
+            params.append(_array_literal(values, "int"))
+            args.append(f"%s::{typ}[]")
+            cols.append(f"v{k}")
+        elif typ == "bool":
+            params.append(_array_literal(values, "bool"))
+            args.append("%s::bool[]")
+            cols.append(f"v{k}")
+        else:  # (text, and what COPY reads from text: a number as its repr, JSON)
+            params.append(_array_literal([None if v is None else repr(float(v)) if typ == "numeric" else
+                                          v if type(v) is str else str(v) for v in values], "text"))
+            args.append("%s::text[]")
+            cols.append(f"v{k}" if typ == "text" else f"v{k}::{typ}")
+    conn.execute(f"INSERT INTO {table} ({names}) SELECT {', '.join(cols)} "
+                 f"FROM unnest({', '.join(args)}) AS t({', '.join(f'v{k}' for k in range(len(columns)))})", params)
 
 
 #: the matcher's decision for a record without any candidate pair (b2b.matching.match: person,
@@ -1119,55 +1195,80 @@ def carer_candidates(conn: Connection, contacts: Any, asof: Any, carer_min: int,
     read one cache), and read for the contacts' names only (``core.carer_name_counts``,
     migration 0042; issue 15), with the candidates in one round trip. With the run's ``files``, each candidate child comes with the contacts
     whose own students it is linked to (column ``own``: :data:`_OWN_STUDENTS`, in the same pipeline).
-    ``memo``: the names keyed (``name_key``), kept for :func:`carer_paired`."""
-    import pandas as pd
-
-    from b2b import matching
-    from b2b.matching.comparisons import TermFrequencies
-
-    memo = {} if memo is None else memo
-
-    key = _name_keyer(memo)
-
-    fns = [key(v) for v in contacts["forename"].tolist()]
-    sns = [key(v) for v in contacts["surname"].tolist()]
-    pcs = [matching.postcode_key(v) if isinstance(v, str) else "" for v in contacts["postcode"].tolist()]
-    # the forename + surname key (both present), and the postcode with either initial
-    k = sorted({(f, s) for f, s in zip(fns, sns) if f and s})
-    hf = sorted({(p, f[:1]) for f, p in zip(fns, pcs) if p and f})
-    hs = sorted({(p, s[:1]) for s, p in zip(sns, pcs) if p and s})
-    # the counts and the candidates: one round trip (a pipeline)
-    # (the key arrays as array literals: psycopg's list dumper takes each element in Python)
+    ``memo``: the names keyed (``name_key``), kept for :func:`carer_paired`. (:class:`CarerReads`:
+    the same reads sent in a caller's round trip.)"""
     with conn.pipeline():
-        counted = conn.execute(
+        reads = CarerReads(conn, contacts, asof, carer_min, files, memo)
+    return reads.result()
+
+
+class CarerReads:
+    """:func:`carer_candidates`' statements for the contacts (a frame, or :func:`carer_contacts`'
+    rows), sent when made (a caller's pipeline sends them with its others: :func:`match` sends
+    them after its decisions, guards and links, which :data:`_OWN_STUDENTS` reads); their
+    result read by :meth:`result` once the pipeline is synced. ``contacts``: the contacts'
+    frame; ``memo``: their names keyed."""
+
+    def __init__(self, conn: Connection, contacts: Any, asof: Any, carer_min: int, files: list[int] | None = None,
+                 memo: dict[Any, str] | None = None) -> None:
+        import pandas as pd
+
+        from b2b import matching
+
+        if isinstance(contacts, list):
+            contacts = pd.DataFrame(contacts,
+                                    columns=matching.INCOMING_COLUMNS + ["file_id", "student_guid", "contact_id"])
+        self.contacts, self.files = contacts, files
+        self.memo = memo = {} if memo is None else memo
+        key = _name_keyer(memo)
+        fns = [key(v) for v in contacts["forename"].tolist()]
+        sns = [key(v) for v in contacts["surname"].tolist()]
+        pcs = [matching.postcode_key(v) if isinstance(v, str) else "" for v in contacts["postcode"].tolist()]
+        # the forename + surname key (both present), and the postcode with either initial
+        k = sorted({(f, s) for f, s in zip(fns, sns) if f and s})
+        hf = sorted({(p, f[:1]) for f, p in zip(fns, pcs) if p and f})
+        hs = sorted({(p, s[:1]) for s, p in zip(sns, pcs) if p and s})
+        # the counts and the candidates (the key arrays as array literals: psycopg's list
+        # dumper takes each element in Python)
+        self.counted = conn.execute(
             "SELECT col, name, n, sq FROM core.carer_name_counts(%s, %s, %s::text[], %s::text[])",
             (asof, carer_min, _array_literal(sorted(set(fns) - {""}), "text"),
              _array_literal(sorted(set(sns) - {""}), "text")))
-        found = conn.execute(_CARER_CANDIDATES, {
+        self.found = conn.execute(_CARER_CANDIDATES, {
             **{name: _array_literal(values, "text") for name, values in (
                 ("kf", [f for f, _ in k]), ("ks", [s for _, s in k]), ("hf_pc", [p for p, _ in hf]),
                 ("hf_i", [i for _, i in hf]), ("hs_pc", [p for p, _ in hs]), ("hs_i", [i for _, i in hs]),
                 ("pcs", sorted({p for p, _ in hf + hs})))},
             "asof": asof, "min": carer_min}) if k or hf or hs else None
-        own_cur = conn.execute(_OWN_STUDENTS, {"files": files}) if files is not None and found is not None else None
+        self.own = conn.execute(_OWN_STUDENTS, {"files": files}) \
+            if files is not None and self.found is not None else None
+
+    def result(self) -> tuple[Any, Any]:
+        """(the candidates' frame, the name frequencies), as :func:`carer_candidates` gives them."""
+        import pandas as pd
+
+        from b2b import matching
+        from b2b.matching.comparisons import TermFrequencies
+
         counts: dict[str, dict[str, int]] = {"fn": {}, "sn": {}}
         totals: dict[str, tuple[int, int]] = {}
-        for col, name, n, sq in counted.fetchall():
+        for col, name, n, sq in self.counted.fetchall():
             if name is None:
                 totals[col] = (int(n), int(sq))
             else:
                 counts[col][name] = int(n)
-        people = found.fetchall() if found is not None else []
-        own_rows = own_cur.fetchall() if own_cur is not None else []
-    core = pd.DataFrame(people, columns=matching.CORE_COLUMNS + ["kind"])
-    if files is not None:
-        # (each candidate child with the run's contacts whose own students it is linked to)
-        own: dict[str, list[tuple[str, str]]] = {}
-        for base_id, contact, child in own_rows:
-            own.setdefault(child, []).append((base_id, contact))
-        kinds = core["kind"].tolist()
-        core["own"] = [own.get(p) if kind == "child" else None for p, kind in zip(core["person_id"].tolist(), kinds)]
-    return core, TermFrequencies(counts, totals)
+        people = self.found.fetchall() if self.found is not None else []
+        own_rows = self.own.fetchall() if self.own is not None else []
+        core = pd.DataFrame(people, columns=matching.CORE_COLUMNS + ["kind"])
+        if self.files is not None:
+            # (each candidate child with the run's contacts whose own students it is linked to)
+            own: dict[str, list[tuple[str, str]]] = {}
+            for base_id, contact, child in own_rows:
+                own.setdefault(child, []).append((base_id, contact))
+            kinds = core["kind"].tolist()
+            core["own"] = [own.get(p) if kind == "child" else None
+                           for p, kind in zip(core["person_id"].tolist(), kinds)]
+        return core, TermFrequencies(counts, totals)
 
 
 def term_frequencies(conn: Connection, incoming: Any) -> Any:
@@ -1230,9 +1331,9 @@ def school_parts(incoming: Any, size: int | None = None) -> Iterator[Any]:
 
 
 def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incoming: Any, decided: Any) -> None:
-    """COPY one ``results.match`` row per incoming student (``decided`` is row-aligned with it),
-    row by row from plain lists (the explanation already names the differing fields,
-    b2b.matching.decide); an empty text is NULL, as in CSV."""
+    """One ``results.match`` row per incoming student (``decided`` is row-aligned with it), from
+    plain lists (the explanation already names the differing fields, b2b.matching.decide), by
+    :func:`_write_rows`; an empty text is NULL, as in CSV."""
     from datetime import date
 
     import pandas as pd
@@ -1253,14 +1354,14 @@ def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incomi
         return None if v is None or v is pd.NA or (isinstance(v, float) and v != v) or v == "" else v
 
     window_order = ctx.window_order  # (a property computed per call: once, not per row)
-    with conn.cursor() as cur, cur.copy(
-            "COPY results.match (file_id, base_id, student_guid, person_id, status, rule, score, hidden, age_years, "
-            "window_order, explanation) FROM STDIN") as copy:
-        for file_id, base_id, guid, pid, status, rule, sc, a, expl in zip(
-                incoming["file_id"].tolist(), incoming["base_id"].tolist(), incoming["student_guid"].tolist(),
-                decided["person_id"].tolist(), decided["status"].tolist(), decided["rule"].tolist(), score.tolist(),
-                ages, decided["explanation"].tolist()):
-            a = None if a is pd.NA or a is None else int(a)
-            copy.write_row((file_id, text(base_id), text(guid), text(pid), text(status), text(rule),
-                            None if sc != sc else sc, status == "unmatched" and a is not None and a > settings.b2b_s_age,
-                            a, window_order, text(expl) or "{}"))
+    rows = []
+    for file_id, base_id, guid, pid, status, rule, sc, a, expl in zip(
+            incoming["file_id"].tolist(), incoming["base_id"].tolist(), incoming["student_guid"].tolist(),
+            decided["person_id"].tolist(), decided["status"].tolist(), decided["rule"].tolist(), score.tolist(),
+            ages, decided["explanation"].tolist()):
+        a = None if a is pd.NA or a is None else int(a)
+        rows.append((file_id, text(base_id), text(guid), text(pid), text(status), text(rule),
+                     None if sc != sc else sc, status == "unmatched" and a is not None and a > settings.b2b_s_age,
+                     a, window_order, text(expl) or "{}"))
+    # (a school run's few rows: one INSERT, sent in the stage's pipeline with the guards)
+    _write_rows(conn, "results.match", _MATCH_COLUMNS, rows)
