@@ -221,7 +221,9 @@ def _decide_parts(conn: Connection, ctx: RunContext, settings: Settings, files: 
             # (a large run keeps the part's scored pairs, on disk, for deciding it again below)
             kept: dict | None = {} if len(parts) > 1 else None
             decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, reuse=kept)
-            over = bool(decided["explanation"].str.contains("|".join(f'"{r}"' for r in CROSS_RUN_RULES)).any())
+            # (the explanations as text, a few a school run: no Series string maths)
+            over = any(isinstance(e, str) and any(f'"{r}"' in e for r in CROSS_RUN_RULES)
+                       for e in decided["explanation"].tolist())
             resembling = len(parts) > 1 and bool((decided["status"].ne("unmatched") & decided["explanation"]
                                                   .str.contains(_RESEMBLING_FORENAME)).any())
             if over or resembling:
@@ -713,12 +715,12 @@ def _one_small_part(conn: Connection, part: Any, *, prepared: bool,
         conn.execute(_PLANNER_SETTINGS_BACK)
     # (read once the pipeline is synced: a read inside it would be a round trip of its own)
     core = pd.DataFrame(core_cur.fetchall(), columns=matching.CORE_COLUMNS)
-    links = pd.DataFrame(links_cur.fetchall(), columns=["part", "base_id", "guid", "person_id", "linked_by"])
-    rejected = pd.DataFrame(rejected_cur.fetchall(), columns=["part", "base_id", "guid", "person_id"])
+    # (without the part number, from the rows: no frame built and then copied without it)
+    links = pd.DataFrame([r[1:] for r in links_cur.fetchall()], columns=["base_id", "guid", "person_id", "linked_by"])
+    rejected = pd.DataFrame([r[1:] for r in rejected_cur.fetchall()], columns=["base_id", "guid", "person_id"])
     if frequencies is not None and freq_cur is not None:
         frequencies.rows = freq_cur.fetchall()
-    return (matching.prepare_core(core) if prepared else core, links.drop(columns="part"),
-            rejected.drop(columns="part"))
+    return matching.prepare_core(core) if prepared else core, links, rejected
 
 
 def _prepared_parts(conn: Connection, n_parts: int, links: Any, rejected: Any) -> Iterator[tuple[Any, Any, Any]]:
@@ -1017,10 +1019,10 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
     # none: preparing and deciding them gave "no candidate" at a cost per contact); the others
     # are written as the matcher decides a record without candidates
     paired = carer_paired(contacts, core, keyed)
-    some = contacts[paired] if len(core) else contacts.iloc[:0]
+    some = contacts[paired] if len(core) and any(paired) else None
     d: dict[str, tuple] = {}
     counts: dict[str, int] = {}
-    if len(some):
+    if some is not None:  # (none paired: every contact as the matcher decides one without candidates)
         cfg = matching.MatchConfig(guidmatch=False, dob_required=False)
         own = pd.DataFrame([(b, c, p) for p, pairs in zip(core["person_id"].tolist(), core["own"].tolist())
                             for b, c in (pairs or ())], columns=["base_id", "guid", "person_id"])
@@ -1291,8 +1293,9 @@ class PendingFrequencies:
 
     def __init__(self, incoming: Any) -> None:
         from b2b.matching import name_key
+        from b2b.matching.normalise import is_missing
 
-        self.params = {col: sorted({name_key(v) for v in incoming[name].dropna()} - {""})
+        self.params = {col: sorted({name_key(v) for v in incoming[name].tolist() if not is_missing(v)} - {""})
                        for col, name in (("fn", "forename"), ("sn", "surname"))}
         self.rows: list[tuple] | None = None  # (set by whoever sent the statement)
 
@@ -1348,7 +1351,8 @@ def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incomi
         dob = pd.to_datetime(incoming["dob"], errors="coerce")
         later = (dob.dt.month > as_of.month) | ((dob.dt.month == as_of.month) & (dob.dt.day > as_of.day))
         ages = (as_of.year - dob.dt.year - later.astype(int)).astype("Int64").tolist()  # <NA> without a DOB
-    score = pd.to_numeric(decided["score"], errors="coerce").astype(float)
+    score = decided["score"].tolist() if decided["score"].dtype.kind == "f" else \
+        pd.to_numeric(decided["score"], errors="coerce").astype(float).tolist()
 
     def text(v: Any) -> Any:
         return None if v is None or v is pd.NA or (isinstance(v, float) and v != v) or v == "" else v
@@ -1357,7 +1361,7 @@ def _write_matches(conn: Connection, ctx: RunContext, settings: Settings, incomi
     rows = []
     for file_id, base_id, guid, pid, status, rule, sc, a, expl in zip(
             incoming["file_id"].tolist(), incoming["base_id"].tolist(), incoming["student_guid"].tolist(),
-            decided["person_id"].tolist(), decided["status"].tolist(), decided["rule"].tolist(), score.tolist(),
+            decided["person_id"].tolist(), decided["status"].tolist(), decided["rule"].tolist(), score,
             ages, decided["explanation"].tolist()):
         a = None if a is pd.NA or a is None else int(a)
         rows.append((file_id, text(base_id), text(guid), text(pid), text(status), text(rule),
