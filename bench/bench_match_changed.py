@@ -8,7 +8,10 @@ round trips (in a libpq trace, the turns from the client's messages to the serve
 per statement sent alone, one per read or sync of a pipeline), in all and for the runs with and without students.
 
 A kept database's statistics are fresh: plans that flip on statistics lagging behind a
-snapshot's growth are not seen here (``bench_stages.py`` sees them).
+snapshot's growth are not seen here (``bench_stages.py`` sees them). And psycopg forgets its
+prepared statements at each rollback: every replay plans every statement, where the bench's
+one connection, committing, plans a repeated statement a few times only (server time is
+overstated here, by ~2-3 ms a run at 50 schools).
 
     PYTHONPATH=. python bench/bench_match_changed.py [--db NAME] [--repeat 5] [--cprofile]
 """
