@@ -103,3 +103,54 @@ def test_a_school_run_replayed_writes_what_it_wrote_and_as_the_copy_path_writes_
     monkeypatch.setattr(match_stage, "SMALL_WRITE_ROWS", 0)
     monkeypatch.setattr(match_stage, "SMALL_RUN_STUDENTS", 0)  # (temporary tables, COPY, no stage pipeline)
     assert _run(db_url, DAG_ID) == first
+
+
+def test_a_school_runs_carers_decide_and_write_the_same_from_rows_as_from_frames(db, db_url, tmp_path, monkeypatch):
+    """The carers of a school run are read as rows, and a frame is built only for the contacts
+    that have a candidate (``CarerReads``, ``_Columns``): the run writes the very carer rows it
+    writes when every contact is a frame, and again the same, once, when it is replayed."""
+    import psycopg
+
+    from b2b.config.settings import Settings
+    from b2b.context import RunContext
+    from b2b.ingest.manual import ingest_file
+    from b2b.ops.core_load import load_adults_file, load_core
+    from simulator.la_files import write_la_files
+    from simulator.world import BaseSpec, World, WorldConfig
+
+    monkeypatch.setenv("B2B_HOME", str(tmp_path))
+    world = World(WorldConfig(seed=5, bases=(BaseSpec("8862001", "Green Abbey Primary School", "sims7", "primary", 60),)))
+    load_core(db, world.la_core())
+    write_la_files(tmp_path / "la", world)
+    load_adults_file(db, tmp_path / "la" / "adults.csv")
+    f = tmp_path / "snapshot.xml"
+    f.write_bytes(world.export_sims7("8862001", "snapshot", datetime(2026, 10, 5, 17, tzinfo=UTC)))
+    ingest_file(db, f, "8862001")
+    db.commit()
+    dag_id, base_id, start, end = db.execute(
+        "SELECT dag_id, base_id, window_start, window_end FROM raw.inbound_file ORDER BY file_id DESC LIMIT 1").fetchone()
+    ctx = RunContext(base_id=base_id, task_key="snapshot", dag_id=dag_id, run_id="again", source="sims7",
+                     data_filter="snapshot", window_start=start, window_end=end)
+
+    def run():
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            counts = match_stage.match(conn, ctx, Settings())
+            return counts["carers"], conn.execute(
+                """SELECT file_id, base_id, contact_id, student_guid, person_id, person_kind, status, rule, score,
+                          explanation FROM results.carer_match ORDER BY file_id, contact_id""").fetchall()
+
+    rows_first = run()
+    assert rows_first == run()  # (replayed: the same rows, once)
+    carers, written = rows_first
+    assert carers["contacts"] == len(written) > 0 and carers["matched"] > 0
+    assert any(r[6] == "unmatched" and r[7] == "none" for r in written)  # (contacts without a candidate too)
+    reads = match_stage.CarerReads
+
+    class FromFrames(reads):
+        def __init__(self, conn, contacts, *a, **k):
+            import pandas as pd
+
+            super().__init__(conn, pd.DataFrame(contacts, columns=match_stage._contact_columns()), *a, **k)
+
+    monkeypatch.setattr(match_stage, "CarerReads", FromFrames)
+    assert run() == rows_first

@@ -1013,16 +1013,18 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
     if reads is None:
         with conn.pipeline():
             reads = CarerReads(conn, rows, ctx.window_end.date(), settings.carer_min, files)
-    contacts, keyed = reads.contacts, reads.memo  # (the names keyed once for both)
-    core, tf = reads.result()
+    columns, keyed = reads.columns, reads.memo  # (the names keyed once for both)
+    people, _, tf = reads.read()
     # only the contacts that share a blocking key with a candidate go to the matcher (most share
     # none: preparing and deciding them gave "no candidate" at a cost per contact); the others
-    # are written as the matcher decides a record without candidates
-    paired = carer_paired(contacts, core, keyed)
-    some = contacts[paired] if len(core) and any(paired) else None
+    # are written as the matcher decides a record without candidates (no frame is built for
+    # them: most school runs' contacts have no candidate)
+    paired = carer_paired(columns, _Columns(people, matching.CORE_COLUMNS + ["kind"]), keyed)
     d: dict[str, tuple] = {}
     counts: dict[str, int] = {}
-    if some is not None:  # (none paired: every contact as the matcher decides one without candidates)
+    if people and any(paired):
+        core, tf = reads.result()
+        some = reads.contacts[paired]
         cfg = matching.MatchConfig(guidmatch=False, dob_required=False)
         own = pd.DataFrame([(b, c, p) for p, pairs in zip(core["person_id"].tolist(), core["own"].tolist())
                             for b, c in (pairs or ())], columns=["base_id", "guid", "person_id"])
@@ -1031,16 +1033,16 @@ def match_carers(conn: Connection, ctx: RunContext, settings: Settings, files: l
         d = {r[0]: r[1:] for r in zip(*(decided[c].tolist() for c in ("incoming_id", "person_id", "status", "rule",
                                                                        "score", "explanation")))}
         counts = decided["status"].value_counts().to_dict()
-    kind = dict(zip(core["person_id"].tolist(), core["kind"].tolist()))
+    kind = {r[0]: r[-1] for r in people}
     out = []
-    for iid, file_id, base_id, contact_id, guid in zip(*(contacts[c].tolist() for c in (
+    for iid, file_id, base_id, contact_id, guid in zip(*(columns[c].tolist() for c in (
             "incoming_id", "file_id", "base_id", "contact_id", "student_guid"))):
         pid, status, rule, score, expl = d.get(iid, NO_CANDIDATE)
         pid = pid or None
         out.append((file_id, base_id, contact_id, guid, pid, kind.get(pid) if pid else None, status, rule,
                     None if pd.isna(score) else float(score), expl))
     _write_rows(conn, "results.carer_match", _CARER_MATCH_COLUMNS, out)
-    return {"contacts": len(contacts), "matched": counts.get("matched", 0) + counts.get("matched_with_conflicts", 0),
+    return {"contacts": len(columns), "matched": counts.get("matched", 0) + counts.get("matched_with_conflicts", 0),
             "possible": counts.get("possible", 0)}
 
 
@@ -1208,24 +1210,23 @@ class CarerReads:
     """:func:`carer_candidates`' statements for the contacts (a frame, or :func:`carer_contacts`'
     rows), sent when made (a caller's pipeline sends them with its others: :func:`match` sends
     them after its decisions, guards and links, which :data:`_OWN_STUDENTS` reads); their
-    result read by :meth:`result` once the pipeline is synced. ``contacts``: the contacts'
-    frame; ``memo``: their names keyed."""
+    result read by :meth:`result` (frames) or :meth:`read` (rows) once the pipeline is synced.
+    ``columns``: the contacts column by column; ``memo``: their names keyed."""
 
     def __init__(self, conn: Connection, contacts: Any, asof: Any, carer_min: int, files: list[int] | None = None,
                  memo: dict[Any, str] | None = None) -> None:
-        import pandas as pd
-
         from b2b import matching
 
-        if isinstance(contacts, list):
-            contacts = pd.DataFrame(contacts,
-                                    columns=matching.INCOMING_COLUMNS + ["file_id", "student_guid", "contact_id"])
-        self.contacts, self.files = contacts, files
+        # (rows: read column by column, a frame built only when a contact goes to the matcher)
+        self._frame = None if isinstance(contacts, list) else contacts
+        self.columns = _Columns(contacts, _contact_columns()) if isinstance(contacts, list) else contacts
+        self.files = files
         self.memo = memo = {} if memo is None else memo
+        self._read: tuple[list, list, Any] | None = None
         key = _name_keyer(memo)
-        fns = [key(v) for v in contacts["forename"].tolist()]
-        sns = [key(v) for v in contacts["surname"].tolist()]
-        pcs = [matching.postcode_key(v) if isinstance(v, str) else "" for v in contacts["postcode"].tolist()]
+        fns = [key(v) for v in self.columns["forename"].tolist()]
+        sns = [key(v) for v in self.columns["surname"].tolist()]
+        pcs = [matching.postcode_key(v) if isinstance(v, str) else "" for v in self.columns["postcode"].tolist()]
         # the forename + surname key (both present), and the postcode with either initial
         k = sorted({(f, s) for f, s in zip(fns, sns) if f and s})
         hf = sorted({(p, f[:1]) for f, p in zip(fns, pcs) if p and f})
@@ -1245,22 +1246,39 @@ class CarerReads:
         self.own = conn.execute(_OWN_STUDENTS, {"files": files}) \
             if files is not None and self.found is not None else None
 
+    @property
+    def contacts(self) -> Any:
+        """The contacts' frame (:func:`carer_contacts`' columns)."""
+        if self._frame is None:
+            import pandas as pd
+
+            self._frame = pd.DataFrame(self.columns.rows, columns=_contact_columns())
+        return self._frame
+
+    def read(self) -> tuple[list, list, Any]:
+        """(the candidates' rows: ``CORE_COLUMNS`` and ``kind``; the own-student rows: base,
+        contact, child; the name frequencies), read once."""
+        if self._read is None:
+            from b2b.matching.comparisons import TermFrequencies
+
+            counts: dict[str, dict[str, int]] = {"fn": {}, "sn": {}}
+            totals: dict[str, tuple[int, int]] = {}
+            for col, name, n, sq in self.counted.fetchall():
+                if name is None:
+                    totals[col] = (int(n), int(sq))
+                else:
+                    counts[col][name] = int(n)
+            self._read = (self.found.fetchall() if self.found is not None else [],
+                          self.own.fetchall() if self.own is not None else [], TermFrequencies(counts, totals))
+        return self._read
+
     def result(self) -> tuple[Any, Any]:
         """(the candidates' frame, the name frequencies), as :func:`carer_candidates` gives them."""
         import pandas as pd
 
         from b2b import matching
-        from b2b.matching.comparisons import TermFrequencies
 
-        counts: dict[str, dict[str, int]] = {"fn": {}, "sn": {}}
-        totals: dict[str, tuple[int, int]] = {}
-        for col, name, n, sq in self.counted.fetchall():
-            if name is None:
-                totals[col] = (int(n), int(sq))
-            else:
-                counts[col][name] = int(n)
-        people = self.found.fetchall() if self.found is not None else []
-        own_rows = self.own.fetchall() if self.own is not None else []
+        people, own_rows, tf = self.read()
         core = pd.DataFrame(people, columns=matching.CORE_COLUMNS + ["kind"])
         if self.files is not None:
             # (each candidate child with the run's contacts whose own students it is linked to)
@@ -1270,7 +1288,36 @@ class CarerReads:
             kinds = core["kind"].tolist()
             core["own"] = [own.get(p) if kind == "child" else None
                            for p, kind in zip(core["person_id"].tolist(), kinds)]
-        return core, TermFrequencies(counts, totals)
+        return core, tf
+
+
+def _contact_columns() -> list[str]:
+    """:func:`carer_contacts`' columns: the matcher's input columns, then file, student, contact."""
+    from b2b.matching import INCOMING_COLUMNS
+
+    return INCOMING_COLUMNS + ["file_id", "student_guid", "contact_id"]
+
+
+class _Columns:
+    """Rows read column by column as a frame's ``frame[col].tolist()`` reads them: a school
+    run's few contacts and their candidates, without building DataFrames (~0.2 ms each)."""
+
+    def __init__(self, rows: list[tuple], columns: list[str]) -> None:
+        self.rows, self._at = rows, {c: k for k, c in enumerate(columns)}
+
+    def __getitem__(self, col: str) -> _ColumnList:
+        k = self._at[col]
+        return _ColumnList([r[k] for r in self.rows])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+class _ColumnList(list):
+    """A column of :class:`_Columns` (a list, ``tolist`` as a Series has it)."""
+
+    def tolist(self) -> list:
+        return list(self)
 
 
 def term_frequencies(conn: Connection, incoming: Any) -> Any:
