@@ -1,6 +1,8 @@
-"""A school run's match stage sends its statements in pipelines and writes its few decisions by
-one INSERT of array literals instead of COPY (``match_stage._write_rows``, issue 15): the same
-rows as COPY writes, and a run replayed writes exactly what it wrote, nothing lost or doubled."""
+"""A school run of a few students sends the match stage's statements in pipelines and writes its
+few decisions by one INSERT of array literals instead of COPY (``match_stage._write_rows``,
+issue 15): the same rows as COPY writes, and a run replayed writes exactly what it wrote,
+nothing lost or doubled. (The tests raise ``SMALL_WRITE_ROWS`` so that whole schools take that
+path.)"""
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +45,7 @@ def test_a_few_rows_are_inserted_exactly_as_copy_writes_them(db, monkeypatch):
                                      score, explanation, score::text FROM results.carer_match
                                ORDER BY contact_id""").fetchall())
 
+    monkeypatch.setattr(match_stage, "SMALL_WRITE_ROWS", 1_000)  # (every row by INSERT)
     with db.transaction():
         with db.pipeline():  # (as the stage sends them)
             match_stage._write_rows(db, "results.match", match_stage._MATCH_COLUMNS, match_rows)
@@ -96,6 +99,8 @@ def test_a_school_run_replayed_writes_what_it_wrote_and_as_the_copy_path_writes_
         sys.path.remove(str(ROOT / "bench"))
     core, inc, _, _ = dataset
     load_dag_db(core, inc, db_url)
+    # (a run of a few students is pipelined: here every run, whatever its size)
+    monkeypatch.setattr(match_stage, "SMALL_WRITE_ROWS", 1_000)
     first = _run(db_url, DAG_ID)
     again = _run(db_url, DAG_ID)
     assert first[0]["students"] == len(inc) == len(first[1]) and first[0]["matched"] > 0 and first[2]
@@ -132,6 +137,8 @@ def test_a_school_runs_carers_decide_and_write_the_same_from_rows_as_from_frames
     ctx = RunContext(base_id=base_id, task_key="snapshot", dag_id=dag_id, run_id="again", source="sims7",
                      data_filter="snapshot", window_start=start, window_end=end)
 
+    monkeypatch.setattr(match_stage, "SMALL_WRITE_ROWS", 1_000)  # (the pipelined run: INSERTs)
+
     def run():
         with psycopg.connect(db_url, autocommit=True) as conn:
             counts = match_stage.match(conn, ctx, Settings())
@@ -153,4 +160,6 @@ def test_a_school_runs_carers_decide_and_write_the_same_from_rows_as_from_frames
             super().__init__(conn, pd.DataFrame(contacts, columns=match_stage._contact_columns()), *a, **k)
 
     monkeypatch.setattr(match_stage, "CarerReads", FromFrames)
+    assert run() == rows_first
+    monkeypatch.setattr(match_stage, "SMALL_WRITE_ROWS", 0)  # (and as COPY writes them, no pipelines)
     assert run() == rows_first
