@@ -701,17 +701,21 @@ def _one_small_part(conn: Connection, part: Any, *, prepared: bool,
     links_sql, lp = _as_arrays(_LINKS, {"match_in": rows["match_in"]})
     rejected_sql, rp = _as_arrays(_REJECTED, {"match_in": rows["match_in"]})
     # index probes per key, never a hash join over the whole LA per key (at 80k children, 400
-    # students: 135-180 ms vs 240-290 ms; 3 students: the same); never a generic plan either
-    # (prepare=False: a cached plan for arrays of unknown size took 45 ms for 3 students, not 10)
-    # (and no parallel workers: ~20 ms of their start-up per run at 80k children, 2 cores)
+    # students: 135-180 ms vs 240-290 ms; 3 students: the same); and no parallel workers (~20 ms
+    # of their start-up per run at 80k children, 2 cores). The statements are prepared as
+    # psycopg prepares any (from their 6th run on one connection: a cached plan, planned under
+    # these settings: index probes): at 80k children a changed-data run's candidates 0.5 ms
+    # instead of 2.0 (their planning ~0.9 ms), a snapshot's 23.5 instead of 25.7, on a kept
+    # 200-school bench database (issue 15; an earlier stop had measured a cached plan at 45 ms
+    # for 3 students, not 10: not seen again with these settings, at 50 or 200 schools)
     # one round trip (a pipeline): the settings kept in the transaction's own variables and
     # set (a target list is evaluated in order), the three reads, the settings put back
     with conn.pipeline():
         freq_cur = conn.execute(frequencies.SQL, frequencies.params) if frequencies is not None else None
         conn.execute(_PROBE_SETTINGS)
-        core_cur = conn.execute(cand, params, prepare=False)
-        links_cur = conn.execute(links_sql, lp, prepare=False)
-        rejected_cur = conn.execute(rejected_sql, rp, prepare=False)
+        core_cur = conn.execute(cand, params)
+        links_cur = conn.execute(links_sql, lp)
+        rejected_cur = conn.execute(rejected_sql, rp)
         conn.execute(_PLANNER_SETTINGS_BACK)
     # (read once the pipeline is synced: a read inside it would be a round trip of its own)
     core = pd.DataFrame(core_cur.fetchall(), columns=matching.CORE_COLUMNS)
