@@ -9,7 +9,9 @@ two GUID guards are one UPDATE each over the run's ``results.match`` rows. A run
 part (a school's run) sends its keys as array parameters instead of temporary tables. A run
 of several parts (an LA's first load) reads and prepares every active LA child once and
 builds blocking's LA side once (``blocking.LAIndex``): each part is paired as ``b2b match``
-pairs it, without the candidate statement.
+pairs it, without the candidate statement. A run of a few students (a school's changed-data
+run) is ~7 round trips: its statements go in pipelines whose rows are read after their sync,
+and its few decisions are INSERTed (``_write_rows``) in the guards' round trip, not COPYed.
 """
 from __future__ import annotations
 
