@@ -45,7 +45,7 @@ def test_the_small_part_statements_read_the_keys_as_the_temporary_tables_hold_th
 
 def test_a_school_runs_candidates_are_the_children_the_run_wide_statement_finds(db):
     """A school run reads its candidates' columns from the key probes themselves
-    (``_small_candidates``) and skips the whole-surname probe of a surname part that is the
+    (``_SMALL_CANDIDATES``) and skips the whole-surname probe of a surname part that is the
     student's whole surname (syf finds those): the same active children, in person id order,
     as the run-wide statement's temporary tables (every branch) give, with the double-barrelled
     LA child a single surname's part finds, the linked child, and no inactive child."""

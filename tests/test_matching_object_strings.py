@@ -121,7 +121,6 @@ def test_a_run_of_several_parts_decides_them_with_arrow_strings(monkeypatch):
     monkeypatch.setattr(match_stage, "_decide_parts", lambda *a, **k: seen.append(_infers_objects()))
     monkeypatch.setattr(match_stage, "run_files", lambda conn, ctx: [1])
     monkeypatch.setattr(match_stage, "PendingFrequencies", lambda incoming: None)
-    monkeypatch.setattr(match_stage, "carer_contacts", lambda conn, files: [])
 
     class Stop(Exception):
         pass
@@ -139,12 +138,12 @@ def test_a_run_of_several_parts_decides_them_with_arrow_strings(monkeypatch):
 
         pipeline = transaction
 
-        def execute(self, *a, **k):  # (a cursor with nothing to say: no outgrown statistics)
-            return type("Cursor", (), {"fetchone": lambda self: (None,)})()
+        def execute(self, *a, **k):  # (a cursor with nothing to say: no outgrown statistics, no contacts)
+            return type("Cursor", (), {"fetchone": lambda self: (None,), "fetchall": lambda self: []})()
 
     for students, objects in ((3, True), (45, False)):
         frame = pd.DataFrame({"base_id": [f"b{k % 3}" for k in range(students)]})
-        monkeypatch.setattr(match_stage, "incoming_frame", lambda conn, files, end, frame=frame: frame)
+        monkeypatch.setattr(match_stage, "_incoming", lambda rows, frame=frame: frame)
         monkeypatch.setattr(match_stage, "PART_STUDENTS", 10)
         with pytest.raises(Stop):
             match_stage.match(Conn(), type("Ctx", (), {"window_end": None})(), Settings())

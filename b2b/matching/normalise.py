@@ -189,6 +189,10 @@ def _upn_kind(u: str) -> str:
     return "temp" if u[-1].isalpha() else "valid"
 
 
+#: at most this many UPNs are checked one by one (:func:`upn_kinds`)
+_FEW_UPNS = 24
+
+
 def upn_kinds(upns: list) -> list[str]:
     """:func:`_upn_kind` of many UPNs (upper-cased, without spaces), in order: the plain ones
     (13 ASCII letters and digits: all of them in practice) checked together with numpy (the
@@ -199,6 +203,8 @@ def upn_kinds(upns: list) -> list[str]:
 
     from b2b.upn import _UPN_ALPHABET, _UPN_LA
 
+    if len(upns) <= _FEW_UPNS:  # (numpy's fixed cost, ~60 us, is more than checking a few one by one)
+        return [_upn_kind(u) for u in upns]
     out = [""] * len(upns)
     plain = []
     for k, u in enumerate(upns):
@@ -381,6 +387,8 @@ def _prepare_rows(df: Any, id_col: str, *, columns: bool = False) -> Any:
     path) for what Python and pandas' string type might treat differently: a non-ASCII UPN or
     gender (``upper``), a DOB outside years 1000-9999 (``strftime``). ``columns``: the frame's
     columns (name -> list or array), no DataFrame built (:func:`b2b.matching.decide.prepare_arrays`)."""
+    from datetime import date
+
     import numpy as np
     import pandas as pd
 
@@ -394,7 +402,13 @@ def _prepare_rows(df: Any, id_col: str, *, columns: bool = False) -> Any:
             text[c] = [""] * n
     if not all(v.isascii() for v in text["upn"]) or not all(v.isascii() for v in text["gender"]):
         return None
-    dob = pd.to_datetime(df["dob"] if "dob" in df.columns else None, errors="coerce").values
+    dates = df["dob"].tolist() if "dob" in df.columns else None
+    if dates is not None and all(v is None or (type(v) is date and 1000 <= v.year) for v in dates):
+        # what the database gives (dates, or none): pd.to_datetime's array (seconds), by numpy
+        dob = np.array([np.datetime64("NaT") if v is None else np.datetime64(v, "D") for v in dates],
+                       dtype="datetime64[D]").astype("datetime64[s]")
+    else:
+        dob = pd.to_datetime(df["dob"] if "dob" in df.columns else None, errors="coerce").values
     day = dob.astype("datetime64[D]")
     nat = np.isnat(day)
     yy = day.astype("datetime64[Y]").astype(np.int64) + 1970
@@ -419,10 +433,15 @@ def _prepare_rows(df: Any, id_col: str, *, columns: bool = False) -> Any:
     y0, m0, d0 = np.where(nat, 0, yy), np.where(nat, 0, mm), np.where(nat, 0, dd)
     dob_s = np.where(nat, "", (y0 * 10000 + m0 * 100 + d0).astype(str)).tolist()
     swap = np.where(~nat & (d0 <= 12) & (d0 != m0), (y0 * 10000 + d0 * 100 + m0).astype(str), "").tolist()
-    cols: dict[str, Any] = {"id": df[id_col].astype(str).values}
+    if columns:  # (pandas' astype(str) of the ids, and of the base ids with a missing one "")
+        cols: dict[str, Any] = {"id": [v if type(v) is str else str(v) for v in df[id_col].tolist()]}
+    else:
+        cols = {"id": df[id_col].astype(str).values}
     cols.update(text)
     if "base_id" in df.columns:
-        cols["base_id"] = df["base_id"].where(df["base_id"].notna(), "").astype(str).values
+        cols["base_id"] = ["" if v is None or is_missing(v) else v if type(v) is str else str(v)
+                           for v in df["base_id"].tolist()] if columns else \
+            df["base_id"].where(df["base_id"].notna(), "").astype(str).values
     cols["upn"] = upn
     cols["upn_kind"] = upn_kinds(upn)
     cols["fn"] = fn
@@ -430,9 +449,10 @@ def _prepare_rows(df: Any, id_col: str, *, columns: bool = False) -> Any:
     cols["mn"] = by_value(text["middle_names"], lambda s: (name_parts(s) or [""])[0])
     cols["sn"] = sn
     cols["sn1"] = [v[:1] for v in sn]
-    cols["sn_parts"] = pd.Series(by_value(text["surname"], name_parts), dtype=object)
+    parts = by_value(text["surname"], name_parts)
+    cols["sn_parts"] = parts if columns else pd.Series(parts, dtype=object)
     cols["gender"] = [v.upper()[:1] for v in text["gender"]]
-    cols["dob"] = pd.to_datetime(dob)
+    cols["dob"] = dob if columns else pd.to_datetime(dob)
     cols["dob_s"] = dob_s
     cols["year"] = np.where(nat, 0, yy).astype(int)
     cols["dob_swap"] = swap
@@ -440,6 +460,7 @@ def _prepare_rows(df: Any, id_col: str, *, columns: bool = False) -> Any:
     cols["pc_sector"] = [v[:-2] if len(v) >= 5 else "" for v in pc]
     cols["pc_district"] = [v[:-3] if len(v) >= 5 else "" for v in pc]
     cols["addr"] = [a for a, _, _ in address]
-    cols["addr_no"] = pd.Series([b for _, b, _ in address], dtype=object)
-    cols["street"] = pd.Series([c for _, _, c in address], dtype=object)
+    number, street = [b for _, b, _ in address], [c for _, _, c in address]
+    cols["addr_no"] = number if columns else pd.Series(number, dtype=object)
+    cols["street"] = street if columns else pd.Series(street, dtype=object)
     return cols if columns else pd.DataFrame(cols)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, fields
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,21 @@ WEIGHTS_FILE = Path(__file__).resolve().parents[2] / "include" / "matching" / "w
 
 def load_weights(path: Path | str | None = None) -> Weights:
     """The reviewed weights file (``weights`` object: Weights field -> bits); hand weights
-    for any field it does not name, and when there is no file."""
+    for any field it does not name, and when there is no file. Read again only when the file
+    changed (its size and modification time: every ``MatchConfig()`` calls this, twice in a
+    school run; ``Weights`` is frozen, so one object serves them all)."""
     p = Path(path) if path else WEIGHTS_FILE
-    if not p.exists():
+    try:
+        st = p.stat()
+    except FileNotFoundError:
         return Weights()
+    return _read_weights(str(p), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=8)
+def _read_weights(path: str, mtime_ns: int, size: int) -> Weights:
+    """:func:`load_weights` of the file as it is (``mtime_ns``, ``size``: the cache's key)."""
+    p = Path(path)
     data = json.loads(p.read_text())["weights"]
     known = {f.name for f in fields(Weights)}
     unknown = set(data) - known
