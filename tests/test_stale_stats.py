@@ -111,6 +111,25 @@ def test_the_check_names_only_outgrown_tables_and_one_transaction_at_a_time_anal
         assert stale_stats.check(db, tables).analyse() is None  # (analysed: no longer outgrown)
 
 
+def test_the_stages_after_match_wait_for_four_times_the_rows_the_match_stage_for_half_again(db):
+    """Growth past the statistics: 1.5x for the match stage (its plans were seen to flip), 4x
+    for the stages after it (fewer analyses while an LA's first snapshot fills the tables)."""
+    from b2b.reconcile import stale_stats
+
+    tables = stale_stats.growing("core.child_link")
+    linked_children(db, "9990001", 1500)
+    db.commit()
+    db.execute("ANALYZE core.child_link")
+    db.execute("""INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by)
+                  SELECT '9990002', student_guid, person_id, 'la' FROM core.child_link""")  # 2x the rows
+    db.execute("SELECT pg_stat_force_next_flush()")
+    db.commit()
+    with db.transaction():
+        assert stale_stats.check(db, tables, growth=stale_stats.GROWTH_AFTER_MATCH).cursor.fetchone()[0] is None
+        assert stale_stats.check(db, tables).cursor.fetchone()[0] == \
+            "core.child_link (base_id, student_guid, person_id, file_id)"
+
+
 def test_no_table_a_composite_foreign_key_references_is_analysed_by_the_check(db):
     """Statistics of such a table taken while every file is a common value made each foreign-key
     check of a new file's rows read the whole file (the load stage 6x slower in the stage bench

@@ -11,7 +11,9 @@ its attendance statements; match, conflicts, apply, contacts) sends, in its firs
 (:meth:`Outgrown.analyse`) those the planner no longer knows, before those statements.
 
 A table is outgrown when it holds over half as many rows again (and at least 1,000) as the
-planner believes (``pg_class.reltuples``, -1 when never analysed; an analysis of some columns
+planner believes (the match stage, whose statements were seen to flip: :data:`GROWTH`; four
+times as many for the stages after it, whose plans were not seen to flip and whose analyses
+cost ~7 ms a run at 200 schools at the match stage's rate: :data:`GROWTH_AFTER_MATCH`) (``pg_class.reltuples``, -1 when never analysed; an analysis of some columns
 sets it, though it leaves ``n_mod_since_analyze`` as it was, so that counter cannot be the
 test). Only the key and join columns (:data:`KEY_COLUMNS`) are analysed: the row count and
 their statistics are what the plans need; wide columns (explanations, a block's content, the
@@ -33,6 +35,11 @@ if TYPE_CHECKING:
 
 #: every transaction that analyses outgrown run tables holds this try-lock (see the module doc)
 LOCK = "b2b.analyse_outgrown"
+#: outgrown: more rows than this many times what the planner believes (and at least 1,000)
+GROWTH = 1.5
+#: the stages after match (a table analysed ~5 times while an LA's first snapshot fills it from
+#: 1,000 to 250k rows, not ~14: their analyses 3 -> ~1 s of a 200-school snapshot)
+GROWTH_AFTER_MATCH = 4.0
 
 #: the run tables an LA's first snapshot outgrows, and the columns their readers probe, join
 #: or filter on (what is analysed)
@@ -80,7 +87,7 @@ STALE_STATISTICS = """SELECT CASE WHEN count(*) > 0 AND pg_try_advisory_xact_loc
                               THEN string_agg(t.name || ' ' || t.cols, ', ') END
                          FROM unnest(%s::text[], %s::text[]) AS t(name, cols)
                          JOIN pg_class c ON c.oid = to_regclass(t.name)
-                        WHERE pg_stat_get_live_tuples(c.oid) > greatest(1000, 1.5 * c.reltuples)"""
+                        WHERE pg_stat_get_live_tuples(c.oid) > greatest(1000, %s * c.reltuples)"""
 
 
 class Outgrown:
@@ -100,8 +107,8 @@ class Outgrown:
         return outgrown
 
 
-def check(conn: Connection, tables: Mapping[str, str], lock: str = LOCK) -> Outgrown:
+def check(conn: Connection, tables: Mapping[str, str], lock: str = LOCK, growth: float = GROWTH) -> Outgrown:
     """Send the check of ``tables`` (:func:`growing`) on ``conn`` and return it unread: in a
     pipeline it goes out with the stage's next statement whose result is read (no round trip of
     its own; ~0.2 ms of the server's time)."""
-    return Outgrown(conn, conn.execute(STALE_STATISTICS, (lock, list(tables), list(tables.values()))))
+    return Outgrown(conn, conn.execute(STALE_STATISTICS, (lock, list(tables), list(tables.values()), growth)))
