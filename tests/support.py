@@ -52,3 +52,39 @@ def linked_children(db: Any, base_id: str, n: int) -> None:
     db.execute("""INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by)
                   SELECT %s, 'g' || k, 'P' || k, 'la' FROM generate_series(1, %s) k""", (base_id, n))
     db.execute("SELECT pg_stat_force_next_flush()")
+
+
+def load_bench_dataset(core: Any, inc: Any, db_url: str) -> str:
+    """The matching bench's records loaded as one DAG run (``bench_matching.load_dag_db``); its dag id."""
+    import sys
+    from pathlib import Path
+
+    bench = str(Path(__file__).resolve().parent.parent / "bench")
+    sys.path.insert(0, bench)
+    try:
+        from bench_matching import DAG_ID, load_dag_db
+    finally:
+        sys.path.remove(bench)
+    load_dag_db(core, inc, db_url)
+    return str(DAG_ID)
+
+
+def school_with_la_adults(db: Any, tmp_path: Any) -> Any:
+    """One primary school (8862001, 60 pupils) whose snapshot is imported as a DAG run does,
+    after the LA's children and adults files are loaded; the simulator's world. (The caller
+    points B2B_HOME at ``tmp_path``.)"""
+    from datetime import UTC, datetime
+
+    from b2b.ingest.manual import ingest_file
+    from b2b.ops.core_load import load_adults_file, load_core
+    from simulator.la_files import write_la_files
+    from simulator.world import BaseSpec, World, WorldConfig
+
+    world = World(WorldConfig(seed=5, bases=(BaseSpec("8862001", "Green Abbey Primary School", "sims7", "primary", 60),)))
+    load_core(db, world.la_core())
+    write_la_files(tmp_path / "la", world)
+    load_adults_file(db, tmp_path / "la" / "adults.csv")
+    f = tmp_path / "snapshot.xml"
+    f.write_bytes(world.export_sims7("8862001", "snapshot", datetime(2026, 10, 5, 17, tzinfo=UTC)))
+    ingest_file(db, f, "8862001")
+    return world

@@ -11,6 +11,7 @@ from b2b import pipeline as chain
 from b2b.config.settings import Settings
 from b2b.ingest.extract import ReceivedMessage, RunContext, store_messages
 from b2b.matching import CORE_COLUMNS, INCOMING_COLUMNS, MatchConfig, match
+from tests.support import school_with_la_adults
 from tests.test_chain import page
 
 END = datetime(2026, 10, 5, 17, tzinfo=UTC)
@@ -122,19 +123,10 @@ def test_a_bad_adults_row_is_named_and_nothing_is_loaded(db, tmp_path):
 def test_school_contacts_match_the_adults_the_la_loaded(db, db_url, tmp_path, monkeypatch):
     """F14 end to end: the LA's adults file loaded, a school's snapshot imported the way a DAG
     run does; every automatic carer link is to the adult the contact really is."""
-    from b2b.ingest.manual import ingest_file
-    from b2b.ops.core_load import load_adults_file, load_core
-    from simulator.la_files import adult_rows, write_la_files
-    from simulator.world import BaseSpec, World, WorldConfig
+    from simulator.la_files import adult_rows
 
     monkeypatch.setenv("B2B_HOME", str(tmp_path))
-    world = World(WorldConfig(seed=5, bases=(BaseSpec("8862001", "Green Abbey Primary School", "sims7", "primary", 60),)))
-    load_core(db, world.la_core())
-    write_la_files(tmp_path / "la", world)
-    load_adults_file(db, tmp_path / "la" / "adults.csv")
-    f = tmp_path / "snapshot.xml"
-    f.write_bytes(world.export_sims7("8862001", "snapshot", datetime(2026, 10, 5, 17, tzinfo=UTC)))
-    ingest_file(db, f, "8862001")
+    world = school_with_la_adults(db, tmp_path)
     got = db.execute("SELECT contact_id, status, person_id, person_kind FROM results.carer_match").fetchall()
     assert got, "no contact reached carer matching"
     # the truth: which adult id the LA gave each school contact (simulator.la_files.adult_rows)

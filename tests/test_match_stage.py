@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import linked_children
+from tests.support import linked_children, load_bench_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 END = datetime(2026, 10, 5, 17, tzinfo=UTC)
@@ -23,14 +23,8 @@ def dataset():
 
 @pytest.fixture
 def loaded(db_url, dataset):
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        from bench_matching import DAG_ID, load_dag_db
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
     core, inc, _, _ = dataset
-    load_dag_db(core, inc, db_url)
-    return db_url, DAG_ID
+    return db_url, load_bench_dataset(core, inc, db_url)
 
 
 def ctx(dag_id):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from b2b.reconcile import match_stage
+from tests.support import load_bench_dataset, school_with_la_adults
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,22 +93,17 @@ def test_a_school_run_replayed_writes_what_it_wrote_and_as_the_copy_path_writes_
     """The pipelined run (decisions INSERTed with the guards, links and counts in one round
     trip) writes the same decisions, links and log row as the run whose every write is a COPY
     and every statement its own round trip; run again, it writes them again, once."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        from bench_matching import DAG_ID, load_dag_db
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
     core, inc, _, _ = dataset
-    load_dag_db(core, inc, db_url)
+    dag_id = load_bench_dataset(core, inc, db_url)
     # (a run of a few students is pipelined: here every run, whatever its size)
     monkeypatch.setattr(match_stage, "SMALL_WRITE_ROWS", 1_000)
-    first = _run(db_url, DAG_ID)
-    again = _run(db_url, DAG_ID)
+    first = _run(db_url, dag_id)
+    again = _run(db_url, dag_id)
     assert first[0]["students"] == len(inc) == len(first[1]) and first[0]["matched"] > 0 and first[2]
     assert again == first and first[3] == 1
     monkeypatch.setattr(match_stage, "SMALL_WRITE_ROWS", 0)
     monkeypatch.setattr(match_stage, "SMALL_RUN_STUDENTS", 0)  # (temporary tables, COPY, no stage pipeline)
-    assert _run(db_url, DAG_ID) == first
+    assert _run(db_url, dag_id) == first
 
 
 def test_a_school_runs_carers_decide_and_write_the_same_from_rows_as_from_frames(db, db_url, tmp_path, monkeypatch):
@@ -118,19 +114,8 @@ def test_a_school_runs_carers_decide_and_write_the_same_from_rows_as_from_frames
 
     from b2b.config.settings import Settings
     from b2b.context import RunContext
-    from b2b.ingest.manual import ingest_file
-    from b2b.ops.core_load import load_adults_file, load_core
-    from simulator.la_files import write_la_files
-    from simulator.world import BaseSpec, World, WorldConfig
-
     monkeypatch.setenv("B2B_HOME", str(tmp_path))
-    world = World(WorldConfig(seed=5, bases=(BaseSpec("8862001", "Green Abbey Primary School", "sims7", "primary", 60),)))
-    load_core(db, world.la_core())
-    write_la_files(tmp_path / "la", world)
-    load_adults_file(db, tmp_path / "la" / "adults.csv")
-    f = tmp_path / "snapshot.xml"
-    f.write_bytes(world.export_sims7("8862001", "snapshot", datetime(2026, 10, 5, 17, tzinfo=UTC)))
-    ingest_file(db, f, "8862001")
+    school_with_la_adults(db, tmp_path)
     db.commit()
     dag_id, base_id, start, end = db.execute(
         "SELECT dag_id, base_id, window_start, window_end FROM raw.inbound_file ORDER BY file_id DESC LIMIT 1").fetchone()
