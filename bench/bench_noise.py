@@ -45,21 +45,17 @@ FIELDS = {"forename": {"forename"}, "surname": {"surname"}, "forename2": {"foren
 SURNAMES = ("Smith", "Patel", "Khan", "Walker", "Hughes", "Wood", "Begum", "Turner", "Okafor", "Nowak")
 
 
-def _forename_noise(rng: random.Random, keyboard: dict, nicknamer):
+def _forename_noise(rng: random.Random, nicknamer):
+    from simulator.matching_data import _slip  # (the simulator's own slips: a neighbouring key, two swapped)
+
     def at(name: str, lo: int = 1) -> int:
         return rng.randrange(lo, len(name)) if len(name) > lo else 0
 
     def slip(n: str) -> str:
-        low = n.lower()
-        k = at(low)
-        return (low[:k] + rng.choice(keyboard.get(low[k], "e")) + low[k + 1:]).capitalize()
+        return _slip(n, str(rng.random()), "keyboard_slip") if len(n) > 1 else n
 
     def transposition(n: str) -> str:
-        low = n.lower()
-        if len(low) < 3:
-            return n
-        k = rng.randrange(1, len(low) - 1)
-        return (low[:k] + low[k + 1] + low[k] + low[k + 2:]).capitalize()
+        return _slip(n, str(rng.random()), "transposition") if len(n) > 2 else n
 
     def substitution(n: str) -> str:
         low = n.lower()
@@ -94,8 +90,6 @@ def noise_kinds(rng: random.Random, core) -> dict:
     import pandas as pd
     from nicknames import NickNamer
 
-    from simulator.matching_data import KEYBOARD
-
     homes = core[["postcode", "address_line1"]].dropna().drop_duplicates().to_numpy().tolist()
 
     def on(col: str, fn):
@@ -125,7 +119,7 @@ def noise_kinds(rng: random.Random, core) -> dict:
     def no_guid(r: dict) -> None:
         r["guid"] = None
 
-    kinds = {k: ("forename", on("forename", fn)) for k, fn in _forename_noise(rng, KEYBOARD, NickNamer()).items()}
+    kinds = {k: ("forename", on("forename", fn)) for k, fn in _forename_noise(rng, NickNamer()).items()}
     kinds.update({
         "dob_digit": ("dob", on("dob", dob_digit)), "dob_swap": ("dob", on("dob", dob_swap)),
         "surname_change": ("surname", on("surname", lambda s: rng.choice([x for x in SURNAMES if x != s]))),

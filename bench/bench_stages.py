@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -107,49 +108,44 @@ def run_window(conn, world, data_filter: str, start, end, settings, report_dir, 
     fetch_s = time.perf_counter() - t
     all_messages = [m for ms in rendered.values() for m in ms]
     file_ids: list[int] = []
-    first_conn = conn
     for base in world.config.bases:
         dag_id = f"b2b__{base.dfe}__{data_filter}"
         ctx = RunContext(base_id=base.dfe, task_key=data_filter, dag_id=dag_id, run_id=f"bench-{end:%Y%m%d}",
                          source=base.kind, data_filter=data_filter, window_start=start, window_end=end)
         msgs = rendered[base.dfe]
-        if per_run_url is not None:
-            run_conn = db.connect(per_run_url, autocommit=True)
-            run_conn.cursor_factory = conn.cursor_factory
-            conn = run_conn
-        steps = [
-            ("extract", lambda: store_messages(conn, ctx, msgs)),
-            ("hash_filter", lambda: chain.hash_filter(conn, ctx, settings)),
-            ("validate", lambda: chain.validate(conn, ctx, report_dir)),
-            ("load", lambda: chain.load(conn, ctx)),
-            ("match", lambda: chain.match(conn, ctx, settings)),
-            ("conflicts", lambda: chain.conflicts(conn, ctx)),
-            ("apply", lambda: chain.apply(conn, ctx)),
-            ("contacts", lambda: contacts.sync(conn, ctx)),
-            ("commit", lambda: chain.commit(conn, ctx)),  # the next window's cache sees this one
-        ]
-        for stage, fn in steps:
-            TIMES.stage = stage
-            prof = PROFILER.get(stage)
-            t = time.perf_counter()
-            if prof is not None:
-                prof.enable()
-            out = fn()
-            if prof is not None:
-                prof.disable()
-            totals[stage]["seconds"] += time.perf_counter() - t
-            if stage == "extract":
-                file_ids += out.file_ids
-                out = out.counts()
-            totals[stage]["rows"] += int(out.get(ROWS[stage], 0) or 0)
-            if stage == "contacts" and out.get("unchanged"):
-                unchanged += 1
-            if stage == "hash_filter":
-                blocks += out["blocks"]
-                skipped += out["skipped_by_cache"]
-        if per_run_url is not None:
-            run_conn.close()
-            conn = first_conn
+        # (a new connection is closed, committed, after its run; the shared one is left open)
+        with (db.connect(per_run_url, autocommit=True, cursor_factory=conn.cursor_factory) if per_run_url
+              else nullcontext(conn)) as rc:
+            steps = [
+                ("extract", lambda: store_messages(rc, ctx, msgs)),
+                ("hash_filter", lambda: chain.hash_filter(rc, ctx, settings)),
+                ("validate", lambda: chain.validate(rc, ctx, report_dir)),
+                ("load", lambda: chain.load(rc, ctx)),
+                ("match", lambda: chain.match(rc, ctx, settings)),
+                ("conflicts", lambda: chain.conflicts(rc, ctx)),
+                ("apply", lambda: chain.apply(rc, ctx)),
+                ("contacts", lambda: contacts.sync(rc, ctx)),
+                ("commit", lambda: chain.commit(rc, ctx)),  # the next window's cache sees this one
+            ]
+            for stage, fn in steps:
+                TIMES.stage = stage
+                prof = PROFILER.get(stage)
+                t = time.perf_counter()
+                if prof is not None:
+                    prof.enable()
+                out = fn()
+                if prof is not None:
+                    prof.disable()
+                totals[stage]["seconds"] += time.perf_counter() - t
+                if stage == "extract":
+                    file_ids += out.file_ids
+                    out = out.counts()
+                totals[stage]["rows"] += int(out.get(ROWS[stage], 0) or 0)
+                if stage == "contacts" and out.get("unchanged"):
+                    unchanged += 1
+                if stage == "hash_filter":
+                    blocks += out["blocks"]
+                    skipped += out["skipped_by_cache"]
     TIMES.stage = ""
     for stage, prof in PROFILER.items():
         import pstats

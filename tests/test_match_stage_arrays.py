@@ -80,6 +80,7 @@ def test_a_school_runs_candidates_are_the_children_the_run_wide_statement_finds(
     # P1 (syf: the student's whole surname), P2 (the part "smith" of an LA double-barrel), P4
     # (UPN), P5 (the GUID link); not P3 (inactive) nor P6 (Ben Jones' initial and surname, another year)
     assert small["person_id"].tolist() == ["P1", "P2", "P4", "P5"]
+    assert match_stage._CORE_NAMES == tuple(CORE_COLUMNS)  # (the statement's column names, in the matcher's order)
     assert small.astype(str).values.tolist() == wide.astype(str).values.tolist()
     assert links["person_id"].tolist() == ["P5"]
     # the run's name frequencies, read in the same round trip, are term_frequencies' own

@@ -27,7 +27,7 @@ def load(conn: Connection, ctx: RunContext, *, fail_after: str | None = None) ->
         # with the check of the attendance tables' statistics (one round trip: they are analysed,
         # when outgrown, before the attendance statements plan on them)
         with conn.pipeline():
-            outgrown = stale_stats.check(conn, attendance.GROWING_TABLES, growth=stale_stats.GROWTH_AFTER_MATCH)
+            outgrown = stale_stats.check(conn, attendance.GROWING_TABLES)
             status: dict[int, str] = dict(conn.execute(
                 """SELECT file_id, status FROM raw.inbound_file
                     WHERE dag_id = %s AND window_end = %s AND status IN ('parsed', 'loaded')""",

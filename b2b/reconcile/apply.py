@@ -73,7 +73,7 @@ def apply(conn: Connection, ctx: RunContext) -> dict:
     """
     with conn.transaction():
         with conn.pipeline():  # (the run tables' statistics checked with the files' read: one round trip)
-            outgrown = stale_stats.check(conn, GROWING_TABLES, growth=stale_stats.GROWTH_AFTER_MATCH)
+            outgrown = stale_stats.check(conn, GROWING_TABLES)
             files = run_files(conn, ctx)
         outgrown.analyse()
         # statements sent in a pipeline: the server runs them back to back

@@ -487,7 +487,7 @@ def sync(conn: Connection, ctx: RunContext) -> dict:
                     **REASONS}
     with conn.transaction():
         with conn.pipeline():  # (the run tables' statistics checked in the same round trip)
-            outgrown = stale_stats.check(conn, GROWING_TABLES, growth=stale_stats.GROWTH_AFTER_MATCH)
+            outgrown = stale_stats.check(conn, GROWING_TABLES)
             last_cur = conn.execute(_LAST, params)
             scope_cur = conn.execute(_SCOPE, params)
             last = last_cur.fetchone()

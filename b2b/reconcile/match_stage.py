@@ -77,7 +77,7 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                                  l AS (DELETE FROM core.child_link WHERE file_id = ANY(%(files)s))
                             DELETE FROM results.anomaly WHERE file_id = ANY(%(files)s) AND rule = %(rule)s""",
                          {"files": files, "rule": GUID_ELSEWHERE})
-            outgrown = stale_stats.check(conn, GROWING_TABLES)
+            outgrown = stale_stats.check(conn, GROWING_TABLES, growth=stale_stats.MATCH_GROWTH)
             students = conn.execute(_INCOMING, (ctx.window_end, files))
             school_contacts = _send_carer_contacts(conn, files)
         incoming = _incoming(students.fetchall())
@@ -515,7 +515,8 @@ UNION ALL SELECT k.part, c.person_id FROM match_k_pf k JOIN core.child c ON c.m_
 ) u"""
 
 
-#: the names of :data:`CORE_SELECT`'s columns (b2b.matching.CORE_COLUMNS)
+#: the names of :data:`CORE_SELECT`'s columns (b2b.matching.CORE_COLUMNS: not imported here, the
+#: matcher's package costs ~150 ms to import; a test holds the two equal)
 _CORE_NAMES = ("person_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob", "postcode",
                "address_line1")
 #: each branch of :data:`_SMALL_CANDIDATES`: the child's :data:`CORE_SELECT` columns and ``active``
@@ -1028,19 +1029,13 @@ def _write_rows(conn: Connection, table: str, columns: tuple[tuple[str, str], ..
         return
     params, args, cols = [], [], []
     for k, ((_, typ), values) in enumerate(zip(columns, zip(*rows))):
-        if typ in ("bigint", "int"):
-            params.append(_array_literal(values, "int"))
-            args.append(f"%s::{typ}[]")
-            cols.append(f"v{k}")
-        elif typ == "bool":
-            params.append(_array_literal(values, "bool"))
-            args.append("%s::bool[]")
-            cols.append(f"v{k}")
-        else:  # (text, and what COPY reads from text: a number as its repr, JSON)
-            params.append(_array_literal([None if v is None else repr(float(v)) if typ == "numeric" else
-                                          v if type(v) is str else str(v) for v in values], "text"))
-            args.append("%s::text[]")
-            cols.append(f"v{k}" if typ == "text" else f"v{k}::{typ}")
+        literal = "int" if typ in ("bigint", "int") else "bool" if typ == "bool" else "text"
+        if literal == "text":  # (and what COPY reads from text: a number as its repr, JSON)
+            values = tuple(None if v is None else repr(float(v)) if typ == "numeric" else v if type(v) is str
+                           else str(v) for v in values)
+        params.append(_array_literal(values, literal))
+        args.append(f"%s::{typ if literal != 'text' else 'text'}[]")
+        cols.append(f"v{k}" if literal != "text" or typ == "text" else f"v{k}::{typ}")
     conn.execute(f"INSERT INTO {table} ({names}) SELECT {', '.join(cols)} "
                  f"FROM unnest({', '.join(args)}) AS t({', '.join(f'v{k}' for k in range(len(columns)))})", params)
 

@@ -10,17 +10,18 @@ its attendance statements; match, conflicts, apply, contacts) sends, in its firs
 :func:`check` of the run tables its heavy statements join, and analyses
 (:meth:`Outgrown.analyse`) those the planner no longer knows, before those statements.
 
-A table is outgrown when it holds over half as many rows again (and at least 1,000) as the
-planner believes (the match stage, whose statements were seen to flip: :data:`GROWTH`; four
-times as many for the stages after it, whose plans were not seen to flip and whose analyses
-cost ~7 ms a run at 200 schools at the match stage's rate: :data:`GROWTH_AFTER_MATCH`) (``pg_class.reltuples``, -1 when never analysed; an analysis of some columns
-sets it, though it leaves ``n_mod_since_analyze`` as it was, so that counter cannot be the
-test). Only the key and join columns (:data:`KEY_COLUMNS`) are analysed: the row count and
-their statistics are what the plans need; wide columns (explanations, a block's content, the
-staging tables' values) would make each analysis several times dearer (up to 1 s).
+A table is outgrown when it holds more rows (and at least 1,000) than :data:`GROWTH` times
+what the planner believes (``pg_class.reltuples``, -1 when never analysed; an analysis of
+some columns sets it, though it leaves ``n_mod_since_analyze`` as it was, so that counter
+cannot be the test): four times for the stages after match, whose plans were not seen to flip
+(at half again their analyses cost ~7 ms a school run at 200 schools); half again for the
+match stage, whose statements were (:data:`MATCH_GROWTH`). Only the key and join columns
+(:data:`KEY_COLUMNS`) are analysed: the row count and their statistics are what the plans
+need; wide columns (explanations, a block's content, the staging tables' values) would make
+each analysis several times dearer (up to 1 s).
 
 One transaction at a time analyses (a try-lock: the others go on with the statistics there
-are, never queueing). Every stage takes the same lock by default: an ``ANALYZE`` inside a
+are, never queueing). Every stage takes the same lock (:data:`LOCK`): an ``ANALYZE`` inside a
 transaction holds its table's lock until the transaction ends, so two stages analysing the
 same table at once (``results.match`` is read by match, conflicts and apply) would queue on
 each other. An analysis changes plans only, never what a statement writes.
@@ -35,11 +36,12 @@ if TYPE_CHECKING:
 
 #: every transaction that analyses outgrown run tables holds this try-lock (see the module doc)
 LOCK = "b2b.analyse_outgrown"
-#: outgrown: more rows than this many times what the planner believes (and at least 1,000)
-GROWTH = 1.5
-#: the stages after match (a table analysed ~5 times while an LA's first snapshot fills it from
-#: 1,000 to 250k rows, not ~14: their analyses 3 -> ~1 s of a 200-school snapshot)
-GROWTH_AFTER_MATCH = 4.0
+#: outgrown: more rows than this many times what the planner believes (and at least 1,000);
+#: a table is analysed ~5 times while an LA's first snapshot fills it from 1,000 to 250k rows
+GROWTH = 4.0
+#: the match stage's (its GUID guard and carers' reads were seen to flip on stale statistics):
+#: ~14 analyses over the same growth
+MATCH_GROWTH = 1.5
 
 #: the run tables an LA's first snapshot outgrows, and the columns their readers probe, join
 #: or filter on (what is analysed)
@@ -107,8 +109,8 @@ class Outgrown:
         return outgrown
 
 
-def check(conn: Connection, tables: Mapping[str, str], lock: str = LOCK, growth: float = GROWTH) -> Outgrown:
+def check(conn: Connection, tables: Mapping[str, str], growth: float = GROWTH) -> Outgrown:
     """Send the check of ``tables`` (:func:`growing`) on ``conn`` and return it unread: in a
     pipeline it goes out with the stage's next statement whose result is read (no round trip of
     its own; ~0.2 ms of the server's time)."""
-    return Outgrown(conn, conn.execute(STALE_STATISTICS, (lock, list(tables), list(tables.values()), growth)))
+    return Outgrown(conn, conn.execute(STALE_STATISTICS, (LOCK, list(tables), list(tables.values()), growth)))
