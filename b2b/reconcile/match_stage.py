@@ -95,30 +95,16 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
         # pipelines: its candidates' reads one round trip; its decisions (INSERTed, not
         # COPYed: _write_rows), the guards, the links, the counts and the carers' reads the next
         small = len(parts) <= 1 and sum(len(p) for p in parts) <= SMALL_WRITE_ROWS
-        with conn.pipeline() if small else nullcontext():
+        if small:
+            with conn.pipeline():
+                _decide_parts(conn, ctx, settings, files, parts, tf)
+                counted_cur, reads = _guard_link_count(conn, ctx, settings, files, bool(parts), contacts)
+        else:
             # several parts (an LA's first load): pandas' Arrow strings for their large frames
             with matching.arrow_strings() if len(parts) > 1 else nullcontext():
                 _decide_parts(conn, ctx, settings, files, parts, tf)
-            # the guards, in order (each reads the changes of the one before), the links, the
-            # counts and the carers' reads (the own students' read: after the decisions and
-            # the guards): statements sent together (a pipeline), one round trip (issue 15)
-            with nullcontext() if small else conn.pipeline():
-                if parts:  # (the guards read this run's decisions: none without students)
-                    conn.execute(_GUID_ELSEWHERE_SQL, {"files": files})  # guid_linked_elsewhere
-                    conn.execute(_OTHER_GUID_SQL, (files,))  # child_linked_to_other_guid
-                    if settings.matcher != "legacy":
-                        conn.execute(_EARLIER_LINKS, {"files": files})  # earlier_overwhelming_links
-                    conn.execute(
-                        """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
-                           SELECT m.base_id, m.student_guid, m.person_id, 'match', m.file_id
-                             FROM results.match m
-                            WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')
-                           ON CONFLICT (base_id, student_guid) DO NOTHING""", (files,))
-                counted_cur = conn.execute(
-                    "SELECT status, rule, hidden, count(*) FROM results.match WHERE file_id = ANY(%s) "
-                    "GROUP BY 1, 2, 3", (files,))
-                reads = CarerReads(conn, contacts, ctx.window_end.date(), settings.carer_min, files) \
-                    if contacts else None
+            with conn.pipeline():
+                counted_cur, reads = _guard_link_count(conn, ctx, settings, files, bool(parts), contacts)
         counted = counted_cur.fetchall()
         # the carers' decisions and the stage's log row: one round trip (a few contacts: INSERTed)
         with conn.pipeline() if len(contacts) <= SMALL_WRITE_ROWS else nullcontext():
@@ -139,6 +125,30 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                       f"{counts['possible']} possible, {counts['unmatched']} unmatched "
                       f"({hidden} hidden: older than B2B_S_AGE {settings.b2b_s_age})")
     return counts
+
+
+def _guard_link_count(conn: Connection, ctx: RunContext, settings: Settings, files: list[int], decided: bool,
+                      contacts: list[tuple]) -> tuple[Any, Any]:
+    """:func:`match`'s statements after the decisions, sent together (the caller's pipeline: one
+    round trip, issue 15): the guards, in order (each reads the changes of the one before; none
+    without decisions), the automatic links, the counts by status and rule (a cursor, read once
+    the pipeline is synced) and the carers' reads (after the guards: they read the own students'
+    links)."""
+    if decided:
+        conn.execute(_GUID_ELSEWHERE_SQL, {"files": files})  # guid_linked_elsewhere
+        conn.execute(_OTHER_GUID_SQL, (files,))  # child_linked_to_other_guid
+        if settings.matcher != "legacy":
+            conn.execute(_EARLIER_LINKS, {"files": files})  # earlier_overwhelming_links
+        conn.execute(
+            """INSERT INTO core.child_link (base_id, student_guid, person_id, linked_by, file_id)
+               SELECT m.base_id, m.student_guid, m.person_id, 'match', m.file_id
+                 FROM results.match m
+                WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')
+               ON CONFLICT (base_id, student_guid) DO NOTHING""", (files,))
+    counted = conn.execute("SELECT status, rule, hidden, count(*) FROM results.match WHERE file_id = ANY(%s) "
+                           "GROUP BY 1, 2, 3", (files,))
+    reads = CarerReads(conn, contacts, ctx.window_end.date(), settings.carer_min, files) if contacts else None
+    return counted, reads
 
 
 #: the run tables the stage reads by key, which an LA's first snapshot outgrows (``stale_stats``):
