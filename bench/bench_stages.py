@@ -216,10 +216,16 @@ def main(argv=None) -> int:
     ap.add_argument("--connection-per-run", action="store_true",
                     help="each school's run on a new connection, as each Airflow task opens one (default: one "
                          "connection for every run, which plans and caches a repeated statement once)")
+    ap.add_argument("--per-run-via", metavar="CONNINFO",
+                    help="with --connection-per-run: open each run's connection through this server instead (a "
+                         "pooler such as PgBouncer in front of the same PostgreSQL; host, port and user are taken "
+                         "from it, the database is the bench's own)")
     ap.add_argument("--json", help="also write the figures to this JSON file (bench/run_all.py)")
     ap.add_argument("--profile", action="store_true", help="list each stage's slowest SQL statements")
     ap.add_argument("--cprofile", choices=STAGES, help="print a cProfile of this stage's Python, per window")
     args = ap.parse_args(argv)
+    if args.per_run_via and not args.connection_per_run:
+        ap.error("--per-run-via goes with --connection-per-run")
     if args.cprofile:
         import cProfile
 
@@ -273,10 +279,14 @@ def main(argv=None) -> int:
             once = time.perf_counter() - t
             print(f"stages: Great Expectations import + context {once:.1f}s (once per process, not in the stages)")
             per_run = url if args.connection_per_run else None
+            if args.per_run_via:
+                per_run = make_conninfo(args.per_run_via, dbname=name)
             print("stages: " + ("a new connection for each school's run (as each Airflow task opens one)" if per_run
-                                else "one connection for every run (repeated statements planned and cached once)"))
+                                else "one connection for every run (repeated statements planned and cached once)")
+                  + (f", through {db.redact(args.per_run_via)}" if args.per_run_via else ""))
             figures = {"schools": args.schools, "students": args.students, "gx_once_s": once,
-                       "connection": "per run" if per_run else "one",
+                       "connection": ("per run via " + db.redact(args.per_run_via) if args.per_run_via
+                                      else "per run" if per_run else "one"),
                        "snapshot": report("snapshot (Sun 4 Oct)", run_window(conn, world, "snapshot", None, snap_end,
                                                                           settings, report_dir, per_run),
                                           profile=args.profile),

@@ -124,11 +124,25 @@ def stage_decides_as_the_matcher(url, dag_id, n_students, monkeypatch) -> set:
     single, one = stage_rows(url, dag_id, 100_000, monkeypatch)
     assert single["parts"] == 1
     assert many == one
-    # a small run finds candidates by index probes, a large one by hash joins: the same rows
+    # a small run finds its candidates by index probes; a larger run of one part by hash joins,
+    # or, when it is WHOLE_LA_SHARE of the LA or more, from every LA child (as several parts
+    # do): the same rows each way
     assert counts["students"] <= match_stage.SMALL_RUN_STUDENTS
+    whole_la = []
+    unspied = match_stage._whole_la_parts
+
+    def spied(conn, parts):
+        whole_la.append(len(parts))
+        yield from unspied(conn, parts)
+
+    monkeypatch.setattr(match_stage, "_whole_la_parts", spied)
     monkeypatch.setattr(match_stage, "SMALL_RUN_STUDENTS", 0)
-    _, hashed = stage_rows(url, dag_id, 100, monkeypatch)
-    assert hashed == one
+    monkeypatch.setattr(match_stage, "WHOLE_LA_SHARE", float("inf"))
+    _, hashed = stage_rows(url, dag_id, 100_000, monkeypatch)
+    assert hashed == one and whole_la == []
+    monkeypatch.setattr(match_stage, "WHOLE_LA_SHARE", 0.1)  # (the students are half the LA's children)
+    _, from_whole_la = stage_rows(url, dag_id, 100_000, monkeypatch)
+    assert from_whole_la == one and whole_la == [1]
     assert counts["students"] == len(one) == n_students
     with psycopg.connect(url) as conn:
         files = [r[0] for r in conn.execute("SELECT file_id FROM raw.inbound_file")]

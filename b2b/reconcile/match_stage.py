@@ -265,6 +265,25 @@ PART_STUDENTS = 20_000
 #: runs of at most this many students find their candidates by index probes (the planner's
 #: choice), larger ones by hash joins over core.child: the same rows either way
 SMALL_RUN_STUDENTS = 2_000
+#: a larger run of one part with at least this share of the LA's children (a few large files of
+#: an LA's first load, a bench) reads and prepares every LA child, as a run of several parts
+#: does (:func:`_whole_la_parts`), not its candidates by hash joins into temporary tables: its
+#: candidates are most of the LA anyway. Measured at 30k LA children (``bench_match_dag.py``),
+#: the candidates' step for 15k students 1.12 -> 0.53 s, 6k 0.70 -> 0.52 s, 3k 0.44 -> 0.48 s
+#: (issue 15); the same decisions (``tests/test_match_stage.py``)
+WHOLE_LA_SHARE = 0.1
+
+
+def _large_share_of_la(conn: Connection, students: int) -> bool:
+    """Whether a run of ``students`` (more than :data:`SMALL_RUN_STUDENTS`) is at least
+    :data:`WHOLE_LA_SHARE` of the LA's children: the planner's estimate of ``core.child``'s
+    rows, or a count where there is none yet."""
+    if students <= SMALL_RUN_STUDENTS:
+        return False
+    children = scalar(conn, "SELECT reltuples FROM pg_class WHERE oid = 'core.child'::regclass")
+    if children is None or children <= 0:
+        children = scalar(conn, "SELECT count(*) FROM core.child")
+    return students >= WHOLE_LA_SHARE * float(children)
 
 
 #: A pupil carrying a GUID that is linked to an LA child under another base (issue 9 item 3). An
@@ -589,7 +608,7 @@ def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False
     if len(parts) == 1 and len(parts[0]) <= SMALL_RUN_STUDENTS:
         yield _one_small_part(conn, parts[0], prepared=prepared, frequencies=frequencies)
         return
-    if prepared and len(parts) > 1:
+    if prepared and (len(parts) > 1 or _large_share_of_la(conn, sum(len(p) for p in parts))):
         yield from _whole_la_parts(conn, parts)
         return
     _stage_keys(conn, parts)
@@ -724,7 +743,8 @@ def _prepared_parts(conn: Connection, n_parts: int, links: Any, rejected: Any) -
 
 def _whole_la_parts(conn: Connection, parts: list[Any]) -> Iterator[tuple[Any, Any, Any]]:
     """:func:`run_candidates` for a run of several parts (more than :data:`PART_STUDENTS`
-    students: an LA's first load, a bench): every active LA child, read and prepared once, and
+    students: an LA's first load, a bench), or of one part that is a large share of the LA
+    (:data:`WHOLE_LA_SHARE`): every active LA child, read and prepared once, and
     blocking's LA side built once (:class:`b2b.matching.blocking.LAIndex`); each part is paired
     against all of them, exactly as ``b2b match`` pairs it. The candidate statement is not run:
     each part's candidates were most of the LA (~70% at 300k x 250k), and its keys (a million
