@@ -13,7 +13,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 
-.PHONY: setup demo test lint airflow bench check clean chromium
+.PHONY: setup demo test lint airflow bench check clean chromium pgbouncer
 setup: $(STAMP)
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
@@ -26,7 +26,7 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 demo: setup ## set up and run the demo LA end to end on the embedded Postgres (stopped again at the end)
 	$(VENV)/bin/b2b demo; rc=$$?; $(PY) -m b2b.cli db stop --if-unused; exit $$rc
 
-test: setup chromium lint ## set up, check the house (lint, types) and run the test suite
+test: setup chromium pgbouncer lint ## set up, check the house (lint, types) and run the test suite
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup ## ruff on the code, mypy on b2b/ and plugins/ (run by `make test`)
@@ -37,6 +37,11 @@ chromium: ## Debian's Chromium for the browser tests (installed from Debian's pa
 	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium for the browser tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "warning: could not install chromium; browser tests will be skipped" >&2; }
+
+pgbouncer: ## Debian's PgBouncer for the pooled-connection test (installed from Debian's packages when missing)
+	@{ command -v pgbouncer || test -x /usr/sbin/pgbouncer; } >/dev/null 2>&1 || { echo "installing Debian's pgbouncer for the pooled-connection test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null) \
+	  || echo "warning: could not install pgbouncer; the pooled-connection test will be skipped" >&2; }
 
 airflow: setup ## airflow standalone on this project: UI on http://127.0.0.1:8080, login and connections printed (docs/airflow.md)
 	$(VENV)/bin/b2b airflow
