@@ -117,8 +117,8 @@ def server_cpu(pgdata: Path) -> float:
 def settle(url: str) -> None:
     """The load's aftermath done before the match is measured: its tables vacuumed and analysed
     and its WAL checkpointed, which the server would otherwise do (autovacuum, the checkpointer)
-    at some moment of the match and count as the match's CPU (1.4-3.3 PostgreSQL CPU-s at
-    30k x 15k from one run to the next before this)."""
+    at some moment of the match and count as the match's CPU (the stop before counted 3.3
+    PostgreSQL CPU-s at 30k x 15k where the same code, settled, counts 1.4)."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:

@@ -508,3 +508,20 @@ def test_the_match_stage_analyses_the_run_tables_a_snapshot_has_outgrown(db):
     match_stage.match(db, ctx, Settings())  # (and not again while it has not grown)
     db.execute("SELECT pg_stat_force_next_flush()")
     assert stats("core.child_link")[1] == analysed
+
+
+def test_a_large_run_before_the_la_has_loaded_its_children_leaves_every_student_unmatched(db_url, monkeypatch):
+    """An LA's first snapshot arriving before its records are loaded: a large run, in one part
+    (the whole-LA read: any run is a large share of no children) or in several, decides every
+    student unmatched without a candidate, and fails nothing."""
+    from b2b.reconcile import match_stage
+    from simulator.matching_data import match_dataset
+
+    core, inc, _, _ = match_dataset(300, 600, seed=5, schools=2)
+    dag_id = load_bench_dataset(core.iloc[0:0], inc, db_url)
+    monkeypatch.setattr(match_stage, "SMALL_RUN_STUDENTS", 0)
+    for part_students, parts in ((100_000, 1), (100, 2)):
+        counts, rows = stage_rows(db_url, dag_id, part_students, monkeypatch)
+        assert counts["parts"] == parts
+        assert counts["unmatched"] == counts["students"] == len(rows) == len(inc)
+        assert {r[1] for r in rows.values()} == {""} and {r[2] for r in rows.values()} == {"none"}
