@@ -496,9 +496,15 @@ def _incoming(rows: list[tuple]) -> Any:
     return pd.DataFrame(rows, columns=INCOMING_COLUMNS + ["file_id", "student_guid", "ordinal"])
 
 
-#: the LA child columns the matcher reads (b2b.matching.CORE_COLUMNS, in order)
-CORE_SELECT = ("c.person_id, c.upn, NULL::text AS guid, c.forename, c.middle_names, c.surname, c.gender, c.dob, "
-               "c.postcode, concat_ws(' ', c.paon, c.street) AS address_line1")
+#: the LA child columns the matcher reads (b2b.matching.CORE_COLUMNS, in order; not imported
+#: here: the matcher's package costs ~150 ms to import, and a test holds the two equal), each
+#: with the expression that reads it from core.child ``c``
+_CORE_FIELDS = (("person_id", "c.person_id"), ("upn", "c.upn"), ("guid", "NULL::text"), ("forename", "c.forename"),
+                ("middle_names", "c.middle_names"), ("surname", "c.surname"), ("gender", "c.gender"),
+                ("dob", "c.dob"), ("postcode", "c.postcode"), ("address_line1", "concat_ws(' ', c.paon, c.street)"))
+#: their names, and a select list of them
+_CORE_NAMES = tuple(name for name, _ in _CORE_FIELDS)
+CORE_SELECT = ", ".join(expr if expr == f"c.{name}" else f"{expr} AS {name}" for name, expr in _CORE_FIELDS)
 
 #: every blocking key of b2b.matching as a join of one key table (filled by COPY) with core.child;
 #: each branch pairs a part's students with exactly the LA children that key can pair them with
@@ -544,10 +550,6 @@ UNION ALL SELECT k.part, c.person_id FROM match_k_pf k JOIN core.child c ON c.m_
 ) u"""
 
 
-#: the names of :data:`CORE_SELECT`'s columns (b2b.matching.CORE_COLUMNS: not imported here, the
-#: matcher's package costs ~150 ms to import; a test holds the two equal)
-_CORE_NAMES = ("person_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob", "postcode",
-               "address_line1")
 #: each branch of :data:`_SMALL_CANDIDATES`: the child's :data:`CORE_SELECT` columns and ``active``
 _PROBED = f"SELECT {CORE_SELECT}, c.active FROM"
 
