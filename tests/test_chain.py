@@ -36,12 +36,16 @@ OLD = {"upn": None, "forename": "Sam", "surname": "Older", "dob": "2005-01-01", 
 ADDR = {"paon": "1", "street": "Green Abbey Road", "town": "Canterbury", "postcode": "CT1 2AB"}
 
 
-@pytest.fixture
-def core(db):
-    db.execute("""INSERT INTO core.child (person_id, upn, forename, surname, gender, dob, ncy, paon, street, postcode)
+#: the LA's children these tests match against
+CORE_CHILDREN = """INSERT INTO core.child (person_id, upn, forename, surname, gender, dob, ncy, paon, street, postcode)
                   VALUES ('P1', 'F886200326001', 'Joseph', 'Bloggs', 'M', '2016-01-26', '4', '1', 'Green Abbey Road', 'CT1 2AB'),
                          ('P2', NULL, 'Emma', 'Davids', 'F', '2017-09-21', '4', NULL, NULL, NULL),
-                         ('P3', 'J886200326003', 'Zed', 'Other', 'M', '2015-05-05', '6', NULL, NULL, NULL)""")
+                         ('P3', 'J886200326003', 'Zed', 'Other', 'M', '2015-05-05', '6', NULL, NULL, NULL)"""
+
+
+@pytest.fixture
+def core(db):
+    db.execute(CORE_CHILDREN)
     db.commit()
     return db
 

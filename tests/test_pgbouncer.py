@@ -25,7 +25,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from b2b import db as b2bdb
 from b2b.config.settings import Settings
 from tests.conftest import TEST_HOME
-from tests.test_chain import ADDR, DAY1, EMMA, JOE, ctx, page, run_chain, snapshot_tables
+from tests.test_chain import ADDR, CORE_CHILDREN, DAY1, EMMA, JOE, ctx, page, run_chain, snapshot_tables
 
 EMBEDDED = not os.environ.get("B2B_TEST_DATABASE_URL")
 PGBOUNCER = shutil.which("pgbouncer") or next(
@@ -38,9 +38,6 @@ SESSION_STATE = """SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = pg
                           current_setting('enable_hashjoin'), current_setting('enable_mergejoin'),
                           current_setting('enable_nestloop'), current_setting('max_parallel_workers_per_gather')"""
 
-CORE = """INSERT INTO core.child (person_id, upn, forename, surname, gender, dob, ncy, paon, street, postcode)
-          VALUES ('P1', 'F886200326001', 'Joseph', 'Bloggs', 'M', '2016-01-26', '4', '1', 'Green Abbey Road', 'CT1 2AB'),
-                 ('P2', NULL, 'Emma', 'Davids', 'F', '2017-09-21', '4', NULL, NULL, NULL)"""
 DAYS = [(DAY1, [page("student", [("g-joe", JOE), ("g-emma", EMMA)]), page("address", [("g-joe", ADDR)])]),
         (DAY1.replace(day=6), [page("student", [("g-joe", {**JOE, "forename": "Joe", "ncy": "6"})])])]
 
@@ -56,7 +53,7 @@ def two_databases(pg_admin_url, pg_template, tmp_path):
     urls = [make_conninfo(pg_admin_url, dbname=name) for name in names]
     for url in urls:
         with psycopg.connect(url) as conn:
-            conn.execute(CORE)
+            conn.execute(CORE_CHILDREN)
     yield urls
     with psycopg.connect(pg_admin_url, autocommit=True) as admin:
         for name in names:

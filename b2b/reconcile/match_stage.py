@@ -524,29 +524,46 @@ _KEY_TABLES = {
     # the key's other part a condition on each namesake (was five probes of the same index)
     "match_k_fs": "f text, s text, p text, md int, y int, ny int, nd bool",
 }
+#: the blocking keys' branches both candidate statements share: (key table, its join with
+#: core.child ``c``, a condition on the pair or None); the GUID links' and the surname parts'
+#: branches are written per statement (below)
+_KEY_BRANCHES = (
+    ("match_k_upn", "c.m_upn = k.upn", None),
+    ("match_k_dsn", "c.dob = k.d AND left(c.m_sn, 1) = k.l", None),
+    ("match_k_dfn", "c.dob = k.d AND left(c.m_fn, 1) = k.l", None),
+    ("match_k_syf", "c.m_sn = k.s AND c.m_year = k.y AND left(c.m_fn, 1) = k.l", None),
+    ("match_k_pyf", "c.m_sn = k.p AND c.m_year = k.y AND left(c.m_fn, 1) = k.l", "NOT k.w"),
+    ("match_k_py", "c.m_pc = k.p AND c.m_year = k.y", None),
+    ("match_k_fs", "c.m_fn = k.f AND c.m_sn = k.s",
+     """k.nd OR c.dob IS NULL OR c.m_pc = k.p
+              OR extract(month FROM c.dob) * 100 + extract(day FROM c.dob) = k.md
+              OR (c.m_year = k.y - 1 AND extract(month FROM c.dob) = 12) OR c.m_year = k.ny"""),
+    ("match_k_ps", "c.m_pc = k.p AND left(c.m_sn, 1) = k.l", None),
+    ("match_k_pf", "c.m_pc = k.p AND left(c.m_fn, 1) = k.l", None),
+)
+
+
+def _union(select: str, links: str, parts: str) -> str:
+    """The branches of a candidate statement as ``UNION ALL``: each key branch of
+    :data:`_KEY_BRANCHES` starting ``select`` (``… FROM``), the GUID links' branch ``links``
+    after the UPN's, the surname parts' branch ``parts`` after the surname-part + year + initial one."""
+    branches = []
+    for table, on, where in _KEY_BRANCHES:
+        branches.append(f"{select} {table} k JOIN core.child c ON {on}" + (f"\n           WHERE {where}" if where else ""))
+        branches += [links] if table == "match_k_upn" else [parts] if table == "match_k_pyf" else []
+    return "\nUNION ALL ".join(branches)
+
+
 _CANDIDATES = """
 CREATE TEMP TABLE match_cand ON COMMIT DROP AS
 SELECT u.part, u.person_id FROM (
-          SELECT k.part, c.person_id FROM match_k_upn k JOIN core.child c ON c.m_upn = k.upn
-UNION ALL SELECT x.part, l.person_id FROM match_in x
-            JOIN core.child_link l ON l.base_id = x.base_id AND l.student_guid = x.guid
-UNION ALL SELECT k.part, c.person_id FROM match_k_dsn k JOIN core.child c ON c.dob = k.d AND left(c.m_sn, 1) = k.l
-UNION ALL SELECT k.part, c.person_id FROM match_k_dfn k JOIN core.child c ON c.dob = k.d AND left(c.m_fn, 1) = k.l
-UNION ALL SELECT k.part, c.person_id FROM match_k_syf k
-            JOIN core.child c ON c.m_sn = k.s AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
-UNION ALL SELECT k.part, c.person_id FROM match_k_pyf k
-            JOIN core.child c ON c.m_sn = k.p AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
-           WHERE NOT k.w
-UNION ALL SELECT k.part, c.person_id FROM core.child c CROSS JOIN LATERAL unnest(c.m_sn_parts) AS cp(p)
+          """ + _union(
+    "SELECT k.part, c.person_id FROM",
+    """SELECT x.part, l.person_id FROM match_in x
+            JOIN core.child_link l ON l.base_id = x.base_id AND l.student_guid = x.guid""",
+    """SELECT k.part, c.person_id FROM core.child c CROSS JOIN LATERAL unnest(c.m_sn_parts) AS cp(p)
             JOIN match_k_pyf k ON cp.p = k.p AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
-           WHERE cardinality(c.m_sn_parts) > 1
-UNION ALL SELECT k.part, c.person_id FROM match_k_py k JOIN core.child c ON c.m_pc = k.p AND c.m_year = k.y
-UNION ALL SELECT k.part, c.person_id FROM match_k_fs k JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
-           WHERE k.nd OR c.dob IS NULL OR c.m_pc = k.p
-              OR extract(month FROM c.dob) * 100 + extract(day FROM c.dob) = k.md
-              OR (c.m_year = k.y - 1 AND extract(month FROM c.dob) = 12) OR c.m_year = k.ny
-UNION ALL SELECT k.part, c.person_id FROM match_k_ps k JOIN core.child c ON c.m_pc = k.p AND left(c.m_sn, 1) = k.l
-UNION ALL SELECT k.part, c.person_id FROM match_k_pf k JOIN core.child c ON c.m_pc = k.p AND left(c.m_fn, 1) = k.l
+           WHERE cardinality(c.m_sn_parts) > 1""") + """
 ) u"""
 
 
@@ -554,36 +571,23 @@ UNION ALL SELECT k.part, c.person_id FROM match_k_pf k JOIN core.child c ON c.m_
 _PROBED = f"SELECT {CORE_SELECT}, c.active FROM"
 
 #: The candidate statement of one small part (:func:`_one_small_part`): :data:`_CANDIDATES`'
-#: branches (the same keys and conditions; a test holds their rows equal), each returning its
-#: children's :data:`CORE_SELECT` columns from the row its index probe already reached, then
-#: one row per active child in ``person_id`` order: not the union's person ids read from
-#: ``core.child`` again (~2,650 primary-key probes, a third of the statement's buffers, at 80k
-#: children; issue 15). The surname-parts branch probes the parts' GIN index for a few keys
-#: (``@>``), not the parts of every LA child unnested (a pass over core.child per run). The key
-#: tables are read from array parameters (:func:`_as_arrays`).
+#: branches (the same keys and conditions, :data:`_KEY_BRANCHES`; a test holds their rows
+#: equal), each returning its children's :data:`CORE_SELECT` columns from the row its index
+#: probe already reached, then one row per active child in ``person_id`` order: not the union's
+#: person ids read from ``core.child`` again (~2,650 primary-key probes, a third of the
+#: statement's buffers, at 80k children; issue 15). The surname-parts branch probes the parts'
+#: GIN index for a few keys (``@>``), not the parts of every LA child unnested (a pass over
+#: core.child per run). The key tables are read from array parameters (:func:`_as_arrays`).
 _SMALL_CANDIDATES = f"""
 SELECT DISTINCT ON (u.person_id) {', '.join('u.' + c for c in _CORE_NAMES)} FROM (
-          {_PROBED} match_k_upn k JOIN core.child c ON c.m_upn = k.upn
-UNION ALL {_PROBED} match_in x
+          """ + _union(
+    _PROBED,
+    f"""{_PROBED} match_in x
             JOIN core.child_link l ON l.base_id = x.base_id AND l.student_guid = x.guid
-            JOIN core.child c ON c.person_id = l.person_id
-UNION ALL {_PROBED} match_k_dsn k JOIN core.child c ON c.dob = k.d AND left(c.m_sn, 1) = k.l
-UNION ALL {_PROBED} match_k_dfn k JOIN core.child c ON c.dob = k.d AND left(c.m_fn, 1) = k.l
-UNION ALL {_PROBED} match_k_syf k
-            JOIN core.child c ON c.m_sn = k.s AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
-UNION ALL {_PROBED} match_k_pyf k
-            JOIN core.child c ON c.m_sn = k.p AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
-           WHERE NOT k.w
-UNION ALL {_PROBED} match_k_pyf k
+            JOIN core.child c ON c.person_id = l.person_id""",
+    f"""{_PROBED} match_k_pyf k
             JOIN core.child c ON c.m_sn_parts @> ARRAY[k.p] AND c.m_year = k.y AND left(c.m_fn, 1) = k.l
-           WHERE cardinality(c.m_sn_parts) > 1
-UNION ALL {_PROBED} match_k_py k JOIN core.child c ON c.m_pc = k.p AND c.m_year = k.y
-UNION ALL {_PROBED} match_k_fs k JOIN core.child c ON c.m_fn = k.f AND c.m_sn = k.s
-           WHERE k.nd OR c.dob IS NULL OR c.m_pc = k.p
-              OR extract(month FROM c.dob) * 100 + extract(day FROM c.dob) = k.md
-              OR (c.m_year = k.y - 1 AND extract(month FROM c.dob) = 12) OR c.m_year = k.ny
-UNION ALL {_PROBED} match_k_ps k JOIN core.child c ON c.m_pc = k.p AND left(c.m_sn, 1) = k.l
-UNION ALL {_PROBED} match_k_pf k JOIN core.child c ON c.m_pc = k.p AND left(c.m_fn, 1) = k.l
+           WHERE cardinality(c.m_sn_parts) > 1""") + """
 ) u
  WHERE u.active ORDER BY u.person_id"""
 
