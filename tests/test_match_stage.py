@@ -525,3 +525,31 @@ def test_a_large_run_before_the_la_has_loaded_its_children_leaves_every_student_
         assert counts["parts"] == parts
         assert counts["unmatched"] == counts["students"] == len(rows) == len(inc)
         assert {r[1] for r in rows.values()} == {""} and {r[2] for r in rows.values()} == {"none"}
+
+
+def test_the_cross_run_links_read_from_the_decisions_are_those_the_database_finds(db):
+    """``cross_run_links`` reads a part's overwhelming / typed-at-home links from the decisions
+    in hand instead of from results.match (``explanation ?| ARRAY[...]``): the same children,
+    a rule's name elsewhere in an explanation (a nested key, a text value) counted by neither,
+    a record without a child never."""
+    import pandas as pd
+
+    from b2b.reconcile import match_stage
+
+    decided = pd.DataFrame({
+        "person_id": ["P1", "P2", "P3", "P4", "", "P1", "P6"],
+        "explanation": [
+            '{"overwhelming": {"place": "postcode"}, "score": 14.0}',
+            '{"typed_forename_at_home": true}',
+            '{"fields": {"overwhelming": 1}}',                      # nested: not the rule
+            '{"why_not_auto": ["overwhelming"]}',                   # a text value: not the rule
+            '{"overwhelming": {"place": "address"}}',               # no child
+            '{"overwhelming": {"place": "address"}}',               # P1 again: once
+            None]})
+    got = match_stage.cross_run_links(decided)
+    assert got == ["P1", "P2"]
+    sql = db.execute(
+        f"""SELECT DISTINCT person_id FROM unnest(%s::text[], %s::jsonb[]) AS m (person_id, explanation)
+             WHERE person_id <> '' AND {match_stage._cross_run('m')} ORDER BY 1""",
+        (decided["person_id"].tolist(), [e if isinstance(e, str) else "{}" for e in decided["explanation"]])).fetchall()
+    assert [r[0] for r in sql] == got

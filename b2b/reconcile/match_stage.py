@@ -165,7 +165,6 @@ def _decide_parts(conn: Connection, ctx: RunContext, settings: Settings, files: 
     # the matcher prepares the run's candidate LA children once; each part takes its own
     prepared = settings.matcher != "legacy"
     cfg = matching.MatchConfig(guidmatch=settings.guidmatch)
-    overwhelmed = set()  # parts with a link on overwhelming evidence: checked once every part is written
     # parts that may be decided again once every part is written: those with such a link, and
     # (several parts) those proposing a child to a record whose forename only resembles it
     again: dict[int, tuple] = {}
@@ -181,24 +180,20 @@ def _decide_parts(conn: Connection, ctx: RunContext, settings: Settings, files: 
             kept: dict | None = {} if len(parts) > 1 else None
             decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, reuse=kept)
             # (the explanations as text, a few a school run: no Series string maths)
-            over = any(isinstance(e, str) and any(f'"{r}"' in e for r in CROSS_RUN_RULES)
-                       for e in decided["explanation"].tolist())
+            over = cross_run_links(decided)
             resembling = len(parts) > 1 and bool((decided["status"].ne("unmatched") & decided["explanation"]
                                                   .str.contains(_RESEMBLING_FORENAME)).any())
             if over or resembling:
                 if kept is not None:
                     kept["decided"] = decided
-                if over:
-                    overwhelmed.add(part_no)
-                again[part_no] = (part, core, links, rejected, _spilled(kept))
+                again[part_no] = (part, core, links, rejected, _spilled(kept), over)
             del kept
         _write_matches(conn, ctx, settings, part, decided)
     # the children each part's records claim exactly from other parts (b2b match sees them in its batch)
     elsewhere = claims_in_other_parts(conn, files) if again and len(parts) > 1 else {}
-    for part_no, (part, core, links, rejected, spilled) in again.items():
+    for part_no, (part, core, links, rejected, spilled, over) in again.items():
         # (a run of several parts keeps its records' part numbers in a table: match_in)
-        claimed = claimed_outside(conn, files, part, part_no if len(parts) > 1 else None) \
-            if part_no in overwhelmed else set()
+        claimed = claimed_outside(conn, files, over, part_no if len(parts) > 1 else None) if over else set()
         claims = elsewhere.get(part_no, set())
         if not claimed and not claims:
             if spilled is not None:
@@ -390,36 +385,57 @@ def _cross_run(alias: str) -> str:
     return f"{alias}.explanation ?| ARRAY[{', '.join(repr(r) for r in CROSS_RUN_RULES)}]"
 
 
-def claimed_outside(conn: Connection, files: list[int], part: Any, part_no: int | None = None) -> set[str]:
-    """The LA children this part linked on overwhelming evidence (or a forename typed at home,
-    :data:`CROSS_RUN_RULES`) that records outside the part claim: linked to another school's record by an earlier run (``core.child_link``), or
+def cross_run_links(decided: Any) -> list[str]:
+    """The LA children of a part's decisions whose explanation holds a :data:`CROSS_RUN_RULES`
+    key at its top level (what ``explanation ?| ARRAY[...]`` finds once they are written), in
+    order of first sight: read from the decisions in hand, not back from ``results.match``
+    (a pass over every row's explanation of the part: ~50 ms at 15k students). Only an
+    explanation whose text names such a key is parsed."""
+    import json
+
+    out: dict[str, None] = {}
+    for pid, e in zip(decided["person_id"].tolist(), decided["explanation"].tolist()):
+        if isinstance(e, str) and isinstance(pid, str) and pid and any(f'"{r}"' in e for r in CROSS_RUN_RULES):
+            top = json.loads(e)
+            if isinstance(top, dict) and any(r in top for r in CROSS_RUN_RULES):
+                out[pid] = None
+    return list(out)
+
+
+def claimed_outside(conn: Connection, files: list[int], over: list[str], part_no: int | None = None) -> set[str]:
+    """Of ``over``, the LA children a part linked on overwhelming evidence (or a forename typed
+    at home, :data:`CROSS_RUN_RULES`; :func:`cross_run_links`), those that records outside the
+    part claim: linked to another school's record by an earlier run (``core.child_link``), or
     another part's record of this run (``results.match``). The matcher's own guard
-    (``b2b.matching.decide.claimed_by_another_record``) sees only the records of its call."""
-    # in two statements: the part's links first (a few hundred children), then their claims by
-    # array; one statement with the claims as EXISTS under an OR was planned as a subplan per
-    # child, each a pass over the run's results.match rows when the planner misjudged them
-    # (no index on person_id): 5 s per 20k-student part at 100k x 80k, minutes at 300k x 250k
-    # (``part_no``: the part's records are in the run's match_in table, :func:`_whole_la_parts`)
-    if part_no is None:
-        params = {"b": part["base_id"].tolist(), "g": part["student_guid"].tolist(), "files": files}
-        part_sql = "WITH part AS (SELECT * FROM unnest(%(b)s::text[], %(g)s::text[]) AS p (base_id, student_guid))"
-    else:
-        params = {"k": part_no, "files": files}
-        part_sql = "WITH part AS (SELECT base_id, guid AS student_guid FROM match_in WHERE part = %(k)s)"
-    params["over"] = [r[0] for r in conn.execute(
-        f"""{part_sql}
-            SELECT DISTINCT m.person_id FROM results.match m JOIN part p USING (base_id, student_guid)
-             WHERE m.file_id = ANY(%(files)s) AND {_cross_run('m')}""", params)]
-    if not params["over"]:
+    (``b2b.matching.decide.claimed_by_another_record``) sees only the records of its call.
+
+    ``part_no``: the part's number in the run's ``match_in`` table (a run of several parts,
+    :func:`_whole_la_parts`); ``None``: the run is one part, so the part's records are the
+    run's ``results.match`` rows and no other record of the run can claim the child."""
+    # the claims by array: one statement with them as EXISTS under an OR was planned as a
+    # subplan per child, each a pass over the run's results.match rows when the planner
+    # misjudged them (no index on person_id): 5 s per 20k-student part at 100k x 80k, minutes
+    # at 300k x 250k
+    if not over:
         return set()
+    if part_no is None:
+        # (an earlier run's links: the run's own records, found by key, are not outside the part)
+        return {r[0] for r in conn.execute(
+            """SELECT l.person_id FROM core.child_link l
+                WHERE l.person_id = ANY(%(over)s)
+                  AND NOT EXISTS (SELECT 1 FROM results.match m
+                                   WHERE m.file_id = ANY(%(files)s)
+                                     AND m.base_id = l.base_id AND m.student_guid = l.student_guid)""",
+            {"over": over, "files": files})}
     return {r[0] for r in conn.execute(
-        f"""{part_sql}
-            SELECT l.person_id FROM core.child_link l
-             WHERE l.person_id = ANY(%(over)s) AND (l.base_id, l.student_guid) NOT IN (SELECT * FROM part)
-            UNION
-            SELECT m.person_id FROM results.match m
-             WHERE m.file_id = ANY(%(files)s) AND m.person_id = ANY(%(over)s)
-               AND (m.base_id, m.student_guid) NOT IN (SELECT * FROM part)""", params)}
+        """WITH part AS (SELECT base_id, guid AS student_guid FROM match_in WHERE part = %(k)s)
+           SELECT l.person_id FROM core.child_link l
+            WHERE l.person_id = ANY(%(over)s) AND (l.base_id, l.student_guid) NOT IN (SELECT * FROM part)
+           UNION
+           SELECT m.person_id FROM results.match m
+            WHERE m.file_id = ANY(%(files)s) AND m.person_id = ANY(%(over)s)
+              AND (m.base_id, m.student_guid) NOT IN (SELECT * FROM part)""",
+        {"k": part_no, "over": over, "files": files})}
 
 
 #: A link this run makes to a child that an earlier run of another school linked on overwhelming
