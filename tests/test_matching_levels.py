@@ -183,3 +183,59 @@ def test_a_postcode_one_typed_character_away_is_a_level_and_corroborates_as_the_
     assert r["status"].startswith("matched")  # before: possible, uncorroborated
     r = run(core, [school("s", "Esme", "Lloyd", "2011-03-24", postcode="ME4 4QA", address_line1="Flat 3")])["s"]
     assert r["status"] == "possible" and "uncorroborated" in json.loads(r["explanation"])["why_not_auto"]
+
+
+def _text_pairs(n, seed):
+    """Value pairs as the comparisons meet them: repeats, empties, the same text, one slip,
+    a transposition, other lengths, accents, DOB texts one digit apart."""
+    import random
+
+    rng = random.Random(seed)
+    base = ["amelia", "amelie", "jo", "", "rené", "renee", "20100101", "20100110", "20011001", "2010010",
+            "ct12ab", "ct12ba", "howeway", "howway", "o", "ö"]
+
+    def slip(x):
+        if not x:
+            return x
+        k = rng.randrange(len(x))
+        return rng.choice([x[:k] + x[k + 1:], x[:k] + "x" + x[k + 1:], x[:k] + x[k + 1:k + 2] + x[k:k + 1] + x[k + 2:]])
+
+    a = [rng.choice(base) for _ in range(n)]
+    b = [slip(x) if rng.random() < 0.5 else rng.choice(base) for x in a]
+    return a, b
+
+
+def test_per_distinct_judges_every_pair_as_the_predicate_does_on_object_and_arrow_text():
+    """``per_distinct`` finds the distinct pairs on each column's codes and judges them by the
+    predicate (its ``many`` form where it has one): every row as the predicate on that row."""
+    import numpy as np
+
+    from b2b.matching import comparisons as C
+
+    a, b = _text_pairs(5_000, 1)
+    for dtype in (object, "string[pyarrow]"):
+        sa, sb = pd.Series(a, dtype=dtype), pd.Series(b, dtype=dtype)
+        for fn in (C._typed, C._typed1, C._one_digit, lambda x, y: C._jaro_winkler(x, y) >= 0.9):
+            want = np.array([bool(fn(x, y)) for x, y in zip(a, b)])
+            assert (C.per_distinct(sa, sb, fn) == want).all(), (dtype, fn)
+    # the vectorised one-digit judgement is the scalar one, pair by pair
+    x, y = np.array(a, dtype=object), np.array(b, dtype=object)
+    assert (C._one_digit.many(x, y) == np.array([C._one_digit(p, q) for p, q in zip(a, b)])).all()
+    assert C._one_digit.many(x, y).any()
+
+
+def test_term_frequency_adjustments_are_the_same_for_many_values_as_for_a_few():
+    """Above 1,000 values the adjustment is computed per distinct value by its code: the same
+    bits as value by value, for object and Arrow text."""
+    import numpy as np
+
+    from b2b.matching.comparisons import TermFrequencies
+
+    names = ["smith"] * 50 + ["jones"] * 20 + ["okonkwo"] + ["zephyr"] * 2
+    tf = TermFrequencies.from_frame(pd.DataFrame({"fn": names, "sn": names}))
+    values = (names + ["unknown", ""]) * 40
+    few = np.concatenate([tf.adjustment("sn", values[k:k + 500]) for k in range(0, len(values), 500)])
+    for dtype in (object, "string[pyarrow]"):
+        many = tf.adjustment("sn", pd.Series(values, dtype=dtype).values)
+        assert len(values) > 1_000 and np.array_equal(many, few)
+    assert few.min() < 0 < few.max()  # rare and common names both met

@@ -281,7 +281,8 @@ def _infer_strings(flag: bool) -> Iterator[None]:
 
 def _by_value(col: Any, fn: Any) -> Any:
     """``fn`` once per distinct value (names repeat a lot), mapped back onto the column."""
-    out = col.map({v: fn(v) for v in col.unique()})
+    # (the distinct values as a list: element by element, pandas' Arrow strings cost ~1 us each)
+    out = col.map({v: fn(v) for v in col.unique().tolist()})
     # (no values: pandas types an empty map's result float64, which has no ``.str``, when text
     # is kept as objects: :func:`object_strings`)
     return out.astype(object) if not len(col) and out.dtype.kind == "f" else out
