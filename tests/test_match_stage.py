@@ -282,6 +282,27 @@ def test_a_twin_in_another_part_whose_name_only_resembles_the_childs_is_another_
     a_part_per_school_decides_as_one_call(db_url, monkeypatch, core, inc, bench, want)
 
 
+
+@pytest.mark.parametrize("name, rule", [("Iska", "typed_forename_at_home"), ("Ipla", "overwhelming")])
+@pytest.mark.parametrize("schools", [("8862001", "8862005"), ("8862005", "8862001")])
+def test_a_link_on_overwhelming_evidence_is_claimed_by_a_record_in_another_part(db_url, monkeypatch, schools,
+                                                                               name, rule):
+    """No identifiers, one run of two parts: the LA knows Isla; her school sends Isla, another
+    school (in the other part, before or after hers) sends "Iska" or "Ipla", a twin the LA never
+    knew. Alone, that part links the child on overwhelming evidence (or a forename typed at
+    home); another part's record claims the child (``PartHolders``), so the part is decided
+    again and the twin is not linked, exactly as ``b2b.matching.match`` decides in one call."""
+    from b2b import matching
+
+    core, inc, bench = one_child_two_schools("Isla", "F", ((schools[0], "g-isla", "Isla"),
+                                                                (schools[1], "g-twin", name)))
+    alone = matching.match(core, inc.iloc[[1]])
+    assert alone["status"].iloc[0] == "matched_with_conflicts" and json.loads(alone["explanation"].iloc[0])[rule]
+    want = matching.match(core, inc).set_index("incoming_id")
+    assert want.loc[f"{schools[1]}:g-twin", "status"] != "matched_with_conflicts"
+    by_guid = a_part_per_school_decides_as_one_call(db_url, monkeypatch, core, inc, bench, want)
+    assert by_guid["g-isla"][:2] == ("matched", "P1") and rule not in by_guid["g-twin"][6]
+
 def test_name_totals_follow_every_change_of_the_la_children(db):
     """The term-frequency totals (named children, sum of squared name counts) come from a cache
     per state of core.child (migration 0033): after every kind of change, and across a rolled
@@ -553,3 +574,20 @@ def test_the_cross_run_links_read_from_the_decisions_are_those_the_database_find
              WHERE person_id <> '' AND {match_stage._cross_run('m')} ORDER BY 1""",
         (decided["person_id"].tolist(), [e if isinstance(e, str) else "{}" for e in decided["explanation"]])).fetchall()
     assert [r[0] for r in sql] == got
+
+
+def test_part_holders_follow_the_rows_as_they_are_written_and_rewritten():
+    """What ``claimed_outside`` asks of the run's other parts: a child named by another part's
+    row, as the rows stand (a part decided again and rewritten no longer names its old child)."""
+    from b2b.reconcile.match_stage import PartHolders
+
+    h = PartHolders()
+    h.add(0, ["P1", "P2", None, ""])
+    h.add(1, ["P1", "P3", "P3"])
+    assert h.elsewhere(0, ["P1", "P2", "P3", "P9"]) == {"P1", "P3"}
+    assert h.elsewhere(1, ["P1", "P2", "P3"]) == {"P1", "P2"}
+    h.remove(1, ["P1", "P3"])  # part 1 decided again: two of its rows changed child
+    h.add(1, ["P2", None])
+    assert h.elsewhere(0, ["P1", "P2", "P3"]) == {"P2", "P3"}  # one row still names P3
+    h.remove(1, ["P3"])
+    assert h.elsewhere(0, ["P1", "P3"]) == set()
