@@ -510,13 +510,10 @@ def per_distinct(a: Any, b: Any, fn: Any) -> Any:
 
     if not len(a):
         return np.zeros(0, dtype=bool)
+    # (a missing value, never in a prepared column, is a value of its own here)
     ca, ua = pd.factorize(a, use_na_sentinel=False)
     cb, ub = pd.factorize(b, use_na_sentinel=False)
     ua, ub = np.asarray(ua, dtype=object), np.asarray(ub, dtype=object)
-    if not all(type(v) is str for v in ua) or not all(type(v) is str for v in ub):
-        # (not text throughout: each value as its text, as the columns were compared before)
-        return per_distinct(pd.Series(a.astype(str).to_numpy(dtype=object)),
-                            pd.Series(b.astype(str).to_numpy(dtype=object)), fn)
     pair, inverse = np.unique(ca.astype(np.int64) * len(ub) + cb, return_inverse=True)
     return judge(fn, ua[pair // len(ub)], ub[pair % len(ub)])[inverse.reshape(-1)]
 
