@@ -51,7 +51,8 @@ def dag_with_steps(url: str, inc) -> tuple:
 
     spent: dict[str, float] = defaultdict(float)
 
-    def timed(mod, name: str, label: str) -> None:
+    def timed(mod, name: str, label) -> None:
+        """``label``: the step's name, or a function of the call's arguments giving it."""
         fn = getattr(mod, name)
 
         @functools.wraps(fn)
@@ -60,7 +61,7 @@ def dag_with_steps(url: str, inc) -> tuple:
             try:
                 return fn(*a, **k)
             finally:
-                spent[label] += time.perf_counter() - t
+                spent[label(k) if callable(label) else label] += time.perf_counter() - t
 
         @functools.wraps(fn)
         def run_gen(*a, **k):  # a generator's time is spent while it is read, part by part
@@ -78,8 +79,9 @@ def dag_with_steps(url: str, inc) -> tuple:
         setattr(mod, name, run_gen if inspect.isgeneratorfunction(fn) else run)
 
     for step in STEPS:
-        if step == "matcher":
-            timed(matching, "match", step)
+        if step == "matcher":  # (a part decided again once the other parts' claims are known: its own line)
+            timed(matching, "match", lambda k: "matcher (parts decided again)"
+                  if k.get("claimed") is not None or k.get("claims_elsewhere") is not None else "matcher")
         elif step == "term_frequencies":  # (read by the stage through PendingFrequencies)
             timed(match_stage.PendingFrequencies, "result", step)
         elif hasattr(match_stage, step):
