@@ -343,16 +343,17 @@ class TermFrequencies:
             return np.zeros(len(values))
         u = sq / (n * n)
         counts = self.counts.get(col, {})
+
+        def bits(v: Any) -> float:
+            return float(np.clip(np.log2(u * n / counts[v]), self.low, self.high)) if counts.get(v) else 0.0
+
         if len(values) > 1_000:
             # (each distinct value once, by its code: no Python loop over the pairs, issue 15)
             import pandas as pd
 
             codes, uniques = pd.factorize(values, use_na_sentinel=False)
-            per = np.array([float(np.clip(np.log2(u * n / counts[v]), self.low, self.high)) if counts.get(v) else 0.0
-                            for v in np.asarray(uniques, dtype=object).tolist()], dtype=float)
-            return per[codes]
-        adj = {v: float(np.clip(np.log2(u * n / counts[v]), self.low, self.high)) if counts.get(v) else 0.0
-               for v in set(values)}
+            return np.array([bits(v) for v in np.asarray(uniques, dtype=object).tolist()], dtype=float)[codes]
+        adj = {v: bits(v) for v in set(values)}
         return np.array([adj[v] for v in values])
 
 

@@ -356,6 +356,16 @@ def claims_in_other_parts(conn: Connection, files: list[int]) -> dict[int, set[s
     return out
 
 
+def _planner_settings(**values: str) -> tuple[str, str]:
+    """Two statements: the first keeps each setting's value in a variable of the transaction's
+    own (``b2b.kept_*``) and sets ``values`` for the transaction (a target list is evaluated in
+    order); the second puts them back, so the statements after plan as before (an error ends
+    the transaction, and the settings with it). Neither outlives the transaction (PgBouncer)."""
+    return ("SELECT " + ", ".join([f"set_config('b2b.kept_{n}', current_setting('{n}'), true)" for n in values]
+                                  + [f"set_config('{n}', '{v}', true)" for n, v in values.items()]),
+            "SELECT " + ", ".join(f"set_config('{n}', current_setting('b2b.kept_{n}'), true)" for n in values))
+
+
 def claimed_exactly_in_another_part(conn: Connection, files: list[int]) -> int:
     """The matcher's cross-school guard across parts: a child one school's record claims with
     its exact forename is not auto-linked to another school's record whose forename is only a
@@ -386,11 +396,8 @@ _CLAIMED_EXACTLY = """WITH claim AS (
             WHERE m.file_id = ANY(%(files)s) AND m.person_id = c.person_id AND m.rule = 'weights'
               AND m.status IN ('matched', 'matched_with_conflicts')
               AND m.explanation #>> '{fields,forename,level}' <> 'exact'"""
-#: the planner's nested loops off for one statement, the setting kept in a variable of the
-#: transaction's own and put back after it (an error ends the transaction, and the setting with it)
-_NO_NESTLOOP = ("SELECT set_config('b2b.kept_enable_nestloop', current_setting('enable_nestloop'), true), "
-                "set_config('enable_nestloop', 'off', true)")
-_NESTLOOP_BACK = "SELECT set_config('enable_nestloop', current_setting('b2b.kept_enable_nestloop'), true)"
+#: the planner's nested loops off for some statements, and back (:func:`_planner_settings`)
+_NO_NESTLOOP, _NESTLOOP_BACK = _planner_settings(enable_nestloop="off")
 
 
 OTHER_GUID = "child_linked_to_other_guid"
@@ -687,10 +694,9 @@ def run_candidates(conn: Connection, parts: list[Any], *, prepared: bool = False
     else:
         # hash joins, each one pass over core.child for the whole run (index probes per key were
         # 7x slower at 300k x 250k); duplicates stay (a part's read below is a semi-join)
-        nestloop = scalar(conn, "SELECT current_setting('enable_nestloop')")
-        conn.execute("SET LOCAL enable_nestloop = off")
+        conn.execute(_NO_NESTLOOP)
         conn.execute(_CANDIDATES)
-        conn.execute(f"SET LOCAL enable_nestloop = {'on' if nestloop == 'on' else 'off'}")
+        conn.execute(_NESTLOOP_BACK)
     conn.execute("CREATE INDEX ON match_cand (part)")
     conn.execute("ANALYZE match_cand")
     links = pd.DataFrame(conn.execute(_LINKS).fetchall(), columns=["part", "base_id", "guid", "person_id", "linked_by"])
@@ -715,17 +721,9 @@ _REJECTED = """SELECT x.part, d.base_id, d.student_guid AS guid, d.person_id
                 WHERE d.decision = 'reject'"""
 
 
-#: the planner settings of a school run's candidate reads (:func:`_one_small_part`), each
-#: setting's value first kept in a variable of the transaction's own (``b2b.kept_*``) ...
-_PROBE_SETTINGS = ", ".join(
-    ["SELECT " + ", ".join(f"set_config('b2b.kept_{n}', current_setting('{n}'), true)" for n in (
-        "enable_hashjoin", "enable_mergejoin", "max_parallel_workers_per_gather"))]
-    + [f"set_config('{n}', '{v}', true)" for n, v in (("enable_hashjoin", "off"), ("enable_mergejoin", "off"),
-                                                       ("max_parallel_workers_per_gather", "0"))])
-#: ... and put back from it after them (the statements after the reads plan as before)
-_PLANNER_SETTINGS_BACK = "SELECT " + ", ".join(
-    f"set_config('{n}', current_setting('b2b.kept_{n}'), true)"
-    for n in ("enable_hashjoin", "enable_mergejoin", "max_parallel_workers_per_gather"))
+#: the planner settings of a school run's candidate reads (:func:`_one_small_part`), and back
+_PROBE_SETTINGS, _PLANNER_SETTINGS_BACK = _planner_settings(
+    enable_hashjoin="off", enable_mergejoin="off", max_parallel_workers_per_gather="0")
 
 
 def _one_small_part(conn: Connection, part: Any, *, prepared: bool,
@@ -1131,8 +1129,8 @@ def _write_rows(conn: Connection, table: str, columns: tuple[tuple[str, str], ..
             values = tuple(None if v is None else repr(float(v)) if typ == "numeric" else v if type(v) is str
                            else str(v) for v in values)
         params.append(_array_literal(values, literal))
-        args.append(f"%s::{typ if literal != 'text' else 'text'}[]")
-        cols.append(f"v{k}" if literal != "text" or typ == "text" else f"v{k}::{typ}")
+        args.append(f"%s::{'text' if literal == 'text' else typ}[]")
+        cols.append(f"v{k}::{typ}" if literal == "text" and typ != "text" else f"v{k}")
     conn.execute(f"INSERT INTO {table} ({names}) SELECT {', '.join(cols)} "
                  f"FROM unnest({', '.join(args)}) AS t({', '.join(f'v{k}' for k in range(len(columns)))})", params)
 
