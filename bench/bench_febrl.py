@@ -58,7 +58,7 @@ def febrl4(cache: Path | None = None):
 
     core = pd.DataFrame({"person_id": a["rec_id"], "upn": None, "guid": None, "forename": a["given_name"],
                          "middle_names": None, "surname": a["surname"], "gender": None, "dob": dob(a["date_of_birth"]),
-                         "postcode": a["postcode"], "address_line1": line(a)})[CORE_COLUMNS]
+                         "postcode": a["postcode"], "address_line1": line(a), "base_id": None})[CORE_COLUMNS]
     inc = pd.DataFrame({"incoming_id": b["rec_id"], "base_id": "febrl", "upn": None, "guid": b["rec_id"],
                         "forename": b["given_name"], "middle_names": None, "surname": b["surname"], "gender": None,
                         "dob": dob(b["date_of_birth"]), "postcode": b["postcode"], "address_line1": line(b)})[INCOMING_COLUMNS]

@@ -142,10 +142,12 @@ def in_child(fn, timeout: float | None = None):
 
 
 def splink_match(core, inc, *, seed: int = 1, train_sample: int = 2_000_000, train_incoming: int = 30_000,
-                 threads: int = 2, memory_limit: str = "4GB"):
+                 threads: int = 2, memory_limit: str = "4GB", school: bool = False):
     """Splink 5 with DuckDB (``threads`` threads) and its comparison library, trained on the data:
     u by random sampling, m by EM, on at most ``train_incoming`` school records (a sample at
-    the large size; the model is then applied to every record)."""
+    the large size; the model is then applied to every record). ``school``: also an exact-match
+    comparison of the school the LA holds with the record's (off by default: at 15k it made
+    Splink link a sibling at the school for a child the LA does not know, 37 false links)."""
     import logging
 
     import duckdb
@@ -161,6 +163,8 @@ def splink_match(core, inc, *, seed: int = 1, train_sample: int = 2_000_000, tra
             v = df[c].where(df[c].notna(), None)
             out[c] = v.astype(str).str.strip().str.lower().replace({"": None, "none": None, "nan": None})
         out["dob"] = pd.to_datetime(df["dob"], errors="coerce").dt.strftime("%Y-%m-%d")
+        # the school (the LA's for its child, the school's own for its record): ours reads it too
+        out["school"] = df["base_id"].where(df["base_id"].notna(), None) if "base_id" in df else None
         return out
 
     def api():
@@ -171,6 +175,7 @@ def splink_match(core, inc, *, seed: int = 1, train_sample: int = 2_000_000, tra
         return DuckDBAPI(con)
 
     has_upn = core["upn"].notna().any()
+    has_school = school and "base_id" in core and core["base_id"].notna().any()
     settings = SettingsCreator(
         link_type="link_only",
         comparisons=[
@@ -180,6 +185,7 @@ def splink_match(core, inc, *, seed: int = 1, train_sample: int = 2_000_000, tra
             *([cl.ExactMatch("upn")] if has_upn else []),
             cl.ExactMatch("gender"),
             cl.PostcodeComparison("postcode"),
+            *([cl.ExactMatch("school")] if has_school else []),
         ],
         blocking_rules_to_generate_predictions=[
             *([block_on("upn")] if has_upn else []), block_on("dob", "surname"), block_on("dob", "forename"),
@@ -248,9 +254,11 @@ def load_dag_db(core, inc, url: str) -> None:
                 cp.write(buf.getvalue())
 
         line = core["address_line1"].fillna("").str.split(" ", n=1)
-        copy("COPY core.child (person_id, upn, forename, middle_names, surname, gender, dob, paon, street, postcode) "
-             "FROM STDIN", zip(core["person_id"], core["upn"], core["forename"], core["middle_names"], core["surname"],
-                               core["gender"], core["dob"], line.str[0], line.str[1], core["postcode"]))
+        school = core["base_id"] if "base_id" in core else [None] * len(core)
+        copy("COPY core.child (person_id, upn, forename, middle_names, surname, gender, dob, paon, street, postcode, "
+             "base_id) FROM STDIN", zip(core["person_id"], core["upn"], core["forename"], core["middle_names"],
+                                        core["surname"], core["gender"], core["dob"], line.str[0], line.str[1],
+                                        core["postcode"], school))
         bases = sorted(inc["base_id"].unique())
         fid = {b: k + 1 for k, b in enumerate(bases)}
         copy("COPY raw.inbound_file (file_id, base_id, task_key, dag_id, run_id, window_end, window_order, seq, source, "
@@ -335,6 +343,8 @@ def main(argv=None) -> int:
                     help="break our possible queue down by cause (why_not_auto, and noise kind, x relation)")
     ap.add_argument("--household", action="store_true",
                     help="also ours with the moved-household rule on without identifiers too (MatchConfig(moved_household='always'))")
+    ap.add_argument("--splink-school", action="store_true",
+                    help="also Splink given the school (an exact-match comparison of the LA's school with the record's)")
     ap.add_argument("--rare-name", action="store_true",
                     help="also ours with the rare name + DOB rule on (MatchConfig(rare_name=True))")
     ap.add_argument("--dag", action="store_true",
@@ -359,9 +369,20 @@ def main(argv=None) -> int:
 
         return match(c, i, MatchConfig(rare_name=True))
 
-    runs = [("legacy", legacy_match), ("ours", match)] + ([("ours+hh", household)] if args.household else []) + \
+    def no_school(c, i):
+        from b2b.matching import MatchConfig
+
+        return match(c, i, MatchConfig(school_evidence=False))
+
+    def splink_school(c, i):
+        return splink_match(c, i, school=True)
+
+    # "ours, no school": the school the LA holds not read (as before issue 14's school rule)
+    runs = [("legacy", legacy_match), ("ours", match), ("ours, no school", no_school)] + \
+        ([("ours+hh", household)] if args.household else []) + \
         ([("ours+rare", rare_name)] if args.rare_name else []) + \
-        ([] if args.no_splink else [("splink", splink_match)])
+        ([] if args.no_splink else [("splink", splink_match)]) + \
+        ([("splink+school", splink_school)] if args.splink_school and not args.no_splink else [])
     rows = []
     dag_url = None
     if args.dag:
@@ -382,7 +403,7 @@ def main(argv=None) -> int:
              if name != "splink"] + [(d, name, fn) for d in datasets for name, fn in runs if name == "splink"]
     for (data_name, (c, i)), name, fn in order:
         out, secs, peak = in_child(lambda fn=fn, c=c, i=i: fn(c, i),
-                                   args.splink_timeout if name == "splink" else None)
+                                   args.splink_timeout if name.startswith("splink") else None)
         if out is None:
             print(f"matching: {data_name:<6} {name:<6} stopped after {secs:.0f}s (peak {peak:,.0f} MB, whole process)")
             rows.append({"data": data_name, "matcher": name, "seconds": secs, "peak_mb": peak, "stopped": True})

@@ -105,8 +105,9 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
     _families_move_together(world, inc, seed)
     core = pd.DataFrame(world.la_core())
     core["guid"] = None  # first-time matching: no GUID links yet, demographics and UPN only
+    core["base_id"] = core["base_dfe"]  # the school the LA holds for the child (made stale below)
     core = core[["person_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob", "postcode",
-                 "address_line1"]].copy()
+                 "address_line1", "base_id"]].copy()
     core["dob"] = core["dob"].astype(str)
     truth = {f"{d}:{g}": p for (d, g), p in world.truth().items()}
     kinds: dict[str, str] = {}
@@ -280,7 +281,44 @@ def match_dataset(n_incoming: int = 20000, n_core: int | None = None, seed: int 
     if new_core:
         core = pd.concat([core, pd.DataFrame(new_core)], ignore_index=True)
     _label_kinds(inc, core, truth, kinds)
-    return core.reset_index(drop=True), inc, truth, kinds
+    core = core.reset_index(drop=True)
+    _schools_the_la_holds(core, inc, truth, kinds, seed)
+    return core, inc, truth, kinds
+
+
+#: how often the school the LA holds for a child is not the child's school any more: a family
+#: that moved house has often moved school too; any child may have changed school since the
+#: LA last heard (in-year transfers between censuses)
+STALE_SCHOOL = {"moved": 0.35, "moved_upn": 0.35, "": 0.03}
+#: how often the LA holds a school for a namesake it knows (the rest: independent schools,
+#: other LAs' schools, home education, not of school age)
+NAMESAKE_AT_SCHOOL = 0.6
+
+
+def _schools_the_la_holds(core, inc, truth, kinds, seed: int) -> None:
+    """The LA's school for each child (``base_id``), as stale as real LA records: the world's
+    school, replaced by another school for a share of children (``STALE_SCHOOL``, more often for
+    a family that moved house); a planted namesake (``N…``: another child of the same name and
+    DOB) is held at a school drawn from every school, its namesake's own included (a stale record
+    of a child who left it: the trap a school rule must survive), or at none."""
+    bases = sorted(set(inc["base_id"]))
+    if not bases:
+        return
+    pos = {p: k for k, p in enumerate(core["person_id"])}
+    held = core["base_id"].tolist()
+    for iid, b in zip(inc["incoming_id"], inc["base_id"]):
+        pid = truth.get(iid)
+        if pid is None or pid not in pos:
+            continue
+        share = STALE_SCHOOL.get(kinds.get(iid, ""), STALE_SCHOOL[""])
+        if _u(seed, iid, "school-stale") < share and len(bases) > 1:
+            others = [x for x in bases if x != b]
+            held[pos[pid]] = others[int(_u(seed, iid, "school-other") * len(others))]
+    for k, p in enumerate(core["person_id"]):
+        if p.startswith("N"):
+            held[k] = bases[int(_u(seed, p, "namesake-school") * len(bases))] \
+                if _u(seed, p, "namesake-held") < NAMESAKE_AT_SCHOOL else None
+    core["base_id"] = held
 
 
 def _name_commonness(core, inc) -> dict:

@@ -193,7 +193,8 @@ def test_carer_candidates_decide_as_the_whole_carer_population(db):
     for other in (mine, again):
         pd.testing.assert_frame_equal(other[0], core)
         assert (other[1].counts, other[1].totals) == (tf.counts, tf.totals)
-    cols = "person_id, upn, NULL::text, forename, middle_names, surname, gender, dob, postcode, concat_ws(' ', paon, street)"
+    cols = ("person_id, upn, NULL::text, forename, middle_names, surname, gender, dob, postcode, "
+            "concat_ws(' ', paon, street), NULL::text")
     everyone = pd.DataFrame(db.execute(
         f"""SELECT {cols} FROM core.child WHERE active AND dob <= (%(asof)s::date - make_interval(years => %(min)s))
             UNION ALL

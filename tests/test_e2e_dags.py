@@ -229,7 +229,7 @@ def test_shell_match_gives_the_same_decisions_as_the_dag(e2e, tmp_path):
         inc = incoming_frame(conn, files, dr.data_interval_end)
         # the LA's own GUID links become CORE.csv's guid column (the same evidence, +12 either way)
         core = conn.execute("""SELECT c.person_id, c.upn, l.student_guid, c.forename, c.middle_names, c.surname,
-                                      c.gender, c.dob, c.postcode, concat_ws(' ', c.paon, c.street)
+                                      c.gender, c.dob, c.postcode, concat_ws(' ', c.paon, c.street), c.base_id
                                  FROM core.child c
                                  LEFT JOIN core.child_link l ON l.person_id = c.person_id AND l.base_id = %s
                                       AND l.linked_by = 'la'

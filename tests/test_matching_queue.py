@@ -176,3 +176,67 @@ def test_benchmark_plants_namesakes_on_common_names_more_often():
     common = _name_commonness(core, inc)
     planted = [common[i] for i, k in kinds.items() if k in ("namesake", "namesake_unknown") and i in common]
     assert planted and sum(planted) / len(planted) > 1.2  # the batch's average is 1
+
+
+def held_at(rec, base="8862001"):
+    """An LA record whose school, as the LA holds it, is ``base``."""
+    return dict(rec, base_id=base)
+
+
+def test_the_school_the_la_holds_corroborates_the_very_name_and_dob_of_a_child_who_moved():
+    core = [held_at(la("P1", "Freya", "Moss", "2016-03-04")),
+            held_at(la("P2", "Tom", "Moss", "2013-07-01", gender="M"), "8862009")]
+    moved = school("moved", "Freya", "Moss", "2016-03-04", **MOVED)
+    # before (the school not read, or not held): name and DOB only, an officer's question
+    assert decide(core, [moved], cfg=MatchConfig(school_evidence=False))["moved"]["status"] == "possible"
+    assert decide([dict(core[0], base_id=None)], [moved])["moved"]["status"] == "possible"
+    r = decide(core, [moved])["moved"]
+    assert (r["status"], r["person_id"]) == ("matched_with_conflicts", "P1")
+    assert json.loads(r["explanation"])["at_the_las_school"] is True
+    # the LA holds the child at another school (a family that moved school too): still a question
+    r = decide(core, [school("tom", "Tom", "Moss", "2013-07-01", gender="M", **MOVED)])["tom"]
+    assert r["status"] == "possible" and "at_the_las_school" not in r["explanation"]
+    # anything short of the very name and DOB stays with officers (a nickname is a form of it)
+    for iid, fn, dob in (("typo", "Freyq", "2016-03-04"), ("dob", "Freya", "2016-03-05")):
+        assert not linked(decide(core, [school(iid, fn, "Moss", dob, **MOVED)])[iid])
+    # the contacts (F14) are not children at a school: never this rule's
+    assert "at_the_las_school" not in json.dumps(
+        decide(core, [dict(moved, dob=None)], cfg=MatchConfig(dob_required=False), min_age=6,
+               as_of="2026-10-05")["moved"])
+
+
+def test_the_school_rule_never_links_a_twin_a_sibling_or_one_of_two_namesakes():
+    core = [held_at(la("P1", "Elizabeth", "Moss", "2016-03-04")),
+            held_at(la("P2", "Tom", "Moss", "2013-07-01", gender="M"))]
+    # twins the LA does not know, both on the roll at the new home: only the very forename links
+    got = decide(core, [school("liz", "Elizabeth", "Moss", "2016-03-04", **MOVED),
+                        school("twin", "Ella", "Moss", "2016-03-04", **MOVED)])
+    assert (got["liz"]["status"], got["liz"]["person_id"]) == ("matched_with_conflicts", "P1")
+    assert not linked(got["twin"])
+    # ... and a twin whose forename is only a form of the child's ("Beth") is not the child there
+    got = decide(core, [school("beth", "Beth", "Moss", "2016-03-04", **MOVED),
+                        school("twin", "Ella", "Moss", "2016-03-04", **MOVED)])
+    assert not linked(got["beth"]) and not linked(got["twin"])
+    # a brother or sister at the school: a DOB of their own
+    assert not linked(decide(core, [school("sib", "Tom", "Moss", "2014-07-01", gender="M", **MOVED)])["sib"])
+    # two LA children of that name and DOB, both held at the school: an officer's question
+    two = core + [held_at(la("P3", "Elizabeth", "Moss", "2016-03-04", postcode="ME15 6QX", addr="7 Elsewhere Road"))]
+    r = decide(two, [school("s", "Elizabeth", "Moss", "2016-03-04", **MOVED)])["s"]
+    assert r["status"] == "possible" and "ambiguous" in json.loads(r["explanation"])["why_not_auto"]
+    # ... one of them held at another school: the one the LA holds at this school, past the namesake
+    other = core + [held_at(la("P3", "Elizabeth", "Moss", "2016-03-04", postcode="ME15 6QX",
+                               addr="7 Elsewhere Road"), "8862009")]
+    r = decide(other, [school("s", "Elizabeth", "Moss", "2016-03-04", **MOVED)])["s"]
+    assert (r["status"], r["person_id"]) == ("matched_with_conflicts", "P1")
+    # two valid permanent UPNs that differ are two children, whatever the school says
+    from stdnum.gb.upn import calc_check_digit
+
+    a, b = (calc_check_digit(body) + body for body in ("886200120001", "886200120002"))
+    upns = [dict(core[0], upn=a), core[1]]
+    r = decide(upns, [dict(school("s", "Elizabeth", "Moss", "2016-03-04", **MOVED), upn=b)])["s"]
+    assert not linked(r)
+    assert linked(decide(upns, [dict(school("s", "Elizabeth", "Moss", "2016-03-04", **MOVED), upn=None)])["s"])
+    # the same child on two rolls, one of them the school the LA holds: that one only
+    got = decide(core, [school("here", "Elizabeth", "Moss", "2016-03-04", **MOVED),
+                        school("there", "Elizabeth", "Moss", "2016-03-04", base="8862009", **MOVED)])
+    assert linked(got["here"]) and not linked(got["there"])

@@ -176,7 +176,7 @@ def reasons(decided) -> set[str]:
     for e in decided["explanation"]:
         d = json.loads(e)
         out |= set(d.get("why_not_auto", [])) | {"not_possible:" + r for r in d.get("why_not_possible", [])}
-        out |= {k for k in ("household", "margin_over", "officer_link") if k in d}
+        out |= {k for k in ("household", "margin_over", "officer_link", "at_the_las_school") if k in d}
     return out
 
 
@@ -279,7 +279,8 @@ def schools():
 def test_whole_schools_decide_on_arrays_as_the_pandas_path(data, schools, pandas_only, monkeypatch):
     """Every decision rule on the array path: whole schools decided at once (twins the LA does
     not know, ambiguous runner-ups, the household guard, a child claimed twice or at another
-    school, UPNs that differ, households that moved together, officer links and rejections),
+    school, UPNs that differ, households that moved together, the school the LA holds, officer
+    links and rejections),
     students and carers, against the pandas path's rows, statuses, scores and explanations."""
     import datetime as dt
 
@@ -297,6 +298,8 @@ def test_whole_schools_decide_on_arrays_as_the_pandas_path(data, schools, pandas
         rejected = pd.DataFrame(known[40:60], columns=["base_id", "guid", "person_id"])
         runs = [(whole, inc, {"links": links, "rejected": rejected, "tf": tf}),
                 (whole, inc, {"cfg": MatchConfig(moved_household="always"), "tf": tf}),
+                # (the school the LA holds corroborates most moved families first: without it)
+                (whole, inc, {"cfg": MatchConfig(moved_household="always", school_evidence=False), "tf": tf}),
                 (whole, inc.assign(upn=None, guid=None), {"tf": tf}),
                 (core, inc.assign(dob=None, upn=None, middle_names=None),
                  {"cfg": MatchConfig(guidmatch=False, dob_required=False), "min_age": 6,
@@ -306,7 +309,7 @@ def test_whole_schools_decide_on_arrays_as_the_pandas_path(data, schools, pandas
             pd.testing.assert_frame_equal(fast, big, check_exact=True)
             seen |= reasons(big)
     assert {"ambiguous", "twin_in_batch", "claimed_twice", "below_auto", "uncorroborated", "officer_link",
-            "margin_over", "household", "not_possible:forename_differs", "not_possible:claimed_by_twin",
+            "margin_over", "household", "at_the_las_school", "not_possible:forename_differs", "not_possible:claimed_by_twin",
             "not_possible:upn_differs", "not_possible:claimed_elsewhere"} <= seen, seen
 
 

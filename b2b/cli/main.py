@@ -169,16 +169,16 @@ def _cmd_match(args: argparse.Namespace) -> int:
 
     from b2b import matching
 
-    def read(path: Path, columns: Any) -> Any:
+    def read(path: Path, columns: Any, optional: Any = ()) -> Any:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        missing = [c for c in columns if c not in df.columns]
+        missing = [c for c in columns if c not in df.columns and c not in optional]
         if missing:
             print(f"b2b match: {path}: missing column(s) {', '.join(missing)} "
                   f"(expected {','.join(columns)})", file=sys.stderr)
             raise SystemExit(2)
         return df.replace({"": None})
 
-    core = read(args.core, matching.CORE_COLUMNS)
+    core = read(args.core, matching.CORE_COLUMNS, matching.CORE_OPTIONAL)
     inc = read(args.incoming, matching.INCOMING_COLUMNS)
     t = time.perf_counter()
     if args.train:
@@ -377,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("match", help="match a CSV of school records to a CSV of LA records (same matcher as the DAGs)")
     m.add_argument("--core", required=True, help="CORE.csv: person_id,upn,guid,forename,middle_names,surname,"
-                                                  "gender,dob,postcode,address_line1")
+                                                  "gender,dob,postcode,address_line1[,base_id] (base_id: the "
+                                                  "school the LA holds for the child, optional)")
     m.add_argument("--incoming", required=True, help="INCOMING.csv: incoming_id,base_id,upn,guid,forename,"
                                                       "middle_names,surname,gender,dob,postcode,address_line1")
     m.add_argument("--out", help="OUT.csv: incoming_id,status,person_id,rule,score,conflicting_fields")

@@ -24,6 +24,7 @@ from b2b.matching.normalise import (
            ACCENTS_FROM,
            ACCENTS_TO,
            CORE_COLUMNS,
+           CORE_OPTIONAL,
            INCOMING_COLUMNS,
            UK_DIMINUTIVES,
            arrow_strings,
@@ -35,7 +36,7 @@ from b2b.matching.normalise import (
            prepare,
 )
 
-__all__ = ["ACCENTS_FROM", "ACCENTS_TO", "BY_FIELD", "CHUNK", "COMPARISONS", "CORE_COLUMNS", "INCOMING_COLUMNS", "PARTS",
+__all__ = ["ACCENTS_FROM", "ACCENTS_TO", "BY_FIELD", "CHUNK", "COMPARISONS", "CORE_COLUMNS", "CORE_OPTIONAL", "INCOMING_COLUMNS", "PARTS",
            "STATUSES", "UK_DIMINUTIVES", "Comparison", "arrow_strings", "Level", "MatchConfig", "PreparedCore", "Weights", "candidate_pairs",
            "candidates", "differing", "forename_forms", "legacy_match", "match", "name_key", "name_parts", "object_strings",
            "postcode_key", "prepare", "prepare_core", "score_pairs"]

@@ -63,6 +63,10 @@ class MatchConfig:
     # populations' namesake rate (about 0.25 false links per 10,000 records), not at a bench's
     # that plants namesakes far above it (issue 14; docs/matching.md)
     rare_name: bool = False
+    # the school the LA's record says the child attends (core ``base_id``), when it is the
+    # record's own school, corroborates the very name and DOB (at_the_las_school); "off" for an
+    # LA whose school field is not kept up to date
+    school_evidence: bool = True
 
 
 class PreparedRows(Frame):
@@ -325,6 +329,13 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # own, a sibling another DOB, a namesake elsewhere rarely the same middle name
     s["middle_counts"] = middle_name_counts(s, slip) & ~(twin & ~s["forename_strong"].values)
     s["eligible"] = s["eligible"].values | s["typed_home"].values | s["middle_counts"].values
+    # the school the LA holds for the child is the record's own, with the very name and DOB: a
+    # namesake elsewhere is at another school (or none), a twin or sibling there has a forename
+    # or DOB of its own. Per pair, so that a second child of that name and DOB whom the LA also
+    # holds at the school is a corroborated runner-up (two such: an officer's question)
+    if cfg.school_evidence and min_age is None and "base_id" in core and "base_id" in inc:
+        s["at_school"] = at_the_las_school(s, core["base_id"].values, inc["base_id"].values)
+        s["corroborated"] = s["corroborated"].values | s["at_school"].values
     # the household guard: another DOB-compatible candidate (a twin, a sibling) whose forename
     # is exactly the record's stops a link on any other forename level (nickname, typo, typed);
     # only a candidate that could itself be the child (>= the possible band): a twin or sibling
@@ -367,6 +378,10 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
         if cfg.rare_name else (np.zeros(n, bool), np.full(n, np.nan))
     typed_home = best["typed_home"].values
     middle = best["middle_counts"].values
+    # (twins on the roll share name parts, DOB and school: there only the very forename)
+    at_school = best["at_school"].values & (~in_twins | at(best_lv, "forename", "exact", "exact, mis-decoded")) \
+        if "at_school" in best.columns else np.zeros(n, bool)
+    strong = strong | at_school
     best_identifier = at(best_lv, "upn", "valid, equal", "equal, temporary") | at(best_lv, "guid", "linked")
     corro, strong = corro | moved | rare, strong | moved | rare | typed_home | middle
     # the margin is over the candidates that are corroborated too: a runner-up sharing name and
@@ -375,7 +390,7 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # (corroborated by more than the postcode sector: thousands of homes share one)
     beyond_sector = at(best_lv, "postcode", "unit") | \
         at(best_lv, "address_line1", *HOME_ADDRESS, "same street, other number") | at(best_lv, "middle_names", "equal") | \
-        best_identifier | moved
+        best_identifier | moved | at_school
     over_corro = corro & beyond_sector & eligible & (runner_c < runner)
     below, ambiguous = score < np.where(strong, cfg.possible, cfg.auto), \
         score - np.where(over_corro, runner_c, runner) < cfg.margin
@@ -453,7 +468,8 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
                         {k: v & (score >= cfg.possible) for k, v in not_possible.items()}, moved,
                         over_corro, over, {"rare_name": np.where(rare, expected, np.nan),
                                            "typed_forename_at_home": typed_home,
-                                           "middle_name_counts": middle & ~best_identifier})
+                                           "middle_name_counts": middle & ~best_identifier,
+                                           "at_the_las_school": at_school & ~best_identifier})
     if reuse is not None and "explained" in reuse:  # only records whose explanation's inputs changed
         explained = reuse["explained"]
         same = _same_rows(explained[0], explanation_args)
@@ -981,6 +997,22 @@ def name_and_dob_exact(lv: Any) -> Any:
         ~at(lv, "gender", "different")
 
 
+def at_the_las_school(s: Any, la_school: Any, school: Any) -> Any:
+    """Pairs (``ii``, ``ci`` and ``<field>_lv`` columns) whose LA child the LA holds at the
+    record's own school (``la_school``: per LA record the school its record names, "" for none;
+    ``school``: per incoming record its school), with the very name and DOB
+    (:func:`name_and_dob_exact`) and no two valid permanent UPNs that differ: corroboration that
+    counts without identifiers (issue 14: a family that moved house keeps its school; the
+    no-identifier queue was mostly such families). A namesake the LA holds elsewhere is at
+    another school or none; a twin or sibling at the school has a forename or a DOB of its own."""
+    import numpy as np
+
+    ci, ii = s["ci"].to_numpy(), s["ii"].to_numpy()
+    held = np.asarray(la_school, dtype=object)[ci]
+    return (held != "") & (held == np.asarray(school, dtype=object)[ii]) & name_and_dob_exact(s) & \
+        ~at(s, "upn", "different valid permanent")
+
+
 def moved_together(inc: Any, core: Any, best_ci: Any, ok: Any) -> Any:
     """A household that moved together (issue 14): records of one school sharing surname and
     home (postcode and address line) whose nearest candidates (``best_ci``, positions in
@@ -1175,7 +1207,7 @@ def _explanations(best: Any, has: Any, runner: Any, n_good: Any, by_officer: Any
         if queue_rules is not None:  # issue 14: the evidence that carried a record without identifiers
             if queue_rules["rare_name"][k] == queue_rules["rare_name"][k]:  # not NaN
                 d["rare_name"] = {"expected_namesakes": float(f"{queue_rules['rare_name'][k]:.2g}")}
-            for rule in ("typed_forename_at_home", "middle_name_counts"):
+            for rule in ("typed_forename_at_home", "middle_name_counts", "at_the_las_school"):
                 if queue_rules[rule][k]:
                     d[rule] = True
         if over_corro[k]:  # the runner-up shares name and DOB only: the margin is over the others

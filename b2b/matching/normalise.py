@@ -13,8 +13,11 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
+#: the LA record's columns; ``base_id`` is the school the LA holds for the child (its DfE number,
+#: empty when the LA knows none): optional in ``b2b match``'s CSV (:data:`CORE_OPTIONAL`)
 CORE_COLUMNS = ["person_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob", "postcode",
-                "address_line1"]
+                "address_line1", "base_id"]
+CORE_OPTIONAL = ("base_id",)
 INCOMING_COLUMNS = ["incoming_id", "base_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob",
                     "postcode", "address_line1"]
 

@@ -569,7 +569,8 @@ def _incoming(rows: list[tuple]) -> Any:
 #: with the expression that reads it from core.child ``c``
 _CORE_FIELDS = (("person_id", "c.person_id"), ("upn", "c.upn"), ("guid", "NULL::text"), ("forename", "c.forename"),
                 ("middle_names", "c.middle_names"), ("surname", "c.surname"), ("gender", "c.gender"),
-                ("dob", "c.dob"), ("postcode", "c.postcode"), ("address_line1", "concat_ws(' ', c.paon, c.street)"))
+                ("dob", "c.dob"), ("postcode", "c.postcode"), ("address_line1", "concat_ws(' ', c.paon, c.street)"),
+                ("base_id", "c.base_id"))
 #: their names, and a select list of them
 _CORE_NAMES = tuple(name for name, _ in _CORE_FIELDS)
 CORE_SELECT = ", ".join(expr if expr == f"c.{name}" else f"{expr} AS {name}" for name, expr in _CORE_FIELDS)
@@ -1192,10 +1193,10 @@ def carer_paired(contacts: Any, core: Any, memo: dict[Any, str] | None = None) -
 #: live at a contact's postcode (``pcs``) with its forename (``hf_*``) or surname (``hs_*``)
 #: initial; each branch an index read (the matching keys of core.child and core.adult)
 _CARER_CHILD = """SELECT c.person_id, c.upn, NULL::text, c.forename, c.middle_names, c.surname, c.gender, c.dob,
-           c.postcode, concat_ws(' ', c.paon, c.street), 'child' AS kind
+           c.postcode, concat_ws(' ', c.paon, c.street), NULL::text, 'child' AS kind
       FROM core.child c WHERE c.active AND c.dob <= (%(asof)s::date - make_interval(years => %(min)s)) AND """
 _CARER_ADULT = """SELECT a.person_id, NULL, NULL, a.forename, a.middle_names, a.surname, a.gender, a.dob, a.postcode,
-           concat_ws(' ', a.paon, a.street), 'adult'
+           concat_ws(' ', a.paon, a.street), NULL, 'adult'
       FROM core.adult a WHERE """
 _CARER_BY_NAME = "({t}.m_fn, {t}.m_sn) IN (SELECT * FROM unnest(%(kf)s::text[], %(ks)s::text[]))"
 _CARER_BY_HOME = """{t}.m_pc = ANY(%(pcs)s::text[])
