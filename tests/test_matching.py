@@ -205,6 +205,24 @@ def test_shell_command_output_format(tmp_path):
     assert "matched 1" in res.stderr and "unmatched 1" in res.stderr
 
 
+def test_shell_command_reads_the_school_the_la_holds_when_given(tmp_path):
+    """``base_id`` in CORE.csv is optional: without it a moved child with no identifier is an
+    officer's question; with the school the LA holds being the record's, a link (issue 14)."""
+    core = [dict(la("P1", "Freya", "Moss", "2016-03-04"), base_id="8862001")]
+    inc = [school("s1", "Freya", "Moss", "2016-03-04", postcode="TN4 8AB", addr="12 New Street")]
+    write_csv(tmp_path / "inc.csv", inc, INCOMING_COLUMNS)
+    got = {}
+    for name, columns in (("without", [c for c in CORE_COLUMNS if c != "base_id"]), ("with", CORE_COLUMNS)):
+        write_csv(tmp_path / "core.csv", core, columns)
+        res = subprocess.run([sys.executable, "-m", "b2b.cli", "match", "--core", str(tmp_path / "core.csv"),
+                              "--incoming", str(tmp_path / "inc.csv"), "--out", str(tmp_path / "out.csv")],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        with open(tmp_path / "out.csv") as f:
+            got[name] = [(r["status"], r["person_id"]) for r in csv.DictReader(f)]
+    assert got == {"without": [("possible", "P1")], "with": [("matched_with_conflicts", "P1")]}
+
+
 def test_shell_command_names_missing_columns(tmp_path):
     (tmp_path / "core.csv").write_text("person_id,forename\nP1,Amelia\n")
     write_csv(tmp_path / "inc.csv", [], INCOMING_COLUMNS)

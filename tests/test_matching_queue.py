@@ -196,7 +196,11 @@ def test_the_school_the_la_holds_corroborates_the_very_name_and_dob_of_a_child_w
     # the LA holds the child at another school (a family that moved school too): still a question
     r = decide(core, [school("tom", "Tom", "Moss", "2013-07-01", gender="M", **MOVED)])["tom"]
     assert r["status"] == "possible" and "at_the_las_school" not in r["explanation"]
-    # anything short of the very name and DOB stays with officers (a nickname is a form of it)
+    # a surname the school holds double-barrelled or typed in error is still the child's there
+    for iid, sn in (("barrel", "Moss-Whitfield"), ("typed", "Mpss")):
+        r = decide(core, [school(iid, "Freya", sn, "2016-03-04", **MOVED)])[iid]
+        assert (r["status"], r["person_id"]) == ("matched_with_conflicts", "P1"), iid
+    # a forename short of the name (or a form of it), a DOB short of the very day, stay with officers
     for iid, fn, dob in (("typo", "Freyq", "2016-03-04"), ("dob", "Freya", "2016-03-05")):
         assert not linked(decide(core, [school(iid, fn, "Moss", dob, **MOVED)])[iid])
     # the contacts (F14) are not children at a school: never this rule's

@@ -1000,16 +1000,20 @@ def name_and_dob_exact(lv: Any) -> Any:
 def at_the_las_school(s: Any, la_school: Any, school: Any) -> Any:
     """Pairs (``ii``, ``ci`` and ``<field>_lv`` columns) whose LA child the LA holds at the
     record's own school (``la_school``: per LA record the school its record names, "" for none;
-    ``school``: per incoming record its school), with the very name and DOB
-    (:func:`name_and_dob_exact`) and no two valid permanent UPNs that differ: corroboration that
-    counts without identifiers (issue 14: a family that moved house keeps its school; the
-    no-identifier queue was mostly such families). A namesake the LA holds elsewhere is at
-    another school or none; a twin or sibling at the school has a forename or a DOB of its own."""
+    ``school``: per incoming record its school), with the very forename (or a form of it), the
+    exact DOB, a surname consistent with the child's (exact, part of a double-barrel, a typo or
+    typed error, swapped with the forename), gender not different and no two valid permanent
+    UPNs that differ: corroboration that counts without identifiers (issue 14: a family that
+    moved house keeps its school; the no-identifier queue was mostly such families). A namesake
+    the LA holds elsewhere is at another school or none; a twin or sibling at the school has a
+    forename or a DOB of its own. (Not a DOB a digit or days out: a child of that name born days
+    from the record's is far likelier than one born the same day.)"""
     import numpy as np
 
     ci, ii = s["ci"].to_numpy(), s["ii"].to_numpy()
     held = np.asarray(la_school, dtype=object)[ci]
-    return (held != "") & (held == np.asarray(school, dtype=object)[ii]) & name_and_dob_exact(s) & \
+    return (held != "") & (held == np.asarray(school, dtype=object)[ii]) & at(s, "forename", *FORENAME_STRONG) & \
+        at(s, "surname", *SURNAME_COMPATIBLE) & at(s, "dob", "exact") & ~at(s, "gender", "different") & \
         ~at(s, "upn", "different valid permanent")
 
 
