@@ -244,3 +244,28 @@ def test_the_school_rule_never_links_a_twin_a_sibling_or_one_of_two_namesakes():
     got = decide(core, [school("here", "Elizabeth", "Moss", "2016-03-04", **MOVED),
                         school("there", "Elizabeth", "Moss", "2016-03-04", base="8862009", **MOVED)])
     assert linked(got["here"]) and not linked(got["there"])
+
+
+def test_a_namesake_born_days_away_held_at_another_school_is_another_child_not_a_question():
+    """The LA holds the nearest child at another school, born days (or a digit) from the record's
+    DOB, living elsewhere, no identifier agreeing: a newcomer's namesake — unmatched, the
+    candidate still explained (``why_not_possible``), not the possible queue."""
+    from stdnum.gb.upn import calc_check_digit
+
+    core = [held_at(la("P1", "Freya", "Moss", "2016-03-14"), "8862009")]
+    rec = school("s", "Freya", "Moss", "2016-03-04", **MOVED)
+    # before (the school not read): an officer's question
+    assert decide(core, [rec], cfg=MatchConfig(school_evidence=False))["s"]["status"] == "possible"
+    r = decide(core, [rec])["s"]
+    assert (r["status"], r["person_id"]) == ("unmatched", "")
+    assert json.loads(r["explanation"])["why_not_possible"] == ["held_at_another_school"]
+    # still a question: the LA holds no school, or this one; the same postcode sector; a middle
+    # name agreeing; a UPN agreeing (the child, with a DOB error)
+    upn = calc_check_digit("886200120001") + "886200120001"
+    for name, c, i in (("no school", dict(core[0], base_id=None), rec),
+                       ("this school", dict(core[0], base_id="8862001"), rec),
+                       ("sector", core[0], dict(rec, postcode="CT1 2XY")),
+                       ("middle", dict(core[0], middle_names="Rose"), dict(rec, middle_names="Rose")),
+                       ("upn", dict(core[0], upn=upn), dict(rec, upn=upn))):
+        r = decide([c], [i])["s"]
+        assert r["person_id"] == "P1" and "held_at_another_school" not in r["explanation"], name

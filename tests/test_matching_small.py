@@ -313,6 +313,33 @@ def test_whole_schools_decide_on_arrays_as_the_pandas_path(data, schools, pandas
             "not_possible:upn_differs", "not_possible:claimed_elsewhere"} <= seen, seen
 
 
+def test_the_school_rules_decide_on_arrays_as_the_pandas_path(pandas_only, monkeypatch):
+    """The school the LA holds (issue 14): a moved child linked there, twins on the roll, two
+    namesakes held there, a namesake born days away held at another school — both paths alike."""
+    def la(pid, fn, sn, dob, base, pc="CT1 2AB", addr="1 Green Road"):
+        return dict(person_id=pid, upn=None, guid=None, forename=fn, middle_names=None, surname=sn, gender="F",
+                    dob=dob, postcode=pc, address_line1=addr, base_id=base)
+
+    def rec(iid, fn, sn, dob, base="8862001"):
+        return dict(incoming_id=iid, base_id=base, upn=None, guid=f"g-{iid}", forename=fn, middle_names=None,
+                    surname=sn, gender="F", dob=dob, postcode="TN4 8AB", address_line1="12 New Street")
+
+    core = pd.DataFrame([la("P1", "Freya", "Moss", "2016-03-04", "8862001"),
+                         la("P2", "Elizabeth", "Hart", "2015-01-02", "8862001"),
+                         la("P3", "Elizabeth", "Hart", "2015-01-02", "8862001", "ME15 6QX", "7 Elsewhere Road"),
+                         la("P4", "Ruby", "Lane", "2014-05-15", "8862009"),
+                         la("P5", "Ivy", "Cole", "2017-07-07", "8862001")])
+    inc = pd.DataFrame([rec("moved", "Freya", "Moss-Whitfield", "2016-03-04"), rec("two", "Elizabeth", "Hart", "2015-01-02"),
+                        rec("days", "Ruby", "Lane", "2014-05-05"), rec("ivy", "Ivy", "Cole", "2017-07-07"),
+                        rec("twin", "Isla", "Cole", "2017-07-07")])
+    fast, big = decide_both(core, inc, pandas_only, monkeypatch)
+    pd.testing.assert_frame_equal(fast, big, check_exact=True)
+    got = dict(zip(fast["incoming_id"], zip(fast["status"], fast["person_id"])))
+    assert got == {"moved": ("matched_with_conflicts", "P1"), "two": ("possible", "P2"), "days": ("unmatched", ""),
+                   "ivy": ("matched_with_conflicts", "P5"), "twin": ("unmatched", "")}, got
+    assert {"at_the_las_school", "not_possible:held_at_another_school"} <= reasons(fast)
+
+
 def test_the_quick_paths_of_name_and_postcode_keys_give_the_general_rule():
     """``name_key``, ``name_parts`` and ``postcode_key`` answer plain ASCII values without a
     regular expression (issue 15); over random values (accents, apostrophes, hyphens, spaces,
