@@ -46,6 +46,17 @@ def test_core_load_file_loads_children_and_guid_links_once(db, tmp_path):
     assert db.execute("SELECT count(*) FROM core.child_version").fetchone()[0] == 3
 
 
+def test_the_school_written_la_code_slash_establishment_is_the_schools_dfe_number(db, tmp_path):
+    """"886/2001" (as LAs often write a DfE number) is held as 8862001, the number a school's
+    records carry: the matcher compares the two (the school the LA holds, issue 14)."""
+    rows = children()
+    rows[0][7], rows[1][7] = "886/2001", "886 - 2001"
+    load_children_file(db, write_csv(tmp_path / "children.csv", CHILD_HEADER, rows))
+    assert db.execute("SELECT person_id, base_id FROM core.child WHERE base_id IS NOT NULL ORDER BY 1").fetchall() \
+        == [("P1", "8862001"), ("P2", "8862001")]
+    assert db.execute("SELECT base_id FROM core.child_link WHERE student_guid = 'g-1'").fetchone() == ("8862001",)
+
+
 def test_changed_record_gets_a_new_version_and_history_is_kept(db, tmp_path):
     load_children_file(db, write_csv(tmp_path / "a.csv", CHILD_HEADER, children()))
     rows = children()

@@ -34,7 +34,7 @@ def ctx(dag_id):
                       data_filter="snapshot", window_start=END - timedelta(days=7), window_end=END)
 
 
-def stage_rows(url, dag_id, part_students, monkeypatch):
+def stage_rows(url, dag_id, part_students, monkeypatch, settings=None):
     """results.match after the stage, with schools matched ``part_students`` at a time."""
     import psycopg
 
@@ -53,7 +53,7 @@ def stage_rows(url, dag_id, part_students, monkeypatch):
     counted.original = school_parts
     monkeypatch.setattr(match_stage, "school_parts", counted)
     with psycopg.connect(url) as conn:
-        counts = match_stage.match(conn, ctx(dag_id), Settings())
+        counts = match_stage.match(conn, ctx(dag_id), settings or Settings())
         rows = conn.execute("""SELECT file_id::text || '|' || student_guid, status, coalesce(person_id, ''), rule,
                                       score, hidden, age_years, explanation
                                  FROM results.match ORDER BY 1""").fetchall()
@@ -248,6 +248,26 @@ def test_a_child_claimed_exactly_in_another_part_is_not_linked_to_a_form_of_its_
     assert want.loc["8862005:g-leon", "status"] == "possible"
     by_guid = a_part_per_school_decides_as_one_call(db_url, monkeypatch, core, inc, bench, want)
     assert by_guid["g-leon"][6]["why_not_auto"] == ["claimed_twice"]
+
+
+@pytest.mark.parametrize("setting", ["true", "false"])
+def test_the_la_setting_school_evidence_reaches_the_match_stage(db_url, monkeypatch, setting):
+    """The catalogue's SCHOOL_EVIDENCE (issue 14): the LA holds Leo at his school, his family has
+    moved house; with the setting on (the default) the school corroborates his very name and DOB
+    and he is linked, off he is an officer's question."""
+    from b2b.config.settings import Settings
+
+    core, inc, bench = one_child_two_schools("Leo", "M", (("8862001", "g-leo", "Leo"),))
+    bench.load_dag_db(core.assign(base_id="8862001"), inc.assign(postcode="TN4 8AB", address_line1="9 New Road"),
+                      db_url)
+    settings = Settings.from_mapping({"SCHOOL_EVIDENCE": setting})
+    assert settings.school_evidence is (setting == "true") and Settings().school_evidence
+    _, rows = stage_rows(db_url, bench.DAG_ID, 20_000, monkeypatch, settings)
+    [(status, person, *_, explanation)] = rows.values()
+    if setting == "true":
+        assert (status, person) == ("matched_with_conflicts", "P1") and explanation["at_the_las_school"] is True
+    else:
+        assert (status, person) == ("possible", "P1") and "at_the_las_school" not in explanation
 
 
 def a_part_per_school_decides_as_one_call(db_url, monkeypatch, core, inc, bench, want) -> dict:

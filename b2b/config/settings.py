@@ -25,6 +25,9 @@ class Settings:
 
     b2bhcache: bool = True        # F7/F15: hash cache on
     guidmatch: bool = True        # F16: GUID matching on
+    # issue 14: the school the LA holds for a child (core.child.base_id) is matching evidence
+    # (b2b.matching.MatchConfig.school_evidence); off where the LA's school field is not kept
+    school_evidence: bool = True
     b2b_s_age: int = 18           # F13: unmatched students older than this are hidden
     carer_min: int = 16           # F14: minimum age at which a child can be matched as a carer
     matcher: str = "weights"      # "weights" (b2b.matching) or "legacy" (the vendor rule)

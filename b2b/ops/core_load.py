@@ -9,7 +9,8 @@ Formats (``b2b core load --help`` prints the same):
   ``person_id, upn, forename, middle_names, surname, gender, dob, ethnicity, first_language,
   sen_status, base_id, paon, saon, street, locality, town, postcode, guid, guid_base``.
   ``dob`` is ``YYYY-MM-DD``; ``gender`` M, F, U or X; ``base_id`` the DfE number of the school
-  the LA believes the child attends; ``guid`` a MIS GUID the LA already links to the child at
+  the LA believes the child attends (7 digits, or ``886/2001``; the matcher reads it as
+  evidence, so keep it current); ``guid`` a MIS GUID the LA already links to the child at
   school ``guid_base`` (default ``base_id``).
 * **gazetteer CSV**: ``uprn, paon, saon, street, locality, town, postcode`` (``uprn`` required).
 * **adults CSV** (F14: the parents and carers the LA holds, matched to schools' contacts):
@@ -76,6 +77,9 @@ CORE_COLUMNS = CHILD_FIELDS
 _POSTCODE = re.compile(r"^(?:GIR ?0AA|[A-PR-UWYZ][A-HK-Y]?[0-9][0-9A-Z]? ?[0-9][ABD-HJLNP-UW-Z]{2})$")
 _UPN = re.compile(r"^[A-Z][0-9]{11}[0-9A-Z]$")
 _DFE = re.compile(r"^[0-9]{7}$")
+#: the DfE number as LAs often write it (LA code / establishment number): read as the 7 digits,
+#: so the school the LA holds for a child compares with the school's own (matching, issue 14)
+_LAESTAB = re.compile(r"^[0-9]{3}\s*[/-]\s*[0-9]{4}$")
 _UPRN = re.compile(r"^[0-9]{1,12}$")
 MAX_PROBLEMS_SHOWN = 20
 
@@ -250,6 +254,8 @@ def _check_people(rows: list[dict], lines: list[int] | None, date_format: str,
             if not _POSTCODE.match(r["postcode"]):
                 problems.append(Problem(i, line, "postcode", "not a UK postcode"))
         for f in ("base_id", "guid_base"):
+            if r.get(f) and _LAESTAB.match(str(r[f]).strip()):  # "886/2001", "886-2001": as the school's 8862001
+                r[f] = re.sub(r"[^0-9]", "", str(r[f]))
             if r.get(f) and not _DFE.match(str(r[f])):
                 problems.append(Problem(i, line, f, "not a DfE number (7 digits)"))
         if r.get("guid") and not (r.get("guid_base") or r.get("base_id")):

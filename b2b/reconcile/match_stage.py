@@ -164,7 +164,7 @@ def _decide_parts(conn: Connection, ctx: RunContext, settings: Settings, files: 
 
     # the matcher prepares the run's candidate LA children once; each part takes its own
     prepared = settings.matcher != "legacy"
-    cfg = matching.MatchConfig(guidmatch=settings.guidmatch)
+    cfg = matching.MatchConfig(guidmatch=settings.guidmatch, school_evidence=settings.school_evidence)
     # parts that may be decided again once every part is written: those with such a link, and
     # (several parts) those proposing a child to a record whose forename only resembles it
     again: dict[int, tuple] = {}
