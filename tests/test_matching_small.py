@@ -3,6 +3,7 @@ matching data (twins, namesakes, a sibling's UPN, typos, ...) made messier still
 small batches, as per-school runs give them, decide exactly as the pandas paths do — the
 prepared frames, the candidate pairs (and their order), every decision and explanation."""
 import random
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -372,3 +373,20 @@ def test_address_fields_and_the_ascii_fold_give_the_general_rule():
             str(v).lower().translate(normalise._FOLD).strip()
         assert normalise._ascii_lower(v) == general, v
         assert normalise.address_fields(v) == (normalise.address_key(v), *normalise.address_parts(v)), v
+
+
+def test_is_missing_answers_as_pandas_does_for_every_kind_of_scalar():
+    """``normalise.is_missing`` (and the differing-fields rule's ``small._missing``) skip pandas
+    for the common types (issue 15): the answer stays pandas' own for every kind of value."""
+    import datetime as dt
+
+    import numpy as np
+
+    from b2b.matching.normalise import is_missing
+
+    values = [None, float("nan"), np.nan, np.float64("nan"), np.float32("nan"), pd.NaT, pd.NA, np.datetime64("NaT"),
+              "", "x", " ", 0, 1, True, False, 1.5, np.float64(2.0), np.int64(3), dt.date(2020, 1, 2),
+              dt.datetime(2020, 1, 2, 3), pd.Timestamp("2020-01-02"), np.datetime64("2020-01-02"), b"x", Decimal("1")]
+    for v in values:
+        assert bool(is_missing(v)) == bool(pd.isna(v)), repr(v)
+        assert bool(small._missing(v)) == (bool(pd.isna(v)) or v == ""), repr(v)

@@ -379,9 +379,20 @@ def address_fields(s: Any) -> tuple[str, str, str]:
 
 def is_missing(x: Any) -> bool:
     """A scalar pandas counts as missing: None, NaN, NaT, NA."""
+    if x is None:
+        return True
+    if type(x) in _NEVER_MISSING:  # (the common cases, without pandas' import a call)
+        return False
+    if isinstance(x, float):
+        return x != x
     import pandas as pd
 
-    return x is None or x is pd.NaT or x is pd.NA or (isinstance(x, float) and x != x)
+    # (anything else as pandas answers it: numpy's NaT and float32 NaN were once taken as values)
+    return x is pd.NaT or x is pd.NA or (pd.api.types.is_scalar(x) and bool(pd.isna(x)))
+
+
+#: scalar types never missing (exactly these types: a subclass, such as pandas' Timestamp, is checked)
+_NEVER_MISSING = frozenset((str, int, bool, bytes))
 
 
 def _prepare_rows(df: Any, id_col: str, *, columns: bool = False) -> Any:
