@@ -184,6 +184,16 @@ def write_csv(path, rows, columns):
             w.writerow({k: "" if r.get(k) is None else r[k] for k in columns})
 
 
+def run_match_command(tmp_path):
+    """``b2b match`` on tmp_path's core.csv and inc.csv: (the process, OUT.csv's rows)."""
+    res = subprocess.run([sys.executable, "-m", "b2b.cli", "match", "--core", str(tmp_path / "core.csv"),
+                          "--incoming", str(tmp_path / "inc.csv"), "--out", str(tmp_path / "out.csv")],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    with open(tmp_path / "out.csv") as f:
+        return res, list(csv.DictReader(f))
+
+
 def test_shell_command_output_format(tmp_path):
     core = [la("P1", "Amelia", "Jones", "2016-03-04", upn_=UPN_A), la("P2", "Joseph", "Bloggs", "2015-01-26",
                                                                         gender="M")]
@@ -192,12 +202,7 @@ def test_shell_command_output_format(tmp_path):
            school("s3", "Noah", "Patel", "2019-12-12", gender="M", postcode="ME4 1AA", addr="")]
     write_csv(tmp_path / "core.csv", core, CORE_COLUMNS)
     write_csv(tmp_path / "inc.csv", inc, INCOMING_COLUMNS)
-    res = subprocess.run([sys.executable, "-m", "b2b.cli", "match", "--core", str(tmp_path / "core.csv"),
-                          "--incoming", str(tmp_path / "inc.csv"), "--out", str(tmp_path / "out.csv")],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    with open(tmp_path / "out.csv") as f:
-        rows = list(csv.DictReader(f))
+    res, rows = run_match_command(tmp_path)
     assert list(rows[0]) == ["incoming_id", "status", "person_id", "rule", "score", "conflicting_fields"]
     got = {r["incoming_id"]: (r["status"], r["person_id"], r["conflicting_fields"]) for r in rows}
     assert got == {"s1": ("matched", "P1", ""), "s2": ("matched_with_conflicts", "P2", "forename"),
@@ -214,12 +219,7 @@ def test_shell_command_reads_the_school_the_la_holds_when_given(tmp_path):
     got = {}
     for name, columns in (("without", [c for c in CORE_COLUMNS if c != "base_id"]), ("with", CORE_COLUMNS)):
         write_csv(tmp_path / "core.csv", core, columns)
-        res = subprocess.run([sys.executable, "-m", "b2b.cli", "match", "--core", str(tmp_path / "core.csv"),
-                              "--incoming", str(tmp_path / "inc.csv"), "--out", str(tmp_path / "out.csv")],
-                             capture_output=True, text=True)
-        assert res.returncode == 0, res.stderr
-        with open(tmp_path / "out.csv") as f:
-            got[name] = [(r["status"], r["person_id"]) for r in csv.DictReader(f)]
+        got[name] = [(r["status"], r["person_id"]) for r in run_match_command(tmp_path)[1]]
     assert got == {"without": [("possible", "P1")], "with": [("matched_with_conflicts", "P1")]}
 
 
