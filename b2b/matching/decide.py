@@ -64,8 +64,9 @@ class MatchConfig:
     # that plants namesakes far above it (issue 14; docs/matching.md)
     rare_name: bool = False
     # the school the LA's record says the child attends (core ``base_id``), when it is the
-    # record's own school, corroborates the very name and DOB (at_the_las_school); "off" for an
-    # LA whose school field is not kept up to date
+    # record's own school, corroborates the very forename and DOB (at_the_las_school), and a
+    # namesake born days away held at another school is another child (another_school_another_day);
+    # False for an LA whose school field is not kept up to date (the LA setting SCHOOL_EVIDENCE)
     school_evidence: bool = True
 
 
@@ -332,9 +333,11 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
     # the school the LA holds for the child is the record's own, with the very name and DOB: a
     # namesake elsewhere is at another school (or none), a twin or sibling there has a forename
     # or DOB of its own. Per pair, so that a second child of that name and DOB whom the LA also
-    # holds at the school is a corroborated runner-up (two such: an officer's question)
+    # holds at the school is a corroborated runner-up (two such: an officer's question); twins on
+    # the roll share name parts, DOB and school: there only the very forename
     if cfg.school_evidence and min_age is None and "base_id" in core and "base_id" in inc:
-        s["at_school"] = at_the_las_school(s, core["base_id"].values, inc["base_id"].values)
+        s["at_school"] = at_the_las_school(s, core["base_id"].values, inc["base_id"].values) & \
+            (~twin | at(s, "forename", "exact", "exact, mis-decoded"))
         s["corroborated"] = s["corroborated"].values | s["at_school"].values
     # the household guard: another DOB-compatible candidate (a twin, a sibling) whose forename
     # is exactly the record's stops a link on any other forename level (nickname, typo, typed);
@@ -378,9 +381,7 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
         if cfg.rare_name else (np.zeros(n, bool), np.full(n, np.nan))
     typed_home = best["typed_home"].values
     middle = best["middle_counts"].values
-    # (twins on the roll share name parts, DOB and school: there only the very forename)
-    at_school = best["at_school"].values & (~in_twins | at(best_lv, "forename", "exact", "exact, mis-decoded")) \
-        if "at_school" in best.columns else np.zeros(n, bool)
+    at_school = best["at_school"].values if "at_school" in best.columns else np.zeros(n, bool)
     strong = strong | at_school
     best_identifier = at(best_lv, "upn", "valid, equal", "equal, temporary") | at(best_lv, "guid", "linked")
     corro, strong = corro | moved | rare, strong | moved | rare | typed_home | middle
