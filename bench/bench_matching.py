@@ -359,30 +359,19 @@ def main(argv=None) -> int:
     core, inc, truth, kinds = match_dataset(args.incoming, args.core, seed=args.seed)
     print(f"matching: {len(inc):,} school records vs {len(core):,} LA records built in {time.perf_counter() - t:.0f}s; "
           f"kinds: {dict(Counter(kinds.values()).most_common())}")
-    def household(c, i):
+    def ours_with(**options):
+        """Ours with these MatchConfig options."""
         from b2b.matching import MatchConfig
 
-        return match(c, i, MatchConfig(moved_household="always"))
-
-    def rare_name(c, i):
-        from b2b.matching import MatchConfig
-
-        return match(c, i, MatchConfig(rare_name=True))
-
-    def no_school(c, i):
-        from b2b.matching import MatchConfig
-
-        return match(c, i, MatchConfig(school_evidence=False))
-
-    def splink_school(c, i):
-        return splink_match(c, i, school=True)
+        return lambda c, i: match(c, i, MatchConfig(**options))
 
     # "ours, no school": the school the LA holds not read (as before issue 14's school rule)
-    runs = [("legacy", legacy_match), ("ours", match), ("ours, no school", no_school)] + \
-        ([("ours+hh", household)] if args.household else []) + \
-        ([("ours+rare", rare_name)] if args.rare_name else []) + \
+    runs = [("legacy", legacy_match), ("ours", match), ("ours, no school", ours_with(school_evidence=False))] + \
+        ([("ours+hh", ours_with(moved_household="always"))] if args.household else []) + \
+        ([("ours+rare", ours_with(rare_name=True))] if args.rare_name else []) + \
         ([] if args.no_splink else [("splink", splink_match)]) + \
-        ([("splink+school", splink_school)] if args.splink_school and not args.no_splink else [])
+        ([("splink+school", lambda c, i: splink_match(c, i, school=True))]
+         if args.splink_school and not args.no_splink else [])
     rows = []
     dag_url = None
     if args.dag:
