@@ -184,12 +184,15 @@ def write_csv(path, rows, columns):
             w.writerow({k: "" if r.get(k) is None else r[k] for k in columns})
 
 
-def run_match_command(tmp_path):
-    """``b2b match`` on tmp_path's core.csv and inc.csv: (the process, OUT.csv's rows)."""
+def run_match_command(tmp_path, expect=0):
+    """``b2b match`` on tmp_path's core.csv and inc.csv: (the process, OUT.csv's rows; none when
+    the command is expected to fail: ``expect``, its exit status)."""
     res = subprocess.run([sys.executable, "-m", "b2b.cli", "match", "--core", str(tmp_path / "core.csv"),
                           "--incoming", str(tmp_path / "inc.csv"), "--out", str(tmp_path / "out.csv")],
                          capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == expect, res.stderr
+    if expect:
+        return res, None
     with open(tmp_path / "out.csv") as f:
         return res, list(csv.DictReader(f))
 
@@ -226,10 +229,82 @@ def test_shell_command_reads_the_school_the_la_holds_when_given(tmp_path):
 def test_shell_command_names_missing_columns(tmp_path):
     (tmp_path / "core.csv").write_text("person_id,forename\nP1,Amelia\n")
     write_csv(tmp_path / "inc.csv", [], INCOMING_COLUMNS)
-    res = subprocess.run([sys.executable, "-m", "b2b.cli", "match", "--core", str(tmp_path / "core.csv"),
-                          "--incoming", str(tmp_path / "inc.csv"), "--out", str(tmp_path / "out.csv")],
-                         capture_output=True, text=True)
-    assert res.returncode == 2 and "missing column(s) upn" in res.stderr
+    res, _ = run_match_command(tmp_path, expect=2)
+    assert "missing column(s) upn" in res.stderr
+
+
+def test_dobs_are_read_day_first_whatever_the_files_first_row():
+    """DOBs as text are YYYY-MM-DD, DD/MM/YYYY (or with - or .) or YYYYMMDD; never month first.
+    pandas' guess read "12/03/2015" as 3 December, or every later "25/03/2015" as no DOB, by the
+    file's first row (issue 14: an English LA's spreadsheet writes dates day first)."""
+    import datetime as dt
+
+    from b2b.matching.normalise import dob_dates, dob_problems, prepare
+
+    def days(values):
+        return [None if pd.isna(d) else str(d)[:10] for d in dob_dates(values)]
+
+    assert days(["12/03/2015", "25/03/2015"]) == ["2015-03-12", "2015-03-25"]
+    assert days(["25/03/2015", "12/03/2015"]) == ["2015-03-25", "2015-03-12"]
+    assert days(["2015-03-12", "12.03.2015", "12-03-2015", "20150312", " 2015-03-12T00:00:00 ", "12/03/2015 00:00"]) \
+        == ["2015-03-12"] * 6
+    assert days([dt.date(2015, 3, 12), "13/03/2015", None, ""]) == ["2015-03-12", "2015-03-13", None, None]
+    # not dates: no such day, month first, a year alone, words
+    assert days(["31/02/2015", "03/25/2015", "2015", "unknown"]) == [None] * 4
+    assert dob_problems(["2015-03-12", "31/02/2015", None, "", "03/25/2015"]) == (2, [(1, "31/02/2015"),
+                                                                                      (4, "03/25/2015")])
+    # what the database, the bench and most files give: exactly pandas' own values and dtype
+    for values in (["2015-03-12", None, "2016-01-01"], [dt.date(2015, 3, 12), None]):
+        got, want = dob_dates(values), pd.to_datetime(pd.Series(values, dtype=object), errors="coerce").values
+        assert got.dtype == want.dtype and pd.Series(got).equals(pd.Series(want))
+    # both prepared paths (a few records, and pandas' for many) read them alike
+    frame = pd.DataFrame({"person_id": ["a", "b"], "dob": ["12/03/2015", "2015-03-25"]})
+    assert prepare(frame, "person_id")["dob_s"].tolist() == ["20150312", "20150325"]
+    big = pd.concat([frame] * 3000, ignore_index=True).assign(person_id=lambda f: f.index.astype(str))
+    assert prepare(big, "person_id")["dob_s"].tolist()[:2] == ["20150312", "20150325"]
+
+
+def test_a_day_first_la_file_matches_an_iso_school_file_without_a_dob_conflict():
+    core = [la("P1", "Amelia", "Jones", "12/03/2015", upn_=UPN_A), la("P2", "Oscar", "Hill", "03/12/2015", gender="M")]
+    got = decide(core, [school("a", "Amelia", "Jones", "2015-03-12", upn_=UPN_A),
+                        school("o", "Oscar", "Hill", "2015-12-03", gender="M")])
+    assert [(got[k]["status"], got[k]["person_id"], got[k]["conflicting_fields"]) for k in ("a", "o")] == \
+        [("matched", "P1", ""), ("matched", "P2", "")]
+    legacy = legacy_match(pd.DataFrame(core, columns=CORE_COLUMNS), pd.DataFrame(
+        [school("a", "Amelia", "Jones", "2015-03-12", upn_=UPN_A)], columns=INCOMING_COLUMNS))
+    assert legacy["person_id"].tolist() == ["P1"]
+
+
+def test_shell_command_reads_what_spreadsheets_write_and_names_what_it_cannot(tmp_path):
+    """A byte-order mark, headers in capitals, Windows-1252, DOBs day first: read. Records
+    without an id or sharing one, and a file whose DOBs are month first: a clear error naming
+    the lines. A few DOBs that are not dates: named (their shape, not their value) and matched
+    as missing."""
+    core = [la("P1", "Zoë", "Jones", "12/03/2015", upn_=UPN_A), la("P2", "Oscar", "Hill", "25/12/2014", gender="M")]
+    inc = [school("a", "Zoë", "Jones", "2015-03-12", upn_=UPN_A), school("o", "Oscar", "Hill", "31/02/2014",
+                                                                         gender="M")]
+    text = "\n".join([",".join(c.upper() for c in CORE_COLUMNS)] + [
+        ",".join("" if r.get(c) is None else r[c] for c in CORE_COLUMNS) for r in core]) + "\n"
+    (tmp_path / "core.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    write_csv(tmp_path / "inc.csv", inc, INCOMING_COLUMNS)
+    (tmp_path / "inc.csv").write_bytes((tmp_path / "inc.csv").read_text().encode("cp1252"))
+    res, rows = run_match_command(tmp_path)
+    got = {r["incoming_id"]: (r["status"], r["person_id"]) for r in rows}
+    assert got["a"] == ("matched", "P1")
+    assert got["o"][1] == "P2"  # its DOB taken as missing: name, home and gender still point to P2
+    assert "read as Windows-1252" in res.stderr
+    assert "1 DOB(s) not a date" in res.stderr and "line 3 (incoming_id o): shaped '99/99/9999'" in res.stderr
+    assert "31/02" not in res.stderr  # (personal data: the shape only)
+    # ids: none, and one twice
+    write_csv(tmp_path / "core.csv", core + [la("", "Ann", "Lee", "2015-01-01")], CORE_COLUMNS)
+    assert "1 record(s) without a person_id: line(s) 4" in run_match_command(tmp_path, expect=2)[0].stderr
+    write_csv(tmp_path / "core.csv", core + [la("P1", "Ann", "Lee", "2015-01-01")], CORE_COLUMNS)
+    assert '"P1" on lines 2, 4' in run_match_command(tmp_path, expect=2)[0].stderr
+    # a file written month first: most of its DOBs read as no date (or a wrong one): stop
+    us = [la(f"P{k}", "Ann", f"Lee{k}", f"03/{13 + k % 15}/2015") for k in range(20)]
+    write_csv(tmp_path / "core.csv", us, CORE_COLUMNS)
+    err = run_match_command(tmp_path, expect=2)[0].stderr
+    assert "20 of 20 DOBs are not dates" in err and "DD/MM/YYYY" in err
 
 
 def test_benchmark_dataset_traps_on_a_small_la():

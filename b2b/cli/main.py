@@ -161,25 +161,82 @@ def _cmd_airflow_env(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``b2b match`` stops when more than this share of a file's DOBs are not dates (and more than
+#: :data:`MATCH_BAD_DOB_MIN` of them): the file's dates are in a format it does not read (month
+#: first, say), and matching on them would be matching without DOBs
+MATCH_BAD_DOB_SHARE = 0.01
+MATCH_BAD_DOB_MIN = 10
+
+
+def _shape(value: str) -> str:
+    """A value's shape: each digit 9, each letter A ("31/02/2015" -> "99/99/9999")."""
+    import re
+
+    return re.sub(r"[^\W\d_]", "A", re.sub(r"\d", "9", value))
+
+
+def _read_match_csv(path: Path, columns: Any, id_col: str, optional: Any = ()) -> Any:
+    """One of ``b2b match``'s CSV files as the matcher's frame, or a clear error (exit 2) naming
+    the file and the lines: UTF-8 (a byte-order mark allowed; else read as Windows-1252, said),
+    headers in any case with stray spaces, every record with an id of its own, DOBs as
+    ``YYYY-MM-DD`` or ``DD/MM/YYYY`` (never month first: :func:`b2b.matching.normalise.dob_dates`;
+    the few that are not dates are named and taken as missing, too many stop the run)."""
+    import pandas as pd
+
+    from b2b.matching.normalise import dob_problems
+
+    def fail(msg: str) -> Any:
+        print(f"b2b match: {path}: {msg}", file=sys.stderr)
+        raise SystemExit(2)
+
+    def lines(rows: Any) -> str:  # (line 1 is the header)
+        return ", ".join(str(int(k) + 2) for k in rows)
+
+    try:
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        except UnicodeDecodeError:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="cp1252", encoding_errors="replace")
+            print(f"b2b match: {path}: not UTF-8; read as Windows-1252 (save it as UTF-8 to be sure of accented "
+                  "names)", file=sys.stderr)
+    except FileNotFoundError:
+        fail("no such file")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        fail(f"not a CSV file b2b match can read ({str(exc).strip()})")
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    missing = [c for c in columns if c not in df.columns and c not in optional]
+    if missing:
+        fail(f"missing column(s) {', '.join(missing)} (expected {','.join(columns)})")
+    ids = df[id_col].str.strip()
+    if (ids == "").any():
+        fail(f"{int((ids == '').sum())} record(s) without a {id_col}: line(s) {lines((ids == '').to_numpy().nonzero()[0][:5])}")
+    dup = ids.duplicated(keep=False).to_numpy()
+    if dup.any():
+        first = ids[dup].iloc[0]
+        fail(f"{id_col} must name one record each: {ids[dup].nunique()} appear more than once "
+             f"(\"{first}\" on lines {lines((ids == first).to_numpy().nonzero()[0][:5])})")
+    df[id_col] = ids
+    df = df.replace({"": None})
+    n_bad, first_bad = dob_problems(df["dob"])
+    if n_bad:
+        given = int(df["dob"].notna().sum())
+        # (the value's shape, not the value: a DOB is personal data, and stderr ends up in logs)
+        shown = "; ".join(f"line {k + 2} ({id_col} {df[id_col].iloc[k]}): shaped {_shape(v)!r}" for k, v in first_bad)
+        if n_bad > MATCH_BAD_DOB_MIN and n_bad > MATCH_BAD_DOB_SHARE * given:
+            fail(f"{n_bad} of {given} DOBs are not dates b2b match reads ({shown}, ...): write them as "
+                 "YYYY-MM-DD or DD/MM/YYYY (day first; month-first dates are not read)")
+        print(f"b2b match: {path}: {n_bad} DOB(s) not a date, matched as if missing: {shown}", file=sys.stderr)
+    return df
+
+
 def _cmd_match(args: argparse.Namespace) -> int:
     """CSV in, CSV out: the same matcher as the DAGs (b2b.matching.match)."""
     import time
 
-    import pandas as pd
-
     from b2b import matching
 
-    def read(path: Path, columns: Any, optional: Any = ()) -> Any:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        missing = [c for c in columns if c not in df.columns and c not in optional]
-        if missing:
-            print(f"b2b match: {path}: missing column(s) {', '.join(missing)} "
-                  f"(expected {','.join(columns)})", file=sys.stderr)
-            raise SystemExit(2)
-        return df.replace({"": None})
-
-    core = read(args.core, matching.CORE_COLUMNS, matching.CORE_OPTIONAL)
-    inc = read(args.incoming, matching.INCOMING_COLUMNS)
+    core = _read_match_csv(args.core, matching.CORE_COLUMNS, "person_id", matching.CORE_OPTIONAL)
+    inc = _read_match_csv(args.incoming, matching.INCOMING_COLUMNS, "incoming_id")
     t = time.perf_counter()
     if args.train:
         from b2b.matching import train

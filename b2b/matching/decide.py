@@ -1186,7 +1186,9 @@ def differing(core_df: Any, incoming_df: Any, ci: Any, rows: Any) -> Any:
         """The registry's normalisation, once per distinct value; None for a missing value."""
         v = pd.Series(values, dtype=object)
         if f == "dob":
-            v = pd.Series(pd.to_datetime(v, errors="coerce").dt.date, dtype=object)
+            from b2b.matching.normalise import dob_dates
+
+            v = pd.Series(pd.Series(dob_dates(v)).dt.date, dtype=object)
         v = v.where(v.notna() & (v != ""), None)
         return v.map({x: normalise(f, x) for x in v.dropna().unique()}).to_numpy(dtype=object)
 

@@ -18,6 +18,8 @@ def legacy_match(core_df: Any, incoming_df: Any, *, guidmatch: bool = True, link
     """The vendor rule (baseline): GUID link; UPN + 3 of 4; all 4 on exactly one; else none."""
     import pandas as pd
 
+    from b2b.matching.normalise import dob_dates
+
     core = core_df.reset_index(drop=True).copy()
     inc = incoming_df.reset_index(drop=True).copy()
     for df in (core, inc):
@@ -25,7 +27,7 @@ def legacy_match(core_df: Any, incoming_df: Any, *, guidmatch: bool = True, link
             df[c] = df[c].where(df[c].notna(), "").astype(str)
         df["_fn"] = df["forename"].str.lower().str.strip()
         df["_sn"] = df["surname"].str.lower().str.strip()
-        df["_dob"] = pd.to_datetime(df["dob"], errors="coerce").dt.strftime("%Y-%m-%d").fillna("")
+        df["_dob"] = pd.Series(dob_dates(df["dob"]), index=df.index).dt.strftime("%Y-%m-%d").fillna("")
     out = pd.DataFrame({"incoming_id": inc["incoming_id"].astype(str), "status": "unmatched", "person_id": "",
                         "rule": "none"})
     decided = pd.Series(False, index=inc.index)

@@ -338,7 +338,7 @@ def _prepare_frame(df: Any, id_col: str) -> Any:
     out["sn1"] = out["sn"].str[:1]
     out["sn_parts"] = _by_value(out["surname"], name_parts)
     out["gender"] = out["gender"].str.upper().str[:1]
-    dob = pd.to_datetime(df["dob"] if "dob" in df.columns else None, errors="coerce").values
+    dob = dob_dates(df["dob"]) if "dob" in df.columns else pd.to_datetime(None, errors="coerce")
     out["dob"] = pd.to_datetime(dob)
     out["dob_s"] = out["dob"].dt.strftime("%Y%m%d").fillna("")
     out["year"] = out["dob"].dt.year.fillna(0).astype(int)
@@ -375,6 +375,73 @@ def address_fields(s: Any) -> tuple[str, str, str]:
     if not m:
         return _NOT_AZ09.sub("", low), "", ""
     return _NOT_AZ09.sub("", low), m.group(1), _NOT_AZ.sub("", m.group(2))
+
+
+#: DOBs written as text: ``YYYY-MM-DD`` (a time of day after it, as spreadsheets and
+#: databases export dates, is ignored), ``DD/MM/YYYY`` (``-`` or ``.`` between the parts: an
+#: English LA's spreadsheet), or ``YYYYMMDD``. Never month first: "03/04/2015" is 3 April.
+_DOB_ISO = re.compile(r"\s*(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\s*")
+_DOB_DMY = re.compile(r"\s*(\d{1,2})([/.-])(\d{1,2})\2(\d{4})(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?\s*")
+_DOB_COMPACT = re.compile(r"\s*(\d{4})(\d{2})(\d{2})\s*")
+
+
+def dob_text(s: str) -> Any:
+    """One DOB written as text (:data:`_DOB_ISO`, :data:`_DOB_DMY`, :data:`_DOB_COMPACT`) as a
+    ``datetime.date``; ``None`` for "" and for anything else (not a date, no such day: 31/02)."""
+    from datetime import date
+
+    for rx, order in ((_DOB_ISO, (1, 2, 3)), (_DOB_DMY, (4, 3, 1)), (_DOB_COMPACT, (1, 2, 3))):
+        m = rx.fullmatch(s)
+        if m:
+            try:
+                return date(*(int(m.group(k)) for k in order))
+            except ValueError:
+                return None
+    return None
+
+
+def dob_dates(values: Any) -> Any:
+    """DOBs as pandas' datetime64 values (NaT for a missing one or one that is not a date):
+    dates and timestamps as they are, text by :func:`dob_text` — never by pandas' guess of the
+    format, which reads "12/03/2015" as 3 December, or every later "25/03/2015" as no date,
+    depending on the file's first row. Text in ``YYYY-MM-DD`` (what the database, the bench
+    and most files give) is read by one vectorised parse; the rest value by value, once per
+    distinct value. The same values (and dtype) as ``pd.to_datetime(values, errors="coerce")``
+    for dates, timestamps and ``YYYY-MM-DD`` text."""
+    import pandas as pd
+
+    v = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+    if v.dtype.kind == "M":
+        return v.values
+    text = v.map(lambda x: type(x) is str, na_action="ignore").fillna(False).astype(bool).to_numpy() \
+        if v.dtype == object else v.notna().to_numpy()
+    if not text.any():
+        return pd.to_datetime(v, errors="coerce").values
+    if not (v.notna().to_numpy() & ~text).any():  # text or missing
+        out = pd.to_datetime(v, format="%Y-%m-%d", errors="coerce")
+    else:
+        out = pd.to_datetime(v.where(~text, None), errors="coerce")
+        out = out.where(~text, pd.to_datetime(v.where(text, None), format="%Y-%m-%d", errors="coerce"))
+    rest = (text & out.isna().to_numpy())
+    if rest.any():
+        vals = v[rest].astype(str).tolist()
+        memo = {x: dob_text(x) for x in dict.fromkeys(vals)}
+        parsed = pd.to_datetime(pd.Series([memo[x] for x in vals], dtype=object), errors="coerce")
+        out = out.copy()
+        out[rest] = parsed.to_numpy().astype(out.dtype)
+    return out.values
+
+
+def dob_problems(values: Any, limit: int = 5) -> tuple[int, list[tuple[int, str]]]:
+    """DOBs given but not read as dates (:func:`dob_dates`): (how many, the first ``limit`` as
+    (row position, value)) — for a clear message naming the rows, not a silent missing DOB."""
+    import numpy as np
+    import pandas as pd
+
+    v = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+    given = v.notna().to_numpy() & (v.astype(str).str.strip() != "").to_numpy()
+    bad = np.flatnonzero(given & np.isnat(np.asarray(dob_dates(v), dtype="datetime64[ns]")))
+    return len(bad), [(int(k), str(v.iloc[k])) for k in bad[:limit]]
 
 
 def is_missing(x: Any) -> bool:
@@ -423,7 +490,7 @@ def _prepare_rows(df: Any, id_col: str, *, columns: bool = False) -> Any:
         dob = np.array([np.datetime64("NaT") if v is None else np.datetime64(v, "D") for v in dates],
                        dtype="datetime64[D]").astype("datetime64[s]")
     else:
-        dob = pd.to_datetime(df["dob"] if "dob" in df.columns else None, errors="coerce").values
+        dob = dob_dates(df["dob"]) if "dob" in df.columns else pd.to_datetime(None, errors="coerce")
     day = dob.astype("datetime64[D]")
     nat = np.isnat(day)
     yy = day.astype("datetime64[Y]").astype(np.int64) + 1970

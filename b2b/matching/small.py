@@ -120,13 +120,14 @@ def differing_rows(core_df: Any, incoming_df: Any, ci: Any, take: Any, fields: A
     import pandas as pd
 
     from b2b.blocks import normalise
+    from b2b.matching.normalise import dob_dates
 
     names = np.array([""] * len(incoming_df), dtype=object)
 
     def norm(f: str, values: Any) -> list:
         if f == "dob" and not all(x is None or (type(x) is date and 1678 <= x.year <= 2261) for x in values):
             # (dates as the database gives them are what pd.to_datetime(...).dt.date gives back)
-            values = pd.Series(pd.to_datetime(pd.Series(values, dtype=object), errors="coerce").dt.date,
+            values = pd.Series(pd.Series(dob_dates(pd.Series(values, dtype=object))).dt.date,
                                dtype=object).to_numpy(dtype=object)
         memo: dict[Any, Any] = {}
         out: list[Any] = []
