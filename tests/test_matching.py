@@ -475,6 +475,27 @@ def test_no_dob_on_one_side_links_a_moved_child_on_an_agreeing_upn_and_the_very_
     assert r["status"] == "possible"
 
 
+def test_no_dob_and_a_new_surname_link_on_an_agreeing_upn_and_the_very_forename():
+    # the school's record has no DOB and the child took a new surname (issue 14, the noise bench's
+    # "surname_change+no_dob": 60 of 60 queued before): her valid UPN and her very forename carry it
+    core = [la("P1", "Amelia", "Jones", "2016-03-04", upn_=UPN_A),
+            la("P2", "Oscar", "Jones", "2014-03-04", upn_=UPN_B, gender="M")]
+    r = decide(core, [school("s", "Amelia", "Okafor", None, upn_=UPN_A)])["s"]
+    assert (r["status"], r["person_id"], r["conflicting_fields"]) == ("matched_with_conflicts", "P1", "surname")
+    # the same with the LA's record the one without a DOB
+    r = decide([la("P1", "Amelia", "Jones", None, upn_=UPN_A)], [school("s", "Amelia", "Okafor", "2016-03-04",
+                                                                        upn_=UPN_A)])["s"]
+    assert (r["status"], r["person_id"]) == ("matched_with_conflicts", "P1")
+    # a brother or sister (a twin too) whose record carries her UPN by mistake has a forename of
+    # their own: never linked to her, whatever the surname and however close the name
+    for name in ("Isla", "Amelie", "Oscar"):
+        r = decide(core, [school("s", name, "Okafor", None, upn_=UPN_A)])["s"]
+        assert not (r["status"].startswith("matched") and r["person_id"] == "P1"), name
+    # no UPN: the very forename alone with a new surname and no DOB is not enough
+    r = decide(core, [school("s", "Amelia", "Okafor", None, postcode="TN4 8AB", addr="9 New Lane")])["s"]
+    assert not r["status"].startswith("matched")
+
+
 def test_moved_family_and_changed_surname_link_on_an_agreeing_upn():
     core = [la("P1", "Amelia", "Jones", "2016-03-04", upn_=UPN_A), la("P2", "Oscar", "Hill", "2015-07-01", upn_=UPN_B,
                                                                       gender="M")]

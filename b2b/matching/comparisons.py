@@ -405,9 +405,13 @@ def score_pairs(core: Any, inc: Any, pairs: Any, cfg: Any, links: Any = None, tf
         functools.reduce(np.add, (s[f].to_numpy().astype(float) for f in PARTS))
     fcomp = BY_FIELD["forename"]
     # corroboration that counts: a valid permanent UPN that agrees, with a compatible DOB and surname
-    # (or, for a changed surname, with the DOB and the very forename)
-    s["upn_strong"] = at(s, "upn", "valid, equal") & at(s, "dob", *DOB_COMPATIBLE) & \
-        (at(s, "surname", *SURNAME_COMPATIBLE) | at(s, "forename", "exact"))
+    # (or, for a changed surname, with the DOB and the very forename); with no DOB on one side
+    # (a school's blank field, an old LA record), the UPN with the very forename, whatever the
+    # surname: a brother or sister whose UPN the school typed by mistake, a twin included, has a
+    # forename of their own; the DOB only ever told a sibling apart, and the forename does that
+    s["upn_strong"] = at(s, "upn", "valid, equal") & (
+        (at(s, "dob", *DOB_COMPATIBLE) & (at(s, "surname", *SURNAME_COMPATIBLE) | at(s, "forename", "exact")))
+        | (at(s, "dob", "missing") & at(s, "forename", "exact", "exact, mis-decoded")))
     # a typed forename ("Bne", "Poul", "Jgll") is compatible only with that corroboration; a
     # forename a typo away ("Jayden"/"Jaden", "Kayherine") only with a UPN or GUID agreeing, or
     # the middle name too: such a forename does not tell twins apart, and a twin the LA does not

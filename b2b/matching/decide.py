@@ -307,10 +307,11 @@ def match(core_df: Any, incoming_df: Any, cfg: MatchConfig | None = None, *, lin
         # no DOB on one side (an old LA record, a school's missing field) with a valid permanent
         # UPN that agrees and the child's own forename and surname: the UPN is the child's alone;
         # a brother or sister whose UPN the school typed by mistake has a forename of their own
-        # (the very forename: a sibling may be named after the child's middle name)
+        # (the very forename: a sibling may be named after the child's middle name); with the
+        # very forename, whatever the surname (a new family name, as with a DOB: upn_strong)
         dob_ok = dob_ok | (at(s, "dob", "missing") & at(s, "upn", "valid, equal")
-                           & at(s, "forename", "exact", "exact, mis-decoded", "swapped with surname")
-                           & at(s, "surname", *SURNAME_COMPATIBLE))
+                           & (at(s, "forename", "exact", "exact, mis-decoded")
+                              | (at(s, "forename", "swapped with surname") & at(s, "surname", *SURNAME_COMPATIBLE))))
     # unknown twins: two records of one school with one surname, DOB and address are twins
     # (whether the LA knows both or not); each must match on its forename, not the shared fields
     in_twins = batch_twins(inc)
