@@ -216,7 +216,7 @@ def test_shell_command_output_format(tmp_path):
 def test_shell_command_reads_the_school_the_la_holds_when_given(tmp_path):
     """``base_id`` in CORE.csv is optional: without it a moved child with no identifier is an
     officer's question; with the school the LA holds being the record's, a link (issue 14)."""
-    core = [dict(la("P1", "Freya", "Moss", "2016-03-04"), base_id="8862001")]
+    core = [dict(la("P1", "Freya", "Moss", "2016-03-04"), base_id="886/2001")]  # (written as the LA may)
     inc = [school("s1", "Freya", "Moss", "2016-03-04", postcode="TN4 8AB", addr="12 New Street")]
     write_csv(tmp_path / "inc.csv", inc, INCOMING_COLUMNS)
     got = {}

@@ -216,6 +216,8 @@ def _read_match_csv(path: Path, columns: Any, id_col: str, optional: Any = ()) -
         fail(f"{id_col} must name one record each: {ids[dup].nunique()} appear more than once "
              f"(\"{first}\" on lines {lines((ids == first).to_numpy().nonzero()[0][:5])})")
     df[id_col] = ids
+    if "base_id" in df.columns:  # a school's DfE number as 886/2001, 886-2001 or 886 2001: 8862001 (as core load)
+        df["base_id"] = df["base_id"].str.strip().str.replace(r"^(\d{3})\s*[/\-\s]\s*(\d{4})$", r"\1\2", regex=True)
     df = df.replace({"": None})
     n_bad, first_bad = dob_problems(df["dob"])
     if n_bad:
