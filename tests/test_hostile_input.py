@@ -319,6 +319,48 @@ def test_next_link_to_another_host_is_refused_and_that_host_gets_nothing(school,
     assert "tok-abc" not in str(err.value) and "sub-key-xyz" not in str(err.value)
 
 
+def test_next_link_that_parsers_read_differently_is_refused_and_that_host_gets_nothing(school, monkeypatch):
+    """"http://<thief>\\@<own>/…": Python's urlsplit saw the school's own host after the "@",
+    requests connected to the thief's, and the thief got the bearer token and the subscription
+    key (found by a fault sweep). The link is now read as the HTTP library reads it, and one
+    that parsers read differently is refused before anything is sent."""
+    thief = school(lambda h: reply(h, 200, page_body(2, 2, None), {"Content-Type": "application/json"}))
+    thief_port = thief.httpd.server_address[1]
+
+    def pages(h):
+        if h.path.endswith("/token"):
+            return token(h)
+        own = srv.httpd.server_address[1]
+        reply(h, 200, page_body(1, 2, f"http://127.0.0.1:{thief_port}\\@127.0.0.1:{own}/sims-primary/x?page=2"),
+              {"Content-Type": "application/json"})
+
+    srv = school(pages)
+    primary_conn(monkeypatch, "backslash_school", srv.url)
+    with pytest.raises(SourceRequestError, match="refused to follow a link to another host"):
+        list(SimsPrimaryHook(sims_primary_conn_id="backslash_school").iter_pages("student", until=UNTIL))
+    assert thief.requests == []
+
+
+@pytest.mark.parametrize("link,same", [
+    ("http://school.example:8080/a?page=2", True),
+    ("http://SCHOOL.example:8080/a", True),
+    ("http://thief.example\\@school.example:8080/a", False),
+    ("http://school.example:8080\\@thief.example/a", False),
+    ("http://user@school.example:8080/a", False),
+    ("http://thief.example:8080@school.example:8080/a", False),
+    ("http://school.example:8080/a b", False),
+    ("http://school.example:8080/a\tb", False),
+    ("http://school.example:9090/a", False),
+    ("https://school.example:8080/a", False),
+    ("http://school.example:99999/a", False),
+    ("http://[::1]:8080/a", False),
+])
+def test_same_origin_reads_links_as_the_http_library_does(link, same):
+    from b2b_hooks._http import same_origin
+
+    assert same_origin(link, "http://school.example:8080") is same
+
+
 def test_relative_and_same_origin_next_links_are_still_followed(school, monkeypatch):
     def pages(h):
         if h.path.endswith("/token"):

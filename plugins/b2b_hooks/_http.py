@@ -62,18 +62,48 @@ class SimsLimitError(SourceLimitError):
 
 
 def origin(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of a URL, the port defaulted from the scheme."""
+    """(scheme, host, port) of a URL, the port defaulted from the scheme, as Python's
+    ``urlsplit`` reads it; ("", "", -1) when it cannot. Links from a server are checked by
+    :func:`same_origin`, which also asks the HTTP library."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
-    scheme = (parts.scheme or "").lower()
     try:
+        parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        port = -1
+        return "", "", -1
+    scheme = (parts.scheme or "").lower()
     if port is None:
         port = 443 if scheme == "https" else 80
     return scheme, (parts.hostname or "").lower(), port
+
+
+def _library_origin(url: str) -> tuple[str, str, int]:
+    """:func:`origin` as urllib3 (which requests connects with) reads the URL."""
+    from urllib3.util import parse_url
+
+    try:
+        parts = parse_url(url)
+    except Exception:  # (urllib3's LocationParseError and anything else: not a URL it would use)
+        return "", "", -1
+    scheme = (parts.scheme or "").lower()
+    return scheme, (parts.host or "").lower().strip("[]"), parts.port or (443 if scheme == "https" else 80)
+
+
+def same_origin(url: str, base: str) -> bool:
+    """Whether a URL a server gave (a next-page link) is on ``base``'s origin, read the way the
+    HTTP library will connect: a URL that two parsers read differently is refused ("http://a\\@b/":
+    Python's ``urlsplit`` sees host b, requests connects to a, with the credentials), as is
+    one with a backslash, white space, a control character or user information."""
+    if any(c == "\\" or c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return False
+    ours = origin(base)
+    mine, theirs = origin(url), _library_origin(url)
+    if mine != theirs or mine != ours:
+        return False
+    from urllib.parse import urlsplit
+
+    return "@" not in urlsplit(url).netloc
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -173,8 +203,8 @@ class SimsHttpHook(BaseHook):
 
     def _check_url(self, url: str) -> None:
         """Refuse an absolute URL outside the connection's own origin (nothing is sent)."""
-        if origin(url) != origin(self.base_url):
-            host = origin(url)[1] or "?"
+        if not same_origin(url, self.base_url):
+            host = _library_origin(url)[1] or "?"
             raise SimsRequestError(f"{self._what()}: refused to follow a link to another host ({host}); "
                                    "credentials are only sent to the connection's own host")
 
