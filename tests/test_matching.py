@@ -293,13 +293,33 @@ def test_shell_command_reads_what_spreadsheets_write_and_names_what_it_cannot(tm
     assert got["a"] == ("matched", "P1")
     assert got["o"][1] == "P2"  # its DOB taken as missing: name, home and gender still point to P2
     assert "read as Windows-1252" in res.stderr
-    assert "1 DOB(s) not a date" in res.stderr and "line 3 (incoming_id o): shaped '99/99/9999'" in res.stderr
+    assert "1 DOB(s) not a date" in res.stderr and "row 3 (incoming_id o): shaped '99/99/9999'" in res.stderr
     assert "31/02" not in res.stderr  # (personal data: the shape only)
     # ids: none, and one twice
     write_csv(tmp_path / "core.csv", core + [la("", "Ann", "Lee", "2015-01-01")], CORE_COLUMNS)
-    assert "1 record(s) without a person_id: line(s) 4" in run_match_command(tmp_path, expect=2)[0].stderr
+    assert "1 record(s) without a person_id: row(s) 4" in run_match_command(tmp_path, expect=2)[0].stderr
     write_csv(tmp_path / "core.csv", core + [la("P1", "Ann", "Lee", "2015-01-01")], CORE_COLUMNS)
-    assert '"P1" on lines 2, 4' in run_match_command(tmp_path, expect=2)[0].stderr
+    assert '"P1" on rows 2, 4' in run_match_command(tmp_path, expect=2)[0].stderr
+    # a column twice (once in capitals), a row longer than the header (an unquoted comma)
+    write_csv(tmp_path / "core.csv", core, CORE_COLUMNS)
+    text = (tmp_path / "core.csv").read_text().splitlines()
+    (tmp_path / "core.csv").write_text("\n".join([text[0] + ",DOB "] + [r + ",2015-01-01" for r in text[1:]]) + "\n")
+    assert "column(s) dob appear more than once" in run_match_command(tmp_path, expect=2)[0].stderr
+    write_csv(tmp_path / "core.csv", core, CORE_COLUMNS)
+    text = (tmp_path / "core.csv").read_text().splitlines()
+    (tmp_path / "core.csv").write_text("\n".join(text[:2] + [text[2].replace("1 Green Road", "1, Green Road")]) + "\n")
+    assert "Expected 11 fields in line 3, saw 12" in run_match_command(tmp_path, expect=2)[0].stderr
+    # (every row so: pandas would take the first column as the rows' index and shift the rest)
+    (tmp_path / "core.csv").write_text("\n".join(text[:1] + [r.replace("1 Green Road", "1, Green Road")
+                                                             for r in text[1:]]) + "\n")
+    assert "2 row(s) have more fields than the header" in run_match_command(tmp_path, expect=2)[0].stderr
+    # a comma ending each data row: the same shape as that shift when the last column is empty
+    (tmp_path / "core.csv").write_text("\n".join(text[:1] + [r + "," for r in text[1:]]) + "\n")
+    assert "2 row(s) have more fields than the header" in run_match_command(tmp_path, expect=2)[0].stderr
+    # semicolons and UTF-16 (Excel's choices): read
+    (tmp_path / "core.csv").write_bytes("\n".join(r.replace(",", ";") for r in text).encode("utf-16"))
+    res, out = run_match_command(tmp_path)
+    assert out[0]["person_id"] == "P1" and "semicolons" in res.stderr
     # a file written month first: most of its DOBs read as no date (or a wrong one): stop
     us = [la(f"P{k}", "Ann", f"Lee{k}", f"03/{13 + k % 15}/2015") for k in range(20)]
     write_csv(tmp_path / "core.csv", us, CORE_COLUMNS)
@@ -494,6 +514,66 @@ def test_no_dob_and_a_new_surname_link_on_an_agreeing_upn_and_the_very_forename(
     # no UPN: the very forename alone with a new surname and no DOB is not enough
     r = decide(core, [school("s", "Amelia", "Okafor", None, postcode="TN4 8AB", addr="9 New Lane")])["s"]
     assert not r["status"].startswith("matched")
+
+
+def test_placeholders_many_children_share_are_no_evidence():
+    """What LAs and schools write for "not known" is no home, no birthday and no identifier
+    (a fault sweep linked children of different surnames on "ZZ99 3WZ"/"NFA", namesakes "born"
+    on 1900-01-01, and children of different names and DOBs on a GUID every record held)."""
+    # the NHS "no fixed abode" postcode and "NFA": a different surname is not linked on them,
+    # and a namesake there is at most a question
+    core = [la("P1", "Oliver", "Smith", "2015-06-01", gender="M", postcode="ZZ99 3WZ", addr="NFA")]
+    for pc, addr in (("ZZ99 3WZ", "NFA"), ("NFA", "No fixed abode"), ("N/A", "Unknown"), ("TN4 8AB", "Unknown")):
+        r = decide(core, [school("s", "Oliver", "Patel", "2015-06-01", gender="M", postcode=pc, addr=addr)])["s"]
+        assert not r["status"].startswith("matched"), (pc, addr)
+        fields = json.loads(r["explanation"]).get("fields", {})
+        assert fields.get("address_line1", {}).get("level") not in ("exact", "same home"), (pc, addr)
+    r = decide(core, [school("s", "Oliver", "Smith", "2015-06-01", gender="M", postcode="ZZ99 3WZ", addr="NFA")])["s"]
+    assert not r["status"].startswith("matched")
+    # a DOB of 1900-01-01 is no DOB: a namesake in the postcode sector is not linked on it
+    core = [la("P1", "Oliver", "Smith", "1900-01-01", gender="M", postcode="CT1 2AB", addr="3 Mill Road")]
+    r = decide(core, [school("s", "Oliver", "Smith", "1900-01-01", gender="M", postcode="CT1 2XY", addr="8 Low Lane")])
+    assert not r["s"]["status"].startswith("matched")
+    assert json.loads(r["s"]["explanation"])["fields"]["dob"]["level"] == "missing"
+    # a GUID (or a UPN that passes its check letter) held by three or more records is none
+    core = [la(f"P{k}", fn, sn, dob, guid="00000000-0000-0000-0000-000000000000", upn_=upn("886000000000"),
+               postcode=pc, addr=f"{k} High Street")
+            for k, (fn, sn, dob, pc) in enumerate([("Bernhard", "Hill", "2007-06-12", "SA25 8LX"),
+                                                   ("Mia", "Cole", "2010-01-02", "CT1 2AB"),
+                                                   ("Ann", "Lee", "2012-03-04", "ME4 4QA")])]
+    r = decide(core, [school("s", "Bernardita", "Hill", "2007-06-17", guid="00000000-0000-0000-0000-000000000000",
+                             upn_=upn("886000000000"), postcode="DL1 6DB", addr="9 New Lane")])["s"]
+    assert not r["status"].startswith("matched")
+    fields = json.loads(r["explanation"]).get("fields", {})
+    assert fields.get("guid", {}).get("level") != "linked" and fields.get("upn", {}).get("level") != "valid, equal"
+    # two records may share one (the same child twice in the LA's records): still an identifier
+    twice = core[:2]
+    r = decide(twice, [school("s", "Bernhard", "Hill", "2007-06-12", upn_=upn("886000000000"), postcode="DL1 6DB",
+                              addr="9 New Lane")])["s"]
+    assert json.loads(r["explanation"])["fields"]["upn"]["level"] == "valid, equal"
+
+
+def test_names_in_other_scripts_tell_twins_apart():
+    """A forename in Arabic, Chinese or Cyrillic script folds to no Latin letter; read as no
+    name, an LA child would be linked to the twin it does not know (a fault sweep)."""
+    core = [la("P1", "محمد", "Khan", "2015-06-01", gender="M")]
+    r = decide(core, [school("twin", "أحمد", "Khan", "2015-06-01", gender="M")])["twin"]
+    assert not r["status"].startswith("matched")
+    assert json.loads(r["explanation"])["fields"]["forename"]["level"] != "missing"
+    r = decide(core, [school("same", "محمد", "Khan", "2015-06-01", gender="M")])["same"]
+    assert (r["status"], r["person_id"]) == ("matched", "P1")
+    for a, b in (("Иван", "Пётр"), ("李", "王")):
+        r = decide([la("P1", a, "Li", "2015-06-01", gender="M")], [school("s", b, "Li", "2015-06-01", gender="M")])
+        assert not r["s"]["status"].startswith("matched"), (a, b)
+
+
+@pytest.mark.parametrize("la_gender,school_gender,level", [
+    ("M", "Male", "equal"), ("F", "female ", "equal"), ("M", "1", "equal"), ("F", "2", "equal"), ("M", "boy", "equal"),
+    ("M", "F", "different"), ("M", "U", "missing"), ("F", "Unknown", "missing"), ("M", "X", "missing")])
+def test_gender_as_written(la_gender, school_gender, level):
+    r = decide([la("P1", "Sam", "Jones", "2016-03-04", gender=la_gender)],
+               [school("s", "Sam", "Jones", "2016-03-04", gender=school_gender)])["s"]
+    assert json.loads(r["explanation"])["fields"]["gender"]["level"] == level
 
 
 def test_moved_family_and_changed_surname_link_on_an_agreeing_upn():

@@ -351,11 +351,15 @@ def test_the_quick_paths_of_name_and_postcode_keys_give_the_general_rule():
     alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 '-éÖßıİ\t"
     values = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 9))) for _ in range(20000)]
     values += ["Smith", "SW1A 1AA", "sw1a1aa", "", None, float("nan"), 12, "Ǆ", "ß"]
+    values += ["محمد", "Иван", "李", "ZZ99 3WZ", "NFA", "n/a"]
     for v in values:
         low = normalise._ascii_lower(v)
-        assert normalise.name_key(v) == re.sub(r"[^a-z]", "", low), v
-        assert normalise.name_parts(v) == [p for p in re.split(r"[^a-z]+", low.replace("'", "")) if p], v
-        assert normalise.postcode_key(v) == re.sub(r"[^A-Z0-9]", "", str(v or "").upper()), v
+        other = normalise._other_script(v)  # (a name in another script keeps its own letters)
+        assert normalise.name_key(v) == (re.sub(r"[^a-z]", "", low) or other), v
+        assert normalise.name_parts(v) == ([p for p in re.split(r"[^a-z]+", low.replace("'", "")) if p]
+                                           or ([other] if other else [])), v
+        pc = re.sub(r"[^A-Z0-9]", "", str(v or "").upper())  # (a placeholder postcode is none)
+        assert normalise.postcode_key(v) == ("" if pc.startswith("ZZ99") or not re.search(r"[0-9]", pc) else pc), v
 
 
 def test_address_fields_and_the_ascii_fold_give_the_general_rule():

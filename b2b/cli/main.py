@@ -177,10 +177,18 @@ def _shape(value: str) -> str:
 
 def _read_match_csv(path: Path, columns: Any, id_col: str, optional: Any = ()) -> Any:
     """One of ``b2b match``'s CSV files as the matcher's frame, or a clear error (exit 2) naming
-    the file and the lines: UTF-8 (a byte-order mark allowed; else read as Windows-1252, said),
-    headers in any case with stray spaces, every record with an id of its own, DOBs as
-    ``YYYY-MM-DD`` or ``DD/MM/YYYY`` (never month first: :func:`b2b.matching.normalise.dob_dates`;
-    the few that are not dates are named and taken as missing, too many stop the run)."""
+    the file and the rows (as a spreadsheet numbers them: the header is row 1): UTF-8 (a
+    byte-order mark allowed), UTF-16 with its mark, else read as Windows-1252 (said); commas,
+    or semicolons or tabs when the header has no comma (said); headers in any case with stray
+    spaces, each once; no row longer than the header (an unquoted comma would shift every
+    field after it); every record with an id of its own; DOBs as ``YYYY-MM-DD`` or
+    ``DD/MM/YYYY`` (never month first: :func:`b2b.matching.normalise.dob_dates`; the few that
+    are not dates are named and taken as missing, too many stop the run)."""
+    import csv
+    import functools
+    import re
+    import warnings
+
     import pandas as pd
 
     from b2b.matching.normalise import dob_problems
@@ -189,32 +197,66 @@ def _read_match_csv(path: Path, columns: Any, id_col: str, optional: Any = ()) -
         print(f"b2b match: {path}: {msg}", file=sys.stderr)
         raise SystemExit(2)
 
-    def lines(rows: Any) -> str:  # (line 1 is the header)
-        return ", ".join(str(int(k) + 2) for k in rows)
+    def rows(positions: Any) -> str:  # (row 1 is the header)
+        return ", ".join(str(int(k) + 2) for k in positions)
 
     try:
+        with open(path, "rb") as raw:
+            head = raw.read(65536)
+    except OSError as exc:
+        fail(exc.strerror or "cannot be read")
+    encoding = "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        first = head.decode(encoding, errors="replace").splitlines()[0] if head else ""
+    except IndexError:
+        first = ""
+    sep = ";" if ";" in first and "," not in first else "\t" if "\t" in first and "," not in first else ","
+    if sep != ",":
+        print(f"b2b match: {path}: read with {'semicolons' if sep == ';' else 'tabs'} between fields",
+              file=sys.stderr)
+    read = functools.partial(pd.read_csv, path, dtype=str, keep_default_na=False, sep=sep, index_col=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-        except UnicodeDecodeError:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="cp1252", encoding_errors="replace")
-            print(f"b2b match: {path}: not UTF-8; read as Windows-1252 (save it as UTF-8 to be sure of accented "
-                  "names)", file=sys.stderr)
-    except FileNotFoundError:
-        fail("no such file")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        fail(f"not a CSV file b2b match can read ({str(exc).strip()})")
-    df.columns = [str(c).strip().lower() for c in df.columns]
+            try:
+                df = read(encoding=encoding)
+            except UnicodeDecodeError:
+                encoding = "cp1252"
+                df = read(encoding=encoding, encoding_errors="replace")
+                print(f"b2b match: {path}: not UTF-8; read as Windows-1252 (save it as UTF-8 to be sure of "
+                      "accented names)", file=sys.stderr)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            fail(f"not a CSV file b2b match can read ({str(exc).strip()})")
+    if any(issubclass(w.category, pd.errors.ParserWarning) for w in seen):
+        # every row longer than the header: pandas reads on, each value after the extra comma
+        # in the next column (an address "1, Green Road" fills the school column); refused, even
+        # when the extra field is empty (a comma ending each row looks exactly like that shift
+        # when the last column is empty)
+        with open(path, newline="", encoding=encoding, errors="replace") as text:
+            reader = csv.reader(text, delimiter=sep)
+            width = len(next(reader, []))
+            long = [k for k, r in enumerate(reader) if len(r) > width]
+        fail(f"{len(long)} row(s) have more fields than the header (an unquoted comma in a value, or one "
+             f"ending each row?): row(s) {rows(long[:5])}")
+    names = [str(c).strip().lower() for c in df.columns]
+    twice = sorted({c for c in names if names.count(c) > 1} |
+                   {m.group(1) for c in names if (m := re.fullmatch(r"(.+)\.\d+", c)) and m.group(1) in names})
+    if twice:
+        fail(f"column(s) {', '.join(twice)} appear more than once in the header")
+    df.columns = names
     missing = [c for c in columns if c not in df.columns and c not in optional]
     if missing:
-        fail(f"missing column(s) {', '.join(missing)} (expected {','.join(columns)})")
+        hint = "; optional: " + ",".join(optional) if optional else ""
+        fail(f"missing column(s) {', '.join(missing)} (expected {','.join(c for c in columns if c not in optional)}"
+             f"{hint})")
     ids = df[id_col].str.strip()
     if (ids == "").any():
-        fail(f"{int((ids == '').sum())} record(s) without a {id_col}: line(s) {lines((ids == '').to_numpy().nonzero()[0][:5])}")
+        fail(f"{int((ids == '').sum())} record(s) without a {id_col}: row(s) {rows((ids == '').to_numpy().nonzero()[0][:5])}")
     dup = ids.duplicated(keep=False).to_numpy()
     if dup.any():
-        first = ids[dup].iloc[0]
+        first_dup = ids[dup].iloc[0]
         fail(f"{id_col} must name one record each: {ids[dup].nunique()} appear more than once "
-             f"(\"{first}\" on lines {lines((ids == first).to_numpy().nonzero()[0][:5])})")
+             f"(\"{first_dup}\" on rows {rows((ids == first_dup).to_numpy().nonzero()[0][:5])})")
     df[id_col] = ids
     if "base_id" in df.columns:  # a school's DfE number as 886/2001, 886-2001 or 886 2001: 8862001 (as core load)
         df["base_id"] = df["base_id"].str.strip().str.replace(r"^(\d{3})\s*[/\-\s]\s*(\d{4})$", r"\1\2", regex=True)
@@ -223,7 +265,7 @@ def _read_match_csv(path: Path, columns: Any, id_col: str, optional: Any = ()) -
     if n_bad:
         given = int(df["dob"].notna().sum())
         # (the value's shape, not the value: a DOB is personal data, and stderr ends up in logs)
-        shown = "; ".join(f"line {k + 2} ({id_col} {df[id_col].iloc[k]}): shaped {_shape(v)!r}" for k, v in first_bad)
+        shown = "; ".join(f"row {k + 2} ({id_col} {df[id_col].iloc[k]}): shaped {_shape(v)!r}" for k, v in first_bad)
         if n_bad > MATCH_BAD_DOB_MIN and n_bad > MATCH_BAD_DOB_SHARE * given:
             fail(f"{n_bad} of {given} DOBs are not dates b2b match reads ({shown}, ...): write them as "
                  "YYYY-MM-DD or DD/MM/YYYY (day first; month-first dates are not read)")

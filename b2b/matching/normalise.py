@@ -65,29 +65,65 @@ _HOUSE_NUMBER = re.compile(r"\s*(\d+[a-z]?)\b[\s,]*(.*)$")
 
 
 def name_key(s: Any) -> str:
-    """Letters only, lower case: "O'Brien-Smith" -> "obriensmith"."""
+    """Letters only, lower case: "O'Brien-Smith" -> "obriensmith". A name in another script
+    (Arabic, Chinese, Cyrillic, Greek), which folds to no Latin letter, keeps its own letters
+    case-folded ("محمد" stays "محمد"): read as no name, two children's different names would
+    both be missing and tell no twins apart. (The SQL keys of migration 0010, used only to find
+    candidates, keep Latin letters alone: such a name is found by its DOB, surname or home.)"""
     if type(s) is str and s.isalpha() and s.isascii():  # most names: nothing to fold or drop
         return s.lower()
-    return _NOT_AZ.sub("", _ascii_lower(s))
+    key = _NOT_AZ.sub("", _ascii_lower(s))
+    return key or _other_script(s)
+
+
+def _other_script(s: Any) -> str:
+    """The letters of a name with no Latin letter, case-folded ("" for anything else)."""
+    if type(s) is not str or s.isascii():
+        return ""
+    return "".join(c for c in s.casefold() if c.isalpha())
 
 
 def name_parts(s: Any) -> list[str]:
     if type(s) is str and s.isalpha() and s.isascii():
         return [s.lower()]
-    return [p for p in _NOT_AZ_RUN.split(_ascii_lower(s).replace("'", "")) if p]
+    parts = [p for p in _NOT_AZ_RUN.split(_ascii_lower(s).replace("'", "")) if p]
+    if parts:
+        return parts
+    other = _other_script(s)
+    return [other] if other else []
+
+
+#: postcodes that say "no postcode": the NHS pseudo-postcodes (ZZ99 3WZ "no fixed abode", ZZ99
+#: 3VZ "not known", ZZ99 3CZ…) and anything without a digit ("NFA", "N/A", "UNKNOWN", "TBC"). A
+#: placeholder many children share is no home: read as no postcode (a fault sweep linked two
+#: children of different surnames on "ZZ99 3WZ" and "NFA")
+def _placeholder_postcode(key: str) -> bool:
+    return key.startswith("ZZ99") or not any(c.isdigit() for c in key)
 
 
 def postcode_key(s: Any) -> str:
     if type(s) is str and s.isascii():  # most postcodes: letters, digits and a space
         u = s.upper().replace(" ", "")
         if u.isalnum():
-            return u
-    return _NOT_AZ09_UPPER.sub("", str(s or "").upper())
+            return "" if _placeholder_postcode(u) else u
+    u = _NOT_AZ09_UPPER.sub("", str(s or "").upper())
+    return "" if _placeholder_postcode(u) else u
+
+
+#: address lines that say "no address" (folded to letters and digits): read as none, never as a
+#: home two children share
+PLACEHOLDER_ADDRESSES = frozenset((
+    "nfa", "nofixedabode", "nofixedaddress", "noaddress", "noknownaddress", "unknown", "unknownaddress",
+    "addressunknown", "notknown", "notgiven", "notstated", "notrecorded", "notapplicable", "na", "none", "nil",
+    "tbc", "tba", "tbd", "withheld", "addresswithheld", "confidential", "confidentialaddress", "refuge",
+    "homeless", "x", "xx", "xxx", "unk"))
 
 
 def address_key(s: Any) -> str:
-    """An address line folded to lower-case letters and digits ("12A Howe Way" -> "12ahoweway")."""
-    return _NOT_AZ09.sub("", _ascii_lower(s))
+    """An address line folded to lower-case letters and digits ("12A Howe Way" -> "12ahoweway");
+    "" for none and for a placeholder (:data:`PLACEHOLDER_ADDRESSES`)."""
+    key = _NOT_AZ09.sub("", _ascii_lower(s))
+    return "" if key in PLACEHOLDER_ADDRESSES else key
 
 
 @lru_cache(maxsize=1)
@@ -328,6 +364,11 @@ def _prepare_frame(df: Any, id_col: str) -> Any:
     if "base_id" in df.columns:
         out["base_id"] = df["base_id"].where(df["base_id"].notna(), "").astype(str).values
     out["upn"] = out["upn"].str.upper().str.replace(" ", "", regex=False)
+    shared_upn = _shared(out["upn"].tolist())
+    if shared_upn is not None:
+        out["upn"] = out["upn"].where(~shared_upn, "")
+    if id_col == "person_id" and (shared_guid := _shared(out["guid"].tolist())) is not None:
+        out["guid"] = out["guid"].where(~shared_guid, "")
     distinct = out["upn"].unique().tolist()
     kinds = dict(zip(distinct, upn_kinds(distinct)))
     out["upn_kind"] = out["upn"].map(kinds)
@@ -337,9 +378,9 @@ def _prepare_frame(df: Any, id_col: str) -> Any:
     out["sn"] = _by_value(out["surname"], name_key)
     out["sn1"] = out["sn"].str[:1]
     out["sn_parts"] = _by_value(out["surname"], name_parts)
-    out["gender"] = out["gender"].str.upper().str[:1]
+    out["gender"] = _by_value(out["gender"], gender_key)
     dob = dob_dates(df["dob"]) if "dob" in df.columns else pd.to_datetime(None, errors="coerce")
-    out["dob"] = pd.to_datetime(dob)
+    out["dob"] = pd.to_datetime(_no_placeholder_dobs(dob))
     out["dob_s"] = out["dob"].dt.strftime("%Y%m%d").fillna("")
     out["year"] = out["dob"].dt.year.fillna(0).astype(int)
     d = out["dob"]
@@ -373,7 +414,8 @@ def address_fields(s: Any) -> tuple[str, str, str]:
     low = _ascii_lower(s)
     m = _HOUSE_NUMBER.match(low)
     if not m:
-        return _NOT_AZ09.sub("", low), "", ""
+        key = _NOT_AZ09.sub("", low)
+        return ("" if key in PLACEHOLDER_ADDRESSES else key), "", ""
     return _NOT_AZ09.sub("", low), m.group(1), _NOT_AZ.sub("", m.group(2))
 
 
@@ -444,6 +486,58 @@ def dob_problems(values: Any, limit: int = 5) -> tuple[int, list[tuple[int, str]
     return len(bad), [(int(k), str(v.iloc[k])) for k in bad[:limit]]
 
 
+#: DOBs on or before this are placeholders for "not known" (1900-01-01, 1899-12-31 and 1753-01-01
+#: of spreadsheets and databases, 0001-01-01), no living person's: read as no DOB (a fault sweep
+#: linked namesakes "born" on 1900-01-01). Real DOBs later in 1900 stay (FEBRL 4 holds some)
+LAST_PLACEHOLDER_DOB = "1900-01-01"
+
+
+def _no_placeholder_dobs(dob: Any) -> Any:
+    """``dob`` (datetime64 values) with the placeholders (:data:`LAST_PLACEHOLDER_DOB`) as NaT."""
+    import numpy as np
+
+    dob = np.asarray(dob)
+    if dob.ndim == 0 or dob.dtype.kind != "M":
+        return dob
+    early = dob <= np.datetime64(LAST_PLACEHOLDER_DOB)  # (NaT compares False)
+    if not early.any():
+        return dob
+    out = dob.copy()
+    out[early] = np.datetime64("NaT")
+    return out
+
+
+#: an identifier (UPN, or the GUID the LA holds) that more than this many records of one file
+#: hold is a placeholder ("V886000000000" passes the check letter; "0" or a GUID of zeros for
+#: every record): read as none. Two may share one (the same child twice in the LA's records, a
+#: brother's UPN typed on a sister's record), and the rules already weigh that
+SHARED_IDENTIFIER = 2
+
+
+def _shared(values: list) -> Any:
+    """Which of ``values`` (text, "" for none) more than :data:`SHARED_IDENTIFIER` records hold,
+    as a boolean array; None when none is (the usual case)."""
+    from collections import Counter
+
+    import numpy as np
+
+    counts = Counter(values)
+    many = {v for v, c in counts.items() if c > SHARED_IDENTIFIER and v}
+    if not many:
+        return None
+    return np.fromiter((v in many for v in values), dtype=bool, count=len(values))
+
+
+#: genders as schools and LAs write them (ISO/IEC 5218's 1 and 2 included); anything else
+#: (U, X, "Unknown", 0, 9) is no gender rather than a different one
+_GENDERS = {"M": "M", "MALE": "M", "BOY": "M", "1": "M", "F": "F", "FEMALE": "F", "GIRL": "F", "2": "F"}
+
+
+def gender_key(s: str) -> str:
+    """"M", "F" or "" (:data:`_GENDERS`)."""
+    return _GENDERS.get(s.strip().upper(), "") if type(s) is str else ""
+
+
 def is_missing(x: Any) -> bool:
     """A scalar pandas counts as missing: None, NaN, NaT, NA."""
     if x is None:
@@ -491,6 +585,7 @@ def _prepare_rows(df: Any, id_col: str, *, columns: bool = False) -> Any:
                        dtype="datetime64[D]").astype("datetime64[s]")
     else:
         dob = dob_dates(df["dob"]) if "dob" in df.columns else pd.to_datetime(None, errors="coerce")
+    dob = _no_placeholder_dobs(dob)
     day = dob.astype("datetime64[D]")
     nat = np.isnat(day)
     yy = day.astype("datetime64[Y]").astype(np.int64) + 1970
@@ -505,6 +600,10 @@ def _prepare_rows(df: Any, id_col: str, *, columns: bool = False) -> Any:
         return list(map(memo.__getitem__, values))
 
     upn = [u.upper().replace(" ", "") for u in text["upn"]]
+    if (shared_upn := _shared(upn)) is not None:
+        upn = ["" if x else u for u, x in zip(upn, shared_upn.tolist())]
+    if id_col == "person_id" and (shared_guid := _shared(text["guid"])) is not None:
+        text["guid"] = ["" if x else g for g, x in zip(text["guid"], shared_guid.tolist())]
     fn = by_value(text["forename"], name_key)
     sn = by_value(text["surname"], name_key)
     pc = by_value(text["postcode"], postcode_key)
@@ -533,7 +632,7 @@ def _prepare_rows(df: Any, id_col: str, *, columns: bool = False) -> Any:
     cols["sn1"] = [v[:1] for v in sn]
     parts = by_value(text["surname"], name_parts)
     cols["sn_parts"] = parts if columns else pd.Series(parts, dtype=object)
-    cols["gender"] = [v.upper()[:1] for v in text["gender"]]
+    cols["gender"] = by_value(text["gender"], gender_key)
     cols["dob"] = dob if columns else pd.to_datetime(dob)
     cols["dob_s"] = dob_s
     cols["year"] = np.where(nat, 0, yy).astype(int)
