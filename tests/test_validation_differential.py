@@ -14,6 +14,7 @@ import pytest
 from b2b.blocks import BLOCK_TYPES
 from b2b.ingest import validation
 from b2b.ingest.validation import load_suite, validate_blocks
+from b2b.reconcile.attendance import change_problems
 
 AS_OF = date(2026, 10, 5)
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +64,10 @@ def hostile_blocks(seed, n=300):
                             "dob": hostile(rng, ["2016-01-26", "1990-01-01", "2019-07-16"])}
                            if bt == "student" else {})
             if bt == "attendance" and rng.random() < 0.6:
-                content["changes"] = [{"code": hostile(rng, ["/", "L", "%", "N"])} for _ in range(rng.randint(0, 3))]
+                content["changes"] = [{"code": hostile(rng, ["/", "L", "%", "N"]),
+                                       "date": hostile(rng, ["2026-10-01", "2026-10-03", "2027-10-01", "2025-07-22"]),
+                                       "session": hostile(rng, ["AM", "PM", "pm"])}
+                                      for _ in range(rng.randint(0, 3))]
         else:
             content = {suite["rows"]: [item(rng, suite, numeric) for _ in range(rng.randint(0, 3))]}
         blocks.append({"file_id": 1 + i // 40, "ordinal": i, "base_id": "8862001", "block_type": bt,
@@ -94,6 +98,9 @@ def reference(blocks, as_of):
                 if bt == "attendance":
                     row["change_codes"] = ("".join(str(ch.get("code") or "") for ch in c["changes"])
                                            if "changes" in c else None)
+                    found = change_problems(c["changes"], c.get("academic_year"), as_of) if "changes" in c else None
+                    for col, f in validation.CHANGE_FIELDS.items():
+                        row[col] = found and found[f]
                 if bt == "student":
                     row["upn_check_ok"] = None if row["upn"] in (None, "") else upn.is_valid(str(row["upn"]))
                     row["dob_age"] = validation._age(row["dob"], as_of)

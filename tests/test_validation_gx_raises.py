@@ -76,7 +76,9 @@ def test_objects_in_set_columns_fail_without_hiding_the_other_failures():
                               "gender": {"code": "M"}}, 1),
               blk("student", {"upn": "F886200326001", "surname": "B", "forename": "J", "dob": "2016-01-26",
                               "gender": "Q"}, 2, guid="g2"),
-              blk("attendance", {"academic_year": 2026, "changes": [{"code": {"c": "/"}}, {"code": "%"}]}, 3),
+              blk("attendance", {"academic_year": 2026, "changes": [
+                  {"date": "2026-10-01", "session": "AM", "code": {"c": "/"}},
+                  {"date": "2026-10-01", "session": "PM", "code": "%"}]}, 3),
               blk("contacts", {"contacts": [{"relationship": {"r": 1}}, {"relationship": "ZZZ"},
                                             {"relationship": "PAM"}]}, 4)]
     r = validate_blocks(blocks, run_label="t", as_of=AS_OF)
@@ -85,7 +87,8 @@ def test_objects_in_set_columns_fail_without_hiding_the_other_failures():
     assert (1, "gender_code", "gender", "{'code': 'M'}") in rules and (2, "gender_code", "gender", "Q") in rules
     assert [a for a in rules if a[0] == 4] == [(4, "relationship_code", "relationship", "ZZZ"),
                                                (4, "relationship_code", "relationship", "{'r': 1}")]
-    assert [a[1] for a in rules if a[0] == 3] == ["attendance_code"]
+    # the object is not text (attendance_change_code), and not a DfE code either
+    assert [a[1] for a in rules if a[0] == 3] == ["attendance_change_code", "attendance_code"]
     assert r.invalid_blocks == {(1, 1), (1, 2), (1, 3)}  # contacts' relationship is a warning
 
 

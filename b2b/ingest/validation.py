@@ -39,6 +39,7 @@ from b2b import INCLUDE, gc_control
 from b2b.blocks import BLOCK_TYPES
 from b2b.context import RunContext, log_stage, log_stage_file, run_files
 from b2b.errors import ValidationSetupError
+from b2b.reconcile.attendance import change_problems
 from b2b.upn import is_valid as upn_is_valid
 
 if TYPE_CHECKING:
@@ -236,17 +237,29 @@ def _frame(block_type: str, blocks: Sequence[dict], suite: dict, as_of: date,
         if k in DERIVED.get(block_type, {}):
             want.add(DERIVED[block_type][k][0])
     columns: dict[str, _Column] = {}
+    problems: list | None = None
     for k in sorted(want - set(DERIVED.get(block_type, {}))):
         if block_type == "attendance" and k == "change_codes":
             # the suite's derived column: the codes of the day's changes, in one string
             columns[k] = _factorize([("".join(str(ch.get("code") or "") for ch in c["changes"])
                                       if "changes" in c else None) for c in items])
+        elif block_type == "attendance" and k in CHANGE_FIELDS:
+            # the suite's derived columns: what is wrong with the changes' dates, sessions, codes
+            if problems is None:
+                problems = [change_problems(c["changes"], c.get("academic_year"), as_of) if "changes" in c
+                            else None for c in items]
+            columns[k] = _factorize([p and p[CHANGE_FIELDS[k]] for p in problems])
         else:
             columns[k] = _factorize([it.get(k) for it in items])
     for k, (source, fn) in DERIVED.get(block_type, {}).items():
         if k in want and items:
             columns[k] = _derive(columns[source], lambda v, fn=fn: fn(v, as_of))
     return columns, owner
+
+
+#: attendance's derived columns of what is wrong with its changes (the field of a change each is about)
+CHANGE_FIELDS = {"change_date_problem": "date", "change_session_problem": "session",
+                 "change_code_problem": "code"}
 
 
 def _upn_ok(u: Any, _as_of: date) -> bool | None:
@@ -777,9 +790,11 @@ def _pending_blocks_sql() -> str:
         keys |= {derived[k][0] for k in keys if k in derived}
         keys -= set(derived)
         projected: sql.Composable
-        if bt == "attendance":  # change_codes is made from the changes' codes
-            keys.discard("change_codes")
-            projected = sql.SQL("{} || {}").format(obj(content, keys), items(content, "changes", ["code"]))
+        if bt == "attendance":  # change_codes and the change_*_problem columns are made from the changes
+            keys -= {"change_codes", *CHANGE_FIELDS}
+            keys.add("academic_year")  # the year the changes' dates must lie in
+            projected = sql.SQL("{} || {}").format(obj(content, keys),
+                                                   items(content, "changes", ["code", "date", "session"]))
         elif suite["rows"] == "block":
             projected = obj(content, keys)
         else:

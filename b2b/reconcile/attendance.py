@@ -16,14 +16,22 @@ How an incoming attendance block changes the stored string:
   **inserted at its offset**, the rest untouched — in the string of the academic year the
   date belongs to (a window across 1 September touches two years).
 
+A change is read by :func:`read_change`: a date written ``YYYY-MM-DD`` on a weekday, a session
+``AM`` or ``PM``, a code of one character (or none: no mark). The validate stage refuses a
+pupil's block with a change that is not (rules ``attendance_change_date``, ``_session``,
+``_code``: :func:`change_problems`), so it never reaches the load; should one still get there,
+:func:`store_marks` stops with an :class:`AttendanceError` naming the base, file and pupil.
+
 Rows of ``core.attendance_marks`` are versions per file (rerun-safe like every derived
 table); ``core.attendance_current`` is the latest per (base, student, year).
 """
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from b2b.errors import IngestError
 from b2b.reconcile import stale_stats
 
 if TYPE_CHECKING:
@@ -41,6 +49,21 @@ UNAUTHORISED = "GNOU"
 NOT_COUNTED = "XYZ#"
 NO_MARK = "-"
 FULL_FILTERS = ("all_current", "all_previous")
+SESSIONS = ("AM", "PM")
+#: how far into the academic year next to the one a changed-data block names its changes may
+#: reach, from the run's window end: a window across 1 September touches two years, and a
+#: changed-data run sends nothing older than three months (F5)
+ADJACENT_YEAR_REACH = timedelta(days=92)
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+class AttendanceError(IngestError):
+    """An attendance block cannot be applied to the stored marks (load stage). It names the base,
+    the file and the pupil, never a date, session or mark; a retry cannot help."""
+
+
+class ChangeError(ValueError):
+    """A changed mark is not well formed; the message names the field and the problem, no value."""
 
 
 def academic_year_of(d: date) -> int:
@@ -57,10 +80,110 @@ def session_offset(ay_start: date, d: date, session: str) -> int:
         raise ValueError(f"{d} is not a school day (weekend)")
     if d < ay_start:
         raise ValueError(f"{d} is before the academic year starting {ay_start}")
+    if not isinstance(session, str) or session.upper() not in SESSIONS:
+        raise ValueError("a session is AM or PM")
     days = (d - ay_start).days
     weeks, rest = divmod(days, 7)
     weekdays = weeks * 5 + sum(1 for k in range(rest) if (ay_start + timedelta(days=k)).weekday() < 5)
-    return 2 * weekdays + (0 if session.upper() == "AM" else 1)
+    return 2 * weekdays + SESSIONS.index(session.upper())
+
+
+# ------------------------------------------------------------------ one changed mark
+def date_problem(v: Any) -> str | None:
+    """Why ``v`` is not a change's date (a weekday written YYYY-MM-DD), or None. No value is quoted."""
+    if v is None:
+        return "missing"
+    if not isinstance(v, str):
+        return "not text"
+    if not _ISO_DATE.fullmatch(v):
+        return "not YYYY-MM-DD"
+    try:
+        d = date.fromisoformat(v)
+    except ValueError:
+        return "not a real date"
+    if d.weekday() >= 5:
+        return "not a school day (weekend)"
+    if academic_year_of(d) < 1:
+        return "outside the academic year"
+    return None
+
+
+def session_problem(v: Any) -> str | None:
+    """Why ``v`` is not a change's session (AM or PM), or None."""
+    if v is None:
+        return "missing"
+    if not isinstance(v, str):
+        return "not text"
+    return None if v.upper() in SESSIONS else "not AM or PM"
+
+
+def code_problem(v: Any) -> str | None:
+    """Why ``v`` is not a change's code (one character; none or empty: no mark), or None. Which
+    characters are DfE codes is the suite's ``attendance_code`` rule (``change_codes``)."""
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        return "not text"
+    return None if len(v) <= 1 else "more than one character"
+
+
+def year_problem(d: date, named_year: int, as_of: date) -> str | None:
+    """Whether a change's date lies outside the academic year its block names: the year next to
+    it is allowed only within :data:`ADJACENT_YEAR_REACH` of the run's window end ``as_of``."""
+    year = academic_year_of(d)
+    if year == named_year or (abs(year - named_year) == 1 and abs(d - as_of) <= ADJACENT_YEAR_REACH):
+        return None
+    return "outside the academic year"
+
+
+def change_problems(changes: list, academic_year: Any, as_of: date) -> dict[str, str | None]:
+    """The validate stage's view of a block's changes: per field (``date``, ``session``, ``code``),
+    the distinct problems of its changes joined by ``; `` (None when every change is right).
+
+    ``academic_year`` is the block's (JSON number or text, as the staging table reads it); when
+    it is not a whole number the year of the run's window end ``as_of`` stands in."""
+    named = _whole(academic_year)
+    named = academic_year_of(as_of) if named is None else named
+    found: dict[str, set[str]] = {"date": set(), "session": set(), "code": set()}
+    for ch in changes:
+        if not isinstance(ch, dict):  # the file is put in suspense before this is read
+            continue
+        v = ch.get("date")
+        problem = date_problem(v)
+        if problem is None and isinstance(v, str):
+            problem = year_problem(date.fromisoformat(v), named, as_of)
+        if problem:
+            found["date"].add(problem)
+        if problem := session_problem(ch.get("session")):
+            found["session"].add(problem)
+        if problem := code_problem(ch.get("code")):
+            found["code"].add(problem)
+    return {k: "; ".join(sorted(v)) or None for k, v in found.items()}
+
+
+def _whole(v: Any) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, str):
+        try:
+            return int(v.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def read_change(ch: Any) -> tuple[date, int, str]:
+    """(date, session index 0/1, code) of one change; ValueError, naming the field and the
+    problem but no value, when it is not well formed."""
+    if not isinstance(ch, dict):
+        raise ChangeError("a change is not an object")
+    for name, check in (("date", date_problem), ("session", session_problem), ("code", code_problem)):
+        problem = check(ch.get(name))
+        if problem:
+            raise ChangeError(f"change {name}: {problem}")
+    return date.fromisoformat(ch["date"]), SESSIONS.index(ch["session"].upper()), ch.get("code") or NO_MARK
 
 
 def merge(existing: str | None, incoming: str, mode: str, from_offset: int = 0) -> str:
@@ -82,17 +205,19 @@ def merge(existing: str | None, incoming: str, mode: str, from_offset: int = 0) 
 
 
 def apply_changes(existing: str | None, ay: int, changes: list[dict]) -> str:
-    """Insert SIMS Primary changed marks (date, session, code) at their offsets."""
+    """Insert SIMS Primary changed marks (date, session, code) at their offsets.
+
+    Raises :class:`ChangeError` on a change that is not well formed (:func:`read_change`)."""
     marks = list(existing or "")
     start = year_start(ay)
-    for ch in sorted(changes, key=lambda c: (c["date"], c["session"])):
-        d = date.fromisoformat(ch["date"])
+    # in date and session order; of two changes of one session the later in the list wins
+    for d, session, code in sorted(map(read_change, changes), key=lambda c: (c[0], c[1])):
         if academic_year_of(d) != ay:
             continue
-        k = session_offset(start, d, ch["session"])
+        k = session_offset(start, d, SESSIONS[session])
         if k >= len(marks):
             marks.extend(NO_MARK * (k + 1 - len(marks)))
-        marks[k] = (ch.get("code") or NO_MARK)[0]
+        marks[k] = code
     return "".join(marks).rstrip(NO_MARK) or NO_MARK
 
 
@@ -141,11 +266,20 @@ def store_marks(conn: Connection, ctx: RunContext, files: list[int], *, months: 
     mode = "replace" if ctx.attendance in FULL_FILTERS or ctx.attendance is None else "overlay"
     for file_id, base, guid, ay, marks, changes in rows:
         if changes is not None:
-            changes = changes if isinstance(changes, list) else json.loads(changes)
-            for year in sorted({academic_year_of(date.fromisoformat(c["date"])) for c in changes}):
-                key = (base, guid, year)
-                current = out.get(key, (None, stored.get(key)))[1]
-                out[key] = (file_id, apply_changes(current, year, changes))
+            try:
+                changes = changes if isinstance(changes, list) else json.loads(changes)
+                if not isinstance(changes, list):
+                    raise ChangeError("changes is not a list")
+                for year in sorted({academic_year_of(read_change(c)[0]) for c in changes}):
+                    key = (base, guid, year)
+                    current = out.get(key, (None, stored.get(key)))[1]
+                    out[key] = (file_id, apply_changes(current, year, changes))
+            except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+                # the validate stage refuses such a block; this is the guard for what it did not foresee.
+                # Our own messages name a field and a problem, never a value; others only their type.
+                why = str(exc) if isinstance(exc, ChangeError) else type(exc).__name__
+                raise AttendanceError(f"attendance changes cannot be applied ({why}); nothing of the run is "
+                                      "loaded", base=base, file=file_id, record=f"pupil {guid}") from None
         elif marks is not None and ay is not None:
             key = (base, guid, ay)
             current = out.get(key, (None, stored.get(key)))[1]
