@@ -386,6 +386,45 @@ def test_unavailable_error_does_not_print_the_organisation_id(school, monkeypatc
     assert ORG not in str(err.value) and "data group student" in str(err.value)
 
 
+def test_a_servers_error_text_does_not_carry_the_organisation_id_into_the_error(school, monkeypatch):
+    """A 404 whose body says "unknown organisation <id>" (the simulator's own wording) put the
+    Organisation ID in the task log (a fault sweep); the server's words stay, its echo of the
+    connection's settings does not."""
+    srv = school(lambda h: token(h) if h.path.endswith("/token") else
+                 reply(h, 404, json.dumps({"error": f"unknown organisation {ORG}"}).encode(),
+                       {"Content-Type": "application/json"}))
+    primary_conn(monkeypatch, "unknown_org_school", srv.url)
+    with pytest.raises(SourceRequestError) as err:
+        list(SimsPrimaryHook(sims_primary_conn_id="unknown_org_school").iter_pages("student", until=UNTIL))
+    assert "HTTP 404 unknown organisation" in str(err.value) and ORG not in str(err.value)
+
+
+def test_a_subscription_key_with_a_line_break_is_sent_trimmed_and_never_printed(school, monkeypatch):
+    """A key pasted with its line break: requests refused the header and its error quoted the
+    key (a fault sweep). Settings are trimmed; a value a header still cannot carry is named, not
+    printed."""
+    seen = []
+
+    def pages(h):
+        if h.path.endswith("/token"):
+            return token(h)
+        seen.append(h.headers.get("Ocp-Apim-Subscription-Key"))
+        reply(h, 200, page_body(1, 1, None), {"Content-Type": "application/json"})
+
+    srv = school(pages)
+    monkeypatch.setenv("AIRFLOW_CONN_PASTED_SCHOOL", json.dumps({
+        "conn_type": "http", "host": srv.url, "login": "client-id", "password": "the-secret-xyz",
+        "extra": {"subscription_key": "sub-key-xyz\n", "organisation_id": ORG}}))
+    assert len(list(SimsPrimaryHook(sims_primary_conn_id="pasted_school").iter_pages("student", until=UNTIL))) == 1
+    assert seen == ["sub-key-xyz"]
+    monkeypatch.setenv("AIRFLOW_CONN_BROKEN_SCHOOL", json.dumps({
+        "conn_type": "http", "host": srv.url, "login": "client-id", "password": "the-secret-xyz",
+        "extra": {"subscription_key": "sub-key\nxyz", "organisation_id": ORG}}))
+    with pytest.raises(SourceRequestError, match="cannot carry") as err:
+        list(SimsPrimaryHook(sims_primary_conn_id="broken_school").iter_pages("student", until=UNTIL))
+    assert "sub-key" not in str(err.value) and "xyz" not in str(err.value)
+
+
 # ------------------------------------------------------------------ item 9: F9 failures are logged
 def test_connection_refused_is_recorded_in_the_task_log(monkeypatch, db):
     import socket
@@ -523,6 +562,21 @@ def test_truly_malformed_file_still_goes_to_suspense(db, world, tmp_path):
     assert out["extract"].failed == 1 and out["load"]["loaded"] == 0
     status, error = db.execute("SELECT status, error FROM raw.inbound_file").fetchone()
     assert status == "suspense" and "not well-formed XML" in error and "line" in error
+
+
+def test_libxml2_quoting_the_document_puts_no_pupil_data_in_the_error_or_the_logs(db, world):
+    """An unfinished CDATA section: libxml2's message carries the section's text (a pupil's name
+    and address) on its next line, and it reached raw.inbound_file.error and the task log (a
+    fault sweep). The suspense reason keeps the kind of error and the line, not the text."""
+    xml = world.export_sims7("8862001", "snapshot", UNTIL, None)
+    m = re.search(rb"<Surname>([^<]+)</Surname>", xml)
+    cut = xml[:m.start()] + b"<Surname><![CDATA[" + m.group(1) + b" 12 Secret Road"
+    store_messages(db, ctx(), [ReceivedMessage("export", cut, "application/xml")])
+    status, error = db.execute("SELECT status, error FROM raw.inbound_file").fetchone()
+    assert status == "suspense" and "CData section not finished" in error and "line" in error
+    logged = " ".join(str(r) for r in task_log(db))
+    for text in (m.group(1).decode(), "Secret"):
+        assert text not in error and text not in logged
 
 
 # ------------------------------------------------------------------ item 14: F23 on SIMS Primary

@@ -212,6 +212,10 @@ def _xml_syntax(exc: BaseException, pupil: int | None) -> MessageError:
     line = getattr(exc, "lineno", None) or getattr(last, "line", None) or None
     msg = str(getattr(exc, "msg", None) or exc)
     msg = re.sub(r", line \d+, column \d+$", "", msg)
+    # libxml2 quotes the document after some messages: an unfinished CDATA section's text on the
+    # next line (a pupil's name and address, found by a fault sweep), the bytes of a bad encoding
+    msg = msg.split("\n", 1)[0]
+    msg = re.sub(r"Bytes:(\s*0x[0-9A-Fa-f]{2})+", "Bytes: …", msg)
     if "ENCODING" in type_name or "encoding" in msg.lower() or "invalid char" in msg.lower():
         kind = "is not valid UTF-8 (or its declared encoding)"
     elif type_name == "ERR_DOCUMENT_EMPTY" or "Start tag expected" in msg:

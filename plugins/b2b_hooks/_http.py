@@ -242,6 +242,10 @@ class SimsHttpHook(BaseHook):
                     self._read_body(resp, deadline, label)
                     return resp
                 resp.close()
+            except requests.exceptions.InvalidHeader:
+                # (requests' own text quotes the header's value: a credential)
+                raise SimsRequestError(f"{self._what()}: {label}: a setting sent as a header holds characters a "
+                                       "header cannot carry (a line break?); check the connection") from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self._left(deadline, label)  # a timeout at the deadline is a deadline error
                 reason = f"{type(exc).__name__}"
@@ -341,14 +345,28 @@ class SimsHttpHook(BaseHook):
         resp._content = b"".join(chunks)
         resp._content_consumed = True
 
-    @staticmethod
-    def _error_text(resp: Any) -> str:
-        """A short error string from a JSON error body (never the raw body)."""
+    def _error_text(self, resp: Any) -> str:
+        """A short error string from a JSON error body (never the raw body), without the
+        connection's own settings (a server's "unknown organisation <id>" put the Organisation ID
+        in the task log: a fault sweep)."""
         try:
             body = resp.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             return ""
-        if isinstance(body, dict):
-            msg = body.get("error") or body.get("message") or ""
-            return str(msg)[:200]
-        return ""
+        if not isinstance(body, dict):
+            return ""
+        msg = str(body.get("error") or body.get("message") or "")[:200]
+        for value in self._own_values():
+            msg = msg.replace(value, "…")
+        return msg
+
+    def _own_values(self) -> list[str]:
+        """The connection's settings an error text must not repeat: its password and the extras
+        that are secrets or identify the client (a key, a secret, a token, an organisation)."""
+        try:
+            c = self.connection
+            values = [c.password, *(v for k, v in (self.extra or {}).items() if isinstance(v, str) and any(
+                w in k.lower() for w in ("key", "secret", "token", "password", "organisation", "organization")))]
+        except Exception:  # (no connection: nothing of it to hide)
+            return []
+        return sorted({v.strip() for v in values if isinstance(v, str) and len(v.strip()) >= 3}, key=len, reverse=True)

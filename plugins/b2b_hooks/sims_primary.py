@@ -67,9 +67,11 @@ class SimsPrimaryHook(SimsHttpHook):
     def settings(self) -> dict[str, str]:
         """The four F1 settings; a clear error naming each missing one (never its value)."""
         c = self.connection
-        values = {"login": c.login, "password": c.password,
-                  "subscription_key": self.extra.get("subscription_key"),
-                  "organisation_id": self.extra.get("organisation_id")}
+        # (stray white space around a pasted value, a trailing line break: a header cannot carry
+        # it, and requests' error would print the value)
+        values = {k: v.strip() if isinstance(v, str) else v for k, v in (
+            ("login", c.login), ("password", c.password), ("subscription_key", self.extra.get("subscription_key")),
+            ("organisation_id", self.extra.get("organisation_id")))}
         missing = [label for key, label in REQUIRED if not values[key]]
         if missing:
             raise SimsAuthError(f"connection {self.conn_id!r} lacks {', '.join(missing)}: "
