@@ -298,6 +298,86 @@ def test_endless_next_links_stop_at_the_page_cap(school, monkeypatch):
     assert len([r for r in srv.requests if "/datagroups/" in r["path"]]) == 7
 
 
+# the pages received must run 1..totalPages in order (fault sweep): a short or skipped pagination lost
+# pupils silently; now the hook raises a request error naming the data group and pages, nothing is stored
+def _paged_school(school, monkeypatch, cid, answer):
+    """A SIMS Primary school whose data-group page n is ``answer(n, path)`` (bytes)."""
+    def pages(h):
+        if h.path.endswith("/token"):
+            return token(h)
+        n = int(re.search(r"page=(\d+)", h.path).group(1))
+        reply(h, 200, answer(n, h.path), {"Content-Type": "application/json"})
+
+    srv = school(pages)
+    primary_conn(monkeypatch, cid, srv.url)
+    return srv
+
+
+def _primary_messages(cid):
+    hook = SimsPrimaryHook(sims_primary_conn_id=cid)
+    return (ReceivedMessage(f"student p{p.page}/{p.total_pages}", p.content, "application/json", group="student")
+            for p in hook.iter_pages("student", until=UNTIL))
+
+
+def _joe(n):
+    return [{"studentId": f"g{n}", "data": {"upn": "F886200326001", "forename": "Joe", "surname": "Bloggs",
+                                             "dob": "2016-01-26", "gender": "M", "ncy": "5"}}]
+
+
+@pytest.mark.parametrize("answer, error", [
+    # page 1 of 3 says next = null: pages 2 and 3 would never be asked for
+    (lambda n, path: page_body(n, 3, None, _joe(n)), r"data group student ended at page 1 of 3 .*2\.\.3 missing"),
+    # page 1's next link jumps to page 3
+    (lambda n, path: page_body(n, 3, re.sub(r"page=\d+", f"page={n + 2}", path), _joe(n)),
+     r"data group student: expected page 2, received page 3"),
+    # page 2 of 3 is served again instead of page 3
+    (lambda n, path: page_body(min(n, 2), 3, re.sub(r"page=\d+", f"page={n + 1}", path), _joe(n)),
+     r"data group student: expected page 3, received page 2"),
+    # page 2 says the group has 2 pages where page 1 said 3, and ends there
+    (lambda n, path: page_body(n, 3 if n == 1 else 2, re.sub(r"page=\d+", f"page={n + 1}", path) if n == 1 else None,
+                               _joe(n)), r"data group student: page 2 says 2 page\(s\), page 1 said 3"),
+])
+def test_short_or_skipped_primary_pagination_is_a_clear_error_and_nothing_is_stored(school, monkeypatch, db,
+                                                                                    answer, error):
+    _paged_school(school, monkeypatch, "short_school", answer)
+    with pytest.raises(SourceRequestError, match=error) as err:
+        store_messages(db, ctx(base="8862003", source="sims_primary"), _primary_messages("short_school"))
+    assert "'short_school'" in str(err.value) and ORG not in str(err.value) and "the-secret-xyz" not in str(err.value)
+    assert db.execute("SELECT count(*) FROM raw.inbound_file").fetchone()[0] == 0  # no page of the run kept
+    assert db.execute("SELECT count(*) FROM raw.inbound_block").fetchone()[0] == 0
+    (base, level, message, counts), = task_log(db)
+    assert (base, level, counts["source_error"], counts["retryable"]) == ("8862003", "error", "SimsRequestError",
+                                                                         False)
+    assert ORG not in message and "Bloggs" not in message
+
+
+@pytest.mark.parametrize("total", [b"1e999", b"2.5", b'"3"', b"true", b"-1", b"null"])
+def test_primary_page_count_that_is_not_a_whole_number_is_a_clear_error(school, monkeypatch, total):
+    """``totalPages: 1e999`` raised an uncaught OverflowError (int(inf)); 2.5 was read as 2."""
+    _paged_school(school, monkeypatch, "odd_school",
+                  lambda n, path: page_body(n, 1, None).replace(b'"totalPages": 1', b'"totalPages": ' + total))
+    with pytest.raises(SourceRequestError, match=r"'odd_school': data group student page 1 is not a SIMS Primary "
+                                                 r"page \(totalPages is not a whole number\)") as err:
+        list(SimsPrimaryHook(sims_primary_conn_id="odd_school").iter_pages("student", until=UNTIL))
+    assert ORG not in str(err.value)
+
+
+def test_primary_page_nested_too_deeply_is_a_clear_error_not_a_recursion_error(school, monkeypatch):
+    deep = page_body(1, 1, None).replace(b'"items": []', b'"items": [], "x": ' + b"[" * 100_000 + b"]" * 100_000)
+    _paged_school(school, monkeypatch, "deep_school", lambda n, path: deep)
+    with pytest.raises(SourceRequestError, match=r"data group student page 1 is not a SIMS Primary page "
+                                                 r"\(its JSON is nested too deeply to be read\)"):
+        list(SimsPrimaryHook(sims_primary_conn_id="deep_school").iter_pages("student", until=UNTIL))
+
+
+def test_complete_primary_pagination_still_loads_every_page(school, monkeypatch, db):
+    _paged_school(school, monkeypatch, "whole_school",
+                  lambda n, path: page_body(n, 3, re.sub(r"page=\d+", f"page={n + 1}", path) if n < 3 else None,
+                                            _joe(n)))
+    out = store_messages(db, ctx(base="8862003", source="sims_primary"), _primary_messages("whole_school"))
+    assert (out.files, out.failed, out.pupils) == (3, 0, 3)
+
+
 # ------------------------------------------------------------------ issue 10 part 5: security
 def test_next_link_to_another_host_is_refused_and_that_host_gets_nothing(school, monkeypatch):
     thief = school(lambda h: reply(h, 200, page_body(2, 2, None), {"Content-Type": "application/json"}))

@@ -14,7 +14,9 @@ extra.organisation_id      Organisation ID
 OAuth2 client-credentials tokens are cached until shortly before they expire
 and refreshed once if the API reports ``invalid_token``. Pages are followed
 until ``next`` is null, only on the connection's own origin (a link to another host is
-refused before anything is sent) and up to ``max_pages``; throttling (429) and 5xx are
+refused before anything is sent) and up to ``max_pages``; they must run 1..totalPages in
+order (a page missing, skipped or out of order, or ``next`` null before the last page,
+is a :class:`SimsRequestError`: the run stores nothing). Throttling (429) and 5xx are
 retried honouring ``Retry-After``. Errors name the data group, never the Organisation ID.
 See ``docs/protocol.md``.
 """
@@ -131,11 +133,23 @@ class SimsPrimaryHook(SimsHttpHook):
                                    f"{resp.status_code} {self._error_text(resp)}".rstrip())
         try:
             body = resp.json()
-            page = Page(group, int(body["page"]), int(body["totalPages"]), int(body["totalItems"]), resp.content)
-            nxt = body.get("next")
-        except (ValueError, TypeError, KeyError, AttributeError):
+        except RecursionError:  # nested beyond the JSON parser's limit: not a page anyone can read
             raise SimsRequestError(f"connection {self.conn_id!r}: {label} is not a SIMS Primary page "
-                                   "(no page / totalPages / totalItems)") from None
+                                   "(its JSON is nested too deeply to be read)") from None
+        except ValueError:
+            raise SimsRequestError(f"connection {self.conn_id!r}: {label} is not a SIMS Primary page "
+                                   "(not JSON)") from None
+        if not isinstance(body, dict) or any(k not in body for k in ("page", "totalPages", "totalItems")):
+            raise SimsRequestError(f"connection {self.conn_id!r}: {label} is not a SIMS Primary page "
+                                   "(no page / totalPages / totalItems)")
+        numbers = {k: body[k] for k in ("page", "totalPages", "totalItems")}
+        for key, value in numbers.items():
+            # JSON's whole numbers only: 2.5, "3", true or 1e999 (a float, infinite) are not page counts
+            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "page" else 0):
+                raise SimsRequestError(f"connection {self.conn_id!r}: {label} is not a SIMS Primary page "
+                                       f"({key} is not a whole number{' from 1' if key == 'page' else ''})")
+        page = Page(group, numbers["page"], numbers["totalPages"], numbers["totalItems"], resp.content)
+        nxt = body.get("next")
         if nxt is not None and not isinstance(nxt, str):
             raise SimsRequestError(f"connection {self.conn_id!r}: {label} has a 'next' link that is not a URL")
         return page, nxt
@@ -165,6 +179,7 @@ class SimsPrimaryHook(SimsHttpHook):
         path: str | None = f"/sims-primary/api/v1/organisations/{org}/datagroups/{group}"
         deadline = self.deadline()
         seen = 0
+        total: int | None = None  # pages the group has, as its first page says
         while path:
             seen += 1
             label = f"data group {group} page {seen}"
@@ -176,8 +191,22 @@ class SimsPrimaryHook(SimsHttpHook):
                 raise SimsLimitError(f"connection {self.conn_id!r}: data group {group} claims "
                                      f"{page.total_pages:,} pages, over the page cap of {self.max_pages} "
                                      "(B2B_MAX_PAGES); refused")
-            if seen > page.total_pages + 1:
-                raise SimsRequestError(f"connection {self.conn_id!r}: data group {group} pagination does not end")
+            # the pages must run 1..totalPages in order, each once: a page missing, skipped or
+            # repeated, or a 'next' of null before the last page, would lose pupils silently
+            if total is None:
+                total = max(page.total_pages, 1)  # (an empty group: one page of no items)
+            if page.page != seen:
+                raise SimsRequestError(f"connection {self.conn_id!r}: data group {group}: expected page {seen}, "
+                                       f"received page {page.page} (pages must run 1..{total} in order)")
+            if max(page.total_pages, 1) != total:
+                raise SimsRequestError(f"connection {self.conn_id!r}: data group {group}: page {seen} says "
+                                       f"{page.total_pages} page(s), page 1 said {total}")
+            if seen > total:
+                raise SimsRequestError(f"connection {self.conn_id!r}: data group {group} pagination does not end "
+                                       f"(page {seen} of {total})")
+            if not nxt and seen < total:
+                raise SimsRequestError(f"connection {self.conn_id!r}: data group {group} ended at page {seen} "
+                                       f"of {total} (no next link): page(s) {seen + 1}..{total} missing")
             yield page
             if nxt:
                 # resolve against the page's own URL, then refuse any other origin (nothing is sent there)
