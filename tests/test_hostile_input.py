@@ -635,6 +635,103 @@ def test_one_invalid_dob_loads_the_other_pupils_and_reports_the_bad_one(db, worl
     assert "1 pupil(s) not imported" in logs and "2016-13-45" not in logs
 
 
+# fault sweep: one SIMS Primary pupil with a value PostgreSQL cannot store (NUL, an unpaired
+# surrogate, NaN/Infinity), nested too deeply, or a list where one value is expected, made the COPY fail:
+# the whole run rolled back, retried for ever, and psycopg's error quoted the COPY line (names, DOB)
+JOE = {"upn": "F886200326001", "forename": "Joe", "surname": "Bloggs", "dob": "2016-01-26", "gender": "M",
+       "ncy": "5"}
+
+
+def _deep(levels):
+    value: object = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("bad, field, rule", [
+    ({"surname": "Blo\u0000ggs"}, "surname", "not storable text"),
+    ({"surname": "Blo\ud800ggs"}, "surname", "not storable text"),
+    ({"forename": "Jo\udfffe"}, "forename", "not storable text"),
+    ({"contacts_note": {"Blo\u0000ggs": "1"}}, "contacts_note.?", "a key is not storable text"),
+    ({"x": float("nan")}, "x", "not a finite number"),
+    ({"x": float("inf")}, "x", "not a finite number"),
+    ({"extra": [{"n": float("-inf")}]}, "extra[0].n", "not a finite number"),
+    ({"x": _deep(200)}, "x" + "[0]" * 31, "nested more than 32 levels"),
+    # item 2: a list or an object where a staging column takes one value loaded as JSON text
+    ({"surname": ["Bloggs"]}, "surname", "a list where a single value is expected"),
+    ({"forename": {"a": 1}}, "forename", "an object where a single value is expected"),
+    ({"dob": ["2016-01-26"]}, "dob", "a list where a single value is expected"),
+])
+def test_one_bad_primary_value_rejects_only_that_pupil(db, tmp_path, bad, field, rule):
+    pages = [_primary_page(1, 2, [("g1", dict(JOE, **bad)), ("g3", dict(JOE, forename="Sam"))]),
+             _primary_page(2, 2, [("g2", dict(JOE, forename="Ann"))])]
+    c = ctx(base="8862003", source="sims_primary", data_filter="snapshot")
+    out = run_chain(db, c, pages, tmp_path)
+    assert (out["extract"].failed, out["extract"].rejected_pupils) == (0, 1)
+    assert {r[0] for r in db.execute("SELECT student_guid FROM staging.student")} == {"g2", "g3"}
+    (guid, block_type, a_rule, a_field, severity, value), = db.execute(
+        "SELECT student_guid, block_type, rule, field, severity, value FROM results.anomaly").fetchall()
+    assert (guid, block_type, a_rule, a_field, severity) == ("g1", "student", "pupil_schema", field, "error")
+    assert value.startswith(f"pupil #1: student data, field {field}: {rule}")
+    texts = [value] + [r[2] + json.dumps(r[3]) for r in task_log(db)]
+    assert "1 pupil(s) not imported" in " ".join(texts)
+    for personal in ("Blo", "Joe", "2016", "F886"):  # the pupil is named by guid, field and rule only
+        assert not any(personal in t for t in texts), personal
+
+
+def test_primary_contacts_item_with_a_list_for_a_name_rejects_that_pupil(db):
+    contacts = {"contacts": [{"person_id": "c1", "surname": "Bloggs"}, {"person_id": "c2", "forename": ["Jo"]}]}
+    page = ReceivedMessage("contacts p1/1", json.dumps({
+        "organisationId": "o", "dataGroup": "contacts", "page": 1, "pageSize": 2, "totalItems": 2, "totalPages": 1,
+        "next": None, "items": [{"studentId": "g1", "data": contacts},
+                                {"studentId": "g2", "data": {"contacts": contacts["contacts"][:1]}}]}).encode(),
+        "application/json", group="contacts")
+    out = store_messages(db, ctx(base="8862003", source="sims_primary"), [page])
+    assert (out.failed, out.rejected_pupils, out.blocks) == (0, 1, 2)  # g2's block and g1's anchor
+    (rule, field, detail), = db.execute("SELECT rule, field, detail FROM raw.rejected_block").fetchall()
+    assert (rule, field) == ("pupil_schema", "contacts[1].forename")
+    assert detail == "pupil #1: contacts data, field contacts[1].forename: a list where a single value is expected"
+
+
+@pytest.mark.parametrize("sid", ["  ", "", {"x": 1}, ["g1"], True, 1.5, None, "g\u0000"])
+def test_primary_item_without_a_usable_student_id_puts_its_page_in_suspense(db, sid):
+    """A blank or non-text id became the pupil's guid ("  ", or "{'x': 1}" by Python's repr). As in
+    SIMS 7 (an empty ApplicationReference), a pupil without its id cannot be reported or matched."""
+    bad = json.loads(_primary_page(1, 2, [("g1", JOE)]).content)
+    bad["items"][0]["studentId"] = sid
+    pages = [ReceivedMessage("student p1/2", json.dumps(bad).encode(), "application/json", group="student"),
+             _primary_page(2, 2, [("g2", dict(JOE, forename="Ann"))])]
+    out = store_messages(db, ctx(base="8862003", source="sims_primary"), pages)
+    assert (out.files, out.failed, out.pupils) == (2, 1, 1)
+    rows = db.execute("SELECT label, status, error FROM raw.inbound_file ORDER BY seq").fetchall()
+    assert [(r[0], r[1]) for r in rows] == [("student p1/2", "suspense"), ("student p2/2", "parsed")]
+    assert rows[0][2] in ("item without studentId or data (pupil #1)",
+                          "item whose studentId is not a usable id (blank, not text or a whole number, "
+                          "or not storable text) (pupil #1)")
+    assert db.execute("SELECT student_guid FROM raw.inbound_block").fetchall() == [("g2",)]
+
+
+def test_primary_student_id_is_stripped_as_in_sims7(db):
+    page = json.loads(_primary_page(1, 1, [("g1", JOE)]).content)
+    page["items"][0]["studentId"] = "  g1\t"
+    page["items"].append({"studentId": 42, "data": dict(JOE, forename="Ann")})
+    store_messages(db, ctx(base="8862003", source="sims_primary"),
+                   [ReceivedMessage("student p1/1", json.dumps(page).encode(), "application/json", group="student")])
+    assert db.execute("SELECT student_guid FROM raw.inbound_block ORDER BY ordinal").fetchall() == [("g1",), ("42",)]
+
+
+def test_primary_page_nested_beyond_the_json_parser_goes_to_suspense(db):
+    deep = (b'{"dataGroup": "student", "page": 1, "totalPages": 2, "items": [{"studentId": "g1", "data": {"x": '
+            + b"[" * 100_000 + b"]" * 100_000 + b"}}]}")
+    pages = [ReceivedMessage("student p1/2", deep, "application/json", group="student"),
+             _primary_page(2, 2, [("g2", JOE)])]
+    out = store_messages(db, ctx(base="8862003", source="sims_primary"), pages)
+    assert (out.files, out.failed, out.pupils) == (2, 1, 1)
+    status, error = db.execute("SELECT status, error FROM raw.inbound_file ORDER BY seq LIMIT 1").fetchone()
+    assert (status, error) == ("suspense", "page is not valid JSON: nested too deeply to be read")
+
+
 def test_truly_malformed_file_still_goes_to_suspense(db, world, tmp_path):
     xml = world.export_sims7("8862001", "snapshot", UNTIL, None)
     broken = xml.replace(b"</Pupils>", b"<Pupil><ApplicationReference>x</ApplicationReference>")

@@ -258,18 +258,20 @@ def test_stored_blocks_hash_as_the_old_json_dumps_copy_did(db, sims7_messages):
 
 @pytest.mark.parametrize("number", [b"NaN", b"-Infinity", b"1e400"])
 def test_primary_page_with_a_non_finite_number_is_never_stored_as_null(db, number):
-    """msgspec would write a non-finite float as null: such a page keeps json.dumps' text, which
-    Postgres refuses, as before issue 15 (nothing stored, the run's failure recorded)."""
+    """msgspec would write a non-finite float as null; Postgres refuses json.dumps' NaN (which
+    failed the whole run). The pupil holding it is rejected (not JSON, RFC 8259), the others stored."""
     page = PRIMARY_PAGE.replace(b'"f": 1.5', b'"f": ' + number)
-    assert parse_primary_page(page).nonfinite and not parse_primary_page(PRIMARY_PAGE).nonfinite
+    parsed = parse_primary_page(page)
+    assert parsed.nonfinite and not parse_primary_page(PRIMARY_PAGE).nonfinite
+    assert [(r.pupil, r.field) for r in parsed.rejected] == [(1, "f")] and len(parsed.blocks) == 1
     ctx = RunContext(base_id="8862002", task_key="snapshot", dag_id="b2b__8862002__snapshot", run_id="r1",
                      source="sims_primary", data_filter="snapshot", window_start=None, window_end=UNTIL)
-    with pytest.raises(Exception, match="(?i)json"):
-        store_messages(db, ctx, [ReceivedMessage("sen p1/1", page, "application/json", "sen")])
-    assert db.execute("SELECT count(*) FROM raw.inbound_block WHERE base_id = '8862002'").fetchone()[0] == 0
-    failures = db.execute("""SELECT message FROM ops.task_log WHERE base_id = '8862002' AND stage = 'extract'
-                               AND counts ? 'source_error'""").fetchall()
-    assert len(failures) == 1
+    summary = store_messages(db, ctx, [ReceivedMessage("sen p1/1", page, "application/json", "sen")])
+    assert (summary.failed, summary.rejected_pupils) == (0, 1)
+    stored = db.execute("""SELECT student_guid, content FROM raw.inbound_block WHERE base_id = '8862002'
+                            ORDER BY ordinal""").fetchall()
+    assert stored == [("42", parsed.blocks[0].content), ("p\\1", {})]  # the good pupil; the rejected one's anchor
+    assert db.execute("SELECT rule, field FROM raw.rejected_block").fetchall() == [("pupil_schema", "f")]
 
 
 def test_message_over_the_fast_paths_size_streams_through_the_careful_path_with_the_same_blocks(

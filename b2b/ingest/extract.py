@@ -18,8 +18,11 @@ Pupils it must not process are kept out by rule (issue 9; ``docs/reliability-inp
   processed, because nothing says which one is right; each copy becomes an error anomaly
   ``duplicate_pupil`` naming its file and position (and the other copy's);
 * **a pupil that fails the schema or a type** in a structurally sound SIMS 7 message (an
-  invalid DOB, an over-long name): that pupil is left out and becomes an error anomaly
-  ``pupil_schema`` naming its position, element and line; the other pupils go on.
+  invalid DOB, an over-long name), or whose SIMS Primary data PostgreSQL cannot store or
+  load (NUL or an unpaired surrogate in text, NaN/Infinity, a list where one value is
+  expected: ``messages.parse_primary_page``): that pupil is left out and becomes an error
+  anomaly ``pupil_schema`` naming its position, element (or key) and line; the other
+  pupils go on.
 
 Both are recorded in ``raw.rejected_block``; the validate stage marks those blocks invalid
 and reports them (:func:`reject_flagged`).
@@ -152,10 +155,10 @@ def _json_text(source: str | None, nonfinite: bool = False) -> Any:
 
     msgspec writes JSON 4-7x faster than ``json.dumps``. SIMS 7 blocks hold only str, bool, int,
     None, lists and dicts (``messages._convert``). SIMS Primary content is the school's JSON as
-    ``json.loads`` read it: the same kinds, plus floats; a non-finite one (NaN, Infinity, a float
-    too big; ``ParsedMessage.nonfinite``) would become null in msgspec, so such a page is written
-    by ``json.dumps`` exactly as before (Postgres refuses it), and so is a block msgspec cannot
-    write (a lone surrogate)."""
+    ``json.loads`` read it: the same kinds, plus floats. A pupil holding a non-finite one (NaN,
+    Infinity, a float too big) or a lone surrogate is rejected by the parser, never written; a page
+    that held one (``ParsedMessage.nonfinite``) is still written by ``json.dumps`` as before, never
+    by msgspec (which would write null), and so is a block msgspec cannot write."""
     import msgspec
 
     encode = msgspec.json.Encoder().encode
@@ -204,7 +207,7 @@ def _copy_blocks(conn: Connection, file_id: int, body: bytes) -> None:
 def _with_anchors(parsed: ParsedMessage) -> list[Block]:
     """The message's blocks, plus one empty anchor block per rejected pupil (the anomaly
     points at it; the validate stage marks it invalid, so it is never loaded)."""
-    return parsed.blocks + [Block("student", r.student_guid, {}, r.pupil) for r in parsed.rejected]
+    return parsed.blocks + [Block(r.block_type, r.student_guid, {}, r.pupil) for r in parsed.rejected]
 
 
 def _copies(file_id: int, label: str, group: str | None, blocks: list[Block],

@@ -80,9 +80,10 @@ class RejectedPupil:
 
     pupil: int           # position in the message, from 1
     student_guid: str
-    field: str           # the element at fault (e.g. ``DOB``)
+    field: str           # the element at fault (e.g. ``DOB``; a SIMS Primary key path, e.g. ``surname``)
     line: int | None
     reason: str          # safe to log: element, rule and line, never the value
+    block_type: str = "student"  # of the anchor block the anomaly points at (SIMS Primary: the data group)
 
     @property
     def detail(self) -> str:
@@ -96,7 +97,7 @@ class ParsedMessage:
     pupils: int = 0
     rejected: list[RejectedPupil] = field(default_factory=list)
     #: a SIMS Primary page held a number that is not finite (NaN, ±Infinity, or a float too big):
-    #: its blocks are written as JSON by ``json.dumps``, exactly as before issue 15
+    #: the pupil holding it is rejected; the page's blocks are written by ``json.dumps``, as before issue 15
     nonfinite: bool = False
 
 
@@ -482,8 +483,105 @@ def _build_valid(content: bytes, on_pupil: Callable[[list[Block]], None] | None)
     return parsed
 
 
+#: text PostgreSQL cannot store (``text`` and ``jsonb`` refuse both): NUL, and a UTF-16 surrogate
+#: (JSON's ``\ud800`` unpaired: not a character, not encodable as UTF-8)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+#: a key named in an anomaly's field as it is; any other key (it may hold anything) is shown as ``?``
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_]{1,64}")
+#: how deep a pupil's SIMS Primary data may nest (real data groups: 4 levels; the JSON parser's
+#: limit is ~1,000, and every later step that walks the value recursively must stay well within it)
+PRIMARY_MAX_DEPTH = 32
+
+
+@lru_cache(maxsize=1)
+def _single_value_keys() -> dict[str, tuple[tuple[str, ...], str | None, tuple[str, ...]]]:
+    """Per SIMS Primary data group: the keys of its staging columns that hold one value (text,
+    date, bool, int; not ``json``) at block level, its list key, and those of each list item."""
+    from b2b.blocks import BLOCKS
+
+    out = {}
+    for b in BLOCKS:
+        if b.primary_group:
+            single = [c for c in b.columns if c.cast != "json"]
+            block = tuple(c.key or c.name for c in single if c.from_block or not b.list_key)
+            item = tuple(c.key or c.name for c in single if b.list_key and not c.from_block)
+            out[b.primary_group] = (block, b.list_key, item)
+    return out
+
+
+def _key(k: str) -> str:
+    return k if _SAFE_KEY.fullmatch(k) else "?"
+
+
+def _primary_problem(group: str, data: dict) -> tuple[str, str] | None:
+    """(field, reason) of the first thing in one pupil's SIMS Primary data that must not be
+    stored or loaded, or None. The reason names the rule, never the value:
+
+    * text PostgreSQL cannot store (NUL, an unpaired surrogate), in a value or a key;
+    * a number that is not finite (``NaN``, ``Infinity``, or too big for a float: not JSON,
+      RFC 8259; it would be stored as null or refused);
+    * nesting deeper than :data:`PRIMARY_MAX_DEPTH`;
+    * a list or an object where a staging column takes one value (``surname: ["Bloggs"]``
+      would be loaded as the text '["Bloggs"]').
+
+    Walked with an explicit stack: data nested to the JSON parser's own limit cannot overflow it."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            if _UNSTORABLE.search(value):
+                return path or "data", "not storable text (it holds NUL or an unpaired surrogate)"
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                return path or "data", "not a finite number (NaN or Infinity is not JSON)"
+        elif isinstance(value, dict | list):
+            if depth >= PRIMARY_MAX_DEPTH:
+                return path or "data", f"nested more than {PRIMARY_MAX_DEPTH} levels"
+            if isinstance(value, dict):
+                for k, v in reversed(value.items()):
+                    sub = f"{path}.{_key(k)}" if path else _key(k)
+                    if _UNSTORABLE.search(k):
+                        return sub, "a key is not storable text (it holds NUL or an unpaired surrogate)"
+                    stack.append((v, sub, depth + 1))
+            else:
+                stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in reversed(list(enumerate(value))))
+    block_keys, list_key, item_keys = _single_value_keys().get(group, ((), None, ()))
+    places: list[tuple[dict, str]] = [(data, "")]
+    items = data.get(list_key) if list_key else None
+    if isinstance(items, list):
+        places += [(item, f"{list_key}[{i}].") for i, item in enumerate(items) if isinstance(item, dict)]
+    for where, prefix in places:
+        for k in block_keys if not prefix else item_keys:
+            v = where.get(k)
+            if isinstance(v, dict | list):
+                kind = "an object" if isinstance(v, dict) else "a list"
+                return f"{prefix}{k}", f"{kind} where a single value is expected"
+    return None
+
+
+def _student_id(item: dict) -> str | None:
+    """A SIMS Primary item's ``studentId`` as the pupil's id: a string (stripped, as SIMS 7's
+    ``ApplicationReference``) or a whole number; None when it cannot be one."""
+    sid = item.get("studentId")
+    if isinstance(sid, int) and not isinstance(sid, bool):
+        return str(sid)
+    if isinstance(sid, str) and not _UNSTORABLE.search(sid):
+        return sid.strip() or None
+    return None
+
+
 def parse_primary_page(content: bytes, *, expected_group: str | None = None) -> ParsedMessage:
-    """Parse one SIMS Primary data-group page (JSON) into blocks."""
+    """Parse one SIMS Primary data-group page (JSON) into blocks.
+
+    The page goes to suspense (:class:`MessageError`) when it cannot be read as a whole: not
+    JSON (or nested beyond the parser's limit), no ``items``, another data group, an item
+    that is not an object or has no ``data`` object, or an item whose ``studentId`` is not a
+    usable id (missing, blank, neither text nor a whole number, or text PostgreSQL cannot
+    store): without its id a pupil can be neither reported nor matched, as in SIMS 7.
+
+    A pupil whose data must not be stored or loaded (:func:`_primary_problem`) is *rejected*
+    (``ParsedMessage.rejected``, an error anomaly ``pupil_schema`` at validate naming its
+    position, field and rule); the page's other pupils go on."""
     nonfinite: list[str] = []
 
     def constant(name: str) -> float:  # NaN, Infinity, -Infinity: json.loads' own values
@@ -498,19 +596,30 @@ def parse_primary_page(content: bytes, *, expected_group: str | None = None) -> 
 
     try:
         data = json.loads(content, parse_float=number, parse_constant=constant)
+    except RecursionError:
+        raise MessageError("page is not valid JSON: nested too deeply to be read") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise MessageError(f"page is not valid JSON: {type(exc).__name__}") from None
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
         raise MessageError("page has no 'items' list")
     group = data.get("dataGroup")
     if group not in PRIMARY_GROUPS:
-        raise MessageError(f"unknown data group {group!r}")
+        raise MessageError(f"unknown data group {repr(group)[:60]}")
     if expected_group and group != expected_group:
         raise MessageError(f"page is for data group {group}, expected {expected_group}")
     parsed = ParsedMessage(header={k: v for k, v in data.items() if k != "items"}, nonfinite=bool(nonfinite))
     for i, item in enumerate(data["items"], start=1):
-        if not isinstance(item, dict) or not item.get("studentId") or not isinstance(item.get("data"), dict):
+        if not isinstance(item, dict) or "studentId" not in item or not isinstance(item.get("data"), dict):
             raise MessageError("item without studentId or data", pupil=i)
+        guid = _student_id(item)
+        if guid is None:
+            raise MessageError("item whose studentId is not a usable id (blank, not text or a whole number, "
+                               "or not storable text)", pupil=i)
         parsed.pupils += 1
-        parsed.blocks.append(Block(group, str(item["studentId"]), item["data"], i))
+        bad = _primary_problem(group, item["data"])
+        if bad is not None:
+            parsed.rejected.append(RejectedPupil(i, guid, bad[0], None, f"{group} data, field {bad[0]}: {bad[1]}",
+                                                 block_type=group))
+            continue
+        parsed.blocks.append(Block(group, guid, item["data"], i))
     return parsed
