@@ -732,6 +732,23 @@ def test_primary_page_nested_beyond_the_json_parser_goes_to_suspense(db):
     assert (status, error) == ("suspense", "page is not valid JSON: nested too deeply to be read")
 
 
+def test_a_block_postgres_refuses_fails_the_run_without_quoting_it(db, monkeypatch):
+    """Should a value the parser lets through still be refused by PostgreSQL, psycopg's error
+    (which quotes the COPY line) does not reach the log: a project error naming the file does."""
+    from b2b.ingest import messages
+
+    monkeypatch.setattr(messages, "_primary_problem", lambda group, data: None, raising=False)
+    page = _primary_page(1, 1, [("g1", dict(JOE, surname="Blo\u0000ggs"))])
+    with pytest.raises(Exception) as err:
+        store_messages(db, ctx(base="8862003", source="sims_primary"), [page])
+    assert "PostgreSQL refused a block" in str(err.value) and err.value.__suppress_context__
+    (base, level, message, counts), = task_log(db)
+    assert counts["retryable"] is False and "PostgreSQL refused a block" in message
+    for personal in ("Blo", "Joe", "2016"):
+        assert personal not in str(err.value) and personal not in message
+    assert db.execute("SELECT count(*) FROM raw.inbound_file").fetchone()[0] == 0
+
+
 def test_truly_malformed_file_still_goes_to_suspense(db, world, tmp_path):
     xml = world.export_sims7("8862001", "snapshot", UNTIL, None)
     broken = xml.replace(b"</Pupils>", b"<Pupil><ApplicationReference>x</ApplicationReference>")

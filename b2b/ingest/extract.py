@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from b2b import gc_control
 from b2b.context import RunContext, log_stage_file, scalar
-from b2b.errors import B2BError
+from b2b.errors import B2BError, IngestError
 from b2b.ingest import messages as parsers
 from b2b.ingest.messages import (
     Block,
@@ -197,11 +197,20 @@ def _copy_blocks(conn: Connection, file_id: int, body: bytes) -> None:
     line, as one text-format buffer (no per-row adaptation)."""
     if not body:
         return
+    import psycopg
+
     head = str(file_id).encode("ascii")
     data = head + body[:-1].replace(b"\n", b"\n" + head) + b"\n"
-    with conn.cursor() as cur, cur.copy(
-            "COPY raw.inbound_block (file_id, ordinal, base_id, block_type, student_guid, content) FROM STDIN") as copy:
-        copy.write(data)
+    try:
+        with conn.cursor() as cur, cur.copy(
+                "COPY raw.inbound_block (file_id, ordinal, base_id, block_type, student_guid, content) "
+                "FROM STDIN") as copy:
+            copy.write(data)
+    except psycopg.errors.DataError as exc:
+        # the parsers keep out what PostgreSQL refuses (messages.parse_primary_page); should a value
+        # still be refused, its text (which quotes the COPY line: names, DOBs) must not reach a log
+        raise IngestError(f"PostgreSQL refused a block of this file ({type(exc).__name__}, SQLSTATE "
+                          f"{exc.sqlstate}); nothing of the run is stored", file=file_id) from None
 
 
 def _with_anchors(parsed: ParsedMessage) -> list[Block]:
