@@ -8,8 +8,11 @@ Formats (``b2b core load --help`` prints the same):
   ``person_id``, ``forename``, ``surname`` and ``dob`` are required):
   ``person_id, upn, forename, middle_names, surname, gender, dob, ethnicity, first_language,
   sen_status, base_id, paon, saon, street, locality, town, postcode, guid, guid_base``.
-  ``dob`` is ``YYYY-MM-DD``; ``gender`` M, F, U or X; ``base_id`` the DfE number of the school
-  the LA believes the child attends (7 digits, or ``886/2001``; the matcher reads it as
+  ``dob`` is ``YYYY-MM-DD`` (or the mapping's ``date_format``; a midnight time after it, as
+  spreadsheets write, is read; a date number such as 42370 is not); ``gender`` M, F, U or X
+  (Male, Female, Boy, Girl, 1, 2, Unknown read as such); ``postcode`` a UK postcode or an NHS
+  pseudo-postcode (ZZ99 3WZ); ``base_id`` the DfE number of the school
+  the LA believes the child attends (7 digits, or ``886/2001``, ``886 2001``; the matcher reads it as
   evidence, so keep it current); ``guid`` a MIS GUID the LA already links to the child at
   school ``guid_base`` (default ``base_id``).
 * **gazetteer CSV**: ``uprn, paon, saon, street, locality, town, postcode`` (``uprn`` required).
@@ -29,7 +32,15 @@ Formats (``b2b core load --help`` prints the same):
         columns: {uprn: UPRN, paon: PAO_TEXT, street: STREET_DESCRIPTOR, town: TOWN_NAME,
                   postcode: POSTCODE_LOCATOR}
 
-Every row is checked before anything is written: each bad row is reported by row number
+Files: UTF-8 (a byte-order mark allowed), UTF-16 with its byte-order mark (Excel's "Unicode
+text"), or the mapping's ``encoding``; a file that holds no UTF-8 is read as Windows-1252
+(logged). Commas, or semicolons or tabs when the header row holds no comma. Headers in any
+case, spaces or underscores between words (``Person ID`` is ``person_id``), each once; a
+row of empty cells is skipped. An Excel workbook is refused: save the sheet as CSV UTF-8.
+
+Every row is checked before anything is written (a row with more or fewer cells than the
+header, an unquoted comma or line break in an address, is a problem of that row; so is a
+NUL character, or one school's GUID given to two children): each bad row is reported by row number
 (and file line) and field, never by value, and the load is refused whole. A load is one
 transaction (COPY into a temporary table, then set-based SQL) and is idempotent: an
 unchanged record stays as it is; a changed one gets a new version (the old one is closed,
@@ -71,15 +82,22 @@ GAZETTEER_REQUIRED = ("uprn",)
 ADULT_FIELDS = ("person_id", "forename", "middle_names", "surname", "gender", "dob", "paon", "street", "postcode")
 ADULT_REQUIRED = ("person_id", "forename", "surname")
 GENDERS = ("M", "F", "U", "X")
+#: gender as LA systems write it, read as the matcher reads it (:func:`b2b.matching.normalise.gender_key`;
+#: 1 and 2 as ISO 5218); any other code through the mapping's ``values``
+_GENDER_WORDS = {"MALE": "M", "BOY": "M", "1": "M", "FEMALE": "F", "GIRL": "F", "2": "F",
+                 "UNKNOWN": "U", "NOT KNOWN": "U"}
 #: back-compatible name (the demo and tests load ``World.la_core()`` records)
 CORE_COLUMNS = CHILD_FIELDS
 
 _POSTCODE = re.compile(r"^(?:GIR ?0AA|[A-PR-UWYZ][A-HK-Y]?[0-9][0-9A-Z]? ?[0-9][ABD-HJLNP-UW-Z]{2})$")
+#: the NHS pseudo-postcodes (ZZ99 3WZ no fixed abode, ZZ99 3VZ not known...): an LA holds them;
+#: the matcher reads them as no postcode (:func:`b2b.matching.normalise.postcode_key`)
+_PSEUDO_POSTCODE = re.compile(r"^ZZ99 ?[0-9][A-Z]{2}$")
 _UPN = re.compile(r"^[A-Z][0-9]{11}[0-9A-Z]$")
 _DFE = re.compile(r"^[0-9]{7}$")
 #: the DfE number as LAs often write it (LA code / establishment number): read as the 7 digits,
 #: so the school the LA holds for a child compares with the school's own (matching, issue 14)
-_LAESTAB = re.compile(r"^[0-9]{3}\s*[/-]\s*[0-9]{4}$")
+_LAESTAB = re.compile(r"^[0-9]{3}\s*[/-]?\s*[0-9]{4}$")
 _UPRN = re.compile(r"^[0-9]{1,12}$")
 MAX_PROBLEMS_SHOWN = 20
 
@@ -150,46 +168,108 @@ class ColumnMapping:
 
 
 # ------------------------------------------------------------------ reading and checking
+#: a valid UTF-8 sequence of more than one byte: a file that fails as UTF-8 and holds none is read
+#: as Windows-1252 (Excel's "CSV" on Windows); one holding both is refused (mixed or damaged)
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+_UTF8_NAMES = ("utf-8-sig", "utf-8", "utf8", "utf_8", "utf-8sig")
+
+
+def _decode(data: bytes, encoding: str, name: str) -> str:
+    """The file's text: UTF-16 when it starts with UTF-16's byte-order mark (Excel's "Unicode
+    text"), else ``encoding`` (the mapping's, default UTF-8 with or without a byte-order mark);
+    a file that is not UTF-8 and holds no UTF-8 at all is read as Windows-1252 (logged). A
+    refusal names the line, never the bytes (they are a name or an address)."""
+    if data[:4] == b"PK\x03\x04" or data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
+        raise CoreLoadError("an Excel workbook, not a CSV file: save the sheet as CSV UTF-8 (comma delimited)",
+                            file=name)
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        encoding = "utf-16"
+    try:
+        return data.decode(encoding)
+    except LookupError:
+        raise CoreLoadError(f"unknown encoding {encoding!r} in the mapping file", file=name) from None
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        if encoding.lower() in _UTF8_NAMES and not _UTF8_MULTIBYTE.search(data):
+            try:
+                text = data.decode("cp1252")
+            except UnicodeDecodeError:
+                pass
+            else:
+                log.warning("core load %s: not UTF-8 (line %d); read as Windows-1252", name, line)
+                return text
+        raise CoreLoadError(f"cannot be read as {encoding}: the bytes at line {line} are not {encoding} (save "
+                            "the file as CSV UTF-8, or name its encoding in the mapping file)", file=name) from None
+
+
+def _header_key(h: str) -> str:
+    """A column name as compared: any case, spaces or underscores between words ("Person ID" is person_id)."""
+    return "_".join(h.replace("_", " ").lower().split())
+
+
 def _read_rows(path: Path, mapping: ColumnMapping, km: KindMapping, fields_: tuple[str, ...],
                required: tuple[str, ...]) -> tuple[list[dict], list[int]]:
-    """The file's rows with our field names (values stripped, '' -> None), and their line numbers."""
+    """The file's rows with our field names (values stripped, '' -> None), and their line numbers.
+    Commas, or semicolons or tabs when the header holds no comma (the mapping's ``delimiter``
+    otherwise); a row of empty cells is skipped; a row with more or fewer cells than the header
+    is a problem of that row (an unquoted comma or line break in an address)."""
     name = Path(path).name
     try:
-        text = Path(path).read_bytes().decode(mapping.encoding)
-    except (OSError, UnicodeDecodeError, LookupError) as exc:
-        raise CoreLoadError(f"cannot be read as {mapping.encoding}: {type(exc).__name__}", file=name) from None
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=mapping.delimiter)
-    header = reader.fieldnames or []
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CoreLoadError(f"cannot be read: {type(exc).__name__}", file=name) from None
+    text = _decode(data, mapping.encoding, name)
+    delimiter = mapping.delimiter
+    first = text.lstrip("\ufeff").split("\n", 1)[0]
+    if delimiter == "," and "," not in first:
+        for other, said in ((";", "semicolons"), ("\t", "tabs")):
+            if other in first:
+                delimiter = other
+                log.info("core load %s: read with %s between fields", name, said)
+                break
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        raise CoreLoadError(f"not a valid CSV at line {reader.line_num}: {exc}", file=name) from None
     if not header:
         raise CoreLoadError("empty file (no header row)", file=name)
-    by_lower = {h.strip().lower(): h for h in header}
-    if len(by_lower) != len(header):
-        raise CoreLoadError("the header row names a column twice", file=name)
-    source: dict[str, str] = {}
-    for f in fields_:
-        wanted = km.columns.get(f, f)
-        if wanted.strip().lower() in by_lower:
-            source[f] = by_lower[wanted.strip().lower()]
+    keys = [_header_key(h) for h in header]
+    wanted = {_header_key(km.columns.get(f, f)): f for f in fields_}
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        # a known column by its name; another by its position (a file without a header row
+        # would have a child's values there)
+        named = [f"{wanted[k]} (columns {', '.join(str(j + 1) for j, x in enumerate(keys) if x == k)})"
+                if k in wanted else f"columns {', '.join(str(j + 1) for j, x in enumerate(keys) if x == k)}"
+                for k in twice]
+        raise CoreLoadError(f"the header row names a column twice: {'; '.join(named)}", file=name)
+    by_key = dict(zip(keys, header))
+    source = {f: by_key[k] for k, f in wanted.items() if k in by_key}
     missing = [f"{f} (column {km.columns.get(f, f)!r})" for f in required if f not in source]
     if missing:
         raise CoreLoadError(f"required column(s) missing: {', '.join(missing)}", file=name)
     rows: list[dict[str, Any]] = []
     lines: list[int] = []
+    last = reader.line_num
     try:
         for raw in reader:
-            if None in raw:  # more cells than headers
-                raw.pop(None)
-                rows.append({"__extra__": True})
-            else:
-                rows.append({})
-            rec = rows[-1]
+            extra = raw.pop(None, None)  # more cells than headers
+            short = None in raw.values()  # fewer: DictReader's restval
+            if not extra and all(not (v or "").strip() for v in raw.values()):
+                continue  # a row of empty cells (",,,,": a spreadsheet's cleared row)
+            rec: dict[str, Any] = {"__extra__": True} if extra is not None else {"__short__": True} if short else {}
             for f, col in source.items():
                 v = (raw.get(col) or "").strip()
                 v = km.values.get(f, {}).get(v, v)
                 rec[f] = v or None
+            rows.append(rec)
             lines.append(reader.line_num)
+            last = reader.line_num
     except csv.Error as exc:
-        raise CoreLoadError(f"not a valid CSV at line {reader.line_num}: {exc}", file=name) from None
+        hint = " (a quote opened and never closed?)" if "end of data" in str(exc) else ""
+        raise CoreLoadError(f"not a valid CSV in the row starting at line {last + 1}: {exc}{hint}",
+                            file=name) from None
     return rows, lines
 
 
@@ -199,6 +279,11 @@ def _check_common(rows: list[dict], lines: list[int], key: str, required: tuple[
     for i, (r, line) in enumerate(zip(rows, lines), start=1):
         if r.pop("__extra__", False):
             problems.append(Problem(i, line, "(row)", "more cells than the header has columns"))
+        if r.pop("__short__", False):
+            problems.append(Problem(i, line, "(row)", "fewer cells than the header has columns"))
+        for f, v in r.items():
+            if isinstance(v, str) and "\x00" in v:  # PostgreSQL cannot store it (COPY would fail)
+                problems.append(Problem(i, line, f, "holds a NUL character"))
         for f in required:
             if not r.get(f):
                 problems.append(Problem(i, line, f, "required, but empty"))
@@ -226,22 +311,22 @@ def _check_people(rows: list[dict], lines: list[int] | None, date_format: str,
     lines = lines or [i + 1 for i in range(1, len(rows) + 1)]
     problems = _check_common(rows, lines, "person_id", required)
     today = date.today()
+    links: dict[tuple, int] = {}
     for i, (r, line) in enumerate(zip(rows, lines), start=1):
         dob = r.get("dob")
         if isinstance(dob, datetime):
             dob = dob.date()
         if dob and not isinstance(dob, date):
-            try:
-                dob = datetime.strptime(str(dob), date_format).date()
-            except ValueError:
-                problems.append(Problem(i, line, "dob", f"not a date in the format {date_format}"))
-                dob = None
+            read = _read_date(str(dob), date_format)
+            if read is None:
+                problems.append(Problem(i, line, "dob", _not_a_date(str(dob), date_format)))
+            dob = read
         if isinstance(dob, date):
             if not date(1900, 1, 1) <= dob <= today:
                 problems.append(Problem(i, line, "dob", "outside 1900-01-01 .. today"))
             r["dob"] = dob.isoformat()
         if r.get("gender"):
-            r["gender"] = str(r["gender"]).upper()
+            r["gender"] = _GENDER_WORDS.get(str(r["gender"]).upper(), str(r["gender"]).upper())
             if r["gender"] not in GENDERS:
                 problems.append(Problem(i, line, "gender", f"not one of {', '.join(GENDERS)} "
                                                            "(map other codes with the mapping's values:)"))
@@ -251,7 +336,7 @@ def _check_people(rows: list[dict], lines: list[int] | None, date_format: str,
                 problems.append(Problem(i, line, "upn", "not a UPN (a letter, 11 digits, a digit or letter)"))
         if r.get("postcode"):
             r["postcode"] = " ".join(str(r["postcode"]).upper().split())
-            if not _POSTCODE.match(r["postcode"]):
+            if not (_POSTCODE.match(r["postcode"]) or _PSEUDO_POSTCODE.match(r["postcode"])):
                 problems.append(Problem(i, line, "postcode", "not a UK postcode"))
         for f in ("base_id", "guid_base"):
             if r.get(f) and _LAESTAB.match(str(r[f]).strip()):  # "886/2001", "886-2001": as the school's 8862001
@@ -260,7 +345,39 @@ def _check_people(rows: list[dict], lines: list[int] | None, date_format: str,
                 problems.append(Problem(i, line, f, "not a DfE number (7 digits)"))
         if r.get("guid") and not (r.get("guid_base") or r.get("base_id")):
             problems.append(Problem(i, line, "guid_base", "a GUID link needs the school (guid_base or base_id)"))
+        elif r.get("guid"):  # one school's GUID names one child (the link otherwise went to either)
+            link = (r.get("guid_base") or r.get("base_id"), r["guid"])
+            if link in links:
+                problems.append(Problem(i, line, "guid", f"the same school's GUID as row {links[link]}"))
+            else:
+                links[link] = i
     return problems
+
+
+_TIME_OF_DAY = re.compile(r"[T ]0?0:00(?::00(?:\.0+)?)?$")  # a spreadsheet's "2015-03-12 00:00:00"
+_DIGITS = re.compile(r"[0-9]")
+_LETTERS = re.compile(r"[^\W\d_]")
+
+
+def _read_date(text: str, date_format: str) -> date | None:
+    """A DOB written in the mapping's ``date_format`` or as ``YYYY-MM-DD`` (never read otherwise:
+    03/04/2015 is not guessed), either with a midnight time after it; ``None`` if not."""
+    text = _TIME_OF_DAY.sub("", text.strip())
+    for fmt in dict.fromkeys((date_format, "%Y-%m-%d")):
+        try:
+            return datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+def _not_a_date(text: str, date_format: str) -> str:
+    """Why a DOB was not read, by its shape (9 a digit, A a letter), never its value."""
+    shape = _LETTERS.sub("A", _DIGITS.sub("9", text.strip()))
+    if re.fullmatch(r"[0-9]{5}(\.[0-9]+)?", text.strip()):
+        return (f"not a date in the format {date_format} (shaped {shape}: a spreadsheet's date number? "
+                "format the column as a date before saving)")
+    return f"not a date in the format {date_format} (shaped {shape})"
 
 
 def check_gazetteer(rows: list[dict], lines: list[int] | None = None) -> list[Problem]:
@@ -396,8 +513,9 @@ def _from_file(conn: Connection, path: Path, mapping: ColumnMapping, kind: str, 
     }[kind]
     km: KindMapping = getattr(mapping, kind)
     rows, lines = _read_rows(path, mapping, km, fields_, required)
+    full = km.full_extract if full is None else full
     _refuse(check(rows, lines, km.date_format), Path(path).name, f"{kind} extract")
-    loaded: dict = loader(conn, rows, full=km.full_extract if full is None else full, source=Path(path).name,
+    loaded: dict = loader(conn, rows, full=full, source=Path(path).name,
                           sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
     return loaded
 
