@@ -1,5 +1,5 @@
 """The LA's own extract as its spreadsheets and systems write it (a fault sweep of core load):
-encodings, separators, headers, ragged rows, DOBs, codes — each read
+encodings, separators, headers, ragged rows, DOBs, codes, an empty full extract — each read
 or refused whole with the rows named, never a personal value in the message."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from b2b.ops import core_load
-from b2b.ops.core_load import CoreLoadError, load_children_file, refresh_from_folder
+from b2b.ops.core_load import CoreLoadError, load_children_file, load_gazetteer_file, refresh_from_folder
 from tests.test_la_ready import CHILD_HEADER, children, write_csv
 
 HEADER = "person_id,upn,forename,surname,gender,dob,postcode,base_id,paon\n"
@@ -135,3 +135,16 @@ def test_a_nul_in_a_value_is_a_problem_of_its_row_and_the_refresh_sets_the_file_
         refresh_from_folder(db, inbox)
     assert "row 3 (line 4), field forename: holds a NUL character" in str(e.value) and "Cy" not in str(e.value)
     assert len(list((inbox / "suspense").glob("*_children_1.csv"))) == 1 and names(db) == []
+
+
+# ------------------------------------------------------------------ an empty extract
+def test_a_full_extract_with_no_records_is_refused_not_the_end_of_every_child(db, tmp_path):
+    load_children_file(db, put(tmp_path, HEADER + ROWS))
+    msg = refused(db, put(tmp_path, HEADER, "b.csv"))
+    assert "no records" in msg and "every child inactive" in msg
+    assert db.execute("SELECT count(*) FROM core.child WHERE active").fetchone()[0] == 2
+    assert load_children_file(db, put(tmp_path, HEADER, "c.csv"), full=False)["records"] == 0  # changes-only: fine
+    load_gazetteer_file(db, put(tmp_path, "uprn,postcode\n1,CT1 2AB\n", "g.csv"))
+    with pytest.raises(CoreLoadError, match="remove every address"):
+        load_gazetteer_file(db, put(tmp_path, "uprn,postcode\n", "g2.csv"))
+    assert db.execute("SELECT count(*) FROM core.address_gazetteer").fetchone()[0] == 1

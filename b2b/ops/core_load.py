@@ -46,7 +46,8 @@ transaction (COPY into a temporary table, then set-based SQL) and is idempotent:
 unchanged record stays as it is; a changed one gets a new version (the old one is closed,
 ``valid_to``); a record missing from a **full** extract is marked inactive (never deleted:
 matches, conflicts and decisions keep pointing at it) and the matcher ignores it; a record
-that comes back is reactivated with a new version.
+that comes back is reactivated with a new version. A full extract with no records is refused
+(an export that stopped after its header would otherwise deactivate every child).
 """
 from __future__ import annotations
 
@@ -514,6 +515,11 @@ def _from_file(conn: Connection, path: Path, mapping: ColumnMapping, kind: str, 
     km: KindMapping = getattr(mapping, kind)
     rows, lines = _read_rows(path, mapping, km, fields_, required)
     full = km.full_extract if full is None else full
+    if full and not rows:  # (an export that failed after its header: every record would go)
+        gone = {"children": "mark every child inactive", "gazetteer": "remove every address",
+                "adults": "remove every adult"}[kind]
+        raise CoreLoadError(f"{kind} extract refused, nothing loaded: no records, and a full extract of none would "
+                            f"{gone} (a changes-only extract: --partial)", file=Path(path).name)
     _refuse(check(rows, lines, km.date_format), Path(path).name, f"{kind} extract")
     loaded: dict = loader(conn, rows, full=full, source=Path(path).name,
                           sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
