@@ -148,3 +148,21 @@ def test_a_full_extract_with_no_records_is_refused_not_the_end_of_every_child(db
     with pytest.raises(CoreLoadError, match="remove every address"):
         load_gazetteer_file(db, put(tmp_path, "uprn,postcode\n", "g2.csv"))
     assert db.execute("SELECT count(*) FROM core.address_gazetteer").fetchone()[0] == 1
+
+
+def test_a_full_extract_that_would_deactivate_a_large_share_is_refused_unless_meant(db, tmp_path):
+    """An export cut short half-way, or filtered to one area by mistake, is a full extract that
+    marks thousands of children inactive; refused, nothing loaded, unless --allow-large-drop."""
+    def extract(n: int, name: str) -> Path:
+        rows = "".join(f"P{k},,Ann{k},Lee,F,2016-03-04,CT1 2AB,8862001,{k} Green Road\n" for k in range(n))
+        return put(tmp_path, HEADER + rows, name)
+
+    load_children_file(db, extract(1000, "all.csv"))
+    msg = refused(db, extract(500, "half.csv"))
+    assert "mark 500 of the LA's 1,000 active children inactive" in msg and "--allow-large-drop" in msg
+    assert db.execute("SELECT count(*) FROM core.child WHERE active").fetchone()[0] == 1000
+    assert db.execute("SELECT count(*) FROM core.load_run").fetchone()[0] == 1  # (the refused one left none)
+    # the year's leavers (a few percent) load as before; a large drop that is meant, too
+    assert load_children_file(db, extract(900, "leavers.csv"))["deactivated"] == 100
+    assert load_children_file(db, extract(500, "meant.csv"), allow_large_drop=True)["deactivated"] == 400
+    assert db.execute("SELECT count(*) FROM core.child WHERE active").fetchone()[0] == 500

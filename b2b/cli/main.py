@@ -376,7 +376,8 @@ def _cmd_core_load(args: argparse.Namespace) -> int:
             elif args.adults:
                 counts = core_load.load_adults_file(conn, args.file, mapping, full=full)
             else:
-                counts = core_load.load_children_file(conn, args.file, mapping, full=full)
+                counts = core_load.load_children_file(conn, args.file, mapping, full=full,
+                                                      allow_large_drop=args.allow_large_drop)
     except core_load.CoreLoadError as exc:
         print(f"b2b core load: {exc}", file=sys.stderr)
         return 1
@@ -539,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     kind.add_argument("--adults", action="store_true", help="FILE lists the adults (parents, carers) the LA holds (F14)")
     cl.add_argument("--partial", action="store_true",
                     help="a changes-only extract: records not in it stay active (default: full extract)")
+    cl.add_argument("--allow-large-drop", action="store_true",
+                    help="load a full children extract even though it would mark over 20%% of the LA's active "
+                         "children inactive (refused otherwise: an export cut short or filtered looks so)")
     cl.set_defaults(func=_cmd_core_load)
 
     from b2b.ingest.manual import __doc__ as ingest_doc

@@ -415,8 +415,19 @@ def _record_sql(alias: str) -> str:
     return f"jsonb_strip_nulls(jsonb_build_object({pairs}))"
 
 
-def load_children(conn: Connection, rows: list[dict], *, full: bool, source: str = "records", sha256: str | None = None) -> dict:
-    """Load checked children rows (see :func:`check_children`) in one transaction; the counts."""
+#: a full children extract that would mark more than this share of the LA's active children
+#: inactive (and more than :data:`LARGE_DROP_MIN` of them) is refused unless the loader says it
+#: is meant (``--allow-large-drop``): an export cut short or filtered by mistake looks exactly
+#: like that, and the year's leavers and movers are ~6-8% at most
+LARGE_DROP_SHARE = 0.2
+LARGE_DROP_MIN = 100
+
+
+def load_children(conn: Connection, rows: list[dict], *, full: bool, source: str = "records", sha256: str | None = None,
+                  allow_large_drop: bool = False) -> dict:
+    """Load checked children rows (see :func:`check_children`) in one transaction; the counts.
+    A full extract that would deactivate a large share of the LA's children is refused
+    (:data:`LARGE_DROP_SHARE`), nothing loaded, unless ``allow_large_drop``."""
     cols = ", ".join(CHILD_FIELDS)
     data_cols = [f for f in CHILD_FIELDS if f != "person_id"]
     casts = ", ".join("i.dob::date" if f == "dob" else f"i.{f}" for f in CHILD_FIELDS)
@@ -459,6 +470,14 @@ def load_children(conn: Connection, rows: list[dict], *, full: bool, source: str
                             SELECT c.person_id FROM core.child c
                              WHERE c.active AND c.origin = 'la'
                                AND NOT EXISTS (SELECT 1 FROM core_in i WHERE i.person_id = c.person_id)""")
+            gone = scalar(conn, "SELECT count(*) FROM core_gone")
+            active = scalar(conn, "SELECT count(*) FROM core.child WHERE active AND origin = 'la'")
+            if not allow_large_drop and gone > LARGE_DROP_MIN and gone > LARGE_DROP_SHARE * active:
+                # (raised inside the transaction: everything above is rolled back)
+                raise CoreLoadError(
+                    f"children extract refused, nothing loaded: as a full extract it would mark {gone:,} of the "
+                    f"LA's {active:,} active children inactive (over {LARGE_DROP_SHARE:.0%}: an export cut short "
+                    "or filtered?); if that is right, load it with --allow-large-drop", file=source)
             conn.execute("""UPDATE core.child_version v SET valid_to = now() FROM core_gone g
                              WHERE v.person_id = g.person_id AND v.valid_to IS NULL""")
             deactivated = conn.execute(
@@ -499,14 +518,17 @@ def load_core(conn: Connection, records: Iterable[dict], *, full: bool = False) 
     return {"records": c["records"], "changed": c["new"] + c["updated"], "new_links": c["new_links"]}
 
 
-def load_children_file(conn: Connection, path: Path, mapping: ColumnMapping | None = None, *, full: bool | None = None) -> dict:
-    """Read, check and load a children CSV (see the module doc); refused whole on any bad row."""
-    return _from_file(conn, path, mapping or ColumnMapping(), "children", full)
+def load_children_file(conn: Connection, path: Path, mapping: ColumnMapping | None = None, *, full: bool | None = None,
+                       allow_large_drop: bool = False) -> dict:
+    """Read, check and load a children CSV (see the module doc); refused whole on any bad row,
+    and (a full extract) when it would deactivate a large share of the LA's children."""
+    return _from_file(conn, path, mapping or ColumnMapping(), "children", full, allow_large_drop=allow_large_drop)
 
 
-def _from_file(conn: Connection, path: Path, mapping: ColumnMapping, kind: str, full: bool | None) -> dict:
+def _from_file(conn: Connection, path: Path, mapping: ColumnMapping, kind: str, full: bool | None, **load: Any) -> dict:
     """Read one extract of ``kind`` with the mapping, check every row (refused whole on any
     problem), then load it recording the file's name and SHA-256."""
+    loader: Any
     fields_, required, check, loader = {
         "children": (CHILD_FIELDS + LINK_FIELDS, CHILD_REQUIRED, check_children, load_children),
         "gazetteer": (GAZETTEER_FIELDS, GAZETTEER_REQUIRED, lambda r, li, _fmt: check_gazetteer(r, li), load_gazetteer),
@@ -522,7 +544,7 @@ def _from_file(conn: Connection, path: Path, mapping: ColumnMapping, kind: str, 
                             f"{gone} (a changes-only extract: --partial)", file=Path(path).name)
     _refuse(check(rows, lines, km.date_format), Path(path).name, f"{kind} extract")
     loaded: dict = loader(conn, rows, full=full, source=Path(path).name,
-                          sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
+                          sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest(), **load)
     return loaded
 
 
