@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 import hashlib
 import json
+import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,9 +37,16 @@ from b2b.blocks import ADDRESS_COMPARED, ADDRESS_SENT, RETURNABLE, RETURNED_STUD
 from b2b.context import RunContext, log_stage, one, scalar
 from b2b.errors import OutboundError
 
+log = logging.getLogger(__name__)
+
 RETURN_FIELDS = RETURNED_STUDENT
 ADDRESS_FIELDS = tuple(f for f in ADDRESS_COMPARED if f in RETURNABLE)  # town is sent with them
 XSD_PATH = INCLUDE / "schemas" / "b2b_return.xsd"
+#: a character XML 1.0 cannot carry (lxml and python-docx refuse it, openpyxl too): NUL and the
+#: other C0 controls but tab, LF and CR; U+FFFE, U+FFFF; an unpaired surrogate
+XML_UNFIT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+#: the detail of a returned field not sent because a value of its pupil XML cannot carry
+NOT_SENT = "not sent"
 
 
 class ReturnError(OutboundError):
@@ -113,8 +122,13 @@ def pending(conn: Connection, base_id: str, ncys: list[str] | None) -> list[Pend
 
 
 def build_message(la_code: str, ctx: RunContext, pupils: list[PendingReturn]) -> bytes:
-    """The B2BReturn XML for these corrections, checked against its XSD."""
+    """The B2BReturn XML for these corrections, checked against its XSD. A value XML cannot
+    carry is a :class:`ReturnError` naming the students (:func:`prepare` leaves them out)."""
     from lxml import etree
+
+    unfit = [p.student_guid for p in pupils if unfit_fields(p)]
+    if unfit:
+        raise ReturnError(f"base {ctx.base_id}: students {', '.join(unfit)} hold a character XML cannot carry")
 
     root = etree.Element("B2BReturn", version="1.0")
     header = etree.SubElement(root, "Header")
@@ -143,9 +157,23 @@ def build_message(la_code: str, ctx: RunContext, pupils: list[PendingReturn]) ->
     return body
 
 
+def unfit_fields(p: PendingReturn) -> list[str]:
+    """The fields of a pupil's corrections whose LA value XML cannot carry (:data:`XML_UNFIT`)."""
+    values = [(f, la) for f, (la, _school) in p.fields.items()] + [("address", v) for v in p.address.values()]
+    return sorted({f for f, v in values if isinstance(v, str) and XML_UNFIT.search(v)})
+
+
 def prepare(conn: Connection, ctx: RunContext, la_code: str, ncys: list[str] | None) -> tuple[int, bytes, list[PendingReturn]]:
-    """Build this window's return message and record it (status ``built``); a rerun replaces it."""
-    pupils = pending(conn, ctx.base_id, ncys)
+    """Build this window's return message and record it (status ``built``); a rerun replaces it.
+
+    A pupil whose correction holds a character XML cannot carry (a control character: lxml
+    refused it with a ValueError that stopped the school's whole return) is not sent: its fields
+    are recorded ``refused`` with a :data:`NOT_SENT` detail naming them, never the value, and
+    the other pupils are sent; the pupil stays pending until the LA's value is corrected."""
+    pupils: list[PendingReturn] = []
+    unsent: list[PendingReturn] = []
+    for p in pending(conn, ctx.base_id, ncys):
+        (unsent if unfit_fields(p) else pupils).append(p)
     body = build_message(la_code, ctx, pupils)
     with conn.transaction():
         conn.execute("DELETE FROM raw.outbound_file WHERE dag_id = %s AND window_end = %s",
@@ -158,11 +186,19 @@ def prepare(conn: Connection, ctx: RunContext, la_code: str, ncys: list[str] | N
              hashlib.sha256(body).hexdigest()))
         with conn.cursor() as cur, cur.copy(
                 "COPY results.returned_field (outbound_id, base_id, student_guid, person_id, field, la_value, "
-                "school_value) FROM STDIN") as copy:
+                "school_value, status, detail) FROM STDIN") as copy:
             for p in pupils:
                 for field, (la_value, school_value) in sorted(p.fields.items()):
                     copy.write_row((outbound_id, ctx.base_id, p.student_guid, p.person_id, field, la_value,
-                                    school_value))
+                                    school_value, "sent", None))
+            for p in unsent:
+                detail = f"{NOT_SENT}: the LA's {', '.join(unfit_fields(p))} holds a character XML cannot carry"
+                for field, (la_value, school_value) in sorted(p.fields.items()):
+                    copy.write_row((outbound_id, ctx.base_id, p.student_guid, p.person_id, field, la_value,
+                                    school_value, "refused", detail))
+    for p in unsent:  # never the value: it is a pupil's
+        log.warning("base %s: student %s not returned: the LA's %s holds a character XML cannot carry",
+                    ctx.base_id, p.student_guid, ", ".join(unfit_fields(p)))
     return outbound_id, body, pupils
 
 
@@ -174,21 +210,29 @@ def record_delivery(conn: Connection, ctx: RunContext, outbound_id: int, respons
                      ("failed" if error else "delivered", json.dumps(response) if response else None, error,
                       outbound_id))
         if not error:
-            conn.execute("UPDATE results.returned_field SET status = 'applied' WHERE outbound_id = %s",
-                         (outbound_id,))
+            conn.execute("UPDATE results.returned_field SET status = 'applied' WHERE outbound_id = %s "
+                         "AND status = 'sent'", (outbound_id,))
             for guid, reason in refused.items():
                 conn.execute("""UPDATE results.returned_field SET status = 'refused', detail = %s
-                                 WHERE outbound_id = %s AND student_guid = %s""", (reason, outbound_id, guid))
-        pupils, fields = one(conn,
-            "SELECT count(DISTINCT student_guid), count(*) FROM results.returned_field WHERE outbound_id = %s",
-            (outbound_id,))
+                                 WHERE outbound_id = %s AND student_guid = %s AND status = 'applied'""",
+                             (reason, outbound_id, guid))
+        not_sent = "detail LIKE %(not_sent)s"
+        pupils, fields, unsent = one(conn,
+            f"""SELECT count(DISTINCT student_guid) FILTER (WHERE NOT coalesce({not_sent}, false)),
+                       count(*) FILTER (WHERE NOT coalesce({not_sent}, false)),
+                       count(DISTINCT student_guid) FILTER (WHERE {not_sent})
+                  FROM results.returned_field WHERE outbound_id = %(id)s""",
+            {"not_sent": NOT_SENT + ":%", "id": outbound_id})
         counts = {"pupils": pupils, "fields": fields, "refused": len(refused),
                   "applied": 0 if error else pupils - len(refused)}
+        if unsent:
+            counts["not_sent"] = unsent
+        held = f"; {unsent} students not sent (a value XML cannot carry)" if unsent else ""
         if error:
-            message, level = f"return to school: delivery of {pupils} students' corrections failed: {error}", "error"
+            message, level = f"return to school: delivery of {pupils} students' corrections failed: {error}{held}", "error"
         else:
             message = (f"return to school: {fields} corrected fields for {pupils} students sent; "
-                       f"{counts['applied']} applied, {len(refused)} refused by the school")
-            level = "warning" if refused else "info"
+                       f"{counts['applied']} applied, {len(refused)} refused by the school{held}")
+            level = "warning" if refused or unsent else "info"
         log_stage(conn, ctx, "return_to_school", counts, message, level=level)
     return counts
