@@ -288,3 +288,86 @@ def test_demo_writes_this_weeks_reports_and_private_school_keys(joe, tmp_path):
     assert keys.stat().st_mode & 0o077 == 0
     token = keys.read_text().split("\t")[1]
     assert reports.school_for_token(db, token) == BASE and token not in "\n".join(lines)
+
+
+def hostile_joe(db, **school):
+    """Joe as the school sends him with ``school`` values (the LA holds Joseph Bloggs)."""
+    run_chain(db, ctx(), [page("student", [("g-joe", dict(JOE, **school))]), page("address", [("g-joe", ADDR)])])
+
+
+@pytest.mark.parametrize("forename", ['=HYPERLINK("http://evil.example","x")', "=cmd|' /C calc'!A0", "+1+1",
+                                      "-2+3", "@SUM(A1)", "\t=1+1", "\rJoe", " Joe "])
+def test_a_value_like_a_formula_is_text_in_the_spreadsheet_and_round_trips(core, forename):
+    """OWASP CSV injection: openpyxl wrote a str starting with "=" as a formula (a live link in
+    the school's Excel, and read back empty: the school could not send its report back)."""
+    from openpyxl import load_workbook
+
+    db = core
+    hostile_joe(db, forename=forename)
+    built = reports.build(db, BASE, WEEK_DAY, "Hillview Primary School")
+    xlsx = reports.report_file(db, BASE, built.report_id, "xlsx")[1]
+    ws = load_workbook(io.BytesIO(xlsx))[reports.SHEET]
+    [row] = [r for r in ws.iter_rows(min_row=3) if r[3].value == "Forename"]
+    assert [c.value for c in row[2:6]] == [f"{forename} Bloggs", "Forename", forename, "Joseph"]
+    assert all(c.data_type != "f" for r in ws.iter_rows() for c in r)
+    risky = forename.startswith(reports.FORMULA_START)  # kept text when the cell is edited in Excel
+    assert row[2].data_type == row[4].data_type == "s" and row[2].quotePrefix == row[4].quotePrefix == risky
+    up = reports.submit(db, BASE, "B2BreportWeek41.xlsx", tick(xlsx, {"Forename": "School"}),
+                        by=f"school:{BASE}")
+    reports.receive(db, up, by="officer.jane")
+    assert db.execute("SELECT forename FROM core.child WHERE person_id = 'P1'").fetchone() == (forename,)
+
+
+def test_a_control_character_is_printed_as_a_replacement_and_the_report_is_built(core, monkeypatch):
+    """openpyxl and python-docx refuse a control character (IllegalCharacterError quoting the
+    name, ValueError): one pupil's value stopped the school's report and every school's after it."""
+    from openpyxl import load_workbook
+
+    db = core
+    hostile_joe(db, forename="Jo\x01e\x1b")
+    warned = []  # Airflow's logging, once imported, is not caplog's
+    monkeypatch.setattr(reports.log, "warning", lambda msg, *args: warned.append(msg % args))
+    built = reports.build(db, BASE, WEEK_DAY, "Hillview\x0b Primary")
+    text, bold = docx_text(reports.report_file(db, BASE, built.report_id, "docx")[1])
+    assert "\u2610 Jo\ufffde\ufffd" in bold and "Hillview\ufffd Primary" in text
+    xlsx = reports.report_file(db, BASE, built.report_id, "xlsx")[1]
+    ws = load_workbook(io.BytesIO(xlsx))[reports.SHEET]
+    assert [c.value for c in ws[3][2:6]] == ["Jo\ufffde\ufffd Bloggs", "Forename", "Jo\ufffde\ufffd", "Joseph"]
+    assert warned == ["report B2BreportWeek41 for base 8862003: student g-joe's forename has a character a Word "
+                      "or Excel file cannot hold: printed as U+FFFD"]  # never the value
+    # the round trip keeps the value exact: the school's forename is what the LA takes
+    up = reports.submit(db, BASE, "B2BreportWeek41.xlsx", tick(xlsx, {"Forename": "School"}),
+                        by=f"school:{BASE}")
+    reports.receive(db, up, by="officer.jane")
+    assert db.execute("SELECT forename FROM core.child WHERE person_id = 'P1'").fetchone() == ("Jo\x01e\x1b",)
+
+
+def test_a_line_break_in_a_school_name_or_notice_address_never_reaches_a_mail_header(joe, monkeypatch):
+    """The mail library refused a header with a line break (HeaderParseError quoting it) in the
+    middle of the notices: the schools after it were not told; a header could have been added."""
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    db = joe
+    built = reports.build(db, BASE, WEEK_DAY)
+    third = "8862002"
+    reports.issue_token(db, BASE, "office@hillview.example")
+    reports.issue_token(db, OTHER, "office@green.example\r\nBcc: thief@evil.example")
+    reports.issue_token(db, third, "office@third.example")
+    hook = SmtpHook(smtp_conn_id="b2b_smtp")
+    mails = []
+
+    def send(to, subject, body):  # as SmtpHook.send_email_smtp builds and sends it
+        msg, recipients = hook._build_mime_message("mi@la.example", to, subject, body)
+        mails.append((recipients, msg.as_string()))
+
+    schools = {BASE: "Hillview\r\nBcc: thief@evil.example", OTHER: "Green Abbey", third: "Third\u2028School"}
+    other = [reports.Built(built.report_id + 1, OTHER, built.name, 1, 1, 0),
+             reports.Built(built.report_id + 2, third, built.name, 1, 1, 0)]
+    warned = []  # Airflow's logging, once imported, is not caplog's
+    monkeypatch.setattr(reports.log, "warning", lambda msg, *args: warned.append(msg % args))
+    assert reports.notify(db, [built, *other], schools, send, "http://127.0.0.1/b2b/school/") == 2
+    assert [r for r, _ in mails] == [["office@hillview.example"], ["office@third.example"]]
+    assert "Subject: B2B: new report B2BreportWeek41 for Hillview  Bcc: thief@evil.example\n" in mails[0][1]
+    assert "\nBcc" not in mails[0][1] and "thief" not in mails[1][1]
+    assert warned == [f"base {OTHER}'s notice address has a line break or control character: report "
+                      "B2BreportWeek41 not announced"]

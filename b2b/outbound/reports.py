@@ -30,6 +30,7 @@ import hmac
 import io
 import json
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from b2b.blocks import (
 )
 from b2b.context import scalar
 from b2b.errors import OutboundError
-from b2b.outbound.returns import differences_sql, latest_sql
+from b2b.outbound.returns import XML_UNFIT, differences_sql, latest_sql
 
 if TYPE_CHECKING:
 
@@ -73,6 +74,13 @@ INSTRUCTIONS = {
 BOX, TICKED = "\u2610", "\u2612"
 META_SHEET = "b2b"
 SHEET = "Differences"
+#: what a spreadsheet program reads as a formula (or, for tab and CR, hides one behind) at the start of a
+#: cell (OWASP CSV injection): such text is written as a string cell with a quote prefix, never a formula
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: what a mail header cannot carry: line breaks (CR, LF, NEL, U+2028/9) and other control characters
+HEADER_UNFIT = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: printed in place of a character a Word or Excel file cannot hold (see :func:`printable`)
+REPLACEMENT = "\ufffd"
 HEADERS = ("Row", "UPN", "Student", "Item", "School data", "LA data - ONE", "Which is correct", "Instruction",
            "Check")
 
@@ -99,13 +107,34 @@ def instruction(fld: str) -> str:
     return INSTRUCTIONS.get(fld, f"Please tick which {COMPARED_BY_NAME[fld].label.lower()} is correct.")
 
 
+def printable(value: Any) -> str:
+    """Text as a report prints it: a character neither Word nor Excel files can hold (a control
+    character other than tab, LF and CR; U+FFFE/U+FFFF) is printed as U+FFFD, so one pupil's bad
+    value never stops the school's report; :func:`build` logs which student and field."""
+    return XML_UNFIT.sub(REPLACEMENT, "" if value is None else str(value))
+
+
 def shown(fld: str, value: str | None) -> str:
     """A value as printed (dates dd/mm/yyyy, like the guidance)."""
     if value is None:
         return ""
     if COMPARED_BY_NAME.get(fld) is not None and COMPARED_BY_NAME[fld].kind == "date" and len(value) == 10:
         return f"{value[8:10]}/{value[5:7]}/{value[0:4]}"
-    return str(value)
+    return printable(value)
+
+
+def unprintable(students: list[StudentReport]) -> list[tuple[str, str]]:
+    """(student guid, field) of every value printed with U+FFFD (see :func:`printable`)."""
+    out: set[tuple[str, str]] = set()
+    for st in students:
+        for side in (st.school, st.la):
+            out.update((st.student_guid, f) for f, v in side.items() if isinstance(v, str) and XML_UNFIT.search(v))
+        for d in st.diffs:
+            if any(isinstance(v, str) and XML_UNFIT.search(v) for v in (d["school_value"], d["la_value"])):
+                out.add((st.student_guid, d["field"]))
+        if st.postcode and any(XML_UNFIT.search(v or "") for v in st.postcode.values()):
+            out.add((st.student_guid, "address"))
+    return sorted(out)
 
 
 # ------------------------------------------------------------------ what differs
@@ -198,10 +227,25 @@ def _row_mac(secret: bytes, report_id: int, base_id: str, cells: list[str]) -> s
 
 def _row_cells(st: StudentReport, d: dict, row_key: int) -> list[str]:
     """The spreadsheet's shown cells of one difference (what the MAC covers)."""
-    name = " ".join(x for x in (st.school.get("forename"), st.school.get("surname")) if x)
     f = d["field"]
-    return [str(row_key), st.school.get("upn") or st.la.get("upn") or "", name, COMPARED_BY_NAME[f].label,
+    return [str(row_key), printable(st.school.get("upn") or st.la.get("upn")), _name(st), COMPARED_BY_NAME[f].label,
             shown(f, d["school_value"]), shown(f, d["la_value"])]
+
+
+def _name(st: StudentReport) -> str:
+    return printable(" ".join(x for x in (st.school.get("forename"), st.school.get("surname")) if x))
+
+
+def _append(ws: Any, values: list[Any]) -> None:
+    """A spreadsheet row whose text stays text: openpyxl writes a str starting with "=" as a
+    formula (=HYPERLINK(...) in a pupil's name would be a live link, and a formula cell reads back
+    empty, so the school could not send the report back); such text is a string cell, exactly as
+    given, with a quote prefix so that Excel keeps it text when the cell is edited."""
+    ws.append(values)
+    for cell in ws[ws.max_row]:
+        if isinstance(cell.value, str) and cell.value.startswith(FORMULA_START):
+            cell.data_type = "s"
+            cell.quotePrefix = True
 
 
 def build_docx(students: list[StudentReport], school: str, base_id: str, name: str) -> bytes:
@@ -212,6 +256,7 @@ def build_docx(students: list[StudentReport], school: str, base_id: str, name: s
     doc = Document()
     doc.styles["Normal"].font.size = Pt(10)
     doc.add_heading("B2B (Data Synchronisation between Schools and the LA)", level=0)
+    school = printable(school)
     doc.add_heading(f"{name}: {base_id} {school}", level=1)
     for para in (
         "Management Information has compared the data your MIS sent this week with the LA's records. "
@@ -253,10 +298,10 @@ def build_docx(students: list[StudentReport], school: str, base_id: str, name: s
         if st.postcode:
             row = table.add_row().cells
             row[0].paragraphs[0].add_run("LA Address:")
-            row[1].paragraphs[0].add_run(f"{BOX} {st.postcode['address']}").bold = True
+            row[1].paragraphs[0].add_run(f"{BOX} {printable(st.postcode['address'])}").bold = True
             merged = row[2].merge(row[3])
             merged.paragraphs[0].add_run(
-                f"The postcode you have provided is {st.postcode['school_postcode']} which does not appear to "
+                f"The postcode you have provided is {printable(st.postcode['school_postcode'])} which does not appear to "
                 "be correct for the above address. If the address we have is correct please amend your system.")
         doc.add_paragraph()
     p = doc.add_paragraph("For reference a total of ")
@@ -277,7 +322,7 @@ def build_xlsx(students: list[StudentReport], report_id: int, base_id: str, name
     wb = Workbook()
     ws = wb.active
     ws.title = SHEET
-    ws.append([f"{name} {base_id} {school}: choose School or LA in \"Which is correct\" for every row"])
+    _append(ws, [f"{name} {base_id} {printable(school)}: choose School or LA in \"Which is correct\" for every row"])
     ws.append(list(HEADERS))
     for c in ws[2]:
         c.font = Font(bold=True)
@@ -287,7 +332,8 @@ def build_xlsx(students: list[StudentReport], report_id: int, base_id: str, name
         for d in st.diffs:
             row_key += 1
             cells = _row_cells(st, d, row_key)
-            ws.append([row_key, *cells[1:], None, instruction(d["field"]), _row_mac(secret, report_id, base_id, cells)])
+            _append(ws, [row_key, *cells[1:], None, instruction(d["field"]),
+                         _row_mac(secret, report_id, base_id, cells)])
             items.append({"row_key": row_key, "student_guid": st.student_guid, "person_id": st.person_id,
                           "field": d["field"], "school_value": d["school_value"], "la_value": d["la_value"]})
     last = ws.max_row
@@ -309,8 +355,7 @@ def build_xlsx(students: list[StudentReport], report_id: int, base_id: str, name
     checks.append(["Student", "LA address (gazetteer)", "Postcode you provided"])
     for st in students:
         if st.postcode:
-            checks.append([" ".join(x for x in (st.school.get("forename"), st.school.get("surname")) if x),
-                           st.postcode["address"], st.postcode["school_postcode"]])
+            _append(checks, [_name(st), printable(st.postcode["address"]), printable(st.postcode["school_postcode"])])
     meta = wb.create_sheet(META_SHEET)
     meta.append(["report_id", report_id])
     meta.append(["base_id", base_id])
@@ -356,6 +401,9 @@ def build(conn: Connection, base_id: str, day: date, school: str | None = None) 
             conn.execute("DELETE FROM results.school_report WHERE report_id = %s", (old[0],))
         if not students:
             return None
+        for guid, fld in unprintable(students):  # never the value: it is a pupil's
+            log.warning("report %s for base %s: student %s's %s has a character a Word or Excel file cannot hold: "
+                        "printed as U+FFFD", name, base_id, guid, fld)
         secret = secrets.token_bytes(32)
         report_id = scalar(conn, "SELECT nextval(pg_get_serial_sequence('results.school_report', 'report_id'))"
                                  )
@@ -441,7 +489,7 @@ def _cell(v: Any) -> str:
         return v.strftime("%d/%m/%Y")
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
-    return str(v).strip()
+    return str(v)  # exactly as written: a value may start or end with white space (a tab, CR)
 
 
 def check_upload(conn: Connection, base_id: str, data: bytes) -> tuple[int, dict[int, str]]:
@@ -492,7 +540,7 @@ def check_upload(conn: Connection, base_id: str, data: bytes) -> tuple[int, dict
                 not hmac.compare_digest(cells[8], _row_mac(secret, report_id, base_id, cells[:6])):
             reasons.append(f"row {key}: the values shown were edited")
             continue
-        choice = cells[6].lower()
+        choice = cells[6].strip().lower()
         if choice not in ("school", "la"):
             reasons.append(f"row {key}: not ticked (choose School or LA)")
             continue
@@ -666,9 +714,15 @@ def school_for_token(conn: Connection, token: str | None) -> str | None:
     return row[0] if row else None
 
 
+def header_text(text: str) -> str:
+    """Text for a mail header: a line break or other control character becomes a space (one in a
+    school's name made the mail library refuse the whole message, or could have added a header)."""
+    return HEADER_UNFIT.sub(" ", text)
+
+
 def notice(built: Built, school: str, page_url: str) -> tuple[str, str]:
     """The email notice (subject, body) for a new report: no personal data, only the file names."""
-    subject = f"B2B: new report {built.name} for {school}"
+    subject = header_text(f"B2B: new report {built.name} for {school}")
     body = "\n".join([
         f"New documents have been made available for {school} ({built.base_id}) by the LA's Management "
         "Information team.", "",
@@ -690,6 +744,10 @@ def notify(conn: Connection, built_reports: list[Built], schools: dict[str, str]
         to = emails.get(b.base_id)
         if not to:
             log.warning("base %s has no notice address: report %s not announced", b.base_id, b.name)
+            continue
+        if HEADER_UNFIT.search(to):  # never sent on: it would add a header or stop the other schools' notices
+            log.warning("base %s's notice address has a line break or control character: report %s not announced",
+                        b.base_id, b.name)
             continue
         subject, body = notice(b, schools.get(b.base_id, b.base_id), page_url)
         send(to, subject, body)
