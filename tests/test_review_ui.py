@@ -218,7 +218,8 @@ def test_a_school_page_shows_only_its_own_reports(lists, ui):
     assert r.status_code == 200 and f"School {BASE}" in r.text and f"/{other_id}/" not in r.text
     assert school.get(f"/b2b/school/file/{other_id}/docx").status_code == 404
     r = school.get(f"/b2b/school/file/{mine}/xlsx")
-    assert r.status_code == 200 and r.headers["content-disposition"] == 'attachment; filename="B2BreportWeek41.xlsx"'
+    assert r.status_code == 200 and r.headers["content-disposition"] == (
+        'attachment; filename="B2BreportWeek41.xlsx"; filename*=UTF-8\'\'B2BreportWeek41.xlsx')
     # the other school's spreadsheet uploaded here is refused with its reason
     from tests.test_reports import tick
 
@@ -290,3 +291,49 @@ def test_through_a_real_airflow_api_server_the_plugin_is_listed_and_protected(li
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+XSS = ('<img src=x onerror=alert(1)>', '"><script>alert(1)</script>', "javascript:alert(1)//'", "</small>&amp;")
+
+
+def test_hostile_school_values_are_escaped_on_every_screen_and_download(core, ui):
+    """A school's names, a filename it uploads: text on every officer and school page, never markup
+    (each page's HTML, attributes and inline confirm() text); a download keeps its header."""
+    from html import escape
+    from urllib.parse import quote
+
+    db = core
+    hostile = dict(JOE, forename=XSS[0])
+    zed = {"upn": None, "forename": XSS[1], "surname": XSS[2] + XSS[3], "dob": "2017-02-02", "gender": "M"}
+    run_chain(db, ctx(), [page("student", [("g-joe", hostile), ("g-zed", zed)]),
+                          page("address", [("g-joe", dict(ADDR, postcode="CT9 9ZZ")), ("g-zed", ADDR)])])
+    built = reports.build(db, BASE, date(2026, 10, 5), '<b>Hill</b>"view')
+    key = reports.issue_token(db, BASE)
+    db.commit()
+    school = client(ui)
+    school.post("/b2b/school/login", data={"key": key})
+    from tests.test_reports import tick
+
+    ticked = tick(reports.report_file(db, BASE, built.report_id, "xlsx")[1],
+                  {"Forename": "LA", "Postcode": "LA"})
+    name = 'a"; filename*=UTF-8\'\'evil.html <img src=x onerror=alert(1)> \u2013 \u00e9.xlsx'
+    r = school.post("/b2b/school/upload", files={"file": (name, ticked)})
+    assert "uploaded and sent" in r.text, r.text
+    [u] = reports.uploads(db, BASE)
+    assert u["filename"] == name.replace('"', "%22")  # as the browser (httpx) sends a quote in a file name
+    r = school.get(f"/b2b/school/sent/{u['upload_id']}")
+    assert r.status_code == 200 and r.content == ticked  # was a 500: the en dash is not Latin-1
+    assert r.headers["content-disposition"] == (
+        "attachment; filename=\"a_22_ filename__UTF-8__evil.html _img src_x onerror_alert(1)_ _ _.xlsx\"; "
+        "filename*=UTF-8''" + quote(u["filename"], safe=""))  # the name exactly, and no parameter of its own
+    pages = [school.get("/b2b/school/").text]
+    jane = officer_client(ui)
+    pages += [jane.get(f"/b2b/review/{s}").text for s in ("", "unmatched", "possible", "conflicts", "returns")]
+    pages += [jane.get("/b2b/review/link", params={"base": BASE, "guid": "g-zed", "q": XSS[1]}).text,
+              jane.get("/b2b/review/candidates", params={"base": BASE, "guid": "g-zed"}).text,
+              jane.get("/b2b/review/unmatched", params={"err": XSS[0], "msg": XSS[1]}).text]
+    seen = "\n".join(pages)
+    for x in (*XSS, u["filename"]):
+        assert escape(x) in seen or escape(json.dumps(x)) in seen
+    for raw in ("<img", "<script", "</small>&amp;", "<b>Hill"):
+        assert raw not in seen

@@ -9,10 +9,11 @@ officer`` commands (``b2b.ops.officer``) and records the logged-in user. See doc
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from html import escape
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -92,6 +93,15 @@ def action(act: str, label: str, confirm: str, csrf: str, back: str, **fields: A
             f'onsubmit="return confirm({h(json.dumps(confirm))})">{hidden}'
             f'<input type="hidden" name="csrf" value="{h(csrf)}"><input type="hidden" name="back" value="{h(back)}">'
             f'<button type="submit" name="do" value="{h(act)}">{h(label)}</button></form>')
+
+
+def attachment(filename: str) -> dict[str, str]:
+    """The download header of a file name (a school's upload keeps the name it had): RFC 6266's
+    ASCII ``filename`` with anything but letters, digits, space and ``._()-`` as ``_``, and the
+    exact name as ``filename*``. A raw name broke the response (500 on a non-Latin-1 character
+    such as an en dash) or added parameters (a ``"`` then ``; filename*=…evil.html``)."""
+    fallback = re.sub(r"[^A-Za-z0-9 ._()-]", "_", filename) or "download"
+    return {"Content-Disposition": f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"}
 
 
 def _back(request: Request) -> str:
@@ -491,7 +501,7 @@ def create_app() -> FastAPI:
             raise HTTPException(404, "No such report for your school.") from None
         media = ("application/vnd.openxmlformats-officedocument.wordprocessingml.document" if kind == "docx"
                  else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
-        return Response(data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return Response(data, media_type=media, headers=attachment(name))
 
     @app.get("/school/sent/{upload_id}")
     def school_sent(upload_id: int, request: Request, conn: Conn) -> Any:
@@ -500,8 +510,7 @@ def create_app() -> FastAPI:
                            (upload_id, base)).fetchone()
         if row is None:
             raise HTTPException(404, "No such file sent by your school.")
-        return Response(bytes(row[1]), media_type="application/octet-stream",
-                        headers={"Content-Disposition": f'attachment; filename="{row[0]}"'})
+        return Response(bytes(row[1]), media_type="application/octet-stream", headers=attachment(row[0]))
 
     @app.post("/school/upload", response_class=HTMLResponse)
     async def school_upload(request: Request, conn: Conn, file: Annotated[UploadFile, File()]) -> Any:
