@@ -63,7 +63,7 @@ def ui(db_url, tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", ",".join(f"{u}:{r}" for u, (r, _) in USERS.items()))
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(pw))
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
-    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "test-only-jwt-secret-0123456789abcdef")
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "test-only-jwt-secret-0123456789abcdef-0123456789abcdef-0123456789abcdef")
     monkeypatch.setenv("B2B_DATABASE_URL", db_url)
     # the screens reach the warehouse as the b2b_ui login (F41, password auth), never as the admin
     import psycopg
@@ -255,7 +255,7 @@ def test_through_a_real_airflow_api_server_the_plugin_is_listed_and_protected(li
                AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=",".join(f"{u}:{r}" for u, (r, _) in USERS.items()),
                AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(pw),
                AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="False",
-               AIRFLOW__API_AUTH__JWT_SECRET="test-only-jwt-secret-0123456789abcdef",
+               AIRFLOW__API_AUTH__JWT_SECRET="test-only-jwt-secret-0123456789abcdef-0123456789abcdef-0123456789abcdef",
                AIRFLOW__CORE__LAZY_LOAD_PLUGINS="False")
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), str(PROJECT_ROOT / "plugins")])
     airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
