@@ -166,3 +166,68 @@ def test_dag_file_validates_a_catalogue_once_then_parses_without_json_schema(tmp
     path.write_text(yaml.safe_dump(demo, sort_keys=False))
     with pytest.raises(CatalogueError, match="got 99"):
         load_catalogue(path, validate="once")
+
+
+# fault sweep: catalogues that YAML or Python's regular expressions read differently from
+# what the LA wrote; each is one error naming where, never a replaced or silently odd DAG
+@pytest.mark.parametrize("mutation, expected", [
+    (lambda d: d["bases"][0].update(conn_id="sims7_8862001\n"),
+     "base 8862001: field 'conn_id': 'sims7_8862001\\n' does not match"),
+    (lambda d: d["la"].update(code="886\n"), "catalogue: field 'la.code': '886\\n' does not match"),
+    (lambda d: task(d, "leavers").update(schedule="0 18 30 2 *"),
+     "task 'leavers' (bases 8864001, 8864002): field 'schedule': never fires (no such day): '0 18 30 2 *'"),
+])
+def test_a_trailing_line_break_or_a_schedule_that_never_fires_is_refused(tmp_path, demo, mutation, expected):
+    mutation(demo)
+    path = write(tmp_path, demo)
+    errors, _ = check_catalogue(path)
+    assert any(expected in e for e in errors), errors
+    with pytest.raises(CatalogueError):
+        load_catalogue(path)
+
+
+def test_a_key_given_twice_is_refused_naming_its_line(tmp_path):
+    text = DEFAULT_PATH.read_text()
+    first = '    schedule: "0 18 * * 0"\n'
+    line = text[:text.index(first)].count("\n") + 1
+    path = tmp_path / "cat.yaml"
+    path.write_text(text.replace(first, first + '    schedule: "0 6 * * 0"\n', 1))  # YAML kept the 6 o'clock one
+    errors, _ = check_catalogue(path)
+    assert errors == [f"line {line + 1}, column 5: not valid YAML (key 'schedule' given twice in one mapping "
+                      f"(first on line {line}); YAML would keep only the last)"]
+    path.write_text(text.replace('{dfe: "8862001",', '{dfe: "8862001", dfe: "8862009",', 1))
+    assert "key 'dfe' given twice" in check_catalogue(path)[0][0]
+    with pytest.raises(CatalogueError, match="given twice"):
+        load_catalogue(path)
+    # a merge key's values may be overridden: that is what it is for
+    path.write_text(text.replace('  - {dfe: "8862002"', '  - &b2 {dfe: "8862002"', 1).replace(
+        "  - {dfe: \"8864001\", name: Riverside Academy, kind: sims7, conn_id: sims7_8864001}",
+        "  - {<<: *b2, dfe: \"8864001\", name: Riverside Academy, conn_id: sims7_8864001}", 1))
+    assert check_catalogue(path) == ([], check_catalogue(DEFAULT_PATH)[1])
+    assert load_catalogue(path).bases["8864001"].kind == "sims7"
+
+
+def test_an_alias_bomb_or_an_alias_inside_itself_is_refused_before_expanding(tmp_path):
+    text = DEFAULT_PATH.read_text()
+    bomb = "x0: &x0 [" + ", ".join(["lol"] * 10) + "]\n" + "".join(
+        f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 10) + "]\n" for i in range(1, 7))  # 10^7 values (add two for a billion)
+    path = tmp_path / "cat.yaml"
+    path.write_text(bomb + text)
+    assert check_catalogue(path)[0] == ["not read: over 1,000,000 values once its aliases are expanded"]
+    with pytest.raises(CatalogueError, match="over 1,000,000 values"):
+        load_catalogue(path)
+    path.write_text("x: &x [*x]\n" + text)
+    assert check_catalogue(path)[0] == ["not read: an alias refers to the list or mapping it is in"]
+    # aliases a catalogue really uses are fine: one list of schools for two tasks
+    data = yaml.safe_load(text)
+    path.write_text(text.replace('bases: ["8862001", "8862002", "8864001", "8864002"]',
+                                 'bases: &sims7 ["8862001", "8862002", "8864001", "8864002"]', 1).replace(
+        'bases: ["8862001", "8862002", "8864001", "8864002"]', "bases: *sims7"))
+    assert check_catalogue(path)[0] == []
+    assert len(load_catalogue(path).dag_specs()) == len(build_specs(data))
+
+
+def build_specs(data):
+    from b2b.config.catalogue import build
+
+    return build(data).dag_specs()

@@ -14,7 +14,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,69 @@ def _plain(value: Any) -> Any:
     return value
 
 
+#: the most values a catalogue may hold once YAML aliases are expanded (a 600-school
+#: catalogue holds ~20,000): aliases of aliases ("billion laughs") refused before expanding
+MAX_VALUES = 1_000_000
+
+
+def _yaml_loader() -> Any:
+    """The safe YAML loader (libyaml's when there), refusing a key given twice in one mapping:
+    YAML keeps the last silently, and a task's second ``schedule:`` or a base's second
+    ``dfe:`` replaced the first (a merge key's ``<<`` values may still be overridden)."""
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class Loader(base):  # type: ignore[valid-type, misc]
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, Any] = {}
+                for key_node, _ in node.value:
+                    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                        continue
+                    key = self.construct_object(key_node)
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {str(key)[:60]!r} given twice in one mapping (first on line "
+                                        f"{seen[key].line + 1}); YAML would keep only the last", key_node.start_mark)
+                    seen[key] = key_node.start_mark
+            return super().construct_mapping(node, deep=deep)
+
+    Loader.add_constructor("tag:yaml.org,2002:map", Loader.construct_yaml_map)
+    return Loader
+
+
+def _too_many_values(data: Any) -> str | None:
+    """Why ``data`` cannot be expanded (too many values once aliases are expanded, an alias
+    inside itself, nested too deeply), or None. Each shared list or mapping is counted once."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(v: Any) -> int:
+        if not isinstance(v, (dict, list)):
+            return 1
+        k = id(v)
+        if k in sizes:
+            return sizes[k]
+        if k in open_:
+            raise ValueError("an alias refers to the list or mapping it is in")
+        open_.add(k)
+        n = 1 + sum(size(x) for x in (list(v) + list(v.values()) if isinstance(v, dict) else v))
+        open_.discard(k)
+        sizes[k] = n
+        if n > MAX_VALUES:
+            raise ValueError(f"over {MAX_VALUES:,} values once its aliases are expanded")
+        return n
+
+    try:
+        size(data)
+    except ValueError as exc:
+        return str(exc)
+    except RecursionError:
+        return "nested too deeply"
+    return None
+
+
 def read_raw(path: Path) -> dict:
     text = Path(path).read_text(encoding="utf-8")
     if Path(path).suffix == ".json":
@@ -146,26 +209,43 @@ def read_raw(path: Path) -> dict:
             return json.loads(text)
         except ValueError as exc:
             raise CatalogueError([f"not valid JSON ({exc})"], str(path)) from None
+        except RecursionError:
+            raise CatalogueError(["not valid JSON (nested too deeply)"], str(path)) from None
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.load(text, Loader=loader)
+        data = yaml.load(text, Loader=_yaml_loader())
     except yaml.YAMLError as exc:  # a syntax error: where it is, not a traceback (issue 9 item 10)
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         raise CatalogueError([f"{where}not valid YAML ({getattr(exc, 'problem', None) or type(exc).__name__})"],
                              str(path)) from None
+    except RecursionError:
+        raise CatalogueError(["not valid YAML (nested too deeply)"], str(path)) from None
     if not isinstance(data, dict):
         raise CatalogueError(["the file does not hold a mapping (version, la, bases, tasks)"], str(path))
+    problem = _too_many_values(data)
+    if problem:
+        raise CatalogueError([f"not read: {problem}"], str(path))
     return _plain(data)
 
 
 def schema_problems(data: dict) -> list[str]:
     import jsonschema
 
+    base_pattern = jsonschema.Draft202012Validator.VALIDATORS["pattern"]
+
+    def ecma_pattern(validator: Any, pattern: str, instance: Any, schema: dict) -> Any:
+        # a schema's pattern is ECMA-262, whose '$' ends the text; Python's also matches before
+        # a final line break, so a conn_id or DfE number pasted with its line break passed
+        yield from base_pattern(validator, pattern, instance, schema)
+        if (validator.is_type(instance, "string") and instance.endswith("\n") and pattern.endswith("$")
+                and re.search(pattern, instance) and not re.search(pattern[:-1] + r"\Z", instance)):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r} (a line break at its end)")
+
     schema = json.loads(SCHEMA_PATH.read_text())
-    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    cls = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": ecma_pattern})
+    validator = cls(schema, format_checker=jsonschema.FormatChecker())
     problems = []
     for err in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
         problems.append(f"{_where(data, list(err.absolute_path))}: {err.message}")
@@ -263,6 +343,11 @@ def rule_problems(data: dict) -> tuple[list[str], list[str]]:
 
                 if not croniter.is_valid(sched):
                     errors.append(f"{label}: field 'schedule': not a valid cron expression: {sched!r}")
+                else:
+                    try:  # a day that never comes (30 February): the scheduler could not plan a run
+                        croniter(sched, datetime(2000, 1, 1)).get_next(datetime)
+                    except Exception:  # croniter's CroniterBadDateError and kin
+                        errors.append(f"{label}: field 'schedule': never fires (no such day): {sched!r}")
             except ImportError:  # pragma: no cover - croniter ships with Airflow
                 pass
         sd = t.get("start_date")
