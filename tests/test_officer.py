@@ -175,3 +175,118 @@ def test_new_child_ids_are_distinct_under_concurrency(la, db_url):
         b.commit()
     assert pa != pb
     assert db.execute("SELECT count(*) FROM core.child WHERE person_id IN (%s, %s)", (pa, pb)).fetchone() == (2,)
+
+
+# ------------------------------------------------------------------ fault sweep: decisions that meet
+def decide_while_another_is_open(db_url, first, second):
+    """``first`` decides in connection a and stays uncommitted while ``second`` decides in
+    connection b (a thread: it waits for a); a commits; b's outcome (its value or its error)."""
+    import threading
+    import time
+
+    import psycopg
+
+    out: dict = {}
+    with psycopg.connect(db_url) as a, psycopg.connect(db_url) as b:
+        b.execute("SET lock_timeout = '20s'")
+        b.commit()
+        with a.transaction():
+            first(a)
+
+            def run():
+                try:
+                    out["value"] = second(b)
+                except officer.OfficerError as exc:
+                    out["error"] = str(exc)
+
+            t = threading.Thread(target=run)
+            t.start()
+            time.sleep(0.5)  # b reached the decision while a's is open
+        t.join(30)
+    return out
+
+
+def test_confirm_of_a_student_a_newer_run_has_decided_is_refused(la):
+    db = la
+    run_chain(db, day(0), [page("student", [("g-amy", AMY)])], WEIGHTS)
+    assert status(db)[0] == "possible"  # the officer's list of the day
+    # a newer run re-decided the student (the school sent her UPN, the one the LA holds for P1)
+    db.execute("UPDATE core.child SET upn = 'R201100018042' WHERE person_id = 'P1'")
+    run_chain(db, day(1), [page("student", [("g-amy", dict(AMY, upn="R201100018042"))])], WEIGHTS)
+    now = status(db)
+    assert now == ("matched", "P1", "weights")
+    with pytest.raises(officer.OfficerError, match="base 8862003: student g-amy is no longer a possible match "
+                                                   "\\(it is now matched to LA child P1\\); look at it again, "
+                                                   "or link it to LA child P2 by hand"):
+        officer.confirm(db, BASE, "g-amy", "P2", "officer.jane")  # from the day-old list
+    assert status(db) == now
+    assert db.execute("SELECT count(*) FROM results.match_decision").fetchone() == (0,)
+
+
+def test_two_officers_deciding_one_student_at_once_never_overwrite_each_other(la, db_url):
+    db = la
+    run_chain(db, day(0), [page("student", [("g-amy", AMY)])], WEIGHTS)
+    db.commit()
+    proposed = status(db)[1]
+    other = ({"P1", "P2"} - {proposed}).pop()
+    # two officers confirm the proposal at once: the second is told, no second decision
+    out = decide_while_another_is_open(db_url, lambda a: officer.confirm(a, BASE, "g-amy", proposed, "jane"),
+                                       lambda b: officer.confirm(b, BASE, "g-amy", proposed, "john"))
+    assert f"already linked to LA child {proposed} (confirm by jane via" in out.get("error", ""), out
+    # ... one links the other child by hand meanwhile: refused, the first officer's link stays
+    out = decide_while_another_is_open(db_url, lambda a: a.execute("SELECT 1"),
+                                       lambda b: officer.link(b, BASE, "g-amy", other, "john"))
+    assert "reject that link first" in out.get("error", ""), out
+    assert db.execute("SELECT person_id, linked_by FROM core.child_link").fetchall() == [(proposed, "officer")]
+    assert status(db) == ("matched", proposed, "officer_link")
+    assert db.execute("SELECT decision, decided_by FROM results.match_decision").fetchall() == [
+        ("confirm", "jane via postgres")]
+
+
+def test_a_confirm_and_a_reject_at_once_leave_one_consistent_decision(la, db_url):
+    db = la
+    run_chain(db, day(0), [page("student", [("g-amy", AMY)])], WEIGHTS)
+    db.commit()
+    proposed = status(db)[1]
+    out = decide_while_another_is_open(db_url, lambda a: officer.confirm(a, BASE, "g-amy", proposed, "jane"),
+                                       lambda b: officer.reject(b, BASE, "g-amy", proposed, "john"))
+    assert "value" in out, out  # the reject came second: it undoes the confirm, link and list alike
+    assert db.execute("SELECT count(*) FROM core.child_link").fetchone() == (0,)
+    assert status(db) == ("unmatched", None, "none")
+
+
+def test_new_child_twice_for_one_student_makes_one_child(la, db_url):
+    db = la
+    stranger = {"upn": None, "forename": "Zed", "surname": "Newcomer", "dob": "2017-02-02", "gender": "M"}
+    run_chain(db, day(0), [page("student", [("g-zed", stranger)])], WEIGHTS)
+    db.commit()
+    out = decide_while_another_is_open(db_url, lambda a: officer.new_child(a, BASE, "g-zed", "jane"),
+                                       lambda b: officer.new_child(b, BASE, "g-zed", "john"))  # a double click
+    assert "no new LA child made" in out.get("error", ""), out
+    with pytest.raises(officer.OfficerError, match=r"already linked to LA child B2B\d{7} \(new_child by jane"):
+        officer.new_child(db, BASE, "g-zed", "jane")
+    assert db.execute("SELECT count(*) FROM core.child WHERE origin = 'officer'").fetchone() == (1,)
+
+
+def test_reject_then_confirm_the_same_pair_is_refused_and_a_link_by_hand_holds(la):
+    db = la
+    run_chain(db, day(0), [page("student", [("g-amy", AMY)])], WEIGHTS)
+    proposed = status(db)[1]
+    officer.reject(db, BASE, "g-amy", proposed, "jane")
+    with pytest.raises(officer.OfficerError, match="no longer a possible match \\(it is now unmatched\\)"):
+        officer.confirm(db, BASE, "g-amy", proposed, "jane")
+    officer.link(db, BASE, "g-amy", proposed, "jane", note="it was her after all")  # the officer's later word
+    run_chain(db, day(1), [page("student", [("g-amy", dict(AMY, ncy="6"))])], WEIGHTS)
+    assert status(db)[1:] == (proposed, "officer_link")
+
+
+def test_two_officers_resolving_one_conflict_at_once(la, db_url):
+    db = la
+    joe_conflict(db)
+    db.commit()
+    out = decide_while_another_is_open(db_url, lambda a: officer.resolve_conflict(a, "P3", "forename", "la", "jane"),
+                                       lambda b: officer.resolve_conflict(b, "P3", "forename", "incoming", "john"))
+    assert "no open conflict on forename" in out.get("error", ""), out
+    assert db.execute("SELECT forename FROM core.child WHERE person_id = 'P3'").fetchone() == ("Joseph",)
+    assert db.execute("SELECT resolution, resolved_by FROM results.conflict_resolution").fetchall() == [
+        ("kept_la", "jane via postgres")]

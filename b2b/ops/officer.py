@@ -2,7 +2,10 @@
 F17), and the maintenance tasks (F18). Every decision is recorded (who, when, what) in
 ``results.match_decision`` / ``results.conflict_resolution`` and honoured by later runs:
 a confirmed or hand-made link is a GUID link (``linked_by = 'officer'``) that the matcher
-treats as decisive; a rejected pair is never proposed again.
+treats as decisive; a rejected pair is never proposed again. Decisions on one student (and
+resolutions of one child's field) are serialised and check what they decide on (migration
+0050): a confirm of a student no longer possible, a link over another officer's link, a
+second new child or a second resolution is an :class:`OfficerError`, never an overwrite.
 
 Airflow-free; the ``b2b officer …`` and ``b2b maintenance …`` commands and the maintenance
 DAGs call these functions.
