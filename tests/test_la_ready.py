@@ -241,6 +241,77 @@ def test_manual_file_for_another_school_is_refused(db, tmp_path, small_world):
     assert db.execute("SELECT count(*) FROM raw.inbound_block").fetchone() == (0,)
 
 
+def test_manual_import_reads_only_a_regular_file(db, tmp_path):
+    from b2b.errors import IngestError
+    from b2b.ingest.manual import ingest_file
+
+    link = tmp_path / "export.xml"
+    link.symlink_to("/etc/passwd")  # stored in suspense, payload and all, as "not XML"
+    with pytest.raises(IngestError, match="file export.xml: a symbolic link, not a file received; not read") as exc:
+        ingest_file(db, link, SIMS7_BASE, report_dir=tmp_path)
+    assert "root" not in str(exc.value)
+    with pytest.raises(IngestError, match="not a regular file"):  # IsADirectoryError, a traceback
+        ingest_file(db, tmp_path, SIMS7_BASE, report_dir=tmp_path)
+    assert db.execute("SELECT count(*) FROM raw.inbound_file").fetchone() == (0,)
+    empty = tmp_path / "empty.xml"
+    empty.write_bytes(b"\n")
+    assert ingest_file(db, empty, SIMS7_BASE, report_dir=tmp_path)["reason"] == "an empty file (no message in it)"
+
+
+def test_two_manual_imports_of_one_base_at_once_import_it_once(db_url, tmp_path, small_world):
+    """Two officers (the CLI's autocommit connections) import the same file at once: one
+    imports, the other is refused or finds it imported; a scheduled run's lease is waited for."""
+    import threading
+    from datetime import timedelta
+
+    import psycopg
+
+    from b2b.errors import RunLeaseError
+    from b2b.ingest import manual
+    from b2b.ops import runs
+    from tests.test_chain import ctx
+
+    f = tmp_path / "export.xml"
+    f.write_bytes(small_world.export_sims7(SIMS7_BASE, "snapshot", UNTIL))
+    out: list = []
+
+    def one():
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            try:
+                out.append(manual.ingest_file(conn, f, SIMS7_BASE, report_dir=tmp_path)["status"])
+            except RunLeaseError as exc:
+                out.append(str(exc))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert "loaded" in out and len(out) == 2, out
+    assert out[out.index("loaded") - 1] in ("duplicate", f"base {SIMS7_BASE}: another manual import of this base "
+                                                          "is under way; try again when it has finished"), out
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM raw.inbound_file").fetchone() == (1,)
+        n = conn.execute("SELECT count(DISTINCT student_guid) FROM staging.student").fetchone()[0]
+        assert conn.execute("SELECT count(*) FROM staging.student").fetchone() == (n,)
+        assert conn.execute("SELECT count(*) FROM results.match").fetchone() == (n,)
+        assert conn.execute("SELECT count(*) FROM ops.base_lease").fetchone() == (0,)  # released
+        # a scheduled run of the base holds its lease: the import waits, then says so
+        run = ctx(UNTIL, dag=f"b2b__{SIMS7_BASE}__snapshot")
+        run = type(run)(**{**run.__dict__, "base_id": SIMS7_BASE})
+        runs.begin_run(conn, run)
+        g = tmp_path / "changed.xml"
+        g.write_bytes(small_world.export_sims7(SIMS7_BASE, "changed_data", UNTIL + timedelta(days=1), UNTIL))
+        old, manual.LEASE_WAIT = manual.LEASE_WAIT, timedelta(seconds=1)
+        try:
+            with pytest.raises(RunLeaseError, match=f"for the lease of base {SIMS7_BASE} \\(held by "
+                                                    f"b2b__{SIMS7_BASE}__snapshot"):
+                manual.ingest_file(conn, g, SIMS7_BASE, data_filter="changed_data", report_dir=tmp_path)
+        finally:
+            manual.LEASE_WAIT = old
+        assert conn.execute("SELECT count(*) FROM raw.inbound_file").fetchone() == (1,)
+
+
 def test_inbound_folder_moves_files_to_done_and_suspense(db, tmp_path, small_world):
     from b2b.ingest.manual import ingest_folder
 

@@ -13,7 +13,11 @@ The run window of a manual file: ``dag_id`` ``b2b__<DfE>__manual_import`` (one p
 manual files never replace a scheduled run's files), ``window_end`` the moment of import
 (later imports win over earlier data, as a later scheduled run would), no ``window_start``,
 ``run_id`` ``manual__<sha256 prefix>``. The same file imported twice for the same base is
-recognised by its SHA-256 and not processed again.
+recognised by its SHA-256 and not processed again. One manual import of a base at a time
+(a second one at once is refused: :class:`ManualImportBusy`), and it takes the base's run
+lease as a DAG run does (``b2b.ops.runs``), waiting up to a minute for a scheduled run of the
+base to finish. Only a regular file is read: a directory, a device or a symbolic link (which
+could point anywhere the pipeline's login may read, /etc/passwd) is refused before reading.
 
 ``b2b ingest FILE --base DFE [--filter snapshot|changed_data|attendance|attainment]`` imports
 one file; the ``b2b__manual_import`` DAG watches ``$B2B_HOME/inbound/xml/<DfE>/`` and moves
@@ -33,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from b2b.context import one, scalar
 from b2b.dropfolder import move_aside
-from b2b.errors import DisabledError, IngestError
+from b2b.errors import DisabledError, IngestError, RunLeaseError
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -43,6 +47,12 @@ log = logging.getLogger(__name__)
 FILTERS = ("snapshot", "changed_data", "attendance", "attainment")
 CONTACT_FILTERS = ("snapshot", "changed_data")
 TASK_KEY = "manual_import"
+#: how long a manual import waits for its base's lease (a scheduled run of the base)
+LEASE_WAIT = timedelta(minutes=1)
+
+
+class ManualImportBusy(RunLeaseError):
+    """Another manual import of the same base is under way: try again when it has finished."""
 
 
 @dataclass(frozen=True)
@@ -90,25 +100,55 @@ def ingest_file(conn: Connection, path: Path, base_id: str, *, data_filter: str 
 
     ``status`` is ``loaded`` (every stage ran), ``suspense`` (kept with ``reason``; nothing
     loaded) or ``duplicate`` (this file was already imported for this base)."""
-    from b2b import pipeline
     from b2b.config.settings import Settings
-    from b2b.context import RunContext, log_stage_file
-    from b2b.db import b2b_home
-    from b2b.ingest.extract import ReceivedMessage
 
     path = Path(path)
     if data_filter not in FILTERS:
         raise IngestError(f"unknown filter {data_filter!r}; one of {', '.join(FILTERS)}", base=base_id, file=path.name)
     cat, base = _base(catalogue_path, base_id)
     settings = Settings.from_env(cat.la.settings)
+    content = _read(path, base_id, settings.max_message_bytes)
+    if not conn.autocommit:  # (tests: one transaction, nothing to wait for)
+        return _ingest(conn, path, base_id, base, settings, content, data_filter, group, report_dir)
+    # one manual import of a base at a time (two officers, or the folder DAG and an officer)
+    if not scalar(conn, "SELECT pg_try_advisory_lock(hashtext('b2b.manual.' || %s))", (base_id,)):
+        raise ManualImportBusy("another manual import of this base is under way; try again when it has "
+                               "finished", base=base_id)
     try:
-        size = path.stat().st_size
+        return _ingest(conn, path, base_id, base, settings, content, data_filter, group, report_dir)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(hashtext('b2b.manual.' || %s))", (base_id,))
+
+
+def _read(path: Path, base_id: str, cap: int) -> bytes:
+    """The bytes of a regular file, never following a symbolic link; at most ``cap``."""
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        raise IngestError(f"cannot be read: {type(exc).__name__}", base=base_id, file=path.name) from None
-    if size > settings.max_message_bytes:
-        raise IngestError(f"{size:,} bytes is over the {settings.max_message_bytes:,}-byte cap (MAX_MESSAGE_BYTES); "
-                          "not read", base=base_id, file=path.name)
-    content = path.read_bytes()
+        why = "a symbolic link, not a file received" if path.is_symlink() else f"cannot be read: {type(exc).__name__}"
+        raise IngestError(f"{why}; not read", base=base_id, file=path.name) from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise IngestError("not a regular file (a folder or a device); not read", base=base_id, file=path.name)
+    with os.fdopen(fd, "rb") as f:
+        if st.st_size > cap:
+            raise IngestError(f"{st.st_size:,} bytes is over the {cap:,}-byte cap (MAX_MESSAGE_BYTES); "
+                              "not read", base=base_id, file=path.name)
+        content = f.read(cap + 1)
+    if len(content) > cap:  # (grew while read)
+        raise IngestError(f"over the {cap:,}-byte cap (MAX_MESSAGE_BYTES); not read", base=base_id, file=path.name)
+    return content
+
+
+def _ingest(conn: Connection, path: Path, base_id: str, base: Any, settings: Any, content: bytes, data_filter: str,
+            group: str | None, report_dir: Path | None) -> dict[str, Any]:
+    from b2b.context import RunContext
+    from b2b.ops import runs
+
     digest = hashlib.sha256(content).hexdigest()
     dag_id = manual_dag_id(base_id)
     seen = conn.execute("""SELECT file_id FROM raw.inbound_file WHERE dag_id = %s AND sha256 = %s
@@ -116,7 +156,9 @@ def ingest_file(conn: Connection, path: Path, base_id: str, *, data_filter: str 
     if seen:
         return {"status": "duplicate", "file_id": seen[0]}
     xml = content.lstrip()[:1] == b"<"
-    if base.kind == "sims7" and not xml:
+    if not content.strip():
+        reason = "an empty file (no message in it)"
+    elif base.kind == "sims7" and not xml:
         reason = "a SIMS 7 base sends XML exports; this file is not XML"
     elif base.kind == "sims_primary" and xml:
         reason = "a SIMS Primary base sends JSON data-group pages; this file is XML"
@@ -125,6 +167,27 @@ def ingest_file(conn: Connection, path: Path, base_id: str, *, data_filter: str 
     ctx = RunContext(base_id=base_id, task_key=TASK_KEY, dag_id=dag_id, run_id=f"manual__{digest[:16]}",
                      source=base.kind, data_filter=data_filter, window_start=None,
                      window_end=_window_end(conn, dag_id))
+    if conn.autocommit:  # the base's lease, as a DAG run takes it: no scheduled run of the base meanwhile
+        runs.begin_run(conn, ctx, wait=LEASE_WAIT, poll=1.0)
+    try:
+        out = _stages(conn, ctx, path, base, settings, content, digest, reason, data_filter, group, report_dir)
+    except BaseException:
+        if conn.autocommit:
+            runs.fail_run(conn, base_id, dag_id, ctx.window_end)
+        raise
+    if conn.autocommit:
+        runs.release_run(conn, ctx)
+    return out
+
+
+def _stages(conn: Connection, ctx: Any, path: Path, base: Any, settings: Any, content: bytes, digest: str,
+            reason: str | None, data_filter: str, group: str | None, report_dir: Path | None) -> dict[str, Any]:
+    from b2b import pipeline
+    from b2b.context import log_stage_file
+    from b2b.db import b2b_home
+    from b2b.ingest.extract import ReceivedMessage
+
+    base_id, dag_id = ctx.base_id, ctx.dag_id
     if reason:
         # kept in suspense like a file that failed to parse: the trail stays, nothing is loaded
         with conn.transaction():
@@ -138,6 +201,7 @@ def ingest_file(conn: Connection, path: Path, base_id: str, *, data_filter: str 
             log_stage_file(conn, ctx, "extract", file_id, {"bytes": len(content)},
                            f"{path.name}: put in suspense: {reason}", "error", replace=False)
         return {"status": "suspense", "file_id": file_id, "reason": reason}
+    xml = content.lstrip()[:1] == b"<"
     msg = ReceivedMessage(path.name, content, "application/xml" if xml else "application/json", group=group)
     summary = pipeline.store_messages(conn, ctx, [msg])
     file_id = summary.file_ids[0]
@@ -183,7 +247,7 @@ def ingest_folder(conn: Connection, root: Path | None = None, *, catalogue_path:
             try:
                 r = ingest_file(conn, path, folder.name, data_filter=filter_from_name(path.name),
                                 catalogue_path=catalogue_path)
-            except (DisabledError, ConfigError) as exc:
+            except (DisabledError, ConfigError, RunLeaseError) as exc:  # (busy: the next run tries again)
                 out["left"] += 1
                 out["reasons"].append(f"{path.name}: {exc}")
                 log.warning("manual import: %s left in place: %s", path.name, exc)

@@ -194,6 +194,15 @@ def fail_run(conn: Connection, base_id: str, dag_id: str, window_end: datetime) 
         _release(conn, base_id, dag_id, window_end)
 
 
+def release_run(conn: Connection, ctx: RunContext) -> None:
+    """A run that commits no hash-cache entries and moves no watermark (a manual import,
+    ``b2b.ingest.manual``) has ended: mark it and release the base's lease."""
+    with conn.transaction():
+        conn.execute("UPDATE ops.run SET state = 'success', finished_at = now() WHERE dag_id = %s "
+                     "AND window_end = %s", (ctx.dag_id, ctx.window_end))
+        _release(conn, ctx.base_id, ctx.dag_id, ctx.window_end)
+
+
 def _release(conn: Connection, base_id: str, dag_id: str, window_end: datetime) -> None:
     conn.execute("DELETE FROM ops.base_lease WHERE base_id = %s AND dag_id = %s AND window_end = %s",
                  (base_id, dag_id, window_end))
