@@ -219,6 +219,26 @@ def test_reports_are_purged_after_30_days_and_decisions_stay(joe):
     assert len(reports.decisions(db, BASE)) == 3
 
 
+def test_delete_files_purges_school_reports_even_when_the_report_dag_does_not_run(joe, tmp_path):
+    """F44: a school's report (names, DOB, address in the Word and Excel files, each row's two
+    values, the school's upload) went only with the weekly report DAG's purge: an LA whose
+    report DAG is paused or has no schools kept them for ever. Delete Files purges them too."""
+    from datetime import UTC, datetime
+
+    from b2b.config.settings import Settings
+    from b2b.ops.maintenance import enforce_retention
+
+    db = joe
+    school_answers_la_everywhere(db)
+    db.commit()
+    assert enforce_retention(db, Settings(), home=tmp_path)["school_reports"] == 0  # this week's: kept
+    later = datetime.now(UTC) + timedelta(days=reports.RETENTION_DAYS + 1)
+    assert enforce_retention(db, Settings(), now=later, home=tmp_path)["school_reports"] == 1
+    for table in ("school_report", "school_report_item", "school_upload"):
+        assert db.execute(f"SELECT count(*) FROM results.{table}").fetchone() == (0,), table
+    assert len(reports.decisions(db, BASE)) == 3  # the decisions (audit trail) stay
+
+
 @pytest.fixture
 def smtp_server():
     """A real SMTP server on loopback (aiosmtpd) keeping what arrives."""

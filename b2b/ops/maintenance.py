@@ -88,7 +88,10 @@ def enforce_retention(conn: Connection, settings: Settings, *, now: datetime | N
     * ``outbound_retention_days``: messages sent back to schools (``raw.outbound_file.payload``);
     * ``suspense_retention_days``: suspense files once resolved (a later file of the same base
       and task was taken in), and files left in the inbound ``suspense/`` folders;
-    * ``report_retention_days``: validation reports (HTML) and anomalies' offending values.
+    * ``report_retention_days``: validation reports (HTML) and anomalies' offending values;
+    * school reports (``results.school_report``: the Word and Excel files, the rows' values and
+      the school's uploads) after ``b2b.outbound.reports.RETENTION_DAYS`` (30), as the weekly
+      report DAG does (decisions stay).
 
     The noted changes of ``core.child`` (one row per writing transaction, kept only to name
     the state the cached name-frequency totals belong to) are pruned: they hold no personal
@@ -97,6 +100,7 @@ def enforce_retention(conn: Connection, settings: Settings, *, now: datetime | N
     Row counts, decisions, matches, conflicts and the LA's records (core, results) stay. One
     transaction for the database; the run is recorded in ``ops.retention_run``."""
     from b2b.db import b2b_home
+    from b2b.outbound import reports
 
     now = now or datetime.now(UTC)
     home = home or b2b_home()
@@ -146,6 +150,10 @@ def enforce_retention(conn: Connection, settings: Settings, *, now: datetime | N
         counts["anomaly_values"] = conn.execute(
             "UPDATE results.anomaly SET value = NULL WHERE value IS NOT NULL AND detected_at < %s",
             (cutoff("report_retention_days"),)).rowcount
+        # school reports (Word and spreadsheet with names, DOB, addresses; the school's upload and
+        # each row's two values go with them): the weekly report DAG purges them too, but only
+        # while it runs; here they go whatever the reports' schedule (decisions stay)
+        counts["school_reports"] = reports.purge(conn, reports.RETENTION_DAYS, now=now)
         counts["child_change_rows"] = scalar(conn, "SELECT core.prune_child_change()")
         inbound = home / "inbound"
         counts["reports"] = _delete_old_files([home / "reports" / "validation"], cutoff("report_retention_days"))

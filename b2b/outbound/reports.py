@@ -438,11 +438,13 @@ def build_all(conn: Connection, day: date, schools: dict[str, str]) -> list[Buil
     return built
 
 
-def purge(conn: Connection, days: int = RETENTION_DAYS) -> int:
-    """Delete reports (and the files sent back) older than ``days``; decisions stay. Returns how many."""
+def purge(conn: Connection, days: int = RETENTION_DAYS, now: datetime | None = None) -> int:
+    """Delete reports (and the files sent back) older than ``days`` before ``now`` (the database's
+    clock when None); decisions stay. Returns how many. Delete Files (F44) calls it too."""
     with conn.transaction():
-        n = conn.execute("DELETE FROM results.school_report WHERE created_at < now() - make_interval(days => %s)",
-                         (days,)).rowcount
+        n = conn.execute("""DELETE FROM results.school_report
+                             WHERE created_at < coalesce(%s::timestamptz, now()) - make_interval(days => %s)""",
+                         (now, days)).rowcount
     return n
 
 
