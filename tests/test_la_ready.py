@@ -438,6 +438,37 @@ def test_delete_files_enforces_each_retention_and_keeps_what_analysts_need(db, t
                       ).fetchone() == ("1",)
 
 
+def test_delete_files_drops_gx_verdicts_the_validate_stage_no_longer_uses(db, tmp_path):
+    """ops.gx_verdict keeps an unsalted digest of each value GX judged (a postcode, a DOB, a UPN:
+    a dictionary of the possible values reverses it); validate pruned it only when it stored new
+    verdicts, so they outlived every retention once runs stopped. Delete Files drops them."""
+    from datetime import timedelta
+
+    from b2b.config.settings import Settings
+    from b2b.ingest.validation import _value_digest
+    from b2b.ops.maintenance import enforce_retention
+    from tests.test_chain import ADDR, DAY1, ctx, page, run_chain
+    from tests.test_officer import WEIGHTS
+
+    amy = {"upn": None, "forename": "Amy", "surname": "Twist", "dob": "2016-05-05", "gender": "F", "ncy": "5"}
+    run_chain(db, ctx(DAY1), [page("student", [("g-amy", amy)]),
+                              page("address", [("g-amy", dict(ADDR, postcode="CT9 9QX"))])], WEIGHTS)
+    db.commit()
+    postcode = ("SELECT count(*) FROM ops.gx_verdict WHERE value_key = %s", (_value_digest(("str", "CT9 9QX")),))
+    assert db.execute(*postcode).fetchone() == (1,)
+    assert enforce_retention(db, Settings(), home=tmp_path)["gx_verdicts"] == 0  # in use: kept
+    later = datetime.now(UTC) + timedelta(days=36)
+    assert enforce_retention(db, Settings(), now=later, home=tmp_path)["gx_verdicts"] >= 1
+    assert db.execute(*postcode).fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM ops.gx_verdict").fetchone() == (0,)
+    # a shorter retention of the anomaly values is the verdicts' too
+    run_chain(db, ctx(DAY1 + timedelta(days=1)), [page("address", [("g-amy", dict(ADDR, postcode="CT9 9QY"))])],
+              WEIGHTS)
+    db.commit()
+    soon = datetime.now(UTC) + timedelta(days=8)
+    assert enforce_retention(db, Settings(report_retention_days=7), now=soon, home=tmp_path)["gx_verdicts"] >= 1
+
+
 def test_resolved_suspense_payload_goes_before_the_general_retention(db):
     from datetime import timedelta
 

@@ -88,7 +88,9 @@ def enforce_retention(conn: Connection, settings: Settings, *, now: datetime | N
     * ``outbound_retention_days``: messages sent back to schools (``raw.outbound_file.payload``);
     * ``suspense_retention_days``: suspense files once resolved (a later file of the same base
       and task was taken in), and files left in the inbound ``suspense/`` folders;
-    * ``report_retention_days``: validation reports (HTML) and anomalies' offending values;
+    * ``report_retention_days``: validation reports (HTML) and anomalies' offending values, and
+      GX's remembered verdicts (``ops.gx_verdict``, digests of the values) unused for as long
+      (at most the cache's 35 days);
     * school reports (``results.school_report``: the Word and Excel files, the rows' values and
       the school's uploads) after ``b2b.outbound.reports.RETENTION_DAYS`` (30), as the weekly
       report DAG does (decisions stay).
@@ -100,6 +102,7 @@ def enforce_retention(conn: Connection, settings: Settings, *, now: datetime | N
     Row counts, decisions, matches, conflicts and the LA's records (core, results) stay. One
     transaction for the database; the run is recorded in ``ops.retention_run``."""
     from b2b.db import b2b_home
+    from b2b.ingest.validation import VERDICT_KEEP_DAYS
     from b2b.outbound import reports
 
     now = now or datetime.now(UTC)
@@ -154,6 +157,13 @@ def enforce_retention(conn: Connection, settings: Settings, *, now: datetime | N
         # each row's two values go with them): the weekly report DAG purges them too, but only
         # while it runs; here they go whatever the reports' schedule (decisions stay)
         counts["school_reports"] = reports.purge(conn, reports.RETENTION_DAYS, now=now)
+        # GX's remembered verdicts: an unsalted digest of each value judged (UPN, DOB, postcode…),
+        # which a dictionary of the few possible values reverses; validate prunes them only when
+        # it stores new ones, so a quiet system kept them for ever. Unused for the shorter of the
+        # cache's own 35 days and the anomaly values' retention: gone (a cache: any row may go).
+        verdict_days = min(VERDICT_KEEP_DAYS, int(settings.report_retention_days))
+        counts["gx_verdicts"] = conn.execute("DELETE FROM ops.gx_verdict WHERE seen < %s::date",
+                                             (now - timedelta(days=verdict_days),)).rowcount
         counts["child_change_rows"] = scalar(conn, "SELECT core.prune_child_change()")
         inbound = home / "inbound"
         counts["reports"] = _delete_old_files([home / "reports" / "validation"], cutoff("report_retention_days"))
