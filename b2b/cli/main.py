@@ -168,13 +168,6 @@ MATCH_BAD_DOB_SHARE = 0.01
 MATCH_BAD_DOB_MIN = 10
 
 
-def _shape(value: str) -> str:
-    """A value's shape: each digit 9, each letter A ("31/02/2015" -> "99/99/9999")."""
-    import re
-
-    return re.sub(r"[^\W\d_]", "A", re.sub(r"\d", "9", value))
-
-
 def _read_match_csv(path: Path, columns: Any, id_col: str, optional: Any = ()) -> Any:
     """One of ``b2b match``'s CSV files as the matcher's frame, or a clear error (exit 2) naming
     the file and the rows (as a spreadsheet numbers them: the header is row 1): UTF-8 (a
@@ -185,13 +178,14 @@ def _read_match_csv(path: Path, columns: Any, id_col: str, optional: Any = ()) -
     ``DD/MM/YYYY`` (never month first: :func:`b2b.matching.normalise.dob_dates`; the few that
     are not dates are named and taken as missing, too many stop the run)."""
     import csv
-    import functools
+    import io
     import re
     import warnings
 
     import pandas as pd
 
     from b2b.matching.normalise import dob_problems
+    from b2b.ops import core_load
 
     def fail(msg: str) -> Any:
         print(f"b2b match: {path}: {msg}", file=sys.stderr)
@@ -200,31 +194,23 @@ def _read_match_csv(path: Path, columns: Any, id_col: str, optional: Any = ()) -
     def rows(positions: Any) -> str:  # (row 1 is the header)
         return ", ".join(str(int(k) + 2) for k in positions)
 
+    # (read and decoded as core load reads the LA's extracts: one rule for an LA's spreadsheets)
     try:
-        with open(path, "rb") as raw:
-            head = raw.read(65536)
+        text, used = core_load.decode_text(Path(path).read_bytes(), "utf-8-sig", Path(path).name)
     except OSError as exc:
         fail(exc.strerror or "cannot be read")
-    encoding = "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
-    try:
-        first = head.decode(encoding, errors="replace").splitlines()[0] if head else ""
-    except IndexError:
-        first = ""
-    sep = ";" if ";" in first and "," not in first else "\t" if "\t" in first and "," not in first else ","
-    if sep != ",":
-        print(f"b2b match: {path}: read with {'semicolons' if sep == ';' else 'tabs'} between fields",
+    except core_load.CoreLoadError as exc:
+        fail(str(exc))
+    if used == "cp1252":
+        print(f"b2b match: {path}: not UTF-8; read as Windows-1252 (save it as UTF-8 to be sure of accented names)",
               file=sys.stderr)
-    read = functools.partial(pd.read_csv, path, dtype=str, keep_default_na=False, sep=sep, index_col=False)
+    sep, said = core_load.sniff_delimiter(text)
+    if said:
+        print(f"b2b match: {path}: read with {said} between fields", file=sys.stderr)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
-            try:
-                df = read(encoding=encoding)
-            except UnicodeDecodeError:
-                encoding = "cp1252"
-                df = read(encoding=encoding, encoding_errors="replace")
-                print(f"b2b match: {path}: not UTF-8; read as Windows-1252 (save it as UTF-8 to be sure of "
-                      "accented names)", file=sys.stderr)
+            df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, sep=sep, index_col=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
             fail(f"not a CSV file b2b match can read ({str(exc).strip()})")
     if any(issubclass(w.category, pd.errors.ParserWarning) for w in seen):
@@ -232,10 +218,9 @@ def _read_match_csv(path: Path, columns: Any, id_col: str, optional: Any = ()) -
         # in the next column (an address "1, Green Road" fills the school column); refused, even
         # when the extra field is empty (a comma ending each row looks exactly like that shift
         # when the last column is empty)
-        with open(path, newline="", encoding=encoding, errors="replace") as text:
-            reader = csv.reader(text, delimiter=sep)
-            width = len(next(reader, []))
-            long = [k for k, r in enumerate(reader) if len(r) > width]
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+        width = len(next(reader, []))
+        long = [k for k, r in enumerate(reader) if len(r) > width]
         fail(f"{len(long)} row(s) have more fields than the header (an unquoted comma in a value, or one "
              f"ending each row?): row(s) {rows(long[:5])}")
     names = [str(c).strip().lower() for c in df.columns]
@@ -259,13 +244,13 @@ def _read_match_csv(path: Path, columns: Any, id_col: str, optional: Any = ()) -
              f"(\"{first_dup}\" on rows {rows((ids == first_dup).to_numpy().nonzero()[0][:5])})")
     df[id_col] = ids
     if "base_id" in df.columns:  # a school's DfE number as 886/2001, 886-2001 or 886 2001: 8862001 (as core load)
-        df["base_id"] = df["base_id"].str.strip().str.replace(r"^(\d{3})\s*[/\-\s]\s*(\d{4})$", r"\1\2", regex=True)
+        df["base_id"] = df["base_id"].str.strip().map(core_load.dfe_number)
     df = df.replace({"": None})
     n_bad, first_bad = dob_problems(df["dob"])
     if n_bad:
         given = int(df["dob"].notna().sum())
         # (the value's shape, not the value: a DOB is personal data, and stderr ends up in logs)
-        shown = "; ".join(f"row {k + 2} ({id_col} {df[id_col].iloc[k]}): shaped {_shape(v)!r}" for k, v in first_bad)
+        shown = "; ".join(f"row {k + 2} ({id_col} {df[id_col].iloc[k]}): shaped {core_load.shape(v)!r}" for k, v in first_bad)
         if n_bad > MATCH_BAD_DOB_MIN and n_bad > MATCH_BAD_DOB_SHARE * given:
             fail(f"{n_bad} of {given} DOBs are not dates b2b match reads ({shown}, ...): write them as "
                  "YYYY-MM-DD or DD/MM/YYYY (day first; month-first dates are not read)")

@@ -530,12 +530,12 @@ def _shared(values: list) -> Any:
 
 #: genders as schools and LAs write them (ISO/IEC 5218's 1 and 2 included); anything else
 #: (U, X, "Unknown", 0, 9) is no gender rather than a different one
-_GENDERS = {"M": "M", "MALE": "M", "BOY": "M", "1": "M", "F": "F", "FEMALE": "F", "GIRL": "F", "2": "F"}
+GENDER_WORDS = {"M": "M", "MALE": "M", "BOY": "M", "1": "M", "F": "F", "FEMALE": "F", "GIRL": "F", "2": "F"}
 
 
 def gender_key(s: str) -> str:
-    """"M", "F" or "" (:data:`_GENDERS`)."""
-    return _GENDERS.get(s.strip().upper(), "") if type(s) is str else ""
+    """"M", "F" or "" (:data:`GENDER_WORDS`)."""
+    return GENDER_WORDS.get(s.strip().upper(), "") if type(s) is str else ""
 
 
 def is_missing(x: Any) -> bool:

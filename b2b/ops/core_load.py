@@ -67,6 +67,7 @@ from b2b.blocks import norm_sql
 from b2b.context import scalar
 from b2b.dropfolder import move_aside
 from b2b.errors import OpsError
+from b2b.matching.normalise import GENDER_WORDS
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -85,8 +86,7 @@ ADULT_REQUIRED = ("person_id", "forename", "surname")
 GENDERS = ("M", "F", "U", "X")
 #: gender as LA systems write it, read as the matcher reads it (:func:`b2b.matching.normalise.gender_key`;
 #: 1 and 2 as ISO 5218); any other code through the mapping's ``values``
-_GENDER_WORDS = {"MALE": "M", "BOY": "M", "1": "M", "FEMALE": "F", "GIRL": "F", "2": "F",
-                 "UNKNOWN": "U", "NOT KNOWN": "U"}
+_GENDER_WORDS = {**GENDER_WORDS, "UNKNOWN": "U", "NOT KNOWN": "U"}
 #: back-compatible name (the demo and tests load ``World.la_core()`` records)
 CORE_COLUMNS = CHILD_FIELDS
 
@@ -175,18 +175,20 @@ _UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}
 _UTF8_NAMES = ("utf-8-sig", "utf-8", "utf8", "utf_8", "utf-8sig")
 
 
-def _decode(data: bytes, encoding: str, name: str) -> str:
-    """The file's text: UTF-16 when it starts with UTF-16's byte-order mark (Excel's "Unicode
-    text"), else ``encoding`` (the mapping's, default UTF-8 with or without a byte-order mark);
-    a file that is not UTF-8 and holds no UTF-8 at all is read as Windows-1252 (logged). A
-    refusal names the line, never the bytes (they are a name or an address)."""
+def decode_text(data: bytes, encoding: str, name: str) -> tuple[str, str]:
+    """A spreadsheet file's text and the encoding it was read with (``b2b core load`` and ``b2b
+    match`` both read their files so): UTF-16 when it starts with UTF-16's byte-order mark
+    (Excel's "Unicode text"), else ``encoding`` (the mapping's, default UTF-8 with or without a
+    byte-order mark); a file that is not UTF-8 and holds no UTF-8 at all is read as
+    Windows-1252 (the caller says so). A workbook, or a refusal, names the file and the line,
+    never the bytes (they are a name or an address); the byte-order mark is dropped."""
     if data[:4] == b"PK\x03\x04" or data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
         raise CoreLoadError("an Excel workbook, not a CSV file: save the sheet as CSV UTF-8 (comma delimited)",
                             file=name)
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         encoding = "utf-16"
     try:
-        return data.decode(encoding)
+        return data.decode(encoding).lstrip("\ufeff"), encoding
     except LookupError:
         raise CoreLoadError(f"unknown encoding {encoding!r} in the mapping file", file=name) from None
     except UnicodeDecodeError as exc:
@@ -197,10 +199,32 @@ def _decode(data: bytes, encoding: str, name: str) -> str:
             except UnicodeDecodeError:
                 pass
             else:
-                log.warning("core load %s: not UTF-8 (line %d); read as Windows-1252", name, line)
-                return text
+                return text, "cp1252"
         raise CoreLoadError(f"cannot be read as {encoding}: the bytes at line {line} are not {encoding} (save "
                             "the file as CSV UTF-8, or name its encoding in the mapping file)", file=name) from None
+
+
+def sniff_delimiter(text: str, delimiter: str = ",") -> tuple[str, str | None]:
+    """The delimiter of a file whose text this is, and what to say of it: ``delimiter``, or
+    semicolons or tabs when the header row holds no comma (a comma-decimal locale's CSV,
+    Excel's "Unicode text")."""
+    first = text.split("\n", 1)[0]
+    if delimiter == "," and "," not in first:
+        for other, said in ((";", "semicolons"), ("\t", "tabs")):
+            if other in first:
+                return other, said
+    return delimiter, None
+
+
+def shape(text: str) -> str:
+    """A value's shape, not the value: each digit 9, each letter A ("31/02/2015" -> "99/99/9999")."""
+    return _LETTERS.sub("A", _DIGITS.sub("9", text.strip()))
+
+
+def dfe_number(value: str) -> str:
+    """A school's DfE number as LAs write it ("886/2001", "886-2001", "886 2001") as its 7 digits;
+    anything else as it is."""
+    return re.sub(r"[^0-9]", "", value) if _LAESTAB.match(value.strip()) else value
 
 
 def _header_key(h: str) -> str:
@@ -219,16 +243,13 @@ def _read_rows(path: Path, mapping: ColumnMapping, km: KindMapping, fields_: tup
         data = Path(path).read_bytes()
     except OSError as exc:
         raise CoreLoadError(f"cannot be read: {type(exc).__name__}", file=name) from None
-    text = _decode(data, mapping.encoding, name)
-    delimiter = mapping.delimiter
-    first = text.lstrip("\ufeff").split("\n", 1)[0]
-    if delimiter == "," and "," not in first:
-        for other, said in ((";", "semicolons"), ("\t", "tabs")):
-            if other in first:
-                delimiter = other
-                log.info("core load %s: read with %s between fields", name, said)
-                break
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=delimiter, strict=True)
+    text, used = decode_text(data, mapping.encoding, name)
+    if used == "cp1252":
+        log.warning("core load %s: not UTF-8; read as Windows-1252", name)
+    delimiter, said = sniff_delimiter(text, mapping.delimiter)
+    if said:
+        log.info("core load %s: read with %s between fields", name, said)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = reader.fieldnames or []
     except csv.Error as exc:
@@ -340,8 +361,8 @@ def _check_people(rows: list[dict], lines: list[int] | None, date_format: str,
             if not (_POSTCODE.match(r["postcode"]) or _PSEUDO_POSTCODE.match(r["postcode"])):
                 problems.append(Problem(i, line, "postcode", "not a UK postcode"))
         for f in ("base_id", "guid_base"):
-            if r.get(f) and _LAESTAB.match(str(r[f]).strip()):  # "886/2001", "886-2001": as the school's 8862001
-                r[f] = re.sub(r"[^0-9]", "", str(r[f]))
+            if r.get(f):  # "886/2001", "886-2001": as the school's 8862001
+                r[f] = dfe_number(str(r[f]))
             if r.get(f) and not _DFE.match(str(r[f])):
                 problems.append(Problem(i, line, f, "not a DfE number (7 digits)"))
         if r.get("guid") and not (r.get("guid_base") or r.get("base_id")):
@@ -374,11 +395,11 @@ def _read_date(text: str, date_format: str) -> date | None:
 
 def _not_a_date(text: str, date_format: str) -> str:
     """Why a DOB was not read, by its shape (9 a digit, A a letter), never its value."""
-    shape = _LETTERS.sub("A", _DIGITS.sub("9", text.strip()))
+    shaped = shape(text)
     if re.fullmatch(r"[0-9]{5}(\.[0-9]+)?", text.strip()):
-        return (f"not a date in the format {date_format} (shaped {shape}: a spreadsheet's date number? "
+        return (f"not a date in the format {date_format} (shaped {shaped}: a spreadsheet's date number? "
                 "format the column as a date before saving)")
-    return f"not a date in the format {date_format} (shaped {shape})"
+    return f"not a date in the format {date_format} (shaped {shaped})"
 
 
 def check_gazetteer(rows: list[dict], lines: list[int] | None = None) -> list[Problem]:
