@@ -512,6 +512,25 @@ def test_the_cross_part_claims_are_never_joined_by_a_loop_over_every_pair(db, be
     assert match_stage.claimed_exactly_in_another_part(db, [1, 2]) == 0
     assert db.execute("SHOW enable_nestloop").fetchone()[0] == before
 
+def test_a_large_runs_guid_guard_is_one_hashed_join_whatever_the_statistics_say(db):
+    """A replay of an LA's first load (100k x 80k) spent over 10 minutes in the GUID guard where
+    the first run took 30 s: ``results.match`` and ``core.child_link`` had been analysed while
+    they held no live rows, the run's earlier rows were deleted in the stage's own transaction
+    (their index entries still there), and the guard's probe per record went through each
+    table's index on its second column: a pass over every entry per record. A large run's guard
+    is one join, planned with nested loops off: no loop whatever the statistics; a school run's
+    keeps its probes (cheap for a few records)."""
+    from b2b.reconcile import match_stage
+
+    db.execute("ANALYZE results.match, core.child_link")  # (empty: the statistics of the replay)
+    db.execute(match_stage._NO_NESTLOOP)
+    plan = "\n".join(r[0] for r in db.execute("EXPLAIN " + match_stage._GUID_ELSEWHERE_LARGE_SQL, {"files": [1, 2]}))
+    db.execute(match_stage._NESTLOOP_BACK)
+    assert "Nested Loop" not in plan and "Hash Join" in plan, plan
+    plan = "\n".join(r[0] for r in db.execute("EXPLAIN " + match_stage._GUID_ELSEWHERE_SQL, {"files": [1, 2]}))
+    assert "Nested Loop" in plan and "child_link" in plan
+
+
 @pytest.mark.parametrize("before", ["on", "off"])
 def test_a_school_runs_candidate_probes_leave_the_planner_settings_as_they_were(db, before):
     """A school run's candidate, link and rejection statements run with hash and merge joins
@@ -630,3 +649,114 @@ def test_part_holders_follow_the_rows_as_they_are_written_and_rewritten():
     assert h.elsewhere(0, ["P1", "P2", "P3"]) == {"P2", "P3"}  # one row still names P3
     h.remove(1, ["P3"])
     assert h.elsewhere(0, ["P1", "P3"]) == set()
+
+
+@pytest.mark.parametrize("procs", ["1", "3"])
+def test_a_run_of_several_parts_decides_alike_in_one_process_or_several(loaded, monkeypatch, procs):
+    """An LA's first load (several parts) decides its parts in forked processes, one per core
+    (``B2B_MATCH_PROCESSES``, b2b.forked): every results.match row (status, child, rule,
+    score, explanation) is the one a single process writes, and the one a single part gives."""
+    from b2b import forked
+
+    url, dag_id = loaded
+    used = []
+    unspied = forked.ordered_map
+
+    def spied(fn, n, p):
+        used.append((n, p))
+        return unspied(fn, n, p)
+
+    monkeypatch.setattr(forked, "ordered_map", spied)
+    monkeypatch.setenv(forked.PROCESSES_ENV, procs)
+    counts, many = stage_rows(url, dag_id, 100, monkeypatch)
+    assert counts["parts"] == 6
+    # (the first pass; the parts decided again with the other parts' claims, when several are)
+    assert used[:1] == ([] if procs == "1" else [(6, 3)]) and all(n > 1 and p == 3 for n, p in used[1:])
+    monkeypatch.setenv(forked.PROCESSES_ENV, "1")
+    _, one = stage_rows(url, dag_id, 100_000, monkeypatch)
+    assert many == one
+
+
+def test_a_part_failing_in_a_forked_process_fails_the_run_and_writes_nothing(loaded, monkeypatch):
+    """A part whose matcher fails in its process ends the stage with an error naming the part;
+    the stage's transaction is rolled back (results.match as before the run) and no process
+    is left behind."""
+    import os
+
+    import psutil
+    import psycopg
+
+    from b2b import forked
+    from b2b.config.settings import Settings
+    from b2b.reconcile import match_stage
+
+    url, dag_id = loaded
+    _, before = stage_rows(url, dag_id, 100_000, monkeypatch)
+    parent = os.getpid()
+    unbroken = match_stage._decide_first
+
+    def broken(part, *a, **k):
+        if os.getpid() != parent:  # (in a forked process: the first part fails)
+            raise MemoryError("a part too large")
+        return unbroken(part, *a, **k)
+
+    monkeypatch.setattr(match_stage, "_decide_first", broken)
+    monkeypatch.setattr(match_stage, "PART_STUDENTS", 100)
+    monkeypatch.setenv(forked.PROCESSES_ENV, "2")
+    with psycopg.connect(url) as conn:
+        with pytest.raises(forked.ForkedError, match=r"item 0: MemoryError: a part too large"):
+            match_stage.match(conn, ctx(dag_id), Settings())
+        conn.rollback()
+        after = conn.execute("SELECT count(*), count(DISTINCT status) FROM results.match").fetchone()
+    assert after == (len(before), len({r[0] for r in before.values()}))
+    assert psutil.Process().children() == []
+
+
+@pytest.mark.parametrize("claims", ["as_asked", "changed_since"])
+def test_parts_decided_again_in_forked_processes_decide_as_one_by_one(loaded, monkeypatch, claims):
+    """The parts decided again once the other parts' claims are known go to the forked
+    processes together, each with the claims the first pass left; a part whose claims an
+    earlier part's new decisions changed is decided again in the stage's own process with the
+    claims as they are then (``changed_since``). Either way, the rows one process writes.
+    (A claimed child the LA does not hold is added to every part's claims: the matcher ignores
+    it, so every part is decided again.)"""
+    import itertools
+    import os
+
+    from b2b import forked
+    from b2b.reconcile import match_stage
+
+    url, dag_id = loaded
+    monkeypatch.setenv(forked.PROCESSES_ENV, "1")
+    _, one = stage_rows(url, dag_id, 100, monkeypatch)
+    asks = itertools.count()
+    unclaimed = match_stage.claimed_outside
+
+    def claimed_outside(*a, **k):
+        phantom = f"no-such-child-{next(asks) if claims == 'changed_since' else 0}"
+        return unclaimed(*a, **k) | {phantom}
+
+    parent, here = os.getpid(), []
+    undecided = match_stage._decide_again
+
+    def decide_again(*a, **k):
+        if os.getpid() == parent:
+            here.append(1)
+        return undecided(*a, **k)
+
+    used = []
+    unspied = forked.ordered_map
+
+    def spied(fn, n, p):
+        used.append((n, p))
+        return unspied(fn, n, p)
+
+    monkeypatch.setattr(match_stage, "claimed_outside", claimed_outside)
+    monkeypatch.setattr(match_stage, "_decide_again", decide_again)
+    monkeypatch.setattr(forked, "ordered_map", spied)
+    monkeypatch.setenv(forked.PROCESSES_ENV, "2")
+    counts, many = stage_rows(url, dag_id, 100, monkeypatch)
+    assert counts["parts"] == 6
+    assert used[0] == (6, 2) and len(used) == 2 and used[1][0] >= 2  # (the parts decided again, forked)
+    assert len(here) == (used[1][0] if claims == "changed_since" else 0)
+    assert many == one

@@ -381,13 +381,21 @@ def test_sql_keys_equal_python_keys(db):
         assert [p for p in m_parts if p] == name_parts(sn)
 
 
-def test_pupil_carrying_another_schools_guid_is_an_anomaly_sent_to_review_not_a_second_link(db):
-    """Issue 9 item 3: a GUID linked to a child under base A arrives from base B."""
+@pytest.mark.parametrize("large", [False, True])
+def test_pupil_carrying_another_schools_guid_is_an_anomaly_sent_to_review_not_a_second_link(db, monkeypatch, large):
+    """Issue 9 item 3: a GUID linked to a child under base A arrives from base B. ``large``: as
+    in a run of more than GUARD_JOIN_STUDENTS students (an LA's first load), whose guard is one
+    hashed join (``_GUID_ELSEWHERE_LARGE_SQL``), not a probe per record: the same rows."""
     from datetime import UTC, datetime, timedelta
 
     from b2b import pipeline as chain
     from b2b.config.settings import Settings
     from b2b.ingest.extract import ReceivedMessage, RunContext, store_messages
+    from b2b.reconcile import match_stage
+
+    if large:
+        monkeypatch.setattr(match_stage, "GUARD_JOIN_STUDENTS", 0)
+        monkeypatch.setattr(match_stage, "_GUID_ELSEWHERE_SQL", "SELECT 'the school run statement' +")
 
     db.execute("""INSERT INTO core.child (person_id, upn, forename, surname, gender, dob, paon, street, postcode)
                   VALUES ('P1', %s, 'Amelia', 'Jones', 'F', '2016-03-04', '1', 'Green Road', 'CT1 2AB'),

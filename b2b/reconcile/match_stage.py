@@ -16,11 +16,12 @@ and its few decisions are INSERTed (``_write_rows``) in the guards' round trip, 
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
-from b2b import gc_control
+from b2b import forked, gc_control
 from b2b.config.settings import Settings
 from b2b.context import RunContext, log_stage, run_files, scalar
 from b2b.reconcile import stale_stats
@@ -95,16 +96,17 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
         # pipelines: its candidates' reads one round trip; its decisions (INSERTed, not
         # COPYed: _write_rows), the guards, the links, the counts and the carers' reads the next
         small = len(parts) <= 1 and sum(len(p) for p in parts) <= SMALL_WRITE_ROWS
+        large = sum(len(p) for p in parts) > GUARD_JOIN_STUDENTS
         if small:
             with conn.pipeline():
                 _decide_parts(conn, ctx, settings, files, parts, tf)
-                counted_cur, reads = _guard_link_count(conn, ctx, settings, files, bool(parts), contacts)
+                counted_cur, reads = _guard_link_count(conn, ctx, settings, files, bool(parts), contacts, large)
         else:
             # several parts (an LA's first load): pandas' Arrow strings for their large frames
             with matching.arrow_strings() if len(parts) > 1 else nullcontext():
                 _decide_parts(conn, ctx, settings, files, parts, tf)
             with conn.pipeline():
-                counted_cur, reads = _guard_link_count(conn, ctx, settings, files, bool(parts), contacts)
+                counted_cur, reads = _guard_link_count(conn, ctx, settings, files, bool(parts), contacts, large)
         counted = counted_cur.fetchall()
         # the carers' decisions and the stage's log row: one round trip (a few contacts: INSERTed)
         with conn.pipeline() if len(contacts) <= SMALL_WRITE_ROWS else nullcontext():
@@ -128,14 +130,19 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
 
 
 def _guard_link_count(conn: Connection, ctx: RunContext, settings: Settings, files: list[int], decided: bool,
-                      contacts: list[tuple]) -> tuple[Any, Any]:
+                      contacts: list[tuple], large: bool = False) -> tuple[Any, Any]:
     """:func:`match`'s statements after the decisions, sent together (the caller's pipeline: one
     round trip, issue 15): the guards, in order (each reads the changes of the one before; none
     without decisions), the automatic links, the counts by status and rule (a cursor, read once
     the pipeline is synced) and the carers' reads (after the guards: they read the own students'
-    links)."""
+    links). ``large``: a run of more than :data:`GUARD_JOIN_STUDENTS` students: the guards and the
+    links run with nested loops off, whatever the statistics say (a replay of an LA's first
+    load: :data:`_GUID_ELSEWHERE_LARGE_SQL`)."""
     if decided:
-        conn.execute(_GUID_ELSEWHERE_SQL, {"files": files})  # guid_linked_elsewhere
+        if large:  # (no plan of a loop over every record: see _GUID_ELSEWHERE_LARGE_SQL)
+            conn.execute(_NO_NESTLOOP)
+        conn.execute(_GUID_ELSEWHERE_LARGE_SQL if large else _GUID_ELSEWHERE_SQL,
+                     {"files": files})  # guid_linked_elsewhere
         conn.execute(_OTHER_GUID_SQL, (files,))  # child_linked_to_other_guid
         if settings.matcher != "legacy":
             conn.execute(_EARLIER_LINKS, {"files": files})  # earlier_overwhelming_links
@@ -145,6 +152,8 @@ def _guard_link_count(conn: Connection, ctx: RunContext, settings: Settings, fil
                  FROM results.match m
                 WHERE m.file_id = ANY(%s) AND m.status IN ('matched', 'matched_with_conflicts')
                ON CONFLICT (base_id, student_guid) DO NOTHING""", (files,))
+        if large:
+            conn.execute(_NESTLOOP_BACK)
     counted = conn.execute("SELECT status, rule, hidden, count(*) FROM results.match WHERE file_id = ANY(%s) "
                            "GROUP BY 1, 2, 3", (files,))
     reads = CarerReads(conn, contacts, ctx.window_end.date(), settings.carer_min, files) if contacts else None
@@ -171,57 +180,185 @@ def _decide_parts(conn: Connection, ctx: RunContext, settings: Settings, files: 
     # (several parts) which parts' results.match rows hold each LA child, as written
     holders = PartHolders() if len(parts) > 1 else None
     pending = tf if isinstance(tf, PendingFrequencies) else None
-    for part_no, (part, (core, links, rejected)) in enumerate(zip(parts, run_candidates(
-            conn, parts, prepared=prepared, frequencies=pending))):
-        if pending is not None:  # (read with the first part's candidates, or now)
-            tf, pending = pending.result(conn), None
-        if settings.matcher == "legacy":
-            decided = matching.legacy_match(core, part, guidmatch=settings.guidmatch, links=links)
+    candidates = run_candidates(conn, parts, prepared=prepared, frequencies=pending)
+    # a run of several parts (an LA's first load) decides its parts in forked processes, one
+    # per core (b2b.forked), the parent writing each part's decisions as they come, in order
+    procs = forked.processes() if len(parts) > 1 and prepared else 1
+    with _spill_dir() if procs > 1 else nullcontext() as spill_dir:
+        firsts: Any
+        if procs > 1:
+            items = list(candidates)  # (each part's view of the LA prepared once: shared, not copied)
+            if pending is not None:
+                tf, pending = pending.result(conn), None
+            firsts = _first_pass_forked(parts, items, cfg, tf, procs, str(spill_dir))
         else:
-            # (a large run keeps the part's scored pairs, on disk, for deciding it again below)
-            kept: dict | None = {} if len(parts) > 1 else None
-            decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, reuse=kept)
-            # (the explanations as text, a few a school run: no Series string maths)
-            over = cross_run_links(decided)
-            resembling = len(parts) > 1 and bool((decided["status"].ne("unmatched") & decided["explanation"]
-                                                  .str.contains(_RESEMBLING_FORENAME)).any())
-            if over or resembling:
-                if kept is not None:
-                    kept["decided"] = decided
-                again[part_no] = (part, core, links, rejected, _spilled(kept), over)
-            del kept
-        _write_matches(conn, ctx, settings, part, decided)
-        if holders is not None:
-            holders.add(part_no, decided["person_id"].tolist())
+            firsts = _first_pass(conn, parts, candidates, settings, cfg, tf, pending)
+        with closing(firsts):  # (a failure here stops and reaps the forked processes at once)
+            for part_no, part, (core, links, rejected), decided, over, resembling, spilled in firsts:
+                if over or resembling:
+                    again[part_no] = (part, core, links, rejected, spilled, over)
+                _write_matches(conn, ctx, settings, part, decided)
+                if holders is not None:
+                    holders.add(part_no, decided["person_id"].tolist())
+                del decided
+    if pending is not None:  # (resolved by the first pass, which read them: kept there)
+        tf = pending.result(conn)
     # the children each part's records claim exactly from other parts (b2b match sees them in its batch)
     elsewhere = claims_in_other_parts(conn, files) if again and len(parts) > 1 else {}
-    for part_no, (part, core, links, rejected, spilled, over) in again.items():
+    k_of = (lambda part_no: part_no) if len(parts) > 1 else (lambda part_no: None)
+    # (several parts, several processes) the parts decided again in forked processes, each with
+    # the claims as the first pass left them; below, in order, a part whose claims an earlier
+    # part's new decisions changed is decided again here: the same decisions as one by one
+    ahead: dict[int, Any] = {}
+    results: Any = None
+    if procs > 1 and len(again) > 1:
+        asked = [(part_no, claimed_outside(conn, files, entry[5], k_of(part_no), holders) if entry[5] else set(),
+                  elsewhere.get(part_no, set())) for part_no, entry in again.items()]
+        asked = [a for a in asked if a[1] or a[2]]
+        if len(asked) > 1:
+            entries = [again[part_no] for part_no, _, _ in asked]
+            results = forked.ordered_map(
+                lambda i: _decide_again(entries[i], asked[i][1], asked[i][2], cfg, tf), len(asked), procs)
+            ahead = {part_no: (claimed, results) for part_no, claimed, _ in asked}
+    with closing(results) if results is not None else nullcontext():
+        _decide_again_in_order(conn, ctx, settings, files, again, elsewhere, k_of, holders, ahead, cfg, tf)
+    del again
+    if settings.matcher != "legacy" and len(parts) > 1:
+        claimed_exactly_in_another_part(conn, files)
+
+
+def _decide_again_in_order(conn: Connection, ctx: RunContext, settings: Settings, files: list[int],
+                           again: dict[int, tuple], elsewhere: dict[int, set[str]], k_of: Any,
+                           holders: PartHolders | None, ahead: dict[int, Any], cfg: Any, tf: Any) -> None:
+    """:func:`_decide_parts`' second pass, part by part in order: each part's claims from
+    outside it as they are now (the parts before it written again), the part decided again
+    with them (or its decisions from ``ahead``, made in a forked process, when they were made
+    with the same claims), and the records whose decision changed written again."""
+    for part_no, entry in again.items():
+        part, core, links, rejected, spilled, over = entry
         # (a run of several parts keeps its records' part numbers in a table: match_in)
-        claimed = claimed_outside(conn, files, over, part_no if len(parts) > 1 else None, holders) if over else set()
+        claimed = claimed_outside(conn, files, over, k_of(part_no), holders) if over else set()
         claims = elsewhere.get(part_no, set())
+        got = None
+        if part_no in ahead:
+            asked_claimed, results = ahead[part_no]
+            got = next(results)  # (read in order, whether used or not)
+            if asked_claimed != claimed:
+                got = None
         if not claimed and not claims:
             if spilled is not None:
                 spilled.close()
             continue
-        # decided again as the matcher decides with those records in its batch
-        kept = _unspilled(spilled)
-        decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, claimed=claimed or None,
-                                 reuse=kept, claims_elsewhere=claims or None)
-        if kept is not None:  # only the records whose decision changed are written again
-            changed = _changed(kept["decided"], decided)
+        if got is None:  # decided again as the matcher decides with those records in its batch
+            got = _decide_again(entry, claimed, claims, cfg, tf)
+        elif spilled is not None:
+            spilled.close()
+        changed, before, decided = got
+        if changed is not None:  # only the records whose decision changed are written again
             if holders is not None:
-                holders.remove(part_no, kept["decided"]["person_id"][changed].tolist())
-                holders.add(part_no, decided["person_id"][changed].tolist())
-            part, decided = part[changed], decided[changed]
-        del kept
+                holders.remove(part_no, before)
+                holders.add(part_no, decided["person_id"].tolist())
+            part = part[changed]
         conn.execute(
             """DELETE FROM results.match m WHERE m.file_id = ANY(%s)
                   AND (m.base_id, m.student_guid) IN (SELECT * FROM unnest(%s::text[], %s::text[]))""",
             (files, part["base_id"].tolist(), part["student_guid"].tolist()))
         _write_matches(conn, ctx, settings, part, decided)
-    del again
-    if settings.matcher != "legacy" and len(parts) > 1:
-        claimed_exactly_in_another_part(conn, files)
+
+
+def _decide_again(entry: tuple, claimed: set[str], claims: set[str], cfg: Any, tf: Any) -> tuple:
+    """A part decided again with the claims of records outside it (``claimed``: links checked
+    across runs; ``claims``: exact claims of other parts), from its spilled first pass when
+    there is one: (the rows whose decision changed (a boolean array), their children before,
+    their new decisions), or (None, None, every new decision) without a first pass kept."""
+    from b2b import matching
+
+    part, core, links, rejected, spilled, _over = entry
+    kept = _unspilled(spilled)
+    decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, claimed=claimed or None,
+                             reuse=kept, claims_elsewhere=claims or None)
+    if kept is None:
+        return None, None, decided
+    changed = _changed(kept["decided"], decided)
+    return changed, kept["decided"]["person_id"][changed].tolist(), decided[changed]
+
+
+def _first_pass(conn: Connection, parts: list[Any], candidates: Iterator[tuple[Any, Any, Any]], settings: Settings,
+                cfg: Any, tf: Any, pending: Any) -> Iterator[tuple]:
+    """:func:`_decide_parts`'s first pass in this process, part by part: (part number, part,
+    its candidates, decisions, the children linked on rules checked across runs
+    (:func:`cross_run_links`), whether a proposal rests on a forename that only resembles
+    the child's, the matcher's kept inputs spilled to a file or None)."""
+    from b2b import matching
+
+    for part_no, (part, cands) in enumerate(zip(parts, candidates)):
+        if pending is not None:  # (read with the first part's candidates, or now)
+            tf, pending = pending.result(conn), None
+        core, links, rejected = cands
+        if settings.matcher == "legacy":
+            yield (part_no, part, cands, matching.legacy_match(core, part, guidmatch=settings.guidmatch, links=links),
+                   [], False, None)
+            continue
+        decided, over, resembling, kept = _decide_first(part, cands, cfg, tf, len(parts) > 1)
+        yield part_no, part, cands, decided, over, resembling, _spilled(kept) if over or resembling else None
+
+
+def _decide_first(part: Any, cands: tuple[Any, Any, Any], cfg: Any, tf: Any, several: bool) -> tuple:
+    """A part's first decisions by the matcher: (decisions, :func:`cross_run_links`, whether a
+    proposal rests on a resembling forename (several parts only), the matcher's kept inputs
+    with the decisions, for deciding it again, or None)."""
+    from b2b import matching
+
+    core, links, rejected = cands
+    # (a large run keeps the part's scored pairs, on disk, for deciding it again)
+    kept: dict | None = {} if several else None
+    decided = matching.match(core, part, cfg, links=links, rejected=rejected, tf=tf, reuse=kept)
+    # (the explanations as text, a few a school run: no Series string maths)
+    over = cross_run_links(decided)
+    resembling = several and bool((decided["status"].ne("unmatched") & decided["explanation"]
+                                   .str.contains(_RESEMBLING_FORENAME)).any())
+    if kept is not None and (over or resembling):
+        kept["decided"] = decided
+    return decided, over, resembling, kept if over or resembling else None
+
+
+def _first_pass_forked(parts: list[Any], items: list[tuple[Any, Any, Any]], cfg: Any, tf: Any, procs: int,
+                       spill_dir: str) -> Iterator[tuple]:
+    """:func:`_first_pass` with the parts decided in ``procs`` forked processes
+    (:func:`b2b.forked.ordered_map`), yielded in order as they come: each child decides a
+    part, spills the matcher's kept inputs to a file of ``spill_dir`` itself (a part decided
+    again reads them back here), and sends the decisions. The same decisions as in one
+    process: each part is decided by the same call on the same inputs."""
+    def first(k: int) -> tuple:
+        decided, over, resembling, kept = _decide_first(parts[k], items[k], cfg, tf, True)
+        path = None
+        if kept is not None:
+            import pickle
+
+            path = os.path.join(spill_dir, f"part-{k}.pickle")
+            with open(path, "wb") as f:
+                pickle.dump(kept, f, protocol=pickle.HIGHEST_PROTOCOL)
+        return decided, over, resembling, path
+
+    for k, (decided, over, resembling, path) in enumerate(forked.ordered_map(first, len(parts), procs)):
+        spilled = None
+        if path is not None:
+            spilled = open(path, "rb")  # noqa: SIM115 (closed by _unspilled, or when not needed)
+            os.unlink(path)  # (gone with its last handle)
+        yield k, parts[k], items[k], decided, over, resembling, spilled
+
+
+@contextmanager
+def _spill_dir() -> Iterator[str]:
+    """A private directory for the forked first pass's spilled parts, removed afterwards."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="b2b-match-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _spilled(kept: dict | None) -> Any:
@@ -267,6 +404,9 @@ PART_STUDENTS = 20_000
 #: runs of at most this many students find their candidates by index probes (the planner's
 #: choice), larger ones by hash joins over core.child: the same rows either way
 SMALL_RUN_STUDENTS = 2_000
+#: runs of more students run the guards after the decisions as hashed joins, with nested loops
+#: off (:func:`_guard_link_count`, :data:`_GUID_ELSEWHERE_LARGE_SQL`); a school's run probes
+GUARD_JOIN_STUDENTS = SMALL_RUN_STUDENTS
 #: a larger run of one part with at least this share of the LA's children (a few large files of
 #: an LA's first load, a bench) reads and prepares every LA child, as a run of several parts
 #: does (:func:`_whole_la_parts`), not its candidates by hash joins into temporary tables: its
@@ -321,6 +461,29 @@ _GUID_ELSEWHERE_SQL = f"""WITH other AS (
                    h.other_base
               FROM hit h JOIN staging.student s ON s.file_id = h.file_id AND s.student_guid = h.student_guid
             RETURNING 1"""
+#: :data:`_GUID_ELSEWHERE_SQL` for a large run (more than :data:`GUARD_JOIN_STUDENTS` students:
+#: an LA's first load): one join, hashed (the stage runs the guards of a large run with nested
+#: loops off, :func:`_guard_link_count`), not a probe per record. A probe per record is planned
+#: on statistics, and a large run's statistics can say its tables are empty while they hold
+#: the run: a replay of an LA's first load (its earlier decisions and links deleted in the
+#: stage's own transaction, their index entries still there) probed child_link's primary key
+#: on its second column and results.match's key index likewise, a pass over every entry per
+#: record — over 10 minutes at 100k x 80k, where the first run took 30 s (issue 15). The same
+#: rows: per record the other base's link first by base id.
+_GUID_ELSEWHERE_LARGE_SQL = _GUID_ELSEWHERE_SQL.replace('''                -- per record, probes of the GUID index (child_link_guid_idx): a join let the planner
+                -- hash the whole of core.child_link, ~34 ms a school run at 55k links (issue 15)
+                SELECT m.file_id, m.student_guid, l.base_id, l.person_id
+                  FROM results.match m
+                 CROSS JOIN LATERAL (
+                       SELECT l.base_id, l.person_id FROM core.child_link l
+                        WHERE l.student_guid = m.student_guid AND l.base_id <> m.base_id
+                        ORDER BY l.base_id LIMIT 1) l
+                 WHERE m.file_id = ANY(%(files)s)),''', """SELECT DISTINCT ON (m.file_id, m.student_guid) m.file_id, m.student_guid, l.base_id, l.person_id
+                  FROM results.match m
+                  JOIN core.child_link l ON l.student_guid = m.student_guid AND l.base_id <> m.base_id
+                 WHERE m.file_id = ANY(%(files)s)
+                 ORDER BY m.file_id, m.student_guid, l.base_id),""")
+assert _GUID_ELSEWHERE_LARGE_SQL != _GUID_ELSEWHERE_SQL
 
 
 #: an explanation whose forename level only resembles the child's (``resembling_name_only``)
@@ -1390,11 +1553,14 @@ class PendingFrequencies:
         self.params = {col: sorted({name_key(v) for v in incoming[name].tolist() if not is_missing(v)} - {""})
                        for col, name in (("fn", "forename"), ("sn", "surname"))}
         self.rows: list[tuple] | None = None  # (set by whoever sent the statement)
+        self._result: Any = None
 
     def result(self, conn: Connection) -> Any:
-        """The frequencies: from the rows already read, else read now."""
+        """The frequencies: from the rows already read, else read now (once: kept)."""
         from b2b.matching.comparisons import TermFrequencies
 
+        if self._result is not None:
+            return self._result
         rows = self.rows if self.rows is not None else conn.execute(self.SQL, self.params).fetchall()
         counts: dict[str, dict] = {"fn": {}, "sn": {}}
         totals = {}
@@ -1403,7 +1569,8 @@ class PendingFrequencies:
                 counts[col][value] = n
             else:
                 totals[col] = (int(n), int(sq))
-        return TermFrequencies(counts, totals)
+        self._result = TermFrequencies(counts, totals)
+        return self._result
 
 
 def school_parts(incoming: Any, size: int | None = None) -> Iterator[Any]:
