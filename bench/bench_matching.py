@@ -98,10 +98,57 @@ def _rss_mb() -> float:
     return 0.0
 
 
+def tree_pss_mb(pid: int) -> float:
+    """The proportional set size (MB) of a process and every process under it: memory shared
+    between them (a forked child's pages it has not written) counted once, split between its
+    sharers. 0.0 once the process is gone."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for p in procs:
+        try:
+            with open(f"/proc/{p.pid}/smaps_rollup") as f:
+                total += next((int(x.split()[1]) for x in f if x.startswith("Pss:")), 0)
+        except OSError:
+            pass
+    return total / 1024
+
+
+class TreePeak:
+    """The highest :func:`tree_pss_mb` of a process's tree, sampled from another thread every
+    ``every`` seconds until :meth:`stop` (the sampling costs the measured process nothing):
+    ``peak - start`` is what its work added, its children's included."""
+
+    def __init__(self, pid: int, every: float = 0.2) -> None:
+        import threading
+
+        self.pid, self.every, self.start, self.peak = pid, every, tree_pss_mb(pid), 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every):
+            self.peak = max(self.peak, tree_pss_mb(self.pid))
+
+    def stop(self) -> float:
+        """The peak above the start (MB)."""
+        self._done.set()
+        self._thread.join()
+        return max(0.0, self.peak - self.start)
+
+
 def in_child(fn, timeout: float | None = None):
     """Run ``fn()`` in a forked process: (result, seconds, peak MB above the start). With
     ``timeout``, a child still running after that many seconds is stopped and the result is
-    None (seconds = the timeout, peak = its high-water mark so far)."""
+    None (seconds = the timeout, peak = its high-water mark so far). The peak is a floor: the
+    child reuses the parent's freed memory without growing (``bench_match_dag.py`` measures
+    the DAG path in a new process for that reason)."""
     import pickle
     import select
     import signal
