@@ -651,14 +651,10 @@ def test_part_holders_follow_the_rows_as_they_are_written_and_rewritten():
     assert h.elsewhere(0, ["P1", "P3"]) == set()
 
 
-@pytest.mark.parametrize("procs", ["1", "3"])
-def test_a_run_of_several_parts_decides_alike_in_one_process_or_several(loaded, monkeypatch, procs):
-    """An LA's first load (several parts) decides its parts in forked processes, one per core
-    (``B2B_MATCH_PROCESSES``, b2b.forked): every results.match row (status, child, rule,
-    score, explanation) is the one a single process writes, and the one a single part gives."""
+def spy_forks(monkeypatch) -> list:
+    """The (items, processes) of each b2b.forked.ordered_map call, as it is called."""
     from b2b import forked
 
-    url, dag_id = loaded
     used = []
     unspied = forked.ordered_map
 
@@ -667,6 +663,18 @@ def test_a_run_of_several_parts_decides_alike_in_one_process_or_several(loaded, 
         return unspied(fn, n, p)
 
     monkeypatch.setattr(forked, "ordered_map", spied)
+    return used
+
+
+@pytest.mark.parametrize("procs", ["1", "3"])
+def test_a_run_of_several_parts_decides_alike_in_one_process_or_several(loaded, monkeypatch, procs):
+    """An LA's first load (several parts) decides its parts in forked processes, one per core
+    (``B2B_MATCH_PROCESSES``, b2b.forked): every results.match row (status, child, rule,
+    score, explanation) is the one a single process writes, and the one a single part gives."""
+    from b2b import forked
+
+    url, dag_id = loaded
+    used = spy_forks(monkeypatch)
     monkeypatch.setenv(forked.PROCESSES_ENV, procs)
     counts, many = stage_rows(url, dag_id, 100, monkeypatch)
     assert counts["parts"] == 6
@@ -744,16 +752,9 @@ def test_parts_decided_again_in_forked_processes_decide_as_one_by_one(loaded, mo
             here.append(1)
         return undecided(*a, **k)
 
-    used = []
-    unspied = forked.ordered_map
-
-    def spied(fn, n, p):
-        used.append((n, p))
-        return unspied(fn, n, p)
-
+    used = spy_forks(monkeypatch)
     monkeypatch.setattr(match_stage, "claimed_outside", claimed_outside)
     monkeypatch.setattr(match_stage, "_decide_again", decide_again)
-    monkeypatch.setattr(forked, "ordered_map", spied)
     monkeypatch.setenv(forked.PROCESSES_ENV, "2")
     counts, many = stage_rows(url, dag_id, 100, monkeypatch)
     assert counts["parts"] == 6

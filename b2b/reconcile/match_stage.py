@@ -435,16 +435,25 @@ def _large_share_of_la(conn: Connection, students: int) -> bool:
 #: other base, the first base by id), and a ``results.anomaly`` row names the base, the file and
 #: the record's position (the other base's id is its value: no personal data). One statement over
 #: the run's ``results.match`` rows (:func:`match` sends the guards together, in a pipeline).
-_GUID_ELSEWHERE_SQL = f"""WITH other AS (
-                -- per record, probes of the GUID index (child_link_guid_idx): a join let the planner
-                -- hash the whole of core.child_link, ~34 ms a school run at 55k links (issue 15)
+#: the guard's records and the other base's link of each (the first base by id): per record,
+#: probes of the GUID index (child_link_guid_idx); a join let the planner hash the whole of
+#: core.child_link, ~34 ms a school run at 55k links (issue 15)
+_GUID_OTHER_PROBES = """
                 SELECT m.file_id, m.student_guid, l.base_id, l.person_id
                   FROM results.match m
                  CROSS JOIN LATERAL (
                        SELECT l.base_id, l.person_id FROM core.child_link l
                         WHERE l.student_guid = m.student_guid AND l.base_id <> m.base_id
                         ORDER BY l.base_id LIMIT 1) l
-                 WHERE m.file_id = ANY(%(files)s)),
+                 WHERE m.file_id = ANY(%(files)s)"""
+#: the same rows by one join (a large run: :data:`_GUID_ELSEWHERE_LARGE_SQL`)
+_GUID_OTHER_JOIN = """
+                SELECT DISTINCT ON (m.file_id, m.student_guid) m.file_id, m.student_guid, l.base_id, l.person_id
+                  FROM results.match m
+                  JOIN core.child_link l ON l.student_guid = m.student_guid AND l.base_id <> m.base_id
+                 WHERE m.file_id = ANY(%(files)s)
+                 ORDER BY m.file_id, m.student_guid, l.base_id"""
+_GUID_ELSEWHERE_SQL = f"""WITH other AS ({_GUID_OTHER_PROBES}),
             hit AS (
                 UPDATE results.match m
                    SET status = 'possible', rule = '{GUID_ELSEWHERE}', hidden = false,
@@ -470,19 +479,7 @@ _GUID_ELSEWHERE_SQL = f"""WITH other AS (
 #: on its second column and results.match's key index likewise, a pass over every entry per
 #: record — over 10 minutes at 100k x 80k, where the first run took 30 s (issue 15). The same
 #: rows: per record the other base's link first by base id.
-_GUID_ELSEWHERE_LARGE_SQL = _GUID_ELSEWHERE_SQL.replace('''                -- per record, probes of the GUID index (child_link_guid_idx): a join let the planner
-                -- hash the whole of core.child_link, ~34 ms a school run at 55k links (issue 15)
-                SELECT m.file_id, m.student_guid, l.base_id, l.person_id
-                  FROM results.match m
-                 CROSS JOIN LATERAL (
-                       SELECT l.base_id, l.person_id FROM core.child_link l
-                        WHERE l.student_guid = m.student_guid AND l.base_id <> m.base_id
-                        ORDER BY l.base_id LIMIT 1) l
-                 WHERE m.file_id = ANY(%(files)s)),''', """SELECT DISTINCT ON (m.file_id, m.student_guid) m.file_id, m.student_guid, l.base_id, l.person_id
-                  FROM results.match m
-                  JOIN core.child_link l ON l.student_guid = m.student_guid AND l.base_id <> m.base_id
-                 WHERE m.file_id = ANY(%(files)s)
-                 ORDER BY m.file_id, m.student_guid, l.base_id),""")
+_GUID_ELSEWHERE_LARGE_SQL = _GUID_ELSEWHERE_SQL.replace(_GUID_OTHER_PROBES, _GUID_OTHER_JOIN)
 assert _GUID_ELSEWHERE_LARGE_SQL != _GUID_ELSEWHERE_SQL
 
 
