@@ -219,6 +219,15 @@ def _part_students() -> int:
     return match_stage.PART_STUDENTS
 
 
+def _hwm_mb() -> float:
+    """This process's resident high-water mark (MB) since its program started (``VmHWM``: of
+    its own memory map, new at exec). Not ``ru_maxrss``: Linux carries it across exec, so a
+    process started from the bench would report the bench's size (2.6 GB at 300k x 256k
+    where the stage's own peak is 1.2 GB)."""
+    with open("/proc/self/status") as f:
+        return next((int(x.split()[1]) / 1024 for x in f if x.startswith("VmHWM:")), 0.0)
+
+
 def dag_only(url: str, out: Path) -> None:
     """``--dag-only``: the stage on the loaded run (its steps timed), its rows read back, and
     (rows, steps, CPU-s, seconds, own peak MB) pickled to ``out``."""
@@ -238,7 +247,7 @@ def dag_only(url: str, out: Path) -> None:
     dag, steps = dag_with_steps(url, inc)
     secs = time.perf_counter() - t
     cpu = cpu_seconds() - c
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    peak = _hwm_mb() - base
     rows = [(b, g, st, pid) for (b, g), st, pid in zip(dag["incoming_id"], dag["status"], dag["person_id"])]
     out.write_bytes(pickle.dumps((rows, steps, cpu, secs, peak)))
 
