@@ -333,11 +333,8 @@ def _first_pass_forked(parts: list[Any], items: list[tuple[Any, Any, Any]], cfg:
         decided, over, resembling, kept = _decide_first(parts[k], items[k], cfg, tf, True)
         path = None
         if kept is not None:
-            import pickle
-
             path = os.path.join(spill_dir, f"part-{k}.pickle")
-            with open(path, "wb") as f:
-                pickle.dump(kept, f, protocol=pickle.HIGHEST_PROTOCOL)
+            _spilled(kept, path).close()
         return decided, over, resembling, path
 
     for k, (decided, over, resembling, path) in enumerate(forked.ordered_map(first, len(parts), procs)):
@@ -361,16 +358,17 @@ def _spill_dir() -> Iterator[str]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _spilled(kept: dict | None) -> Any:
-    """The matcher's kept inputs of a part (``reuse``) in a temporary file: a part decided again
-    once the other parts are written reads its scored pairs back instead of blocking and
-    scoring again (issue 15), and the run's memory does not hold every part's pairs."""
+def _spilled(kept: dict | None, path: str | None = None) -> Any:
+    """The matcher's kept inputs of a part (``reuse``) in a temporary file (``path``: that file,
+    a forked process's, which the parent opens): a part decided again once the other parts are
+    written reads its scored pairs back instead of blocking and scoring again (issue 15), and
+    the run's memory does not hold every part's pairs."""
     if not kept:
         return None
     import pickle
     import tempfile
 
-    f = tempfile.TemporaryFile()
+    f = open(path, "w+b") if path else tempfile.TemporaryFile()  # noqa: SIM115 (returned open)
     pickle.dump(kept, f, protocol=pickle.HIGHEST_PROTOCOL)
     return f
 
