@@ -1,8 +1,8 @@
 """A large run's CPU work spread over the machine's cores by ``fork`` (issue 15).
 
 :func:`ordered_map` runs ``fn(0) … fn(n - 1)`` in forked child processes and yields the
-results in order, as ``map`` would. The children are forked from the caller when the map
-starts, so they see everything it has built (an LA's prepared children, blocking's index)
+results in order, as ``map`` would. The children are forked from the caller (when the map
+starts, and as one leaves another), so they see everything it has built (an LA's prepared children, blocking's index)
 without copying or pickling it: the operating system shares those pages until one side
 writes them (the collector's objects are frozen first, so its passes do not write them).
 Only each result travels back, pickled through a pipe.
@@ -12,9 +12,14 @@ daemonic process, and an Airflow task may run in one (LocalExecutor's workers); 
 here must leave by ``os._exit`` — never by the interpreter's exit, which would run the
 parent's ``atexit`` handlers and close its database connection from the child.
 
-* Child ``w`` of ``k`` computes items ``w, w + k, w + 2k, …`` in that order; the parent reads
-  item ``i`` from child ``i % k``. A child waits on its pipe until its result is read, so
-  at most one result per child is in flight (memory stays bounded).
+* Child ``w`` of ``k`` computes items ``w, w + k, w + 2k, …`` in that order, at most
+  ``per_child`` of them; then it leaves and a new child is forked for the next ones. What a
+  child allocates lands in pages it still shares with the parent, and copies them: a child
+  that lives through many items ends up holding a copy of much of the parent (issue 15: two
+  children deciding 300k x 250k's parts held ~880 MB between them; two items each, ~1,010 MB
+  for the whole tree). The parent reads item ``i`` from slot ``i % k``; a child waits on its
+  pipe until its result is read, so at most one result per child is in flight (memory stays
+  bounded).
 * An error in a child ends the map with :class:`ForkedError` naming the item, the error's type
   and its message; a child that dies (killed, out of memory) ends it with the item and the
   signal. The other children are stopped and reaped, whatever ends the map (an error, or the
@@ -64,45 +69,63 @@ def available() -> bool:
     return hasattr(os, "fork")
 
 
-def ordered_map(fn: Callable[[int], Any], n: int, procs: int) -> Iterator[Any]:
-    """``fn(i)`` for ``i`` in ``range(n)``, computed in ``min(procs, n)`` forked children,
-    yielded in order (see the module's text). ``procs`` <= 1 or ``n`` <= 1: computed here, no fork."""
+def ordered_map(fn: Callable[[int], Any], n: int, procs: int, per_child: int | None = None) -> Iterator[Any]:
+    """``fn(i)`` for ``i`` in ``range(n)``, computed in forked children, at most ``procs`` at
+    once, each computing at most ``per_child`` items (None: as many as come its way), yielded
+    in order (see the module's text). ``procs`` <= 1 or ``n`` <= 1: computed here, no fork."""
     procs = min(procs, n)
     if procs <= 1 or not available():
         for i in range(n):
             yield fn(i)
         return
-    children: list[tuple[int, Any]] = []
+    if per_child is not None and per_child < 1:
+        raise ValueError(f"per_child={per_child}: expected 1 or more items per process")
+    # slot w's children compute items w, w + procs, w + 2 procs, ...: (pid, pipe, its last item)
+    slots: list[tuple[int, Any, int] | None] = [None] * procs
     gc.collect()
-    gc.freeze()  # (the collector's passes in a child would write every shared object's header)
+    _trim()
     try:
         for w in range(procs):
-            read_fd, write_fd = os.pipe()
-            sys.stdout.flush()
-            sys.stderr.flush()
-            pid = os.fork()
-            if pid == 0:  # the child: never returns
-                _child(fn, n, procs, w, write_fd, [f for _, f in children] + [read_fd])
-            os.close(write_fd)
-            children.append((pid, os.fdopen(read_fd, "rb")))
+            slots[w] = _start(fn, range(w, n, procs)[:per_child], slots)
         for i in range(n):
-            pid, pipe = children[i % procs]
+            w = i % procs
+            pid, pipe, last = slots[w]  # type: ignore[misc]
             try:
                 tag, value = pickle.load(pipe)
             except (EOFError, pickle.UnpicklingError, OSError):
                 raise ForkedError(f"item {i}: its process ({pid}) ended without a result ({_ended(pid)})") from None
             if tag != "ok":
                 raise ForkedError(f"item {i}: {value}")
+            if i == last:  # its child leaves: reaped, and the slot's next items go to a new child
+                slots[w] = None
+                pipe.close()
+                _ended(pid)
+                if i + procs < n:
+                    slots[w] = _start(fn, range(i + procs, n, procs)[:per_child], slots)
             yield value
     finally:
-        for _pid, pipe in children:
-            pipe.close()
-        for pid, _ in children:
-            _reap(pid)
+        for slot in slots:
+            if slot is not None:
+                slot[1].close()
+                _reap(slot[0])
         gc.unfreeze()
 
 
-def _child(fn: Callable[[int], Any], n: int, procs: int, w: int, write_fd: int, inherited: list) -> None:
+def _start(fn: Callable[[int], Any], items: range, slots: list) -> tuple[int, Any, int]:
+    """Fork the child computing ``items`` in order: (its pid, the pipe its results come by,
+    its last item)."""
+    gc.freeze()  # (the collector's passes in a child would write every shared object's header)
+    read_fd, write_fd = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        _child(fn, items, write_fd, [read_fd] + [slot[1] for slot in slots if slot is not None])
+    os.close(write_fd)
+    return pid, os.fdopen(read_fd, "rb"), items[-1]
+
+
+def _child(fn: Callable[[int], Any], items: range, write_fd: int, inherited: list) -> None:
     """A child's life: its items computed and sent in order; it leaves by ``os._exit``."""
     code = 0
     try:
@@ -112,13 +135,13 @@ def _child(fn: Callable[[int], Any], n: int, procs: int, w: int, write_fd: int, 
         _die_with_parent()
         if os.getppid() != parent:  # (the parent died before that took effect)
             return
-        for f in inherited:  # (the other children's pipes: only the parent reads them)
+        for f in inherited:  # (its own pipe's and the other children's read ends: the parent's)
             try:
                 os.close(f if isinstance(f, int) else f.fileno())
             except OSError:
                 pass
         with os.fdopen(write_fd, "wb") as out:
-            for i in range(w, n, procs):
+            for i in items:
                 try:
                     data = pickle.dumps(("ok", fn(i)), protocol=pickle.HIGHEST_PROTOCOL)
                 except BaseException as e:  # noqa: BLE001 (sent to the parent, which raises it)
@@ -132,6 +155,20 @@ def _child(fn: Callable[[int], Any], n: int, procs: int, w: int, write_fd: int, 
         code = 1
     finally:
         os._exit(code)
+
+
+def _trim() -> None:
+    """Linux (glibc): the C heap's free pages given back (``malloc_trim``), so that what a
+    child allocates there is its own new memory, not a copy of a page the parent still holds.
+    Elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # (not glibc: musl has none)
+        pass
 
 
 def _die_with_parent() -> None:

@@ -25,6 +25,24 @@ def test_results_come_in_order_from_forked_processes():
     assert children() == []
 
 
+def test_a_child_computes_at_most_per_child_items_then_a_new_one_goes_on():
+    from b2b import forked
+
+    got, at_once = [], []
+    for v in forked.ordered_map(lambda i: (i * i, os.getpid()), 7, 3, per_child=2):
+        got.append(v)
+        at_once.append(len(children()))
+    assert [v for v, _ in got] == [i * i for i in range(7)]
+    pid = [p for _, p in got]
+    # slot 0: items 0 and 3 in one child, item 6 in a new one; slots 1 and 2: (1, 4), (2, 5)
+    assert pid[0] == pid[3] != pid[6] and pid[1] == pid[4] and pid[2] == pid[5]
+    assert len(set(pid)) == 4 and os.getpid() not in pid
+    assert max(at_once) <= 3  # (never more than ``procs`` at once)
+    assert children() == []
+    with pytest.raises(ValueError, match="per_child=0"):
+        list(forked.ordered_map(lambda i: i, 3, 2, per_child=0))
+
+
 def test_one_process_or_one_item_runs_here_without_a_fork():
     from b2b import forked
 
