@@ -240,6 +240,7 @@ class LAIndex:
         self.n = len(core)
         self.block_cap = block_cap
         self.ids = core["id"]
+        self._id_objects: Any = None
         cache: dict[str, tuple] = {}
 
         def column(name: str) -> tuple:
@@ -253,6 +254,12 @@ class LAIndex:
         self._parts = self._side([_encoded(parts[k]) for k in PART_KEY], parts.index.to_numpy(dtype=np.int64),
                                  list(PART_KEY))
         self._guid = self._side([column(k) for k in GUID_KEY], rows, list(GUID_KEY))
+
+    def id_objects(self) -> Any:
+        """The rows' ids as an array of Python strings, made once (the matcher reads them per part)."""
+        if self._id_objects is None:
+            self._id_objects = self.ids.to_numpy(dtype=object)
+        return self._id_objects
 
     def _side(self, cols: list[tuple], rows: Any, inc_keys: list[str]) -> tuple:
         import numpy as np
