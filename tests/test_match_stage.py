@@ -658,9 +658,9 @@ def spy_forks(monkeypatch) -> list:
     used = []
     unspied = forked.ordered_map
 
-    def spied(fn, n, p):
+    def spied(fn, n, p, per_child=None):
         used.append((n, p))
-        return unspied(fn, n, p)
+        return unspied(fn, n, p, per_child)
 
     monkeypatch.setattr(forked, "ordered_map", spied)
     return used
@@ -672,10 +672,12 @@ def test_a_run_of_several_parts_decides_alike_in_one_process_or_several(loaded, 
     (``B2B_MATCH_PROCESSES``, b2b.forked): every results.match row (status, child, rule,
     score, explanation) is the one a single process writes, and the one a single part gives."""
     from b2b import forked
+    from b2b.reconcile import match_stage
 
     url, dag_id = loaded
     used = spy_forks(monkeypatch)
     monkeypatch.setenv(forked.PROCESSES_ENV, procs)
+    monkeypatch.setattr(match_stage, "PARTS_PER_PROCESS", 1)  # (a process forked per part: six, not three)
     counts, many = stage_rows(url, dag_id, 100, monkeypatch)
     assert counts["parts"] == 6
     # (the first pass; the parts decided again with the other parts' claims, when several are)
@@ -761,3 +763,69 @@ def test_parts_decided_again_in_forked_processes_decide_as_one_by_one(loaded, mo
     assert used[0] == (6, 2) and len(used) == 2 and used[1][0] >= 2  # (the parts decided again, forked)
     assert len(here) == (used[1][0] if claims == "changed_since" else 0)
     assert many == one
+
+
+def test_a_large_runs_rows_copied_into_arrow_are_the_rows_pandas_builds(db_url):
+    """An LA's first load reads its students and the LA's children by COPY into Arrow columns
+    (``copy_frame``, issue 15), not as Python rows: the same frame as pandas builds from the
+    rows under Arrow strings, value for value — NULL and empty text kept apart, text with
+    the CSV's own characters (commas, quotes, line breaks), letters beyond Latin-1, dates and
+    NULL dates, whole numbers, and a column of NULLs only — and no rows give the empty frame."""
+    import pandas as pd
+    import psycopg
+
+    from b2b import matching
+    from b2b.reconcile import match_stage
+
+    rows = [(1, "O'Neil, \"Jo\"", None, "2014-02-28", "Gwenllian\nŴyn"),
+            (2, "", "Åsa", None, "Zoë ŷ 李"),
+            (3, "   ", "x,y", "2016-10-01", None)]
+    columns = ["n", "a", "b", "dob", "c"]
+    select = "SELECT n, a, b, dob, c, NULL::text AS d FROM t ORDER BY n"
+    with psycopg.connect(db_url) as conn:
+        conn.execute("CREATE TEMP TABLE t (n bigint, a text, b text, dob date, c text)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO t VALUES (%s, %s, %s, %s, %s)", rows)
+        with matching.arrow_strings():
+            want = pd.DataFrame(conn.execute(select).fetchall(), columns=[*columns, "d"])
+            got = match_stage.copy_frame(conn, select, None, [*columns, "d"], ints=("n",))
+            assert dict(got.dtypes.astype(str)) == dict(want.dtypes.astype(str))
+            assert got.equals(want)
+            assert got["a"].tolist()[1] == "" and pd.isna(got["b"].tolist()[0]) and got["d"].tolist() == [None] * 3
+            # (with parameters, as the students' read passes them; no rows)
+            none = match_stage.copy_frame(conn, "SELECT n, a FROM t WHERE n > %s", (9,), ["n", "a"], ints=("n",))
+            assert none.empty and list(none.columns) == ["n", "a"]
+    assert match_stage._INCOMING_COLUMNS[:len(matching.INCOMING_COLUMNS)] == matching.INCOMING_COLUMNS
+
+
+def test_a_run_of_several_parts_matches_the_school_contacts_as_one_part_does(loaded, monkeypatch):
+    """An LA's first load reads its school contacts as rows only once the students are decided
+    (until then they wait in the driver's buffer, issue 15): the carers' decisions are the ones
+    a run of one part writes."""
+    import psycopg
+
+    url, dag_id = loaded
+    with psycopg.connect(url) as conn:
+        # a contact for each of 60 students: half named as an LA child of the student's home, half strangers
+        conn.execute("""
+            INSERT INTO staging.contact (file_id, ordinal, item, base_id, student_guid, person_id, forename, surname,
+                                         gender, relationship, addresses)
+            SELECT s.file_id, s.ordinal, 1, s.base_id, s.student_guid, 'C' || s.ordinal,
+                   CASE WHEN s.ordinal % 2 = 0 THEN s.forename ELSE 'Ottoline' END, s.surname, s.gender, 'Sibling',
+                   jsonb_build_array(jsonb_build_object('type', 'H', 'postcode', a.postcode, 'street', 'Any Street'))
+              FROM staging.student s
+              LEFT JOIN staging.address a ON a.file_id = s.file_id AND a.student_guid = s.student_guid
+             WHERE s.ordinal <= 60""")
+        conn.commit()
+
+    def carers(part_students):
+        counts, _ = stage_rows(url, dag_id, part_students, monkeypatch)
+        with psycopg.connect(url) as conn:
+            rows = conn.execute("""SELECT file_id, contact_id, student_guid, coalesce(person_id, ''), status, rule,
+                                          score, explanation FROM results.carer_match ORDER BY 1, 2""").fetchall()
+        return counts, rows
+
+    several, many = carers(100)
+    one, single = carers(100_000)
+    assert several["parts"] > 1 and one["parts"] == 1
+    assert len(many) >= 60 and many == single

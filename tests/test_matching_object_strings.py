@@ -139,7 +139,7 @@ def test_a_run_of_several_parts_decides_them_with_arrow_strings(monkeypatch):
         pipeline = transaction
 
         def execute(self, *a, **k):  # (a cursor with nothing to say: no outgrown statistics, no contacts)
-            return type("Cursor", (), {"fetchone": lambda self: (None,), "fetchall": lambda self: []})()
+            return type("Cursor", (), {"fetchone": lambda self: (None,), "fetchall": lambda self: [], "rowcount": 0})()
 
     for students, objects in ((3, True), (45, False)):
         frame = pd.DataFrame({"base_id": [f"b{k % 3}" for k in range(students)]})

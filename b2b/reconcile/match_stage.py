@@ -81,9 +81,17 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
             outgrown = stale_stats.check(conn, GROWING_TABLES, growth=stale_stats.MATCH_GROWTH)
             students = conn.execute(_INCOMING, (ctx.window_end, files))
             school_contacts = _send_carer_contacts(conn, files)
-        incoming = _incoming(students.fetchall())
-        contacts = school_contacts.fetchall()
-        del students, school_contacts
+        if students.rowcount > PART_STUDENTS:
+            # an LA's first load (several parts): read again by COPY into Arrow columns, never
+            # as Python rows (256k rows: ~280 MB the interpreter's allocator kept to the end,
+            # and the forked processes copied as they reused it; issue 15)
+            students.close()
+            with matching.arrow_strings():
+                incoming = copy_frame(conn, _INCOMING, (ctx.window_end, files), _INCOMING_COLUMNS,
+                                      ints=("file_id", "ordinal"))
+        else:
+            incoming = _incoming(students.fetchall())
+        del students
         outgrown.analyse()  # (one run at a time: the others go on with the statistics there are)
         # (a run without students, as many are on a changed-data day: no candidates, no matcher)
         # (the name frequencies: read with a small run's candidates, in one round trip)
@@ -92,6 +100,9 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
         # large the run (a school stays whole: its roll is the evidence for twins the LA does not know)
         parts = list(school_parts(incoming)) if len(incoming) else []
         del incoming  # (the parts hold its rows: not twice in memory)
+        # (the school contacts as Python rows once the decisions are made: an LA's first load
+        # has ~1.5 a student; until then their result stays in the driver's compact buffer)
+        contacts: list[tuple] = school_contacts.fetchall() if len(parts) <= 1 else []
         # a run of a few students (a school's changed-data run) sends its statements in
         # pipelines: its candidates' reads one round trip; its decisions (INSERTed, not
         # COPYed: _write_rows), the guards, the links, the counts and the carers' reads the next
@@ -103,10 +114,14 @@ def match(conn: Connection, ctx: RunContext, settings: Settings) -> dict:
                 counted_cur, reads = _guard_link_count(conn, ctx, settings, files, bool(parts), contacts, large)
         else:
             # several parts (an LA's first load): pandas' Arrow strings for their large frames
-            with matching.arrow_strings() if len(parts) > 1 else nullcontext():
+            with matching.arrow_strings() if len(parts) > 1 else nullcontext(), \
+                    _arrow_on_the_c_heap() if len(parts) > 1 else nullcontext():
                 _decide_parts(conn, ctx, settings, files, parts, tf)
+            if len(parts) > 1:
+                contacts = school_contacts.fetchall()
             with conn.pipeline():
                 counted_cur, reads = _guard_link_count(conn, ctx, settings, files, bool(parts), contacts, large)
+        del school_contacts
         counted = counted_cur.fetchall()
         # the carers' decisions and the stage's log row: one round trip (a few contacts: INSERTed)
         with conn.pipeline() if len(contacts) <= SMALL_WRITE_ROWS else nullcontext():
@@ -218,7 +233,8 @@ def _decide_parts(conn: Connection, ctx: RunContext, settings: Settings, files: 
         if len(asked) > 1:
             entries = [again[part_no] for part_no, _, _ in asked]
             results = forked.ordered_map(
-                lambda i: _decide_again(entries[i], asked[i][1], asked[i][2], cfg, tf), len(asked), procs)
+                lambda i: _decide_again(entries[i], asked[i][1], asked[i][2], cfg, tf), len(asked), procs,
+                PARTS_PER_PROCESS)
             ahead = {part_no: (claimed, results) for part_no, claimed, _ in asked}
     with closing(results) if results is not None else nullcontext():
         _decide_again_in_order(conn, ctx, settings, files, again, elsewhere, k_of, holders, ahead, cfg, tf)
@@ -337,12 +353,43 @@ def _first_pass_forked(parts: list[Any], items: list[tuple[Any, Any, Any]], cfg:
             _spilled(kept, path).close()
         return decided, over, resembling, path
 
-    for k, (decided, over, resembling, path) in enumerate(forked.ordered_map(first, len(parts), procs)):
+    # (a few records decided here first: what the matcher builds on the shared LA when first used
+    # (blocking's value indexes, pandas' and Arrow's lazy state) is built once, not in each child)
+    _decide_first(parts[0].iloc[:WARM_UP_STUDENTS], items[0], cfg, tf, False)
+    firsts = forked.ordered_map(first, len(parts), procs, PARTS_PER_PROCESS)
+    for k, (decided, over, resembling, path) in enumerate(firsts):
         spilled = None
         if path is not None:
             spilled = open(path, "rb")  # noqa: SIM115 (closed by _unspilled, or when not needed)
             os.unlink(path)  # (gone with its last handle)
         yield k, parts[k], items[k], decided, over, resembling, spilled
+
+
+#: parts a forked process decides before it leaves and a new one is forked for the next
+#: (b2b.forked.ordered_map's ``per_child``): what a process allocates lands in pages it shares
+#: with the stage and copies them, part after part (300k x 250k, two processes, parts of
+#: 5,000: tree peak 1,604 MB with one process per core throughout, ~1,010 MB with two parts
+#: each; one part each: the same memory, a fork per part; issue 15)
+PARTS_PER_PROCESS = 2
+#: records the forked first pass decides in the parent first (:func:`_first_pass_forked`)
+WARM_UP_STUDENTS = 50
+
+
+@contextmanager
+def _arrow_on_the_c_heap() -> Iterator[None]:
+    """Inside: Arrow allocates from the C heap (``malloc``), not its own pool (mimalloc),
+    restored on the way out. A large run's forked processes then allocate where the stage gave
+    its free pages back before forking (:func:`b2b.forked.ordered_map`), not in a pool's pages
+    the stage still holds, which they copied: 300k x 250k, two processes, tree peak 1,117 ->
+    1,026 MB, and no slower (issue 15). Arrays made before keep their own pool."""
+    import pyarrow as pa
+
+    before = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(before)
 
 
 @contextmanager
@@ -397,8 +444,14 @@ def _unspilled(f: Any) -> dict | None:
 
 
 GUID_ELSEWHERE = "guid_linked_elsewhere"
-#: students matched together (whole schools): bounds the matcher's memory
+#: a run of more students than this (an LA's first load) is matched in parts, whole schools
+#: each, against the whole LA read once (:func:`_whole_la_parts`)
 PART_STUDENTS = 20_000
+#: ... of about this many students each (at most PART_STUDENTS): the matcher's frames of one part
+#: are its memory over the LA's (300k x 250k, one process: peak 1,177 MB with parts of 20,000,
+#: 890 with 5,000, the same time; two processes: 1,010 MB with 5,000, 943 with 4,000; issue
+#: 15), and parts of a few seconds each keep the forked processes even
+SPLIT_STUDENTS = 4_000
 #: runs of at most this many students find their candidates by index probes (the planner's
 #: choice), larger ones by hash joins over core.child: the same rows either way
 SMALL_RUN_STUDENTS = 2_000
@@ -717,9 +770,12 @@ def _incoming(rows: list[tuple]) -> Any:
     """:data:`_INCOMING`'s rows as the matcher's incoming frame."""
     import pandas as pd
 
-    from b2b.matching import INCOMING_COLUMNS
+    return pd.DataFrame(rows, columns=_INCOMING_COLUMNS)
 
-    return pd.DataFrame(rows, columns=INCOMING_COLUMNS + ["file_id", "student_guid", "ordinal"])
+
+#: :data:`_INCOMING`'s columns: the matcher's, then the run's keys
+_INCOMING_COLUMNS = ["incoming_id", "base_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob",
+                     "postcode", "address_line1", "file_id", "student_guid", "ordinal"]
 
 
 #: the LA child columns the matcher reads (b2b.matching.CORE_COLUMNS, in order; not imported
@@ -989,9 +1045,10 @@ def _whole_la_parts(conn: Connection, parts: list[Any]) -> Iterator[tuple[Any, A
     conn.execute("ANALYZE match_in")
     links = pd.DataFrame(conn.execute(_LINKS).fetchall(), columns=["part", "base_id", "guid", "person_id", "linked_by"])
     rejected = pd.DataFrame(conn.execute(_REJECTED).fetchall(), columns=["part", "base_id", "guid", "person_id"])
-    rows = conn.execute(f"SELECT {CORE_SELECT} FROM core.child c WHERE c.active ORDER BY c.person_id").fetchall()
-    frame = pd.DataFrame(rows, columns=matching.CORE_COLUMNS)
-    del rows  # (the rows as Python tuples are the stage's largest transient: gone before preparing)
+    # (COPYed as CSV into Arrow columns: the rows as Python tuples were the stage's largest
+    # transient, ~300 MB at 300k, whose freed pages the forked processes then copied)
+    frame = copy_frame(conn, f"SELECT {CORE_SELECT} FROM core.child c WHERE c.active ORDER BY c.person_id", None,
+                       matching.CORE_COLUMNS)
     whole = matching.prepare_core(frame)
     del frame
     blocks = LAIndex(whole.prep, matching.MatchConfig().block_cap)
@@ -999,6 +1056,37 @@ def _whole_la_parts(conn: Connection, parts: list[Any]) -> Iterator[tuple[Any, A
         yield (matching.PreparedCore(whole.raw, whole.prep, blocks=blocks),
                links[links["part"] == k].drop(columns="part").reset_index(drop=True),
                rejected[rejected["part"] == k].drop(columns="part").reset_index(drop=True))
+
+
+def copy_frame(conn: Connection, select: str, params: Any, columns: list[str], ints: tuple[str, ...] = ()) -> Any:
+    """The rows of ``select`` as a DataFrame of Arrow columns, COPYed as CSV and parsed by
+    Arrow: no Python object per value (a large run's LA, issue 15). The same frame as
+    ``pd.DataFrame(rows, columns=columns)`` under :func:`b2b.matching.arrow_strings`: text as
+    ``str`` (NULL missing, an empty text empty), ``dob`` as ``datetime.date`` objects,
+    ``ints`` as int64, a column of NULLs only as Python ``None`` objects."""
+    import io
+
+    import pandas as pd
+    import pyarrow as pa
+    from pyarrow import csv
+
+    buf = io.BytesIO()
+    with conn.cursor() as cur, cur.copy(f"COPY ({select}) TO STDOUT WITH (FORMAT csv)", params) as copy:
+        for data in copy:
+            buf.write(data)
+    if not buf.tell():  # (no rows: Arrow reads no empty CSV; as pandas builds it from no rows)
+        return pd.DataFrame([], columns=columns)
+    types = {c: pa.int64() if c in ints else pa.date32() if c == "dob" else pa.string() for c in columns}
+    table = csv.read_csv(pa.py_buffer(buf.getbuffer()),
+                         read_options=csv.ReadOptions(column_names=columns, encoding=conn.info.encoding),
+                         convert_options=csv.ConvertOptions(column_types=types, strings_can_be_null=True,
+                                                            quoted_strings_can_be_null=False))
+    del buf
+    frame = table.to_pandas(date_as_object=True)
+    for c in columns:  # (pandas infers objects for a column of Nones)
+        if table.column(c).null_count == len(table) and c not in ints:
+            frame[c] = pd.Series([None] * len(frame), dtype=object)
+    return frame
 
 
 def core_candidates(conn: Connection, incoming: Any) -> Any:
@@ -1569,9 +1657,13 @@ class PendingFrequencies:
 
 
 def school_parts(incoming: Any, size: int | None = None) -> Iterator[Any]:
-    """The run's students in parts of about ``size`` (default :data:`PART_STUDENTS`, read at
-    call time), whole schools each."""
-    size = PART_STUDENTS if size is None else size
+    """The run's students in parts of about ``size``, whole schools each; by default (read at
+    call time) one part up to :data:`PART_STUDENTS`, parts of :data:`SPLIT_STUDENTS` beyond."""
+    if size is None:
+        if len(incoming) <= PART_STUDENTS:
+            yield incoming
+            return
+        size = min(PART_STUDENTS, SPLIT_STUDENTS)
     if len(incoming) <= size:
         yield incoming
         return
