@@ -207,9 +207,12 @@ def dag_process(url: str, inc, procs: int | None) -> tuple:
             sampler.stop()
             raise RuntimeError(f"the DAG path's process failed (exit {p.returncode})")
         tree = sampler.stop()
-        rows, steps, cpu, secs, own_peak = pickle.loads(out.read_bytes())
+        steps, cpu, secs, own_peak = pickle.loads(out.read_bytes())
+        rows = pd.read_csv(f"{out}.csv", names=["base_id", "guid", "status", "person_id"], dtype=str,
+                           keep_default_na=False)
     back = dict(zip(zip(inc["base_id"], inc["guid"]), inc["incoming_id"]))
-    dag = pd.DataFrame([(back[(b, g)], st, pid) for b, g, st, pid in rows], columns=["incoming_id", "status", "person_id"])
+    dag = pd.DataFrame({"incoming_id": [back[(b, g)] for b, g in zip(rows["base_id"], rows["guid"])],
+                        "status": rows["status"], "person_id": rows["person_id"]})
     return (dag, steps), cpu, secs, max(own_peak, tree)
 
 
@@ -229,27 +232,30 @@ def _hwm_mb() -> float:
 
 
 def dag_only(url: str, out: Path) -> None:
-    """``--dag-only``: the stage on the loaded run (its steps timed), its rows read back, and
-    (rows, steps, CPU-s, seconds, own peak MB) pickled to ``out``."""
+    """``--dag-only``: the stage on the loaded run (its steps timed), then (steps, CPU-s,
+    seconds, own peak MB) pickled to ``out`` and the decisions COPYed to ``out`` + ``.csv``.
+    The process holds nothing of the bench's while the stage runs (no frame of the run's
+    students to map its rows back: an earlier version held 256k of them, and read the rows
+    back as Python tuples), as an Airflow task holds nothing else; its peak is taken as the
+    stage returns."""
     import pickle
 
-    import pandas as pd
     import psycopg
     from bench_matching import _rss_mb
 
     base = _rss_mb()
     c = cpu_seconds()
     t = time.perf_counter()
-    with psycopg.connect(url) as conn:
-        guids = conn.execute("SELECT base_id, student_guid FROM staging.student").fetchall()
-    inc = pd.DataFrame(guids, columns=["base_id", "guid"])
-    inc["incoming_id"] = list(zip(inc["base_id"], inc["guid"]))  # (dag_match maps rows back to these)
-    dag, steps = dag_with_steps(url, inc)
+    _, steps = dag_with_steps(url, None)
     secs = time.perf_counter() - t
     cpu = cpu_seconds() - c
     peak = _hwm_mb() - base
-    rows = [(b, g, st, pid) for (b, g), st, pid in zip(dag["incoming_id"], dag["status"], dag["person_id"])]
-    out.write_bytes(pickle.dumps((rows, steps, cpu, secs, peak)))
+    with psycopg.connect(url) as conn, open(f"{out}.csv", "wb") as f, conn.cursor() as cur, \
+            cur.copy("""COPY (SELECT base_id, student_guid, status, coalesce(person_id, '') FROM results.match)
+                        TO STDOUT WITH (FORMAT csv)""") as copy:
+        for data in copy:
+            f.write(data)
+    out.write_bytes(pickle.dumps((steps, cpu, secs, peak)))
 
 
 def one_size(core_n: int, inc_n: int, seed: int, dump: Path | None = None,

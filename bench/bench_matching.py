@@ -335,7 +335,8 @@ DAG_END = "2026-10-05 17:00:00+00"
 def dag_match(url: str, inc, per_school: bool = False):
     """``b2b.reconcile.match_stage.match`` (the DAG path) on the loaded run; decisions as a frame.
     ``per_school``: as the DAGs run it, one run per school (each school's file its own DAG's),
-    in school order: the cross-school guards then act across runs."""
+    in school order: the cross-school guards then act across runs. ``inc`` None (not
+    ``per_school``): the stage only, nothing read back (None)."""
     from datetime import UTC, datetime, timedelta
 
     import pandas as pd
@@ -359,6 +360,8 @@ def dag_match(url: str, inc, per_school: bool = False):
                                        window_start=ctx.window_start, window_end=end), Settings())
         else:
             stage(conn, ctx, Settings())
+        if inc is None:  # (the caller reads the decisions itself)
+            return None
         rows = conn.execute("SELECT base_id, student_guid, status, coalesce(person_id, '') FROM results.match").fetchall()
         if per_school:  # as loaded: one run of every school
             conn.execute("UPDATE raw.inbound_file SET dag_id = %s", (DAG_ID,))
