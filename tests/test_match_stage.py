@@ -829,3 +829,30 @@ def test_a_run_of_several_parts_matches_the_school_contacts_as_one_part_does(loa
     one, single = carers(100_000)
     assert several["parts"] > 1 and one["parts"] == 1
     assert len(many) >= 60 and many == single
+
+
+def test_a_large_runs_parts_are_smaller_with_more_processes(monkeypatch):
+    """Beyond PART_STUDENTS a run is split into parts of SPLIT_STUDENTS divided by the processes
+    deciding them (their frames together take what one process's do), whole schools each;
+    up to PART_STUDENTS it stays one part."""
+    import pandas as pd
+
+    from b2b import forked
+    from b2b.reconcile import match_stage
+
+    monkeypatch.setattr(match_stage, "PART_STUDENTS", 50)
+    monkeypatch.setattr(match_stage, "SPLIT_STUDENTS", 20)
+    run = pd.DataFrame({"base_id": [f"s{k // 5:02d}" for k in range(60)]})  # 12 schools of 5
+
+    def sizes(procs, frame=run):
+        monkeypatch.setenv(forked.PROCESSES_ENV, str(procs))
+        parts = list(match_stage.school_parts(frame))
+        assert sorted(pd.concat(parts)["base_id"]) == sorted(frame["base_id"])  # every student once
+        schools = [set(p["base_id"]) for p in parts]
+        assert sum(map(len, schools)) == len(set().union(*schools))  # (no school split between parts)
+        return [len(p) for p in parts]
+
+    assert sizes(1) == [20, 20, 20]
+    assert sizes(2) == [10] * 6
+    assert sizes(4) == [5] * 12
+    assert sizes(2, run.iloc[:50]) == [50]  # (not over PART_STUDENTS: one part)

@@ -369,7 +369,8 @@ def _first_pass_forked(parts: list[Any], items: list[tuple[Any, Any, Any]], cfg:
 #: (b2b.forked.ordered_map's ``per_child``): what a process allocates lands in pages it shares
 #: with the stage and copies them, part after part (300k x 250k, two processes, parts of
 #: 5,000: tree peak 1,604 MB with one process per core throughout, ~1,010 MB with two parts
-#: each; one part each: the same memory, a fork per part; issue 15)
+#: each; in parts of 2,000: one part each 939 MB but 140 s (a fork per part costs ~0.2 CPU-s),
+#: two 979 MB in 126 s, four 996 MB in 128 s; issue 15)
 PARTS_PER_PROCESS = 2
 #: records the forked first pass decides in the parent first (:func:`_first_pass_forked`)
 WARM_UP_STUDENTS = 50
@@ -447,10 +448,11 @@ GUID_ELSEWHERE = "guid_linked_elsewhere"
 #: a run of more students than this (an LA's first load) is matched in parts, whole schools
 #: each, against the whole LA read once (:func:`_whole_la_parts`)
 PART_STUDENTS = 20_000
-#: ... of about this many students each (at most PART_STUDENTS): the matcher's frames of one part
-#: are its memory over the LA's (300k x 250k, one process: peak 1,177 MB with parts of 20,000,
-#: 890 with 5,000, the same time; two processes: 1,010 MB with 5,000, 943 with 4,000; issue
-#: 15), and parts of a few seconds each keep the forked processes even
+#: ... of about this many students each (at most PART_STUDENTS), divided by the processes that
+#: decide them (B2B_MATCH_PROCESSES): the matcher's frames of the parts decided at once are
+#: the run's memory over the LA's (300k x 250k, one process: peak 1,177 MB with parts of
+#: 20,000, 890 with 5,000, the same time; two processes, the whole tree: 1,088 MB in parts
+#: of 4,000 (118 s), 979 MB in parts of 2,000 (126 s); issue 15)
 SPLIT_STUDENTS = 4_000
 #: runs of at most this many students find their candidates by index probes (the planner's
 #: choice), larger ones by hash joins over core.child: the same rows either way
@@ -1658,12 +1660,15 @@ class PendingFrequencies:
 
 def school_parts(incoming: Any, size: int | None = None) -> Iterator[Any]:
     """The run's students in parts of about ``size``, whole schools each; by default (read at
-    call time) one part up to :data:`PART_STUDENTS`, parts of :data:`SPLIT_STUDENTS` beyond."""
+    call time) one part up to :data:`PART_STUDENTS`, beyond it parts of :data:`SPLIT_STUDENTS`
+    divided by the processes deciding them (:func:`b2b.forked.processes`)."""
     if size is None:
         if len(incoming) <= PART_STUDENTS:
             yield incoming
             return
-        size = min(PART_STUDENTS, SPLIT_STUDENTS)
+        # (several processes: parts as many times smaller, so that their parts' frames together
+        # take what one process's do; each part's fixed cost is then shared by as many cores)
+        size = min(PART_STUDENTS, max(1, SPLIT_STUDENTS // forked.processes()))
     if len(incoming) <= size:
         yield incoming
         return
