@@ -856,3 +856,16 @@ def test_a_large_runs_parts_are_smaller_with_more_processes(monkeypatch):
     assert sizes(2) == [10] * 6
     assert sizes(4) == [5] * 12
     assert sizes(2, run.iloc[:50]) == [50]  # (not over PART_STUDENTS: one part)
+
+
+def test_the_legacy_rule_decides_a_large_run_alike_in_parts(loaded, monkeypatch):
+    """The vendor rule (``MATCHER=legacy``) on an LA's first load, whose students are read by
+    COPY into Arrow columns: the rows of the same run decided in one part (its students read
+    as Python rows)."""
+    from b2b.config.settings import Settings
+
+    url, dag_id = loaded
+    several, many = stage_rows(url, dag_id, 100, monkeypatch, Settings(matcher="legacy"))
+    one, single = stage_rows(url, dag_id, 100_000, monkeypatch, Settings(matcher="legacy"))
+    assert several["parts"] > 1 and one["parts"] == 1 and several["matcher"] == "legacy"
+    assert many == single and several["matched"] > 0
