@@ -2,9 +2,10 @@
 
 :func:`ordered_map` runs ``fn(0) … fn(n - 1)`` in forked child processes and yields the
 results in order, as ``map`` would. The children are forked from the caller (when the map
-starts, and as one leaves another), so they see everything it has built (an LA's prepared children, blocking's index)
-without copying or pickling it: the operating system shares those pages until one side
-writes them (the collector's objects are frozen first, so its passes do not write them).
+starts, and as one leaves another), so they see everything it has built (an LA's prepared
+children, blocking's index) without copying or pickling it: the operating system shares those
+pages until one side writes them (the collector's objects are frozen first, so its passes do
+not write them).
 Only each result travels back, pickled through a pipe.
 
 Why not :mod:`multiprocessing`: its ``Pool`` and ``Process`` refuse to start children from a

@@ -775,7 +775,8 @@ def _incoming(rows: list[tuple]) -> Any:
     return pd.DataFrame(rows, columns=_INCOMING_COLUMNS)
 
 
-#: :data:`_INCOMING`'s columns: the matcher's, then the run's keys
+#: :data:`_INCOMING`'s columns: the matcher's (b2b.matching.INCOMING_COLUMNS, written out as
+#: _CORE_FIELDS below is: a test holds them equal), then the run's keys
 _INCOMING_COLUMNS = ["incoming_id", "base_id", "upn", "guid", "forename", "middle_names", "surname", "gender", "dob",
                      "postcode", "address_line1", "file_id", "student_guid", "ordinal"]
 
@@ -1060,11 +1061,12 @@ def _whole_la_parts(conn: Connection, parts: list[Any]) -> Iterator[tuple[Any, A
                rejected[rejected["part"] == k].drop(columns="part").reset_index(drop=True))
 
 
-def copy_frame(conn: Connection, select: str, params: Any, columns: list[str], ints: tuple[str, ...] = ()) -> Any:
+def copy_frame(conn: Connection, select: str, params: Any, columns: list[str], ints: tuple[str, ...] = (),
+               dates: tuple[str, ...] = ("dob",)) -> Any:
     """The rows of ``select`` as a DataFrame of Arrow columns, COPYed as CSV and parsed by
     Arrow: no Python object per value (a large run's LA, issue 15). The same frame as
     ``pd.DataFrame(rows, columns=columns)`` under :func:`b2b.matching.arrow_strings`: text as
-    ``str`` (NULL missing, an empty text empty), ``dob`` as ``datetime.date`` objects,
+    ``str`` (NULL missing, an empty text empty), ``dates`` as ``datetime.date`` objects,
     ``ints`` as int64, a column of NULLs only as Python ``None`` objects."""
     import io
 
@@ -1078,7 +1080,7 @@ def copy_frame(conn: Connection, select: str, params: Any, columns: list[str], i
             buf.write(data)
     if not buf.tell():  # (no rows: Arrow reads no empty CSV; as pandas builds it from no rows)
         return pd.DataFrame([], columns=columns)
-    types = {c: pa.int64() if c in ints else pa.date32() if c == "dob" else pa.string() for c in columns}
+    types = {c: pa.int64() if c in ints else pa.date32() if c in dates else pa.string() for c in columns}
     table = csv.read_csv(pa.py_buffer(buf.getbuffer()),
                          read_options=csv.ReadOptions(column_names=columns, encoding=conn.info.encoding),
                          convert_options=csv.ConvertOptions(column_types=types, strings_can_be_null=True,
